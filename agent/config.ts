@@ -1,0 +1,201 @@
+/**
+ * The configuration: one zod schema with every key, its default and its bound. Loading never
+ * throws anything but ConfigError, whose message names the offending key (exit 78).
+ */
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { AgentError } from './errors';
+
+export const DEFAULT_CONFIG_PATH = '/etc/physbits/config.json';
+
+export class ConfigError extends AgentError {
+  constructor(message: string) {
+    super('CONFIG_INVALID', message);
+  }
+}
+
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port');
+const bits = z.number().int().min(1).max(64);
+const cronExpr = z.string().min(1);
+
+const discoveryPattern = z.union([
+  z.string().min(1),
+  z.object({ glob: z.string().min(1), mode: z.enum(['hold', 'poll']) }).strict(),
+]);
+
+const staticPeer = z
+  .object({ name: z.string().min(1), address: z.string().min(1), physBits: bits })
+  .strict();
+const livePeer = z
+  .object({
+    name: z.string().min(1),
+    address: z.string().min(1),
+    url: z.string().url(),
+    tokenFile: z.string().min(1),
+    /** Used when the live agent cannot be reached (optional). */
+    physBits: bits.optional(),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    host: z
+      .object({
+        physBits: bits.optional(),
+        name: z.string().min(1).optional(),
+        procRoot: z.string().default('/proc'),
+        sysRoot: z.string().default('/sys'),
+        devRoot: z.string().default('/dev'),
+      })
+      .strict()
+      .prefault({}),
+    discovery: z
+      .object({
+        sockets: z.array(discoveryPattern).default([]),
+        /** Mode for plain string patterns. */
+        defaultMode: z.enum(['hold', 'poll']).default('hold'),
+        schedule: cronExpr.default('*/1 * * * *'),
+        pollIntervalSeconds: z.number().min(1).max(86400).default(30),
+        libvirt: z.string().min(1).optional(),
+        libvirtPollSeconds: z.number().min(1).max(86400).default(30),
+        virsh: z.string().default('virsh'),
+      })
+      .strict()
+      .prefault({}),
+    qmp: z
+      .object({
+        timeoutMs: z.number().int().min(50).max(600000).default(5000),
+        maxLineBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+        maxPending: z.number().int().min(1).max(10000).default(64),
+        concurrency: z.number().int().min(1).max(1024).default(32),
+      })
+      .strict()
+      .prefault({}),
+    verify: z.object({ schedule: cronExpr.default('*/5 * * * *') }).strict().prefault({}),
+    guard: z
+      .object({
+        enabled: z.boolean().default(true),
+        socketDir: z.string().default('/run/physbits/guard'),
+        unknownPeer: z.enum(['refuse', 'allow']).default('refuse'),
+        onUnknown: z.enum(['refuse', 'allow']).default('refuse'),
+        holdMs: z.number().int().min(0).max(60000).default(3000),
+        cancelUnsafe: z.boolean().default(false),
+        maxClients: z.number().int().min(1).max(4096).default(64),
+        clientQueueBytes: z.number().int().min(4096).max(256 * 1024 * 1024).default(4 * 1024 * 1024),
+        peerCacheSeconds: z.number().min(0).max(3600).default(30),
+      })
+      .strict()
+      .prefault({}),
+    api: z
+      .object({
+        socket: z.string().default('/run/physbits/api.sock'),
+        group: z.string().min(1).optional(),
+        mode: z.string().regex(/^0?[0-7]{3}$/).default('0660'),
+        listen: hostPort.optional(),
+        tokenFile: z.string().min(1).optional(),
+        maxEventClients: z.number().int().min(1).max(10000).default(64),
+        eventBufferBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+        maxBodyBytes: z.number().int().min(1024).max(16 * 1024 * 1024).default(64 * 1024),
+      })
+      .strict()
+      .prefault({}),
+    metrics: z.object({ listen: hostPort.default('127.0.0.1:9741') }).strict().prefault({}),
+    peers: z.array(z.union([livePeer, staticPeer])).default([]),
+    policy: z
+      .object({
+        accelerators: z.array(z.string().min(1)).default(['kvm']),
+        narrowerSeverity: z.enum(['ok', 'info']).default('ok'),
+      })
+      .strict()
+      .prefault({}),
+    alerts: z
+      .object({
+        alertmanagers: z.array(z.string().url()).default([]),
+        webhooks: z
+          .array(z.object({ url: z.string().url(), secret: z.string().min(1).optional() }).strict())
+          .default([]),
+        spoolDir: z.string().default('/var/lib/physbits/spool'),
+        spoolMaxEntries: z.number().int().min(1).max(1000000).default(10000),
+        refusalHoldMinutes: z.number().min(0).max(10080).default(15),
+        resendSeconds: z.number().min(1).max(86400).default(60),
+        timeoutMs: z.number().int().min(100).max(120000).default(5000),
+        retryMaxSeconds: z.number().min(1).max(86400).default(300),
+        generatorURL: z.string().optional(),
+      })
+      .strict()
+      .prefault({}),
+    libvirtHook: z
+      .object({
+        /** Refuse when physbits itself cannot decide (unreadable XML, unknown host). Default: allow. */
+        failClosed: z.boolean().default(false),
+        notifyTimeoutMs: z.number().int().min(10).max(10000).default(500),
+      })
+      .strict()
+      .prefault({}),
+    log: z
+      .object({
+        level: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
+        format: z.enum(['auto', 'journal', 'text', 'json']).default('auto'),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict()
+  .superRefine((cfg, ctx) => {
+    if (cfg.api.listen && !cfg.api.tokenFile) {
+      ctx.addIssue({ code: 'custom', path: ['api', 'tokenFile'], message: 'required when api.listen is set' });
+    }
+  });
+
+export type Config = z.infer<typeof configSchema>;
+export type PeerConfig = Config['peers'][number];
+
+/** "a.b[2].c" from a zod issue path. */
+function keyName(path: ReadonlyArray<PropertyKey>): string {
+  let out = '';
+  for (const p of path) {
+    out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  }
+  return out || '(top level)';
+}
+
+/** Validates a parsed JSON value; throws ConfigError naming the first bad key. */
+export function parseConfig(raw: unknown, source = 'config'): Config {
+  const result = configSchema.safeParse(raw ?? {});
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    let path = [...issue.path];
+    if (issue.code === 'unrecognized_keys' && issue.keys.length) path = [...path, issue.keys[0]];
+    const what = issue.code === 'unrecognized_keys' ? 'unknown key' : issue.message;
+    throw new ConfigError(`${source}: ${keyName(path)}: ${what}`);
+  }
+  return result.data;
+}
+
+/** Reads and validates a config file. A missing default file means all defaults. */
+export function loadConfig(path: string | undefined): Config {
+  const file = path ?? DEFAULT_CONFIG_PATH;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (!path && code === 'ENOENT') return parseConfig({}, file);
+    throw new ConfigError(`${file}: cannot read: ${code ?? String(err)}`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(`${file}: not valid JSON: ${(err as Error).message}`);
+  }
+  return parseConfig(raw, file);
+}
+
+/** This host's name in documents and alert labels. */
+export function hostName(cfg: Config): string {
+  return cfg.host.name ?? hostname();
+}

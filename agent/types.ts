@@ -1,0 +1,151 @@
+/**
+ * The facts and documents every part of the agent exchanges. Plain data only: no behaviour here.
+ * Addresses are byte counts held as JS numbers; x86 physical addresses stay below 2^52, well inside
+ * Number.MAX_SAFE_INTEGER.
+ */
+
+export type Severity = 'ok' | 'info' | 'warning' | 'critical';
+export type Relation = 'equal' | 'narrower' | 'wider';
+
+/** Where a number in the host document came from. */
+export type HostSource = 'config' | 'cpuinfo' | 'cpuid' | 'unknown';
+
+export interface HostFlags {
+  sme: boolean;
+  sev: boolean;
+  sev_es: boolean;
+  sev_snp: boolean;
+  tme: boolean;
+}
+
+export interface HostKvm {
+  /** 'kvm_intel', 'kvm_amd' or null when neither module's parameters are present. */
+  module: 'kvm_intel' | 'kvm_amd' | null;
+  /** kvm_intel allow_smaller_maxphyaddr (null when not kvm_intel or unreadable). */
+  allowSmallerMaxphyaddr: boolean | null;
+  /** kvm_intel ept (null when unknown). */
+  ept: boolean | null;
+  /** kvm_amd npt (null when unknown). */
+  npt: boolean | null;
+}
+
+export interface HostFacts {
+  name: string;
+  /** The effective width every rule compares with (after the config override). */
+  physBits: number;
+  physBitsSource: HostSource;
+  vendor: string;
+  /** "address sizes: N bits physical" of /proc/cpuinfo; null when absent. */
+  cpuinfoPhysBits: number | null;
+  cpuinfoVirtBits: number | null;
+  /** Raw CPUID 0x80000008 EAX[7:0] from /dev/cpu/0/cpuid; null when the device is unreadable. */
+  cpuidPhysBits: number | null;
+  /** AMD CPUID 0x8000001F EBX[11:6]: bits lost to memory encryption; null when not read. */
+  memEncryptionReduction: number | null;
+  flags: HostFlags;
+  kvm: HostKvm;
+  /** Which source each number came from, e.g. { physBits: 'cpuinfo', cpuidPhysBits: 'cpuid' }. */
+  sources: Record<string, HostSource>;
+}
+
+export interface MemoryDeviceFact {
+  type: string; // 'dimm' | 'nvdimm' | 'virtio-mem' | 'virtio-pmem' | 'sgx-epc' ...
+  id: string | null;
+  addr: number;
+  size: number;
+}
+
+export interface GuestLayout {
+  /** RAM mapped at and above 4 GiB (bytes). */
+  ramAbove4g: number;
+  ramBelow4g: number;
+  /** The device-memory (hot-plug) region, when the machine has one (maxmem > mem). */
+  deviceMemory: { base: number; size: number } | null;
+  memoryDevices: MemoryDeviceFact[];
+  /** The 64-bit PCI hole of the host bridge, when reported. */
+  pciHole64: { start: number; end: number } | null;
+  /** One past the highest guest-physical address the layout can use now (exclusive end). */
+  highestAddress: number;
+  /** One past the highest address in use now (RAM and plugged devices), ignoring empty regions. */
+  usedEnd: number;
+}
+
+export interface GuestMemoryEncryption {
+  active: boolean;
+  /** 'sev' | 'sev-es' | 'sev-snp' | null */
+  type: string | null;
+  /** query-sev "reduced-phys-bits" when active. */
+  reducedPhysBits: number | null;
+}
+
+export interface GuestFacts {
+  name: string | null;
+  qemuVersion: string;
+  accelerator: string; // 'kvm' | 'tcg' | ...
+  /** The CPU's phys-bits as QEMU resolved it (qom-get phys-bits on the first CPU). */
+  physBits: number;
+  hostPhysBits: boolean;
+  /** 0 when unset. */
+  hostPhysBitsLimit: number;
+  /** QEMU 9.1+ guest-phys-bits; null when the property does not exist. */
+  guestPhysBits: number | null;
+  cpuModel: string | null;
+  memoryEncryption: GuestMemoryEncryption;
+  /** QEMU run state from query-status (e.g. 'running', 'paused', 'prelaunch'). */
+  runState: string | null;
+  layout: GuestLayout | null;
+}
+
+export interface Policy {
+  /** Accelerators whose guests the host limit applies to. */
+  accelerators: string[];
+  /** Severity for a guest narrower than the host. */
+  narrowerSeverity: 'ok' | 'info';
+}
+
+/** What is known of a migration peer when a verdict is computed. */
+export interface PeerFacts {
+  name: string;
+  physBits: number | null;
+  reachable: boolean;
+}
+
+export interface Reason {
+  code: string;
+  severity: Severity;
+  message: string;
+}
+
+export interface Verdict {
+  relation: Relation;
+  severity: Severity;
+  reasons: Reason[];
+}
+
+export interface VmErrorInfo {
+  code: string;
+  message: string;
+}
+
+/** One entry of the status document's `vms` array. */
+export interface VmStatus {
+  socket: string;
+  name: string;
+  /** 'hold' | 'poll' | 'libvirt' | 'scan' */
+  mode?: string;
+  accelerator?: string;
+  guest?: GuestFacts;
+  verdict?: Verdict;
+  error?: VmErrorInfo;
+  /** ISO time of the last successful read. */
+  checkedAt?: string;
+  /** Guarded socket path when the guard serves this VM. */
+  guardSocket?: string | null;
+}
+
+export interface StatusDocument {
+  host: HostFacts;
+  vms: VmStatus[];
+  /** Worst state, as the CLI's exit code would say it. */
+  summary?: { worst: Severity | 'unknown'; exitCode: number; counts: Record<string, number> };
+}
