@@ -71,6 +71,9 @@ export const configSchema = z
         maxLineBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
         maxPending: z.number().int().min(1).max(10000).default(64),
         concurrency: z.number().int().min(1).max(1024).default(32),
+        /** Held VMs are asked query-status this often, so a hung QEMU shows as unknown quickly. */
+        heartbeatMs: z.number().int().min(100).max(600000).default(1000),
+        heartbeatTimeoutMs: z.number().int().min(100).max(600000).default(3000),
       })
       .strict()
       .prefault({}),

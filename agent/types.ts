@@ -46,6 +46,8 @@ export interface HostFacts {
   kvm: HostKvm;
   /** Which source each number came from, e.g. { physBits: 'cpuinfo', cpuidPhysBits: 'cpuid' }. */
   sources: Record<string, HostSource>;
+  /** Why a source was not used, e.g. "/dev/cpu/0/cpuid: EACCES" (absent when every source was read). */
+  notes?: string[];
 }
 
 export interface MemoryDeviceFact {

@@ -79,3 +79,31 @@ export class CommandError extends QmpError {
     this.desc = desc;
   }
 }
+
+/** The peer stopped reading: more than the configured bound of output waited for it, so it was dropped. */
+export class SlowPeerError extends QmpError {
+  constructor(message: string) {
+    super('QMP_SLOW_PEER', message);
+  }
+}
+
+/** The caller's AbortSignal fired before the operation completed. */
+export class AbortedError extends QmpError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('QMP_ABORTED', message, options);
+  }
+}
+
+/** A listening socket could not be created (bad directory, a non-socket in the way, permissions). */
+export class ListenError extends QmpError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('QMP_LISTEN_FAILED', message, options);
+  }
+}
+
+/** Another live process already serves the socket path. */
+export class SocketInUseError extends QmpError {
+  constructor(path: string) {
+    super('QMP_SOCKET_IN_USE', `${path} is in use by another live listener`);
+  }
+}

@@ -1,0 +1,96 @@
+/**
+ * A generic JSON webhook: every state change (fired, resolved, refused) is POSTed once, in order,
+ * in the body documented in docs/alerts.md. With a secret the body is signed:
+ * `X-Physbits-Signature: sha256=<hex HMAC-SHA256 of the raw body bytes, keyed with the secret>`.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { isFiring, type AlertLabels, type AlertAnnotations } from './alert-model';
+import { postJson, redactUrl } from './http-post';
+import type { AlertSink, HttpSinkOptions, SinkItem } from './alertmanager-sink';
+
+export const SIGNATURE_HEADER = 'X-Physbits-Signature';
+export const WEBHOOK_VERSION = '1';
+
+export interface WebhookAlert {
+  /** Unique per state change; a receiver that sees an id twice may ignore the second. */
+  id: string;
+  status: 'firing' | 'resolved';
+  labels: AlertLabels;
+  annotations: AlertAnnotations;
+  startsAt: string;
+  /** null while a condition holds; a refusal's end is known when it fires. */
+  endsAt: string | null;
+  generatorURL?: string;
+}
+
+export interface WebhookBody {
+  version: string;
+  sender: 'physbits';
+  host: string;
+  alerts: WebhookAlert[];
+}
+
+/** "sha256=<hex>" of the raw body. */
+export function sign(body: string | Buffer, secret: string): string {
+  return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
+}
+
+/** Constant-time check of a received signature header against the raw body. */
+export function verifySignature(body: string | Buffer, secret: string, header: string | undefined | null): boolean {
+  if (!header) return false;
+  const want = Buffer.from(sign(body, secret));
+  const got = Buffer.from(header.trim());
+  return want.length === got.length && timingSafeEqual(want, got);
+}
+
+export function webhookBody(host: string, items: SinkItem[], sendTime: number, generatorURL?: string): WebhookBody {
+  return {
+    version: WEBHOOK_VERSION,
+    sender: 'physbits',
+    host,
+    alerts: items.map(({ id, record }) => {
+      const a: WebhookAlert = {
+        id,
+        status: isFiring(record, sendTime) ? 'firing' : 'resolved',
+        labels: { ...record.labels },
+        annotations: { ...record.annotations },
+        startsAt: new Date(record.startsAt).toISOString(),
+        endsAt: record.endsAt === null ? null : new Date(record.endsAt).toISOString(),
+      };
+      if (generatorURL) a.generatorURL = generatorURL;
+      return a;
+    }),
+  };
+}
+
+export class WebhookSink implements AlertSink {
+  readonly id: string;
+  readonly name: string;
+  readonly latestOnly = false;
+  private readonly url: string;
+  private readonly secret: string | undefined;
+  private readonly opts: HttpSinkOptions & { host: string; generatorURL?: string };
+
+  constructor(hook: { url: string; secret?: string }, opts: HttpSinkOptions & { host: string; generatorURL?: string }) {
+    this.url = hook.url;
+    this.secret = hook.secret;
+    this.id = `webhook ${redactUrl(hook.url)}`;
+    this.name = `webhook:${redactUrl(hook.url)}`;
+    this.opts = opts;
+  }
+
+  send(items: SinkItem[], sendTime: number, signal: AbortSignal): Promise<void> {
+    const body = JSON.stringify(webhookBody(this.opts.host, items, sendTime, this.opts.generatorURL));
+    const headers: Record<string, string> = {};
+    if (this.secret) headers[SIGNATURE_HEADER] = sign(body, this.secret);
+    return postJson({
+      url: this.url,
+      body,
+      headers,
+      timeoutMs: this.opts.timeoutMs,
+      timers: this.opts.timers,
+      signal,
+      fetch: this.opts.fetch,
+    });
+  }
+}

@@ -1,0 +1,199 @@
+/**
+ * The control API: HTTP + a WebSocket event stream, on the UNIX socket `api.socket` (local, guarded
+ * by the socket's mode and group) and optionally on TCP `api.listen` for peer agents, where every
+ * request must carry the shared bearer token and only reads are allowed.
+ */
+import { timingSafeEqual, createHash } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { listenUnixSocket } from '../qmp/unix-server';
+import { AgentError } from './errors';
+import type { DaemonEvent, EventBus } from './event-bus';
+import type { Logger } from './logger';
+
+export interface ApiHandlers {
+  status(): unknown;
+  host(): unknown;
+  vm(name: string): unknown | null;
+  checkMigration(body: { vm?: unknown; peer?: unknown }): Promise<unknown>;
+  fleet(): Promise<unknown>;
+  advise(vm: string | undefined, poolBits: number | undefined): Promise<unknown>;
+  libvirtEvent(body: unknown): void;
+}
+
+export interface ApiServerOptions {
+  handlers: ApiHandlers;
+  events: EventBus;
+  logger: Logger;
+  maxBodyBytes: number;
+  maxEventClients: number;
+  eventBufferBytes: number;
+}
+
+class HttpError extends AgentError {
+  constructor(readonly status: number, code: string, message: string) {
+    super(code, message);
+  }
+}
+
+/** Constant-time comparison of a presented bearer token with the expected one. */
+export function tokenMatches(header: string | undefined, expected: string): boolean {
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
+  const got = createHash('sha256').update(m ? m[1] : '').digest();
+  const want = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(got, want) && !!m;
+}
+
+export class ApiServer {
+  private readonly servers: http.Server[] = [];
+  private readonly wss: WebSocketServer;
+  private readonly clients = new Set<WebSocket>();
+  private readonly unsubscribe: () => void;
+  private closing: Array<() => Promise<void>> = [];
+
+  constructor(private readonly opts: ApiServerOptions) {
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: 4096, perMessageDeflate: false });
+    this.unsubscribe = opts.events.subscribe((ev) => this.broadcast(ev));
+  }
+
+  /** Listens on a UNIX socket created with `mode` (and group) from the start. */
+  async listenUnix(path: string, mode: number, gid?: number): Promise<void> {
+    const server = this.makeServer(null);
+    const handle = await listenUnixSocket(server, path, { mode, gid });
+    this.closing.push(() => handle.close());
+  }
+
+  /** Listens on TCP for peers; every request must present `token`. Returns the bound port. */
+  async listenTcp(hostPort: string, token: string): Promise<AddressInfo> {
+    const i = hostPort.lastIndexOf(':');
+    const host = hostPort.slice(0, i).replace(/^\[|\]$/g, '');
+    const port = Number(hostPort.slice(i + 1));
+    const server = this.makeServer(token);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    this.closing.push(() => new Promise((r) => server.close(() => r())));
+    return server.address() as AddressInfo;
+  }
+
+  private makeServer(token: string | null): http.Server {
+    const server = http.createServer({ requestTimeout: 30000, headersTimeout: 10000, maxHeaderSize: 16384 }, (req, res) => {
+      void this.handle(req, res, token);
+    });
+    server.keepAliveTimeout = 5000;
+    server.on('upgrade', (req, socket, head) => {
+      if (token !== null && !tokenMatches(req.headers.authorization, token)) {
+        socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n\r\n');
+        return;
+      }
+      if (new URL(req.url ?? '/', 'http://x').pathname !== '/v1/events' || this.clients.size >= this.opts.maxEventClients) {
+        socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n');
+        return;
+      }
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.addClient(ws));
+    });
+    this.servers.push(server);
+    return server;
+  }
+
+  private addClient(ws: WebSocket): void {
+    this.clients.add(ws);
+    ws.on('close', () => this.clients.delete(ws));
+    ws.on('error', () => this.clients.delete(ws));
+    // Clients only listen; anything they send is ignored (and bounded by maxPayload).
+    ws.on('message', () => undefined);
+  }
+
+  private broadcast(ev: DaemonEvent): void {
+    if (this.clients.size === 0) return;
+    const data = JSON.stringify(ev);
+    for (const ws of this.clients) {
+      if (ws.bufferedAmount + data.length > this.opts.eventBufferBytes) {
+        // A client that does not read is dropped rather than allowed to grow the daemon's memory.
+        this.opts.logger.warn('dropping a slow event-stream client', { buffered: ws.bufferedAmount });
+        this.clients.delete(ws);
+        ws.terminate();
+        continue;
+      }
+      ws.send(data);
+    }
+  }
+
+  private async readBody(req: http.IncomingMessage): Promise<unknown> {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const c of req) {
+      size += (c as Buffer).length;
+      if (size > this.opts.maxBodyBytes) throw new HttpError(413, 'API_BODY_TOO_LARGE', `request body larger than ${this.opts.maxBodyBytes} bytes`);
+      chunks.push(c as Buffer);
+    }
+    if (size === 0) return {};
+    try {
+      return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    } catch {
+      throw new HttpError(400, 'API_BAD_JSON', 'request body is not JSON');
+    }
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse, token: string | null): Promise<void> {
+    const send = (status: number, body: unknown) => {
+      const text = JSON.stringify(body);
+      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+      res.end(text);
+    };
+    try {
+      if (token !== null && !tokenMatches(req.headers.authorization, token)) throw new HttpError(401, 'API_UNAUTHORIZED', 'a valid bearer token is required');
+      const url = new URL(req.url ?? '/', 'http://x');
+      const path = url.pathname;
+      const method = req.method ?? 'GET';
+      if (token !== null && method !== 'GET') throw new HttpError(403, 'API_READ_ONLY', 'the TCP API only serves reads');
+      const h = this.opts.handlers;
+      if (method === 'GET' && path === '/v1/status') return send(200, h.status());
+      if (method === 'GET' && path === '/v1/host') return send(200, h.host());
+      if (method === 'GET' && path.startsWith('/v1/vms/')) {
+        const vm = h.vm(decodeURIComponent(path.slice('/v1/vms/'.length)));
+        if (!vm) throw new HttpError(404, 'VM_NOT_FOUND', `no VM named '${path.slice(8)}'`);
+        return send(200, vm);
+      }
+      if (method === 'GET' && path === '/v1/fleet') return send(200, await h.fleet());
+      if (method === 'GET' && path === '/v1/advise') {
+        const pb = url.searchParams.get('poolBits');
+        const poolBits = pb === null ? undefined : Number(pb);
+        if (poolBits !== undefined && (!Number.isInteger(poolBits) || poolBits < 1 || poolBits > 64)) throw new HttpError(400, 'API_BAD_REQUEST', 'poolBits must be a whole number from 1 to 64');
+        return send(200, await h.advise(url.searchParams.get('vm') ?? undefined, poolBits));
+      }
+      if (method === 'POST' && path === '/v1/check-migration') {
+        const body = (await this.readBody(req)) as { vm?: unknown; peer?: unknown };
+        return send(200, await h.checkMigration(body));
+      }
+      if (method === 'POST' && path === '/v1/libvirt-events') {
+        h.libvirtEvent(await this.readBody(req));
+        return send(202, { accepted: true });
+      }
+      throw new HttpError(404, 'API_NOT_FOUND', `no such endpoint: ${method} ${path}`);
+    } catch (err) {
+      if (err instanceof HttpError) return send(err.status, { error: { code: err.code, message: err.message } });
+      const code = (err as { code?: unknown }).code;
+      const status = (err as { status?: unknown }).status;
+      if (typeof status === 'number' && typeof code === 'string') return send(status, { error: { code, message: (err as Error).message } });
+      this.opts.logger.error('API request failed', { error: (err as Error).message });
+      return send(500, { error: { code: 'INTERNAL', message: (err as Error).message } });
+    }
+  }
+
+  async close(): Promise<void> {
+    this.unsubscribe();
+    for (const ws of this.clients) ws.terminate();
+    this.clients.clear();
+    for (const s of this.servers) s.closeAllConnections?.();
+    await Promise.all(this.closing.map((c) => c()));
+    this.closing = [];
+  }
+}
+
+/** An error the API turns into an HTTP status. */
+export function apiError(status: number, code: string, message: string): Error {
+  return new HttpError(status, code, message);
+}

@@ -1,0 +1,73 @@
+/**
+ * The CLI commands that ask the running daemon: status, check-migration, fleet, advise.
+ * With no daemon: one line on stderr and exit 3 (unknown).
+ */
+import { apiRequest } from '../api-client';
+import { loadConfig } from '../config';
+import { EXIT } from '../exit-codes';
+import { renderStatus } from '../render-status';
+import type { StatusDocument } from '../types';
+import { intOption, parse } from './args';
+import type { CliIo } from './cli-io';
+
+/** `--api` wins; else the config's api.socket (the default config file when there is one). */
+export function apiSocket(api: string | undefined, configPath: string | undefined): string {
+  if (api) return api;
+  return loadConfig(configPath).api.socket;
+}
+
+const common = { json: { type: 'boolean' }, api: { type: 'string' }, config: { type: 'string' } } as const;
+
+export async function statusCommand(args: string[], io: CliIo): Promise<number> {
+  const { values } = parse('status', args, common);
+  const doc = await apiRequest<StatusDocument>({ socketPath: apiSocket(values.api, values.config) }, 'GET', '/v1/status');
+  io.stdout(values.json ? JSON.stringify(doc, null, 2) : renderStatus(doc));
+  return doc.summary?.exitCode ?? EXIT.UNKNOWN;
+}
+
+interface MigrationAnswer {
+  vm: string;
+  peer: string;
+  allowed: boolean;
+  code?: string;
+  message: string;
+}
+
+export async function checkMigrationCommand(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse('check-migration', args, { ...common, to: { type: 'string' } }, { min: 1, max: 1 });
+  if (!values.to) return usage(io, 'check-migration: --to PEER is required');
+  const answer = await apiRequest<MigrationAnswer>({ socketPath: apiSocket(values.api, values.config) }, 'POST', '/v1/check-migration', {
+    vm: positionals[0],
+    peer: values.to,
+  });
+  if (values.json) io.stdout(JSON.stringify(answer, null, 2));
+  else io.stdout(`${answer.allowed ? 'allowed' : 'refused'}: ${answer.vm} → ${answer.peer}: ${answer.message}`);
+  return answer.allowed ? EXIT.OK : EXIT.CRITICAL;
+}
+
+function usage(io: CliIo, message: string): number {
+  io.stderr(`physbitsctl: ${message}`);
+  return EXIT.USAGE;
+}
+
+export async function fleetCommand(args: string[], io: CliIo): Promise<number> {
+  const { values } = parse('fleet', args, common);
+  const { renderFleet } = await import('../render-fleet');
+  const { fleetExitCode } = await import('../fleet');
+  const doc = await apiRequest<Parameters<typeof renderFleet>[0]>({ socketPath: apiSocket(values.api, values.config) }, 'GET', '/v1/fleet', undefined, 30000);
+  io.stdout(values.json ? JSON.stringify(doc, null, 2) : renderFleet(doc));
+  return fleetExitCode(doc);
+}
+
+export async function adviseCommand(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse('advise', args, { ...common, 'pool-bits': { type: 'string' } }, { min: 0, max: 1 });
+  const poolBits = intOption('advise', 'pool-bits', values['pool-bits'], 1, 64);
+  const { renderAdvice } = await import('../render-fleet');
+  const { adviceExitCode } = await import('../advise');
+  const q = new URLSearchParams();
+  if (positionals[0]) q.set('vm', positionals[0]);
+  if (poolBits !== undefined) q.set('poolBits', String(poolBits));
+  const doc = await apiRequest<Parameters<typeof renderAdvice>[0]>({ socketPath: apiSocket(values.api, values.config) }, 'GET', `/v1/advise${q.size ? `?${q}` : ''}`, undefined, 30000);
+  io.stdout(values.json ? JSON.stringify(doc, null, 2) : renderAdvice(doc));
+  return adviceExitCode(doc);
+}

@@ -1,0 +1,60 @@
+/** `physbitsctl watch`: the daemon's event stream, one line per event, until interrupted. */
+import WebSocket from 'ws';
+import { EXIT } from '../exit-codes';
+import { DaemonUnreachableError } from '../errors';
+import { parse } from './args';
+import type { CliIo } from './cli-io';
+import { apiSocket } from './daemon-commands';
+
+export interface DaemonEvent {
+  type: string;
+  time: string;
+  vm?: string;
+  [key: string]: unknown;
+}
+
+export function describeEvent(ev: DaemonEvent): string {
+  const who = ev.vm ? ` ${ev.vm}` : '';
+  switch (ev.type) {
+    case 'verdict':
+      return `${ev.time}${who}: ${ev.previous ?? 'new'} → ${ev.severity} (${ev.relation})${ev.reason ? ` ${ev.reason}` : ''}`;
+    case 'refusal':
+      return `${ev.time}${who}: REFUSED ${ev.command}: ${ev.code}: ${ev.message}`;
+    case 'alert':
+      return `${ev.time}${who}: alert ${ev.status} ${ev.alertname} (${ev.severity}, ${ev.reason})`;
+    case 'vm-error':
+      return `${ev.time}${who}: unreachable: ${ev.code}: ${ev.message}`;
+    default:
+      return `${ev.time}${who}: ${ev.type}${ev.message ? `: ${ev.message}` : ''}`;
+  }
+}
+
+export async function watchCommand(args: string[], io: CliIo, signal?: AbortSignal): Promise<number> {
+  const { values } = parse('watch', args, { json: { type: 'boolean' }, api: { type: 'string' }, config: { type: 'string' } });
+  const socketPath = apiSocket(values.api, values.config);
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws+unix://${socketPath}:/v1/events`, { maxPayload: 1024 * 1024, handshakeTimeout: 5000 });
+    let opened = false;
+    const stop = () => ws.close();
+    signal?.addEventListener('abort', stop, { once: true });
+    ws.on('open', () => {
+      opened = true;
+    });
+    ws.on('message', (data) => {
+      let ev: DaemonEvent;
+      try {
+        ev = JSON.parse(String(data));
+      } catch {
+        return;
+      }
+      io.stdout(values.json ? JSON.stringify(ev) : describeEvent(ev));
+    });
+    ws.on('error', (err: NodeJS.ErrnoException) => {
+      if (!opened) reject(new DaemonUnreachableError(`cannot reach the physbits daemon at ${socketPath}: ${err.code ?? err.message}`));
+    });
+    ws.on('close', () => {
+      signal?.removeEventListener('abort', stop);
+      if (opened) resolve(signal?.aborted ? EXIT.OK : EXIT.UNKNOWN);
+    });
+  });
+}

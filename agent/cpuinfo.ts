@@ -1,0 +1,103 @@
+/**
+ * Parsing of /proc/cpuinfo text: the vendor, the "address sizes" line and the memory-encryption
+ * flags of the first processor. Pure: the reader lives in host-facts.ts.
+ *
+ * Linux prints one block per logical CPU, separated by blank lines; the fields this project needs
+ * are identical in every block, so only the first block is read.
+ */
+import type { HostFlags } from './types';
+
+export interface CpuinfoFacts {
+  vendor: string | null;
+  modelName: string | null;
+  /** "address sizes : N bits physical, M bits virtual"; null when absent or out of range. */
+  physBits: number | null;
+  virtBits: number | null;
+  flags: HostFlags;
+  /** Whether a "flags" line was present at all (false: the flags above are only defaults). */
+  hasFlags: boolean;
+}
+
+/** Longest field value considered; a longer value is cut (a flags line is ~1.5 KiB today). */
+const MAX_VALUE_CHARS = 64 * 1024;
+
+const ADDRESS_SIZES = /^(\d{1,3}) bits physical, (\d{1,3}) bits virtual$/;
+
+export function noFlags(): HostFlags {
+  return { sme: false, sev: false, sev_es: false, sev_snp: false, tme: false };
+}
+
+function bitsOrNull(text: string): number | null {
+  const n = Number(text);
+  return Number.isInteger(n) && n >= 1 && n <= 64 ? n : null;
+}
+
+/** Parses "46 bits physical, 48 bits virtual" into both widths; nulls when malformed. */
+export function parseAddressSizes(value: string): { physBits: number | null; virtBits: number | null } {
+  const m = ADDRESS_SIZES.exec(value.trim());
+  if (!m) return { physBits: null, virtBits: null };
+  return { physBits: bitsOrNull(m[1]), virtBits: bitsOrNull(m[2]) };
+}
+
+/** The memory-encryption flags among a space-separated cpuinfo "flags" value. */
+export function parseFlags(value: string): HostFlags {
+  const flags = noFlags();
+  for (const word of value.split(/\s+/)) {
+    if (word === 'sme' || word === 'sev' || word === 'sev_es' || word === 'sev_snp' || word === 'tme') {
+      flags[word] = true;
+    }
+  }
+  return flags;
+}
+
+/**
+ * Parses the first processor block of /proc/cpuinfo. Never throws: missing or malformed fields
+ * come back as null (and `hasFlags: false`).
+ */
+export function parseCpuinfo(text: string): CpuinfoFacts {
+  const out: CpuinfoFacts = {
+    vendor: null,
+    modelName: null,
+    physBits: null,
+    virtBits: null,
+    flags: noFlags(),
+    hasFlags: false,
+  };
+  let seenField = false;
+  let start = 0;
+  while (start <= text.length) {
+    let end = text.indexOf('\n', start);
+    if (end < 0) end = text.length;
+    const line = text.slice(start, Math.min(end, start + MAX_VALUE_CHARS));
+    start = end + 1;
+    if (line.trim() === '') {
+      if (seenField) break; // end of the first processor block
+      continue;
+    }
+    const colon = line.indexOf(':');
+    if (colon < 0) continue;
+    seenField = true;
+    const key = line.slice(0, colon).trim();
+    const value = line.slice(colon + 1).trim();
+    switch (key) {
+      case 'vendor_id':
+        if (out.vendor === null && value) out.vendor = value;
+        break;
+      case 'model name':
+        if (out.modelName === null && value) out.modelName = value;
+        break;
+      case 'address sizes':
+        if (out.physBits === null) Object.assign(out, parseAddressSizes(value));
+        break;
+      case 'flags':
+        if (!out.hasFlags) {
+          out.flags = parseFlags(value);
+          out.hasFlags = true;
+        }
+        break;
+      default:
+        break;
+    }
+  }
+  return out;
+}

@@ -1,0 +1,210 @@
+/**
+ * Reads this host's facts through injected roots (like node_exporter's --path.procfs), so tests
+ * run on fixture trees: /proc/cpuinfo, the cpuid device of CPU 0, and the KVM module parameters.
+ * Every parse is a pure function of cpuinfo.ts / cpuid.ts; this file only opens files.
+ */
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { HostFactsError } from './errors';
+import { interpretCpuid, LEAF, cpuidPosition, parseCpuidRegisters, type CpuidFacts, type CpuidLeaves, type CpuidRegisters } from './cpuid';
+import { noFlags, parseCpuinfo, type CpuinfoFacts } from './cpuinfo';
+import type { HostFacts, HostKvm, HostSource } from './types';
+
+export interface HostFactsOptions {
+  procRoot?: string;
+  sysRoot?: string;
+  devRoot?: string;
+  /** The config's host.physBits: replaces the detected width in every comparison. */
+  physBitsOverride?: number;
+  name: string;
+}
+
+/** /proc/cpuinfo beyond this is not read; the first processor block is a few KiB. */
+const CPUINFO_MAX_BYTES = 1024 * 1024;
+/** A module parameter file holds "Y\n" or "1\n"; anything longer is not a boolean. */
+const PARAM_MAX_BYTES = 64;
+
+function errCode(err: unknown): string {
+  return (err as NodeJS.ErrnoException).code ?? String(err);
+}
+
+/** Reads at most `max` bytes of a file (procfs and sysfs files report size 0, so read until EOF). */
+export function readBounded(path: string, max: number): string {
+  const fd = openSync(path, 'r');
+  try {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    while (total < max) {
+      const buf = Buffer.alloc(Math.min(64 * 1024, max - total));
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      chunks.push(n === buf.length ? buf : buf.subarray(0, n));
+      total += n;
+    }
+    return Buffer.concat(chunks).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** A kernel module bool parameter: "Y"/"N" (bool) or "1"/"0" (int, as kvm_amd's npt). */
+export function parseModuleBool(text: string): boolean | null {
+  const v = text.trim();
+  if (v === 'Y' || v === 'y' || v === '1') return true;
+  if (v === 'N' || v === 'n' || v === '0') return false;
+  return null;
+}
+
+/** One 16-byte read of the cpuid device; null on a short read. */
+export function readCpuidLeaf(fd: number, leaf: number, subleaf = 0): CpuidRegisters | null {
+  const buf = Buffer.alloc(16);
+  const n = readSync(fd, buf, 0, 16, cpuidPosition(leaf, subleaf));
+  return parseCpuidRegisters(buf.subarray(0, n));
+}
+
+/**
+ * Reads the leaves physbits needs from `<devRoot>/cpu/<cpu>/cpuid`. Works on the character device
+ * (needs CAP_SYS_RAWIO / root and the cpuid module) and on a regular file holding the registers at
+ * the same offsets, which is how fixture trees provide it.
+ */
+export function readCpuid(devRoot: string, cpu = 0): CpuidFacts {
+  const fd = openSync(join(devRoot, 'cpu', String(cpu), 'cpuid'), 'r');
+  try {
+    const leaves: CpuidLeaves = {};
+    leaves.vendor = readCpuidLeaf(fd, LEAF.VENDOR) ?? undefined;
+    leaves.extMax = readCpuidLeaf(fd, LEAF.EXT_MAX) ?? undefined;
+    const maxExt = leaves.extMax ? leaves.extMax.eax >>> 0 : 0;
+    if (maxExt >= LEAF.ADDRESS_SIZES) leaves.addressSizes = readCpuidLeaf(fd, LEAF.ADDRESS_SIZES) ?? undefined;
+    if (maxExt >= LEAF.MEM_ENCRYPTION) leaves.memEncryption = readCpuidLeaf(fd, LEAF.MEM_ENCRYPTION) ?? undefined;
+    return interpretCpuid(leaves);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function isDir(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+function readParam(sysRoot: string, module: string, param: string, notes: string[]): boolean | null {
+  const path = join(sysRoot, 'module', module, 'parameters', param);
+  try {
+    const value = parseModuleBool(readBounded(path, PARAM_MAX_BYTES));
+    if (value === null) notes.push(`${path}: not a boolean`);
+    return value;
+  } catch (err) {
+    notes.push(`${path}: ${errCode(err)}`);
+    return null;
+  }
+}
+
+/** The loaded KVM vendor module and the parameters that change how guest widths behave. */
+export function readKvm(sysRoot: string, vendor: string | null, notes: string[]): HostKvm {
+  const intel = isDir(join(sysRoot, 'module', 'kvm_intel'));
+  const amd = isDir(join(sysRoot, 'module', 'kvm_amd'));
+  let module: HostKvm['module'] = null;
+  if (intel && amd) module = vendor === 'GenuineIntel' ? 'kvm_intel' : 'kvm_amd';
+  else if (intel) module = 'kvm_intel';
+  else if (amd) module = 'kvm_amd';
+  const kvm: HostKvm = { module, allowSmallerMaxphyaddr: null, ept: null, npt: null };
+  if (module === 'kvm_intel') {
+    kvm.allowSmallerMaxphyaddr = readParam(sysRoot, module, 'allow_smaller_maxphyaddr', notes);
+    kvm.ept = readParam(sysRoot, module, 'ept', notes);
+  } else if (module === 'kvm_amd') {
+    kvm.npt = readParam(sysRoot, module, 'npt', notes);
+  }
+  return kvm;
+}
+
+/**
+ * Reads every host fact. Throws HostFactsError only when no width is left to compare with (no
+ * override, no "address sizes" line, no readable cpuid device); any other missing source becomes
+ * null with a note.
+ */
+export function readHostFacts(opts: HostFactsOptions): HostFacts {
+  const procRoot = opts.procRoot ?? '/proc';
+  const sysRoot = opts.sysRoot ?? '/sys';
+  const devRoot = opts.devRoot ?? '/dev';
+  const notes: string[] = [];
+  const override = opts.physBitsOverride;
+  if (override !== undefined && !(Number.isInteger(override) && override >= 1 && override <= 64)) {
+    throw new HostFactsError(`host.physBits must be an integer from 1 to 64, got ${override}`);
+  }
+
+  const cpuinfoPath = join(procRoot, 'cpuinfo');
+  let cpuinfo: CpuinfoFacts | null = null;
+  try {
+    cpuinfo = parseCpuinfo(readBounded(cpuinfoPath, CPUINFO_MAX_BYTES));
+    if (cpuinfo.physBits === null) notes.push(`${cpuinfoPath}: no "address sizes" line`);
+  } catch (err) {
+    notes.push(`${cpuinfoPath}: ${errCode(err)}`);
+  }
+
+  const cpuidPath = join(devRoot, 'cpu', '0', 'cpuid');
+  let cpuid: CpuidFacts | null = null;
+  try {
+    cpuid = readCpuid(devRoot, 0);
+    if (cpuid.physBits === null) notes.push(`${cpuidPath}: leaf 0x80000008 not available`);
+  } catch (err) {
+    notes.push(`${cpuidPath}: ${errCode(err)}`);
+  }
+
+  const cpuinfoPhysBits = cpuinfo?.physBits ?? null;
+  const cpuidPhysBits = cpuid?.physBits ?? null;
+  const sources: Record<string, HostSource> = {
+    cpuinfoPhysBits: cpuinfoPhysBits !== null ? 'cpuinfo' : 'unknown',
+    cpuinfoVirtBits: cpuinfo?.virtBits != null ? 'cpuinfo' : 'unknown',
+    cpuidPhysBits: cpuidPhysBits !== null ? 'cpuid' : 'unknown',
+    memEncryptionReduction: cpuid?.memEncryptionReduction != null ? 'cpuid' : 'unknown',
+    flags: cpuinfo?.hasFlags ? 'cpuinfo' : 'unknown',
+  };
+
+  // The effective width: the override, else /proc/cpuinfo, else raw CPUID. /proc/cpuinfo shows the
+  // width Linux itself uses, already reduced by the bits that SME/SEV (AMD) or TME-MK (Intel) take
+  // for encryption. QEMU sizes host-phys-bits=on guests from the raw CPUID value instead
+  // (target/i386/host-cpu.c), so on such hosts the two differ; the verdict weighs that difference.
+  let physBits: number;
+  let physBitsSource: HostSource;
+  if (override !== undefined) {
+    physBits = override;
+    physBitsSource = 'config';
+  } else if (cpuinfoPhysBits !== null) {
+    physBits = cpuinfoPhysBits;
+    physBitsSource = 'cpuinfo';
+  } else if (cpuidPhysBits !== null) {
+    physBits = cpuidPhysBits;
+    physBitsSource = 'cpuid';
+  } else {
+    throw new HostFactsError(
+      `no physical address width found (${notes.join('; ')}); set host.physBits in the config`,
+    );
+  }
+  sources.physBits = physBitsSource;
+
+  let vendor = cpuinfo?.vendor ?? null;
+  sources.vendor = vendor !== null ? 'cpuinfo' : 'unknown';
+  if (vendor === null && cpuid?.vendor) {
+    vendor = cpuid.vendor;
+    sources.vendor = 'cpuid';
+  }
+
+  const facts: HostFacts = {
+    name: opts.name,
+    physBits,
+    physBitsSource,
+    vendor: vendor ?? 'unknown',
+    cpuinfoPhysBits,
+    cpuinfoVirtBits: cpuinfo?.virtBits ?? null,
+    cpuidPhysBits,
+    memEncryptionReduction: cpuid?.memEncryptionReduction ?? null,
+    flags: cpuinfo?.flags ?? noFlags(),
+    kvm: readKvm(sysRoot, vendor, notes),
+    sources,
+  };
+  if (notes.length) facts.notes = notes;
+  return facts;
+}

@@ -1,0 +1,83 @@
+/**
+ * winston, set up for a daemon: under systemd (JOURNAL_STREAM set) every line starts with the
+ * sd-daemon priority prefix (`<3>` … `<7>`) and carries no timestamp of its own, since journald adds
+ * one; elsewhere a timestamped text line. Context (vm, socket) is appended as key=value pairs.
+ */
+import winston from 'winston';
+
+export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
+export type LogFormat = 'auto' | 'journal' | 'text' | 'json';
+
+/** syslog priorities for sd-daemon prefixes. */
+const PRIORITY: Record<string, number> = { error: 3, warn: 4, info: 6, debug: 7 };
+
+export interface Logger {
+  error(message: string, meta?: Record<string, unknown>): void;
+  warn(message: string, meta?: Record<string, unknown>): void;
+  info(message: string, meta?: Record<string, unknown>): void;
+  debug(message: string, meta?: Record<string, unknown>): void;
+  child(meta: Record<string, unknown>): Logger;
+}
+
+/** Values that came from VMs or clients: quoted, control characters escaped, length bounded. */
+export function safeValue(v: unknown): string {
+  let s = typeof v === 'string' ? v : JSON.stringify(v) ?? String(v);
+  if (s.length > 256) s = `${s.slice(0, 256)}…`;
+  return /^[\w./:@+-]*$/.test(s) && s !== '' ? s : JSON.stringify(s);
+}
+
+function contextOf(info: Record<string | symbol, unknown>): string {
+  const parts: string[] = [];
+  for (const [k, v] of Object.entries(info)) {
+    if (k === 'level' || k === 'message' || k === 'timestamp' || v === undefined) continue;
+    parts.push(`${k}=${safeValue(v)}`);
+  }
+  return parts.length ? ` ${parts.join(' ')}` : '';
+}
+
+function oneLine(s: unknown): string {
+  return String(s).replace(/[\r\n]+/g, ' ⏎ ');
+}
+
+export function createLogger(opts: { level?: LogLevel; format?: LogFormat; stream?: NodeJS.WritableStream } = {}): Logger {
+  let format = opts.format ?? 'auto';
+  if (format === 'auto') format = process.env.JOURNAL_STREAM ? 'journal' : 'text';
+  const f = winston.format;
+  const formats: Record<Exclude<LogFormat, 'auto'>, winston.Logform.Format> = {
+    journal: f.printf((info) => `<${PRIORITY[info.level] ?? 6}>${oneLine(info.message)}${contextOf(info)}`),
+    text: f.combine(
+      f.timestamp(),
+      f.printf((info) => `${info.timestamp} ${info.level.toUpperCase()} ${oneLine(info.message)}${contextOf(info)}`),
+    ),
+    json: f.combine(f.timestamp(), f.json()),
+  };
+  const transport = new winston.transports.Stream({ stream: opts.stream ?? process.stderr });
+  const w = winston.createLogger({
+    level: opts.level ?? 'info',
+    levels: { error: 0, warn: 1, info: 2, debug: 3 },
+    format: formats[format],
+    transports: [transport],
+  });
+  return wrap(w);
+}
+
+function wrap(w: winston.Logger): Logger {
+  return {
+    error: (m, meta) => void w.error(m, meta),
+    warn: (m, meta) => void w.warn(m, meta),
+    info: (m, meta) => void w.info(m, meta),
+    debug: (m, meta) => void w.debug(m, meta),
+    child: (meta) => wrap(w.child(meta)),
+  };
+}
+
+/** A logger that discards everything (one-shot CLI commands that print their own output). */
+export const silentLogger: Logger = {
+  error() {},
+  warn() {},
+  info() {},
+  debug() {},
+  child() {
+    return silentLogger;
+  },
+};

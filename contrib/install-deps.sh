@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what physbits needs on a Debian machine, only where missing: Node.js and npm, QEMU,
+# socat, Prometheus (promtool), Alertmanager and libvirt (for the tests and the demo).
+set -euo pipefail
+pkgs=(qemu-system-x86 qemu-utils socat prometheus prometheus-alertmanager libvirt-daemon-system libvirt-clients)
+command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  # The packages' own services are not wanted here: physbits' tests start what they need.
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
