@@ -44,8 +44,8 @@ export const configSchema = z
   .object({
     host: z
       .object({
-        physBits: bits.optional(),
-        name: z.string().min(1).optional(),
+        physBits: bits.nullish().transform((v) => v ?? undefined),
+        name: z.string().min(1).nullish().transform((v) => v ?? undefined),
         procRoot: z.string().default('/proc'),
         sysRoot: z.string().default('/sys'),
         devRoot: z.string().default('/dev'),
@@ -59,7 +59,7 @@ export const configSchema = z
         defaultMode: z.enum(['hold', 'poll']).default('hold'),
         schedule: cronExpr.default('*/1 * * * *'),
         pollIntervalSeconds: z.number().min(1).max(86400).default(30),
-        libvirt: z.string().min(1).optional(),
+        libvirt: z.string().min(1).nullish().transform((v) => v ?? undefined),
         libvirtPollSeconds: z.number().min(1).max(86400).default(30),
         virsh: z.string().default('virsh'),
       })
@@ -95,10 +95,10 @@ export const configSchema = z
     api: z
       .object({
         socket: z.string().default('/run/physbits/api.sock'),
-        group: z.string().min(1).optional(),
+        group: z.string().min(1).nullish().transform((v) => v ?? undefined),
         mode: z.string().regex(/^0?[0-7]{3}$/).default('0660'),
-        listen: hostPort.optional(),
-        tokenFile: z.string().min(1).optional(),
+        listen: hostPort.nullish().transform((v) => v ?? undefined),
+        tokenFile: z.string().min(1).nullish().transform((v) => v ?? undefined),
         maxEventClients: z.number().int().min(1).max(10000).default(64),
         eventBufferBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
         maxBodyBytes: z.number().int().min(1024).max(16 * 1024 * 1024).default(64 * 1024),
@@ -126,7 +126,7 @@ export const configSchema = z
         resendSeconds: z.number().min(1).max(86400).default(60),
         timeoutMs: z.number().int().min(100).max(120000).default(5000),
         retryMaxSeconds: z.number().min(1).max(86400).default(300),
-        generatorURL: z.string().optional(),
+        generatorURL: z.string().nullish().transform((v) => v ?? undefined),
       })
       .strict()
       .prefault({}),
@@ -165,9 +165,18 @@ function keyName(path: ReadonlyArray<PropertyKey>): string {
   return out || '(top level)';
 }
 
+/** Drops every "$comment" key, at any depth: config files may explain themselves. */
+export function stripComments(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(stripComments);
+  if (v && typeof v === 'object') {
+    return Object.fromEntries(Object.entries(v).filter(([k]) => k !== '$comment').map(([k, x]) => [k, stripComments(x)]));
+  }
+  return v;
+}
+
 /** Validates a parsed JSON value; throws ConfigError naming the first bad key. */
 export function parseConfig(raw: unknown, source = 'config'): Config {
-  const result = configSchema.safeParse(raw ?? {});
+  const result = configSchema.safeParse(stripComments(raw ?? {}));
   if (!result.success) {
     const issue = result.error.issues[0];
     let path = [...issue.path];

@@ -21,7 +21,8 @@ export interface CpuinfoFacts {
 /** Longest field value considered; a longer value is cut (a flags line is ~1.5 KiB today). */
 const MAX_VALUE_CHARS = 64 * 1024;
 
-const ADDRESS_SIZES = /^(\d{1,3}) bits physical, (\d{1,3}) bits virtual$/;
+const PHYSICAL = /(?:^|\s)(\d{1,3}) bits physical(?:,|$)/;
+const VIRTUAL = /(?:^|\s)(\d{1,3}) bits virtual$/;
 
 export function noFlags(): HostFlags {
   return { sme: false, sev: false, sev_es: false, sev_snp: false, tme: false };
@@ -32,11 +33,12 @@ function bitsOrNull(text: string): number | null {
   return Number.isInteger(n) && n >= 1 && n <= 64 ? n : null;
 }
 
-/** Parses "46 bits physical, 48 bits virtual" into both widths; nulls when malformed. */
+/** Parses "46 bits physical, 48 bits virtual" into both widths; a malformed half is null. */
 export function parseAddressSizes(value: string): { physBits: number | null; virtBits: number | null } {
-  const m = ADDRESS_SIZES.exec(value.trim());
-  if (!m) return { physBits: null, virtBits: null };
-  return { physBits: bitsOrNull(m[1]), virtBits: bitsOrNull(m[2]) };
+  const v = value.trim();
+  const p = PHYSICAL.exec(v);
+  const w = VIRTUAL.exec(v);
+  return { physBits: p ? bitsOrNull(p[1]) : null, virtBits: w ? bitsOrNull(w[1]) : null };
 }
 
 /** The memory-encryption flags among a space-separated cpuinfo "flags" value. */

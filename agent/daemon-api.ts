@@ -37,13 +37,17 @@ export class DaemonApi implements ApiHandlers {
     return { vm: sup.name, peer: peerCfg.name, peerPhysBits: facts.physBits, reachable: facts.reachable, ...answer };
   }
 
-  async fleet() {
+  private async fleetInput() {
     const peers = await this.d.peers.statuses();
-    return buildFleet({ local: this.status(), localName: this.d.host.name, peers, policy: this.d.config.policy });
+    return { local: this.status(), localName: this.d.host.name, peers, policy: this.d.config.policy };
+  }
+
+  async fleet() {
+    return buildFleet(await this.fleetInput());
   }
 
   async advise(vm: string | undefined, poolBits: number | undefined) {
-    const fleet = await this.fleet();
+    const fleet = await this.fleetInput();
     try {
       return advise({ fleet, vm, poolBits });
     } catch (err) {

@@ -70,6 +70,13 @@ export interface GuestLayout {
   highestAddress: number;
   /** One past the highest address in use now (RAM and plugged devices), ignoring empty regions. */
   usedEnd: number;
+  /** `qom-get /machine memory` (QEMU 7.1+): -m size, maxmem and slots; absent or null when not read. */
+  memoryConfig?: { size: number; maxSize: number; slots: number } | null;
+  /**
+   * The host bridge's configured pci-hole64-size. The window QEMU checks phys-bits against is
+   * [pciHole64.start, start + this); firmware may later report a higher end, placed by phys-bits.
+   */
+  pciHole64Size?: number | null;
 }
 
 export interface GuestMemoryEncryption {

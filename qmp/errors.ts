@@ -48,8 +48,8 @@ export class TimeoutError extends QmpError {
 
 /** The connection closed (or was closed) while the operation was pending. */
 export class ClosedError extends QmpError {
-  constructor(message: string) {
-    super('QMP_CLOSED', message);
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('QMP_CLOSED', message, options);
   }
 }
 

@@ -1,0 +1,62 @@
+/** The daemon's side of the metrics: VM statuses → series, and the /metrics listener. */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from './logger';
+import { Metrics, startMetricsServer, type MetricsServer } from './metrics';
+import type { HostFacts, VmStatus } from './types';
+
+export function packageVersion(): string {
+  try {
+    return JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')).version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+export class DaemonMetrics {
+  readonly metrics = new Metrics({ version: packageVersion() });
+  private server: MetricsServer | null = null;
+  private lastError = new Map<string, string>();
+
+  constructor(private readonly logger: Logger) {}
+
+  async listen(listen: string): Promise<string> {
+    this.server = await startMetricsServer(this.metrics, listen);
+    return `${this.server.address.includes(':') ? `[${this.server.address}]` : this.server.address}:${this.server.port}`;
+  }
+
+  setHost(host: HostFacts): void {
+    this.metrics.setHost(host);
+  }
+
+  setVm(s: VmStatus): void {
+    if (s.error) {
+      if (s.error.code === 'PENDING') return;
+      this.metrics.setVmUp(s.name, false);
+      if (this.lastError.get(s.name) !== s.error.code) this.metrics.qmpError(s.name, s.error.code);
+      this.lastError.set(s.name, s.error.code);
+      return;
+    }
+    this.lastError.delete(s.name);
+    this.metrics.setVmUp(s.name, true);
+    this.metrics.setVm(s.name, s.guest!, s.verdict!);
+  }
+
+  removeVm(name: string): void {
+    this.lastError.delete(name);
+    this.metrics.removeVm(name);
+  }
+
+  refused(vm: string, command: string): void {
+    this.metrics.refused(vm, command);
+  }
+
+  observeQmp(vm: string, seconds: number): void {
+    this.metrics.observeQmp(vm, seconds);
+  }
+
+  async close(): Promise<void> {
+    await this.server?.close();
+    this.server = null;
+  }
+}

@@ -1,0 +1,318 @@
+/**
+ * The fleet view: every guest of this host and of its live peers, against every host's width.
+ * `buildFleet` is pure; `fetchPeerStatus` and `collectPeers` are the network edge that feeds it.
+ */
+import { readFile as fsReadFile } from 'node:fs/promises';
+import type { PeerConfig } from './config';
+import { AgentError } from './errors';
+import { exitCodeFor, worstState, type State } from './exit-codes';
+import { mapLimit } from './limit';
+import type { Policy, StatusDocument, VmErrorInfo, VmStatus } from './types';
+
+/** A peer as the fleet view sees it: static (width only) or live (its status document when reached). */
+export interface FleetPeerInput {
+  name: string;
+  /** Static width, or the static fallback of a live peer; null when unknown. */
+  physBits: number | null;
+  reachable: boolean;
+  status?: StatusDocument | null;
+  error?: string;
+}
+
+export interface FleetInput {
+  local: StatusDocument;
+  localName: string;
+  peers: FleetPeerInput[];
+  policy: Pick<Policy, 'accelerators'>;
+}
+
+export interface FleetHost {
+  name: string;
+  physBits: number | null;
+  reachable: boolean;
+  /** 'local' this host; 'live' a peer agent's own report; 'static' the configured width. */
+  source: 'local' | 'live' | 'static';
+  error?: string;
+}
+
+export type FleetGuestState = 'ok' | 'critical' | 'unknown';
+
+export interface FleetGuest {
+  host: string;
+  vm: string;
+  physBits: number | null;
+  accelerator: string | null;
+  /** Whether host widths bind this guest (its accelerator is in policy.accelerators). */
+  bound: boolean | null;
+  /** One past the highest guest-physical address its layout can use; null when not read. */
+  highestAddress: number | null;
+  /** Per host: true fits, false does not, null unknown (no width, or the guest was not read). */
+  fits: Record<string, boolean | null>;
+  /** Per host: the sentence behind each `fits` value. */
+  why: Record<string, string>;
+  state: FleetGuestState;
+  error?: VmErrorInfo;
+}
+
+export interface FleetDocument {
+  hosts: FleetHost[];
+  guests: FleetGuest[];
+  summary: { worst: State; exitCode: number };
+}
+
+/** Bytes as the largest whole binary unit that reads well: "47 GiB", "1.5 TiB". */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  const text = Number.isInteger(v) ? String(v) : v.toFixed(v < 10 ? 2 : 1).replace(/\.?0+$/, '');
+  return `${text} ${units[i]}`;
+}
+
+/** This host plus each peer, in config order. */
+export function fleetHosts(input: Pick<FleetInput, 'local' | 'localName' | 'peers'>): FleetHost[] {
+  const hosts: FleetHost[] = [{ name: input.localName, physBits: input.local.host.physBits, reachable: true, source: 'local' }];
+  for (const p of input.peers) {
+    const live = p.reachable && p.status ? p.status.host.physBits : null;
+    const host: FleetHost = {
+      name: p.name,
+      physBits: live ?? p.physBits ?? null,
+      reachable: p.reachable,
+      source: live !== null ? 'live' : 'static',
+    };
+    if (p.error) host.error = p.error;
+    hosts.push(host);
+  }
+  return hosts;
+}
+
+/** Every VM of this host and of each reachable peer that sent its status, with the host it runs on. */
+export function fleetVms(input: Pick<FleetInput, 'local' | 'localName' | 'peers'>): Array<{ host: string; vm: VmStatus }> {
+  const out = input.local.vms.map((vm) => ({ host: input.localName, vm }));
+  for (const p of input.peers) {
+    if (!p.reachable || !p.status) continue;
+    for (const vm of p.status.vms) out.push({ host: p.name, vm });
+  }
+  return out;
+}
+
+/** Whether the host limit applies to a guest on this accelerator (the verdict's rule, policy.accelerators). */
+export function isBound(accelerator: string, policy: Pick<Policy, 'accelerators'>): boolean {
+  return policy.accelerators.includes(accelerator);
+}
+
+/** One cell of the matrix: may a guest of this width and layout run on a host of `hostBits`? */
+export function fitOnHost(
+  guest: { physBits: number; highestAddress: number | null; accelerator: string; bound: boolean },
+  host: FleetHost,
+): { fits: boolean | null; why: string } {
+  const fallback = host.reachable ? '' : ' (configured width; host unreachable)';
+  if (!guest.bound) {
+    return { fits: true, why: `${guest.accelerator} guest: host widths do not bind it (policy.accelerators)` };
+  }
+  if (host.physBits === null) return { fits: null, why: `width of ${host.name} unknown${host.reachable ? '' : ' (unreachable)'}` };
+  const problems: string[] = [];
+  if (guest.physBits > host.physBits) problems.push(`guest ${guest.physBits} bits > host ${host.physBits} bits`);
+  const limit = 2 ** host.physBits;
+  if (guest.highestAddress !== null && guest.highestAddress > limit) {
+    problems.push(`layout ends at ${formatBytes(guest.highestAddress)} > 2^${host.physBits} (${formatBytes(limit)})`);
+  }
+  if (problems.length) return { fits: false, why: problems.join('; ') + fallback };
+  const layout = guest.highestAddress === null ? 'layout not read' : `layout ends at ${formatBytes(guest.highestAddress)}`;
+  return { fits: true, why: `guest ${guest.physBits} bits <= host ${host.physBits} bits, ${layout}${fallback}` };
+}
+
+/** Pure: the fleet document for this host's status and what is known of its peers. */
+export function buildFleet(input: FleetInput): FleetDocument {
+  const hosts = fleetHosts(input);
+  const guests = fleetVms(input).map(({ host, vm }) => fleetGuest(host, vm, hosts, input.policy));
+  const states: State[] = guests.map((g) => g.state);
+  if (hosts.some((h) => !h.reachable)) states.push('unknown');
+  const worst = worstState(states);
+  return { hosts, guests, summary: { worst, exitCode: exitCodeFor(worst) } };
+}
+
+function fleetGuest(host: string, vm: VmStatus, hosts: FleetHost[], policy: Pick<Policy, 'accelerators'>): FleetGuest {
+  const g = vm.guest;
+  if (vm.error || !g) {
+    const error = vm.error ?? { code: 'GUEST_FACTS_MISSING', message: 'the status document has no guest facts for this VM' };
+    return { host, vm: vm.name, physBits: null, accelerator: vm.accelerator ?? null, bound: null, highestAddress: null, fits: {}, why: {}, state: 'unknown', error };
+  }
+  const accelerator = vm.accelerator ?? g.accelerator;
+  const facts = { physBits: g.physBits, highestAddress: g.layout?.highestAddress ?? null, accelerator, bound: isBound(accelerator, policy) };
+  const fits: Record<string, boolean | null> = {};
+  const why: Record<string, string> = {};
+  let state: FleetGuestState = 'ok';
+  for (const h of hosts) {
+    const cell = fitOnHost(facts, h);
+    fits[h.name] = cell.fits;
+    why[h.name] = cell.why;
+    if (cell.fits === false && h.reachable) state = 'critical';
+    else if ((cell.fits === null || !h.reachable) && state === 'ok') state = 'unknown';
+  }
+  return { host, vm: vm.name, physBits: facts.physBits, accelerator, bound: facts.bound, highestAddress: facts.highestAddress, fits, why, state };
+}
+
+/**
+ * The CLI's exit code for a fleet document: 2 when a guest does not fit a reachable host,
+ * else 3 when a host is unreachable or a guest unknown, else 0.
+ */
+export function fleetExitCode(doc: Pick<FleetDocument, 'hosts' | 'guests'>): number {
+  const states: State[] = doc.guests.map((g) => g.state);
+  if (doc.hosts.some((h) => !h.reachable)) states.push('unknown');
+  return exitCodeFor(worstState(states));
+}
+
+// ---- the network edge -------------------------------------------------------------------------
+
+/** Why a live peer's status could not be had. Codes are listed in docs/fleet-and-advice.md. */
+export class PeerError extends AgentError {}
+
+export interface FetchPeerOptions {
+  timeoutMs: number;
+  /** Largest response body accepted, default 16 MiB. */
+  maxBytes?: number;
+  readFile?: (path: string) => Promise<string>;
+  fetch?: typeof fetch;
+}
+
+const DEFAULT_MAX_BYTES = 16 * 1024 * 1024;
+
+/** The peer's bearer token: the token file's content without surrounding white space. */
+async function readToken(tokenFile: string, readFile: (p: string) => Promise<string>): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(tokenFile);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? String(err);
+    throw new PeerError('PEER_TOKEN_UNREADABLE', `${tokenFile}: cannot read the token file: ${code}`, { cause: err });
+  }
+  const token = text.trim();
+  if (!token || /[\r\n]/.test(token) || token.length > 4096) {
+    throw new PeerError('PEER_TOKEN_UNREADABLE', `${tokenFile}: the token file must hold one non-empty line`);
+  }
+  return token;
+}
+
+/** GET {url}/v1/status with the peer's bearer token; bounded in time and size; typed failures. */
+export async function fetchPeerStatus(peer: { url: string; tokenFile: string }, opts: FetchPeerOptions): Promise<StatusDocument> {
+  const readFile = opts.readFile ?? ((p: string) => fsReadFile(p, 'utf8'));
+  const doFetch = opts.fetch ?? fetch;
+  const maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
+  const token = await readToken(peer.tokenFile, readFile);
+  const url = `${peer.url.replace(/\/+$/, '')}/v1/status`;
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), opts.timeoutMs);
+  try {
+    let res: Response;
+    try {
+      res = await doFetch(url, {
+        headers: { authorization: `Bearer ${token}`, accept: 'application/json' },
+        redirect: 'manual',
+        signal: abort.signal,
+      });
+    } catch (err) {
+      if (abort.signal.aborted) throw new PeerError('PEER_TIMEOUT', `${url}: no answer within ${opts.timeoutMs} ms`);
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      const detail = cause?.code ?? cause?.message ?? (err as Error).message;
+      throw new PeerError('PEER_UNREACHABLE', `${url}: ${detail}`, { cause: err });
+    }
+    if (res.status === 401 || res.status === 403) {
+      await res.body?.cancel().catch(() => undefined);
+      throw new PeerError('PEER_UNAUTHORIZED', `${url}: HTTP ${res.status}: the peer refused the token`);
+    }
+    if (res.status !== 200) {
+      await res.body?.cancel().catch(() => undefined);
+      throw new PeerError('PEER_HTTP_STATUS', `${url}: HTTP ${res.status}`);
+    }
+    const text = await readBounded(res, maxBytes, url, abort.signal, opts.timeoutMs);
+    return parseStatusDocument(text, url);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function readBounded(res: Response, maxBytes: number, url: string, signal: AbortSignal, timeoutMs: number): Promise<string> {
+  const declared = Number(res.headers.get('content-length'));
+  if (Number.isFinite(declared) && declared > maxBytes) {
+    await res.body?.cancel().catch(() => undefined);
+    throw new PeerError('PEER_RESPONSE_TOO_LARGE', `${url}: response of ${declared} bytes exceeds ${maxBytes}`);
+  }
+  if (!res.body) return '';
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > maxBytes) {
+        await reader.cancel().catch(() => undefined);
+        throw new PeerError('PEER_RESPONSE_TOO_LARGE', `${url}: response larger than ${maxBytes} bytes`);
+      }
+      chunks.push(value);
+    }
+  } catch (err) {
+    if (err instanceof PeerError) throw err;
+    if (signal.aborted) throw new PeerError('PEER_TIMEOUT', `${url}: response not complete within ${timeoutMs} ms`);
+    throw new PeerError('PEER_UNREACHABLE', `${url}: ${(err as Error).message}`, { cause: err });
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * Checks the shape a peer's status document must have for the fleet view: a host width and a list
+ * of VMs, each named, with guest facts (a width) or an error. Anything else is PEER_BAD_RESPONSE.
+ */
+export function parseStatusDocument(text: string, where = 'peer'): StatusDocument {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new PeerError('PEER_BAD_RESPONSE', `${where}: not JSON: ${(err as Error).message}`);
+  }
+  if (!isObject(raw) || !isObject(raw.host) || !Array.isArray(raw.vms)) {
+    throw new PeerError('PEER_BAD_RESPONSE', `${where}: not a status document (host and vms expected)`);
+  }
+  const bits = raw.host.physBits;
+  if (typeof bits !== 'number' || !Number.isInteger(bits) || bits < 1 || bits > 64) {
+    throw new PeerError('PEER_BAD_RESPONSE', `${where}: host.physBits is not a width`);
+  }
+  raw.vms.forEach((vm, i) => {
+    const ok =
+      isObject(vm) &&
+      typeof vm.name === 'string' &&
+      (isObject(vm.error) ||
+        (isObject(vm.guest) && typeof vm.guest.physBits === 'number' && (vm.guest.layout === null || vm.guest.layout === undefined || isObject(vm.guest.layout))));
+    if (!ok) throw new PeerError('PEER_BAD_RESPONSE', `${where}: vms[${i}] has neither guest facts nor an error`);
+  });
+  return raw as unknown as StatusDocument;
+}
+
+export interface CollectPeersOptions extends FetchPeerOptions {
+  /** Peers asked at once, default 8. */
+  concurrency?: number;
+}
+
+/** What is known of each configured peer: static ones as configured, live ones asked now. Never rejects. */
+export async function collectPeers(peers: PeerConfig[], opts: CollectPeersOptions): Promise<FleetPeerInput[]> {
+  return mapLimit(peers, opts.concurrency ?? 8, async (p): Promise<FleetPeerInput> => {
+    if (!('url' in p)) return { name: p.name, physBits: p.physBits, reachable: true };
+    try {
+      const status = await fetchPeerStatus({ url: p.url, tokenFile: p.tokenFile }, opts);
+      return { name: p.name, physBits: status.host.physBits, reachable: true, status };
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? 'PEER_UNREACHABLE';
+      return { name: p.name, physBits: p.physBits ?? null, reachable: false, error: `${code}: ${(err as Error).message}` };
+    }
+  });
+}

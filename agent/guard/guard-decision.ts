@@ -1,0 +1,167 @@
+/**
+ * The guard's interceptor: for each command a client sends through the guarded socket, forward it
+ * or answer it with a refusal. Only memory `device_add`, `migrate` and their HMP forms are looked
+ * at; everything else is forwarded at once, without waiting for anything.
+ */
+import type { Config } from '../config';
+import type { QmpExecutor } from '../guest-facts';
+import type { Logger } from '../logger';
+import type { GuestFacts, HostFacts } from '../types';
+import { parseHmpCommandLine } from './hmp-command';
+import { decideMemoryHotplug, memoryDeviceRequest, type MemoryDeviceRequest } from './memory-hotplug-rule';
+import { decideMigration, type PeerLookup } from './migration-rule';
+import { migrateTargets, parseMigrateUri, type MigrationTarget } from './migration-target';
+import { refusalDesc, REFUSED } from './refusal';
+
+export interface GuardCommand {
+  execute: string;
+  arguments?: Record<string, unknown>;
+  oob: boolean;
+}
+
+export type GuardAction =
+  | { action: 'forward' }
+  | { action: 'reply-error'; errorClass: 'GenericError'; desc: string; code: string };
+
+export interface RefusalEvent {
+  vm: string;
+  code: string;
+  /** The QMP command the client sent (`human-monitor-command` for the HMP forms). */
+  command: string;
+  /** What it would have done: 'device_add' or 'migrate'. */
+  effective: 'device_add' | 'migrate';
+  desc: string;
+}
+
+export interface GuardContext {
+  vm: string;
+  host: () => HostFacts;
+  facts: () => GuestFacts | null;
+  waitForFacts(ms: number): Promise<GuestFacts | null>;
+  /** Upstream QMP, for backend sizes and plugged memory devices. */
+  q: QmpExecutor;
+  config: Config;
+  peers: PeerLookup;
+  onRefusal(r: RefusalEvent): void;
+  logger?: Logger;
+  /** Milliseconds, for how long an approved placement stays reserved (default Date.now). */
+  clock?: () => number;
+}
+
+export type Classified =
+  | { kind: 'safe' }
+  | { kind: 'memory'; via: 'qmp' | 'hmp'; device: MemoryDeviceRequest }
+  | { kind: 'migrate'; via: 'qmp' | 'hmp'; targets: MigrationTarget[] }
+  | { kind: 'hmp-unparsable'; name: 'device_add' | 'migrate'; reason: string };
+
+/** Pure: which rule, if any, a command meets. */
+export function classifyCommand(cmd: Pick<GuardCommand, 'execute' | 'arguments'>): Classified {
+  const args = cmd.arguments;
+  switch (cmd.execute) {
+    case 'device_add': {
+      const device = memoryDeviceRequest(args);
+      return device ? { kind: 'memory', via: 'qmp', device } : { kind: 'safe' };
+    }
+    case 'migrate':
+      return { kind: 'migrate', via: 'qmp', targets: migrateTargets(args) };
+    case 'human-monitor-command': {
+      const line = args?.['command-line'];
+      if (typeof line !== 'string') return { kind: 'safe' };
+      const hmp = parseHmpCommandLine(line);
+      if (hmp.kind === 'unparsable') return { kind: 'hmp-unparsable', name: hmp.name, reason: hmp.reason };
+      if (hmp.kind === 'migrate') return { kind: 'migrate', via: 'hmp', targets: [parseMigrateUri(hmp.uri)] };
+      if (hmp.kind === 'device_add') {
+        const device = memoryDeviceRequest(hmp.args);
+        return device ? { kind: 'memory', via: 'hmp', device } : { kind: 'safe' };
+      }
+      return { kind: 'safe' };
+    }
+    default:
+      return { kind: 'safe' };
+  }
+}
+
+/** How long an approved placement is kept out of later predictions, and how many are kept. */
+export const RESERVATION_MS = 10_000;
+export const MAX_RESERVATIONS = 64;
+
+const FORWARD: GuardAction = { action: 'forward' };
+
+export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) => Promise<GuardAction> {
+  const clock = ctx.clock ?? Date.now;
+  let reservations: { addr: number; size: number; until: number }[] = [];
+  let memoryQueue: Promise<unknown> = Promise.resolve();
+
+  const refuse = (cmd: GuardCommand, effective: RefusalEvent['effective'], code: string, message: string): GuardAction => {
+    const desc = refusalDesc(code, message);
+    ctx.logger?.warn('command refused', { vm: ctx.vm, command: cmd.execute, effective, code });
+    try {
+      ctx.onRefusal({ vm: ctx.vm, code, command: cmd.execute, effective, desc });
+    } catch (err) {
+      ctx.logger?.error('refusal listener failed', { vm: ctx.vm, error: String(err) });
+    }
+    return { action: 'reply-error', errorClass: 'GenericError', desc, code };
+  };
+
+  /** guard.onUnknown: refuse with `code`, or let the command through with a warning. */
+  const undecided = (cmd: GuardCommand, effective: RefusalEvent['effective'], code: string, message: string): GuardAction => {
+    if (ctx.config.guard.onUnknown === 'allow') {
+      ctx.logger?.warn('forwarding undecided command (guard.onUnknown=allow)', { vm: ctx.vm, command: cmd.execute, effective, code, reason: message });
+      return FORWARD;
+    }
+    return refuse(cmd, effective, code, `${message}; refused because guard.onUnknown is 'refuse'`);
+  };
+
+  const memory = async (cmd: GuardCommand, device: MemoryDeviceRequest, guest: GuestFacts): Promise<GuardAction> => {
+    const now = clock();
+    reservations = reservations.filter((r) => r.until > now);
+    const decision = await decideMemoryHotplug({
+      device,
+      guest,
+      host: ctx.host(),
+      policy: ctx.config.policy,
+      q: ctx.q,
+      reserved: reservations,
+    });
+    if (decision.outcome === 'refuse') return refuse(cmd, 'device_add', decision.code, decision.message);
+    if (decision.outcome === 'unknown') return undecided(cmd, 'device_add', REFUSED.MEMORY_PLACEMENT_UNKNOWN, decision.message);
+    if (decision.placement) {
+      reservations.push({ addr: decision.placement.addr, size: decision.placement.size, until: clock() + RESERVATION_MS });
+      if (reservations.length > MAX_RESERVATIONS) reservations = reservations.slice(-MAX_RESERVATIONS);
+    }
+    return FORWARD;
+  };
+
+  return async (cmd: GuardCommand): Promise<GuardAction> => {
+    const c = classifyCommand(cmd);
+    if (c.kind === 'safe') return FORWARD;
+    if (c.kind === 'hmp-unparsable') {
+      return refuse(cmd, c.name, REFUSED.HMP_UNPARSABLE, `the human-monitor-command line for ${c.name} cannot be read as QEMU would read it (${c.reason}); send the QMP command ${c.name} instead`);
+    }
+    const effective = c.kind === 'memory' ? 'device_add' : 'migrate';
+    const holdMs = ctx.config.guard.holdMs;
+    const guest = ctx.facts() ?? (await ctx.waitForFacts(holdMs));
+    if (!guest) {
+      return undecided(cmd, effective, REFUSED.FACTS_UNKNOWN, `the facts of ${ctx.vm} (phys-bits, accelerator, layout) are not known ${holdMs > 0 ? `after waiting ${holdMs} ms` : 'yet'}`);
+    }
+    try {
+      if (c.kind === 'memory') {
+        // One memory decision at a time, so that each sees the placements approved before it.
+        const run = memoryQueue.then(() => memory(cmd, c.device, guest));
+        memoryQueue = run.catch(() => undefined);
+        return await run;
+      }
+      const verdict = await decideMigration({
+        targets: c.targets,
+        guest,
+        host: ctx.host(),
+        policy: { accelerators: ctx.config.policy.accelerators, unknownPeer: ctx.config.guard.unknownPeer },
+        peers: ctx.peers,
+      });
+      return verdict.allowed ? FORWARD : refuse(cmd, 'migrate', verdict.code ?? REFUSED.MIGRATION_UNKNOWN_PEER, verdict.message);
+    } catch (err) {
+      ctx.logger?.error('guard rule failed', { vm: ctx.vm, command: cmd.execute, error: String((err as Error)?.message ?? err) });
+      return undecided(cmd, effective, REFUSED.GUARD_ERROR, `the guard could not decide (${String((err as Error)?.message ?? err).slice(0, 200)})`);
+    }
+  };
+}

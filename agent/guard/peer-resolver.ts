@@ -1,0 +1,193 @@
+/**
+ * The configured migration peers: lookup by the address a `migrate` names, and each peer's width,
+ * either from the config (static peers) or asked live from its agent (GET {url}/v1/host with the
+ * shared bearer token), cached for guard.peerCacheSeconds on an injected clock.
+ *
+ * Address matching is deliberately plain: the target host string equals a peer's `address` after
+ * trimming, dropping IPv6 brackets and one trailing dot, ignoring case. Nothing is resolved through
+ * DNS; "localhost" or 127.0.0.1 match only a peer configured with exactly that address.
+ */
+import type { PeerConfig } from '../config';
+
+export interface PeerFactsResult {
+  name: string;
+  /** The width to compare with; null when neither the agent nor the config tells it. */
+  physBits: number | null;
+  /** Static peers: true (nothing to reach). Live peers: whether the agent answered. */
+  reachable: boolean;
+  /** 'static' config value, 'live' agent answer, 'fallback' static value after a failed ask, 'none'. */
+  source: 'static' | 'live' | 'fallback' | 'none';
+  /** The live agent's host document. */
+  host?: Record<string, unknown>;
+  /** Why a live peer could not be asked (PEER_* code). */
+  error?: { code: string; message: string };
+}
+
+export type FetchLike = (url: string, init: {
+  headers: Record<string, string>;
+  signal: AbortSignal;
+  redirect: 'error';
+}) => Promise<{ status: number; body: ReadableStream<Uint8Array> | null }>;
+
+export interface PeerResolverOptions {
+  peers: readonly PeerConfig[];
+  readFile: (path: string) => Promise<string> | string;
+  fetch: FetchLike;
+  /** Milliseconds, as Date.now(). */
+  clock: () => number;
+  cacheSeconds: number;
+  timeoutMs: number;
+  /** Bound on a live agent's answer (default 64 KiB). */
+  maxBodyBytes?: number;
+}
+
+export class PeerError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+    this.name = 'PeerError';
+  }
+}
+
+/** Canonical form of a host string for matching. */
+export function normalizeAddress(host: string): string {
+  let h = host.trim();
+  if (h.startsWith('[') && h.endsWith(']')) h = h.slice(1, -1);
+  if (h.endsWith('.') && h.length > 1) h = h.slice(0, -1);
+  return h.toLowerCase();
+}
+
+function isLive(p: PeerConfig): p is Extract<PeerConfig, { url: string }> {
+  return typeof (p as { url?: unknown }).url === 'string';
+}
+
+/** The width in a host document ({ physBits } or a status document's { host: { physBits } }). */
+export function physBitsOfHostDocument(doc: unknown): number | null {
+  if (typeof doc !== 'object' || doc === null) return null;
+  const d = doc as Record<string, unknown>;
+  const v = typeof d.physBits === 'number' ? d.physBits : (d.host as Record<string, unknown> | undefined)?.physBits;
+  return typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 64 ? v : null;
+}
+
+async function readBounded(body: ReadableStream<Uint8Array> | null, max: number): Promise<string> {
+  if (!body) return '';
+  const reader = body.getReader();
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > max) {
+      await reader.cancel().catch(() => undefined);
+      throw new PeerError('PEER_BAD_RESPONSE', `answer larger than ${max} bytes`);
+    }
+    chunks.push(Buffer.from(value));
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export class PeerResolver {
+  private readonly peers: readonly PeerConfig[];
+  private readonly cache = new Map<string, { at: number; value: PeerFactsResult }>();
+  private readonly inflight = new Map<string, Promise<PeerFactsResult>>();
+
+  constructor(private readonly opts: PeerResolverOptions) {
+    this.peers = opts.peers;
+  }
+
+  list(): readonly PeerConfig[] {
+    return this.peers;
+  }
+
+  findByAddress(host: string): PeerConfig | null {
+    const want = normalizeAddress(host);
+    if (want === '') return null;
+    return this.peers.find((p) => normalizeAddress(p.address) === want) ?? null;
+  }
+
+  findByName(name: string): PeerConfig | null {
+    return this.peers.find((p) => p.name === name) ?? null;
+  }
+
+  /** What is known of a peer now: static config, or the live agent (cached), or its fallback. */
+  async facts(peer: PeerConfig): Promise<PeerFactsResult> {
+    if (!isLive(peer)) return { name: peer.name, physBits: peer.physBits, reachable: true, source: 'static' };
+    const ttl = this.opts.cacheSeconds * 1000;
+    const hit = this.cache.get(peer.name);
+    if (hit && ttl > 0 && this.opts.clock() - hit.at < ttl) return hit.value;
+    const running = this.inflight.get(peer.name);
+    if (running) return running;
+    const p = this.askLive(peer).finally(() => this.inflight.delete(peer.name));
+    this.inflight.set(peer.name, p);
+    const value = await p;
+    if (ttl > 0) this.cache.set(peer.name, { at: this.opts.clock(), value });
+    return value;
+  }
+
+  private async askLive(peer: Extract<PeerConfig, { url: string }>): Promise<PeerFactsResult> {
+    try {
+      const host = await this.fetchHost(peer);
+      const physBits = physBitsOfHostDocument(host);
+      if (physBits === null) throw new PeerError('PEER_BAD_RESPONSE', 'the host document has no valid physBits');
+      return { name: peer.name, physBits, reachable: true, source: 'live', host };
+    } catch (err) {
+      const error = err instanceof PeerError ? { code: err.code, message: err.message } : { code: 'PEER_UNREACHABLE', message: String((err as Error)?.message ?? err) };
+      const fallback = peer.physBits ?? null;
+      return { name: peer.name, physBits: fallback, reachable: false, source: fallback === null ? 'none' : 'fallback', error };
+    }
+  }
+
+  private async fetchHost(peer: Extract<PeerConfig, { url: string }>): Promise<Record<string, unknown>> {
+    let token: string;
+    try {
+      token = String(await this.opts.readFile(peer.tokenFile)).trim();
+    } catch (err) {
+      throw new PeerError('PEER_TOKEN_UNREADABLE', `cannot read ${peer.tokenFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+    if (!token) throw new PeerError('PEER_TOKEN_UNREADABLE', `${peer.tokenFile} is empty`);
+    const url = `${peer.url.replace(/\/+$/, '')}/v1/host`;
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), this.opts.timeoutMs);
+    timer.unref?.();
+    try {
+      let res: Awaited<ReturnType<FetchLike>>;
+      try {
+        res = await this.opts.fetch(url, {
+          headers: { authorization: `Bearer ${token}`, accept: 'application/json' },
+          signal: ac.signal,
+          redirect: 'error',
+        });
+      } catch (err) {
+        if (ac.signal.aborted) throw new PeerError('PEER_TIMEOUT', `no answer from ${url} within ${this.opts.timeoutMs} ms`);
+        const cause = (err as { cause?: { code?: string } })?.cause?.code;
+        throw new PeerError('PEER_UNREACHABLE', `${url}: ${cause ?? (err as Error)?.message ?? String(err)}`);
+      }
+      if (res.status === 401 || res.status === 403) {
+        await res.body?.cancel().catch(() => undefined);
+        throw new PeerError('PEER_UNAUTHORIZED', `${url} refused the token (HTTP ${res.status})`);
+      }
+      if (res.status !== 200) {
+        await res.body?.cancel().catch(() => undefined);
+        throw new PeerError('PEER_HTTP_STATUS', `${url} answered HTTP ${res.status}`);
+      }
+      let text: string;
+      try {
+        text = await readBounded(res.body, this.opts.maxBodyBytes ?? 64 * 1024);
+      } catch (err) {
+        if (err instanceof PeerError) throw err;
+        if (ac.signal.aborted) throw new PeerError('PEER_TIMEOUT', `answer from ${url} not complete within ${this.opts.timeoutMs} ms`);
+        throw new PeerError('PEER_UNREACHABLE', `${url}: ${(err as Error)?.message ?? String(err)}`);
+      }
+      let doc: unknown;
+      try {
+        doc = JSON.parse(text);
+      } catch {
+        throw new PeerError('PEER_BAD_RESPONSE', `${url} did not answer JSON`);
+      }
+      if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new PeerError('PEER_BAD_RESPONSE', `${url} did not answer a JSON object`);
+      return doc as Record<string, unknown>;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * The decision behind /etc/libvirt/hooks/qemu. libvirt runs the hook as
+ * `qemu DOMAIN OPERATION SUB-OPERATION EXTRA` with the domain XML on stdin, and a non-zero exit of
+ * `prepare begin` (before a start) or `migrate begin` (on the destination of an incoming
+ * migration) stops the operation, showing the hook's stderr to the user
+ * (libvirt src/qemu/qemu_process.c qemuProcessPrepareHost, src/qemu/qemu_migration.c).
+ *
+ * Refused: a guest wider than this host under an enforced accelerator, or whose memory layout
+ * reaches past the host's limit (the verdict's critical reasons). `started`, `stopped`, `release`
+ * and `reconnect` are passed on to the running daemon. The hook prints nothing on stdout: for
+ * `migrate` and `restore`, libvirt would take stdout as a replacement domain XML.
+ */
+import { hostname } from 'node:os';
+import type { Config } from '../config';
+import type { GuestFacts, HostFacts, Reason } from '../types';
+import { computeVerdict } from '../verdict';
+import { formatBytes } from '../reasons';
+import { parseDomainXml, resolvePhysBits, type DomainFacts } from './domain-xml';
+
+export interface LibvirtEvent {
+  domain: string;
+  operation: string;
+  subOperation: string;
+}
+
+export interface LibvirtHookDeps {
+  config: Config;
+  /** This host's facts, or how to read them; default: agent/host-facts.ts with the config's roots. */
+  hostFacts?: HostFacts | (() => HostFacts | Promise<HostFacts>);
+  /** How to tell the daemon; default: POST /v1/libvirt-events on config api.socket. */
+  notify?: (event: LibvirtEvent) => Promise<void>;
+  /** One line at a time, without a trailing newline. */
+  stderr: (line: string) => void;
+}
+
+/** Operations checked before QEMU starts, with the sub-operation libvirt passes. */
+const CHECKED: Readonly<Record<string, string>> = { prepare: 'begin', migrate: 'begin' };
+/** Operations the daemon hears about. */
+const NOTIFIED: ReadonlySet<string> = new Set(['started', 'stopped', 'release', 'reconnect']);
+
+export const HOOK_EXIT = { ALLOW: 0, REFUSE: 1 } as const;
+
+async function defaultHostFacts(config: Config): Promise<HostFacts> {
+  const { readHostFacts } = await import('../host-facts');
+  return readHostFacts({
+    procRoot: config.host.procRoot,
+    sysRoot: config.host.sysRoot,
+    devRoot: config.host.devRoot,
+    physBitsOverride: config.host.physBits,
+    name: config.host.name ?? hostname(),
+  });
+}
+
+async function defaultNotify(config: Config, event: LibvirtEvent): Promise<void> {
+  const { apiRequest } = await import('../api-client');
+  await apiRequest({ socketPath: config.api.socket }, 'POST', '/v1/libvirt-events', event, config.libvirtHook.notifyTimeoutMs);
+}
+
+/** The width QEMU's host-phys-bits=on copies: the host CPU's raw CPUID width (target/i386/host-cpu.c). */
+export function qemuHostPhysBits(host: HostFacts): number {
+  return host.cpuidPhysBits ?? host.cpuinfoPhysBits ?? host.physBits;
+}
+
+/** The guest as the verdict sees it, before it exists. */
+export function guestFromDomain(d: DomainFacts, host: HostFacts): GuestFacts {
+  const sev = d.launchSecurity !== null && d.launchSecurity.startsWith('sev');
+  return {
+    name: d.name,
+    qemuVersion: '',
+    accelerator: d.accelerator,
+    physBits: resolvePhysBits(d, qemuHostPhysBits(host)),
+    hostPhysBits: d.hostPhysBits,
+    hostPhysBitsLimit: d.hostPhysBitsLimit,
+    guestPhysBits: null,
+    cpuModel: d.cpuModel,
+    memoryEncryption: { active: sev, type: sev ? d.launchSecurity : null, reducedPhysBits: sev ? d.reducedPhysBits : null },
+    runState: null,
+    layout: d.layout,
+  };
+}
+
+/** What to change in the domain XML so that `reason` goes away. */
+export function libvirtFix(reason: Reason, d: DomainFacts, host: HostFacts): string {
+  const bits = host.physBits;
+  if (reason.code === 'LAYOUT_BEYOND_HOST_LIMIT') {
+    return `lower <maxMemory> (or <pcihole64>) so the layout ends below ${formatBytes(2 ** bits)}`;
+  }
+  if (d.physBits === null) {
+    return `use <cpu mode='custom'> with a named model and <maxphysaddr mode='emulate' bits='${bits}'/>, ` +
+      `or <maxphysaddr mode='passthrough' limit='${bits}'/> where libvirt supports limit=`;
+  }
+  return `set <maxphysaddr mode='emulate' bits='${bits}'/> in <cpu>`;
+}
+
+/** The one stderr line of a refusal: domain, bits, reason code, fix. */
+export function refusalLine(operation: string, d: DomainFacts, host: HostFacts, guest: GuestFacts, reason: Reason): string {
+  const what = operation === 'migrate' ? `incoming migration of domain '${d.name}'` : `start of domain '${d.name}'`;
+  const source = host.physBitsSource === 'config' ? ' (host.physBits in the config)' : '';
+  const facts =
+    reason.code === 'LAYOUT_BEYOND_HOST_LIMIT'
+      ? `its memory layout reaches past this host's ${host.physBits}-bit limit${source}`
+      : `guest phys-bits ${guest.physBits} is wider than this host's ${host.physBits} bits${source} under ${guest.accelerator}`;
+  return `physbits refused the ${what}: ${reason.code}: ${facts}; fix: ${libvirtFix(reason, d, host)}`;
+}
+
+async function notifyDaemon(deps: LibvirtHookDeps, event: LibvirtEvent): Promise<void> {
+  const timeoutMs = deps.config.libvirtHook.notifyTimeoutMs;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), timeoutMs);
+  });
+  try {
+    const send = deps.notify ? deps.notify(event) : defaultNotify(deps.config, event);
+    const outcome = await Promise.race([send.then(() => 'sent' as const), timeout]);
+    if (outcome === 'timeout') deps.stderr(`physbits: daemon did not take the '${event.operation}' event of '${event.domain}' within ${timeoutMs} ms`);
+  } catch (err) {
+    const cause = (err as { cause?: NodeJS.ErrnoException }).cause;
+    // No daemon running is normal: the hook works without one.
+    if (cause?.code === 'ENOENT' || cause?.code === 'ECONNREFUSED') return;
+    deps.stderr(`physbits: could not tell the daemon about '${event.domain}' ${event.operation}: ${(err as Error).message}`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** physbits cannot decide: allow and say why, unless libvirtHook.failClosed. */
+function undecided(deps: LibvirtHookDeps, domain: string, err: unknown): number {
+  const code = (err as { code?: unknown }).code;
+  const why = `${typeof code === 'string' ? `${code}: ` : ''}${err instanceof Error ? err.message : String(err)}`;
+  if (deps.config.libvirtHook.failClosed) {
+    deps.stderr(`physbits cannot check domain '${domain}' (${why}); refusing because libvirtHook.failClosed is set`);
+    return HOOK_EXIT.REFUSE;
+  }
+  deps.stderr(`physbits cannot check domain '${domain}' (${why}); allowing`);
+  return HOOK_EXIT.ALLOW;
+}
+
+async function check(operation: string, stdin: string, deps: LibvirtHookDeps, domain: string): Promise<number> {
+  let host: HostFacts;
+  let d: DomainFacts;
+  try {
+    const source = deps.hostFacts ?? (() => defaultHostFacts(deps.config));
+    host = typeof source === 'function' ? await source() : source;
+    d = parseDomainXml(stdin, { hostVendor: host.vendor });
+  } catch (err) {
+    return undecided(deps, domain, err);
+  }
+  const guest = guestFromDomain(d, host);
+  const verdict = computeVerdict({ host, guest, policy: deps.config.policy });
+  const blocking = verdict.reasons.find((r) => r.severity === 'critical');
+  if (!blocking) return HOOK_EXIT.ALLOW;
+  deps.stderr(refusalLine(operation, d, host, guest, blocking));
+  return HOOK_EXIT.REFUSE;
+}
+
+/**
+ * Runs the hook for libvirt's arguments `DOMAIN OPERATION SUB-OPERATION EXTRA` and the domain XML
+ * read from stdin; resolves to the exit code (0 allow, 1 refuse).
+ */
+export async function runLibvirtHook(args: string[], stdin: string, deps: LibvirtHookDeps): Promise<number> {
+  const [domain = '', operation = '', subOperation = ''] = args;
+  if (!domain || !operation) {
+    return undecided(deps, domain || '(none)', new Error(`expected DOMAIN OPERATION SUB-OPERATION EXTRA, got ${args.length} arguments`));
+  }
+  if (CHECKED[operation] === subOperation) return check(operation, stdin, deps, domain);
+  if (NOTIFIED.has(operation)) await notifyDaemon(deps, { domain, operation, subOperation });
+  return HOOK_EXIT.ALLOW;
+}

@@ -1,0 +1,95 @@
+/**
+ * The daemon's view of its migration peers: a PeerResolver over the current config (rebuilt on
+ * reload), the last known widths for verdicts, and peers' status documents for the fleet view.
+ */
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import type { Config, PeerConfig } from './config';
+import { AgentError } from './errors';
+import { collectPeers, type FleetPeerInput } from './fleet';
+import { PeerResolver, type PeerFactsResult } from './guard/peer-resolver';
+import type { Logger } from './logger';
+import type { PeerFacts } from './types';
+
+const PEER_TIMEOUT_MS = 3000;
+
+export class LivePeers {
+  private resolver: PeerResolver;
+  private resolverFor: Config['peers'] | null = null;
+  private known: PeerFacts[] = [];
+
+  constructor(private readonly config: () => Config, private readonly logger: Logger) {
+    this.resolver = this.build();
+  }
+
+  private build(): PeerResolver {
+    const cfg = this.config();
+    this.resolverFor = cfg.peers;
+    return new PeerResolver({
+      peers: cfg.peers,
+      readFile: (p) => readFile(p, 'utf8'),
+      fetch: (url, init) => fetch(url, init) as never,
+      clock: () => Date.now(),
+      cacheSeconds: cfg.guard.peerCacheSeconds,
+      timeoutMs: PEER_TIMEOUT_MS,
+    });
+  }
+
+  private current(): PeerResolver {
+    if (this.resolverFor !== this.config().peers) this.resolver = this.build();
+    return this.resolver;
+  }
+
+  /** The token this daemon's own TCP API demands (api.tokenFile). */
+  readToken(file: string): string {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      throw new AgentError('CONFIG_INVALID', `api.tokenFile: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+    }
+    if (text.length < 16) throw new AgentError('CONFIG_INVALID', `api.tokenFile: ${file} must hold a token of at least 16 characters`);
+    return text;
+  }
+
+  findByName(name: string): PeerConfig | null {
+    return this.current().findByName(name);
+  }
+
+  findByAddress(address: string): PeerConfig | null {
+    return this.current().findByAddress(address);
+  }
+
+  factsOf(peer: PeerConfig): Promise<PeerFactsResult> {
+    return this.current().facts(peer);
+  }
+
+  /** The resolver the guard asks (it caches live answers for guard.peerCacheSeconds). */
+  lookup(): PeerResolver {
+    return this.current();
+  }
+
+  /** Peers' widths as last refreshed, for verdicts. */
+  facts(): PeerFacts[] {
+    return this.known;
+  }
+
+  async refresh(): Promise<void> {
+    const r = this.current();
+    const all = await Promise.all(
+      r.list().map((p) => r.facts(p).catch((err) => ({ name: p.name, physBits: null, reachable: false, error: { code: 'PEER_UNREACHABLE', message: String(err) } }) as PeerFactsResult)),
+    );
+    for (const f of all) {
+      const before = this.known.find((k) => k.name === f.name);
+      if (before && before.reachable !== f.reachable) {
+        this.logger.warn(f.reachable ? 'peer reachable again' : 'peer unreachable', { peer: f.name, error: f.error?.message });
+      }
+    }
+    this.known = all.map((f) => ({ name: f.name, physBits: f.physBits, reachable: f.reachable }));
+  }
+
+  /** Every peer's status document (live peers asked now), for the fleet view. */
+  statuses(): Promise<FleetPeerInput[]> {
+    return collectPeers(this.config().peers, { timeoutMs: PEER_TIMEOUT_MS });
+  }
+}

@@ -1,0 +1,311 @@
+/**
+ * Prometheus metrics on a registry of their own (nothing is registered globally), and the small
+ * HTTP server that serves them at GET /metrics. Every per-VM series is dropped by removeVm, and the
+ * label values that clients or errors choose (command, code) are bounded per VM.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { AlertMetrics } from './alerts/alert-service';
+import type { AlertSeverity } from './alerts/alert-model';
+import type { DeliveryResult } from './alerts/sink-worker';
+import type { DropReason } from './alerts/spool';
+import type { GuestFacts, HostFacts, Relation, Severity, Verdict } from './types';
+
+/** Distinct `command` / `code` values kept per VM; further ones are counted as "other". */
+export const MAX_LABEL_VALUES_PER_VM = 32;
+export const OTHER = 'other';
+
+export const SEVERITY_VALUE: Record<Severity, number> = { ok: 0, info: 1, warning: 2, critical: 3 };
+const RELATIONS: Relation[] = ['equal', 'narrower', 'wider'];
+const SEVERITIES: Severity[] = ['ok', 'info', 'warning', 'critical'];
+const LINT_FAILING_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
+/**
+ * What `promtool check metrics` says of our exposition, and why it stays: the contract names these
+ * metrics in bits, the unit QEMU and CPUID use for address widths.
+ */
+export const ACCEPTED_LINT = [
+  'physbits_guest_phys_bits use base unit "bytes" instead of "bits"',
+  'physbits_host_phys_bits use base unit "bytes" instead of "bits"',
+];
+
+export interface MetricsOptions {
+  /** The package version (physbits_build_info). */
+  version: string;
+  /** process_* and nodejs_* metrics of prom-client (default true). */
+  defaultMetrics?: boolean;
+}
+
+interface VmState {
+  relation: Relation | null;
+  severity: Severity | null;
+  commands: Set<string>;
+  codes: Set<string>;
+}
+
+export class Metrics implements AlertMetrics {
+  readonly registry = new Registry();
+  private readonly vms = new Map<string, VmState>();
+  private readonly hostPhysBits: Gauge;
+  private readonly guestPhysBits: Gauge<'vm'>;
+  private readonly vmSeverity: Gauge<'vm'>;
+  private readonly vmUp: Gauge<'vm'>;
+  private readonly refusedCommands: Counter<'vm' | 'command'>;
+  private readonly qmpErrors: Counter<'vm' | 'code'>;
+  private readonly qmpDuration: Histogram<'vm'>;
+  private readonly alertsPending: Gauge;
+  private readonly alertsFiring: Gauge<'severity'>;
+  private readonly spoolEntries: Gauge;
+  private readonly spoolDrops: Counter<'reason'>;
+  private readonly deliveries: Counter<'sink' | 'result'>;
+
+  constructor(opts: MetricsOptions) {
+    const r = [this.registry];
+    new Gauge({
+      name: 'physbits_build_info',
+      help: 'Always 1; the label carries the physbits version.',
+      labelNames: ['version'],
+      registers: r,
+    }).set({ version: opts.version }, 1);
+    this.hostPhysBits = new Gauge({
+      name: 'physbits_host_phys_bits',
+      help: 'Physical address width of this host (bits), after any host.physBits override.',
+      registers: r,
+    });
+    this.guestPhysBits = new Gauge({
+      name: 'physbits_guest_phys_bits',
+      help: "The guest CPU's phys-bits as QEMU resolved it.",
+      labelNames: ['vm'],
+      registers: r,
+    });
+    this.vmSeverity = new Gauge({
+      name: 'physbits_vm_severity',
+      help: 'Verdict severity of the VM: 0 ok, 1 info, 2 warning, 3 critical.',
+      labelNames: ['vm'],
+      registers: r,
+    });
+    this.vmUp = new Gauge({
+      name: 'physbits_vm_up',
+      help: "1 when the VM's QMP socket answered the last read, 0 when not.",
+      labelNames: ['vm'],
+      registers: r,
+    });
+    const vms = this.vms;
+    new Gauge({
+      name: 'physbits_vms',
+      help: 'VMs with a verdict, by relation to the host width and by severity.',
+      labelNames: ['relation', 'severity'],
+      registers: r,
+      collect() {
+        this.reset();
+        for (const rel of RELATIONS) for (const sev of SEVERITIES) this.set({ relation: rel, severity: sev }, 0);
+        for (const s of vms.values()) {
+          if (s.relation && s.severity) this.inc({ relation: s.relation, severity: s.severity });
+        }
+      },
+    });
+    this.refusedCommands = new Counter({
+      name: 'physbits_refused_commands_total',
+      help: 'QMP commands the guard refused.',
+      labelNames: ['vm', 'command'],
+      registers: r,
+    });
+    this.qmpErrors = new Counter({
+      name: 'physbits_qmp_errors_total',
+      help: 'Failed QMP reads, by error code.',
+      labelNames: ['vm', 'code'],
+      registers: r,
+    });
+    this.qmpDuration = new Histogram({
+      name: 'physbits_qmp_request_duration_seconds',
+      help: 'Time from sending a QMP command to its reply.',
+      labelNames: ['vm'],
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10],
+      registers: r,
+    });
+    this.alertsPending = new Gauge({
+      name: 'physbits_alerts_pending',
+      help: 'Alert state changes some sink has not received yet.',
+      registers: r,
+    });
+    this.alertsFiring = new Gauge({
+      name: 'physbits_alerts_firing',
+      help: 'Alerts firing now, by severity.',
+      labelNames: ['severity'],
+      registers: r,
+    });
+    for (const sev of ['info', 'warning', 'critical']) this.alertsFiring.set({ severity: sev }, 0);
+    this.spoolEntries = new Gauge({
+      name: 'physbits_spool_entries',
+      help: 'Entries in the alert spool (undelivered states and firing alerts).',
+      registers: r,
+    });
+    this.spoolDrops = new Counter({
+      name: 'physbits_spool_dropped_total',
+      help: 'Spool entries dropped because alerts.spoolMaxEntries was reached, by kind.',
+      labelNames: ['reason'],
+      registers: r,
+    });
+    for (const reason of ['superseded', 'ended', 'firing']) this.spoolDrops.inc({ reason }, 0);
+    this.deliveries = new Counter({
+      name: 'physbits_alert_deliveries_total',
+      help: 'Alert delivery requests by sink and result (success, error, timeout, rejected).',
+      labelNames: ['sink', 'result'],
+      registers: r,
+    });
+    if (opts.defaultMetrics !== false) {
+      collectDefaultMetrics({ register: this.registry });
+      // Gauges that end in _total mislead PromQL users (and promtool's lint); the non-_total
+      // nodejs_active_{handles,requests,resources} series carry the same numbers.
+      for (const name of LINT_FAILING_DEFAULTS) this.registry.removeSingleMetric(name);
+    }
+  }
+
+  private vm(vm: string): VmState {
+    let s = this.vms.get(vm);
+    if (!s) this.vms.set(vm, (s = { relation: null, severity: null, commands: new Set(), codes: new Set() }));
+    return s;
+  }
+
+  setHost(host: Pick<HostFacts, 'physBits'>): void {
+    this.hostPhysBits.set(host.physBits);
+  }
+
+  /** A successful read of the VM: its width and verdict. */
+  setVm(vm: string, guest: Pick<GuestFacts, 'physBits'>, verdict: Pick<Verdict, 'relation' | 'severity'>): void {
+    const s = this.vm(vm);
+    s.relation = verdict.relation;
+    s.severity = verdict.severity;
+    this.guestPhysBits.set({ vm }, guest.physBits);
+    this.vmSeverity.set({ vm }, SEVERITY_VALUE[verdict.severity]);
+    this.vmUp.set({ vm }, 1);
+  }
+
+  /** Whether the VM's QMP socket answered. */
+  setVmUp(vm: string, up: boolean): void {
+    this.vm(vm);
+    this.vmUp.set({ vm }, up ? 1 : 0);
+  }
+
+  /** Drops every series of the VM (it is gone). */
+  removeVm(vm: string): void {
+    const s = this.vms.get(vm);
+    this.vms.delete(vm);
+    this.guestPhysBits.remove({ vm });
+    this.vmSeverity.remove({ vm });
+    this.vmUp.remove({ vm });
+    this.qmpDuration.remove({ vm });
+    if (!s) return;
+    for (const command of s.commands) this.refusedCommands.remove({ vm, command });
+    for (const code of s.codes) this.qmpErrors.remove({ vm, code });
+  }
+
+  refused(vm: string, command: string): void {
+    this.refusedCommands.inc({ vm, command: bounded(this.vm(vm).commands, command) });
+  }
+
+  qmpError(vm: string, code: string): void {
+    this.qmpErrors.inc({ vm, code: bounded(this.vm(vm).codes, code) });
+  }
+
+  observeQmp(vm: string, seconds: number): void {
+    this.vm(vm);
+    this.qmpDuration.observe({ vm }, seconds);
+  }
+
+  setAlertsPending(n: number): void {
+    this.alertsPending.set(n);
+  }
+
+  setSpoolEntries(n: number): void {
+    this.spoolEntries.set(n);
+  }
+
+  setAlertsFiring(counts: Record<AlertSeverity, number>): void {
+    for (const [severity, n] of Object.entries(counts)) this.alertsFiring.set({ severity }, n);
+  }
+
+  alertDelivery(sink: string, result: DeliveryResult, _alerts: number): void {
+    this.deliveries.inc({ sink, result });
+  }
+
+  spoolDropped(reason: DropReason): void {
+    this.spoolDrops.inc({ reason });
+  }
+
+  /** The text exposition (what GET /metrics serves). */
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+}
+
+function bounded(seen: Set<string>, value: string): string {
+  const v = value.slice(0, 128) || OTHER;
+  if (seen.has(v)) return v;
+  if (seen.size >= MAX_LABEL_VALUES_PER_VM) {
+    seen.add(OTHER);
+    return OTHER;
+  }
+  seen.add(v);
+  return v;
+}
+
+/** 'host:port' / '[v6]:port' → parts. */
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(listen);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new RangeError(`metrics.listen: expected host:port, got ${JSON.stringify(listen)}`);
+  return { host: m[1] ?? m[2], port };
+}
+
+export interface MetricsServer {
+  address: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Serves GET /metrics (HEAD too); 404 elsewhere, 405 for other methods. Port 0 picks a free port. */
+export async function startMetricsServer(metrics: Metrics, listen = '127.0.0.1:9741'): Promise<MetricsServer> {
+  const { host, port } = parseListen(listen);
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found\n');
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' }).end('method not allowed\n');
+      return;
+    }
+    metrics.registry.metrics().then(
+      (text) => {
+        res.writeHead(200, { 'content-type': metrics.registry.contentType });
+        res.end(req.method === 'HEAD' ? undefined : text);
+      },
+      (err: Error) => {
+        res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' }).end(`${err.message}\n`);
+      },
+    );
+  });
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  server.maxHeadersCount = 64;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as AddressInfo;
+  return {
+    address: addr.address,
+    port: addr.port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}

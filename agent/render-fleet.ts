@@ -1,0 +1,103 @@
+/** The fleet and advice documents for people: a guest × host matrix, and one block per guest. */
+import type { AdviceDocument, GuestAdvice, LayoutAdvice } from './advise';
+import { formatBytes, type FleetDocument, type FleetGuest } from './fleet';
+import { renderTable } from './render-status';
+
+export interface RenderOptions {
+  /** Plain ASCII: "yes"/"NO"/"?" cells, "->" and "<=" instead of arrows and signs. */
+  ascii?: boolean;
+}
+
+const UNICODE_TO_ASCII: Array<[RegExp, string]> = [
+  [/→/g, '->'],
+  [/≤/g, '<='],
+];
+
+function finish(text: string, opts: RenderOptions): string {
+  if (!opts.ascii) return text;
+  let out = text;
+  for (const [re, to] of UNICODE_TO_ASCII) out = out.replace(re, to);
+  return out;
+}
+
+function cell(fits: boolean | null | undefined, opts: RenderOptions): string {
+  if (fits === true) return opts.ascii ? 'yes' : '✓';
+  if (fits === false) return opts.ascii ? 'NO' : '✗';
+  return '?';
+}
+
+function hostLabel(h: FleetDocument['hosts'][number]): string {
+  const bits = h.physBits === null ? 'width unknown' : `${h.physBits} bits`;
+  const how = h.source === 'local' ? ', this host' : h.source === 'static' ? ', configured' : '';
+  const reach = h.reachable ? '' : `, UNREACHABLE${h.error ? ` (${h.error})` : ''}`;
+  return `${h.name}: ${bits}${how}${reach}`;
+}
+
+function guestLabel(g: FleetGuest): string {
+  return `${g.host}/${g.vm}`;
+}
+
+export function renderFleet(doc: FleetDocument, opts: RenderOptions = {}): string {
+  const lines = ['hosts:', ...doc.hosts.map((h) => `  ${hostLabel(h)}`)];
+  if (doc.guests.length === 0) {
+    lines.push('no guests');
+    return finish(lines.join('\n'), opts);
+  }
+  const header = ['GUEST', 'BITS', ...doc.hosts.map((h) => h.name), 'NOTE'];
+  const rows = doc.guests.map((g) => [
+    guestLabel(g),
+    g.physBits === null ? '-' : String(g.physBits),
+    ...doc.hosts.map((h) => cell(g.fits[h.name], opts)),
+    g.error ? `${g.error.code}: ${g.error.message}` : g.bound === false ? `${g.accelerator}: not bound by host widths` : '',
+  ]);
+  lines.push('', renderTable(rows, header));
+  const misfits: string[] = [];
+  for (const g of doc.guests) {
+    for (const h of doc.hosts) {
+      if (g.fits[h.name] === false) misfits.push(`  ${guestLabel(g)} → ${h.name}: ${g.why[h.name]}`);
+    }
+  }
+  if (misfits.length) lines.push('', 'does not fit:', ...misfits);
+  return finish(lines.join('\n'), opts);
+}
+
+function layoutLines(l: LayoutAdvice, bits: number): string[] {
+  if (l.fits) return [`  layout:   ends at ${formatBytes(l.end)}, within 2^${bits} (${formatBytes(l.limit)})`];
+  const out = [`  layout:   ends at ${formatBytes(l.end)}, ${formatBytes(l.overshoot)} above 2^${bits} (${formatBytes(l.limit)})`];
+  if (l.passes.length) {
+    out.push(`  passes:   ${l.passes.map((p) => `${p.region}${p.id ? ` ${p.id}` : ''} (ends at ${formatBytes(p.end)})`).join(', ')}`);
+  }
+  for (const f of l.fixes) {
+    out.push(`  shrink:   ${f.message}${f.alone ? '' : ' [not enough alone]'}`);
+    if (f.qemu) out.push(`            qemu:    ${f.qemu}`);
+    if (f.libvirt) out.push(`            libvirt: ${f.libvirt}`);
+  }
+  return out;
+}
+
+function adviceBlock(g: GuestAdvice): string[] {
+  const name = `${g.host}/${g.vm}`;
+  if (g.error) return [`${name}: unknown: ${g.error.code}: ${g.error.message}`];
+  const verdict = g.safe === null ? 'unknown' : g.safe ? 'safe' : 'NOT SAFE';
+  const pool = g.poolBits === null ? 'pool width unknown' : `pool ${g.poolHosts.join(', ')} → ${g.poolBits} bits`;
+  const out = [`${name}: ${g.current ?? `phys-bits ${g.physBits}`} (${g.accelerator}), ${pool}: ${verdict}`];
+  if (g.layout && g.poolBits !== null) out.push(...layoutLines(g.layout, g.poolBits));
+  const s = g.settings;
+  if (s) {
+    out.push(`  qemu:     ${s.qemu}`, `            ${s.qemuHostPhysBits}   (KVM: the host's width, capped)`);
+    if (s.qemuGuestPhysBits) out.push(`            ${s.qemuGuestPhysBits}   (QEMU 9.1+)`);
+    out.push(`  libvirt:  ${s.libvirt}   (in <cpu>, libvirt 8.7+)`, `            ${s.libvirtPassthrough}   (libvirt 9.3+, host-passthrough only)`);
+    out.push(`  proxmox:  ${s.proxmox}`);
+  }
+  for (const n of g.notes) out.push(`  note:     ${n}`);
+  return out;
+}
+
+export function renderAdvice(doc: AdviceDocument, opts: RenderOptions = {}): string {
+  const width = doc.poolBits === null ? 'unknown' : `${doc.poolBits} bits (${doc.poolBitsSource === 'requested' ? 'requested' : 'narrowest host'})`;
+  const lines = [`pool width: ${width}`];
+  if (doc.pool.unreachable.length) lines.push(`unreachable: ${doc.pool.unreachable.join(', ')} (the pool may be narrower than shown)`);
+  if (doc.guests.length === 0) lines.push('no guests');
+  for (const g of doc.guests) lines.push('', ...adviceBlock(g));
+  return finish(lines.join('\n'), opts);
+}

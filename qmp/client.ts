@@ -1,0 +1,396 @@
+/**
+ * A QMP client: QMP as a thin layer over LineConnection, after qemu.qmp's QMPClient
+ * (python/qemu/qmp/qmp_client.py). It reads the greeting, negotiates capabilities (out-of-band only
+ * when offered and asked for), owns its id space ('__physbits#00001', ...), routes replies by id and
+ * emits events. Reconnection is the caller's policy: a client connects once and closes once.
+ */
+import { EventEmitter } from 'node:events';
+import { parseAddress } from './address';
+import { LineConnection, type RunState } from './connection';
+import {
+  AbortedError,
+  BusyError,
+  ClosedError,
+  CommandError,
+  LineTooLongError,
+  NoGreetingError,
+  ProtocolError,
+  QmpError,
+  StateError,
+  TimeoutError,
+} from './errors';
+import { excerpt } from './framing';
+import { classifyMessage, type QmpEvent, type QmpGreeting, type QmpReply } from './messages';
+
+export interface QmpLogger {
+  debug(message: string, meta?: Record<string, unknown>): void;
+  warn(message: string, meta?: Record<string, unknown>): void;
+}
+
+export interface QmpClientOptions {
+  /** Default per-command timeout; 0 means none. Default 5000 ms. */
+  timeoutMs?: number;
+  /** How long to wait for the greeting after connecting. Default: timeoutMs. */
+  greetingTimeoutMs?: number;
+  /** Default: timeoutMs. */
+  connectTimeoutMs?: number;
+  /** Longest accepted line. Default 1 MiB. */
+  maxLineBytes?: number;
+  /** Commands in flight at once before execute() fails with BusyError. Default 64. */
+  maxPending?: number;
+  /** Enable out-of-band execution when the server offers it. Default false. */
+  oob?: boolean;
+  /** Events kept until the first 'event' listener is attached (oldest dropped beyond). Default 256. */
+  maxQueuedEvents?: number;
+  /** Output bytes allowed to wait for a server that does not read. Default 16 MiB. */
+  maxWriteBufferBytes?: number;
+  /** Aborts connect() (not later commands). */
+  signal?: AbortSignal;
+  logger?: QmpLogger;
+}
+
+export interface ExecuteOptions {
+  /** Overrides the client's timeoutMs for this command; 0 means none. */
+  timeoutMs?: number;
+  /** Send as exec-oob; needs the 'oob' capability negotiated. */
+  oob?: boolean;
+  signal?: AbortSignal;
+}
+
+/** A reply and the exact line it arrived as (the line still carries this client's id). */
+export interface RawReply {
+  reply: QmpReply;
+  text: string;
+}
+
+export const ID_PREFIX = '__physbits#';
+const MAX_ABANDONED_IDS = 1024;
+
+interface Pending {
+  command: string;
+  settle(result: RawReply | QmpError): void;
+}
+
+type Phase = 'greeting' | 'negotiating' | 'ready' | 'closed';
+
+const silent: QmpLogger = { debug: () => undefined, warn: () => undefined };
+
+export declare interface QmpClient {
+  on(event: 'event', listener: (ev: QmpEvent, text: string) => void): this;
+  on(event: 'close', listener: (err?: QmpError) => void): this;
+  on(event: 'newListener', listener: (event: string | symbol) => void): this;
+  once(event: 'event', listener: (ev: QmpEvent, text: string) => void): this;
+  once(event: 'close', listener: (err?: QmpError) => void): this;
+}
+
+export class QmpClient extends EventEmitter {
+  readonly address: string;
+  private readonly conn: LineConnection;
+  private readonly pending = new Map<string, Pending>();
+  private readonly abandoned = new Set<string>();
+  private readonly timeoutMs: number;
+  private readonly maxPending: number;
+  private readonly maxQueuedEvents: number;
+  private readonly logger: QmpLogger;
+  private seq = 0;
+  private phase: Phase = 'greeting';
+  private greetingMsg: QmpGreeting | null = null;
+  private negotiated: string[] = [];
+  private backlog: Array<[QmpEvent, string]> | null = [];
+  private handshakeDone: ((err?: QmpError) => void) | null = null;
+  private eventsDropped = 0;
+  private readonly wantOob: boolean;
+
+  private constructor(address: string, opts: QmpClientOptions) {
+    super();
+    this.address = address;
+    this.timeoutMs = opts.timeoutMs ?? 5000;
+    this.maxPending = opts.maxPending ?? 64;
+    this.maxQueuedEvents = opts.maxQueuedEvents ?? 256;
+    this.logger = opts.logger ?? silent;
+    this.wantOob = opts.oob ?? false;
+    this.conn = new LineConnection({ maxLineBytes: opts.maxLineBytes, maxWriteBufferBytes: opts.maxWriteBufferBytes, label: address });
+    this.conn.on('message', (value, text) => this.onMessage(value, text));
+    this.conn.on('close', (err) => this.onConnClose(err));
+    this.on('newListener', (event) => {
+      if (event === 'event' && this.backlog) queueMicrotask(() => this.flushBacklog());
+    });
+  }
+
+  /**
+   * Connects to `address` (a socket path, 'unix:/path', 'tcp:host:port' or 'host:port'), reads the
+   * greeting and negotiates capabilities; resolves once commands may be sent.
+   */
+  static async connect(address: string, opts: QmpClientOptions = {}): Promise<QmpClient> {
+    const client = new QmpClient(address, opts);
+    await client.handshake(opts);
+    return client;
+  }
+
+  /** The server's greeting. */
+  get greeting(): QmpGreeting {
+    if (!this.greetingMsg) throw new StateError(`${this.address}: no greeting yet`);
+    return this.greetingMsg;
+  }
+
+  /** The capabilities enabled by negotiation. */
+  get capabilities(): string[] {
+    return [...this.negotiated];
+  }
+
+  get state(): RunState {
+    return this.conn.state;
+  }
+
+  /** Commands sent and not yet answered. */
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  /** Events discarded because no 'event' listener took them and the backlog was full. */
+  get droppedEvents(): number {
+    return this.eventsDropped;
+  }
+
+  /** Runs a command: resolves with its 'return' value, or rejects with CommandError for an error reply. */
+  async execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: ExecuteOptions = {}): Promise<T> {
+    const msg: Record<string, unknown> = { [opts.oob ? 'exec-oob' : 'execute']: command };
+    if (args !== undefined) msg.arguments = args;
+    const { reply } = await this.request(msg, command, opts);
+    if ('error' in reply) {
+      const err = new CommandError(command, reply.error.class, reply.error.desc);
+      err.message = `${this.address}: ${err.message}`;
+      throw err;
+    }
+    return reply.return as T;
+  }
+
+  /**
+   * Sends a command object as it is, except that its id becomes this client's own, and resolves
+   * with the whole reply (return or error) without that id.
+   */
+  async executeRaw(msg: object, opts: ExecuteOptions = {}): Promise<object> {
+    const { reply } = await this.forward(msg, opts);
+    const copy: Record<string, unknown> = { ...reply };
+    delete copy.id;
+    return copy;
+  }
+
+  /** Like executeRaw, but resolves with the reply and its exact text, for relaying it elsewhere. */
+  forward(msg: object, opts: ExecuteOptions = {}): Promise<RawReply> {
+    const c = classifyMessage(msg);
+    if (c.kind !== 'command') return Promise.reject(new ProtocolError(`${this.address}: not a command: ${excerpt(JSON.stringify(msg) ?? '')}`));
+    const copy: Record<string, unknown> = { ...(msg as Record<string, unknown>) };
+    delete copy.id;
+    return this.request(copy, c.name, { ...opts, oob: c.oob });
+  }
+
+  /** Resolves with the next event that matches; rejects on timeout or close. */
+  waitEvent(match: string | ((ev: QmpEvent) => boolean), opts: { timeoutMs?: number } = {}): Promise<QmpEvent> {
+    const test = typeof match === 'string' ? (ev: QmpEvent) => ev.event === match : match;
+    const name = typeof match === 'string' ? match : 'a matching event';
+    return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = (): void => {
+        if (timer) clearTimeout(timer);
+        this.off('event', onEvent);
+        this.off('close', onClose);
+      };
+      const onEvent = (ev: QmpEvent): void => {
+        if (!test(ev)) return;
+        done();
+        resolve(ev);
+      };
+      const onClose = (err?: QmpError): void => {
+        done();
+        reject(new ClosedError(`${this.address}: closed while waiting for ${name}`, { cause: err }));
+      };
+      if (this.phase === 'closed') return reject(new ClosedError(`${this.address}: not connected`));
+      const ms = opts.timeoutMs ?? this.timeoutMs;
+      if (ms > 0) timer = setTimeout(() => (done(), reject(new TimeoutError(`${this.address}: no ${name} within ${ms} ms`))), ms);
+      this.on('event', onEvent);
+      this.on('close', onClose);
+    });
+  }
+
+  /** Closes the connection; pending commands reject with ClosedError and 'close' is emitted without error. */
+  async close(): Promise<void> {
+    await this.conn.close();
+  }
+
+  private handshake(opts: QmpClientOptions): Promise<void> {
+    const greetingMs = opts.greetingTimeoutMs ?? this.timeoutMs;
+    return new Promise<void>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const onAbort = (): void => finish(new AbortedError(`${this.address}: connect aborted`, { cause: opts.signal?.reason }));
+      const finish = (err?: QmpError): void => {
+        if (!this.handshakeDone) return;
+        this.handshakeDone = null;
+        if (timer) clearTimeout(timer);
+        opts.signal?.removeEventListener('abort', onAbort);
+        if (!err) return resolve();
+        this.phase = 'closed';
+        void this.conn.close(err);
+        reject(err);
+      };
+      this.handshakeDone = finish;
+      if (opts.signal?.aborted) return onAbort();
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      let address;
+      try {
+        address = parseAddress(this.address);
+      } catch (err) {
+        return finish(err as QmpError);
+      }
+      this.conn.connect(address, { connectTimeoutMs: opts.connectTimeoutMs ?? this.timeoutMs, signal: opts.signal }).then(
+        () => {
+          if (!this.handshakeDone) return void this.conn.close();
+          if (greetingMs > 0) {
+            timer = setTimeout(() => {
+              finish(new NoGreetingError(`${this.address}: connected, but no QMP greeting within ${greetingMs} ms (QEMU serves one client per QMP socket: another client may hold it)`));
+            }, greetingMs);
+          }
+        },
+        (err: QmpError) => finish(err),
+      );
+    });
+  }
+
+  private async negotiate(oob: boolean): Promise<void> {
+    const offered = this.greetingMsg!.QMP.capabilities;
+    const enable = oob && offered.includes('oob') ? ['oob'] : [];
+    const msg: Record<string, unknown> = { execute: 'qmp_capabilities' };
+    if (enable.length) msg.arguments = { enable };
+    let reply: QmpReply;
+    try {
+      ({ reply } = await this.request(msg, 'qmp_capabilities', {}));
+    } catch (err) {
+      return this.handshakeDone?.(err as QmpError);
+    }
+    if ('error' in reply) {
+      return this.handshakeDone?.(new ProtocolError(`${this.address}: capabilities negotiation failed: ${reply.error.class}: ${reply.error.desc}`));
+    }
+    this.negotiated = enable;
+    this.phase = 'ready';
+    this.handshakeDone?.();
+  }
+
+  private request(msg: Record<string, unknown>, command: string, opts: ExecuteOptions): Promise<RawReply> {
+    if (this.phase === 'closed' || this.phase === 'greeting' || this.conn.state !== 'running') {
+      return Promise.reject(new ClosedError(`${this.address}: ${command}: not connected`));
+    }
+    if (opts.oob && !this.negotiated.includes('oob')) {
+      return Promise.reject(new StateError(`${this.address}: ${command}: out-of-band execution was not negotiated`));
+    }
+    if (this.pending.size >= this.maxPending) {
+      const err = new BusyError(this.maxPending);
+      err.message = `${this.address}: ${command}: ${err.message}`;
+      return Promise.reject(err);
+    }
+    if (opts.signal?.aborted) return Promise.reject(new AbortedError(`${this.address}: ${command}: aborted`, { cause: opts.signal.reason }));
+    const id = `${ID_PREFIX}${String(++this.seq).padStart(5, '0')}`;
+    return new Promise<RawReply>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const onAbort = (): void => {
+        this.abandon(id);
+        entry.settle(new AbortedError(`${this.address}: ${command}: aborted`, { cause: opts.signal?.reason }));
+      };
+      const entry: Pending = {
+        command,
+        settle: (result) => {
+          if (timer) clearTimeout(timer);
+          opts.signal?.removeEventListener('abort', onAbort);
+          this.pending.delete(id);
+          if (result instanceof QmpError) reject(result);
+          else resolve(result);
+        },
+      };
+      this.pending.set(id, entry);
+      const ms = opts.timeoutMs ?? this.timeoutMs;
+      if (ms > 0 && Number.isFinite(ms)) {
+        timer = setTimeout(() => {
+          this.abandon(id);
+          entry.settle(new TimeoutError(`${this.address}: ${command}: no reply within ${ms} ms`));
+        }, ms);
+      }
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      if (!this.conn.send({ ...msg, id })) entry.settle(new ClosedError(`${this.address}: ${command}: not connected`));
+    });
+  }
+
+  /** Forgets a pending id whose caller gave up; its late reply is then dropped quietly. */
+  private abandon(id: string): void {
+    this.pending.delete(id);
+    this.abandoned.add(id);
+    if (this.abandoned.size > MAX_ABANDONED_IDS) this.abandoned.delete(this.abandoned.values().next().value as string);
+  }
+
+  private onMessage(value: unknown, text: string): void {
+    const m = classifyMessage(value);
+    if (this.phase === 'greeting') {
+      if (m.kind !== 'greeting') {
+        return this.fatal(new ProtocolError(`${this.address}: not a QMP server: expected a greeting, got ${excerpt(text)}`));
+      }
+      this.greetingMsg = m.greeting;
+      this.phase = 'negotiating';
+      void this.negotiate(this.wantOob);
+      return;
+    }
+    if (m.kind === 'event') return this.onEvent(m.event, text);
+    if (m.kind === 'reply') {
+      if (!m.hasId) {
+        return this.fatal(new ProtocolError(`${this.address}: a reply without an id (the server could not parse a command): ${excerpt(text)}`));
+      }
+      const entry = typeof m.id === 'string' ? this.pending.get(m.id) : undefined;
+      if (entry) return entry.settle({ reply: m.reply, text });
+      if (typeof m.id === 'string' && this.abandoned.delete(m.id)) {
+        this.logger.debug('late QMP reply dropped', { socket: this.address, id: m.id });
+      } else {
+        this.logger.warn('QMP reply with an unknown id dropped', { socket: this.address, id: excerpt(JSON.stringify(m.id) ?? '') });
+      }
+      return;
+    }
+    this.fatal(new ProtocolError(`${this.address}: unexpected message: ${m.kind === 'invalid' ? m.reason + ': ' : ''}${excerpt(text)}`));
+  }
+
+  private onEvent(ev: QmpEvent, text: string): void {
+    if (!this.backlog) {
+      this.emit('event', ev, text);
+      return;
+    }
+    this.backlog.push([ev, text]);
+    if (this.backlog.length > this.maxQueuedEvents) {
+      this.backlog.shift();
+      this.eventsDropped++;
+    }
+    if (this.listenerCount('event') > 0) queueMicrotask(() => this.flushBacklog());
+  }
+
+  private flushBacklog(): void {
+    const backlog = this.backlog;
+    if (!backlog || this.listenerCount('event') === 0) return;
+    this.backlog = null;
+    for (const [ev, text] of backlog) this.emit('event', ev, text);
+  }
+
+  private fatal(err: QmpError): void {
+    void this.conn.close(err);
+  }
+
+  private onConnClose(err?: QmpError): void {
+    const handshaking = this.handshakeDone;
+    const wasPhase = this.phase;
+    this.phase = 'closed';
+    for (const entry of [...this.pending.values()]) {
+      const why = err ? `: ${err.message}` : '';
+      entry.settle(new ClosedError(`${this.address}: connection closed while ${entry.command} was pending${why}`, { cause: err }));
+    }
+    if (handshaking) {
+      const passThrough = err instanceof ProtocolError || err instanceof LineTooLongError || err instanceof NoGreetingError || err instanceof AbortedError;
+      if (passThrough) return handshaking(err);
+      const when = wasPhase === 'greeting' ? 'before its QMP greeting' : 'during capabilities negotiation';
+      return handshaking(new ClosedError(`${this.address}: the connection closed ${when}`, { cause: err }));
+    }
+    this.emit('close', err);
+  }
+}

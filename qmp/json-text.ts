@@ -1,0 +1,158 @@
+/**
+ * Structural facts about a JSON text that JSON.parse cannot give: duplicate keys (QEMU's parser
+ * rejects them, JSON.parse silently keeps the last), nesting depth (QEMU's json-parser.c stops at
+ * 1024), and the exact source span of the top-level "id", so that a reply can be handed to another
+ * client with its id replaced and every other byte (numbers beyond 2^53 included) left untouched.
+ *
+ * Every function here expects text that JSON.parse has already accepted.
+ */
+
+/** QEMU's MAX_NESTING (qobject/json-parser.c). */
+export const MAX_JSON_NESTING = 1024;
+
+export interface MemberSpan {
+  key: string;
+  /** Offset of the key's opening quote. */
+  keyStart: number;
+  valueStart: number;
+  /** Offset one past the value's last character. */
+  valueEnd: number;
+}
+
+export interface JsonShape {
+  /** The first key that occurs twice in one object, at any depth; null when none. */
+  duplicateKey: string | null;
+  maxDepth: number;
+  /** Members of the top-level value when it is an object; null otherwise. */
+  members: MemberSpan[] | null;
+}
+
+const WS = new Set([0x20, 0x09, 0x0a, 0x0d]);
+
+function stringEnd(text: string, quote: number): number {
+  let i = quote + 1;
+  for (;;) {
+    const c = text.charCodeAt(i);
+    if (c === 0x5c) i += 2;
+    else if (c === 0x22) return i + 1;
+    else if (Number.isNaN(c)) throw new SyntaxError('unterminated string');
+    else i++;
+  }
+}
+
+function keyOf(text: string, start: number, end: number): string {
+  const raw = text.slice(start, end);
+  return raw.includes('\\') ? (JSON.parse(raw) as string) : raw.slice(1, -1);
+}
+
+interface Frame {
+  object: boolean;
+  keys: Set<string> | null;
+  expectKey: boolean;
+}
+
+/** One pass over the text; iterative, so depth costs no stack. */
+export function scanJson(text: string): JsonShape {
+  const stack: Frame[] = [];
+  let duplicateKey: string | null = null;
+  let maxDepth = 0;
+  let members: MemberSpan[] | null = null;
+  let current: MemberSpan | null = null;
+  let lastEnd = 0;
+  let i = 0;
+  const n = text.length;
+  while (i < n) {
+    const c = text.charCodeAt(i);
+    if (WS.has(c)) {
+      i++;
+      continue;
+    }
+    const top = stack.length > 0 ? stack[stack.length - 1] : null;
+    if (c === 0x7b || c === 0x5b) {
+      if (stack.length === 1 && current && current.valueStart < 0) current.valueStart = i;
+      const object = c === 0x7b;
+      stack.push({ object, keys: object ? new Set() : null, expectKey: object });
+      if (stack.length > maxDepth) maxDepth = stack.length;
+      if (stack.length === 1 && object) members = [];
+      i++;
+      lastEnd = i;
+    } else if (c === 0x7d || c === 0x5d) {
+      stack.pop();
+      i++;
+      lastEnd = i;
+      if (stack.length === 0 && current) {
+        current.valueEnd = lastEndBefore(text, i - 1);
+        members!.push(current);
+        current = null;
+      }
+    } else if (c === 0x2c) {
+      if (top?.object) top.expectKey = true;
+      if (stack.length === 1 && current) {
+        current.valueEnd = lastEnd;
+        members!.push(current);
+        current = null;
+      }
+      i++;
+    } else if (c === 0x3a) {
+      i++;
+    } else if (c === 0x22) {
+      const end = stringEnd(text, i);
+      if (top?.object && top.expectKey) {
+        const key = keyOf(text, i, end);
+        if (top.keys!.has(key)) duplicateKey ??= key;
+        top.keys!.add(key);
+        top.expectKey = false;
+        if (stack.length === 1) current = { key, keyStart: i, valueStart: -1, valueEnd: -1 };
+      } else if (stack.length === 1 && current && current.valueStart < 0) {
+        current.valueStart = i;
+      }
+      i = end;
+      lastEnd = i;
+    } else {
+      // A number or a literal: runs until a delimiter.
+      if (stack.length === 1 && current && current.valueStart < 0) current.valueStart = i;
+      while (i < n) {
+        const d = text.charCodeAt(i);
+        if (WS.has(d) || d === 0x2c || d === 0x7d || d === 0x5d) break;
+        i++;
+      }
+      lastEnd = i;
+    }
+  }
+  return { duplicateKey, maxDepth, members };
+}
+
+/** Offset one past the last non-whitespace character before `close`. */
+function lastEndBefore(text: string, close: number): number {
+  let j = close;
+  while (j > 0 && WS.has(text.charCodeAt(j - 1))) j--;
+  return j;
+}
+
+/** The top-level "id" exactly as written, or undefined when the object has none. */
+export function topLevelIdText(text: string): string | undefined {
+  const m = scanJson(text).members?.find((x) => x.key === 'id');
+  return m ? text.slice(m.valueStart, m.valueEnd) : undefined;
+}
+
+/**
+ * The same object text with its top-level "id" set to `idText` (raw JSON), or removed when
+ * `idText` is undefined. Nothing else in the text changes.
+ */
+export function withTopLevelId(text: string, idText: string | undefined): string {
+  const members = scanJson(text).members;
+  if (!members) throw new TypeError('not a JSON object');
+  const at = members.findIndex((m) => m.key === 'id');
+  if (at >= 0) {
+    const m = members[at];
+    if (idText !== undefined) return text.slice(0, m.valueStart) + idText + text.slice(m.valueEnd);
+    if (members.length === 1) return text.slice(0, m.keyStart) + text.slice(m.valueEnd);
+    if (at < members.length - 1) return text.slice(0, m.keyStart) + text.slice(members[at + 1].keyStart);
+    return text.slice(0, members[at - 1].valueEnd) + text.slice(m.valueEnd);
+  }
+  if (idText === undefined) return text;
+  const close = text.lastIndexOf('}');
+  if (members.length === 0) return text.slice(0, close) + `"id": ${idText}` + text.slice(close);
+  const last = members[members.length - 1];
+  return text.slice(0, last.valueEnd) + `, "id": ${idText}` + text.slice(last.valueEnd);
+}

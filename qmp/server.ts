@@ -1,0 +1,229 @@
+/**
+ * The server side of one QMP client connection, behaving as QEMU's monitor/qmp.c does: a greeting,
+ * then nothing but qmp_capabilities until negotiation is done (CommandNotFound, "Expecting
+ * capabilities negotiation with 'qmp_capabilities'"), every reply carrying the client's own id as
+ * the client wrote it, in-band commands answered one at a time and in order, exec-oob only once
+ * 'oob' was negotiated. What a command does is up to the handler.
+ *
+ * Bounds: input lines (maxLineBytes), commands waiting (reading pauses at maxQueuedCommands, as
+ * QEMU suspends its monitor at QMP_REQ_QUEUE_LEN_MAX), output waiting for a client that does not
+ * read (maxQueueBytes; past it the client is dropped with SlowPeerError).
+ */
+import { EventEmitter } from 'node:events';
+import type net from 'node:net';
+import type { QmpLogger } from './client';
+import { LineConnection } from './connection';
+import type { ProtocolError, QmpError } from './errors';
+import { jsonText } from './framing';
+import { MAX_JSON_NESTING, scanJson, withTopLevelId } from './json-text';
+import { checkCommand, type QmpEvent, type QmpVersion } from './messages';
+
+export interface ServerCommand {
+  name: string;
+  oob: boolean;
+  arguments?: Record<string, unknown>;
+  hasId: boolean;
+  id: unknown;
+  /** The id exactly as the client wrote it; undefined when it sent none. */
+  idText?: string;
+  /** The command line as received. */
+  text: string;
+}
+
+export type CommandOutcome =
+  | { return: unknown }
+  | { error: { class: string; desc: string } }
+  /** A reply produced elsewhere (e.g. by QEMU); its top-level id is replaced by the client's own. */
+  | { replyText: string }
+  | { noReply: true };
+
+export type CommandHandler = (cmd: ServerCommand, session: QmpServerSession) => CommandOutcome | Promise<CommandOutcome>;
+
+export interface QmpServerSessionOptions {
+  handler: CommandHandler;
+  /** The version announced in the greeting. */
+  version: QmpVersion;
+  /** Capabilities offered in the greeting ('oob' is the one QEMU knows). Default none. */
+  capabilities?: string[];
+  /** false: send no greeting at all. Default true. */
+  greeting?: boolean;
+  maxLineBytes?: number;
+  /** Output bytes allowed to wait for the client. Default 4 MiB. */
+  maxQueueBytes?: number;
+  /** In-band commands waiting before reading pauses. Default 8. */
+  maxQueuedCommands?: number;
+  label?: string;
+  logger?: QmpLogger;
+}
+
+export const NEGOTIATION_REQUIRED = "Expecting capabilities negotiation with 'qmp_capabilities'";
+export const NEGOTIATION_DONE = 'Capabilities negotiation is already complete, command ignored';
+
+type Item = { kind: 'error'; desc: string; idText?: string } | { kind: 'command'; cmd: ServerCommand };
+
+export declare interface QmpServerSession {
+  on(event: 'negotiated', listener: (capabilities: string[]) => void): this;
+  on(event: 'close', listener: (err?: QmpError) => void): this;
+  once(event: 'close', listener: (err?: QmpError) => void): this;
+}
+
+export class QmpServerSession extends EventEmitter {
+  readonly conn: LineConnection;
+  private readonly opts: QmpServerSessionOptions;
+  private readonly offered: string[];
+  private readonly maxQueued: number;
+  private enabled: string[] | null = null;
+  private readonly queue: Item[] = [];
+  private running = false;
+  private paused = false;
+
+  constructor(socket: net.Socket, opts: QmpServerSessionOptions) {
+    super();
+    this.opts = opts;
+    this.offered = opts.capabilities ?? [];
+    this.maxQueued = opts.maxQueuedCommands ?? 8;
+    this.conn = LineConnection.accept(socket, {
+      maxLineBytes: opts.maxLineBytes,
+      maxWriteBufferBytes: opts.maxQueueBytes ?? 4 * 1024 * 1024,
+      invalidLines: 'report',
+      label: opts.label ?? 'QMP client',
+    });
+    this.conn.on('message', (value, text) => this.onMessage(value, text));
+    this.conn.on('invalid', (err: ProtocolError) => this.enqueue({ kind: 'error', desc: `JSON parse error, ${parseReason(err)}` }));
+    this.conn.on('close', (err) => {
+      this.queue.length = 0;
+      this.emit('close', err);
+    });
+    if (opts.greeting !== false) {
+      this.conn.send({ QMP: { version: opts.version, capabilities: this.offered } });
+    }
+  }
+
+  get negotiated(): boolean {
+    return this.enabled !== null;
+  }
+
+  /** Capabilities the client enabled (empty before negotiation). */
+  get capabilities(): string[] {
+    return [...(this.enabled ?? [])];
+  }
+
+  get open(): boolean {
+    return this.conn.state === 'running';
+  }
+
+  /** Sends an event (an object, or its JSON text as received from QEMU). Only after negotiation, as QEMU does. */
+  sendEvent(ev: QmpEvent | string): boolean {
+    if (!this.enabled) return false;
+    return this.conn.sendLine(typeof ev === 'string' ? ev : jsonText(ev));
+  }
+
+  /** Sends a line as it is, outside the command flow. */
+  sendLine(text: string): boolean {
+    return this.conn.sendLine(text);
+  }
+
+  close(err?: QmpError): Promise<void> {
+    return this.conn.close(err);
+  }
+
+  private onMessage(value: unknown, text: string): void {
+    const shape = scanJson(text);
+    if (shape.duplicateKey !== null) return this.enqueue({ kind: 'error', desc: 'JSON parse error, duplicate key' });
+    if (shape.maxDepth > MAX_JSON_NESTING) return this.enqueue({ kind: 'error', desc: 'JSON parse error, nesting too deep' });
+    const allowOob = this.enabled?.includes('oob') ?? false;
+    const check = checkCommand(value, allowOob);
+    const idText = check.hasId ? shape.members?.find((m) => m.key === 'id') : undefined;
+    const idRaw = idText ? text.slice(idText.valueStart, idText.valueEnd) : undefined;
+    if (!check.ok) return this.enqueue({ kind: 'error', desc: check.desc, idText: idRaw });
+    const cmd: ServerCommand = { name: check.name, oob: check.oob, arguments: check.arguments, hasId: check.hasId, id: check.id, idText: idRaw, text };
+    if (cmd.oob) {
+      void this.dispatch(cmd);
+      return;
+    }
+    this.enqueue({ kind: 'command', cmd });
+  }
+
+  private enqueue(item: Item): void {
+    this.queue.push(item);
+    if (this.queue.length >= this.maxQueued && !this.paused) {
+      this.paused = true;
+      this.conn.pause();
+    }
+    void this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    try {
+      while (this.queue.length > 0 && this.open) {
+        const item = this.queue.shift()!;
+        if (this.paused && this.queue.length < this.maxQueued) {
+          this.paused = false;
+          this.conn.resume();
+        }
+        if (item.kind === 'error') this.reply({ error: { class: 'GenericError', desc: item.desc } }, item.idText);
+        else await this.dispatch(item.cmd);
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async dispatch(cmd: ServerCommand): Promise<void> {
+    if (cmd.name === 'qmp_capabilities') return this.reply(this.capabilitiesCommand(cmd), cmd.idText);
+    if (!this.enabled) return this.reply({ error: { class: 'CommandNotFound', desc: NEGOTIATION_REQUIRED } }, cmd.idText);
+    let outcome: CommandOutcome;
+    try {
+      outcome = await this.opts.handler(cmd, this);
+    } catch (err) {
+      this.opts.logger?.warn('QMP command handler failed', { command: cmd.name, error: (err as Error).message });
+      outcome = { error: { class: 'GenericError', desc: (err as Error).message } };
+    }
+    this.reply(outcome, cmd.idText);
+  }
+
+  /** qmp_capabilities as monitor/qmp-cmds-control.c answers it, with QEMU's error texts. */
+  private capabilitiesCommand(cmd: ServerCommand): CommandOutcome {
+    const fail = (desc: string, cls = 'GenericError'): CommandOutcome => ({ error: { class: cls, desc } });
+    if (this.enabled) return fail(NEGOTIATION_DONE, 'CommandNotFound');
+    const args = cmd.arguments ?? {};
+    for (const key of Object.keys(args)) if (key !== 'enable') return fail(`Parameter '${key}' is unexpected`);
+    const enable = args.enable ?? [];
+    if (!Array.isArray(enable)) return fail("Invalid parameter type for 'enable', expected: array");
+    const wanted: string[] = [];
+    for (const cap of enable) {
+      if (typeof cap !== 'string') return fail("Invalid parameter type for 'null', expected: string");
+      // 'oob' is the only member of QEMU's QMPCapability enum.
+      if (cap !== 'oob') return fail(`Parameter 'null' does not accept value '${cap}'`);
+      if (!wanted.includes(cap)) wanted.push(cap);
+    }
+    const unavailable = wanted.filter((c) => !this.offered.includes(c));
+    if (unavailable.length) return fail(`Capability ${unavailable.join(', ')} not available`);
+    this.enabled = wanted;
+    this.emit('negotiated', this.capabilities);
+    return { return: {} };
+  }
+
+  private reply(outcome: CommandOutcome, idText: string | undefined): void {
+    if ('noReply' in outcome) return;
+    let text: string;
+    if ('replyText' in outcome) {
+      text = withTopLevelId(outcome.replyText, idText);
+    } else {
+      const body = 'error' in outcome ? `"error":${jsonText({ class: outcome.error.class, desc: outcome.error.desc })}` : `"return":${jsonText(outcome.return === undefined ? {} : outcome.return)}`;
+      text = idText === undefined ? `{${body}}` : `{${body},"id":${idText}}`;
+    }
+    this.conn.sendLine(text);
+  }
+}
+
+/** The parser's own words for a line that did not decode, without the label and the excerpt. */
+function parseReason(err: ProtocolError): string {
+  for (let e: unknown = err.cause; e instanceof Error; e = e.cause) {
+    if (e instanceof SyntaxError) return e.message;
+    if (e instanceof TypeError) return 'invalid UTF-8 sequence';
+  }
+  return 'invalid input';
+}

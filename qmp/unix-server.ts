@@ -1,0 +1,133 @@
+/**
+ * Listening on a UNIX socket path with a given mode and owner, with no moment at which the socket
+ * is reachable under wider permissions:
+ *
+ *  1. the socket is bound inside a fresh private directory (mkdtemp, 0700) next to the target, with
+ *     the process umask set to exactly `~mode` for the synchronous bind(), so it is born with `mode`;
+ *  2. it is chown'ed and chmod'ed there, where nobody else can reach it;
+ *  3. rename(2) puts it in place atomically, replacing a stale socket in one step.
+ *
+ * A path that exists and is not a socket is never replaced; a socket some live process still
+ * accepts on is never replaced either (SocketInUseError).
+ */
+import { chmod, chown, lstat, mkdtemp, rename, rm, unlink } from 'node:fs/promises';
+import net from 'node:net';
+import { dirname, join, resolve } from 'node:path';
+import { MAX_UNIX_PATH_BYTES } from './address';
+import { ListenError, SocketInUseError } from './errors';
+
+export interface UnixListenOptions {
+  /** Permission bits of the socket, e.g. 0o660. */
+  mode: number;
+  uid?: number;
+  gid?: number;
+  backlog?: number;
+  /** How long to wait for an existing socket to answer before calling it stale. Default 1000 ms. */
+  probeTimeoutMs?: number;
+}
+
+export interface UnixListenHandle {
+  readonly path: string;
+  /** Stops listening and removes the socket file when it is still the one created here. */
+  close(): Promise<void>;
+}
+
+/** What occupies a path now. Exported for the daemon's own checks. */
+export async function probeSocketPath(path: string, timeoutMs = 1000): Promise<'absent' | 'stale' | 'live'> {
+  let st;
+  try {
+    st = await lstat(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
+    throw new ListenError(`${path}: cannot inspect: ${(err as NodeJS.ErrnoException).code}`, { cause: err });
+  }
+  if (!st.isSocket()) throw new ListenError(`${path} exists and is not a socket; refusing to replace it`);
+  return new Promise((done, fail) => {
+    const sock = net.createConnection({ path });
+    const timer = setTimeout(() => finish('live'), timeoutMs);
+    function finish(result: 'absent' | 'stale' | 'live' | Error): void {
+      clearTimeout(timer);
+      sock.removeAllListeners();
+      sock.on('error', () => undefined);
+      sock.destroy();
+      if (result instanceof Error) fail(result);
+      else done(result);
+    }
+    sock.once('connect', () => finish('live'));
+    sock.once('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'ECONNREFUSED') finish('stale');
+      else if (e.code === 'ENOENT') finish('absent');
+      else finish(new ListenError(`${path}: cannot tell whether it is in use: ${e.code}`, { cause: e }));
+    });
+  });
+}
+
+/** Binds `server` (a net.Server or http.Server) to `path` as described above. */
+export async function listenUnixSocket(server: net.Server, path: string, opts: UnixListenOptions): Promise<UnixListenHandle> {
+  const target = resolve(path);
+  const mode = opts.mode & 0o777;
+  if (Buffer.byteLength(target) > MAX_UNIX_PATH_BYTES) throw new ListenError(`${target}: a socket path holds at most ${MAX_UNIX_PATH_BYTES} bytes`);
+  if ((await probeSocketPath(target, opts.probeTimeoutMs)) === 'live') throw new SocketInUseError(target);
+
+  let tmpDir: string;
+  try {
+    tmpDir = await mkdtemp(join(dirname(target), '.sock-'));
+  } catch (err) {
+    throw new ListenError(`${target}: cannot create a temporary directory beside it: ${(err as NodeJS.ErrnoException).code}`, { cause: err });
+  }
+  const tmp = join(tmpDir, 's');
+  let bound = false;
+  try {
+    if (Buffer.byteLength(tmp) > MAX_UNIX_PATH_BYTES) {
+      throw new ListenError(`${target}: the temporary name ${tmp} would exceed ${MAX_UNIX_PATH_BYTES} bytes; use a shorter directory`);
+    }
+    await new Promise<void>((ok, fail) => {
+      const onError = (e: Error): void => {
+        server.off('listening', onListening);
+        fail(e);
+      };
+      const onListening = (): void => {
+        server.off('error', onError);
+        ok();
+      };
+      server.once('error', onError);
+      server.once('listening', onListening);
+      // bind(2) runs synchronously inside listen(), so the umask is restored before any other code runs.
+      const old = process.umask(~mode & 0o777);
+      try {
+        server.listen({ path: tmp, backlog: opts.backlog });
+      } finally {
+        process.umask(old);
+      }
+    });
+    bound = true;
+    if (opts.uid !== undefined || opts.gid !== undefined) await chown(tmp, opts.uid ?? -1, opts.gid ?? -1);
+    await chmod(tmp, mode);
+    await rename(tmp, target);
+  } catch (err) {
+    if (bound) await new Promise<void>((r) => server.close(() => r()));
+    await rm(tmpDir, { recursive: true, force: true });
+    if (err instanceof ListenError) throw err;
+    throw new ListenError(`${target}: cannot listen: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+  }
+  await rm(tmpDir, { recursive: true, force: true });
+  const st = await lstat(target);
+
+  let closed: Promise<void> | null = null;
+  return {
+    path: target,
+    close(): Promise<void> {
+      closed ??= (async () => {
+        try {
+          const now = await lstat(target);
+          if (now.ino === st.ino && now.dev === st.dev) await unlink(target);
+        } catch {
+          // Already gone, or replaced by someone else's socket: leave it.
+        }
+        await new Promise<void>((r) => server.close(() => r()));
+      })();
+      return closed;
+    },
+  };
+}
+

@@ -1,0 +1,269 @@
+import test from 'ava';
+import { parseConfig, type Config, type PeerConfig } from '../agent/config';
+import type { QmpExecutor } from '../agent/guest-facts';
+import { FactsGate } from '../agent/guard/facts-gate';
+import { classifyCommand, createGuardInterceptor, RESERVATION_MS, type GuardAction, type GuardCommand, type RefusalEvent } from '../agent/guard/guard-decision';
+import type { PeerLookup } from '../agent/guard/migration-rule';
+import { REFUSAL_PREFIX } from '../agent/guard/refusal';
+import type { GuestFacts } from '../agent/types';
+import { CommandError } from '../qmp/errors';
+import { GiB, guestFacts, hostFacts, layout } from './helpers/guard-facts';
+
+/** Timers that only move when the test says so. */
+function manualTimers() {
+  let now = 0;
+  const due = new Map<number, { at: number; fn: () => void }>();
+  let seq = 0;
+  return {
+    now: () => now,
+    setTimeout(fn: () => void, ms: number) {
+      const id = ++seq;
+      due.set(id, { at: now + ms, fn });
+      return id;
+    },
+    clearTimeout(h: unknown) {
+      due.delete(h as number);
+    },
+    advance(ms: number) {
+      now += ms;
+      for (const [id, d] of [...due]) {
+        if (d.at <= now) {
+          due.delete(id);
+          d.fn();
+        }
+      }
+    },
+    pending: () => due.size,
+  };
+}
+
+const HOST_BITS = 37; // 128 GiB
+const straddling = guestFacts({ physBits: 40, layout: layout({ deviceMemory: { base: 6 * GiB, size: 256 * GiB } }) });
+
+function fakeQemu(memdevs: Record<string, number>, plugged: Array<{ addr: number; size: number }> = []): QmpExecutor & { calls: string[] } {
+  const calls: string[] = [];
+  return {
+    calls,
+    async execute<T>(command: string, args?: Record<string, unknown>): Promise<T> {
+      calls.push(command);
+      if (command === 'query-memdev') return Object.entries(memdevs).map(([id, size]) => ({ id, size })) as T;
+      if (command === 'query-memory-devices') return plugged.map((p, i) => ({ type: 'dimm', data: { id: `p${i}`, ...p } })) as T;
+      if (command === 'qom-get' && args?.property === 'type') return 'memory-backend-ram' as T;
+      throw new CommandError(command, 'GenericError', 'not faked');
+    },
+  };
+}
+
+const peerList: PeerConfig[] = [
+  { name: 'hv2', address: '10.0.0.2', physBits: 39 },
+  { name: 'hv3', address: '10.0.0.3', physBits: 48 },
+];
+
+function staticPeers(): PeerLookup {
+  return {
+    findByAddress: (h) => peerList.find((p) => p.address === h) ?? null,
+    facts: async (p) => ({ name: p.name, physBits: (p as { physBits: number }).physBits, reachable: true }),
+  };
+}
+
+interface Setup {
+  guard: (cmd: GuardCommand) => Promise<GuardAction>;
+  refusals: RefusalEvent[];
+  waits: number[];
+  q: ReturnType<typeof fakeQemu>;
+}
+
+function setup(opts: {
+  facts?: GuestFacts | null;
+  config?: Record<string, unknown>;
+  q?: ReturnType<typeof fakeQemu>;
+  peers?: PeerLookup;
+  waitForFacts?: (ms: number) => Promise<GuestFacts | null>;
+  clock?: () => number;
+} = {}): Setup {
+  const config: Config = parseConfig({ policy: { accelerators: ['kvm'] }, ...opts.config });
+  const refusals: RefusalEvent[] = [];
+  const waits: number[] = [];
+  const q = opts.q ?? fakeQemu({ m4: 4 * GiB, m8: 8 * GiB });
+  const facts = opts.facts === undefined ? straddling : opts.facts;
+  const guard = createGuardInterceptor({
+    vm: 'web1',
+    host: () => hostFacts(HOST_BITS),
+    facts: () => facts,
+    waitForFacts: (ms) => {
+      waits.push(ms);
+      return opts.waitForFacts ? opts.waitForFacts(ms) : Promise.resolve(null);
+    },
+    q,
+    config,
+    peers: opts.peers ?? staticPeers(),
+    onRefusal: (r) => refusals.push(r),
+    clock: opts.clock,
+  });
+  return { guard, refusals, waits, q };
+}
+
+const cmd = (execute: string, args?: Record<string, unknown>): GuardCommand => ({ execute, arguments: args, oob: false });
+const hmp = (line: string) => cmd('human-monitor-command', { 'command-line': line });
+
+test('harmless commands are forwarded at once, without facts or QMP', async (t) => {
+  const s = setup({ facts: null });
+  for (const c of [
+    cmd('query-status'),
+    cmd('device_add', { driver: 'virtio-net-pci', id: 'n1', addr: '0x5' }),
+    cmd('object-add', { 'qom-type': 'memory-backend-ram', id: 'm9', size: 64 * GiB }),
+    hmp('info status'),
+    hmp('object_add memory-backend-ram,id=m9,size=64G'),
+    hmp('device_add virtio-net-pci,id=n2'),
+    cmd('human-monitor-command', {}),
+    cmd('migrate_cancel'),
+  ]) {
+    t.deepEqual(await s.guard(c), { action: 'forward' }, c.execute);
+  }
+  t.deepEqual(s.waits, []);
+  t.deepEqual(s.q.calls, []);
+  t.deepEqual(s.refusals, []);
+});
+
+test('a DIMM above the host limit is refused with the contract reply and one refusal event', async (t) => {
+  const s = setup();
+  const r = await s.guard(cmd('device_add', { driver: 'pc-dimm', id: 'd1', memdev: 'm4', addr: 130 * GiB }));
+  t.is(r.action, 'reply-error');
+  if (r.action !== 'reply-error') return;
+  t.is(r.errorClass, 'GenericError');
+  t.is(r.code, 'REFUSED_MEMORY_ABOVE_HOST_LIMIT');
+  t.true(r.desc.startsWith(REFUSAL_PREFIX));
+  t.true(r.desc.endsWith('[REFUSED_MEMORY_ABOVE_HOST_LIMIT]'));
+  t.deepEqual(s.refusals, [{ vm: 'web1', code: 'REFUSED_MEMORY_ABOVE_HOST_LIMIT', command: 'device_add', effective: 'device_add', desc: r.desc }]);
+});
+
+test('a DIMM below the limit is forwarded', async (t) => {
+  const s = setup();
+  t.deepEqual(await s.guard(cmd('device_add', { driver: 'pc-dimm', id: 'd1', memdev: 'm4', addr: 8 * GiB })), { action: 'forward' });
+  t.deepEqual(s.refusals, []);
+});
+
+test('HMP device_add meets the same rule', async (t) => {
+  const s = setup();
+  const r = await s.guard(hmp('device_add pc-dimm,id=d1,memdev=m4,addr=0x2080000000'));
+  t.is(r.action === 'reply-error' && r.code, 'REFUSED_MEMORY_ABOVE_HOST_LIMIT');
+  t.is(s.refusals[0].command, 'human-monitor-command');
+  t.is(s.refusals[0].effective, 'device_add');
+  t.deepEqual(await s.guard(hmp('device_add pc-dimm,id=d2,memdev=m4,addr=0x200000000')), { action: 'forward' });
+});
+
+test('migrate (QMP uri, QMP channels, HMP) to a narrower peer is refused; to a wider one forwarded', async (t) => {
+  const s = setup({ facts: guestFacts({ physBits: 46 }) });
+  const refused = [
+    cmd('migrate', { uri: 'tcp:10.0.0.2:4444' }),
+    cmd('migrate', { channels: [{ 'channel-type': 'main', addr: { transport: 'socket', type: 'inet', host: '10.0.0.2', port: '4444' } }] }),
+    hmp('migrate -d tcp:10.0.0.2:4444'),
+  ];
+  for (const c of refused) {
+    const r = await s.guard(c);
+    t.is(r.action === 'reply-error' && r.code, 'REFUSED_MIGRATION_PEER_NARROWER', c.execute);
+  }
+  t.deepEqual(s.refusals.map((r) => [r.command, r.effective]), [
+    ['migrate', 'migrate'],
+    ['migrate', 'migrate'],
+    ['human-monitor-command', 'migrate'],
+  ]);
+  t.deepEqual(await s.guard(cmd('migrate', { uri: 'tcp:10.0.0.3:4444' })), { action: 'forward' });
+  t.deepEqual(await s.guard(hmp('migrate tcp:10.0.0.3:4444')), { action: 'forward' });
+});
+
+test('unknown peers follow guard.unknownPeer', async (t) => {
+  const refuse = setup();
+  const r = await refuse.guard(cmd('migrate', { uri: 'tcp:10.9.9.9:4444' }));
+  t.is(r.action === 'reply-error' && r.code, 'REFUSED_MIGRATION_UNKNOWN_PEER');
+  const allow = setup({ config: { guard: { unknownPeer: 'allow' } } });
+  t.deepEqual(await allow.guard(cmd('migrate', { uri: 'tcp:10.9.9.9:4444' })), { action: 'forward' });
+});
+
+test('an HMP line that cannot be read is refused without waiting for facts', async (t) => {
+  const s = setup({ facts: null });
+  const r = await s.guard(hmp('migrate -x tcp:10.0.0.3:1'));
+  t.is(r.action === 'reply-error' && r.code, 'REFUSED_HMP_UNPARSABLE');
+  const r2 = await s.guard(hmp('device_add "pc-dimm,memdev=m4'));
+  t.is(r2.action === 'reply-error' && r2.code, 'REFUSED_HMP_UNPARSABLE');
+  t.deepEqual(s.waits, []);
+});
+
+test('unknown state: a dangerous command waits up to holdMs; facts arriving in time decide it', async (t) => {
+  const timers = manualTimers();
+  const gate = new FactsGate(timers);
+  const s = setup({ facts: null, config: { guard: { holdMs: 3000 } }, waitForFacts: (ms) => gate.wait(ms) });
+  const pending = s.guard(cmd('device_add', { driver: 'pc-dimm', memdev: 'm4', addr: 130 * GiB }));
+  await Promise.resolve();
+  t.deepEqual(s.waits, [3000]);
+  timers.advance(2999);
+  gate.set(straddling);
+  const r = await pending;
+  t.is(r.action === 'reply-error' && r.code, 'REFUSED_MEMORY_ABOVE_HOST_LIMIT');
+  t.is(timers.pending(), 0, 'the hold timer was cleared');
+});
+
+test('unknown state: no facts within holdMs is REFUSED_FACTS_UNKNOWN (or forwarded with onUnknown=allow)', async (t) => {
+  const timers = manualTimers();
+  const gate = new FactsGate(timers);
+  const s = setup({ facts: null, config: { guard: { holdMs: 3000 } }, waitForFacts: (ms) => gate.wait(ms) });
+  const pending = s.guard(cmd('migrate', { uri: 'tcp:10.0.0.3:1' }));
+  let settled = false;
+  void pending.then(() => (settled = true));
+  timers.advance(2999);
+  await new Promise((r) => setImmediate(r));
+  t.false(settled, 'still held at 2999 ms');
+  timers.advance(1);
+  const r = await pending;
+  t.is(r.action === 'reply-error' && r.code, 'REFUSED_FACTS_UNKNOWN');
+  t.regex((r as { desc: string }).desc, /after waiting 3000 ms/);
+  gate.set(straddling);
+
+  const lenient = setup({ facts: null, config: { guard: { onUnknown: 'allow' } } });
+  t.deepEqual(await lenient.guard(cmd('migrate', { uri: 'tcp:10.0.0.3:1' })), { action: 'forward' });
+  t.deepEqual(lenient.refusals, []);
+});
+
+test('a placement that cannot be predicted follows guard.onUnknown', async (t) => {
+  const q = fakeQemu({});
+  const strict = setup({ q });
+  const r = await strict.guard(cmd('device_add', { driver: 'pc-dimm', memdev: 'nosuch' }));
+  t.is(r.action === 'reply-error' && r.code, 'REFUSED_MEMORY_PLACEMENT_UNKNOWN');
+  const lenient = setup({ q, config: { guard: { onUnknown: 'allow' } } });
+  t.deepEqual(await lenient.guard(cmd('device_add', { driver: 'pc-dimm', memdev: 'nosuch' })), { action: 'forward' });
+});
+
+test('a failing rule is REFUSED_GUARD_ERROR, not a crash', async (t) => {
+  const broken: PeerLookup = {
+    findByAddress: () => peerList[0],
+    facts: async () => {
+      throw new Error('boom');
+    },
+  };
+  const s = setup({ peers: broken, facts: guestFacts({ physBits: 39 }) });
+  const r = await s.guard(cmd('migrate', { uri: 'tcp:10.0.0.2:1' }));
+  t.is(r.action === 'reply-error' && r.code, 'REFUSED_GUARD_ERROR');
+  t.regex((r as { desc: string }).desc, /boom/);
+});
+
+test('concurrent DIMMs: the second sees the first one\'s placement; the reservation expires', async (t) => {
+  let now = 0;
+  // [6 GiB, 120 GiB) taken: a 4 GiB DIMM fits at 120 GiB (end 124), the next at 124 (end 128), a third would cross.
+  const q = fakeQemu({ m4: 4 * GiB }, [{ addr: 6 * GiB, size: 114 * GiB }]);
+  const s = setup({ q, clock: () => now });
+  const add = () => s.guard(cmd('device_add', { driver: 'pc-dimm', memdev: 'm4' }));
+  const [a, b, c] = await Promise.all([add(), add(), add()]);
+  t.deepEqual(a, { action: 'forward' });
+  t.deepEqual(b, { action: 'forward' });
+  t.is(c.action === 'reply-error' && c.code, 'REFUSED_MEMORY_ABOVE_HOST_LIMIT');
+  now += RESERVATION_MS;
+  t.deepEqual(await add(), { action: 'forward' }, 'QEMU never plugged them: after the reservation lapses the slot is free again');
+});
+
+test('classifyCommand', (t) => {
+  t.deepEqual(classifyCommand(cmd('query-cpus-fast')), { kind: 'safe' });
+  t.is(classifyCommand(cmd('device_add', { driver: 'nvdimm', memdev: 'm' })).kind, 'memory');
+  t.is(classifyCommand(hmp('device_add nvdimm,memdev=m')).kind, 'memory');
+  t.deepEqual(classifyCommand(hmp('migrate unix:/x')), { kind: 'migrate', via: 'hmp', targets: [{ kind: 'local', transport: 'unix', detail: '/x' }] });
+  t.deepEqual(classifyCommand(cmd('migrate', { uri: 'tcp:h:1' })), { kind: 'migrate', via: 'qmp', targets: [{ kind: 'network', transport: 'tcp', host: 'h', port: '1' }] });
+});

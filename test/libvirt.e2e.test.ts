@@ -1,0 +1,161 @@
+/**
+ * End to end with the real libvirt 9 daemon and QEMU (TCG): the hook refuses a guest wider than
+ * the configured host width, lets a fitting one start and tells the daemon socket about it; the
+ * LibvirtExecutor reads the running guest through libvirt's monitor. libvirt's socket and hook
+ * path are global, so the cases run serially.
+ */
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import { rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { join } from 'node:path';
+import { CommandError } from '../qmp/errors';
+import { readGuestFacts } from '../agent/guest-facts';
+import { listRunningDomains } from '../agent/libvirt/libvirt-domains';
+import { LibvirtExecutor } from '../agent/libvirt/libvirt-executor';
+import type { LibvirtEvent } from '../agent/libvirt/libvirt-hook';
+import { VirshError } from '../agent/libvirt/virsh';
+import { LIBVIRT_URI, libvirtUnavailable, startLibvirtdWithHook, tcgDomainXml, virsh, type LibvirtdHandle } from './helpers/libvirtd';
+import { tempDir } from './helpers/tmp';
+
+const REPO = join(__dirname, '..', '..');
+const prefix = `physbits-e2e-${process.pid}`;
+const WIDE = `${prefix}-wide`;
+const NARROW = `${prefix}-narrow`;
+const OFF = `${prefix}-off`;
+
+const unavailable = libvirtUnavailable();
+const serial = unavailable ? test.serial.skip : test.serial;
+if (unavailable) test.serial(`libvirt end-to-end tests are skipped: ${unavailable}`, (t) => t.pass());
+
+let dir = '';
+let daemon: LibvirtdHandle | null = null;
+let server: http.Server | null = null;
+const events: LibvirtEvent[] = [];
+let configPath = '';
+
+async function waitForEvent(match: (e: LibvirtEvent) => boolean, ms = 10000): Promise<LibvirtEvent | undefined> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const found = events.find(match);
+    if (found) return found;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return undefined;
+}
+
+test.before(async () => {
+  if (unavailable) return;
+  dir = tempDir('physbits-libvirt-');
+  const apiSocket = join(dir, 'api.sock');
+  server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      if (req.method === 'POST' && req.url === '/v1/libvirt-events') events.push(JSON.parse(body) as LibvirtEvent);
+      res.writeHead(202, { 'content-type': 'application/json' }).end('{"accepted":true}');
+    });
+  });
+  await new Promise<void>((resolve) => server!.listen(apiSocket, resolve));
+  configPath = join(dir, 'config.json');
+  writeFileSync(configPath, JSON.stringify({
+    host: { physBits: 39 },
+    policy: { accelerators: ['kvm', 'tcg'] },
+    api: { socket: apiSocket },
+    libvirtHook: { notifyTimeoutMs: 2000 },
+  }));
+  const entry = join(REPO, 'build', 'test', 'helpers', 'libvirt-hook-entry.js');
+  const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+  daemon = await startLibvirtdWithHook(`#!/bin/sh\nexec ${q(process.execPath)} ${q(entry)} --config ${q(configPath)} "$@"\n`);
+});
+
+test.after.always(async () => {
+  if (daemon) await daemon.stop();
+  server?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+serial('virsh create of a 42-bit guest fails with the hook\'s message', async (t) => {
+  const xmlPath = join(dir, 'wide.xml');
+  writeFileSync(xmlPath, tcgDomainXml(WIDE, "<maxphysaddr mode='emulate' bits='42'/>"));
+  daemon!.createdDomains.add(WIDE);
+  const r = await virsh(['create', '--paused', xmlPath]);
+  t.not(r.code, 0);
+  t.true(
+    r.stderr.includes(`physbits refused the start of domain '${WIDE}': GUEST_WIDER_THAN_HOST: guest phys-bits 42 is wider than this host's 39 bits (host.physBits in the config) under tcg; fix: set <maxphysaddr mode='emulate' bits='39'/> in <cpu>`),
+    r.stderr,
+  );
+  t.false((await listRunningDomains(LIBVIRT_URI)).includes(WIDE));
+});
+
+serial('a 39-bit guest starts, and the daemon socket hears "started"', async (t) => {
+  const xmlPath = join(dir, 'narrow.xml');
+  writeFileSync(xmlPath, tcgDomainXml(NARROW, "<maxphysaddr mode='emulate' bits='39'/>"));
+  daemon!.createdDomains.add(NARROW);
+  const r = await virsh(['create', '--paused', xmlPath]);
+  t.is(r.code, 0, r.stderr);
+  t.true((await listRunningDomains(LIBVIRT_URI)).includes(NARROW));
+  t.deepEqual(await waitForEvent((e) => e.domain === NARROW && e.operation === 'started'), { domain: NARROW, operation: 'started', subOperation: 'begin' });
+});
+
+serial('LibvirtExecutor reads phys-bits 39 through qemu-monitor-command', async (t) => {
+  const q = new LibvirtExecutor(LIBVIRT_URI, NARROW);
+  const cpus = await q.execute<Array<{ 'qom-path': string }>>('query-cpus-fast');
+  t.is(await q.execute('qom-get', { path: cpus[0]['qom-path'], property: 'phys-bits' }), 39);
+  const facts = await readGuestFacts(q);
+  t.like(facts, { name: NARROW, physBits: 39, hostPhysBits: false, hostPhysBitsLimit: 0, accelerator: 'tcg' });
+  // QEMU's error replies arrive as CommandError, as on a direct QMP connection.
+  const err = await t.throwsAsync(q.execute('qom-get', { path: cpus[0]['qom-path'], property: 'no-such-property' }), { instanceOf: CommandError });
+  t.is(err!.errorClass, 'GenericError');
+});
+
+serial('missing and stopped domains are typed errors', async (t) => {
+  const missing = await t.throwsAsync(new LibvirtExecutor(LIBVIRT_URI, `${prefix}-absent`).execute('query-status'), { instanceOf: VirshError });
+  t.is(missing!.code, 'LIBVIRT_DOMAIN_NOT_FOUND');
+  const xmlPath = join(dir, 'off.xml');
+  writeFileSync(xmlPath, tcgDomainXml(OFF, "<maxphysaddr mode='emulate' bits='39'/>"));
+  daemon!.createdDomains.add(OFF);
+  t.is((await virsh(['define', xmlPath])).code, 0);
+  const off = await t.throwsAsync(new LibvirtExecutor(LIBVIRT_URI, OFF).execute('query-status'), { instanceOf: VirshError });
+  t.is(off!.code, 'LIBVIRT_DOMAIN_NOT_RUNNING');
+});
+
+serial('a domain named with digits is reached by UUID, not taken for a domain ID', async (t) => {
+  const id = (await virsh(['domid', `--domain=${NARROW}`])).stdout.trim();
+  t.regex(id, /^\d+$/);
+  const xmlPath = join(dir, 'digits.xml');
+  writeFileSync(xmlPath, tcgDomainXml(id, "<maxphysaddr mode='emulate' bits='36'/>"));
+  daemon!.createdDomains.add(id);
+  t.is((await virsh(['create', '--paused', xmlPath])).code, 0);
+  const q = new LibvirtExecutor(LIBVIRT_URI, id);
+  t.deepEqual(await q.execute('query-name'), { name: id });
+  const cpus = await q.execute<Array<{ 'qom-path': string }>>('query-cpus-fast');
+  t.is(await q.execute('qom-get', { path: cpus[0]['qom-path'], property: 'phys-bits' }), 36);
+});
+
+serial('virsh list and dominfo keep working with the hook installed', async (t) => {
+  const list = await virsh(['list', '--all']);
+  t.is(list.code, 0);
+  t.true(list.stdout.includes(NARROW));
+  const info = await virsh(['dominfo', `--domain=${NARROW}`]);
+  t.is(info.code, 0, info.stderr);
+  t.regex(info.stdout, new RegExp(`Name:\\s+${NARROW}`));
+  t.regex(info.stdout, /State:\s+paused/);
+});
+
+serial('physbitsctl libvirt-hook gives the same answer as the hook libvirt ran', (t) => {
+  const xml = tcgDomainXml(WIDE, "<maxphysaddr mode='emulate' bits='42'/>");
+  const cli = join(REPO, 'build', 'agent', 'bin', 'physbitsctl.js');
+  const r = spawnSync(process.execPath, [cli, 'libvirt-hook', '--config', configPath, WIDE, 'prepare', 'begin', '-'], { input: xml, encoding: 'utf8', timeout: 30000 });
+  t.is(r.status, 1, r.stderr);
+  t.is(r.stdout, '');
+  t.is(r.stderr.trim(), `physbits refused the start of domain '${WIDE}': GUEST_WIDER_THAN_HOST: guest phys-bits 42 is wider than this host's 39 bits (host.physBits in the config) under tcg; fix: set <maxphysaddr mode='emulate' bits='39'/> in <cpu>`);
+});
+
+serial('destroying the guest is reported as stopped and release', async (t) => {
+  t.is((await virsh(['destroy', `--domain=${NARROW}`])).code, 0);
+  daemon!.createdDomains.delete(NARROW);
+  t.deepEqual(await waitForEvent((e) => e.domain === NARROW && e.operation === 'stopped'), { domain: NARROW, operation: 'stopped', subOperation: 'end' });
+  t.deepEqual(await waitForEvent((e) => e.domain === NARROW && e.operation === 'release'), { domain: NARROW, operation: 'release', subOperation: 'end' });
+  t.false((await listRunningDomains(LIBVIRT_URI)).includes(NARROW));
+});

@@ -1,0 +1,609 @@
+import test from 'ava';
+import fc from 'fast-check';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { bitsNeeded, formatBytes, REASON_SEVERITY } from '../agent/reasons';
+import { computeVerdict, maxSeverity, REASON_CODES, severityRank } from '../agent/verdict';
+import type { GuestFacts, GuestLayout, HostFacts, PeerFacts, Policy, Relation, Severity } from '../agent/types';
+
+type Partial2<T> = { [K in keyof T]?: T[K] extends object | null ? Partial<NonNullable<T[K]>> | T[K] : T[K] };
+
+const NO_FLAGS = { sme: false, sev: false, sev_es: false, sev_snp: false, tme: false };
+
+/** A 46-bit Intel host with EPT and allow_smaller_maxphyaddr=Y (nothing noteworthy). */
+function host(over: Partial2<HostFacts> = {}): HostFacts {
+  const base: HostFacts = {
+    name: 'hv1',
+    physBits: 46,
+    physBitsSource: 'cpuinfo',
+    vendor: 'GenuineIntel',
+    cpuinfoPhysBits: 46,
+    cpuinfoVirtBits: 48,
+    cpuidPhysBits: 46,
+    memEncryptionReduction: null,
+    flags: NO_FLAGS,
+    kvm: { module: 'kvm_intel', allowSmallerMaxphyaddr: true, ept: true, npt: null },
+    sources: {},
+  };
+  return {
+    ...base,
+    ...(over as Partial<HostFacts>),
+    flags: { ...base.flags, ...over.flags },
+    kvm: { ...base.kvm, ...over.kvm },
+  };
+}
+
+/** An EPYC with SME/SEV on: Linux reports 43 bits, raw CPUID 48, reduction 5, npt on. */
+function amd(over: Partial2<HostFacts> = {}): HostFacts {
+  return host({
+    vendor: 'AuthenticAMD',
+    physBits: 43,
+    cpuinfoPhysBits: 43,
+    cpuidPhysBits: 48,
+    memEncryptionReduction: 5,
+    ...over,
+    flags: { sme: true, sev: true, ...over.flags },
+    kvm: { module: 'kvm_amd', allowSmallerMaxphyaddr: null, ept: null, npt: true, ...over.kvm },
+  });
+}
+
+function guest(over: Partial2<GuestFacts> = {}): GuestFacts {
+  const base: GuestFacts = {
+    name: 'web1',
+    qemuVersion: '7.2.0',
+    accelerator: 'kvm',
+    physBits: 46,
+    hostPhysBits: false,
+    hostPhysBitsLimit: 0,
+    guestPhysBits: null,
+    cpuModel: 'qemu64',
+    memoryEncryption: { active: false, type: null, reducedPhysBits: null },
+    runState: 'running',
+    layout: null,
+  };
+  return {
+    ...base,
+    ...(over as Partial<GuestFacts>),
+    memoryEncryption: { ...base.memoryEncryption, ...over.memoryEncryption },
+  };
+}
+
+const GiB = 2 ** 30;
+
+/** A layout whose reach ends at `highest` and whose memory in use ends at `used`. */
+function layout(highest: number, used = 4 * GiB): GuestLayout {
+  return {
+    ramAbove4g: used > 4 * GiB ? used - 4 * GiB : 0,
+    ramBelow4g: 2 * GiB,
+    deviceMemory: null,
+    memoryDevices: [],
+    pciHole64: { start: highest - 32 * GiB, end: highest },
+    highestAddress: highest,
+    usedEnd: used,
+  };
+}
+
+const POLICY: Policy = { accelerators: ['kvm'], narrowerSeverity: 'ok' };
+
+interface Row {
+  name: string;
+  host: HostFacts;
+  guest: GuestFacts;
+  policy?: Policy;
+  peers?: PeerFacts[];
+  relation: Relation;
+  severity: Severity;
+  /** Every reason code in order (most severe first); codes[0] is what the table shows. */
+  codes: string[];
+  /** Expected severity of each reason, when it is not the code's obvious one. */
+  severities?: Severity[];
+}
+
+const peer = (name: string, physBits: number | null, reachable = true): PeerFacts => ({ name, physBits, reachable });
+
+const ROWS: Row[] = [
+  // relation
+  { name: 'equal', host: host(), guest: guest(), relation: 'equal', severity: 'ok', codes: ['GUEST_EQUALS_HOST'] },
+  { name: 'narrower, default policy', host: host(), guest: guest({ physBits: 40 }), relation: 'narrower', severity: 'ok', codes: ['GUEST_NARROWER_THAN_HOST'] },
+  {
+    name: 'narrower, narrowerSeverity info',
+    host: host(),
+    guest: guest({ physBits: 40 }),
+    policy: { accelerators: ['kvm'], narrowerSeverity: 'info' },
+    relation: 'narrower',
+    severity: 'info',
+    codes: ['GUEST_NARROWER_THAN_HOST'],
+  },
+  { name: 'wider under kvm', host: host(), guest: guest({ physBits: 48 }), relation: 'wider', severity: 'critical', codes: ['GUEST_WIDER_THAN_HOST'] },
+  { name: 'wider under tcg', host: host(), guest: guest({ physBits: 48, accelerator: 'tcg' }), relation: 'wider', severity: 'info', codes: ['GUEST_WIDER_NOT_ENFORCED'] },
+  {
+    name: 'wider under tcg when the policy enforces tcg',
+    host: host(),
+    guest: guest({ physBits: 48, accelerator: 'tcg' }),
+    policy: { accelerators: ['kvm', 'tcg'], narrowerSeverity: 'ok' },
+    relation: 'wider',
+    severity: 'critical',
+    codes: ['GUEST_WIDER_THAN_HOST'],
+  },
+  {
+    name: 'wider under kvm when the policy enforces nothing',
+    host: host(),
+    guest: guest({ physBits: 48 }),
+    policy: { accelerators: [], narrowerSeverity: 'ok' },
+    relation: 'wider',
+    severity: 'info',
+    codes: ['GUEST_WIDER_NOT_ENFORCED'],
+  },
+  {
+    name: 'wider than a config override, though the CPU is wider still',
+    host: host({ physBits: 40, physBitsSource: 'config' }),
+    guest: guest({ physBits: 46 }),
+    relation: 'wider',
+    severity: 'critical',
+    codes: ['GUEST_WIDER_THAN_HOST'],
+  },
+
+  // kvm_intel allow_smaller_maxphyaddr
+  {
+    name: 'narrower on kvm_intel ept=Y allow_smaller_maxphyaddr=N',
+    host: host({ kvm: { allowSmallerMaxphyaddr: false } }),
+    guest: guest({ physBits: 40 }),
+    relation: 'narrower',
+    severity: 'info',
+    codes: ['KVM_SMALLER_MAXPHYADDR_NOT_ALLOWED', 'GUEST_NARROWER_THAN_HOST'],
+  },
+  {
+    name: 'same, but under tcg: not a KVM matter',
+    host: host({ kvm: { allowSmallerMaxphyaddr: false } }),
+    guest: guest({ physBits: 40, accelerator: 'tcg' }),
+    relation: 'narrower',
+    severity: 'ok',
+    codes: ['GUEST_NARROWER_THAN_HOST'],
+  },
+  {
+    name: 'same, but ept=N: shadow paging checks reserved bits itself',
+    host: host({ kvm: { allowSmallerMaxphyaddr: false, ept: false } }),
+    guest: guest({ physBits: 40 }),
+    relation: 'narrower',
+    severity: 'ok',
+    codes: ['GUEST_NARROWER_THAN_HOST'],
+  },
+  {
+    name: 'same, but the parameter is unknown',
+    host: host({ kvm: { allowSmallerMaxphyaddr: null } }),
+    guest: guest({ physBits: 40 }),
+    relation: 'narrower',
+    severity: 'ok',
+    codes: ['GUEST_NARROWER_THAN_HOST'],
+  },
+  {
+    name: 'equal to an override but narrower than the CPU: the KVM note still applies',
+    host: host({ physBits: 40, physBitsSource: 'config', kvm: { allowSmallerMaxphyaddr: false } }),
+    guest: guest({ physBits: 40 }),
+    relation: 'equal',
+    severity: 'info',
+    codes: ['KVM_SMALLER_MAXPHYADDR_NOT_ALLOWED', 'GUEST_EQUALS_HOST'],
+  },
+  {
+    name: 'equal on kvm_intel allow_smaller_maxphyaddr=N: nothing to say',
+    host: host({ kvm: { allowSmallerMaxphyaddr: false } }),
+    guest: guest(),
+    relation: 'equal',
+    severity: 'ok',
+    codes: ['GUEST_EQUALS_HOST'],
+  },
+
+  // memory encryption
+  { name: 'SME host, guest at the raw 48 bits', host: amd(), guest: guest({ physBits: 48 }), relation: 'wider', severity: 'warning', codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION'] },
+  { name: 'SME host, guest at 45 bits', host: amd(), guest: guest({ physBits: 45 }), relation: 'wider', severity: 'warning', codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION'] },
+  {
+    name: 'SME host, SEV guest whose reduced-phys-bits brings it to 43',
+    host: amd(),
+    guest: guest({ physBits: 48, memoryEncryption: { active: true, type: 'sev', reducedPhysBits: 5 } }),
+    relation: 'wider',
+    severity: 'info',
+    codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION'],
+  },
+  {
+    name: 'SME host, SEV guest with reduced-phys-bits=1 still uses 47',
+    host: amd(),
+    guest: guest({ physBits: 48, memoryEncryption: { active: true, type: 'sev', reducedPhysBits: 1 } }),
+    relation: 'wider',
+    severity: 'warning',
+    codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION'],
+  },
+  { name: 'SME host, guest wider than the raw width', host: amd(), guest: guest({ physBits: 52 }), relation: 'wider', severity: 'critical', codes: ['GUEST_WIDER_THAN_HOST'] },
+  {
+    name: 'SME host with npt=0: the reduction binds guests',
+    host: amd({ kvm: { npt: false } }),
+    guest: guest({ physBits: 48 }),
+    relation: 'wider',
+    severity: 'critical',
+    codes: ['GUEST_WIDER_THAN_HOST'],
+  },
+  {
+    name: 'SME host whose width comes from the config',
+    host: amd({ physBitsSource: 'config' }),
+    guest: guest({ physBits: 48 }),
+    relation: 'wider',
+    severity: 'critical',
+    codes: ['GUEST_WIDER_THAN_HOST'],
+  },
+  {
+    name: 'reduced host without sme/sev flags (SME firmware-enabled, kernel not using it): reduction is the evidence',
+    host: amd({ flags: { sme: false, sev: false } }),
+    guest: guest({ physBits: 48 }),
+    relation: 'wider',
+    severity: 'warning',
+    codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION'],
+  },
+  {
+    name: 'SME host with unreadable cpuid: cannot tell, so critical',
+    host: amd({ cpuidPhysBits: null, memEncryptionReduction: null }),
+    guest: guest({ physBits: 48 }),
+    relation: 'wider',
+    severity: 'critical',
+    codes: ['GUEST_WIDER_THAN_HOST'],
+  },
+  {
+    name: 'Intel TME-MK host: cpuinfo 46, raw 52, guest 52',
+    host: host({ cpuidPhysBits: 52, flags: { tme: true } }),
+    guest: guest({ physBits: 52 }),
+    relation: 'wider',
+    severity: 'warning',
+    codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION'],
+  },
+  {
+    name: 'laptop with a tme flag but no reduction: plain critical',
+    host: host({ physBits: 39, cpuinfoPhysBits: 39, cpuidPhysBits: 39, flags: { tme: true } }),
+    guest: guest({ physBits: 40 }),
+    relation: 'wider',
+    severity: 'critical',
+    codes: ['GUEST_WIDER_THAN_HOST'],
+  },
+
+  // layout
+  {
+    name: 'equal width, but the 64-bit PCI hole ends past 2^46',
+    host: host(),
+    guest: guest({ layout: layout(2 ** 46 + 32 * GiB) }),
+    relation: 'equal',
+    severity: 'critical',
+    codes: ['LAYOUT_BEYOND_HOST_LIMIT', 'GUEST_EQUALS_HOST'],
+  },
+  {
+    name: 'a layout ending exactly at 2^46 fits',
+    host: host(),
+    guest: guest({ layout: layout(2 ** 46) }),
+    relation: 'equal',
+    severity: 'ok',
+    codes: ['GUEST_EQUALS_HOST'],
+  },
+  {
+    name: 'wider and memory already above the limit: two criticals, relation first',
+    host: host(),
+    guest: guest({ physBits: 48, layout: layout(2 ** 47, 2 ** 46 + 8 * GiB) }),
+    relation: 'wider',
+    severity: 'critical',
+    codes: ['GUEST_WIDER_THAN_HOST', 'LAYOUT_BEYOND_HOST_LIMIT'],
+  },
+  {
+    name: 'layout beyond under tcg is info',
+    host: host(),
+    guest: guest({ physBits: 48, accelerator: 'tcg', layout: layout(2 ** 47) }),
+    relation: 'wider',
+    severity: 'info',
+    codes: ['GUEST_WIDER_NOT_ENFORCED', 'LAYOUT_BEYOND_HOST_LIMIT'],
+  },
+  {
+    name: 'SME host: layout above 2^43 but within the raw 2^48 is backed',
+    host: amd(),
+    guest: guest({ physBits: 48, layout: layout(2 ** 45, 2 ** 44) }),
+    relation: 'wider',
+    severity: 'warning',
+    codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION'],
+  },
+  {
+    name: 'SME host with npt=0: layout above 2^43 is not',
+    host: amd({ kvm: { npt: false } }),
+    guest: guest({ physBits: 43, layout: layout(2 ** 45) }),
+    relation: 'equal',
+    severity: 'critical',
+    codes: ['LAYOUT_BEYOND_HOST_LIMIT', 'GUEST_EQUALS_HOST'],
+  },
+  { name: 'no layout read: no layout reason', host: host(), guest: guest({ layout: null }), relation: 'equal', severity: 'ok', codes: ['GUEST_EQUALS_HOST'] },
+
+  // guest-phys-bits and host-phys-bits-limit
+  {
+    name: 'guest-phys-bits narrower than phys-bits',
+    host: host(),
+    guest: guest({ guestPhysBits: 40 }),
+    relation: 'equal',
+    severity: 'info',
+    codes: ['GUEST_PHYS_BITS_SET', 'GUEST_EQUALS_HOST'],
+  },
+  { name: 'guest-phys-bits equal to phys-bits', host: host(), guest: guest({ guestPhysBits: 46 }), relation: 'equal', severity: 'ok', codes: ['GUEST_EQUALS_HOST'] },
+  { name: 'guest-phys-bits 0 (unset)', host: host(), guest: guest({ guestPhysBits: 0 }), relation: 'equal', severity: 'ok', codes: ['GUEST_EQUALS_HOST'] },
+  {
+    name: 'host-phys-bits-limit keeps an SME host guest at its usable width',
+    host: amd(),
+    guest: guest({ physBits: 43, hostPhysBits: true, hostPhysBitsLimit: 43 }),
+    relation: 'equal',
+    severity: 'ok',
+    codes: ['GUEST_EQUALS_HOST', 'HOST_PHYS_BITS_LIMITED'],
+  },
+  {
+    name: 'host-phys-bits-limit keeps a guest within a narrower peer',
+    host: host(),
+    guest: guest({ physBits: 39, hostPhysBits: true, hostPhysBitsLimit: 39 }),
+    peers: [peer('hv2', 39)],
+    relation: 'narrower',
+    severity: 'ok',
+    codes: ['GUEST_NARROWER_THAN_HOST', 'HOST_PHYS_BITS_LIMITED'],
+  },
+  {
+    name: 'host-phys-bits-limit with nothing narrower around: not worth a word',
+    host: host(),
+    guest: guest({ physBits: 39, hostPhysBits: true, hostPhysBitsLimit: 39 }),
+    peers: [peer('hv2', 46)],
+    relation: 'narrower',
+    severity: 'ok',
+    codes: ['GUEST_NARROWER_THAN_HOST'],
+  },
+  {
+    name: 'host-phys-bits=on without a limit',
+    host: host(),
+    guest: guest({ hostPhysBits: true }),
+    peers: [peer('hv2', 46)],
+    relation: 'equal',
+    severity: 'ok',
+    codes: ['GUEST_EQUALS_HOST'],
+  },
+
+  // peers
+  {
+    name: 'one narrower peer among two',
+    host: host(),
+    guest: guest(),
+    peers: [peer('hv2', 39), peer('hv3', 46)],
+    relation: 'equal',
+    severity: 'warning',
+    codes: ['MIGRATION_PEER_NARROWER', 'GUEST_EQUALS_HOST'],
+  },
+  {
+    name: 'two narrower peers: one reason each, in peer order',
+    host: host(),
+    guest: guest(),
+    peers: [peer('hv2', 39), peer('hv3', 40)],
+    relation: 'equal',
+    severity: 'warning',
+    codes: ['MIGRATION_PEER_NARROWER', 'MIGRATION_PEER_NARROWER', 'GUEST_EQUALS_HOST'],
+  },
+  {
+    name: 'unreachable peer without a configured width',
+    host: host(),
+    guest: guest(),
+    peers: [peer('hv4', null, false)],
+    relation: 'equal',
+    severity: 'info',
+    codes: ['PEER_UNREACHABLE', 'GUEST_EQUALS_HOST'],
+  },
+  {
+    name: 'unreachable peer with a narrower configured width',
+    host: host(),
+    guest: guest(),
+    peers: [peer('hv4', 39, false)],
+    relation: 'equal',
+    severity: 'warning',
+    codes: ['MIGRATION_PEER_NARROWER', 'PEER_UNREACHABLE', 'GUEST_EQUALS_HOST'],
+  },
+  {
+    name: 'narrow guest whose layout is beyond a peer of the same width',
+    host: host(),
+    guest: guest({ physBits: 39, layout: layout(2 ** 39 + 32 * GiB) }),
+    peers: [peer('hv2', 39)],
+    relation: 'narrower',
+    severity: 'warning',
+    codes: ['MIGRATION_PEER_LAYOUT', 'GUEST_NARROWER_THAN_HOST'],
+  },
+  {
+    name: 'peer narrower and layout beyond it: both',
+    host: host(),
+    guest: guest({ layout: layout(2 ** 41) }),
+    peers: [peer('hv2', 39)],
+    relation: 'equal',
+    severity: 'warning',
+    codes: ['MIGRATION_PEER_NARROWER', 'MIGRATION_PEER_LAYOUT', 'GUEST_EQUALS_HOST'],
+  },
+  {
+    name: 'everything at once, sorted most severe first',
+    host: host({ kvm: { allowSmallerMaxphyaddr: false } }),
+    guest: guest({ physBits: 48, guestPhysBits: 44, layout: layout(2 ** 47) }),
+    peers: [peer('hv2', 39), peer('hv4', null, false)],
+    relation: 'wider',
+    severity: 'critical',
+    codes: [
+      'GUEST_WIDER_THAN_HOST',
+      'LAYOUT_BEYOND_HOST_LIMIT',
+      'MIGRATION_PEER_NARROWER',
+      'MIGRATION_PEER_LAYOUT',
+      'GUEST_PHYS_BITS_SET',
+      'PEER_UNREACHABLE',
+    ],
+  },
+];
+
+for (const row of ROWS) {
+  test(`table: ${row.name}`, (t) => {
+    const v = computeVerdict({ host: row.host, guest: row.guest, policy: row.policy ?? POLICY, peers: row.peers });
+    t.is(v.relation, row.relation);
+    t.is(v.severity, row.severity);
+    t.deepEqual(
+      v.reasons.map((r) => r.code),
+      row.codes,
+    );
+    for (const r of v.reasons) t.true(r.message.length > 20 && !r.message.includes('undefined') && !r.message.includes('NaN'));
+  });
+}
+
+function verdict(h: HostFacts, g: GuestFacts, peers?: PeerFacts[], policy = POLICY) {
+  return computeVerdict({ host: h, guest: g, policy, peers });
+}
+
+test('messages: wider names both widths and the fix', (t) => {
+  const [r] = verdict(host(), guest({ physBits: 48 })).reasons;
+  t.deepEqual(r, {
+    code: 'GUEST_WIDER_THAN_HOST',
+    severity: 'critical',
+    message:
+      "guest phys-bits 48 is wider than the host's 46 bits under kvm: guest memory placed at or above 64 TiB " +
+      'cannot be backed; set phys-bits=46 or host-phys-bits=on',
+  });
+});
+
+test('messages: wider than an override says where the number comes from', (t) => {
+  const [r] = verdict(host({ physBits: 40, physBitsSource: 'config' }), guest()).reasons;
+  t.regex(r.message, /^guest phys-bits 46 is wider than the host's 40 bits \(host\.physBits in the config\) under kvm/);
+  t.regex(r.message, /set phys-bits=40 or host-phys-bits=on$/);
+});
+
+test('messages: wider on an SME host with unreadable cpuid asks for the device', (t) => {
+  const [r] = verdict(amd({ cpuidPhysBits: null, memEncryptionReduction: null }), guest({ physBits: 48 })).reasons;
+  t.regex(r.message, /host memory encryption \(sme, sev\) may reduce the width Linux reports: make \/dev\/cpu\/0\/cpuid readable/);
+});
+
+test('messages: wider on an SME host without nested paging explains why', (t) => {
+  const [r] = verdict(amd({ kvm: { npt: false } }), guest({ physBits: 48 })).reasons;
+  t.regex(r.message, /without nested paging \(ept\/npt off\) guests share the host's reduced 43-bit address space/);
+});
+
+test('messages: not enforced says the host page tables do not back guest memory', (t) => {
+  const [r] = verdict(host(), guest({ physBits: 48, accelerator: 'tcg' })).reasons;
+  t.is(
+    r.message,
+    "guest phys-bits 48 is wider than the host's 46 bits, but tcg does not back guest memory with host page tables, " +
+      'so the host limit does not apply; set phys-bits=46 before moving this guest to an accelerator in policy.accelerators',
+  );
+});
+
+test('messages: memory encryption names the flags, reduction and raw width', (t) => {
+  const [r] = verdict(amd(), guest({ physBits: 48 })).reasons;
+  t.is(
+    r.message,
+    "guest phys-bits 48 is wider than the 43 bits Linux reports, only because host memory encryption (sme, sev) takes 5 of the CPU's raw 48 bits; " +
+      'with nested paging guest-physical addresses keep all 48 bits, so this host backs the guest; ' +
+      'hosts without memory encryption need 48 bits for it: set phys-bits=43 to fit both',
+  );
+  const [sev] = verdict(amd(), guest({ physBits: 48, memoryEncryption: { active: true, type: 'sev', reducedPhysBits: 5 } })).reasons;
+  t.regex(sev.message, /the guest is encrypted itself with reduced-phys-bits=5, so it uses at most 43 bits$/);
+});
+
+test('messages: layout reach versus memory already placed', (t) => {
+  const reach = verdict(host(), guest({ layout: layout(2 ** 46 + 32 * GiB) })).reasons[0];
+  t.is(
+    reach.message,
+    "the guest's address layout (RAM, hot-plug region, 64-bit PCI hole) reaches 0x400800000000, beyond the host's " +
+      '46-bit limit (64 TiB); it needs 47 bits: lower maxmem or pci-hole64-size so the layout ends below the limit',
+  );
+  const used = verdict(host(), guest({ layout: layout(2 ** 47, 2 ** 46 + 8 * GiB) })).reasons[0];
+  t.regex(used.message, /^guest memory is already placed up to 0x400200000000, beyond the host's 46-bit limit/);
+  t.regex(used.message, /migrate the guest to a host with at least that width or restart it with less memory$/);
+});
+
+test('messages: KVM smaller MAXPHYADDR names the bits and both fixes', (t) => {
+  const [r] = verdict(host({ kvm: { allowSmallerMaxphyaddr: false } }), guest({ physBits: 40 })).reasons;
+  t.is(
+    r.message,
+    "kvm_intel runs with ept=Y and allow_smaller_maxphyaddr=N: the guest's 40-bit MAXPHYADDR is below the host CPU's 46 bits, " +
+      'so page faults on reserved address bits 40-45 are not reported exactly to the guest; harmless for common guests, ' +
+      'otherwise load kvm_intel with allow_smaller_maxphyaddr=Y or set phys-bits=46',
+  );
+});
+
+test('messages: peers are named', (t) => {
+  const v = verdict(host(), guest({ layout: layout(2 ** 41) }), [peer('hv2', 39), peer('hv9', null, false)]);
+  t.deepEqual(
+    v.reasons.map((r) => r.message),
+    [
+      "peer hv2 has 39 physical address bits, fewer than the guest's phys-bits 46: migration to hv2 is refused; " +
+        'set phys-bits=39 (or host-phys-bits=on,host-phys-bits-limit=39) at the next restart to make it portable',
+      "the guest's address layout reaches 0x20000000000, beyond peer hv2's 39-bit limit (512 GiB): migration to hv2 is refused; " +
+        'lower maxmem or pci-hole64-size so the layout ends below 0x8000000000',
+      'peer hv9 is unreachable; no physBits is configured for it, so migration to hv9 cannot be checked until it answers',
+      "guest phys-bits 46 equals the host's 46 physical address bits",
+    ],
+  );
+});
+
+test('messages: host-phys-bits-limit and guest-phys-bits', (t) => {
+  const lim = verdict(amd(), guest({ physBits: 43, hostPhysBits: true, hostPhysBitsLimit: 43 })).reasons[1];
+  t.is(
+    lim.message,
+    "host-phys-bits-limit=43 caps host-phys-bits=on below this host's raw 48 bits; without it the guest would get 48 bits, " +
+      "wider than the host's usable 43 bits: keep the limit",
+  );
+  const gpb = verdict(host(), guest({ guestPhysBits: 40 })).reasons[0];
+  t.regex(gpb.message, /^guest-phys-bits=40 asks the guest firmware and OS to use only 40 of its 46 phys-bits/);
+});
+
+test('severity helpers', (t) => {
+  t.deepEqual(
+    (['ok', 'info', 'warning', 'critical'] as Severity[]).map(severityRank),
+    [0, 1, 2, 3],
+  );
+  t.is(maxSeverity('ok', 'info'), 'info');
+  t.is(maxSeverity('critical', 'warning'), 'critical');
+  t.is(maxSeverity('warning', 'warning'), 'warning');
+});
+
+test('number helpers', (t) => {
+  t.is(formatBytes(2 ** 46), '64 TiB');
+  t.is(formatBytes(1.5 * GiB), '1.5 GiB');
+  t.is(formatBytes(512), '512 B');
+  t.is(bitsNeeded(2 ** 46), 46);
+  t.is(bitsNeeded(2 ** 46 + 1), 47);
+  t.is(bitsNeeded(1), 0);
+});
+
+test('every reason code is documented in docs/reasons.md, with its default severity', (t) => {
+  const doc = readFileSync(join(__dirname, '..', '..', 'docs', 'reasons.md'), 'utf8');
+  const rows = [...doc.matchAll(/^\| `([A-Z][A-Z0-9_]+)` \| (ok|info|warning|critical) \|/gm)].map((m) => [m[1], m[2]]);
+  t.deepEqual(Object.fromEntries(rows), { ...REASON_SEVERITY });
+  t.is(rows.length, REASON_CODES.length);
+  for (const code of REASON_CODES) t.true(doc.includes(`### \`${code}\``), `${code} has no section in docs/reasons.md`);
+});
+
+test('property: severity is the max of the reasons, sorted; peers alone never exceed warning', (t) => {
+  const bits = fc.integer({ min: 32, max: 52 });
+  const sev = fc.constantFrom<'ok' | 'info'>('ok', 'info');
+  fc.assert(
+    fc.property(
+      bits,
+      bits,
+      fc.option(bits, { nil: null }),
+      fc.constantFrom('kvm', 'tcg'),
+      sev,
+      fc.array(fc.record({ name: fc.string({ minLength: 1, maxLength: 8 }), physBits: fc.option(bits, { nil: null }), reachable: fc.boolean() }), { maxLength: 4 }),
+      fc.option(fc.integer({ min: 33, max: 53 }), { nil: null }),
+      (hb, gb, raw, accel, narrowerSeverity, peers, layoutBits) => {
+        const h = host({ physBits: hb, cpuinfoPhysBits: hb, cpuidPhysBits: raw === null ? null : Math.max(raw, hb), flags: { sme: true } });
+        const g = guest({ physBits: gb, accelerator: accel, layout: layoutBits === null ? null : layout(2 ** layoutBits) });
+        const v = computeVerdict({ host: h, guest: g, policy: { accelerators: ['kvm'], narrowerSeverity }, peers });
+        let max: Severity = 'ok';
+        for (const r of v.reasons) max = maxSeverity(max, r.severity);
+        const ranks = v.reasons.map((r) => severityRank(r.severity));
+        const peerOnly = v.reasons.filter((r) => /^(MIGRATION_|PEER_)/.test(r.code));
+        return (
+          v.severity === max &&
+          ranks.every((r, i) => i === 0 || ranks[i - 1] >= r) &&
+          peerOnly.every((r) => severityRank(r.severity) <= 2) &&
+          v.relation === (gb === hb ? 'equal' : gb < hb ? 'narrower' : 'wider') &&
+          v.reasons.length >= 1 &&
+          v.reasons.every((r) => REASON_CODES.includes(r.code as never))
+        );
+      },
+    ),
+    { numRuns: 500 },
+  );
+  t.pass();
+});
