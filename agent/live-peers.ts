@@ -4,8 +4,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import type { Config, PeerConfig } from './config';
-import { AgentError } from './errors';
+
+import { ConfigError, type Config, type PeerConfig } from './config';
 import { collectPeers, type FleetPeerInput } from './fleet';
 import { PeerResolver, type PeerFactsResult } from './guard/peer-resolver';
 import type { Logger } from './logger';
@@ -46,9 +46,9 @@ export class LivePeers {
     try {
       text = readFileSync(file, 'utf8').trim();
     } catch (err) {
-      throw new AgentError('CONFIG_INVALID', `api.tokenFile: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+      throw new ConfigError(`api.tokenFile: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`);
     }
-    if (text.length < 16) throw new AgentError('CONFIG_INVALID', `api.tokenFile: ${file} must hold a token of at least 16 characters`);
+    if (text.length < 16) throw new ConfigError(`api.tokenFile: ${file} must hold a token of at least 16 characters`);
     return text;
   }
 

@@ -153,7 +153,7 @@ test('three daemons: fleet matrix for every pair, advice for a 46-bit guest in a
     rmSync(shared, { recursive: true, force: true });
   });
   for (const p of PLANS) nodes.push(await startNode(p, ports, tokenFile, PLANS));
-  const [a, b, c] = nodes;
+  const [a, , c] = nodes;
   const allLogs = () => nodes.map((n) => n.logs()).join('\n');
 
   const realC = (JSON.parse((await run('physbitsctl.js', ['status', '--json', '--api', c.api])).stdout) as StatusDocument).host.physBits;
@@ -212,5 +212,4 @@ test('three daemons: fleet matrix for every pair, advice for a 46-bit guest in a
   const downAdvice = await run('physbitsctl.js', ['advise', 'hvB-vm', '--json', '--api', a.api]);
   t.is(downAdvice.code, 3, downAdvice.stdout);
   t.deepEqual((JSON.parse(downAdvice.stdout) as AdviceDocument).pool.unreachable, ['hvC']);
-  void b;
 });

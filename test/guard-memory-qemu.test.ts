@@ -6,6 +6,8 @@ import test from 'ava';
 import { parseConfig } from '../agent/config';
 import { readGuestFacts, parseMemoryDevices } from '../agent/guest-facts';
 import { createGuardInterceptor, type GuardCommand, type RefusalEvent } from '../agent/guard/guard-decision';
+import { parseHmpCommandLine } from '../agent/guard/hmp-command';
+import { memoryDeviceRequest } from '../agent/guard/memory-hotplug-rule';
 import { QmpClient } from '../qmp/client';
 import { GiB, hostFacts } from './helpers/guard-facts';
 import { startGuest } from './helpers/qemu';
@@ -66,4 +68,43 @@ test('predicted DIMM placement matches QEMU; the one crossing 2^33 is refused', 
   const placed = parseMemoryDevices(await q.execute('query-memory-devices')).find((d) => d.id === 'd4');
   t.is(placed?.addr, 8 * GiB);
   t.deepEqual(refusals.map((r) => r.code), ['REFUSED_MEMORY_ABOVE_HOST_LIMIT', 'REFUSED_MEMORY_ABOVE_HOST_LIMIT']);
+});
+
+test('HMP parity: QEMU reads device_add addresses as the guard does (octal, last duplicate wins, quotes)', async (t) => {
+  const guest = await startGuest({ name: 'hmpparity', memory: '128M,slots=4,maxmem=8G' });
+  t.teardown(() => guest.kill());
+  const q = await QmpClient.connect(guest.socket, { timeoutMs: 20000 });
+  t.teardown(() => q.close());
+  const lines = [
+    'device_add pc-dimm,id=oct,memdev=ma,addr=0120000000000',
+    'device_add pc-dimm,id=dup,memdev=mb,addr=0x100000000,addr=0x2c0000000',
+    'device_add "pc-dimm,id=quo,memdev=mc,addr=0x140000000"',
+  ];
+  for (const id of ['ma', 'mb', 'mc']) {
+    await q.execute('object-add', { 'qom-type': 'memory-backend-ram', id, size: GiB, reserve: false });
+  }
+  const expected: Array<[string, number]> = [];
+  for (const line of lines) {
+    const parsed = parseHmpCommandLine(line);
+    if (parsed.kind !== 'device_add') return t.fail(line);
+    const dev = memoryDeviceRequest(parsed.args);
+    if (!dev || dev.addr.kind !== 'value') return t.fail(line);
+    expected.push([dev.id!, dev.addr.value]);
+    t.is(await q.execute('human-monitor-command', { 'command-line': line }), '', line);
+  }
+  t.deepEqual(expected, [['oct', 10 * GiB], ['dup', 11 * GiB], ['quo', 5 * GiB]]);
+  // Past QEMU's 1023-byte argument buffer the addr is cut off: QEMU places the DIMM itself (first
+  // fit, 4 GiB), and the guard, seeing no address either, would have predicted that placement.
+  await q.execute('object-add', { 'qom-type': 'memory-backend-ram', id: 'md', size: GiB, reserve: false });
+  const longId = `long${'x'.repeat(1100)}`;
+  const cut = parseHmpCommandLine(`device_add pc-dimm,memdev=md,id=${longId},addr=0x300000000`);
+  if (cut.kind !== 'device_add') return t.fail();
+  t.deepEqual(memoryDeviceRequest(cut.args)?.addr, { kind: 'absent' });
+  t.is(await q.execute('human-monitor-command', { 'command-line': `device_add pc-dimm,memdev=md,id=${longId},addr=0x300000000` }), '');
+  const plugged = parseMemoryDevices(await q.execute('query-memory-devices'));
+  t.deepEqual(
+    plugged.map((d) => d.addr).sort((a, b) => a - b),
+    [4 * GiB, ...expected.map(([, addr]) => addr)].sort((a, b) => a - b),
+  );
+  for (const [id, addr] of expected) t.is(plugged.find((d) => d.id === id)?.addr, addr, id);
 });

@@ -6,15 +6,15 @@
  */
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import { CommandError } from '../qmp/errors';
 import { readGuestFacts } from '../agent/guest-facts';
-import { listRunningDomains } from '../agent/libvirt/libvirt-domains';
-import { LibvirtExecutor } from '../agent/libvirt/libvirt-executor';
+import { listRunningDomains, parseDomainNames, parseUuidNames } from '../agent/libvirt/libvirt-domains';
+import { LibvirtExecutor, parseMonitorReply } from '../agent/libvirt/libvirt-executor';
 import type { LibvirtEvent } from '../agent/libvirt/libvirt-hook';
-import { VirshError } from '../agent/libvirt/virsh';
+import { classifyVirshFailure, quoteVirshArg, runVirsh, VirshError, virshErrorLine } from '../agent/libvirt/virsh';
 import { LIBVIRT_URI, libvirtUnavailable, startLibvirtdWithHook, tcgDomainXml, virsh, type LibvirtdHandle } from './helpers/libvirtd';
 import { tempDir } from './helpers/tmp';
 
@@ -23,10 +23,61 @@ const prefix = `physbits-e2e-${process.pid}`;
 const WIDE = `${prefix}-wide`;
 const NARROW = `${prefix}-narrow`;
 const OFF = `${prefix}-off`;
+const ODD = `${prefix} a;b"c\\d 'e'`;
 
 const unavailable = libvirtUnavailable();
 const serial = unavailable ? test.serial.skip : test.serial;
 if (unavailable) test.serial(`libvirt end-to-end tests are skipped: ${unavailable}`, (t) => t.pass());
+
+
+// ---- virsh output and failures, without libvirt -------------------------------------------------
+
+test.serial('virsh listings, replies and error lines are parsed exactly', (t) => {
+  t.deepEqual(parseDomainNames('web1\n-x\n\nweb 2\n\n'), ['web1', '-x', 'web 2']);
+  t.is(t.throws(() => parseDomainNames('a\nb\nc\n', 2))!.message, 'libvirt lists more than 2 running domains');
+  t.deepEqual(parseUuidNames('598A7ED6-b380-4a26-a23c-ecf6640f723e -x\n8d331e55-4bce-4775-949f-41fdd5fd90b2 we b;1\n\n'), [
+    { uuid: '598a7ed6-b380-4a26-a23c-ecf6640f723e', name: '-x' },
+    { uuid: '8d331e55-4bce-4775-949f-41fdd5fd90b2', name: 'we b;1' },
+  ]);
+  t.is((t.throws(() => parseUuidNames(' Id   Name   State\n')) as VirshError).code, 'LIBVIRT_BAD_LISTING');
+  t.deepEqual(parseMonitorReply('query-name', '{"return":{"name":"web1"},"id":"libvirt-412"}\n\n'), { name: 'web1' });
+  const err = t.throws(() => parseMonitorReply('nope', '{"id":"libvirt-414","error":{"class":"CommandNotFound","desc":"The command nope has not been found"}}'), { instanceOf: CommandError });
+  t.is(err!.message, 'nope: CommandNotFound: The command nope has not been found');
+  t.is((t.throws(() => parseMonitorReply('x', 'garbage')) as { code: string }).code, 'QMP_PROTOCOL');
+  t.is((t.throws(() => parseMonitorReply('x', '{"id":"libvirt-1"}')) as { code: string }).code, 'QMP_PROTOCOL');
+  t.is(quoteVirshArg(`--cmd={"a":"b\\"c"};'x'`), `"--cmd={\\"a\\":\\"b\\\\\\"c\\"};'x'"`);
+  t.is(quoteVirshArg('a\nb'), null);
+  const connect = "error: failed to connect to the hypervisor\nerror: Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or directory\n";
+  t.is(virshErrorLine(connect), "failed to connect to the hypervisor: Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or directory");
+  t.is(classifyVirshFailure(connect), 'LIBVIRT_UNREACHABLE');
+  t.is(classifyVirshFailure("error: failed to get domain 'nosuch'\n"), 'LIBVIRT_DOMAIN_NOT_FOUND');
+  t.is(classifyVirshFailure('error: Requested operation is not valid: domain is not running\n'), 'LIBVIRT_DOMAIN_NOT_RUNNING');
+  t.is(classifyVirshFailure('error: internal error: something else\n'), 'VIRSH_FAILED');
+});
+
+test.serial('virsh that hangs, floods or is missing: killed, bounded, typed', async (t) => {
+  const fake = tempDir('physbits-virsh-');
+  t.teardown(() => rmSync(fake, { recursive: true, force: true }));
+  const script = (name: string, body: string) => {
+    const path = join(fake, name);
+    writeFileSync(path, `#!/bin/sh\n${body}\n`);
+    chmodSync(path, 0o755);
+    return path;
+  };
+  const started = Date.now();
+  const hang = await t.throwsAsync(runVirsh('test:///default', ['list'], { virsh: script('hang', 'exec sleep 30'), timeoutMs: 300 }), { instanceOf: VirshError });
+  t.is(hang!.code, 'VIRSH_TIMEOUT');
+  t.true(Date.now() - started < 5000);
+  const flood = await t.throwsAsync(runVirsh('test:///default', ['list'], { virsh: script('flood', 'exec yes'), maxOutputBytes: 65536 }), { instanceOf: VirshError });
+  t.is(flood!.code, 'VIRSH_OUTPUT_TOO_LARGE');
+  const missing = await t.throwsAsync(runVirsh('test:///default', ['list'], { virsh: join(fake, 'absent') }), { instanceOf: VirshError });
+  t.is(missing!.code, 'VIRSH_NOT_FOUND');
+  // Arguments arrive as argv, untouched by any shell.
+  const echo = script('echo', 'for a in "$@"; do printf "[%s]" "$a"; done');
+  t.is(await runVirsh('qemu:///system', ['list', '--name', '$(id) `id` ;|&'], { virsh: echo }), '[--connect=qemu:///system][list][--name][$(id) `id` ;|&]');
+});
+
+// ---- the real libvirt daemon --------------------------------------------------------------------
 
 let dir = '';
 let daemon: LibvirtdHandle | null = null;
@@ -80,6 +131,7 @@ serial('virsh create of a 42-bit guest fails with the hook\'s message', async (t
   writeFileSync(xmlPath, tcgDomainXml(WIDE, "<maxphysaddr mode='emulate' bits='42'/>"));
   daemon!.createdDomains.add(WIDE);
   const r = await virsh(['create', '--paused', xmlPath]);
+  t.log(r.stderr.trim());
   t.not(r.code, 0);
   t.true(
     r.stderr.includes(`physbits refused the start of domain '${WIDE}': GUEST_WIDER_THAN_HOST: guest phys-bits 42 is wider than this host's 39 bits (host.physBits in the config) under tcg; fix: set <maxphysaddr mode='emulate' bits='39'/> in <cpu>`),
@@ -102,7 +154,9 @@ serial('LibvirtExecutor reads phys-bits 39 through qemu-monitor-command', async 
   const q = new LibvirtExecutor(LIBVIRT_URI, NARROW);
   const cpus = await q.execute<Array<{ 'qom-path': string }>>('query-cpus-fast');
   t.is(await q.execute('qom-get', { path: cpus[0]['qom-path'], property: 'phys-bits' }), 39);
+  const started = Date.now();
   const facts = await readGuestFacts(q);
+  t.log(`readGuestFacts through virsh: ${Date.now() - started} ms`);
   t.like(facts, { name: NARROW, physBits: 39, hostPhysBits: false, hostPhysBitsLimit: 0, accelerator: 'tcg' });
   // QEMU's error replies arrive as CommandError, as on a direct QMP connection.
   const err = await t.throwsAsync(q.execute('qom-get', { path: cpus[0]['qom-path'], property: 'no-such-property' }), { instanceOf: CommandError });
@@ -118,6 +172,10 @@ serial('missing and stopped domains are typed errors', async (t) => {
   t.is((await virsh(['define', xmlPath])).code, 0);
   const off = await t.throwsAsync(new LibvirtExecutor(LIBVIRT_URI, OFF).execute('query-status'), { instanceOf: VirshError });
   t.is(off!.code, 'LIBVIRT_DOMAIN_NOT_RUNNING');
+  // Several commands at once share one virsh process; each learns the same reason.
+  const q = new LibvirtExecutor(LIBVIRT_URI, OFF);
+  const all = await Promise.allSettled([q.execute('query-status'), q.execute('query-name'), q.execute('query-kvm')]);
+  t.deepEqual(all.map((r) => (r.status === 'rejected' ? (r.reason as VirshError).code : 'fulfilled')), Array(3).fill('LIBVIRT_DOMAIN_NOT_RUNNING'));
 });
 
 serial('a domain named with digits is reached by UUID, not taken for a domain ID', async (t) => {
@@ -131,6 +189,25 @@ serial('a domain named with digits is reached by UUID, not taken for a domain ID
   t.deepEqual(await q.execute('query-name'), { name: id });
   const cpus = await q.execute<Array<{ 'qom-path': string }>>('query-cpus-fast');
   t.is(await q.execute('qom-get', { path: cpus[0]['qom-path'], property: 'phys-bits' }), 36);
+});
+
+serial('names and values with spaces, quotes and semicolons survive the batched command string', async (t) => {
+  const xmlPath = join(dir, 'odd.xml');
+  writeFileSync(xmlPath, tcgDomainXml(ODD.replace(/&/g, '&amp;').replace(/"/g, '&quot;'), "<maxphysaddr mode='emulate' bits='37'/>"));
+  daemon!.createdDomains.add(ODD);
+  const r = await virsh(['create', '--paused', xmlPath]);
+  t.is(r.code, 0, r.stderr);
+  const q = new LibvirtExecutor(LIBVIRT_URI, ODD);
+  const property = `x;y"z\\w 'v'`;
+  const [name, bad, facts] = await Promise.allSettled([
+    q.execute('query-name'),
+    q.execute('qom-get', { path: '/machine', property }),
+    readGuestFacts(q),
+  ]);
+  t.deepEqual(name, { status: 'fulfilled', value: { name: ODD } });
+  t.is(bad.status, 'rejected');
+  t.is(((bad as PromiseRejectedResult).reason as CommandError).desc, `Property 'pc-q35-7.2-machine.${property}' not found`);
+  t.is(facts.status === 'fulfilled' ? facts.value.physBits : null, 37);
 });
 
 serial('virsh list and dominfo keep working with the hook installed', async (t) => {

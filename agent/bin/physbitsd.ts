@@ -10,6 +10,7 @@ import { ConfigError, loadConfig } from '../config';
 import { Daemon } from '../daemon';
 import { EXIT } from '../exit-codes';
 import { createLogger } from '../logger';
+import { secretFiles, worldReadableWarnings } from '../secret-files';
 
 function fatal(message: string, code: number): never {
   process.stderr.write(`physbitsd: ${message}\n`);
@@ -42,7 +43,14 @@ async function main(): Promise<void> {
     throw err;
   }
   const logger = createLogger({ level: config.log.level, format: config.log.format });
-  const daemon = new Daemon({ config, logger });
+  for (const w of worldReadableWarnings(secretFiles(config, configPath))) logger.warn(w);
+  let daemon: Daemon;
+  try {
+    daemon = new Daemon({ config, logger });
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    fatal(`${e.code ? `${e.code}: ` : ''}${e.message}`, e instanceof ConfigError ? EXIT.CONFIG : 1);
+  }
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;

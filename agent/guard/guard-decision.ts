@@ -140,7 +140,7 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
     }
     const effective = c.kind === 'memory' ? 'device_add' : 'migrate';
     const holdMs = ctx.config.guard.holdMs;
-    const guest = ctx.facts() ?? (await ctx.waitForFacts(holdMs));
+    const guest = ctx.facts() ?? (await ctx.waitForFacts(holdMs).catch(() => null));
     if (!guest) {
       return undecided(cmd, effective, REFUSED.FACTS_UNKNOWN, `the facts of ${ctx.vm} (phys-bits, accelerator, layout) are not known ${holdMs > 0 ? `after waiting ${holdMs} ms` : 'yet'}`);
     }

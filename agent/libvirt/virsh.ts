@@ -4,6 +4,7 @@
  * timeout that kills, and a bound on what is read back.
  */
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { AgentError } from '../errors';
 
 export interface VirshOptions {
@@ -93,4 +94,46 @@ export function runVirsh(uri: string, args: readonly string[], opts: VirshOption
       },
     );
   });
+}
+
+/**
+ * One argument of a virsh command string: double-quoted, with `\\` and `"` escaped (virsh's own
+ * parser, tools/vsh.c vshCommandStringGetArg; no shell is involved). Null when the text holds a
+ * line break or NUL, which a command string cannot carry.
+ */
+export function quoteVirshArg(text: string): string | null {
+  if (/[\n\r\0]/.test(text)) return null;
+  return `"${text.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+}
+
+/**
+ * Runs several virsh commands in one virsh process and one libvirt connection: virsh takes a
+ * single argument as a command string, runs its ';'-separated commands in order and goes on after
+ * a failed one. A random marker echoed after each command splits the output. Resolves to each
+ * command's stdout, or null for a command that printed nothing (it failed: run it alone to learn
+ * why). Rejects as runVirsh does when virsh itself fails (no connection, timeout, too much output).
+ */
+export async function runVirshBatch(uri: string, commands: readonly (readonly string[])[], opts: VirshOptions = {}): Promise<Array<string | null>> {
+  const token = randomBytes(9).toString('hex');
+  const parts: string[] = [];
+  commands.forEach((argv, i) => {
+    const quoted = argv.map((a, j) => (j === 0 ? a : quoteVirshArg(a)));
+    if (quoted.some((q) => q === null)) throw new VirshError('VIRSH_FAILED', `virsh ${argv[0]}: an argument holds a line break`);
+    parts.push(quoted.join(' '), `echo pb-${token}-${i}`);
+  });
+  const stdout = await runVirsh(uri, ['--quiet', parts.join(' ; ')], opts);
+  const out: Array<string | null> = [];
+  let rest = stdout;
+  for (let i = 0; i < commands.length; i++) {
+    const marker = `pb-${token}-${i}`;
+    const at = rest.indexOf(marker);
+    if (at < 0) {
+      out.push(null);
+      continue;
+    }
+    const text = rest.slice(0, at).trim();
+    out.push(text === '' ? null : text);
+    rest = rest.slice(at + marker.length);
+  }
+  return out;
 }

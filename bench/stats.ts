@@ -1,0 +1,62 @@
+/**
+ * Summaries of measured samples: nearest-rank percentiles, min/median/max over repeated runs, and
+ * the ratio of a figure to its baseline measured in the same run.
+ */
+
+export interface Spread {
+  n: number;
+  min: number;
+  median: number;
+  max: number;
+}
+
+/** Nearest-rank percentile (p in 0..100) of unsorted samples; NaN when there are none. */
+export function percentile(samples: readonly number[], p: number): number {
+  if (samples.length === 0) return NaN;
+  const sorted = [...samples].sort((a, b) => a - b);
+  const rank = Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length)));
+  return sorted[rank - 1];
+}
+
+/** min / median / max of one figure over several runs. */
+export function spread(samples: readonly number[]): Spread {
+  if (samples.length === 0) return { n: 0, min: NaN, median: NaN, max: NaN };
+  const sorted = [...samples].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  const median = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  return { n: sorted.length, min: sorted[0], median, max: sorted[sorted.length - 1] };
+}
+
+/** Milliseconds since an arbitrary origin, sub-millisecond resolution, monotonic. */
+export function nowMs(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
+}
+
+/** Wall-clock milliseconds since the epoch with sub-millisecond resolution (comparable across processes). */
+export function wallMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** A number with a sensible count of digits for a table. */
+export function fmt(v: number, digits?: number): string {
+  if (!Number.isFinite(v)) return 'n/a';
+  const d = digits ?? (Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 10 ? 1 : Math.abs(v) >= 1 ? 2 : 3);
+  return v.toFixed(d);
+}
+
+export function fmtSpread(s: Spread, digits?: number): string {
+  return `${fmt(s.min, digits)} / ${fmt(s.median, digits)} / ${fmt(s.max, digits)}`;
+}
+
+/** The ratio figure / baseline, e.g. "1.23×". */
+export function ratio(figure: number, baseline: number): number {
+  return baseline === 0 ? NaN : figure / baseline;
+}
+
+export function fmtRatio(r: number): string {
+  return Number.isFinite(r) ? `${r >= 10 ? r.toFixed(1) : r.toFixed(2)}×` : 'n/a';
+}
