@@ -153,7 +153,9 @@ export function numberArg(v: unknown): number | null {
 
 /** The address hint of a device_add: pc-dimm/nvdimm `addr`, virtio-mem/pmem `memaddr`; 0 means none. */
 export function addressHint(args: Record<string, unknown>): number | null {
-  const v = numberArg(args.addr ?? args.memaddr);
+  // On virtio-mem-pci / virtio-pmem-pci `addr` is the PCI slot; their address is `memaddr`.
+  const driver = String(args.driver ?? '');
+  const v = numberArg(driver.startsWith('virtio-') ? args.memaddr : args.addr);
   return v ? v : null;
 }
 

@@ -85,6 +85,8 @@ export declare interface QmpProxy {
   on(event: 'refused', listener: (info: RefusalInfo) => void): this;
   on(event: 'upstream-closed', listener: (err?: QmpError) => void): this;
   on(event: 'closed', listener: () => void): this;
+  once(event: 'client-connected' | 'client-disconnected', listener: (info: { id: number }) => void): this;
+  once(event: 'client-dropped', listener: (info: { id: number; error: QmpError }) => void): this;
   once(event: 'upstream-closed', listener: (err?: QmpError) => void): this;
   once(event: 'closed', listener: () => void): this;
 }

@@ -433,9 +433,28 @@ test('renderAdvice: one block per guest with every form, ASCII on request', (t) 
 
 // ---- the arithmetic against QEMU itself ----------------------------------------------------------
 
+/**
+ * Connects to a QMP socket, retrying while it refuses: QEMU creates the socket file when it binds,
+ * a moment before it listens.
+ */
+async function connectQmp(socket: string, timeoutMs = 5000): Promise<net.Socket> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const conn = net.connect(socket);
+    const err = await new Promise<NodeJS.ErrnoException | null>((resolve) => {
+      conn.once('connect', () => resolve(null));
+      conn.once('error', (e) => resolve(e));
+    });
+    if (!err) return conn;
+    conn.destroy();
+    if (err.code !== 'ECONNREFUSED' || Date.now() > deadline) throw err;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
 /** Runs QMP commands in order on a fresh connection and returns their `return` values. */
 async function qmp(socket: string, commands: Array<{ execute: string; arguments?: unknown }>): Promise<unknown[]> {
-  const conn = net.connect(socket);
+  const conn = await connectQmp(socket);
   const lines: string[] = [];
   let wake: (() => void) | null = null;
   let buf = '';

@@ -68,6 +68,9 @@ function service(cfg: Config['alerts'], time: FakeTime, metrics = new CountingMe
   return { svc, events, metrics };
 }
 
+/** Deliveries are recorded after the receiver's answer, a little after it saw the request. */
+const drained = (svc: AlertService) => waitFor('all delivered', () => (svc.pending() === 0 ? true : undefined));
+
 const amBodies = (rx: Receiver) => rx.requests.map((r) => JSON.parse(r.body) as Array<Record<string, any>>);
 const hookAlerts = (rx: Receiver) => rx.requests.flatMap((r) => (JSON.parse(r.body) as { alerts: Array<Record<string, any>> }).alerts);
 
@@ -90,8 +93,7 @@ test('fires, re-sends to Alertmanager only, resolves; events and metrics follow'
   t.true(verifySignature(hook.requests[0].body, 'k', hook.requests[0].headers['x-physbits-signature'] as string));
   t.deepEqual(hookAlerts(hook).map((a) => [a.status, a.labels.reason, a.endsAt]), [['firing', 'GUEST_WIDER_THAN_HOST', null]]);
   t.deepEqual(events.map((e) => [e.change, e.status, e.labels.alertname]), [['fired', 'firing', 'PhysbitsGuestWiderThanHost']]);
-  await svc.settled();
-  t.is(svc.pending(), 0);
+  await drained(svc);
 
   svc.setVmReasons('web1', [critical]);
   t.is(events.length, 1, 'a reason that still holds changes nothing');
@@ -104,6 +106,7 @@ test('fires, re-sends to Alertmanager only, resolves; events and metrics follow'
   time.advance(5_000);
   svc.setVmReasons('web1', [fine]);
   await waitFor('resolution', () => (am.requests.length === 3 && hook.requests.length === 2 ? true : undefined));
+  await drained(svc);
   t.deepEqual(amBodies(am)[2].map((a) => [a.labels.reason, a.startsAt, a.endsAt]), [['GUEST_WIDER_THAN_HOST', iso(T0), iso(T0 + 65_000)]]);
   t.deepEqual(hookAlerts(hook)[1].status, 'resolved');
   t.deepEqual(events.map((e) => e.change), ['fired', 'resolved']);
@@ -142,6 +145,7 @@ test('a refusal queued through an outage and a restart arrives with endsAt from 
   t.teardown(() => second.svc.stop());
   await second.svc.start();
   await waitFor('delivery after recovery', () => (hook.requests.length === 1 && am.requests.length >= 1 ? true : undefined));
+  await drained(second.svc);
   await second.svc.settled();
   const refusalLabels = {
     alertname: 'PhysbitsRefusedMemoryAboveHostLimit', vm: 'web1', host: 'hv1', severity: 'warning', reason: 'REFUSED_MEMORY_ABOVE_HOST_LIMIT',
@@ -168,6 +172,7 @@ test('after a restart a condition that still holds is not new: startsAt kept, we
   await a.svc.start();
   a.svc.setVmReasons('web1', [critical]);
   await waitFor('delivered', () => (hook.requests.length === 1 && am.requests.length === 1 ? true : undefined));
+  await drained(a.svc);
   await a.svc.stop();
 
   time.advance(30_000);

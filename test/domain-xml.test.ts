@@ -187,6 +187,20 @@ test('invalid values are DOMAIN_XML_INVALID with the element named', (t) => {
   }
 });
 
+test('predefined entities and character references are decoded, nothing else', (t) => {
+  const d = parseDomainXml("<domain type='kvm'><name>a&amp;b&quot;c&#x41;&#66;&lt;&nbsp;</name><memory unit='KiB'>1</memory></domain>");
+  t.is(d.name, 'a&b"cAB<&nbsp;');
+});
+
+test('pcihole64 and launchSecurity are read', (t) => {
+  const d = parseDomainXml(domain("<cpu><model>EPYC</model></cpu>",
+    "<devices><controller type='pci' index='0' model='pcie-root'><pcihole64 unit='GiB'>1</pcihole64></controller></devices>" +
+    "<launchSecurity type='sev'><cbitpos>47</cbitpos><reducedPhysBits>1</reducedPhysBits><policy>0x0003</policy></launchSecurity>"));
+  t.like(d, { pciHole64Bytes: GiB, launchSecurity: 'sev', reducedPhysBits: 1 });
+  // 64 MiB below 4 GiB; the 1 GiB hole starts at 4 GiB.
+  t.deepEqual(d.layout!.pciHole64, { start: 4 * GiB, end: 5 * GiB });
+});
+
 test('scaled integers follow libvirt units', (t) => {
   t.is(scaledBytes('1', undefined, 'x'), 1024);
   t.is(scaledBytes('1', 'KB', 'x'), 1000);

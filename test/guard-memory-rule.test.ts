@@ -120,6 +120,17 @@ test('a device-memory region wholly below the limit passes without asking QEMU',
   t.deepEqual(q.calls, []);
 });
 
+test('an explicit address at the limit is refused even when the device-memory region fits below it', async (t) => {
+  const q = fakeQemu({ m1: GiB });
+  const low = guestFacts({ layout: layout({ deviceMemory: { base: 6 * GiB, size: 64 * GiB } }) });
+  const limit = 2 ** HOST_BITS;
+  const d = await decide({ driver: 'pc-dimm', memdev: 'm1', addr: limit }, q, { guest: low });
+  t.is(d.outcome, 'refuse');
+  t.is((d as { code: string }).code, 'REFUSED_MEMORY_ABOVE_HOST_LIMIT');
+  const below = await decide({ driver: 'pc-dimm', memdev: 'm1', addr: 7 * GiB }, q, { guest: low });
+  t.is(below.outcome, 'allow');
+});
+
 test('accelerators outside policy.accelerators are not checked', async (t) => {
   const q = fakeQemu({});
   const d = await decide({ driver: 'pc-dimm', memdev: 'm1', addr: 500 * GiB }, q, { guest: guestFacts({ accelerator: 'tcg', layout: guest.layout }) });

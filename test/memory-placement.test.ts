@@ -185,3 +185,10 @@ test('resolveMemoryDevice reads the backend type and its page size', async (t) =
     backend: { type: 'memory-backend-ram' },
   });
 });
+
+test('addressHint: pc-dimm and nvdimm use addr; virtio devices use memaddr (their addr is the PCI slot)', (t) => {
+  t.is(addressHint({ driver: 'pc-dimm', addr: 0x140000000 }), 0x140000000);
+  t.is(addressHint({ driver: 'nvdimm', addr: 0 }), null);
+  t.is(addressHint({ driver: 'virtio-mem-pci', addr: '0x5', memaddr: 0x200000000 }), 0x200000000);
+  t.is(addressHint({ driver: 'virtio-pmem-pci', addr: 4 }), null);
+});

@@ -142,9 +142,15 @@ export async function decideMemoryHotplug(input: MemoryRuleInput): Promise<Memor
   }
   const limit = 2 ** host.physBits;
   const region = guest.layout?.deviceMemory ?? null;
-  // QEMU keeps every memory device inside the device-memory region.
-  if (region && region.base + region.size <= limit) {
-    return { outcome: 'allow', message: `device memory ends at ${hex(region.base + region.size)}, within ${host.physBits} bits` };
+  // QEMU keeps every memory device inside the device-memory region (hw/mem/memory-device.c).
+  const regionFits = !!region && region.base + region.size <= limit;
+  if (dev.addr.kind === 'value' && dev.addr.value >= limit) {
+    // Refused here even though QEMU would refuse an address outside the region too: the operator
+    // learns the real reason (the host's width), and the attempt is counted and alerted.
+    return checkMemoryEnd(dev, dev.addr.value, null, host.physBits, false);
+  }
+  if (regionFits) {
+    return { outcome: 'allow', message: `device memory ends at ${hex(region!.base + region!.size)}, within ${host.physBits} bits` };
   }
   if (dev.addr.kind === 'invalid') {
     return { outcome: 'unknown', message: `cannot read ${dev.addrProperty} of ${name(dev)} as QEMU would` };

@@ -100,15 +100,26 @@ function obj(v: unknown): Node | undefined {
   return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Node) : undefined;
 }
 
+const PREDEFINED: Readonly<Record<string, string>> = { lt: '<', gt: '>', amp: '&', quot: '"', apos: "'" };
+
+/** XML's predefined entities and character references; nothing a document could declare. */
+export function decodeXmlText(raw: string): string {
+  return raw.replace(/&(#x[0-9a-fA-F]{1,6}|#[0-9]{1,7}|[a-z]{2,4});/g, (whole, ref: string) => {
+    if (ref[0] !== '#') return PREDEFINED[ref] ?? whole;
+    const cp = ref[1] === 'x' ? parseInt(ref.slice(2), 16) : parseInt(ref.slice(1), 10);
+    return cp <= 0x10ffff ? String.fromCodePoint(cp) : whole;
+  });
+}
+
 function text(v: unknown): string | undefined {
-  if (typeof v === 'string') return v.trim();
+  if (typeof v === 'string') return decodeXmlText(v.trim());
   const o = obj(v);
-  return typeof o?.['#text'] === 'string' ? (o['#text'] as string).trim() : undefined;
+  return typeof o?.['#text'] === 'string' ? decodeXmlText((o['#text'] as string).trim()) : undefined;
 }
 
 function attr(node: Node | undefined, name: string): string | undefined {
   const v = node?.[`@_${name}`];
-  return typeof v === 'string' ? v.trim() : undefined;
+  return typeof v === 'string' ? decodeXmlText(v.trim()) : undefined;
 }
 
 function invalid(message: string): never {

@@ -1,0 +1,111 @@
+/**
+ * The real daemon as the benchmarks run it: `node build/agent/bin/physbitsd.js --config FILE`, its
+ * log in a file, its API read over the UNIX control socket.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, openSync, closeSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { join } from 'node:path';
+import type { StatusDocument } from '../agent/types';
+import { stopChild } from './proc';
+import { sleep, wallMs } from './stats';
+
+export const BUILD = join(__dirname, '..');
+export const PHYSBITSD = join(BUILD, 'agent', 'bin', 'physbitsd.js');
+export const PHYSBITSCTL = join(BUILD, 'agent', 'bin', 'physbitsctl.js');
+
+export interface DaemonProc {
+  child: ChildProcess;
+  pid: number;
+  /** Wall-clock ms when spawn() was called. */
+  spawnedAt: number;
+  apiSocket: string;
+  logPath: string;
+  stop(): Promise<void>;
+}
+
+/** A config with every path under `dir` and quiet logs; `extra` is merged key by key at the top level. */
+export function benchConfig(dir: string, extra: Record<string, Record<string, unknown> | unknown[]>): Record<string, unknown> {
+  const base: Record<string, Record<string, unknown> | unknown[]> = {
+    guard: { socketDir: join(dir, 'guard') },
+    api: { socket: join(dir, 'api.sock') },
+    metrics: { listen: '127.0.0.1:0' },
+    alerts: { spoolDir: join(dir, 'spool') },
+    log: { level: 'warn', format: 'text' },
+  };
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(extra)) {
+    const b = base[k];
+    out[k] = Array.isArray(v) || !b || Array.isArray(b) ? v : { ...b, ...v };
+  }
+  return out;
+}
+
+export function writeConfig(path: string, cfg: Record<string, unknown>): void {
+  writeFileSync(path, JSON.stringify(cfg, null, 2));
+}
+
+export async function startDaemon(configPath: string, apiSocket: string, logPath: string, nodeArgs: string[] = []): Promise<DaemonProc> {
+  const fd = openSync(logPath, 'a');
+  const spawnedAt = wallMs();
+  const child = spawn(process.execPath, [...nodeArgs, PHYSBITSD, '--config', configPath], { stdio: ['ignore', fd, fd] });
+  closeSync(fd);
+  const deadline = Date.now() + 30000;
+  while (!existsSync(apiSocket)) {
+    if (child.exitCode !== null) throw new Error(`physbitsd exited (${child.exitCode}); see ${logPath}`);
+    if (Date.now() > deadline) throw new Error(`physbitsd did not create ${apiSocket}; see ${logPath}`);
+    await sleep(5);
+  }
+  return { child, pid: child.pid!, spawnedAt, apiSocket, logPath, stop: () => stopChild(child, 10000) };
+}
+
+/** GET over the daemon's UNIX control socket; the parsed JSON body. */
+export function apiGet<T = unknown>(socketPath: string, path: string, timeoutMs = 30000): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath, path, method: 'GET', timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        try {
+          resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')) as T);
+        } catch (err) {
+          reject(err);
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${path}: no answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+export function getStatus(d: DaemonProc): Promise<StatusDocument> {
+  return apiGet<StatusDocument>(d.apiSocket, '/v1/status');
+}
+
+/** Polls GET /v1/status until `done` holds; returns that document. */
+export async function waitForStatus(d: DaemonProc, done: (doc: StatusDocument) => boolean, timeoutMs: number, everyMs = 100): Promise<StatusDocument> {
+  const deadline = Date.now() + timeoutMs;
+  let last: StatusDocument | null = null;
+  for (;;) {
+    try {
+      last = await getStatus(d);
+      if (done(last)) return last;
+    } catch {
+      // Not listening yet, or busy: ask again.
+    }
+    if (Date.now() > deadline) {
+      const n = last?.vms.length ?? 0;
+      const judged = last?.vms.filter((v) => v.verdict).length ?? 0;
+      throw new Error(`daemon status not reached within ${timeoutMs} ms (${judged}/${n} VMs judged); see ${d.logPath}`);
+    }
+    await sleep(everyMs);
+  }
+}
+
+/** The latest `checkedAt` in a status document, as wall-clock ms. */
+export function lastCheckedAt(doc: StatusDocument): number {
+  let max = -Infinity;
+  for (const v of doc.vms) if (v.checkedAt) max = Math.max(max, Date.parse(v.checkedAt));
+  return max;
+}

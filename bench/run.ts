@@ -1,0 +1,80 @@
+#!/usr/bin/env node
+/**
+ * `npm run bench`: every benchmark in one run, on this machine, each figure next to its baseline
+ * from the same run; writes the results into docs/BENCHMARKS.md below the hand-written preface.
+ *
+ *   node build/bench/run.js [--only scan,guard,alert,scale] [--no-write] [--quick]
+ *
+ * --quick: fewer runs and smaller fleets, for a look while working on the benchmarks themselves
+ * (the document is then not written unless --write is also given).
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { kvmUsable } from '../test/helpers/qemu';
+import { runAlertBench } from './alert-latency-bench';
+import { runGuardBench } from './guard-bench';
+import { describeMachine, machineMarkdown } from './machine';
+import { targetTable, type Section } from './report';
+import { runScaleBench } from './scale-bench';
+import { runScanBench } from './scan-bench';
+import { fmt, wallMs } from './stats';
+
+export const RESULTS_MARKER = '<!-- Everything below this line is written by `npm run bench`. -->';
+const DOC = join(__dirname, '..', '..', 'docs', 'BENCHMARKS.md');
+
+const log = (line: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+
+/** The preface above the marker is kept; everything below it is replaced. */
+export function mergeDocument(existing: string | null, results: string): string {
+  const preface = existing && existing.includes(RESULTS_MARKER) ? existing.slice(0, existing.indexOf(RESULTS_MARKER)) : '# Benchmarks\n\n';
+  return `${preface}${RESULTS_MARKER}\n\n${results}`;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: { only: { type: 'string' }, 'no-write': { type: 'boolean' }, write: { type: 'boolean' }, quick: { type: 'boolean' } },
+  });
+  const only = new Set((values.only ?? 'scan,guard,alert,scale').split(',').map((s) => s.trim()));
+  const quick = !!values.quick;
+  const write = values.write || (!values['no-write'] && !quick && only.size === 4);
+  const began = wallMs();
+  const kvm = kvmUsable();
+  const machine = describeMachine(kvm);
+  log(`${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGiB.toFixed(1)} GiB, ${machine.qemu}, node ${machine.node}`);
+
+  const sections: Section[] = [];
+  if (only.has('scan')) sections.push(await runScanBench({ sizes: quick ? [10] : [10, 50, 100], runs: quick ? 2 : 5, log }));
+  if (only.has('guard')) sections.push(await runGuardBench({ runs: quick ? 2 : 5, roundTrips: quick ? 300 : 2000, log }));
+  if (only.has('alert')) sections.push(await runAlertBench({ repetitions: quick ? 5 : 30, log }));
+  if (only.has('scale')) {
+    sections.push(await runScaleBench({ vms: quick ? 200 : 1000, runs: quick ? 1 : 3, idleMs: quick ? 5000 : 15000, idleSlices: 3, log }));
+  }
+
+  const totalS = (wallMs() - began) / 1000;
+  const targets = sections.flatMap((s) => s.targets);
+  const results = [
+    `## Results`,
+    '',
+    `Run on ${new Date().toISOString().slice(0, 10)}; the whole run took ${fmt(totalS, 0)} s.`,
+    '',
+    machineMarkdown(machine),
+    '',
+    '### Targets',
+    '',
+    targetTable(targets),
+    '',
+    ...sections.flatMap((s) => [`### ${s.title}`, '', s.markdown, '', `_This section took ${fmt(s.seconds, 0)} s._`, '']),
+  ].join('\n');
+  process.stdout.write(results + '\n');
+  if (write) {
+    writeFileSync(DOC, mergeDocument(existsSync(DOC) ? readFileSync(DOC, 'utf8') : null, results));
+    log(`wrote ${DOC}`);
+  }
+  log(`done in ${fmt(totalS, 0)} s; ${targets.filter((t) => !t.met).length} of ${targets.length} targets missed`);
+}
+
+main().catch((err) => {
+  log(`failed: ${(err as Error).stack ?? String(err)}`);
+  process.exit(1);
+});
