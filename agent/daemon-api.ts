@@ -4,7 +4,7 @@ import type { Daemon } from './daemon';
 import { buildStatusDocument } from './status-document';
 import { checkMigration } from './guard/migration-rule';
 import { buildFleet } from './fleet';
-import { advise } from './advise';
+import { advise, AdviceError } from './advise';
 
 export class DaemonApi implements ApiHandlers {
   constructor(private readonly d: Daemon) {}
@@ -51,8 +51,10 @@ export class DaemonApi implements ApiHandlers {
     try {
       return advise({ fleet, vm, poolBits });
     } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code && /NOT_FOUND/.test(code)) throw apiError(404, code, (err as Error).message);
+      if (err instanceof AdviceError) {
+        // 404/400: the operator named something wrong (exit 64); 503: a host that might hold it is unreachable (exit 3).
+        throw apiError(err.exitCode === 3 ? 503 : err.code === 'VM_NOT_FOUND' ? 404 : 400, err.code, err.message);
+      }
       throw err;
     }
   }

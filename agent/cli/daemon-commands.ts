@@ -61,7 +61,7 @@ export async function fleetCommand(args: string[], io: CliIo): Promise<number> {
 
 export async function adviseCommand(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parse('advise', args, { ...common, 'pool-bits': { type: 'string' } }, { min: 0, max: 1 });
-  const poolBits = intOption('advise', 'pool-bits', values['pool-bits'], 1, 64);
+  const poolBits = intOption('advise', 'pool-bits', values['pool-bits'], 32, 52);
   const { renderAdvice } = await import('../render-fleet');
   const { adviceExitCode } = await import('../advise');
   const q = new URLSearchParams();

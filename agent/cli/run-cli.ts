@@ -1,4 +1,5 @@
 /** physbitsctl's dispatcher: subcommand → handler, every error mapped to a line and an exit code. */
+import { ApiError } from '../api-client';
 import { ConfigError } from '../config';
 import { AgentError, DaemonUnreachableError, UsageError } from '../errors';
 import { EXIT } from '../exit-codes';
@@ -56,6 +57,11 @@ export function reportError(err: unknown, io: CliIo): number {
   if (err instanceof ConfigError) {
     io.stderr(`physbitsctl: config: ${err.message}`);
     return EXIT.CONFIG;
+  }
+  if (err instanceof ApiError && (err.status === 400 || err.status === 404)) {
+    // The daemon says the request names something that is not there: the operator's mistake.
+    io.stderr(`physbitsctl: ${err.message}`);
+    return EXIT.USAGE;
   }
   if (err instanceof DaemonUnreachableError) {
     io.stderr(`physbitsctl: ${err.message}`);

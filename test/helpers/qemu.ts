@@ -4,6 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -43,6 +44,17 @@ export interface Guest {
   kill(): Promise<void>;
 }
 
+function accepts(socket: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(socket);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
 export async function startGuest(opts: GuestOptions = {}): Promise<Guest> {
   const ownDir = !opts.dir;
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'physbits-qemu-'));
@@ -73,6 +85,11 @@ export async function startGuest(opts: GuestOptions = {}): Promise<Guest> {
       child.kill('SIGKILL');
       throw new Error(`qemu did not create ${socket} in time: ${stderr.trim()}`);
     }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  // The socket file appears a moment before QEMU listens on it: wait until a connection is taken.
+  while (!(await accepts(socket))) {
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`qemu is not listening on ${socket}: ${stderr.trim()}`);
     await new Promise((r) => setTimeout(r, 20));
   }
   return {
