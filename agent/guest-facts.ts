@@ -128,7 +128,7 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
   // Round 1: independent reads.
   const cpusP = run('query-cpus-fast');
   cpusP.catch(() => undefined);
-  const [name, version, kvm, status, sev, machineType, machineList, dmSize, maxBelow, memDevs, summary, cgsPath] =
+  const [name, version, kvm, status, sev, machineType, machineList, dmSize, maxBelow, memDevs, summary, cgsPath, memoryOpts] =
     await Promise.all([
       soft('query-name'),
       soft('query-version'),
@@ -142,6 +142,8 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
       soft('query-memory-devices'),
       soft('query-memory-size-summary'),
       qomGet('/machine', 'confidential-guest-support'),
+      // -m size,slots,maxmem as the machine holds it (hw/core/machine.c "memory" property).
+      qomGet('/machine', 'memory'),
     ]);
   const cpuPath = await cpusP.then(firstCpuPath, (err) => rethrow(err, 'query-cpus-fast failed'));
 
@@ -200,6 +202,12 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     });
   } catch {
     layout = null;
+  }
+  if (layout) {
+    const m = obj(memoryOpts);
+    const size = num(m?.size);
+    layout.memoryConfig = m && size !== null ? { size, maxSize: num(m['max-size']) ?? size, slots: num(m.slots) ?? 0 } : null;
+    layout.pciHole64Size = num(hole64Size);
   }
 
   return {

@@ -27,6 +27,17 @@ export interface QmpLogger {
   warn(message: string, meta?: Record<string, unknown>): void;
 }
 
+/** The timers behind command, greeting and event-wait timeouts (an agent Timers fits). */
+export interface QmpTimers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+const realTimers: QmpTimers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};
+
 export interface QmpClientOptions {
   /** Default per-command timeout; 0 means none. Default 5000 ms. */
   timeoutMs?: number;
@@ -47,6 +58,8 @@ export interface QmpClientOptions {
   /** Aborts connect() (not later commands). */
   signal?: AbortSignal;
   logger?: QmpLogger;
+  /** Default: the real ones. The connect timeout always runs on real time. */
+  timers?: QmpTimers;
 }
 
 export interface ExecuteOptions {
@@ -100,6 +113,7 @@ export class QmpClient extends EventEmitter {
   private handshakeDone: ((err?: QmpError) => void) | null = null;
   private eventsDropped = 0;
   private readonly wantOob: boolean;
+  private readonly timers: QmpTimers;
 
   private constructor(address: string, opts: QmpClientOptions) {
     super();
@@ -109,6 +123,7 @@ export class QmpClient extends EventEmitter {
     this.maxQueuedEvents = opts.maxQueuedEvents ?? 256;
     this.logger = opts.logger ?? silent;
     this.wantOob = opts.oob ?? false;
+    this.timers = opts.timers ?? realTimers;
     this.conn = new LineConnection({ maxLineBytes: opts.maxLineBytes, maxWriteBufferBytes: opts.maxWriteBufferBytes, label: address });
     this.conn.on('message', (value, text) => this.onMessage(value, text));
     this.conn.on('close', (err) => this.onConnClose(err));
@@ -190,9 +205,9 @@ export class QmpClient extends EventEmitter {
     const test = typeof match === 'string' ? (ev: QmpEvent) => ev.event === match : match;
     const name = typeof match === 'string' ? match : 'a matching event';
     return new Promise((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
+      let timer: unknown;
       const done = (): void => {
-        if (timer) clearTimeout(timer);
+        if (timer !== undefined) this.timers.clearTimeout(timer);
         this.off('event', onEvent);
         this.off('close', onClose);
       };
@@ -207,7 +222,7 @@ export class QmpClient extends EventEmitter {
       };
       if (this.phase === 'closed') return reject(new ClosedError(`${this.address}: not connected`));
       const ms = opts.timeoutMs ?? this.timeoutMs;
-      if (ms > 0) timer = setTimeout(() => (done(), reject(new TimeoutError(`${this.address}: no ${name} within ${ms} ms`))), ms);
+      if (ms > 0) timer = this.timers.setTimeout(() => (done(), reject(new TimeoutError(`${this.address}: no ${name} within ${ms} ms`))), ms);
       this.on('event', onEvent);
       this.on('close', onClose);
     });
@@ -221,12 +236,12 @@ export class QmpClient extends EventEmitter {
   private handshake(opts: QmpClientOptions): Promise<void> {
     const greetingMs = opts.greetingTimeoutMs ?? this.timeoutMs;
     return new Promise<void>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
+      let timer: unknown;
       const onAbort = (): void => finish(new AbortedError(`${this.address}: connect aborted`, { cause: opts.signal?.reason }));
       const finish = (err?: QmpError): void => {
         if (!this.handshakeDone) return;
         this.handshakeDone = null;
-        if (timer) clearTimeout(timer);
+        if (timer !== undefined) this.timers.clearTimeout(timer);
         opts.signal?.removeEventListener('abort', onAbort);
         if (!err) return resolve();
         this.phase = 'closed';
@@ -246,7 +261,7 @@ export class QmpClient extends EventEmitter {
         () => {
           if (!this.handshakeDone) return void this.conn.close();
           if (greetingMs > 0) {
-            timer = setTimeout(() => {
+            timer = this.timers.setTimeout(() => {
               finish(new NoGreetingError(`${this.address}: connected, but no QMP greeting within ${greetingMs} ms (QEMU serves one client per QMP socket: another client may hold it)`));
             }, greetingMs);
           }
@@ -290,7 +305,7 @@ export class QmpClient extends EventEmitter {
     if (opts.signal?.aborted) return Promise.reject(new AbortedError(`${this.address}: ${command}: aborted`, { cause: opts.signal.reason }));
     const id = `${ID_PREFIX}${String(++this.seq).padStart(5, '0')}`;
     return new Promise<RawReply>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
+      let timer: unknown;
       const onAbort = (): void => {
         this.abandon(id);
         entry.settle(new AbortedError(`${this.address}: ${command}: aborted`, { cause: opts.signal?.reason }));
@@ -298,7 +313,7 @@ export class QmpClient extends EventEmitter {
       const entry: Pending = {
         command,
         settle: (result) => {
-          if (timer) clearTimeout(timer);
+          if (timer !== undefined) this.timers.clearTimeout(timer);
           opts.signal?.removeEventListener('abort', onAbort);
           this.pending.delete(id);
           if (result instanceof QmpError) reject(result);
@@ -308,7 +323,7 @@ export class QmpClient extends EventEmitter {
       this.pending.set(id, entry);
       const ms = opts.timeoutMs ?? this.timeoutMs;
       if (ms > 0 && Number.isFinite(ms)) {
-        timer = setTimeout(() => {
+        timer = this.timers.setTimeout(() => {
           this.abandon(id);
           entry.settle(new TimeoutError(`${this.address}: ${command}: no reply within ${ms} ms`));
         }, ms);

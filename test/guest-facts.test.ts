@@ -57,6 +57,8 @@ for (const bits of [39, 46, 48]) {
       pciHole64: { start: 4 * G, end: 36 * G },
       highestAddress: 36 * G,
       usedEnd: 64 * M,
+      memoryConfig: { size: 64 * M, maxSize: 64 * M, slots: 0 },
+      pciHole64Size: 32 * G,
     });
   });
 }
@@ -175,6 +177,8 @@ test('i440fx 7.2 without below/above-4g properties: split computed like pc_piix.
     pciHole64: est.pciHole64,
     highestAddress: est.highestAddress,
     usedEnd: 4 * G + 512 * M,
+    memoryConfig: { size: 3584 * M, maxSize: 3584 * M, slots: 0 },
+    pciHole64Size: 2 * G,
   });
   t.deepEqual(est.pciHole64, { start: 0x140000000, end: 0x1c0000000 });
 });

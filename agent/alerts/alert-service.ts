@@ -30,6 +30,11 @@ import { WebhookSink } from './webhook-sink';
 
 /** Alerts per HTTP request. */
 export const BATCH_SIZE = 256;
+/**
+ * A condition alert taken back from the spool whose VM is not looked at again within this long
+ * (at least 3 re-send periods) is resolved: the VM is gone, or the daemon no longer watches it.
+ */
+export const CONFIRM_GRACE_MIN_MS = 300_000;
 
 /** What the service reports to the metrics (agent/metrics.ts implements it). */
 export interface AlertMetrics {
@@ -85,6 +90,9 @@ export class AlertService extends EventEmitter {
   /** Firing alerts by key, and the keys of each VM's. */
   private readonly active = new Map<string, AlertRecord>();
   private readonly keysByVm = new Map<string, Set<string>>();
+  /** VMs with condition alerts from the spool that no setVmReasons/dropVm has confirmed yet. */
+  private readonly unconfirmed = new Set<string>();
+  private startedAt = 0;
   private state: 'new' | 'starting' | 'running' | 'stopped' = 'new';
   private resendTimer: TimerHandle | null = null;
   private flushQueued = false;
@@ -148,7 +156,12 @@ export class AlertService extends EventEmitter {
     const gone = this.spool.retainSinks(new Set(this.sinks.map((s) => s.id)));
     if (gone.length) this.logger.warn('alert spool: dropped deliveries to sinks no longer configured', { sinks: gone });
     const now = this.clock.now();
-    for (const rec of this.spool.latestRecords()) if (isFiring(rec, now)) this.setActive(rec);
+    this.startedAt = now;
+    for (const rec of this.spool.latestRecords()) {
+      if (!isFiring(rec, now)) continue;
+      this.setActive(rec);
+      if (rec.kind === 'condition') this.unconfirmed.add(rec.labels.vm);
+    }
     this.state = 'running';
     this.logger.info('alert service started', {
       sinks: this.sinkNames,
@@ -195,6 +208,7 @@ export class AlertService extends EventEmitter {
   /** The VM's current reasons (any severity; ok raises nothing). Fires new alerts, resolves gone ones. */
   setVmReasons(vm: string, reasons: readonly Reason[]): void {
     this.mustRun('setVmReasons');
+    this.unconfirmed.delete(vm);
     const now = this.clock.now();
     const mine = [...(this.keysByVm.get(vm) ?? [])]
       .map((k) => this.active.get(k)!)
@@ -236,6 +250,15 @@ export class AlertService extends EventEmitter {
       previous: this.active.get(key),
     });
     this.change(rec, true, 'refused');
+  }
+
+  private resolveUnconfirmed(now: number): void {
+    if (!this.unconfirmed.size) return;
+    const grace = Math.max(CONFIRM_GRACE_MIN_MS, 3 * this.cfg.resendSeconds * 1000);
+    if (now - this.startedAt < grace) return;
+    const vms = [...this.unconfirmed];
+    this.logger.info('resolving alerts of VMs not seen since the restart', { vms });
+    for (const vm of vms) this.setVmReasons(vm, []);
   }
 
   private setActive(rec: AlertRecord): void {
@@ -315,6 +338,7 @@ export class AlertService extends EventEmitter {
       if (this.state !== 'running') return;
       const now = this.clock.now();
       for (const [key, r] of [...this.active]) if (!isFiring(r, now)) this.deleteActive(key);
+      this.resolveUnconfirmed(now);
       if (this.spool.prune(now)) this.scheduleFlush();
       this.report();
       this.resendAll();
