@@ -16,7 +16,8 @@ export type ReasonCode =
   | 'GUEST_PHYS_BITS_SET'
   | 'MIGRATION_PEER_NARROWER'
   | 'MIGRATION_PEER_LAYOUT'
-  | 'PEER_UNREACHABLE';
+  | 'PEER_UNREACHABLE'
+  | 'MIGRATION_UNVERIFIED';
 
 /** Code → default severity. A builder may lower it where docs/reasons.md says so. */
 export const REASON_SEVERITY: Readonly<Record<ReasonCode, Severity>> = {
@@ -32,6 +33,9 @@ export const REASON_SEVERITY: Readonly<Record<ReasonCode, Severity>> = {
   MIGRATION_PEER_NARROWER: 'warning',
   MIGRATION_PEER_LAYOUT: 'warning',
   PEER_UNREACHABLE: 'info',
+  // Raised by the daemon (agent/daemon-alerts.ts) on a MIGRATION event the guard did not see;
+  // critical when a configured peer is narrower than the guest, warning otherwise.
+  MIGRATION_UNVERIFIED: 'critical',
 };
 
 export const REASON_CODES: readonly ReasonCode[] = Object.freeze(Object.keys(REASON_SEVERITY) as ReasonCode[]);

@@ -190,6 +190,28 @@ test('after a restart a condition that still holds is not new: startsAt kept, we
   t.deepEqual(b.events.map((e) => [e.change, e.labels.vm, e.endsAt]), [['resolved', 'web1', iso(T0 + 30_000)]]);
 });
 
+test('after a restart, alerts of VMs the daemon does not read again resolve after the grace period', async (t) => {
+  const spoolDir = tempDir();
+  const time = new FakeTime();
+  const cfg = alertsConfig({ spoolDir, resendSeconds: 60 });
+  const a = service(cfg, time);
+  await a.svc.start();
+  a.svc.setVmReasons('gone', [critical]);
+  a.svc.setVmReasons('kept', [critical]);
+  await a.svc.stop();
+
+  const b = service(cfg, time);
+  t.teardown(() => b.svc.stop());
+  await b.svc.start();
+  b.svc.setVmReasons('kept', [critical]);
+  time.advance(240_000);
+  t.deepEqual(b.events, []);
+  t.deepEqual(b.svc.firing().map((r) => r.labels.vm), ['gone', 'kept']);
+  time.advance(60_000);
+  t.deepEqual(b.events.map((e) => [e.change, e.labels.vm, e.endsAt]), [['resolved', 'gone', iso(T0 + 300_000)]]);
+  t.deepEqual(b.svc.firing().map((r) => r.labels.vm), ['kept']);
+});
+
 test('each Alertmanager of an HA pair has its own retry state', async (t) => {
   const up = await startReceiver();
   const flaky = await startReceiver();

@@ -201,6 +201,37 @@ test('a command timeout is TimeoutError; the late reply is dropped quietly and t
   await client.close();
 });
 
+test('timeouts run on injected timers: nothing times out until the timer fires', async (t) => {
+  const fake = await fakeFor(t);
+  fake.script.hang = { stall: true };
+  const armed: Array<{ fn: () => void; ms: number; cleared: boolean }> = [];
+  const timers = {
+    setTimeout: (fn: () => void, ms: number) => {
+      const h = { fn, ms, cleared: false };
+      armed.push(h);
+      return h;
+    },
+    clearTimeout: (h: unknown) => void ((h as { cleared: boolean }).cleared = true),
+  };
+  const client = await QmpClient.connect(fake.socket, { timeoutMs: 1234, timers });
+  t.deepEqual(armed.map((h) => [h.ms, h.cleared]), [[1234, true], [1234, true]], 'greeting and negotiation timers, both cleared');
+  let outcome: unknown = 'pending';
+  const p = client.execute('hang').then(
+    () => (outcome = 'resolved'),
+    (e: unknown) => (outcome = e),
+  );
+  await fake.waitForCommand('hang');
+  await new Promise((r) => setTimeout(r, 50));
+  t.is(outcome, 'pending');
+  const timer = armed.at(-1)!;
+  t.is(timer.ms, 1234);
+  timer.fn();
+  await p;
+  t.true(outcome instanceof TimeoutError);
+  t.is(client.pendingCount, 0);
+  await client.close();
+});
+
 test('more than maxPending commands in flight is BusyError', async (t) => {
   const fake = await fakeFor(t);
   fake.script.slow = [{ delayMs: 150 }, { return: 1 }];

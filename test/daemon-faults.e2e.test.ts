@@ -7,7 +7,7 @@
  * replaced, every guarded socket comes back, and every spooled alert is delivered.
  */
 import test from 'ava';
-import { existsSync, lstatSync, readFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StatusDocument } from '../agent/types';
 import { LineClient, startDaemon, vmNamed, waitUntil, sleep, type DaemonProcess } from './helpers/daemon';
@@ -65,6 +65,7 @@ async function allGuardedAnswer(dir: string): Promise<void> {
 
 test.serial('20 guests: SIGKILL / SIGSTOP mid-query and mid-proxy, 10 rounds; then the daemon SIGKILLed and restarted', async (t) => {
   const dir = tempDir('physbits-faults-');
+  mkdirSync(join(dir, 'vms'));
   const guests = await startAll(dir);
   t.teardown(async () => {
     for (const g of guests) {

@@ -2,7 +2,8 @@ import test from 'ava';
 import { appendFileSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { conditionAlert, refusalAlert, resolveAlert, type AlertRecord } from '../agent/alerts/alert-model';
-import { parseOp, Spool, SPOOL_FILE, type DropReason, type SpoolOptions } from '../agent/alerts/spool';
+import { Spool, SPOOL_FILE, type DropReason, type SpoolOptions } from '../agent/alerts/spool';
+import { parseOp } from '../agent/alerts/spool-log';
 import { tempDir } from './helpers/tmp';
 
 const T0 = Date.parse('2030-01-02T03:04:05.000Z');

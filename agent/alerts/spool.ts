@@ -14,12 +14,11 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { isFiring, type AlertRecord } from './alert-model';
 import { SpoolError } from './alert-errors';
+import { parseOp, type LogOp } from './spool-log';
 import { silentLogger, type AlertLogger, type Clock } from './clock';
 
 export const SPOOL_FILE = 'alerts.log';
 const TMP_SUFFIX = '.tmp';
-/** A log line longer than this is not ours (an entry is a few KiB at most). */
-const MAX_LINE_CHARS = 64 * 1024;
 
 export interface SpoolEntry {
   seq: number;
@@ -43,11 +42,6 @@ export interface SpoolOptions {
   latestOnly?: (sink: string) => boolean;
   onDrop?: (entry: SpoolEntry, reason: DropReason) => void;
 }
-
-type LogOp =
-  | { op: 'put'; seq: number; id: string; notify: boolean; pending: string[]; rec: AlertRecord }
-  | { op: 'settle'; seq: number; sinks: string[] }
-  | { op: 'del'; seq: number };
 
 export interface SpoolLoad {
   entries: number;
@@ -127,7 +121,7 @@ export class Spool {
     const lines = createInterface({ input: createReadStream(this.file, { encoding: 'utf8' }), crlfDelay: Infinity });
     for await (const line of lines) {
       if (!line) continue;
-      const op = line.length <= MAX_LINE_CHARS ? parseOp(line) : null;
+      const op = parseOp(line);
       if (!op) {
         skipped++;
         continue;
@@ -421,49 +415,4 @@ export class Spool {
     this.handle = null;
     this.opened = false;
   }
-}
-
-/** One log line, checked field by field; null when it is not one of ours. */
-export function parseOp(line: string): LogOp | null {
-  let v: unknown;
-  try {
-    v = JSON.parse(line);
-  } catch {
-    return null;
-  }
-  if (!v || typeof v !== 'object') return null;
-  const o = v as Record<string, unknown>;
-  if (!Number.isSafeInteger(o.seq) || (o.seq as number) < 1) return null;
-  const seq = o.seq as number;
-  const strings = (x: unknown): x is string[] => Array.isArray(x) && x.every((s) => typeof s === 'string');
-  switch (o.op) {
-    case 'put': {
-      if (typeof o.id !== 'string' || typeof o.notify !== 'boolean' || !strings(o.pending) || !isRecord(o.rec)) return null;
-      return { op: 'put', seq, id: o.id, notify: o.notify, pending: o.pending, rec: o.rec };
-    }
-    case 'settle':
-      return strings(o.sinks) ? { op: 'settle', seq, sinks: o.sinks } : null;
-    case 'del':
-      return { op: 'del', seq };
-    default:
-      return null;
-  }
-}
-
-function isRecord(v: unknown): v is AlertRecord {
-  if (!v || typeof v !== 'object') return false;
-  const r = v as Record<string, unknown>;
-  const l = r.labels as Record<string, unknown> | undefined;
-  const a = r.annotations as Record<string, unknown> | undefined;
-  return (
-    typeof r.key === 'string' &&
-    (r.kind === 'condition' || r.kind === 'refusal') &&
-    !!l &&
-    ['alertname', 'vm', 'host', 'severity', 'reason'].every((k) => typeof l[k] === 'string') &&
-    !!a &&
-    typeof a.summary === 'string' &&
-    typeof a.description === 'string' &&
-    Number.isFinite(r.startsAt) &&
-    (r.endsAt === null || Number.isFinite(r.endsAt))
-  );
 }
