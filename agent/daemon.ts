@@ -113,6 +113,7 @@ export class Daemon {
       this.addVm(s.path, s.mode);
     });
     this.discovery.on('removed', (s: FoundSocket) => void this.removeVm(s.path));
+    this.discovery.on('replaced', (s: FoundSocket) => this.supervisors.get(s.path)?.kick());
     void this.discovery.start().catch((err) => this.logger.error('discovery failed to start', { error: (err as Error).message }));
   }
 

@@ -1,10 +1,11 @@
 /**
  * Discovery of QMP sockets: the config's globs, re-expanded when a watched directory changes
  * (new sockets are seen within a second) and on a node-cron schedule as a safety net.
- * Emits `added` / `removed` with the socket and its mode.
+ * Emits `added` / `removed` with the socket and its mode, and `replaced` when a new socket took the
+ * path of a known one (a restarted QEMU binds a fresh socket: a waiting reconnect can go now).
  */
 import { EventEmitter } from 'node:events';
-import { watch, type FSWatcher } from 'node:fs';
+import { statSync, watch, type FSWatcher } from 'node:fs';
 import { dirname } from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
 import fg from 'fast-glob';
@@ -25,8 +26,23 @@ export function watchDirOf(glob: string): string | null {
   return fg.isDynamicPattern(dir) ? null : dir;
 }
 
+/**
+ * "dev:ino:ctime" of a path, or null when it cannot be read now. The inode number alone does not
+ * tell: a socket unlinked and bound again at once often gets the same one back (tmpfs).
+ */
+export function socketIdentity(path: string): string | null {
+  try {
+    const st = statSync(path, { bigint: true });
+    return `${st.dev}:${st.ino}:${st.ctimeNs}`;
+  } catch {
+    return null;
+  }
+}
+
 export class Discovery extends EventEmitter {
   private readonly known = new Map<string, FoundSocket>();
+  /** socketIdentity() of each known socket, to tell a re-created socket from the old one. */
+  private readonly identity = new Map<string, string>();
   private readonly watchers: FSWatcher[] = [];
   private task: ScheduledTask | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -90,13 +106,20 @@ export class Discovery extends EventEmitter {
     for (const [path, s] of this.known) {
       if (!now.has(path)) {
         this.known.delete(path);
+        this.identity.delete(path);
         this.emit('removed', s);
       }
     }
     for (const f of found) {
+      const id = socketIdentity(f.path);
       if (!this.known.has(f.path)) {
         this.known.set(f.path, f);
+        if (id) this.identity.set(f.path, id);
         this.emit('added', f);
+      } else if (id && this.identity.get(f.path) !== id) {
+        const before = this.identity.get(f.path);
+        this.identity.set(f.path, id);
+        if (before) this.emit('replaced', this.known.get(f.path));
       }
     }
   }

@@ -108,6 +108,21 @@ export class VmSupervisor extends EventEmitter {
     if (this.client) return this.read();
   }
 
+  /**
+   * The socket was re-created (the VM restarted): a reconnect waiting out its backoff goes now,
+   * and a polled VM that was unreachable is visited now.
+   */
+  kick(): void {
+    if (this.stopped || !this.timer) return;
+    if (this.mode === 'hold' && this.client) return;
+    if (this.mode !== 'hold' && !this.current.error) return;
+    this.opts.timers.clearTimeout(this.timer);
+    this.timer = null;
+    this.attempt = 0;
+    if (this.mode === 'hold') void this.connect();
+    else void this.poll();
+  }
+
   /** Re-judges the last facts (host or peers changed) without asking the VM. */
   rejudge(): void {
     const g = this.facts();
@@ -154,7 +169,13 @@ export class VmSupervisor extends EventEmitter {
     const cfg = this.opts.config();
     let client: QmpClient;
     try {
-      client = await QmpClient.connect(this.socket, { timeoutMs: cfg.qmp.timeoutMs, maxLineBytes: cfg.qmp.maxLineBytes, maxPending: cfg.qmp.maxPending });
+      // Guarded-socket clients share this connection: each has at most one in-band command and a few
+      // out-of-band ones in flight, on top of the daemon's own reads.
+      client = await QmpClient.connect(this.socket, {
+        timeoutMs: cfg.qmp.timeoutMs,
+        maxLineBytes: cfg.qmp.maxLineBytes,
+        maxPending: cfg.qmp.maxPending + (this.opts.attach ? cfg.guard.maxClients * 4 : 0),
+      });
     } catch (err) {
       this.fail(err);
       this.scheduleReconnect();

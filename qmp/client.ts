@@ -19,7 +19,7 @@ import {
   StateError,
   TimeoutError,
 } from './errors';
-import { excerpt } from './framing';
+import { excerpt, jsonText } from './framing';
 import { classifyMessage, type QmpEvent, type QmpGreeting, type QmpReply } from './messages';
 
 export interface QmpLogger {
@@ -304,6 +304,12 @@ export class QmpClient extends EventEmitter {
     }
     if (opts.signal?.aborted) return Promise.reject(new AbortedError(`${this.address}: ${command}: aborted`, { cause: opts.signal.reason }));
     const id = `${ID_PREFIX}${String(++this.seq).padStart(5, '0')}`;
+    let line: string;
+    try {
+      line = jsonText({ ...msg, id });
+    } catch (err) {
+      return Promise.reject(new ProtocolError(`${this.address}: ${command}: the command has no JSON form: ${(err as Error).message}`, { cause: err }));
+    }
     return new Promise<RawReply>((resolve, reject) => {
       let timer: unknown;
       const onAbort = (): void => {
@@ -329,7 +335,7 @@ export class QmpClient extends EventEmitter {
         }, ms);
       }
       opts.signal?.addEventListener('abort', onAbort, { once: true });
-      if (!this.conn.send({ ...msg, id })) entry.settle(new ClosedError(`${this.address}: ${command}: not connected`));
+      if (!this.conn.sendLine(line)) entry.settle(new ClosedError(`${this.address}: ${command}: not connected`));
     });
   }
 

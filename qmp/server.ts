@@ -181,24 +181,29 @@ export class QmpServerSession extends EventEmitter {
       this.opts.logger?.warn('QMP command handler failed', { command: cmd.name, error: (err as Error).message });
       outcome = { error: { class: 'GenericError', desc: (err as Error).message } };
     }
+    if (typeof outcome !== 'object' || outcome === null) outcome = { error: { class: 'GenericError', desc: `${cmd.name}: no answer` } };
     this.reply(outcome, cmd.idText);
   }
 
-  /** qmp_capabilities as monitor/qmp-cmds-control.c answers it, with QEMU's error texts. */
+  /**
+   * qmp_capabilities as QEMU answers it: arguments are checked first (the QAPI marshaller), then
+   * "already complete" (monitor/qmp-cmds-control.c), then availability of what was asked for.
+   */
   private capabilitiesCommand(cmd: ServerCommand): CommandOutcome {
     const fail = (desc: string, cls = 'GenericError'): CommandOutcome => ({ error: { class: cls, desc } });
-    if (this.enabled) return fail(NEGOTIATION_DONE, 'CommandNotFound');
     const args = cmd.arguments ?? {};
     for (const key of Object.keys(args)) if (key !== 'enable') return fail(`Parameter '${key}' is unexpected`);
     const enable = args.enable ?? [];
     if (!Array.isArray(enable)) return fail("Invalid parameter type for 'enable', expected: array");
     const wanted: string[] = [];
-    for (const cap of enable) {
-      if (typeof cap !== 'string') return fail("Invalid parameter type for 'null', expected: string");
-      // 'oob' is the only member of QEMU's QMPCapability enum.
+    for (let i = 0; i < enable.length; i++) {
+      const cap: unknown = enable[i];
+      if (typeof cap !== 'string') return fail(`Invalid parameter type for 'enable[${i}]', expected: string`);
+      // 'oob' is the only member of QEMU's QMPCapability enum; the odd 'null' is QEMU 7.2's wording.
       if (cap !== 'oob') return fail(`Parameter 'null' does not accept value '${cap}'`);
       if (!wanted.includes(cap)) wanted.push(cap);
     }
+    if (this.enabled) return fail(NEGOTIATION_DONE, 'CommandNotFound');
     const unavailable = wanted.filter((c) => !this.offered.includes(c));
     if (unavailable.length) return fail(`Capability ${unavailable.join(', ')} not available`);
     this.enabled = wanted;
@@ -209,14 +214,19 @@ export class QmpServerSession extends EventEmitter {
   private reply(outcome: CommandOutcome, idText: string | undefined): void {
     if ('noReply' in outcome) return;
     let text: string;
-    if ('replyText' in outcome) {
-      text = withTopLevelId(outcome.replyText, idText);
-    } else {
-      const body = 'error' in outcome ? `"error":${jsonText({ class: outcome.error.class, desc: outcome.error.desc })}` : `"return":${jsonText(outcome.return === undefined ? {} : outcome.return)}`;
-      text = idText === undefined ? `{${body}}` : `{${body},"id":${idText}}`;
+    try {
+      text = 'replyText' in outcome ? withTopLevelId(outcome.replyText, idText) : replyLine(outcome, idText);
+    } catch (err) {
+      this.opts.logger?.warn('QMP reply could not be encoded', { error: (err as Error).message });
+      text = replyLine({ error: { class: 'GenericError', desc: 'the reply could not be encoded' } }, idText);
     }
     this.conn.sendLine(text);
   }
+}
+
+function replyLine(outcome: { return: unknown } | { error: { class: string; desc: string } }, idText: string | undefined): string {
+  const body = 'error' in outcome ? `"error":${jsonText({ class: outcome.error.class, desc: outcome.error.desc })}` : `"return":${jsonText(outcome.return === undefined ? {} : outcome.return)}`;
+  return idText === undefined ? `{${body}}` : `{${body},"id":${idText}}`;
 }
 
 /** The parser's own words for a line that did not decode, without the label and the excerpt. */

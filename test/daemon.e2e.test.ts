@@ -81,7 +81,7 @@ test.serial('a guest killed and restarted on the same socket path turns unknown,
   const guardPath = join(dir, 'guard', 'phoenix.qmp');
   await waitUntil(() => existsSync(guardPath), 'guarded socket');
 
-  for (const down of [300, 3000]) {
+  for (const down of [300, 4500]) {
     await guest.kill();
     const t0 = Date.now();
     const dead = await d.waitForStatus((s) => !!vmNamed(s, 'phoenix')?.error, 'unknown after the kill', 5000);

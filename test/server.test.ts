@@ -90,6 +90,7 @@ const TRANSCRIPT = [
   '{"execute":"qmp_capabilities","arguments":{"enable":["foo"]},"id":2}',
   '{"execute":"qmp_capabilities","arguments":{"enable":"oob"},"id":"two"}',
   '{"execute":"qmp_capabilities","arguments":{"bogus":1},"id":[2]}',
+  '{"execute":"qmp_capabilities","arguments":{"enable":["oob",1]},"id":2.5}',
   'garbage',
   '[1]',
   '{"exec-oob":"query-status","id":"x"}',
@@ -100,6 +101,8 @@ const TRANSCRIPT = [
   '{"execute":"query-status","arguments":[],"id":9}',
   '{"execute":"qmp_capabilities","id":12345678901234567890}',
   '{"execute":"qmp_capabilities","id":4}',
+  '{"execute":"qmp_capabilities","arguments":{"enable":[true]},"id":5}',
+  '{"execute":"qmp_capabilities","arguments":{"enable":["oob"]},"id":6}',
   '{"exec-oob":"query-status","id":"y"}',
 ];
 

@@ -10,6 +10,18 @@ import { join } from 'node:path';
 
 export const QEMU = process.env.PHYSBITS_TEST_QEMU ?? 'qemu-system-x86_64';
 
+/** Every guest still running, killed when the test worker exits however it exits. */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const c of running) {
+    try {
+      c.kill('SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+});
+
 export function kvmUsable(): boolean {
   try {
     accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
@@ -75,7 +87,13 @@ export async function startGuest(opts: GuestOptions = {}): Promise<Guest> {
   child.stderr!.on('data', (d: Buffer) => {
     if (stderr.length < 8192) stderr += d.toString();
   });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  running.add(child);
+  const exited = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      running.delete(child);
+      resolve();
+    }),
+  );
   const deadline = Date.now() + 15000;
   while (!existsSync(socket)) {
     if (child.exitCode !== null || child.signalCode !== null) {
