@@ -229,6 +229,56 @@ serial('physbitsctl libvirt-hook gives the same answer as the hook libvirt ran',
   t.is(r.stderr.trim(), `physbits refused the start of domain '${WIDE}': GUEST_WIDER_THAN_HOST: guest phys-bits 42 is wider than this host's 39 bits (host.physBits in the config) under tcg; fix: set <maxphysaddr mode='emulate' bits='39'/> in <cpu>`);
 });
 
+serial('physbitsd with discovery.libvirt shows the running domain in status and metrics; virsh keeps working', async (t) => {
+  const ddir = tempDir('physbits-libvirt-daemon-');
+  const apiSocket = join(ddir, 'api.sock');
+  const cfg = join(ddir, 'daemon.json');
+  writeFileSync(cfg, JSON.stringify({
+    host: { physBits: 39 },
+    policy: { accelerators: ['kvm', 'tcg'] },
+    discovery: { libvirt: LIBVIRT_URI, libvirtPollSeconds: 1 },
+    api: { socket: apiSocket },
+    metrics: { listen: '127.0.0.1:0' },
+    alerts: { spoolDir: join(ddir, 'spool') },
+  }));
+  const { spawn } = await import('node:child_process');
+  const proc = spawn(process.execPath, [join(REPO, 'build', 'agent', 'bin', 'physbitsd.js'), '--config', cfg], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  proc.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+  t.teardown(async () => {
+    if (proc.exitCode === null) {
+      proc.kill('SIGTERM');
+      await new Promise((r) => proc.once('exit', r));
+    }
+    rmSync(ddir, { recursive: true, force: true });
+  });
+  const cli = join(REPO, 'build', 'agent', 'bin', 'physbitsctl.js');
+  type Doc = { vms: Array<{ name: string; mode?: string; guest?: { physBits: number; accelerator: string }; verdict?: { relation: string; severity: string } }> };
+  let entry: Doc['vms'][number] | undefined;
+  const deadline = Date.now() + 20000;
+  while (Date.now() < deadline) {
+    const r = spawnSync(process.execPath, [cli, 'status', '--json', '--api', apiSocket], { encoding: 'utf8', timeout: 10000 });
+    if (r.stdout.trim().startsWith('{')) {
+      entry = (JSON.parse(r.stdout) as Doc).vms.find((v) => v.name === NARROW && v.guest);
+      if (entry) break;
+    }
+    await new Promise((res) => setTimeout(res, 200));
+  }
+  t.truthy(entry, log);
+  t.is(entry!.mode, 'libvirt');
+  t.is(entry!.guest!.physBits, 39);
+  t.is(entry!.guest!.accelerator, 'tcg');
+  t.deepEqual(entry!.verdict && { relation: entry!.verdict.relation, severity: entry!.verdict.severity }, { relation: 'equal', severity: 'ok' });
+  const port = /metrics listening address=127\.0\.0\.1:(\d+)/.exec(log)?.[1];
+  t.truthy(port, log);
+  const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  t.true(metrics.includes(`physbits_guest_phys_bits{vm="${NARROW}"} 39`), metrics);
+  // libvirt still owns the monitor: its own commands keep working while the daemon reads.
+  const info = await virsh(['qemu-monitor-command', `--domain=${NARROW}`, '--cmd={"execute":"query-status"}']);
+  t.is(info.code, 0, info.stderr);
+  t.regex(info.stdout, /"status"/);
+});
+
 serial('destroying the guest is reported as stopped and release', async (t) => {
   t.is((await virsh(['destroy', `--domain=${NARROW}`])).code, 0);
   daemon!.createdDomains.delete(NARROW);
