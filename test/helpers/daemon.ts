@@ -391,8 +391,8 @@ export class LineClient {
   }
 
   /** Connects, reads the greeting and negotiates; resolves with the greeting. */
-  static async negotiated(path: string, timeoutMs = 10000): Promise<{ client: LineClient; greeting: JsonObject }> {
-    const client = await LineClient.connect(path, { timeoutMs });
+  static async negotiated(path: string, timeoutMs = 10000, maxMessages?: number): Promise<{ client: LineClient; greeting: JsonObject }> {
+    const client = await LineClient.connect(path, { timeoutMs, maxMessages });
     const greeting = await client.next((m) => 'QMP' in m, timeoutMs);
     client.send('{"execute": "qmp_capabilities", "id": "neg"}');
     await client.next((m) => m.id === 'neg' && 'return' in m, timeoutMs);
