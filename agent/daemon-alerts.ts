@@ -14,9 +14,7 @@ export class DaemonAlerts {
   private service: AlertService | null = null;
   private configJson = '';
   private readonly approved = new Map<string, number>();
-  /** Extra reasons per VM that do not come from the verdict (an unverified migration). */
-  private readonly extra = new Map<string, Reason[]>();
-  private readonly lastReasons = new Map<string, Reason[]>();
+  private readonly lastReasons = new Map<string, readonly Reason[]>();
 
   constructor(private readonly d: Daemon) {}
 
@@ -59,7 +57,7 @@ export class DaemonAlerts {
       const next = this.create();
       await next.start();
       this.service = next;
-      for (const [vm, reasons] of this.lastReasons) next.setVmReasons(vm, [...reasons, ...(this.extra.get(vm) ?? [])]);
+      for (const [vm, reasons] of this.lastReasons) next.setVmReasons(vm, reasons);
     })().catch((err) => this.d.logger.error('alert service restart failed', { error: (err as Error).message }));
   }
 
@@ -71,12 +69,11 @@ export class DaemonAlerts {
     }
     const reasons = s.verdict!.reasons;
     this.lastReasons.set(s.name, reasons);
-    this.service?.setVmReasons(s.name, [...reasons, ...(this.extra.get(s.name) ?? [])]);
+    this.service?.setVmReasons(s.name, reasons);
   }
 
   dropVm(vm: string): void {
     this.lastReasons.delete(vm);
-    this.extra.delete(vm);
     if (this.service) this.service.dropVm(vm);
   }
 
@@ -97,14 +94,15 @@ export class DaemonAlerts {
   onMigrationEvent(sup: VmSupervisor, data: { status?: string } | undefined): void {
     const status = data?.status;
     const vm = sup.name;
+    const unverified = sup.extraReasons().some((r) => r.code === 'MIGRATION_UNVERIFIED');
     if (status === 'completed' || status === 'failed' || status === 'cancelled') {
-      if (this.extra.delete(vm)) this.setVm(sup.status());
+      if (unverified) sup.setExtraReasons(sup.extraReasons().filter((r) => r.code !== 'MIGRATION_UNVERIFIED'));
       return;
     }
     if (status !== 'setup' && status !== 'active') return;
     const seen = this.approved.get(sup.socket);
     if (seen !== undefined && Date.now() - seen < SEEN_MIGRATION_MS) return;
-    if (this.extra.has(vm)) return;
+    if (unverified) return;
     const g = sup.facts();
     const narrower = g ? this.d.peerFacts().filter((p) => p.physBits !== null && p.physBits < g.physBits) : [];
     const critical = narrower.length > 0 || !g;
@@ -112,10 +110,9 @@ export class DaemonAlerts {
       ? `a migration of ${vm} started that physbits did not see (not through the guarded socket); ${g ? `peers ${narrower.map((p) => `${p.name} (${p.physBits} bits)`).join(', ')} are narrower than its ${g.physBits} bits` : 'its width is unknown'}, so the target may not back it${this.d.config.guard.cancelUnsafe ? '; physbits cancelled it' : ''}`
       : `a migration of ${vm} started that physbits did not see (not through the guarded socket); every configured peer is wide enough`;
     const reason: Reason = { code: 'MIGRATION_UNVERIFIED', severity: critical ? 'critical' : 'warning', message };
-    this.extra.set(vm, [reason]);
     this.d.logger.warn('unverified migration', { vm, severity: reason.severity });
     this.d.events.publish({ type: 'migration', vm, status, verified: false, severity: reason.severity, message });
-    this.setVm(sup.status());
+    sup.setExtraReasons([...sup.extraReasons(), reason]);
     if (critical && this.d.config.guard.cancelUnsafe) {
       sup.upstream()?.execute('migrate_cancel').catch((err) => this.d.logger.error('migrate_cancel failed', { vm, error: (err as Error).message }));
     }

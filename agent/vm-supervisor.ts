@@ -12,7 +12,8 @@ import type { Config } from './config';
 import { readGuestFacts } from './guest-facts';
 import type { Logger } from './logger';
 import type { Timers } from './timers';
-import type { GuestFacts, HostFacts, PeerFacts, VmStatus } from './types';
+import { byDescendingSeverity, maxSeverity } from './reasons';
+import type { GuestFacts, HostFacts, PeerFacts, Reason, VmStatus } from './types';
 import { errorInfo, judge, probeVm } from './vm-probe';
 import { nameFromSocket } from './vm-name';
 
@@ -56,6 +57,8 @@ export class VmSupervisor extends EventEmitter {
   private stopped = false;
   private reading: Promise<void> | null = null;
   private factWaiters = new Set<(g: GuestFacts | null) => void>();
+  /** Reasons the daemon adds from what it saw happen (an unverified migration), kept until cleared. */
+  private extra: Reason[] = [];
 
   constructor(private readonly opts: SupervisorOptions) {
     super();
@@ -142,7 +145,20 @@ export class VmSupervisor extends EventEmitter {
 
   private judgeFacts(g: GuestFacts): VmStatus {
     const cfg = this.opts.config();
-    return judge(this.socket, g, { config: cfg, host: this.opts.host(), peers: this.opts.peers(), mode: this.mode });
+    const s = judge(this.socket, g, { config: cfg, host: this.opts.host(), peers: this.opts.peers(), mode: this.mode });
+    if (!this.extra.length || !s.verdict) return s;
+    const reasons = [...s.verdict.reasons, ...this.extra].sort(byDescendingSeverity);
+    return { ...s, verdict: { ...s.verdict, reasons, severity: reasons.reduce((m, r) => maxSeverity(m, r.severity), s.verdict.severity) } };
+  }
+
+  /** Sets the daemon's own reasons for this VM and re-judges it. */
+  setExtraReasons(reasons: Reason[]): void {
+    this.extra = reasons;
+    this.rejudge();
+  }
+
+  extraReasons(): readonly Reason[] {
+    return this.extra;
   }
 
   private setStatus(s: VmStatus): void {

@@ -120,13 +120,19 @@ test('guarded socket: malformed and oversized lines, floods and half-open connec
   t.is(ids.length, FLOOD);
   t.is(ids.findIndex((v, i) => v !== i), -1, 'replies out of order');
 
-  // A flood from a client that never reads its replies: dropped once guard.clientQueueBytes wait.
+  // A client that never reads: its commands stop being read after a few (reading pauses, so its
+  // flood costs nothing), and once guard.clientQueueBytes of events wait for it, it is dropped.
   const { client: deaf } = await LineClient.negotiated(guarded);
   deaf.socket.pause();
-  const pad = 'p'.repeat(900);
-  const deafLines = Array.from({ length: 4000 }, (_, i) => `{"execute":"human-monitor-command","arguments":{"command-line":"info version ${pad}"},"id":${i}}`).join('\n');
-  for (let i = 0; i < 5; i++) deaf.socket.write(deafLines + '\n');
-  await d.waitForLog((l) => l.message === 'QMP proxy client dropped' && l.fields.code === 'QMP_SLOW_PEER', 60000);
+  const deafLines = Array.from({ length: 20000 }, (_, i) => `{"execute":"query-status","id":${i}}`).join('\n');
+  deaf.socket.write(deafLines + '\n');
+  const pad = 'e'.repeat(4096);
+  for (let i = 0; i < 3000; i++) {
+    fake.emitEvent('VSERPORT_CHANGE', { id: `ev${i}`, open: true, pad });
+    if (i % 100 === 99) await sleep(1);
+  }
+  await d.waitForLog((l) => l.message === 'QMP proxy client dropped' && l.fields.code === 'QMP_SLOW_PEER', 30000);
+  await good.next((m) => m.event === 'VSERPORT_CHANGE' && (m.data as { id: string }).id === 'ev2999', 20000);
   deaf.socket.destroy();
 
   // Half-open connections (never greeted back, never negotiated) fill guard.maxClients; beyond it
@@ -149,7 +155,7 @@ test('guarded socket: malformed and oversized lines, floods and half-open connec
   t.like(await bad.command('{"execute":"query-status","id":"end"}', 'end', 5000), { return: { status: 'prelaunch' } });
 
   const mem = d.memory();
-  t.log(`guarded socket: ${malformed.length} malformed lines, a 3 MiB line, ${FLOOD} pipelined commands (another client answered in ${meanwhileMs} ms meanwhile), 20000 unread commands, ${open} half-open connections`);
+  t.log(`guarded socket: ${malformed.length} malformed lines, a 3 MiB line, ${FLOOD} pipelined commands (another client answered in ${meanwhileMs} ms meanwhile), 20000 unread commands and 3000 4-KiB events for a client that does not read, ${open} half-open connections`);
   t.log(`daemon RSS ${memStart.rssKb} kB at start, ${mem.rssKb} kB at the end, peak ${mem.hwmKb} kB`);
   t.true(meanwhileMs < 2000);
   t.true(mem.hwmKb < 350 * 1024);

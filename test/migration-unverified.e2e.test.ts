@@ -1,0 +1,72 @@
+/**
+ * A migration started through a second monitor never passes the guard: the daemon sees QEMU's
+ * MIGRATION event, marks the guest critical (a narrower peer exists) with MIGRATION_UNVERIFIED,
+ * and with guard.cancelUnsafe cancels it.
+ */
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import { mkdirSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
+import { LineClient, startDaemon, waitUntil, type DaemonProcess } from './helpers/daemon';
+import { QEMU, startGuest } from './helpers/qemu';
+import { tempDir } from './helpers/tmp';
+
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, host, () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+test('an unseen migration turns the guest critical and, with guard.cancelUnsafe, is cancelled', async (t) => {
+  const dir = tempDir('physbits-unseen-');
+  const vms = join(dir, 'vms');
+  const side = join(dir, 'side');
+  mkdirSync(vms, { recursive: true });
+  mkdirSync(side, { recursive: true });
+  // A second QMP monitor outside the discovery glob: what another tool would use.
+  const source = await startGuest({ name: 'sneaky', dir: vms, cpu: 'phys-bits=42', memory: '64M', extraArgs: ['-qmp', `unix:${join(side, 'other.qmp')},server=on,wait=off`] });
+  const port = await freePort('127.0.0.3');
+  const dest = spawn(QEMU, ['-machine', 'q35,accel=tcg', '-cpu', 'qemu64,phys-bits=42', '-m', '64M', '-S', '-nodefaults', '-display', 'none', '-no-user-config', '-incoming', `tcp:127.0.0.3:${port}`], { stdio: 'ignore' });
+  let daemon: DaemonProcess | null = null;
+  t.teardown(async () => {
+    await daemon?.stop();
+    dest.kill('SIGKILL');
+    await source.kill();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  daemon = await startDaemon({ dir, config: { host: { physBits: 48 }, guard: { cancelUnsafe: true } } });
+  await daemon.waitForStatus((d) => d.vms.some((v) => v.name === 'sneaky' && v.guest), 'the guest read');
+
+  const other = await waitUntil(() => LineClient.negotiated(join(side, 'other.qmp')).catch(() => null), 'the second monitor');
+  t.teardown(() => other.client.socket.destroy());
+  const c = other.client;
+  c.send('{"execute": "migrate-set-capabilities", "arguments": {"capabilities": [{"capability": "events", "state": true}]}, "id": 1}');
+  t.deepEqual(await c.next((m) => m.id === 1), { return: {}, id: 1 });
+  // Slow enough that the daemon's answer arrives while the migration runs.
+  c.send('{"execute": "migrate-set-parameters", "arguments": {"max-bandwidth": 65536}, "id": 2}');
+  t.deepEqual(await c.next((m) => m.id === 2), { return: {}, id: 2 });
+  c.send(`{"execute": "migrate", "arguments": {"uri": "tcp:127.0.0.3:${port}"}, "id": 3}`);
+  t.deepEqual(await c.next((m) => m.id === 3), { return: {}, id: 3 });
+
+  const doc = await daemon.waitForStatus(
+    (d) => !!d.vms.find((v) => v.name === 'sneaky')?.verdict?.reasons.some((r) => r.code === 'MIGRATION_UNVERIFIED'),
+    'MIGRATION_UNVERIFIED in the status',
+    15000,
+  );
+  const vm = doc.vms.find((v) => v.name === 'sneaky')!;
+  t.is(vm.verdict!.severity, 'critical');
+  t.regex(vm.verdict!.reasons.find((r) => r.code === 'MIGRATION_UNVERIFIED')!.message, /narrow \(39 bits\)/);
+  const cancelled = await c.next((m) => m.event === 'MIGRATION' && (m.data as { status: string }).status === 'cancelled', 20000);
+  t.truthy(cancelled);
+  await daemon.waitForStatus(
+    (d) => !d.vms.find((v) => v.name === 'sneaky')?.verdict?.reasons.some((r) => r.code === 'MIGRATION_UNVERIFIED'),
+    'the reason cleared after the cancel',
+    15000,
+  );
+});
