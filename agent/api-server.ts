@@ -88,7 +88,11 @@ export class ApiServer {
         socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n\r\n');
         return;
       }
-      if (new URL(req.url ?? '/', 'http://x').pathname !== '/v1/events' || this.clients.size >= this.opts.maxEventClients) {
+      if (new URL(req.url ?? '/', 'http://x').pathname !== '/v1/events') {
+        socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+        return;
+      }
+      if (this.clients.size >= this.opts.maxEventClients) {
         socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n');
         return;
       }
@@ -153,8 +157,14 @@ export class ApiServer {
       if (method === 'GET' && path === '/v1/status') return send(200, h.status());
       if (method === 'GET' && path === '/v1/host') return send(200, h.host());
       if (method === 'GET' && path.startsWith('/v1/vms/')) {
-        const vm = h.vm(decodeURIComponent(path.slice('/v1/vms/'.length)));
-        if (!vm) throw new HttpError(404, 'VM_NOT_FOUND', `no VM named '${path.slice(8)}'`);
+        let name: string;
+        try {
+          name = decodeURIComponent(path.slice('/v1/vms/'.length));
+        } catch {
+          throw new HttpError(400, 'API_BAD_REQUEST', 'the VM name is not valid percent-encoded UTF-8');
+        }
+        const vm = h.vm(name);
+        if (!vm) throw new HttpError(404, 'VM_NOT_FOUND', `no VM named '${name}'`);
         return send(200, vm);
       }
       if (method === 'GET' && path === '/v1/fleet') return send(200, await h.fleet());

@@ -5,12 +5,14 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve, sep } from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
+import { probeSocketPath } from '../qmp/unix-server';
+import { SocketInUseError } from '../qmp/errors';
 import { ApiServer } from './api-server';
-import { hostName, type Config } from './config';
+import type { Config } from './config';
 import { DaemonApi } from './daemon-api';
 import { Discovery } from './discovery';
 import { EventBus } from './event-bus';
-import { readHostFacts } from './host-facts';
+import { hostFactsFromConfig } from './host-facts';
 import type { Logger } from './logger';
 import { LibvirtWatch } from './libvirt-watch';
 import { DaemonAlerts } from './daemon-alerts';
@@ -58,18 +60,15 @@ export class Daemon {
   }
 
   readHost(config: Config): HostFacts {
-    return readHostFacts({
-      procRoot: config.host.procRoot,
-      sysRoot: config.host.sysRoot,
-      devRoot: config.host.devRoot,
-      physBitsOverride: config.host.physBits,
-      name: hostName(config),
-    });
+    return hostFactsFromConfig(config);
   }
 
   async start(): Promise<void> {
     const cfg = this.config;
     this.logger.info('starting', { host: this.host.name, physBits: this.host.physBits, source: this.host.physBitsSource });
+    // Another daemon serving this config's API socket owns the spool and the guarded sockets too:
+    // stop before touching any of them (opening the spool compacts it under the other's feet).
+    if ((await probeSocketPath(resolve(cfg.api.socket))) === 'live') throw new SocketInUseError(resolve(cfg.api.socket));
     this.metrics.setHost(this.host);
     await this.alerts.start();
     this.metricsAddress = await this.metrics.listen(cfg.metrics.listen);
@@ -218,6 +217,8 @@ export class Daemon {
   /** SIGHUP: the new config replaces the old one only when valid (the caller validated it). */
   async reload(next: Config): Promise<void> {
     const prev = this.config;
+    const restartOnly = (['api', 'metrics', 'log'] as const).filter((k) => JSON.stringify(prev[k]) !== JSON.stringify(next[k]));
+    if (restartOnly.length) this.logger.warn('settings that take effect at the next restart changed', { keys: restartOnly.join(',') });
     this.config = next;
     this.host = this.readHost(next);
     this.metrics.setHost(this.host);

@@ -4,9 +4,9 @@
  */
 import { readFile as fsReadFile } from 'node:fs/promises';
 import type { PeerConfig } from './config';
-import { AgentError } from './errors';
 import { exitCodeFor, worstState, type State } from './exit-codes';
 import { mapLimit } from './limit';
+import { getPeerJson, PeerError, peerUrl } from './peer-client';
 import type { Policy, StatusDocument, VmErrorInfo, VmStatus } from './types';
 
 /** A peer as the fleet view sees it: static (width only) or live (its status document when reached). */
@@ -170,7 +170,7 @@ export function fleetExitCode(doc: Pick<FleetDocument, 'hosts' | 'guests'>): num
 // ---- the network edge -------------------------------------------------------------------------
 
 /** Why a live peer's status could not be had. Codes are listed in docs/fleet-and-advice.md. */
-export class PeerError extends AgentError {}
+export { PeerError };
 
 export interface FetchPeerOptions {
   timeoutMs: number;
@@ -181,88 +181,17 @@ export interface FetchPeerOptions {
 }
 
 const DEFAULT_MAX_BYTES = 16 * 1024 * 1024;
+const STATUS_PATH = 'v1/status';
 
-/** The peer's bearer token: the token file's content without surrounding white space. */
-async function readToken(tokenFile: string, readFile: (p: string) => Promise<string>): Promise<string> {
-  let text: string;
-  try {
-    text = await readFile(tokenFile);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? String(err);
-    throw new PeerError('PEER_TOKEN_UNREADABLE', `${tokenFile}: cannot read the token file: ${code}`, { cause: err });
-  }
-  const token = text.trim();
-  if (!token || /[\r\n]/.test(token) || token.length > 4096) {
-    throw new PeerError('PEER_TOKEN_UNREADABLE', `${tokenFile}: the token file must hold one non-empty line`);
-  }
-  return token;
-}
-
-/** GET {url}/v1/status with the peer's bearer token; bounded in time and size; typed failures. */
+/** GET {url}/v1/status with the peer's bearer token; bounded in time and size; typed failures (agent/peer-client.ts). */
 export async function fetchPeerStatus(peer: { url: string; tokenFile: string }, opts: FetchPeerOptions): Promise<StatusDocument> {
-  const readFile = opts.readFile ?? ((p: string) => fsReadFile(p, 'utf8'));
-  const doFetch = opts.fetch ?? fetch;
-  const maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
-  const token = await readToken(peer.tokenFile, readFile);
-  const url = `${peer.url.replace(/\/+$/, '')}/v1/status`;
-  const abort = new AbortController();
-  const timer = setTimeout(() => abort.abort(), opts.timeoutMs);
-  try {
-    let res: Response;
-    try {
-      res = await doFetch(url, {
-        headers: { authorization: `Bearer ${token}`, accept: 'application/json' },
-        redirect: 'manual',
-        signal: abort.signal,
-      });
-    } catch (err) {
-      if (abort.signal.aborted) throw new PeerError('PEER_TIMEOUT', `${url}: no answer within ${opts.timeoutMs} ms`);
-      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-      const detail = cause?.code ?? cause?.message ?? (err as Error).message;
-      throw new PeerError('PEER_UNREACHABLE', `${url}: ${detail}`, { cause: err });
-    }
-    if (res.status === 401 || res.status === 403) {
-      await res.body?.cancel().catch(() => undefined);
-      throw new PeerError('PEER_UNAUTHORIZED', `${url}: HTTP ${res.status}: the peer refused the token`);
-    }
-    if (res.status !== 200) {
-      await res.body?.cancel().catch(() => undefined);
-      throw new PeerError('PEER_HTTP_STATUS', `${url}: HTTP ${res.status}`);
-    }
-    const text = await readBounded(res, maxBytes, url, abort.signal, opts.timeoutMs);
-    return parseStatusDocument(text, url);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function readBounded(res: Response, maxBytes: number, url: string, signal: AbortSignal, timeoutMs: number): Promise<string> {
-  const declared = Number(res.headers.get('content-length'));
-  if (Number.isFinite(declared) && declared > maxBytes) {
-    await res.body?.cancel().catch(() => undefined);
-    throw new PeerError('PEER_RESPONSE_TOO_LARGE', `${url}: response of ${declared} bytes exceeds ${maxBytes}`);
-  }
-  if (!res.body) return '';
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.byteLength;
-      if (size > maxBytes) {
-        await reader.cancel().catch(() => undefined);
-        throw new PeerError('PEER_RESPONSE_TOO_LARGE', `${url}: response larger than ${maxBytes} bytes`);
-      }
-      chunks.push(value);
-    }
-  } catch (err) {
-    if (err instanceof PeerError) throw err;
-    if (signal.aborted) throw new PeerError('PEER_TIMEOUT', `${url}: response not complete within ${timeoutMs} ms`);
-    throw new PeerError('PEER_UNREACHABLE', `${url}: ${(err as Error).message}`, { cause: err });
-  }
-  return Buffer.concat(chunks).toString('utf8');
+  const doc = await getPeerJson(peer, STATUS_PATH, {
+    timeoutMs: opts.timeoutMs,
+    maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES,
+    readFile: opts.readFile ?? ((p: string) => fsReadFile(p, 'utf8')),
+    fetch: opts.fetch ?? fetch,
+  });
+  return statusDocumentOf(doc, peerUrl(peer.url, STATUS_PATH));
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -280,6 +209,11 @@ export function parseStatusDocument(text: string, where = 'peer'): StatusDocumen
   } catch (err) {
     throw new PeerError('PEER_BAD_RESPONSE', `${where}: not JSON: ${(err as Error).message}`);
   }
+  return statusDocumentOf(raw, where);
+}
+
+/** parseStatusDocument's check on an already parsed document. */
+function statusDocumentOf(raw: unknown, where = 'peer'): StatusDocument {
   if (!isObject(raw) || !isObject(raw.host) || !Array.isArray(raw.vms)) {
     throw new PeerError('PEER_BAD_RESPONSE', `${where}: not a status document (host and vms expected)`);
   }

@@ -5,6 +5,7 @@
  */
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { hostName, type Config } from './config';
 import { HostFactsError } from './errors';
 import { interpretCpuid, LEAF, cpuidPosition, parseCpuidRegisters, type CpuidFacts, type CpuidLeaves, type CpuidRegisters } from './cpuid';
 import { noFlags, parseCpuinfo, type CpuinfoFacts } from './cpuinfo';
@@ -207,4 +208,15 @@ export function readHostFacts(opts: HostFactsOptions): HostFacts {
   };
   if (notes.length) facts.notes = notes;
   return facts;
+}
+
+/** readHostFacts with the config's roots, host.physBits override and host name. */
+export function hostFactsFromConfig(config: Config): HostFacts {
+  return readHostFacts({
+    procRoot: config.host.procRoot,
+    sysRoot: config.host.sysRoot,
+    devRoot: config.host.devRoot,
+    physBitsOverride: config.host.physBits,
+    name: hostName(config),
+  });
 }

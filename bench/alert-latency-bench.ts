@@ -4,8 +4,8 @@
  *
  * The event: a migration the guard did not see. The guest has three QMP monitors: the daemon holds
  * the first (the watched socket); the bench starts a migration on the second (so not through the
- * guarded socket) to a UNIX socket that accepts and never reads, which keeps it in "active" until
- * cancelled; the floor relay (bench/event-relay-floor.ts, its own process) holds the third. QEMU
+ * guarded socket) to a UNIX socket that reads and discards, at a trickle of max-bandwidth, which keeps it in
+ * "active" until cancelled; the floor relay (bench/event-relay-floor.ts, its own process) holds the third. QEMU
  * sends MIGRATION {"status": "setup"} to all three; the daemon turns it into a firing
  * MIGRATION_UNVERIFIED alert (agent/daemon-alerts.ts) and POSTs it to /am/api/v2/alerts; the relay
  * POSTs the event to /relay. After both arrived the bench cancels the migration and waits for the
@@ -23,7 +23,7 @@ import { join } from 'node:path';
 import { startGuest, type Guest } from '../test/helpers/qemu';
 import { tempDir } from '../test/helpers/tmp';
 import { benchConfig, startDaemon, waitForStatus, writeConfig, type DaemonProc } from './daemon-proc';
-import { firstLine, stopChild } from './proc';
+import { firstLine, stopChild, track } from './proc';
 import { eventWallMs, WireClient, type WireEvent } from './qmp-wire';
 import { compareTable, medianRatio, target, type CompareRow, type Section } from './report';
 import { fmt, percentile, sleep, spread, wallMs } from './stats';
@@ -116,6 +116,9 @@ function nextEvent(c: WireClient, match: (ev: WireEvent) => boolean, timeoutMs: 
   });
 }
 
+/** migrate-set-parameters max-bandwidth during the benchmark (bytes per second). */
+const MIGRATION_BYTES_PER_SECOND = 4096;
+
 const migration = (status: string) => (ev: WireEvent) => ev.event === 'MIGRATION' && ev.data?.status === status;
 
 interface Rep {
@@ -134,7 +137,7 @@ export async function runAlertBench(opts: AlertOptions): Promise<Section> {
   const receiver = new Receiver();
   const held = new Set<net.Socket>();
   const sink = net.createServer((s) => {
-    s.pause();
+    s.resume();
     s.on('error', () => undefined);
     held.add(s);
     s.on('close', () => held.delete(s));
@@ -155,6 +158,7 @@ export async function runAlertBench(opts: AlertOptions): Promise<Section> {
       cpu: 'phys-bits=40',
       extraArgs: ['-qmp', `unix:${ctlSocket},server=on,wait=off`, '-qmp', `unix:${relaySocket},server=on,wait=off`],
     });
+    track(guest.pid, guest.process);
     const configPath = join(dir, 'config.json');
     writeConfig(
       configPath,
@@ -167,14 +171,20 @@ export async function runAlertBench(opts: AlertOptions): Promise<Section> {
     daemon = await startDaemon(configPath, join(dir, 'api.sock'), join(dir, 'daemon.log'));
     await waitForStatus(daemon, (doc) => doc.vms.length === 1 && !!doc.vms[0].verdict, 30000, 50);
     relay = spawn(process.execPath, [join(__dirname, 'event-relay-floor.js'), '--socket', relaySocket, '--url', `http://127.0.0.1:${receiver.port}/relay`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    track(relay.pid, relay);
     await firstLine(relay, 15000);
     ctl = await WireClient.connect(ctlSocket);
     const caps = await ctl.command('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
     if (caps.error) throw new Error(`migrate-set-capabilities: ${caps.error.desc}`);
+    // A trickle keeps the migration in its first pass for minutes; it never reaches the final
+    // stage, where QEMU writes device state with its main lock held.
+    const params = await ctl.command('migrate-set-parameters', { 'max-bandwidth': MIGRATION_BYTES_PER_SECOND });
+    if (params.error) throw new Error(`migrate-set-parameters: ${params.error.desc}`);
 
     for (let i = 0; i < warmup + opts.repetitions; i++) {
       const from = receiver.requests.length;
       const setup = nextEvent(ctl, migration('setup'), 10000);
+      setup.catch(() => undefined);
       const sent = await ctl.command('migrate', { uri: `unix:${sinkSocket}` });
       if (sent.error) throw new Error(`migrate: ${sent.error.desc}`);
       const ev = await setup;
@@ -182,6 +192,7 @@ export async function runAlertBench(opts: AlertOptions): Promise<Section> {
       const am = await receiver.waitFor(from, (r) => r.path.startsWith('/am/') && carriesAlert(r.body, true, r.at), 10000);
       const fl = await receiver.waitFor(from, (r) => r.path === '/relay', 10000);
       const cancelled = nextEvent(ctl, migration('cancelled'), 10000);
+      cancelled.catch(() => undefined);
       const c = await ctl.command('migrate_cancel');
       if (c.error) throw new Error(`migrate_cancel: ${c.error.desc}`);
       await cancelled;
@@ -220,7 +231,7 @@ export async function runAlertBench(opts: AlertOptions): Promise<Section> {
   const s = spread(pb);
   const markdown = [
     'One paused TCG guest with three QMP monitors: the daemon holds the watched one, the bench drives the second, the floor relay holds the third. ' +
-      `Each repetition starts a migration on the bench's monitor (not through the guarded socket) to a UNIX socket that never reads, so it stays active; ` +
+      `Each repetition starts a migration on the bench's monitor (not through the guarded socket) to a UNIX socket at a trickle (\`max-bandwidth\` ${MIGRATION_BYTES_PER_SECOND / 1024} KiB/s), so it stays active; ` +
       'the daemon sees QEMU\'s MIGRATION {"status": "setup"} event and fires a MIGRATION_UNVERIFIED alert. ' +
       `${opts.repetitions} measured repetitions after ${warmup} unmeasured (the first POST opens the HTTP connection; a running daemon keeps it alive).`,
     '',
@@ -233,7 +244,8 @@ export async function runAlertBench(opts: AlertOptions): Promise<Section> {
     '',
     compareTable(rows),
     '',
-    `- With ${reps.length} samples p99 is the largest but at most one; min / median / max of physbits: ${fmt(s.min)} / ${fmt(s.median)} / ${fmt(s.max)} ms.`,
+    `- Percentiles are nearest-rank: with ${reps.length} samples p99 is the largest one. min / median / max of physbits: ${fmt(s.min)} / ${fmt(s.median)} / ${fmt(s.max)} ms; ` +
+      `per-repetition ratio to the floor relay, median ${fmt(medianRatio(rows[0]), 2)}×.`,
     '- After both POSTs arrived the bench cancels the migration and waits for the resolved alert (MIGRATION {"status": "cancelled"}), so each repetition starts with no alert firing.',
     '- Why this event: it is a guest event that the daemon turns into an alert on its own, without a scheduled re-read. A DIMM plugged through the upstream (a second monitor) ' +
       'would not do: QEMU 7.2 emits no event when a DIMM is added, so the daemon sees it only at the next scheduled re-verify (`verify.schedule`, default every 5 minutes).',
@@ -242,7 +254,7 @@ export async function runAlertBench(opts: AlertOptions): Promise<Section> {
   return {
     title: 'Event to alert: guest event → Alertmanager POST',
     markdown,
-    targets: [target(sec, `event → Alertmanager POST, p99 of ${reps.length}`, '≤ 50 ms', p99, 'ms', p99 <= 50), target(sec, 'p50 vs floor relay', '(reported)', medianRatio(rows[0]), '×', true)],
+    targets: [target(sec, `event → Alertmanager POST, p99 of ${reps.length}`, '≤ 50 ms', p99, 'ms', p99 <= 50)],
     seconds: (wallMs() - began) / 1000,
   };
 }

@@ -7,7 +7,7 @@ import { existsSync, openSync, closeSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import type { StatusDocument } from '../agent/types';
-import { stopChild } from './proc';
+import { stopChild, track } from './proc';
 import { sleep, wallMs } from './stats';
 
 export const BUILD = join(__dirname, '..');
@@ -50,6 +50,7 @@ export async function startDaemon(configPath: string, apiSocket: string, logPath
   const spawnedAt = wallMs();
   const child = spawn(process.execPath, [...nodeArgs, PHYSBITSD, '--config', configPath], { stdio: ['ignore', fd, fd] });
   closeSync(fd);
+  track(child.pid, child);
   const deadline = Date.now() + 30000;
   while (!existsSync(apiSocket)) {
     if (child.exitCode !== null) throw new Error(`physbitsd exited (${child.exitCode}); see ${logPath}`);

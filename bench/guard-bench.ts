@@ -12,6 +12,7 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { startGuest, type Guest } from '../test/helpers/qemu';
 import { tempDir } from '../test/helpers/tmp';
+import { track } from './proc';
 import { benchConfig, startDaemon, waitForStatus, writeConfig } from './daemon-proc';
 import { WireClient } from './qmp-wire';
 import { compareTable, medianRatio, target, type CompareRow, type Section } from './report';
@@ -83,6 +84,7 @@ export async function runGuardBench(opts: GuardOptions): Promise<Section> {
   try {
     const same = { memory: '16M', cpu: 'phys-bits=40', socketName: 'vm.qmp' };
     guests.push(await startGuest({ ...same, dir: watched }), await startGuest({ ...same, dir: other }));
+    for (const g of guests) track(g.pid, g.process);
     const [held, direct] = guests;
     const configPath = join(dir, 'config.json');
     writeConfig(configPath, benchConfig(dir, { host: { physBits: 40 }, discovery: { sockets: [join(watched, '*.qmp')] } }));

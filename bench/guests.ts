@@ -3,6 +3,7 @@
  * a 2-core machine is not asked to start a hundred QEMUs in the same instant.
  */
 import { startGuest, type Guest, type GuestOptions } from '../test/helpers/qemu';
+import { track } from './proc';
 import { nowMs } from './stats';
 
 export interface Fleet {
@@ -26,7 +27,11 @@ export async function startGuests(count: number, dir: string, opts: { batch?: nu
         wave.push(startGuest(o));
       }
       const settled = await Promise.allSettled(wave);
-      for (const s of settled) if (s.status === 'fulfilled') guests.push(s.value);
+      for (const s of settled) {
+        if (s.status !== 'fulfilled') continue;
+        guests.push(s.value);
+        track(s.value.pid, s.value.process);
+      }
       const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
       if (failed) throw failed.reason;
     }

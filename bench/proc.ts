@@ -18,6 +18,7 @@ export function timed(cmd: string, args: string[], opts: { timeoutMs?: number; e
   return new Promise((resolve, reject) => {
     const started = nowMs();
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    track(child.pid, child);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (d: Buffer) => out.push(d));
@@ -36,6 +37,31 @@ export function timed(cmd: string, args: string[], opts: { timeoutMs?: number; e
       resolve({ ms, code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') });
     });
   });
+}
+
+const live = new Set<number>();
+
+/**
+ * Remembers a process the benchmark started, so that a run that fails half-way still kills it
+ * (QEMU and the daemon would otherwise outlive the benchmark).
+ */
+export function track(pid: number | undefined, exited?: Promise<unknown> | ChildProcess): void {
+  if (!pid) return;
+  live.add(pid);
+  if (exited && 'once' in exited) exited.once('exit', () => live.delete(pid));
+  else exited?.then(() => live.delete(pid), () => live.delete(pid));
+}
+
+/** SIGKILLs every tracked process still alive (synchronous: safe in an 'exit' handler). */
+export function killTracked(): void {
+  for (const pid of live) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  live.clear();
 }
 
 let clkTck: number | null = null;

@@ -74,9 +74,12 @@ export class WireClient {
   close(): Promise<void> {
     return new Promise((resolve) => {
       if (this.socket.destroyed) return resolve();
-      this.socket.once('close', () => resolve());
+      const t = setTimeout(() => this.socket.destroy(), 1000);
+      this.socket.once('close', () => {
+        clearTimeout(t);
+        resolve();
+      });
       this.socket.end();
-      setTimeout(() => this.socket.destroy(), 1000).unref();
     });
   }
 

@@ -16,6 +16,7 @@ import { runAlertBench } from './alert-latency-bench';
 import { runGuardBench } from './guard-bench';
 import { describeMachine, machineMarkdown } from './machine';
 import { targetTable, type Section } from './report';
+import { killTracked } from './proc';
 import { runScaleBench } from './scale-bench';
 import { runScanBench } from './scan-bench';
 import { fmt, wallMs } from './stats';
@@ -32,6 +33,12 @@ export function mergeDocument(existing: string | null, results: string): string 
 }
 
 async function main(): Promise<void> {
+  process.on('exit', killTracked);
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
+  process.on('unhandledRejection', (err) => {
+    log(`failed: ${(err as Error)?.stack ?? String(err)}`);
+    process.exit(1);
+  });
   const { values } = parseArgs({
     options: { only: { type: 'string' }, 'no-write': { type: 'boolean' }, write: { type: 'boolean' }, quick: { type: 'boolean' } },
   });

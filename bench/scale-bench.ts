@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import type { StatusDocument } from '../agent/types';
 import { tempDir } from '../test/helpers/tmp';
 import { benchConfig, startDaemon, waitForStatus, lastCheckedAt, writeConfig, type DaemonProc } from './daemon-proc';
-import { cpuMs, firstLine, memoryMiB, stopChild } from './proc';
+import { cpuMs, firstLine, memoryMiB, stopChild, track } from './proc';
 import { compareTable, medianRatio, target, type CompareRow, type Section } from './report';
 import { fmt, sleep, spread, wallMs } from './stats';
 
@@ -66,6 +66,7 @@ async function floorRun(fleetDir: string, opts: ScaleOptions, fleetPid: number):
   const floorJs = join(__dirname, 'probe-floor.js');
   const t0 = wallMs();
   const floor = spawn(process.execPath, [floorJs, '--full', '--hold', '--ping-ms', String(opts.qmp?.heartbeatMs ?? 1000), '--dir', fleetDir], { stdio: ['ignore', 'pipe', 'inherit'] });
+  track(floor.pid, floor);
   try {
     const report = JSON.parse(await firstLine(floor, 120000)) as { ok: number };
     const readyMs = wallMs() - t0;
@@ -128,6 +129,7 @@ async function daemonRun(dir: string, fleetDir: string, opts: ScaleOptions, flee
 
 export async function startFleet(dir: string, count: number): Promise<{ child: ChildProcess; ms: number }> {
   const child = spawn(process.execPath, [join(__dirname, 'fake-fleet.js'), '--dir', dir, '--count', String(count)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  track(child.pid, child);
   const report = JSON.parse(await firstLine(child, 120000)) as { sockets: number; ms: number };
   if (report.sockets !== count) throw new Error(`fake fleet started ${report.sockets}/${count}`);
   return { child, ms: report.ms };

@@ -11,6 +11,7 @@ import { chmodSync, lstatSync, mkdirSync, readFileSync, writeFileSync } from 'no
 import http from 'node:http';
 import { join } from 'node:path';
 import WebSocket from 'ws';
+import { describeEvent } from '../agent/cli/watch-command';
 import { parseConfig } from '../agent/config';
 import { parseLogLine, startDaemon, waitUntil, type DaemonProcess } from './helpers/daemon';
 import { startFakeQmp } from './helpers/fake-qmp';
@@ -190,3 +191,9 @@ for (const format of ['text', 'journal', 'json'] as const) {
     t.true(found.includes(fileNamed.socket), JSON.stringify(found));
   });
 }
+
+test('physbitsctl watch shows control characters in VM names and messages as escapes', (t) => {
+  const line = describeEvent({ type: 'refusal', time: '2026-01-01T00:00:00.000Z', vm: HOSTILE_NAME, command: 'device_add', code: 'REFUSED_X', message: 'a\u001b]0;title\u0007b\u009bc' });
+  t.false(/[\u0000-\u001f\u007f-\u009f]/.test(line), line);
+  t.is(line, '2026-01-01T00:00:00.000Z evil\\u000aINJECTED level=error\\u000d\\u001b[31m$(reboot);`id`|rm -rf /\\u0000: REFUSED device_add: REFUSED_X: a\\u001b]0;title\\u0007b\\u009bc');
+});

@@ -18,25 +18,14 @@ import type { FleetPeerInput } from '../agent/fleet';
 import { renderAdvice } from '../agent/render-fleet';
 import type { GuestFacts, GuestLayout, HostFacts, StatusDocument, VmStatus } from '../agent/types';
 import { withDeadline } from '../agent/limit';
+import { guestFacts, hostFacts } from './helpers/facts';
 import { QEMU, startGuest } from './helpers/qemu';
 import { tempDir } from './helpers/tmp';
 
 const GIB = 2 ** 30;
 
 function host(name: string, physBits: number): HostFacts {
-  return {
-    name,
-    physBits,
-    physBitsSource: 'config',
-    vendor: 'GenuineIntel',
-    cpuinfoPhysBits: physBits,
-    cpuinfoVirtBits: 48,
-    cpuidPhysBits: null,
-    memEncryptionReduction: null,
-    flags: { sme: false, sev: false, sev_es: false, sev_snp: false, tme: false },
-    kvm: { module: 'kvm_intel', allowSmallerMaxphyaddr: null, ept: true, npt: null },
-    sources: {},
-  };
+  return hostFacts(physBits, name, { sources: {} });
 }
 
 /** q35 with -m 1G and no hot-plug: RAM below 4 GiB, the default 32 GiB window from 4 GiB. */
@@ -65,20 +54,7 @@ const HOTPLUG: GuestLayout = {
 };
 
 function guest(physBits: number, over: Partial<GuestFacts> = {}): GuestFacts {
-  return {
-    name: null,
-    qemuVersion: '7.2.22',
-    accelerator: 'kvm',
-    physBits,
-    hostPhysBits: false,
-    hostPhysBitsLimit: 0,
-    guestPhysBits: null,
-    cpuModel: 'Skylake-Server',
-    memoryEncryption: { active: false, type: null, reducedPhysBits: null },
-    runState: 'running',
-    layout: SMALL,
-    ...over,
-  };
+  return guestFacts({ name: null, qemuVersion: '7.2.22', physBits, cpuModel: 'Skylake-Server', layout: SMALL, ...over });
 }
 
 function vm(name: string, g: GuestFacts): VmStatus {

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { parseGroupFile } from '../agent/unix-groups';
 import type { StatusDocument, VmStatus } from '../agent/types';
 import { ctl, LineClient, startDaemon, vmNamed, waitUntil, writeConfig, mergeConfig, baseConfig, type JsonObject } from './helpers/daemon';
+import { freePort } from './helpers/alertmanager';
 import { startFakeQmp } from './helpers/fake-qmp';
 import { startGuest, type Guest } from './helpers/qemu';
 import { tempDir } from './helpers/tmp';
@@ -151,13 +152,16 @@ test.serial('SIGHUP: a good config changes verdicts; a bad one is logged and the
   let doc = await d.waitForStatus((s) => hasVerdict(vmNamed(s, 'reload')), 'verdict');
   t.like(vmNamed(doc, 'reload')!.verdict, { relation: 'wider', severity: 'critical' });
 
-  writeConfig(d.configPath, mergeConfig(d.config, { host: { physBits: 46 } }));
+  writeConfig(d.configPath, mergeConfig(d.config, { host: { physBits: 46 }, metrics: { listen: '127.0.0.1:1' } }));
   process.kill(d.pid, 'SIGHUP');
+  const later = await d.waitForLog((l) => l.message === 'settings that take effect at the next restart changed');
+  t.is(later.fields.keys, 'metrics');
   doc = await d.waitForStatus((s) => s.host.physBits === 46 && vmNamed(s, 'reload')?.verdict?.relation === 'equal', 'the new width');
   t.like(vmNamed(doc, 'reload')!.verdict, { relation: 'equal', severity: 'ok' });
   t.deepEqual(vmNamed(doc, 'reload')!.verdict!.reasons.map((r) => r.code), ['GUEST_EQUALS_HOST']);
   await d.waitForLog((l) => l.message === 'configuration reloaded');
 
+  t.regex(await d.metrics(), /physbits_host_phys_bits 46/);
   writeConfig(d.configPath, mergeConfig(d.config, { host: { physBits: 'forty' } }));
   process.kill(d.pid, 'SIGHUP');
   const refused = await d.waitForLog((l) => l.message === 'reload refused: keeping the running configuration');
@@ -414,4 +418,33 @@ test.serial('poll mode: a client connecting every 100 ms is never delayed past o
   t.true(Date.now() - Date.parse(vm.checkedAt!) < 3000);
   t.false(existsSync(join(dir, 'guard', 'polled.qmp')));
   t.deepEqual(existsSync(join(dir, 'guard')) ? readdirSync(join(dir, 'guard')) : [], []);
+});
+
+test.serial('a second daemon on the same config refuses to start and leaves the first one alone', async (t) => {
+  const dir = e2eDir();
+  const guest = await guestIn(dir, 'solo', 'phys-bits=46');
+  t.teardown(() => guest.kill());
+  // Alerts go to a webhook nobody serves: they wait in the spool.
+  const config = { alerts: { webhooks: [{ url: `http://127.0.0.1:${await freePort()}/hook` }] } };
+  const first = await startDaemon({ dir, config });
+  t.teardown(() => first.kill());
+  const spool = join(dir, 'spool', 'alerts.log');
+  await waitUntil(() => existsSync(spool) && readFileSync(spool, 'utf8').includes('GUEST_WIDER_THAN_HOST'), 'the alert in the spool');
+
+  const second = await startDaemon({ dir, config, configName: 'cfg2.json', waitReady: false });
+  t.teardown(() => second.kill());
+  const st = await second.exited;
+  t.is(st.code, 1);
+  const line = await second.waitForLog((l) => l.message === 'cannot start');
+  t.is(line.fields.code, 'QMP_SOCKET_IN_USE');
+  t.regex(line.fields.error, /api\.sock is in use/);
+
+  // The first goes on: its API answers, and what it spools still reaches the file.
+  t.true(hasVerdict(vmNamed(await first.status(), 'solo')));
+  const { client } = await LineClient.negotiated(join(dir, 'guard', 'solo.qmp'));
+  t.teardown(() => client.close());
+  const reply = await client.command(`{"execute":"device_add","arguments":{"driver":"pc-dimm","id":"big","memdev":"nope","addr":${2 ** 41}},"id":1}`, 1);
+  t.regex(String((reply.error as { desc: string }).desc), /^refused by physbits guard: /);
+  await waitUntil(() => /"reason":"REFUSED_/.test(readFileSync(spool, 'utf8')), 'the refusal in the spool file', 5000);
+  t.is(first.proc.exitCode, null);
 });

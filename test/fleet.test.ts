@@ -14,25 +14,14 @@ import {
   type FleetPeerInput,
 } from '../agent/fleet';
 import { renderFleet } from '../agent/render-fleet';
-import type { GuestFacts, GuestLayout, HostFacts, StatusDocument, VmStatus } from '../agent/types';
+import type { GuestLayout, HostFacts, StatusDocument, VmStatus } from '../agent/types';
+import { guestFacts, hostFacts } from './helpers/facts';
 import { tempDir } from './helpers/tmp';
 
 const GIB = 2 ** 30;
 
 function host(name: string, physBits: number): HostFacts {
-  return {
-    name,
-    physBits,
-    physBitsSource: 'config',
-    vendor: 'GenuineIntel',
-    cpuinfoPhysBits: physBits,
-    cpuinfoVirtBits: 48,
-    cpuidPhysBits: null,
-    memEncryptionReduction: null,
-    flags: { sme: false, sev: false, sev_es: false, sev_snp: false, tme: false },
-    kvm: { module: 'kvm_intel', allowSmallerMaxphyaddr: null, ept: true, npt: null },
-    sources: {},
-  };
+  return hostFacts(physBits, name, { sources: {} });
 }
 
 function layout(highestAddress: number): GuestLayout {
@@ -49,19 +38,14 @@ function layout(highestAddress: number): GuestLayout {
 
 function vm(name: string, physBits: number, opts: { accel?: string; highest?: number | null } = {}): VmStatus {
   const accel = opts.accel ?? 'kvm';
-  const guest: GuestFacts = {
+  const guest = guestFacts({
     name,
     qemuVersion: '7.2.22',
     accelerator: accel,
     physBits,
-    hostPhysBits: false,
-    hostPhysBitsLimit: 0,
-    guestPhysBits: null,
-    cpuModel: 'qemu64',
-    memoryEncryption: { active: false, type: null, reducedPhysBits: null },
     runState: 'paused',
     layout: opts.highest === null ? null : layout(opts.highest ?? 36 * GIB),
-  };
+  });
   return {
     socket: `/run/qemu/${name}.qmp`,
     name,

@@ -5,36 +5,21 @@ import { join } from 'node:path';
 import { bitsNeeded, formatBytes, REASON_SEVERITY } from '../agent/reasons';
 import { computeVerdict, maxSeverity, REASON_CODES, severityRank } from '../agent/verdict';
 import type { GuestFacts, GuestLayout, HostFacts, PeerFacts, Policy, Relation, Severity } from '../agent/types';
-
-type Partial2<T> = { [K in keyof T]?: T[K] extends object | null ? Partial<NonNullable<T[K]>> | T[K] : T[K] };
-
-const NO_FLAGS = { sme: false, sev: false, sev_es: false, sev_snp: false, tme: false };
+import { GiB, guestFacts, hostFacts, type GuestOverride, type HostOverride } from './helpers/facts';
 
 /** A 46-bit Intel host with EPT and allow_smaller_maxphyaddr=Y (nothing noteworthy). */
-function host(over: Partial2<HostFacts> = {}): HostFacts {
-  const base: HostFacts = {
-    name: 'hv1',
-    physBits: 46,
+function host(over: HostOverride = {}): HostFacts {
+  return hostFacts(46, 'hv1', {
     physBitsSource: 'cpuinfo',
-    vendor: 'GenuineIntel',
-    cpuinfoPhysBits: 46,
-    cpuinfoVirtBits: 48,
     cpuidPhysBits: 46,
-    memEncryptionReduction: null,
-    flags: NO_FLAGS,
-    kvm: { module: 'kvm_intel', allowSmallerMaxphyaddr: true, ept: true, npt: null },
     sources: {},
-  };
-  return {
-    ...base,
-    ...(over as Partial<HostFacts>),
-    flags: { ...base.flags, ...over.flags },
-    kvm: { ...base.kvm, ...over.kvm },
-  };
+    ...over,
+    kvm: { allowSmallerMaxphyaddr: true, ...over.kvm },
+  });
 }
 
 /** An EPYC with SME/SEV on: Linux reports 43 bits, raw CPUID 48, reduction 5, npt on. */
-function amd(over: Partial2<HostFacts> = {}): HostFacts {
+function amd(over: HostOverride = {}): HostFacts {
   return host({
     vendor: 'AuthenticAMD',
     physBits: 43,
@@ -47,28 +32,9 @@ function amd(over: Partial2<HostFacts> = {}): HostFacts {
   });
 }
 
-function guest(over: Partial2<GuestFacts> = {}): GuestFacts {
-  const base: GuestFacts = {
-    name: 'web1',
-    qemuVersion: '7.2.0',
-    accelerator: 'kvm',
-    physBits: 46,
-    hostPhysBits: false,
-    hostPhysBitsLimit: 0,
-    guestPhysBits: null,
-    cpuModel: 'qemu64',
-    memoryEncryption: { active: false, type: null, reducedPhysBits: null },
-    runState: 'running',
-    layout: null,
-  };
-  return {
-    ...base,
-    ...(over as Partial<GuestFacts>),
-    memoryEncryption: { ...base.memoryEncryption, ...over.memoryEncryption },
-  };
+function guest(over: GuestOverride = {}): GuestFacts {
+  return guestFacts({ physBits: 46, layout: null, ...over });
 }
-
-const GiB = 2 ** 30;
 
 /** A layout whose reach ends at `highest` and whose memory in use ends at `used`. */
 function layout(highest: number, used = 4 * GiB): GuestLayout {

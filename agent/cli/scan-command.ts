@@ -2,26 +2,19 @@
  * `physbitsctl scan`: a one-shot check without the daemon. Connects straight to each socket named
  * (else the config's discovery globs), a bounded number at once, each held only for its read.
  */
-import { hostName, loadConfig, type Config } from '../config';
-import { readHostFacts } from '../host-facts';
+import { loadConfig, type Config } from '../config';
+import { hostFactsFromConfig } from '../host-facts';
 import { mapLimit } from '../limit';
 import { renderStatus } from '../render-status';
 import { expandSocketGlobs, socketPatterns } from '../socket-globs';
 import { buildStatusDocument } from '../status-document';
-import type { HostFacts, PeerFacts, StatusDocument } from '../types';
+import type { PeerFacts, StatusDocument } from '../types';
 import { probeVm } from '../vm-probe';
 import { parse } from './args';
 import type { CliIo } from './cli-io';
 
-export function hostFactsFor(config: Config): HostFacts {
-  return readHostFacts({
-    procRoot: config.host.procRoot,
-    sysRoot: config.host.sysRoot,
-    devRoot: config.host.devRoot,
-    physBitsOverride: config.host.physBits,
-    name: hostName(config),
-  });
-}
+/** This host's facts as the config reads them (agent/host-facts.ts). */
+export { hostFactsFromConfig as hostFactsFor };
 
 /** Static peers' widths, for verdicts made without the daemon (live peers are the daemon's business). */
 export function staticPeerFacts(config: Config): PeerFacts[] {
@@ -29,7 +22,7 @@ export function staticPeerFacts(config: Config): PeerFacts[] {
 }
 
 export async function scan(config: Config, sockets: string[]): Promise<StatusDocument> {
-  const host = hostFactsFor(config);
+  const host = hostFactsFromConfig(config);
   const paths = sockets.length ? [...new Set(sockets)] : (await expandSocketGlobs(socketPatterns(config.discovery))).map((s) => s.path);
   const peers = staticPeerFacts(config).filter((p) => p.reachable);
   const vms = await mapLimit(paths, config.qmp.concurrency, (socket) => probeVm(socket, { config, host, peers, mode: 'scan' }));

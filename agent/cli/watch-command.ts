@@ -13,7 +13,16 @@ export interface DaemonEvent {
   [key: string]: unknown;
 }
 
+/** Control characters (a VM's name, QEMU's messages) shown as escapes, never sent to the terminal. */
+export function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 export function describeEvent(ev: DaemonEvent): string {
+  return printable(describeRaw(ev));
+}
+
+function describeRaw(ev: DaemonEvent): string {
   const who = ev.vm ? ` ${ev.vm}` : '';
   switch (ev.type) {
     case 'verdict':

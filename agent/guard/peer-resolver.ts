@@ -8,6 +8,10 @@
  * DNS; "localhost" or 127.0.0.1 match only a peer configured with exactly that address.
  */
 import type { PeerConfig } from '../config';
+import { getPeerJson, PeerError, peerUrl, type PeerFetch } from '../peer-client';
+
+const HOST_PATH = 'v1/host';
+const DEFAULT_MAX_BODY_BYTES = 64 * 1024;
 
 export interface PeerFactsResult {
   name: string;
@@ -23,11 +27,8 @@ export interface PeerFactsResult {
   error?: { code: string; message: string };
 }
 
-export type FetchLike = (url: string, init: {
-  headers: Record<string, string>;
-  signal: AbortSignal;
-  redirect: 'error';
-}) => Promise<{ status: number; body: ReadableStream<Uint8Array> | null }>;
+/** What the resolver asks through; the global fetch fits. */
+export type FetchLike = PeerFetch;
 
 export interface PeerResolverOptions {
   peers: readonly PeerConfig[];
@@ -41,12 +42,7 @@ export interface PeerResolverOptions {
   maxBodyBytes?: number;
 }
 
-export class PeerError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
-    this.name = 'PeerError';
-  }
-}
+export { PeerError };
 
 /** Canonical form of a host string for matching. */
 export function normalizeAddress(host: string): string {
@@ -66,24 +62,6 @@ export function physBitsOfHostDocument(doc: unknown): number | null {
   const d = doc as Record<string, unknown>;
   const v = typeof d.physBits === 'number' ? d.physBits : (d.host as Record<string, unknown> | undefined)?.physBits;
   return typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 64 ? v : null;
-}
-
-async function readBounded(body: ReadableStream<Uint8Array> | null, max: number): Promise<string> {
-  if (!body) return '';
-  const reader = body.getReader();
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > max) {
-      await reader.cancel().catch(() => undefined);
-      throw new PeerError('PEER_BAD_RESPONSE', `answer larger than ${max} bytes`);
-    }
-    chunks.push(Buffer.from(value));
-  }
-  return Buffer.concat(chunks).toString('utf8');
 }
 
 export class PeerResolver {
@@ -131,63 +109,24 @@ export class PeerResolver {
       if (physBits === null) throw new PeerError('PEER_BAD_RESPONSE', 'the host document has no valid physBits');
       return { name: peer.name, physBits, reachable: true, source: 'live', host };
     } catch (err) {
-      const error = err instanceof PeerError ? { code: err.code, message: err.message } : { code: 'PEER_UNREACHABLE', message: String((err as Error)?.message ?? err) };
+      // docs/guard.md reports an answer past maxBodyBytes as PEER_BAD_RESPONSE.
+      const code = err instanceof PeerError ? (err.code === 'PEER_RESPONSE_TOO_LARGE' ? 'PEER_BAD_RESPONSE' : err.code) : 'PEER_UNREACHABLE';
+      const error = { code, message: err instanceof PeerError ? err.message : String((err as Error)?.message ?? err) };
       const fallback = peer.physBits ?? null;
       return { name: peer.name, physBits: fallback, reachable: false, source: fallback === null ? 'none' : 'fallback', error };
     }
   }
 
   private async fetchHost(peer: Extract<PeerConfig, { url: string }>): Promise<Record<string, unknown>> {
-    let token: string;
-    try {
-      token = String(await this.opts.readFile(peer.tokenFile)).trim();
-    } catch (err) {
-      throw new PeerError('PEER_TOKEN_UNREADABLE', `cannot read ${peer.tokenFile}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    const doc = await getPeerJson(peer, HOST_PATH, {
+      timeoutMs: this.opts.timeoutMs,
+      maxBytes: this.opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
+      readFile: this.opts.readFile,
+      fetch: this.opts.fetch,
+    });
+    if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
+      throw new PeerError('PEER_BAD_RESPONSE', `${peerUrl(peer.url, HOST_PATH)} did not answer a JSON object`);
     }
-    if (!token) throw new PeerError('PEER_TOKEN_UNREADABLE', `${peer.tokenFile} is empty`);
-    const url = `${peer.url.replace(/\/+$/, '')}/v1/host`;
-    const ac = new AbortController();
-    const timer = setTimeout(() => ac.abort(), this.opts.timeoutMs);
-    timer.unref?.();
-    try {
-      let res: Awaited<ReturnType<FetchLike>>;
-      try {
-        res = await this.opts.fetch(url, {
-          headers: { authorization: `Bearer ${token}`, accept: 'application/json' },
-          signal: ac.signal,
-          redirect: 'error',
-        });
-      } catch (err) {
-        if (ac.signal.aborted) throw new PeerError('PEER_TIMEOUT', `no answer from ${url} within ${this.opts.timeoutMs} ms`);
-        const cause = (err as { cause?: { code?: string } })?.cause?.code;
-        throw new PeerError('PEER_UNREACHABLE', `${url}: ${cause ?? (err as Error)?.message ?? String(err)}`);
-      }
-      if (res.status === 401 || res.status === 403) {
-        await res.body?.cancel().catch(() => undefined);
-        throw new PeerError('PEER_UNAUTHORIZED', `${url} refused the token (HTTP ${res.status})`);
-      }
-      if (res.status !== 200) {
-        await res.body?.cancel().catch(() => undefined);
-        throw new PeerError('PEER_HTTP_STATUS', `${url} answered HTTP ${res.status}`);
-      }
-      let text: string;
-      try {
-        text = await readBounded(res.body, this.opts.maxBodyBytes ?? 64 * 1024);
-      } catch (err) {
-        if (err instanceof PeerError) throw err;
-        if (ac.signal.aborted) throw new PeerError('PEER_TIMEOUT', `answer from ${url} not complete within ${this.opts.timeoutMs} ms`);
-        throw new PeerError('PEER_UNREACHABLE', `${url}: ${(err as Error)?.message ?? String(err)}`);
-      }
-      let doc: unknown;
-      try {
-        doc = JSON.parse(text);
-      } catch {
-        throw new PeerError('PEER_BAD_RESPONSE', `${url} did not answer JSON`);
-      }
-      if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new PeerError('PEER_BAD_RESPONSE', `${url} did not answer a JSON object`);
-      return doc as Record<string, unknown>;
-    } finally {
-      clearTimeout(timer);
-    }
+    return doc as Record<string, unknown>;
   }
 }

@@ -10,7 +10,6 @@
  * and `reconnect` are passed on to the running daemon. The hook prints nothing on stdout: for
  * `migrate` and `restore`, libvirt would take stdout as a replacement domain XML.
  */
-import { hostname } from 'node:os';
 import type { Config } from '../config';
 import type { GuestFacts, HostFacts, Reason } from '../types';
 import { computeVerdict } from '../verdict';
@@ -41,14 +40,8 @@ const NOTIFIED: ReadonlySet<string> = new Set(['started', 'stopped', 'release', 
 export const HOOK_EXIT = { ALLOW: 0, REFUSE: 1 } as const;
 
 async function defaultHostFacts(config: Config): Promise<HostFacts> {
-  const { readHostFacts } = await import('../host-facts');
-  return readHostFacts({
-    procRoot: config.host.procRoot,
-    sysRoot: config.host.sysRoot,
-    devRoot: config.host.devRoot,
-    physBitsOverride: config.host.physBits,
-    name: config.host.name ?? hostname(),
-  });
+  const { hostFactsFromConfig } = await import('../host-facts');
+  return hostFactsFromConfig(config);
 }
 
 async function defaultNotify(config: Config, event: LibvirtEvent): Promise<void> {

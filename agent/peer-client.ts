@@ -1,0 +1,119 @@
+/**
+ * Asking a live peer agent: GET {url}/<path> with the shared bearer token read from the peer's
+ * tokenFile, bounded in time (headers and body) and in size (declared and streamed), redirects never
+ * followed so the token is sent nowhere else. Every failure is a PeerError with a stable code
+ * (docs/fleet-and-advice.md, docs/guard.md); what the document must hold is the caller's check.
+ */
+import { AgentError } from './errors';
+
+/** Why a live peer could not be asked: PEER_TOKEN_UNREADABLE, PEER_UNREACHABLE, PEER_TIMEOUT, PEER_UNAUTHORIZED, PEER_HTTP_STATUS, PEER_RESPONSE_TOO_LARGE, PEER_BAD_RESPONSE. */
+export class PeerError extends AgentError {}
+
+/** The part of fetch a peer request uses; the global fetch fits. */
+export type PeerFetch = (
+  url: string,
+  init: { headers: Record<string, string>; signal: AbortSignal; redirect: 'manual' },
+) => Promise<{ status: number; headers?: { get(name: string): string | null }; body: ReadableStream<Uint8Array> | null }>;
+
+export type ReadTextFile = (path: string) => Promise<string> | string;
+
+export interface PeerGetOptions {
+  timeoutMs: number;
+  /** Largest response body accepted. */
+  maxBytes: number;
+  readFile: ReadTextFile;
+  fetch: PeerFetch;
+}
+
+/** A token longer than this is not a bearer token. */
+const TOKEN_MAX_CHARS = 4096;
+
+/** The peer's bearer token: the token file's one line without surrounding white space. */
+export async function readPeerToken(tokenFile: string, readFile: ReadTextFile): Promise<string> {
+  let text: string;
+  try {
+    text = String(await readFile(tokenFile));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? String(err);
+    throw new PeerError('PEER_TOKEN_UNREADABLE', `${tokenFile}: cannot read the token file: ${code}`, { cause: err });
+  }
+  const token = text.trim();
+  if (!token || /[\r\n]/.test(token) || token.length > TOKEN_MAX_CHARS) {
+    throw new PeerError('PEER_TOKEN_UNREADABLE', `${tokenFile}: the token file must hold one non-empty line`);
+  }
+  return token;
+}
+
+/** {base}/{path}, with one slash between them. */
+export function peerUrl(base: string, path: string): string {
+  return `${base.replace(/\/+$/, '')}/${path.replace(/^\/+/, '')}`;
+}
+
+/** GET {peer.url}/{path} as JSON: the parsed document, of any shape. */
+export async function getPeerJson(peer: { url: string; tokenFile: string }, path: string, opts: PeerGetOptions): Promise<unknown> {
+  const token = await readPeerToken(peer.tokenFile, opts.readFile);
+  const url = peerUrl(peer.url, path);
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), opts.timeoutMs);
+  timer.unref?.();
+  try {
+    let res: Awaited<ReturnType<PeerFetch>>;
+    try {
+      res = await opts.fetch(url, {
+        headers: { authorization: `Bearer ${token}`, accept: 'application/json' },
+        redirect: 'manual',
+        signal: abort.signal,
+      });
+    } catch (err) {
+      if (abort.signal.aborted) throw new PeerError('PEER_TIMEOUT', `${url}: no answer within ${opts.timeoutMs} ms`);
+      const cause = (err as { cause?: { code?: string; message?: string } })?.cause;
+      const detail = cause?.code ?? cause?.message ?? (err as Error)?.message ?? String(err);
+      throw new PeerError('PEER_UNREACHABLE', `${url}: ${detail}`, { cause: err });
+    }
+    if (res.status === 401 || res.status === 403) {
+      await res.body?.cancel().catch(() => undefined);
+      throw new PeerError('PEER_UNAUTHORIZED', `${url}: HTTP ${res.status}: the peer refused the token`);
+    }
+    if (res.status !== 200) {
+      await res.body?.cancel().catch(() => undefined);
+      throw new PeerError('PEER_HTTP_STATUS', `${url}: HTTP ${res.status}`);
+    }
+    const text = await readBounded(res, opts.maxBytes, url, abort.signal, opts.timeoutMs);
+    try {
+      return JSON.parse(text) as unknown;
+    } catch (err) {
+      throw new PeerError('PEER_BAD_RESPONSE', `${url}: not JSON: ${(err as Error).message}`);
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function readBounded(res: Awaited<ReturnType<PeerFetch>>, maxBytes: number, url: string, signal: AbortSignal, timeoutMs: number): Promise<string> {
+  const declared = Number(res.headers?.get('content-length'));
+  if (Number.isFinite(declared) && declared > maxBytes) {
+    await res.body?.cancel().catch(() => undefined);
+    throw new PeerError('PEER_RESPONSE_TOO_LARGE', `${url}: response of ${declared} bytes exceeds ${maxBytes}`);
+  }
+  if (!res.body) return '';
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > maxBytes) {
+        await reader.cancel().catch(() => undefined);
+        throw new PeerError('PEER_RESPONSE_TOO_LARGE', `${url}: response larger than ${maxBytes} bytes`);
+      }
+      chunks.push(value);
+    }
+  } catch (err) {
+    if (err instanceof PeerError) throw err;
+    if (signal.aborted) throw new PeerError('PEER_TIMEOUT', `${url}: response not complete within ${timeoutMs} ms`);
+    throw new PeerError('PEER_UNREACHABLE', `${url}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}

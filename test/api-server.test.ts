@@ -1,0 +1,220 @@
+/**
+ * The control API server on its own, with handlers written here: routes and status codes, body
+ * bounds, the bearer token on TCP, the event stream and its bounds, close().
+ */
+import test from 'ava';
+import { existsSync, lstatSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { join } from 'node:path';
+import WebSocket from 'ws';
+import { ApiServer, apiError, tokenMatches, type ApiHandlers } from '../agent/api-server';
+import { EventBus } from '../agent/event-bus';
+import type { Logger } from '../agent/logger';
+import { tempDir } from './helpers/tmp';
+
+const TOKEN = 'tok-0123456789abcdef';
+
+function recordingLogger(lines: string[]): Logger {
+  const l: Logger = {
+    error: (m) => void lines.push(`error ${m}`),
+    warn: (m) => void lines.push(`warn ${m}`),
+    info: () => undefined,
+    debug: () => undefined,
+    child: () => l,
+  };
+  return l;
+}
+
+function handlers(calls: string[]): ApiHandlers {
+  return {
+    status: () => ({ host: { physBits: 40 }, vms: [] }),
+    host: () => ({ physBits: 40 }),
+    vm: (name) => (calls.push(`vm ${name}`), name === 'web 1' ? { name } : null),
+    checkMigration: async (body) => {
+      calls.push(`check ${JSON.stringify(body)}`);
+      if (body.vm === 'boom') throw new Error('exploded');
+      if (body.vm === 'missing') throw apiError(404, 'VM_NOT_FOUND', "no VM named 'missing'");
+      return { allowed: true };
+    },
+    fleet: async () => ({ hosts: [], guests: [] }),
+    advise: async (vm, poolBits) => ({ vm: vm ?? null, poolBits: poolBits ?? null }),
+    libvirtEvent: (body) => void calls.push(`libvirt ${JSON.stringify(body)}`),
+  };
+}
+
+interface Served {
+  api: ApiServer;
+  events: EventBus;
+  socket: string;
+  calls: string[];
+  logs: string[];
+}
+
+async function serve(t: { teardown(fn: () => unknown): void }, opts: { maxBodyBytes?: number; eventBufferBytes?: number; maxEventClients?: number; mode?: number } = {}): Promise<Served> {
+  const dir = tempDir('physbits-api-');
+  const calls: string[] = [];
+  const logs: string[] = [];
+  const events = new EventBus();
+  const api = new ApiServer({
+    handlers: handlers(calls),
+    events,
+    logger: recordingLogger(logs),
+    maxBodyBytes: opts.maxBodyBytes ?? 1024,
+    maxEventClients: opts.maxEventClients ?? 4,
+    eventBufferBytes: opts.eventBufferBytes ?? 64 * 1024,
+  });
+  const socket = join(dir, 'api.sock');
+  await api.listenUnix(socket, opts.mode ?? 0o660);
+  t.teardown(() => api.close());
+  return { api, events, socket, calls, logs };
+}
+
+function call(target: { socketPath: string } | { port: number }, method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<{ status: number; json: unknown }> {
+  return new Promise((resolve, reject) => {
+    const where = 'socketPath' in target ? { socketPath: target.socketPath } : { host: '127.0.0.1', port: target.port };
+    const req = http.request({ ...where, method, path, headers }, (res) => {
+      let text = '';
+      res.on('data', (c) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, json: text ? JSON.parse(text) : null }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+test('tokenMatches: only "Bearer <exactly the token>"', (t) => {
+  const table: Array<[string | undefined, boolean]> = [
+    [`Bearer ${TOKEN}`, true],
+    [`bearer ${TOKEN}`, true],
+    [`Bearer   ${TOKEN}  `, true],
+    [`Bearer ${TOKEN}x`, false],
+    [`Bearer ${TOKEN.slice(1)}`, false],
+    [`Basic ${TOKEN}`, false],
+    [TOKEN, false],
+    ['Bearer', false],
+    ['', false],
+    [undefined, false],
+    [`Bearer ${TOKEN} extra`, false],
+  ];
+  for (const [header, ok] of table) t.is(tokenMatches(header, TOKEN), ok, String(header));
+  t.false(tokenMatches('Bearer ', ''));
+});
+
+test('UNIX socket: mode, routes, codes and body bounds', async (t) => {
+  const s = await serve(t, { mode: 0o640 });
+  t.is(lstatSync(s.socket).mode & 0o777, 0o640);
+  const u = { socketPath: s.socket };
+  t.deepEqual(await call(u, 'GET', '/v1/status'), { status: 200, json: { host: { physBits: 40 }, vms: [] } });
+  t.deepEqual(await call(u, 'GET', '/v1/host'), { status: 200, json: { physBits: 40 } });
+  t.deepEqual(await call(u, 'GET', '/v1/vms/web%201'), { status: 200, json: { name: 'web 1' } });
+  t.deepEqual(await call(u, 'GET', '/v1/vms/nope'), { status: 404, json: { error: { code: 'VM_NOT_FOUND', message: "no VM named 'nope'" } } });
+  t.deepEqual(await call(u, 'GET', '/v1/vms/a%20b%0A'), { status: 404, json: { error: { code: 'VM_NOT_FOUND', message: "no VM named 'a b\n'" } } });
+  t.deepEqual(await call(u, 'GET', '/v1/vms/%E0%A4%A'), { status: 400, json: { error: { code: 'API_BAD_REQUEST', message: 'the VM name is not valid percent-encoded UTF-8' } } });
+  t.deepEqual(await call(u, 'GET', '/v1/advise?vm=web1&poolBits=39'), { status: 200, json: { vm: 'web1', poolBits: 39 } });
+  for (const bad of ['0', '65', '39.5', 'x']) {
+    t.like(await call(u, 'GET', `/v1/advise?poolBits=${bad}`), { status: 400, json: { error: { code: 'API_BAD_REQUEST' } } }, bad);
+  }
+  t.deepEqual(await call(u, 'POST', '/v1/check-migration', '{"vm":"web1","peer":"hv2"}'), { status: 200, json: { allowed: true } });
+  t.deepEqual(await call(u, 'POST', '/v1/check-migration', '{"vm":"missing","peer":"hv2"}'), { status: 404, json: { error: { code: 'VM_NOT_FOUND', message: "no VM named 'missing'" } } });
+  t.deepEqual(await call(u, 'POST', '/v1/check-migration', '{"vm":"boom","peer":"hv2"}'), { status: 500, json: { error: { code: 'INTERNAL', message: 'exploded' } } });
+  t.deepEqual(s.logs, ['error API request failed']);
+  t.deepEqual(await call(u, 'POST', '/v1/check-migration', '{"vm":'), { status: 400, json: { error: { code: 'API_BAD_JSON', message: 'request body is not JSON' } } });
+  t.deepEqual(await call(u, 'POST', '/v1/check-migration', JSON.stringify({ vm: 'x'.repeat(2000) })), { status: 413, json: { error: { code: 'API_BODY_TOO_LARGE', message: 'request body larger than 1024 bytes' } } });
+  t.deepEqual(await call(u, 'POST', '/v1/libvirt-events', '{"domain":"web1","operation":"started"}'), { status: 202, json: { accepted: true } });
+  t.deepEqual(await call(u, 'PUT', '/v1/status'), { status: 404, json: { error: { code: 'API_NOT_FOUND', message: 'no such endpoint: PUT /v1/status' } } });
+  t.deepEqual(s.calls, ['vm web 1', 'vm nope', 'vm a b\n', 'check {"vm":"web1","peer":"hv2"}', 'check {"vm":"missing","peer":"hv2"}', 'check {"vm":"boom","peer":"hv2"}', 'libvirt {"domain":"web1","operation":"started"}']);
+});
+
+test('TCP: the bearer token on every request and on the event stream; reads only', async (t) => {
+  const s = await serve(t);
+  const addr = await s.api.listenTcp('127.0.0.1:0', TOKEN);
+  t.is(addr.address, '127.0.0.1');
+  const tcp = { port: addr.port };
+  const auth = { authorization: `Bearer ${TOKEN}` };
+  t.deepEqual(await call(tcp, 'GET', '/v1/status'), { status: 401, json: { error: { code: 'API_UNAUTHORIZED', message: 'a valid bearer token is required' } } });
+  t.is((await call(tcp, 'GET', '/v1/status', undefined, { authorization: 'Bearer nope' })).status, 401);
+  t.is((await call(tcp, 'GET', '/v1/status', undefined, auth)).status, 200);
+  t.deepEqual(await call(tcp, 'POST', '/v1/libvirt-events', '{}', auth), { status: 403, json: { error: { code: 'API_READ_ONLY', message: 'the TCP API only serves reads' } } });
+  t.deepEqual(s.calls, []);
+  const status = await new Promise<number>((resolve) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${addr.port}/v1/events`);
+    ws.on('unexpected-response', (_q, res) => resolve(res.statusCode ?? 0));
+    ws.on('error', () => undefined);
+  });
+  t.is(status, 401);
+});
+
+function openWs(socket: string, path = '/v1/events'): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws+unix://${socket}:${path}`);
+    ws.once('open', () => resolve(ws));
+    ws.once('error', reject);
+  });
+}
+
+test('event stream: every event to every client; a client that does not read is dropped', async (t) => {
+  const s = await serve(t, { eventBufferBytes: 4096, maxEventClients: 3 });
+  const reader = await openWs(s.socket);
+  const got: Array<Record<string, unknown>> = [];
+  reader.on('message', (m) => got.push(JSON.parse(String(m)) as Record<string, unknown>));
+  // A raw client that completes the upgrade and stops reading.
+  const deaf = net.createConnection({ path: s.socket });
+  deaf.on('error', () => undefined);
+  t.teardown(() => deaf.destroy());
+  deaf.write('GET /v1/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+  await new Promise<void>((resolve) => deaf.once('data', () => {
+    deaf.pause();
+    resolve();
+  }));
+  s.events.publish({ type: 'config', message: 'hello', time: '2026-01-01T00:00:00.000Z' });
+  await new Promise<void>((r) => {
+    const check = (): void => void (got.length ? r() : setTimeout(check, 5));
+    check();
+  });
+  t.deepEqual(got[0], { type: 'config', message: 'hello', time: '2026-01-01T00:00:00.000Z' });
+  // Publish in small steps the reader keeps up with, until the deaf one is dropped.
+  let n = 0;
+  while (!s.logs.includes('warn dropping a slow event-stream client') && n < 5000) {
+    s.events.publish({ type: 'refusal', vm: 'web1', n: ++n, pad: 'x'.repeat(1000) });
+    if (n % 4 === 0) await new Promise((r) => setTimeout(r, 2));
+  }
+  t.true(s.logs.includes('warn dropping a slow event-stream client'), `${n} events`);
+  t.log(`deaf client dropped after ${n} events of ~1 KiB`);
+  await new Promise((r) => setTimeout(r, 200));
+  t.is(reader.readyState, WebSocket.OPEN);
+  t.is(got.length, n + 1);
+  t.deepEqual(got.slice(1).map((e) => e.n), Array.from({ length: n }, (_, i) => i + 1));
+  // Room again below maxEventClients: two more connect; the third is turned away.
+  const more = [await openWs(s.socket), await openWs(s.socket)];
+  t.teardown(() => more.forEach((w) => w.terminate()));
+  const refused = await new Promise<number>((resolve) => {
+    const ws = new WebSocket(`ws+unix://${s.socket}:/v1/events`);
+    ws.on('unexpected-response', (_q, res) => resolve(res.statusCode ?? 0));
+    ws.on('error', () => undefined);
+  });
+  t.is(refused, 503);
+  const elsewhere = await new Promise<number>((resolve) => {
+    const ws = new WebSocket(`ws+unix://${s.socket}:/v1/status`);
+    ws.on('unexpected-response', (_q, res) => resolve(res.statusCode ?? 0));
+    ws.on('error', () => undefined);
+  });
+  t.is(elsewhere, 404);
+  // What clients send is ignored, up to 4 KiB a frame; more closes them with 1009.
+  more[0].send('ignored');
+  const closed = new Promise<number>((r) => more[1].once('close', (code) => r(code)));
+  more[1].send('x'.repeat(5000));
+  t.is(await closed, 1009);
+  reader.terminate();
+});
+
+test('close(): clients are cut, the socket file goes, later events are harmless', async (t) => {
+  const s = await serve(t);
+  const ws = await openWs(s.socket);
+  const closed = new Promise<void>((r) => ws.once('close', () => r()));
+  await s.api.close();
+  await closed;
+  t.false(existsSync(s.socket));
+  t.notThrows(() => s.events.publish({ type: 'config', message: 'after close' }));
+  await t.throwsAsync(call({ socketPath: s.socket }, 'GET', '/v1/status'), { code: 'ENOENT' });
+});
