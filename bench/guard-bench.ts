@@ -7,12 +7,15 @@
  * 8 clients: eight connections to the guarded socket, each one command at a time, against eight
  * commands kept in flight on one direct connection (eight direct clients are impossible: QEMU
  * greets the next client only when the first leaves).
+ * A third path, for scale: one client through a bare byte-pipe proxy process
+ * (bench/pipe-proxy-floor.ts) to the direct guest: what one more process hop costs by itself.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { startGuest, type Guest } from '../test/helpers/qemu';
 import { tempDir } from '../test/helpers/tmp';
-import { track } from './proc';
+import { cpuMs, firstLine, stopChild, track } from './proc';
 import { benchConfig, startDaemon, waitForStatus, writeConfig } from './daemon-proc';
 import { WireClient } from './qmp-wire';
 import { compareTable, medianRatio, target, type CompareRow, type Section } from './report';
@@ -30,10 +33,12 @@ export interface Phase {
   p99: number;
   /** Commands per second over the phase. */
   throughput: number;
+  /** CPU time (µs) the proxy process in the path spent per command; NaN on the direct path. */
+  cpuUs: number;
 }
 
 export function summarizePhase(latencies: number[], elapsedMs: number): Phase {
-  return { p50: percentile(latencies, 50), p99: percentile(latencies, 99), throughput: (latencies.length / elapsedMs) * 1000 };
+  return { p50: percentile(latencies, 50), p99: percentile(latencies, 99), throughput: (latencies.length / elapsedMs) * 1000, cpuUs: NaN };
 }
 
 /** `lanes` loops of one-at-a-time query-status, over the given connections (lane i uses clients[i % clients.length]). */
@@ -54,11 +59,13 @@ async function drive(clients: WireClient[], lanes: number, total: number): Promi
   return summarizePhase(latencies, nowMs() - started);
 }
 
-async function phase(path: string, connections: number, lanes: number, total: number): Promise<Phase> {
+async function phase(path: string, connections: number, lanes: number, total: number, proxyPid?: number): Promise<Phase> {
   const clients = await Promise.all(Array.from({ length: connections }, () => WireClient.connect(path)));
   try {
     await drive(clients, lanes, Math.ceil(total / 10));
-    return await drive(clients, lanes, total);
+    const cpu0 = proxyPid ? cpuMs(proxyPid) : NaN;
+    const result = await drive(clients, lanes, total);
+    return { ...result, cpuUs: proxyPid ? ((cpuMs(proxyPid) - cpu0) * 1000) / total : NaN };
   } finally {
     await Promise.all(clients.map((c) => c.close()));
   }
@@ -66,6 +73,7 @@ async function phase(path: string, connections: number, lanes: number, total: nu
 
 interface GuardRun {
   direct1: Phase;
+  pipe1: Phase;
   guard1: Phase;
   direct8: Phase;
   guard8: Phase;
@@ -81,6 +89,7 @@ export async function runGuardBench(opts: GuardOptions): Promise<Section> {
   const guests: Guest[] = [];
   const runs: GuardRun[] = [];
   let daemon: Awaited<ReturnType<typeof startDaemon>> | null = null;
+  let pipe: ChildProcess | null = null;
   try {
     const same = { memory: '16M', cpu: 'phys-bits=40', socketName: 'vm.qmp' };
     guests.push(await startGuest({ ...same, dir: watched }), await startGuest({ ...same, dir: other }));
@@ -92,21 +101,27 @@ export async function runGuardBench(opts: GuardOptions): Promise<Section> {
     const guarded = join(dir, 'guard', 'vm.qmp');
     await waitForStatus(daemon, (doc) => doc.vms.length === 1 && !!doc.vms[0].verdict && existsSync(guarded), 30000, 50);
     if (held.socket === guarded) throw new Error('guarded socket must differ from the upstream');
+    const piped = join(dir, 'pipe.qmp');
+    pipe = spawn(process.execPath, [join(__dirname, 'pipe-proxy-floor.js'), '--listen', piped, '--upstream', direct.socket], { stdio: ['ignore', 'pipe', 'inherit'] });
+    track(pipe.pid, pipe);
+    await firstLine(pipe, 15000);
     await sleep(200);
     for (let r = 0; r < opts.runs; r++) {
       const run: GuardRun = {
         direct1: await phase(direct.socket, 1, 1, opts.roundTrips),
-        guard1: await phase(guarded, 1, 1, opts.roundTrips),
+        pipe1: await phase(piped, 1, 1, opts.roundTrips, pipe.pid),
+        guard1: await phase(guarded, 1, 1, opts.roundTrips, daemon.pid),
         direct8: await phase(direct.socket, 1, 8, opts.roundTrips * 2),
-        guard8: await phase(guarded, 8, 8, opts.roundTrips * 2),
+        guard8: await phase(guarded, 8, 8, opts.roundTrips * 2, daemon.pid),
       };
       runs.push(run);
       opts.log(
-        `guard run ${r + 1}: p50 direct ${fmt(run.direct1.p50 * 1000)} µs / guard ${fmt(run.guard1.p50 * 1000)} µs; ` +
+        `guard run ${r + 1}: p50 direct ${fmt(run.direct1.p50 * 1000)} µs / pipe ${fmt(run.pipe1.p50 * 1000)} µs / guard ${fmt(run.guard1.p50 * 1000)} µs; ` +
           `8 clients: ${fmt(run.direct8.throughput)} / ${fmt(run.guard8.throughput)} cmd/s`,
       );
     }
   } finally {
+    if (pipe) await stopChild(pipe);
     await daemon?.stop();
     await Promise.all(guests.map((g) => g.kill()));
     rmSync(dir, { recursive: true, force: true });
@@ -122,6 +137,14 @@ export async function runGuardBench(opts: GuardOptions): Promise<Section> {
     { figure: '8 clients: p99', unit: 'µs', runs: us('guard8', 'p99'), baseline: 'direct, 8 in flight on 1 connection', baselineRuns: us('direct8', 'p99'), target: '≤ 1.5×' },
     { figure: '8 clients: throughput', unit: 'cmd/s', runs: tp('guard8'), baseline: 'direct, 8 in flight on 1 connection', baselineRuns: tp('direct8'), target: '≥ 0.85×' },
   ];
+  const hopRows: CompareRow[] = [
+    { figure: 'bare pipe proxy, 1 client: p50', unit: 'µs', runs: us('pipe1', 'p50'), baseline: 'direct, 1 client', baselineRuns: us('direct1', 'p50') },
+    { figure: 'bare pipe proxy, 1 client: p99', unit: 'µs', runs: us('pipe1', 'p99'), baseline: 'direct, 1 client', baselineRuns: us('direct1', 'p99') },
+    { figure: 'bare pipe proxy, 1 client: throughput', unit: 'cmd/s', runs: tp('pipe1'), baseline: 'direct, 1 client', baselineRuns: tp('direct1') },
+    { figure: 'guard, 1 client: p50', unit: 'µs', runs: us('guard1', 'p50'), baseline: 'bare pipe proxy, 1 client', baselineRuns: us('pipe1', 'p50') },
+    { figure: 'guard, 1 client: p99', unit: 'µs', runs: us('guard1', 'p99'), baseline: 'bare pipe proxy, 1 client', baselineRuns: us('pipe1', 'p99') },
+    { figure: 'guard, 1 client: throughput', unit: 'cmd/s', runs: tp('guard1'), baseline: 'bare pipe proxy, 1 client', baselineRuns: tp('pipe1') },
+  ];
   const sec = 'guard';
   const r = rows.map(medianRatio);
   const targets = [
@@ -133,6 +156,7 @@ export async function runGuardBench(opts: GuardOptions): Promise<Section> {
     target(sec, '8 clients throughput vs direct pipelined', '≥ 0.85×', r[5], '×', r[5] >= 0.85),
   ];
   const directUs = spread(us('direct1', 'p50')).median;
+  const pipeUs = spread(us('pipe1', 'p50')).median;
   const guardUs = spread(us('guard1', 'p50')).median;
   const markdown = [
     `Two identical paused TCG guests (\`-m 16M\`, phys-bits=40): the daemon holds the first and serves its guarded socket; the second is asked directly. ` +
@@ -141,8 +165,16 @@ export async function runGuardBench(opts: GuardOptions): Promise<Section> {
     '',
     compareTable(rows),
     '',
-    `- One client: the guard adds ${fmt(guardUs - directUs)} µs per round trip at the median: a second socket hop, the proxy's parsing and re-serialising of the command, ` +
-      'the interceptor (query-status is forwarded at once), the upstream client\'s id routing, and splicing the client\'s id into QEMU\'s reply line.',
+    '',
+    'Where the one-client overhead comes from: the same round trips through a bare byte-pipe proxy process (bench/pipe-proxy-floor.ts: no parsing, no checks) to the direct guest.',
+    '',
+    compareTable(hopRows),
+    '',
+    `- CPU per command (utime + stime of the process in the path over the measured round trips, clock-tick resolution): the daemon ${fmt(spread(runs.map((r) => r.guard1.cpuUs)).median)} µs ` +
+      `with one client and ${fmt(spread(runs.map((r) => r.guard8.cpuUs)).median)} µs with eight; the bare pipe proxy ${fmt(spread(runs.map((r) => r.pipe1.cpuUs)).median)} µs.`,
+    `- One client: the guard adds ${fmt(guardUs - directUs)} µs per round trip at the median; a bare pipe hop alone adds ${fmt(pipeUs - directUs)} µs ` +
+      '(two more socket wake-ups of another process per round trip, on two shared cores). The rest is the guard\'s own work: parsing and checking the command as QEMU would, ' +
+      're-serialising it, the interceptor (query-status is forwarded at once), the upstream client\'s id routing, and splicing the client\'s id into QEMU\'s reply line.',
     '- Eight clients: eight direct clients cannot exist (QEMU serves one client per socket and greets the next only when the first leaves), so the baseline keeps eight commands ' +
       'in flight on one direct connection. QEMU answers one monitor\'s commands one at a time either way, so throughput is bounded by QEMU\'s main loop on both paths; ' +
       'latency at eight in flight is mostly queueing.',
