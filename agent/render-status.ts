@@ -1,12 +1,13 @@
 /** The status document as a table for people: one row per VM. */
+import { printable } from './printable';
 import type { StatusDocument, VmStatus } from './types';
 
 function row(vm: VmStatus, hostBits: number): string[] {
-  if (vm.error) return [vm.name, '-', '-', String(hostBits), '-', 'unknown', `${vm.error.code}: ${vm.error.message}`];
+  if (vm.error) return [vm.name, '-', '-', String(hostBits), '-', 'unknown', `${vm.error.code}: ${vm.error.message}`].map(printable);
   const g = vm.guest!;
   const v = vm.verdict!;
   const first = v.reasons[0];
-  return [vm.name, vm.accelerator ?? g.accelerator, String(g.physBits), String(hostBits), v.relation, v.severity, first ? `${first.code}: ${first.message}` : ''];
+  return [vm.name, vm.accelerator ?? g.accelerator, String(g.physBits), String(hostBits), v.relation, v.severity, first ? `${first.code}: ${first.message}` : ''].map(printable);
 }
 
 export function renderTable(rows: string[][], header: string[]): string {
@@ -19,7 +20,7 @@ export function renderTable(rows: string[][], header: string[]): string {
 
 export function renderStatus(doc: StatusDocument): string {
   const h = doc.host;
-  const head = `host ${h.name}: ${h.physBits} bits physical (${h.physBitsSource}), ${h.vendor}`;
+  const head = printable(`host ${h.name}: ${h.physBits} bits physical (${h.physBitsSource}), ${h.vendor}`);
   if (doc.vms.length === 0) return `${head}\nno VMs found`;
   const table = renderTable(
     doc.vms.map((vm) => row(vm, h.physBits)),

@@ -21,7 +21,7 @@ import type { AddressInfo } from 'node:net';
 import net from 'node:net';
 import { join } from 'node:path';
 import { startGuest, type Guest } from '../test/helpers/qemu';
-import { tempDir } from '../test/helpers/tmp';
+import { runtimeDir, stateDir } from './dirs';
 import { benchConfig, startDaemon, waitForStatus, writeConfig, type DaemonProc } from './daemon-proc';
 import { firstLine, stopChild, track } from './proc';
 import { eventWallMs, WireClient, type WireEvent } from './qmp-wire';
@@ -128,7 +128,8 @@ interface Rep {
 
 export async function runAlertBench(opts: AlertOptions): Promise<Section> {
   const began = wallMs();
-  const dir = tempDir('physbits-bench-alert-');
+  const dir = runtimeDir('physbits-bench-alert-');
+  const state = stateDir('physbits-bench-alert-');
   const watched = join(dir, 'vms');
   mkdirSync(watched);
   const ctlSocket = join(dir, 'ctl.qmp');
@@ -165,10 +166,10 @@ export async function runAlertBench(opts: AlertOptions): Promise<Section> {
       benchConfig(dir, {
         host: { physBits: 40 },
         discovery: { sockets: [join(watched, '*.qmp')] },
-        alerts: { alertmanagers: [`http://127.0.0.1:${receiver.port}/am`] },
+        alerts: { alertmanagers: [`http://127.0.0.1:${receiver.port}/am`], spoolDir: join(state, 'spool') },
       }),
     );
-    daemon = await startDaemon(configPath, join(dir, 'api.sock'), join(dir, 'daemon.log'));
+    daemon = await startDaemon(configPath, join(dir, 'api.sock'), join(state, 'daemon.log'));
     await waitForStatus(daemon, (doc) => doc.vms.length === 1 && !!doc.vms[0].verdict, 30000, 50);
     relay = spawn(process.execPath, [join(__dirname, 'event-relay-floor.js'), '--socket', relaySocket, '--url', `http://127.0.0.1:${receiver.port}/relay`], { stdio: ['ignore', 'pipe', 'inherit'] });
     track(relay.pid, relay);
@@ -210,6 +211,7 @@ export async function runAlertBench(opts: AlertOptions): Promise<Section> {
     await new Promise<void>((r) => sink.close(() => r()));
     await receiver.close();
     rmSync(dir, { recursive: true, force: true });
+    rmSync(state, { recursive: true, force: true });
   }
 
   const pb = reps.map((r) => r.physbits);

@@ -14,8 +14,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { startGuest, type Guest } from '../test/helpers/qemu';
-import { tempDir } from '../test/helpers/tmp';
 import { cpuMs, firstLine, stopChild, track } from './proc';
+import { runtimeDir, stateDir } from './dirs';
 import { benchConfig, startDaemon, waitForStatus, writeConfig } from './daemon-proc';
 import { WireClient } from './qmp-wire';
 import { compareTable, medianRatio, target, type CompareRow, type Section } from './report';
@@ -81,7 +81,8 @@ interface GuardRun {
 
 export async function runGuardBench(opts: GuardOptions): Promise<Section> {
   const began = wallMs();
-  const dir = tempDir('physbits-bench-guard-');
+  const dir = runtimeDir('physbits-bench-guard-');
+  const state = stateDir('physbits-bench-guard-');
   const watched = join(dir, 'vms');
   const other = join(dir, 'direct');
   mkdirSync(watched);
@@ -96,8 +97,8 @@ export async function runGuardBench(opts: GuardOptions): Promise<Section> {
     for (const g of guests) track(g.pid, g.process);
     const [held, direct] = guests;
     const configPath = join(dir, 'config.json');
-    writeConfig(configPath, benchConfig(dir, { host: { physBits: 40 }, discovery: { sockets: [join(watched, '*.qmp')] } }));
-    daemon = await startDaemon(configPath, join(dir, 'api.sock'), join(dir, 'daemon.log'));
+    writeConfig(configPath, benchConfig(dir, { host: { physBits: 40 }, discovery: { sockets: [join(watched, '*.qmp')] }, alerts: { spoolDir: join(state, 'spool') } }));
+    daemon = await startDaemon(configPath, join(dir, 'api.sock'), join(state, 'daemon.log'));
     const guarded = join(dir, 'guard', 'vm.qmp');
     await waitForStatus(daemon, (doc) => doc.vms.length === 1 && !!doc.vms[0].verdict && existsSync(guarded), 30000, 50);
     if (held.socket === guarded) throw new Error('guarded socket must differ from the upstream');
@@ -125,6 +126,7 @@ export async function runGuardBench(opts: GuardOptions): Promise<Section> {
     await daemon?.stop();
     await Promise.all(guests.map((g) => g.kill()));
     rmSync(dir, { recursive: true, force: true });
+    rmSync(state, { recursive: true, force: true });
   }
 
   const us = (k: keyof GuardRun, f: 'p50' | 'p99') => runs.map((r) => r[k][f] * 1000);

@@ -9,7 +9,8 @@
  * --full  issues the same commands, in the same two rounds, as physbits' guest-facts read
  *         (agent/guest-facts.ts): the floor for the whole fact set, not just the width.
  * --hold  keeps every connection after the read and sends query-status on each every --ping-ms
- *         (default 1000), like the daemon's heartbeat, until SIGTERM.
+ *         (default 1000), like the daemon's heartbeat, until SIGTERM. --aligned fires every
+ *         connection's timer on the same multiple of --ping-ms of the wall clock.
  * Prints one JSON line: {"ok", "failed", "physBits": {width: count}, "elapsedMs", "commands"}.
  */
 import { readdirSync } from 'node:fs';
@@ -94,12 +95,12 @@ async function probe(socket: string, full: boolean, hold: boolean): Promise<Prob
   }
 }
 
-function heartbeat(c: WireClient, ms: number): NodeJS.Timeout {
-  const t = setTimeout(async () => {
+/** One timer per connection, each re-armed after its reply (the daemon's way). */
+function heartbeat(c: WireClient, ms: number, aligned: boolean): void {
+  setTimeout(async () => {
     await c.command('query-status');
-    heartbeat(c, ms);
-  }, ms);
-  return t;
+    heartbeat(c, ms, aligned);
+  }, aligned ? ms - (Date.now() % ms) : ms);
 }
 
 async function main(): Promise<void> {
@@ -109,6 +110,7 @@ async function main(): Promise<void> {
       full: { type: 'boolean' },
       hold: { type: 'boolean' },
       'ping-ms': { type: 'string' },
+      aligned: { type: 'boolean' },
       dir: { type: 'string' },
     },
   });
@@ -129,7 +131,7 @@ async function main(): Promise<void> {
   process.stdout.write(JSON.stringify({ ok, failed: sockets.length - ok, physBits, elapsedMs, commands }) + '\n');
   if (!values.hold) return;
   const pingMs = Number(values['ping-ms'] ?? 1000);
-  for (const r of results) if (r.client) heartbeat(r.client, pingMs);
+  for (const r of results) if (r.client) heartbeat(r.client, pingMs, !!values.aligned);
   process.once('SIGTERM', () => process.exit(0));
 }
 

@@ -40,7 +40,14 @@ async function main(): Promise<void> {
     process.exit(1);
   });
   const { values } = parseArgs({
-    options: { only: { type: 'string' }, 'no-write': { type: 'boolean' }, write: { type: 'boolean' }, quick: { type: 'boolean' } },
+    options: {
+      only: { type: 'string' },
+      'no-write': { type: 'boolean' },
+      write: { type: 'boolean' },
+      quick: { type: 'boolean' },
+      'scale-vms': { type: 'string' },
+      'scale-runs': { type: 'string' },
+    },
   });
   const only = new Set((values.only ?? 'scan,guard,alert,scale').split(',').map((s) => s.trim()));
   const quick = !!values.quick;
@@ -55,7 +62,9 @@ async function main(): Promise<void> {
   if (only.has('guard')) sections.push(await runGuardBench({ runs: quick ? 2 : 5, roundTrips: quick ? 300 : 2000, log }));
   if (only.has('alert')) sections.push(await runAlertBench({ repetitions: quick ? 5 : 30, log }));
   if (only.has('scale')) {
-    sections.push(await runScaleBench({ vms: quick ? 200 : 1000, runs: quick ? 1 : 3, idleMs: quick ? 5000 : 15000, idleSlices: 3, log }));
+    const vms = Number(values['scale-vms'] ?? (quick ? 200 : 1000));
+    const runs = Number(values['scale-runs'] ?? (quick ? 1 : 3));
+    sections.push(await runScaleBench({ vms, runs, idleMs: quick ? 5000 : 15000, idleSlices: 3, log }));
   }
 
   const totalS = (wallMs() - began) / 1000;

@@ -12,7 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StatusDocument } from '../agent/types';
-import { tempDir } from '../test/helpers/tmp';
+import { runtimeDir, stateDir } from './dirs';
 import { benchConfig, startDaemon, waitForStatus, lastCheckedAt, writeConfig, type DaemonProc } from './daemon-proc';
 import { cpuMs, firstLine, memoryMiB, stopChild, track } from './proc';
 import { compareTable, medianRatio, target, type CompareRow, type Section } from './report';
@@ -90,7 +90,7 @@ interface DaemonRun {
   fleetIdle: number[];
 }
 
-async function daemonRun(dir: string, fleetDir: string, opts: ScaleOptions, fleetPid: number, run: number): Promise<DaemonRun> {
+async function daemonRun(dir: string, state: string, fleetDir: string, opts: ScaleOptions, fleetPid: number, run: number): Promise<DaemonRun> {
   const runDir = join(dir, `run${run}`);
   const configPath = join(runDir, 'config.json');
   const fire = new Date(Math.ceil((Date.now() + 20000) / 1000) * 1000);
@@ -99,11 +99,12 @@ async function daemonRun(dir: string, fleetDir: string, opts: ScaleOptions, flee
       host: { physBits },
       discovery: { sockets: [join(fleetDir, '*.qmp')] },
       verify: { schedule: onceAt(fire) },
+      alerts: { spoolDir: join(state, `spool${run}`) },
       ...(opts.qmp ? { qmp: opts.qmp } : {}),
     });
   mkdirSync(runDir, { recursive: true });
   writeConfig(configPath, cfg(40));
-  const d: DaemonProc = await startDaemon(configPath, join(runDir, 'api.sock'), join(runDir, 'daemon.log'));
+  const d: DaemonProc = await startDaemon(configPath, join(runDir, 'api.sock'), join(state, `daemon${run}.log`));
   try {
     const first = await waitForStatus(d, judgedAll(opts.vms), 120000, 250);
     const startMs = lastCheckedAt(first) - d.spawnedAt;
@@ -137,7 +138,8 @@ export async function startFleet(dir: string, count: number): Promise<{ child: C
 
 export async function runScaleBench(opts: ScaleOptions): Promise<Section & { raw: unknown }> {
   const began = wallMs();
-  const dir = tempDir('physbits-bench-scale-');
+  const dir = runtimeDir('physbits-bench-scale-');
+  const state = stateDir('physbits-bench-scale-');
   const fleetDir = join(dir, 'vms');
   mkdirSync(fleetDir);
   const fleet = await startFleet(fleetDir, opts.vms);
@@ -149,7 +151,7 @@ export async function runScaleBench(opts: ScaleOptions): Promise<Section & { raw
       const f = await floorRun(fleetDir, opts, fleet.child.pid!);
       floors.push(f);
       opts.log(`scale run ${r + 1}: floor ready ${fmt(f.readyMs)} ms, RSS ${fmt(f.rss)} MiB, idle ${f.idle.map((x) => fmt(x)).join(' ')} %`);
-      const dr = await daemonRun(dir, fleetDir, opts, fleet.child.pid!, r);
+      const dr = await daemonRun(dir, state, fleetDir, opts, fleet.child.pid!, r);
       daemons.push(dr);
       opts.log(
         `scale run ${r + 1}: daemon verdicts ${fmt(dr.startMs)} ms, re-judge ${fmt(dr.rejudgeMs)} ms, re-read ${fmt(dr.rereadMs)} ms, ` +
@@ -159,6 +161,7 @@ export async function runScaleBench(opts: ScaleOptions): Promise<Section & { raw
   } finally {
     await stopChild(fleet.child);
     rmSync(dir, { recursive: true, force: true });
+    rmSync(state, { recursive: true, force: true });
   }
   return { ...scaleSection(opts, floors, daemons), seconds: (wallMs() - began) / 1000, raw: { floors, daemons } };
 }

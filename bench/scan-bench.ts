@@ -8,8 +8,8 @@
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StatusDocument } from '../agent/types';
-import { tempDir } from '../test/helpers/tmp';
 import { PHYSBITSCTL } from './daemon-proc';
+import { runtimeDir } from './dirs';
 import { startGuests } from './guests';
 import { timed } from './proc';
 import { compareTable, medianRatio, target, type CompareRow, type Section } from './report';
@@ -92,7 +92,7 @@ async function startup(runs: number): Promise<Startup> {
 
 export async function runScanBench(opts: ScanOptions): Promise<Section> {
   const began = wallMs();
-  const dir = tempDir('physbits-bench-scan-');
+  const dir = runtimeDir('physbits-bench-scan-');
   const configPath = join(dir, 'config.json');
   writeFileSync(configPath, '{}\n');
   const vmDir = join(dir, 'vms');

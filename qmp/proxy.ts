@@ -51,6 +51,8 @@ export interface QmpProxyOptions {
   commandTimeoutMs?: number;
   /** Names the proxy in messages and logs (e.g. the VM). Default: the upstream address. */
   label?: string;
+  /** A client that has not negotiated within this long is dropped (frees its slot). Default 10 s; 0 never. */
+  negotiationTimeoutMs?: number;
   logger?: QmpLogger;
 }
 
@@ -169,6 +171,7 @@ export class QmpProxy extends EventEmitter {
       maxLineBytes: this.opts.maxLineBytes,
       maxQueueBytes: this.opts.clientQueueBytes ?? 4 * 1024 * 1024,
       maxQueuedCommands: this.opts.maxQueuedCommands,
+      negotiationTimeoutMs: this.opts.negotiationTimeoutMs ?? 10_000,
       label: `${this.label} client #${id}`,
       logger: this.opts.logger,
     });

@@ -13,7 +13,7 @@ import { EventEmitter } from 'node:events';
 import type net from 'node:net';
 import type { QmpLogger } from './client';
 import { LineConnection } from './connection';
-import type { ProtocolError, QmpError } from './errors';
+import { SlowPeerError, type ProtocolError, type QmpError } from './errors';
 import { jsonText } from './framing';
 import { MAX_JSON_NESTING, scanJson, withTopLevelId } from './json-text';
 import { checkCommand, type QmpEvent, type QmpVersion } from './messages';
@@ -54,6 +54,11 @@ export interface QmpServerSessionOptions {
   maxQueuedCommands?: number;
   label?: string;
   logger?: QmpLogger;
+  /**
+   * A client that has not negotiated capabilities within this long is disconnected, so that idle
+   * connections cannot hold every slot of a bounded server. 0 (default) waits for ever, as QEMU does.
+   */
+  negotiationTimeoutMs?: number;
 }
 
 export const NEGOTIATION_REQUIRED = "Expecting capabilities negotiation with 'qmp_capabilities'";
@@ -90,7 +95,13 @@ export class QmpServerSession extends EventEmitter {
     });
     this.conn.on('message', (value, text) => this.onMessage(value, text));
     this.conn.on('invalid', (err: ProtocolError) => this.enqueue({ kind: 'error', desc: `JSON parse error, ${parseReason(err)}` }));
+    const limit = opts.negotiationTimeoutMs ?? 0;
+    const timer = limit > 0 ? setTimeout(() => {
+      if (!this.enabled) void this.close(new SlowPeerError(`${opts.label ?? 'QMP client'}: no capabilities negotiation within ${limit} ms`));
+    }, limit) : null;
+    timer?.unref();
     this.conn.on('close', (err) => {
+      if (timer) clearTimeout(timer);
       this.queue.length = 0;
       this.emit('close', err);
     });

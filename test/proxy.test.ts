@@ -246,6 +246,30 @@ test('maxClients turns further clients away; a client that leaves frees its plac
   t.like(proxy.counters, { accepted: 2, rejected: 1 });
 });
 
+test('a client that never negotiates is dropped after negotiationTimeoutMs, freeing its place', async (t) => {
+  const fake = await startFakeQmp();
+  t.teardown(() => fake.close());
+  const upstream = await QmpClient.connect(fake.socket);
+  t.teardown(() => upstream.close());
+  const proxy = new QmpProxy({ upstream, maxClients: 1, negotiationTimeoutMs: 200 });
+  t.teardown(() => proxy.close());
+  const path = join(tempDir(), 'p.qmp');
+  await proxy.listen(path, { mode: 0o600 });
+  const dropped: QmpError[] = [];
+  const droppedOnce = new Promise((r) => proxy.once('client-dropped', r));
+  proxy.on('client-dropped', (d) => void dropped.push(d.error));
+  const idle = net.connect(path);
+  idle.on('error', () => undefined);
+  idle.resume();
+  await Promise.all([new Promise((r) => idle.once('close', r)), droppedOnce]);
+  t.is(dropped.length, 1);
+  t.true(dropped[0] instanceof SlowPeerError);
+  t.regex(dropped[0].message, /no capabilities negotiation within 200 ms/);
+  const next = await QmpClient.connect(path);
+  t.deepEqual(await next.execute('query-status'), { status: 'prelaunch', singlestep: false, running: false });
+  await next.close();
+});
+
 test('exec-oob passes through when the upstream negotiated oob; commands keep their order per client', async (t) => {
   const fake = await startFakeQmp();
   t.teardown(() => fake.close());

@@ -2,6 +2,7 @@
 import WebSocket from 'ws';
 import { EXIT } from '../exit-codes';
 import { DaemonUnreachableError } from '../errors';
+import { printable } from '../printable';
 import { parse } from './args';
 import type { CliIo } from './cli-io';
 import { apiSocket } from './daemon-commands';
@@ -14,9 +15,6 @@ export interface DaemonEvent {
 }
 
 /** Control characters (a VM's name, QEMU's messages) shown as escapes, never sent to the terminal. */
-export function printable(text: string): string {
-  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-}
 
 export function describeEvent(ev: DaemonEvent): string {
   return printable(describeRaw(ev));
