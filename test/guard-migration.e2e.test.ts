@@ -6,23 +6,12 @@
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import net from 'node:net';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { LineClient, startDaemon, waitUntil, type DaemonProcess } from './helpers/daemon';
 import { QEMU, startGuest } from './helpers/qemu';
+import { freePort } from './helpers/net';
 import { tempDir } from './helpers/tmp';
-
-function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, host, () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 test('migrate through the guarded socket: completes to a wide peer, refused to a narrow or unknown one', async (t) => {
   const dir = tempDir('physbits-migrate-');

@@ -6,22 +6,11 @@
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import { join } from 'node:path';
 import { LineClient, startDaemon, waitUntil, type DaemonProcess } from './helpers/daemon';
 import { QEMU, startGuest } from './helpers/qemu';
+import { freePort } from './helpers/net';
 import { tempDir } from './helpers/tmp';
-
-function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, host, () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 test('an unseen migration turns the guest critical and, with guard.cancelUnsafe, is cancelled', async (t) => {
   const dir = tempDir('physbits-unseen-');

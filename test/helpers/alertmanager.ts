@@ -31,14 +31,9 @@ export function requireTool(t: { log(...v: unknown[]): void; fail(m?: string): v
   return false;
 }
 
-/** A port that was free a moment ago on 127.0.0.1. */
-export async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
+import { freePort } from './net';
+
+export { freePort };
 
 export interface ReceivedRequest {
   method: string;
