@@ -72,7 +72,7 @@ export const configSchema = z
         maxPending: z.number().int().min(1).max(10000).default(64),
         concurrency: z.number().int().min(1).max(1024).default(32),
         /** Held VMs are asked query-status this often, so a hung QEMU shows as unknown quickly. */
-        heartbeatMs: z.number().int().min(100).max(600000).default(1000),
+        heartbeatMs: z.number().int().min(100).max(600000).default(5000),
         heartbeatTimeoutMs: z.number().int().min(100).max(600000).default(3000),
       })
       .strict()

@@ -1,7 +1,6 @@
 /** The daemon's side of the metrics: VM statuses → series, and the /metrics listener. */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Logger } from './logger';
 import { Metrics, startMetricsServer, type MetricsServer } from './metrics';
 import type { HostFacts, VmStatus } from './types';
 
@@ -17,8 +16,6 @@ export class DaemonMetrics {
   readonly metrics = new Metrics({ version: packageVersion() });
   private server: MetricsServer | null = null;
   private lastError = new Map<string, string>();
-
-  constructor(private readonly logger: Logger) {}
 
   async listen(listen: string): Promise<string> {
     this.server = await startMetricsServer(this.metrics, listen);

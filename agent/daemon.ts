@@ -55,7 +55,7 @@ export class Daemon {
     this.timers = opts.timers ?? realTimers;
     this.host = this.readHost(this.config);
     this.peers = new LivePeers(() => this.config, this.logger);
-    this.metrics = new DaemonMetrics(this.logger);
+    this.metrics = new DaemonMetrics();
     this.alerts = new DaemonAlerts(this);
   }
 
