@@ -71,8 +71,10 @@ export const configSchema = z
         maxLineBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
         maxPending: z.number().int().min(1).max(10000).default(64),
         concurrency: z.number().int().min(1).max(1024).default(32),
-        /** Held VMs are asked query-status this often, so a hung QEMU shows as unknown quickly. */
-        heartbeatMs: z.number().int().min(100).max(600000).default(5000),
+        /** Held VMs are asked query-status this often, so a hung QEMU shows as unknown quickly… */
+        heartbeatMs: z.number().int().min(100).max(600000).default(1000),
+        /** …but no more than this many heartbeats a second over all VMs (each VM's interval grows). */
+        heartbeatsPerSecond: z.number().min(1).max(100000).default(200),
         heartbeatTimeoutMs: z.number().int().min(100).max(600000).default(3000),
       })
       .strict()

@@ -127,6 +127,17 @@ export class Daemon {
     this.libvirt?.rescan();
   }
 
+  /**
+   * Each held VM's heartbeat interval: qmp.heartbeatMs, stretched so that all of them together stay
+   * under qmp.heartbeatsPerSecond (a host with 1000 guests pings each every 5 s by default).
+   */
+  heartbeatInterval(): number {
+    let held = 0;
+    for (const s of this.supervisors.values()) if (s.mode === 'hold') held++;
+    const q = this.config.qmp;
+    return Math.max(q.heartbeatMs, Math.ceil((1000 * held) / q.heartbeatsPerSecond));
+  }
+
   peerFacts(): PeerFacts[] {
     return this.peers.facts();
   }
@@ -145,6 +156,7 @@ export class Daemon {
       timers: this.timers,
       probe,
       attach: useGuard ? createGuardAttach(this) : undefined,
+      heartbeatInterval: () => this.heartbeatInterval(),
       observe: (s) => this.metrics.observeQmp(sup.name, s),
     });
     sup.on('status', (now: VmStatus, prev: VmStatus) => this.onStatus(sup, now, prev));

@@ -56,7 +56,12 @@ export function createGuardAttach(d: Daemon) {
       logger,
       interceptor: async (cmd) => {
         const action = await decide(cmd);
-        if (action.action === 'forward' && classifyCommand(cmd).kind === 'migrate') d.alerts.migrationApproved(sup.socket);
+        if (action.action === 'forward') {
+          const kind = classifyCommand(cmd).kind;
+          if (kind === 'migrate') d.alerts.migrationApproved(sup.socket);
+          // QEMU sends no event when a memory device is plugged: read the layout again after it.
+          if (kind === 'memory') sup.rereadSoon();
+        }
         return action;
       },
     });

@@ -3,7 +3,6 @@
  * string (mode = discovery.defaultMode) or `{ glob, mode }`.
  */
 import { statSync } from 'node:fs';
-import fg from 'fast-glob';
 import type { Config } from './config';
 
 export type VmMode = 'hold' | 'poll';
@@ -33,6 +32,9 @@ function isSocket(path: string): boolean {
 /** Sockets matching the patterns, each once, with the mode of the first pattern that names it. */
 export async function expandSocketGlobs(patterns: SocketPattern[]): Promise<FoundSocket[]> {
   const seen = new Map<string, FoundSocket>();
+  if (patterns.length === 0) return [];
+  // Loaded here, not at start-up: `scan --socket` and the libvirt hook never need it.
+  const { default: fg } = await import('fast-glob');
   for (const p of patterns) {
     const paths = await fg(p.glob, { onlyFiles: false, absolute: true, dot: true, followSymbolicLinks: false, suppressErrors: true });
     for (const path of paths.sort()) {

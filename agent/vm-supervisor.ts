@@ -40,6 +40,8 @@ export interface SupervisorOptions {
   /** Called once per connection in hold mode (the guard); its close() runs when the connection ends. */
   attach?: (client: QmpClient, sup: VmSupervisor) => Promise<Attachment | null>;
   observe?: (seconds: number) => void;
+  /** Milliseconds between heartbeats; default qmp.heartbeatMs (the daemon spreads them over many VMs). */
+  heartbeatInterval?: () => number;
   /** Poll mode only: how to read the facts, when not by visiting `socket` (libvirt's monitor). */
   probe?: () => Promise<GuestFacts>;
 }
@@ -124,6 +126,18 @@ export class VmSupervisor extends EventEmitter {
     this.attempt = 0;
     if (this.mode === 'hold') void this.connect();
     else void this.poll();
+  }
+
+  /**
+   * Reads the facts again shortly, over the held connection: after a command the guard let through
+   * that changes them without an event (QEMU sends none for a plugged DIMM).
+   */
+  rereadSoon(delayMs = 200): void {
+    if (this.stopped || this.mode !== 'hold' || this.rereadTimer) return;
+    this.rereadTimer = this.opts.timers.setTimeout(() => {
+      this.rereadTimer = null;
+      void this.read();
+    }, delayMs);
   }
 
   /** Re-judges the last facts (host or peers changed) without asking the VM. */
@@ -297,7 +311,7 @@ export class VmSupervisor extends EventEmitter {
         }
       }
       this.scheduleHeartbeat();
-    }, cfg.qmp.heartbeatMs);
+    }, this.opts.heartbeatInterval?.() ?? cfg.qmp.heartbeatMs);
   }
 
   // ---- poll mode ----

@@ -9,8 +9,8 @@
  * --full  issues the same commands, in the same two rounds, as physbits' guest-facts read
  *         (agent/guest-facts.ts): the floor for the whole fact set, not just the width.
  * --hold  keeps every connection after the read and sends query-status on each every --ping-ms
- *         (default 1000), like the daemon's heartbeat, until SIGTERM. --aligned fires every
- *         connection's timer on the same multiple of --ping-ms of the wall clock.
+ *         (default 1000), like the daemon's heartbeat, until SIGTERM; --ping-timing together
+ *         (default) | aligned | spread: see heartbeat() below.
  * Prints one JSON line: {"ok", "failed", "physBits": {width: count}, "elapsedMs", "commands"}.
  */
 import { readdirSync } from 'node:fs';
@@ -95,12 +95,20 @@ async function probe(socket: string, full: boolean, hold: boolean): Promise<Prob
   }
 }
 
-/** One timer per connection, each re-armed after its reply (the daemon's way). */
-function heartbeat(c: WireClient, ms: number, aligned: boolean): void {
+export type PingTiming = 'together' | 'aligned' | 'spread';
+
+/**
+ * One timer per connection, re-armed after each reply, as the daemon's heartbeat is. 'together':
+ * every timer armed in the same instant (all connections were read at once); 'aligned': each fires
+ * on the next multiple of `ms` of the wall clock; 'spread': the first ping at a random point of the
+ * period, as the daemon's timers are (each VM's heartbeat starts when its own read ends).
+ */
+function heartbeat(c: WireClient, ms: number, timing: PingTiming, first: boolean): void {
+  const delay = timing === 'aligned' ? ms - (Date.now() % ms) : timing === 'spread' && first ? Math.random() * ms : ms;
   setTimeout(async () => {
     await c.command('query-status');
-    heartbeat(c, ms, aligned);
-  }, aligned ? ms - (Date.now() % ms) : ms);
+    heartbeat(c, ms, timing, false);
+  }, delay);
 }
 
 async function main(): Promise<void> {
@@ -110,7 +118,7 @@ async function main(): Promise<void> {
       full: { type: 'boolean' },
       hold: { type: 'boolean' },
       'ping-ms': { type: 'string' },
-      aligned: { type: 'boolean' },
+      'ping-timing': { type: 'string' },
       dir: { type: 'string' },
     },
   });
@@ -131,7 +139,8 @@ async function main(): Promise<void> {
   process.stdout.write(JSON.stringify({ ok, failed: sockets.length - ok, physBits, elapsedMs, commands }) + '\n');
   if (!values.hold) return;
   const pingMs = Number(values['ping-ms'] ?? 1000);
-  for (const r of results) if (r.client) heartbeat(r.client, pingMs, !!values.aligned);
+  const timing = (values['ping-timing'] ?? 'together') as PingTiming;
+  for (const r of results) if (r.client) heartbeat(r.client, pingMs, timing, true);
   process.once('SIGTERM', () => process.exit(0));
 }
 

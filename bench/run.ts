@@ -64,7 +64,7 @@ async function main(): Promise<void> {
   if (only.has('scale')) {
     const vms = Number(values['scale-vms'] ?? (quick ? 200 : 1000));
     const runs = Number(values['scale-runs'] ?? (quick ? 1 : 3));
-    sections.push(await runScaleBench({ vms, runs, idleMs: quick ? 5000 : 15000, idleSlices: 3, log }));
+    sections.push(await runScaleBench({ vms, runs, idleMs: quick ? 5000 : 10000, idleSlices: 5, log }));
   }
 
   const totalS = (wallMs() - began) / 1000;
