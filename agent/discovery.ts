@@ -26,6 +26,35 @@ export function watchDirOf(glob: string): string | null {
   return fg.isDynamicPattern(dir) ? null : dir;
 }
 
+function isDir(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** "dev:ino" of a directory (its ctime changes with every entry, so it is left out). */
+function dirIdentity(path: string): string | null {
+  try {
+    const st = statSync(path, { bigint: true });
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return null;
+  }
+}
+
+/** `dir` when it exists, else its nearest existing ancestor (null only if none can be read). */
+export function nearestExisting(dir: string): string | null {
+  let d = dir;
+  for (;;) {
+    if (isDir(d)) return d;
+    const up = dirname(d);
+    if (up === d) return null;
+    d = up;
+  }
+}
+
 /**
  * "dev:ino:ctime" of a path, or null when it cannot be read now. The inode number alone does not
  * tell: a socket unlinked and bound again at once often gets the same one back (tmpfs).
@@ -43,7 +72,8 @@ export class Discovery extends EventEmitter {
   private readonly known = new Map<string, FoundSocket>();
   /** socketIdentity() of each known socket, to tell a re-created socket from the old one. */
   private readonly identity = new Map<string, string>();
-  private readonly watchers: FSWatcher[] = [];
+  /** Per glob directory: the directory actually watched (itself, or its nearest existing ancestor). */
+  private readonly watchers = new Map<string, { target: string; id: string | null; w: FSWatcher }>();
   private task: ScheduledTask | null = null;
   private timer: NodeJS.Timeout | null = null;
   private scanning: Promise<void> | null = null;
@@ -55,17 +85,43 @@ export class Discovery extends EventEmitter {
   }
 
   async start(): Promise<void> {
-    for (const dir of new Set(this.opts.patterns.map((p) => watchDirOf(p.glob)).filter((d): d is string => !!d))) {
-      try {
-        const w = watch(dir, { persistent: false }, () => this.soon());
-        w.on('error', (err) => this.opts.logger.warn('directory watch failed; relying on the schedule', { dir, error: err.message }));
-        this.watchers.push(w);
-      } catch (err) {
-        this.opts.logger.warn('cannot watch directory; relying on the schedule', { dir, error: (err as Error).message });
-      }
-    }
+    this.armWatchers();
     this.task = cron.schedule(this.opts.schedule, () => this.soon(0), { noOverlap: true });
     await this.rescan();
+  }
+
+  /**
+   * Watches each glob's directory; one that does not exist yet (e.g. /run/qemu before the first
+   * guest) is waited for by watching its nearest existing ancestor. Idempotent: every pass re-arms
+   * what changed (a directory created, or removed and created again).
+   */
+  private armWatchers(): void {
+    if (this.stopped) return;
+    const dirs = new Set(this.opts.patterns.map((p) => watchDirOf(p.glob)).filter((d): d is string => !!d));
+    for (const dir of dirs) {
+      const target = nearestExisting(dir);
+      const id = target ? dirIdentity(target) : null;
+      const cur = this.watchers.get(dir);
+      // Same directory, same inode: the watch still stands (a directory removed and made again is new).
+      if (cur && cur.target === target && cur.id === id) continue;
+      cur?.w.close();
+      this.watchers.delete(dir);
+      if (!target) continue;
+      try {
+        const w = watch(target, { persistent: false }, () => {
+          if (target !== dir) this.armWatchers();
+          this.soon();
+        });
+        w.on('error', (err) => {
+          this.opts.logger.warn('directory watch failed; relying on the schedule', { dir: target, error: err.message });
+          w.close();
+          if (this.watchers.get(dir)?.w === w) this.watchers.delete(dir);
+        });
+        this.watchers.set(dir, { target, id, w });
+      } catch (err) {
+        this.opts.logger.warn('cannot watch directory; relying on the schedule', { dir: target, error: (err as Error).message });
+      }
+    }
   }
 
   soon(delay = this.opts.debounceMs ?? 100): void {
@@ -94,6 +150,7 @@ export class Discovery extends EventEmitter {
   }
 
   private async pass(): Promise<void> {
+    this.armWatchers();
     let found: FoundSocket[];
     try {
       found = await expandSocketGlobs(this.opts.patterns);
@@ -130,8 +187,8 @@ export class Discovery extends EventEmitter {
 
   stop(): void {
     this.stopped = true;
-    for (const w of this.watchers) w.close();
-    this.watchers.length = 0;
+    for (const { w } of this.watchers.values()) w.close();
+    this.watchers.clear();
     void this.task?.destroy();
     this.task = null;
     if (this.timer) clearTimeout(this.timer);

@@ -125,3 +125,40 @@ test('a pattern with magic in its directory is found on rescan; the first patter
 test('socketIdentity: null for a path that is not there', (t) => {
   t.is(socketIdentity('/nonexistent/physbits/x.qmp'), null);
 });
+
+test('a glob directory that does not exist yet is waited for: its first socket is seen within a second', async (t) => {
+  const root = tempDir('physbits-disc-late-');
+  const dir = join(root, 'run', 'qemu');
+  const servers: net.Server[] = [];
+  t.teardown(() => servers.forEach((s) => s.close()));
+  const d = new Discovery({ patterns: [{ glob: join(dir, '*.qmp'), mode: 'hold' }], schedule: '0 0 1 1 *', logger: quiet });
+  t.teardown(() => d.stop());
+  const log = recorder(d);
+  await d.start();
+  t.deepEqual(log, []);
+  mkdirSync(dir, { recursive: true });
+  servers.push(await listen(join(dir, 'late.qmp')));
+  const ms = await until('late added', () => log.length === 1);
+  t.deepEqual(log, [['added', join(dir, 'late.qmp')]]);
+  t.true(ms < 1000, `${ms} ms`);
+});
+
+test('a glob directory removed and made again is watched anew', async (t) => {
+  const root = tempDir('physbits-disc-again-');
+  const dir = join(root, 'vms');
+  mkdirSync(dir);
+  const servers: net.Server[] = [];
+  t.teardown(() => servers.forEach((s) => s.close()));
+  const d = new Discovery({ patterns: [{ glob: join(dir, '*.qmp'), mode: 'hold' }], schedule: '0 0 1 1 *', logger: quiet });
+  t.teardown(() => d.stop());
+  const log = recorder(d);
+  await d.start();
+  const { rmSync } = await import('node:fs');
+  rmSync(dir, { recursive: true });
+  await new Promise((r) => setTimeout(r, 300));
+  mkdirSync(dir);
+  await new Promise((r) => setTimeout(r, 300));
+  servers.push(await listen(join(dir, 'again.qmp')));
+  await until('again added', () => log.length === 1);
+  t.deepEqual(log, [['added', join(dir, 'again.qmp')]]);
+});
