@@ -3,7 +3,7 @@
  * the read, since QEMU serves one QMP client at a time. Used by `scan` and by polled VMs.
  */
 import { QmpClient } from '../qmp/client';
-import { QmpError, TimeoutError } from '../qmp/errors';
+import { TimeoutError } from '../qmp/errors';
 import type { Config } from './config';
 import { readGuestFacts } from './guest-facts';
 import { withDeadline } from './limit';
@@ -22,9 +22,9 @@ export interface ProbeOptions {
 }
 
 export function errorInfo(err: unknown): VmErrorInfo {
-  if (err instanceof QmpError || (err && typeof (err as { code?: unknown }).code === 'string' && err instanceof Error)) {
-    return { code: (err as QmpError).code, message: (err as Error).message };
-  }
+  // QmpError, AgentError (libvirt, guest facts) and system errors all carry a string code.
+  const code = (err as { code?: unknown } | null)?.code;
+  if (err instanceof Error && typeof code === 'string') return { code, message: err.message };
   return { code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) };
 }
 
