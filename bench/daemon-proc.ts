@@ -1,9 +1,10 @@
 /**
- * The real daemon as the benchmarks run it: `node build/agent/bin/physbitsd.js --config FILE`, its
- * log in a file, its API read over the UNIX control socket.
+ * The real daemon as the benchmarks run it: `node [the unit's node flags] build/agent/bin/physbitsd.js
+ * --config FILE`, its log in a file, its API read over the UNIX control socket. The node flags are
+ * read from systemd/physbitsd.service's ExecStart, so the benchmark measures the daemon as installed.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, openSync, closeSync, writeFileSync } from 'node:fs';
+import { existsSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import type { StatusDocument } from '../agent/types';
@@ -13,6 +14,32 @@ import { sleep, wallMs } from './stats';
 export const BUILD = join(__dirname, '..');
 export const PHYSBITSD = join(BUILD, 'agent', 'bin', 'physbitsd.js');
 export const PHYSBITSCTL = join(BUILD, 'agent', 'bin', 'physbitsctl.js');
+export const UNIT_FILE = join(BUILD, '..', 'systemd', 'physbitsd.service');
+
+/**
+ * The node options in a unit's `ExecStart=/usr/bin/node [FLAG...] /…/physbitsd.js …`: the words
+ * between the node binary and the daemon's script. Anything else (several ExecStart lines, another
+ * program, quoting, a word that is not an option) is refused, so the benchmark cannot silently run
+ * the daemon differently from the unit.
+ */
+export function nodeFlagsOfUnit(unitText: string): string[] {
+  const lines = unitText.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('ExecStart='));
+  if (lines.length !== 1) throw new Error(`expected one ExecStart= line in the unit, found ${lines.length}`);
+  const line = lines[0];
+  if (/["'\\]/.test(line)) throw new Error(`ExecStart with quoting or escapes is not understood here: ${line}`);
+  const words = line.slice('ExecStart='.length).trim().split(/\s+/);
+  const script = words.findIndex((w) => w.endsWith('/physbitsd.js'));
+  if (!/(^|\/)node$/.test(words[0].replace(/^[-@:+!]+/, '')) || script < 1) throw new Error(`ExecStart is not "node [FLAG...] …/physbitsd.js …": ${line}`);
+  const flags = words.slice(1, script);
+  const bad = flags.find((f) => !/^--[a-z0-9-]+(=\S+)?$/.test(f));
+  if (bad !== undefined) throw new Error(`ExecStart node option "${bad}" is not of the form --name[=value]`);
+  return flags;
+}
+
+/** The node options systemd/physbitsd.service starts the daemon with. */
+export function unitNodeFlags(): string[] {
+  return nodeFlagsOfUnit(readFileSync(UNIT_FILE, 'utf8'));
+}
 
 export interface DaemonProc {
   child: ChildProcess;
@@ -45,7 +72,8 @@ export function writeConfig(path: string, cfg: Record<string, unknown>): void {
   writeFileSync(path, JSON.stringify(cfg, null, 2));
 }
 
-export async function startDaemon(configPath: string, apiSocket: string, logPath: string, nodeArgs: string[] = []): Promise<DaemonProc> {
+/** Starts physbitsd; `nodeArgs` default to the unit's node flags. */
+export async function startDaemon(configPath: string, apiSocket: string, logPath: string, nodeArgs: string[] = unitNodeFlags()): Promise<DaemonProc> {
   const fd = openSync(logPath, 'a');
   const spawnedAt = wallMs();
   const child = spawn(process.execPath, [...nodeArgs, PHYSBITSD, '--config', configPath], { stdio: ['ignore', fd, fd] });

@@ -6,10 +6,12 @@
  *
  *   node build/bench/fake-fleet.js --dir DIR --count N [--phys-bits B]
  *
- * Prints one JSON line {"sockets": N, "ms": ...} once every socket listens; SIGTERM closes them all.
+ * Prints one JSON line {"sockets": N, "ms": ...} once every socket listens; on each SIGUSR2 one line
+ * {"queryStatus": n}, the query-status commands received over all sockets so far (the heartbeats
+ * actually sent, whoever holds the sockets); SIGTERM closes them all.
  */
 import { parseArgs } from 'node:util';
-import { startFakeQmp, type FakeQmp } from '../test/helpers/fake-qmp';
+import { startFakeQmp, type FakeCommand, type FakeQmp } from '../test/helpers/fake-qmp';
 import { nowMs } from './stats';
 
 async function main(): Promise<void> {
@@ -28,6 +30,13 @@ async function main(): Promise<void> {
     }
     fakes.push(...(await Promise.all(batch)));
   }
+  let queryStatus = 0;
+  for (const f of fakes) {
+    f.on('command', (cmd: FakeCommand) => {
+      if (cmd.name === 'query-status') queryStatus++;
+    });
+  }
+  process.on('SIGUSR2', () => process.stdout.write(JSON.stringify({ queryStatus }) + '\n'));
   process.stdout.write(JSON.stringify({ sockets: fakes.length, ms: nowMs() - started }) + '\n');
   process.once('SIGTERM', () => {
     void Promise.all(fakes.map((f) => f.close())).finally(() => process.exit(0));

@@ -105,23 +105,34 @@ export async function stopChild(child: ChildProcess, graceMs = 5000): Promise<vo
   clearTimeout(t);
 }
 
-/** Resolves with the first line a child writes to stdout (its "ready" report). */
+/**
+ * Resolves with the next line a child writes to stdout from now on (its "ready" report first, or
+ * its answer to a signal later); a child writes one line at a time and waits to be asked again.
+ */
 export function firstLine(child: ChildProcess, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     let buf = '';
-    const t = setTimeout(() => reject(new Error(`no output within ${timeoutMs} ms`)), timeoutMs);
+    const done = () => {
+      clearTimeout(t);
+      child.stdout!.off('data', onData);
+      child.off('exit', onExit);
+    };
+    const t = setTimeout(() => {
+      done();
+      reject(new Error(`no output within ${timeoutMs} ms`));
+    }, timeoutMs);
     const onData = (d: Buffer) => {
       buf += d.toString('utf8');
       const nl = buf.indexOf('\n');
       if (nl < 0) return;
-      clearTimeout(t);
-      child.stdout!.off('data', onData);
+      done();
       resolve(buf.slice(0, nl));
     };
-    child.stdout!.on('data', onData);
-    child.once('exit', (code) => {
-      clearTimeout(t);
+    const onExit = (code: number | null) => {
+      done();
       reject(new Error(`exited (${code}) before reporting: ${buf.slice(0, 500)}`));
-    });
+    };
+    child.stdout!.on('data', onData);
+    child.on('exit', onExit);
   });
 }

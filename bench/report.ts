@@ -2,7 +2,7 @@
  * What each benchmark hands back, and its rendering as Markdown: a table per section where every
  * figure stands next to its baseline from the same run and the ratio of the two.
  */
-import { fmt, fmtRatio, fmtSpread, ratio, spread } from './stats';
+import { fmt, fmtRatio, fmtSpread, runRatios, spread } from './stats';
 
 export interface TargetResult {
   section: string;
@@ -30,16 +30,8 @@ export interface CompareRow {
   digits?: number;
 }
 
-/** Per-run ratios figure_i / baseline_i. */
-export function runRatios(row: Pick<CompareRow, 'runs' | 'baselineRuns'>): number[] {
-  const n = Math.min(row.runs.length, row.baselineRuns.length);
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) out.push(ratio(row.runs[i], row.baselineRuns[i]));
-  return out;
-}
-
 export function medianRatio(row: Pick<CompareRow, 'runs' | 'baselineRuns'>): number {
-  return spread(runRatios(row)).median;
+  return spread(runRatios(row.runs, row.baselineRuns)).median;
 }
 
 /** | figure | physbits min / median / max | baseline | baseline min / median / max | ratio | target | */
@@ -49,7 +41,7 @@ export function compareTable(rows: CompareRow[]): string {
     '|---|---|---|---|---|---|',
   ];
   for (const r of rows) {
-    const rr = spread(runRatios(r));
+    const rr = spread(runRatios(r.runs, r.baselineRuns));
     lines.push(
       `| ${r.figure} | ${fmtSpread(spread(r.runs), r.digits)} ${r.unit} | ${r.baseline} | ${fmtSpread(spread(r.baselineRuns), r.digits)} ${r.unit} | ` +
         `${fmtRatio(rr.median)} (${fmtRatio(rr.min)} – ${fmtRatio(rr.max)}) | ${r.target ?? ''} |`,

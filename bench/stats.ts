@@ -52,9 +52,17 @@ export function fmtSpread(s: Spread, digits?: number): string {
   return `${fmt(s.min, digits)} / ${fmt(s.median, digits)} / ${fmt(s.max, digits)}`;
 }
 
-/** The ratio figure / baseline, e.g. "1.23×". */
+/** The ratio figure / baseline, e.g. "1.23×"; NaN when the baseline is 0. */
 export function ratio(figure: number, baseline: number): number {
   return baseline === 0 ? NaN : figure / baseline;
+}
+
+/** Per-run ratios figure_i / baseline_i, over the runs both have. */
+export function runRatios(runs: readonly number[], baselineRuns: readonly number[]): number[] {
+  const n = Math.min(runs.length, baselineRuns.length);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) out.push(ratio(runs[i], baselineRuns[i]));
+  return out;
 }
 
 export function fmtRatio(r: number): string {

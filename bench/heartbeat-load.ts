@@ -1,0 +1,70 @@
+/**
+ * The daemon's heartbeat load as the scale benchmark measures it: the per-VM interval the daemon
+ * picks for a number of held VMs, idle-CPU windows of running processes, and the query-status
+ * commands the scripted servers (bench/fake-fleet.ts) received meanwhile.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { parseConfig } from '../agent/config';
+import { firstLine, cpuMs } from './proc';
+import { sleep, wallMs } from './stats';
+
+/** The largest qmp.heartbeatsPerSecond the config accepts: with it the cap does not bind below 100 000 VMs. */
+export const UNCAPPED_HEARTBEATS_PER_SECOND = 100000;
+
+/** The interval each of `held` held VMs is pinged at: agent/daemon.ts heartbeatInterval(). */
+export function heartbeatIntervalFor(held: number, qmp: { heartbeatMs: number; heartbeatsPerSecond: number }): number {
+  return Math.max(qmp.heartbeatMs, Math.ceil((1000 * held) / qmp.heartbeatsPerSecond));
+}
+
+/** The daemon's heartbeat settings with the defaults, and with the cap lifted. */
+export interface Heartbeats {
+  heartbeatMs: number;
+  perSecond: number;
+  timeoutMs: number;
+  /** Per-VM interval at this many VMs with the defaults, and with the cap lifted. */
+  capped: number;
+  uncapped: number;
+}
+
+export function heartbeats(vms: number): Heartbeats {
+  const q = parseConfig({}).qmp;
+  const lifted = parseConfig({ qmp: { heartbeatsPerSecond: UNCAPPED_HEARTBEATS_PER_SECOND } }).qmp;
+  return { heartbeatMs: q.heartbeatMs, perSecond: q.heartbeatsPerSecond, timeoutMs: q.heartbeatTimeoutMs, capped: heartbeatIntervalFor(vms, q), uncapped: heartbeatIntervalFor(vms, lifted) };
+}
+
+/** The query-status commands the scripted servers have received so far (bench/fake-fleet.ts). */
+export async function queryStatusCount(fleet: ChildProcess): Promise<number> {
+  const line = firstLine(fleet, 10000);
+  fleet.kill('SIGUSR2');
+  return (JSON.parse(await line) as { queryStatus: number }).queryStatus;
+}
+
+export interface IdleWindow {
+  /** CPU % of one core per pid, one value per slice. */
+  slices: number[][];
+  /** query-status commands per second the scripted servers received over the window. */
+  pingsPerSecond: number;
+}
+
+/** CPU % of one core used by each pid over `idleSlices` consecutive slices of the window, and the pings meanwhile. */
+export async function idleWindow(pids: number[], fleet: ChildProcess | null, opts: { idleMs: number; idleSlices: number }): Promise<IdleWindow> {
+  const slices: number[][] = pids.map(() => []);
+  const slice = opts.idleMs / opts.idleSlices;
+  const q0 = fleet ? await queryStatusCount(fleet) : 0;
+  const began = wallMs();
+  for (let s = 0; s < opts.idleSlices; s++) {
+    const c0 = pids.map(cpuMs);
+    const t0 = wallMs();
+    await sleep(slice);
+    const dt = wallMs() - t0;
+    pids.forEach((pid, i) => slices[i].push(((cpuMs(pid) - c0[i]) / dt) * 100));
+  }
+  const pingsPerSecond = fleet ? ((await queryStatusCount(fleet)) - q0) / ((wallMs() - began) / 1000) : NaN;
+  return { slices, pingsPerSecond };
+}
+
+/** Idle CPU of one window: the mean of its equal slices (spikes such as a GC count, as they cost). */
+export const idleOf = (w: IdleWindow | number[]) => {
+  const slices = Array.isArray(w) ? w : w.slices[0];
+  return slices.reduce((a, b) => a + b, 0) / slices.length;
+};
