@@ -151,10 +151,21 @@ export class VmSupervisor extends EventEmitter {
     for (const t of [this.timer, this.heartbeat, this.rereadTimer]) if (t) this.opts.timers.clearTimeout(t);
     this.timer = this.heartbeat = this.rereadTimer = null;
     for (const w of [...this.factWaiters]) w(null);
-    await this.detach();
     const c = this.client;
     this.client = null;
     await c?.close().catch(() => undefined);
+    // A connection being set up (its guarded socket half made) finishes and is torn down before
+    // stop() returns, so nothing it created outlives the daemon.
+    // (Bounded: a QEMU that never greets must not hold up the daemon's exit.)
+    if (this.connecting) {
+      let t: unknown;
+      await Promise.race([
+        this.connecting.catch(() => undefined),
+        new Promise<void>((r) => (t = this.opts.timers.setTimeout(r, 2000))),
+      ]);
+      this.opts.timers.clearTimeout(t);
+    }
+    await this.detach();
   }
 
   private judgeFacts(g: GuestFacts): VmStatus {
@@ -194,7 +205,18 @@ export class VmSupervisor extends EventEmitter {
 
   // ---- hold mode ----
 
-  private async connect(): Promise<void> {
+  /** The connection attempt under way (hold mode), so that stop() can wait for what it creates. */
+  private connecting: Promise<void> | null = null;
+
+  private connect(): Promise<void> {
+    if (this.connecting) return this.connecting;
+    this.connecting = this.connectOnce().finally(() => {
+      this.connecting = null;
+    });
+    return this.connecting;
+  }
+
+  private async connectOnce(): Promise<void> {
     if (this.stopped) return;
     const cfg = this.opts.config();
     let client: QmpClient;
