@@ -2,6 +2,8 @@
  * Time as the alert code sees it: a clock and one-shot timers, both injected so that alert timing,
  * re-sends and retry backoff are tested without sleeping.
  */
+import { realTimers } from '../timers';
+
 export interface Clock {
   /** Milliseconds since the epoch. */
   now(): number;
@@ -14,18 +16,10 @@ export interface Timers {
   clearTimeout(handle: TimerHandle): void;
 }
 
-export const systemClock: Clock = { now: () => Date.now() };
+export const systemClock: Clock = realTimers;
 
-export const systemTimers: Timers = {
-  setTimeout(fn, ms) {
-    const t = setTimeout(fn, ms);
-    t.unref();
-    return t;
-  },
-  clearTimeout(handle) {
-    clearTimeout(handle as NodeJS.Timeout);
-  },
-};
+/** The daemon's own timers (agent/timers.ts): unref'd, so a pending retry never holds the process. */
+export const systemTimers: Timers = realTimers;
 
 /** The logging surface the alert code needs (winston's Logger satisfies it). */
 export interface AlertLogger {
