@@ -269,7 +269,10 @@ serial('physbitsd with discovery.libvirt shows the running domain in status and 
   t.is(entry!.guest!.physBits, 39);
   t.is(entry!.guest!.accelerator, 'tcg');
   t.deepEqual(entry!.verdict && { relation: entry!.verdict.relation, severity: entry!.verdict.severity }, { relation: 'equal', severity: 'ok' });
-  const port = /metrics listening address=127\.0\.0\.1:(\d+)/.exec(log)?.[1];
+  // spawnSync above blocks this process's event loop: let the daemon's stderr be read before looking.
+  const metricsLine = /metrics listening address=127\.0\.0\.1:(\d+)/;
+  for (let i = 0; i < 100 && !metricsLine.test(log); i++) await new Promise((res) => setTimeout(res, 50));
+  const port = metricsLine.exec(log)?.[1];
   t.truthy(port, log);
   const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
   t.true(metrics.includes(`physbits_guest_phys_bits{vm="${NARROW}"} 39`), metrics);
