@@ -7,7 +7,7 @@
  * guarded socket) to a UNIX socket that reads and discards, at a trickle of max-bandwidth, which keeps it in
  * "active" until cancelled; the floor relay (bench/event-relay-floor.ts, its own process) holds the third. QEMU
  * sends MIGRATION {"status": "setup"} to all three; the daemon turns it into a firing
- * MIGRATION_UNVERIFIED alert (agent/daemon-alerts.ts) and POSTs it to /am/api/v2/alerts; the relay
+ * MIGRATION_UNVERIFIED alert (agent/daemon/daemon-alerts.ts) and POSTs it to /am/api/v2/alerts; the relay
  * POSTs the event to /relay. After both arrived the bench cancels the migration and waits for the
  * resolved alert, so every repetition starts from the same state.
  *

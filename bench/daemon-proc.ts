@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
-import type { StatusDocument } from '../agent/types';
+import type { StatusDocument } from '../agent/core/types';
 import { stopChild, track } from './proc';
 import { sleep, wallMs } from './stats';
 

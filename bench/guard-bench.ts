@@ -13,7 +13,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseConfig } from '../agent/config';
+import { parseConfig } from '../agent/core/config';
 import { startGuest, type Guest } from '../test/helpers/qemu';
 import { cpuMs, firstLine, stopChild, track } from './proc';
 import { runtimeDir, stateDir } from './dirs';

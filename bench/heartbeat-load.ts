@@ -4,14 +4,14 @@
  * commands the scripted servers (bench/fake-fleet.ts) received meanwhile.
  */
 import type { ChildProcess } from 'node:child_process';
-import { parseConfig } from '../agent/config';
+import { parseConfig } from '../agent/core/config';
 import { firstLine, cpuMs } from './proc';
 import { sleep, wallMs } from './stats';
 
 /** The largest qmp.heartbeatsPerSecond the config accepts: with it the cap does not bind below 100 000 VMs. */
 export const UNCAPPED_HEARTBEATS_PER_SECOND = 100000;
 
-/** The interval each of `held` held VMs is pinged at: agent/daemon.ts heartbeatInterval(). */
+/** The interval each of `held` held VMs is pinged at: agent/daemon/daemon.ts heartbeatInterval(). */
 export function heartbeatIntervalFor(held: number, qmp: { heartbeatMs: number; heartbeatsPerSecond: number }): number {
   return Math.max(qmp.heartbeatMs, Math.ceil((1000 * held) / qmp.heartbeatsPerSecond));
 }

@@ -7,7 +7,7 @@
  *   node build/bench/probe-floor.js [--full] [--hold] [--ping-ms N] [--dir DIR] [SOCKET...]
  *
  * --full  issues the same commands, in the same two rounds, as physbits' guest-facts read
- *         (agent/guest-facts.ts): the floor for the whole fact set, not just the width.
+ *         (agent/facts/guest-facts.ts): the floor for the whole fact set, not just the width.
  * --hold  keeps every connection after the read and sends query-status on each every --ping-ms
  *         (default 1000), like the daemon's heartbeat, until SIGTERM; --ping-timing together
  *         (default) | aligned | spread: see heartbeat() below.
@@ -41,7 +41,7 @@ async function probeMinimal(c: WireClient): Promise<{ physBits: number | null; c
   return { physBits: typeof pb.return === 'number' ? pb.return : null, commands: 3 };
 }
 
-/** The same commands as agent/guest-facts.ts readGuestFacts, in its two rounds. */
+/** The same commands as agent/facts/guest-facts.ts readGuestFacts, in its two rounds. */
 async function probeFull(c: WireClient): Promise<{ physBits: number | null; commands: number }> {
   const get = (path: string, property: string) => c.command('qom-get', { path, property });
   const r1 = await Promise.all([

@@ -17,7 +17,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { StatusDocument } from '../agent/types';
+import type { StatusDocument } from '../agent/core/types';
 import { runtimeDir, stateDir } from './dirs';
 import { benchConfig, startDaemon, waitForStatus, lastCheckedAt, unitNodeFlags, writeConfig, type DaemonProc } from './daemon-proc';
 import { cpuMs, firstLine, memoryMiB, stopChild, track } from './proc';
@@ -370,12 +370,12 @@ export function scaleSection(opts: ScaleOptions, hb: Heartbeats, flags: string[]
     '',
     `**Idle CPU and the heartbeat.** Measured first with the former defaults, the daemon used 3–5 % of a core at ${n} VMs. Two causes: ` +
       '(1) prom-client\'s default metrics sample the event-loop lag every 10 ms (`perf_hooks.monitorEventLoopDelay`), a hundred wake-ups a second of an otherwise idle ' +
-      `daemon whatever the number of VMs (a \`node\` process running only that monitor uses ${fmt(med(row.lag.runs), 2)} % of a core here, row above); agent/metrics.ts now samples ` +
+      `daemon whatever the number of VMs (a \`node\` process running only that monitor uses ${fmt(med(row.lag.runs), 2)} % of a core here, row above); agent/api/metrics.ts now samples ` +
       `once a second (\`eventLoopMonitoringPrecision: 1000\`), and the daemon watching no VM uses ${fmt(med(row.empty.runs), 2)} % in the window starting 5 s after its start. ` +
       `(2) The heartbeat: every held VM is asked \`query-status\` every \`qmp.heartbeatMs\` (default ${hb.heartbeatMs} ms) so that a hung QEMU is noticed; uncapped that is ` +
       `${fmt(n * (1000 / hb.uncapped), 0)} round trips a second at ${n} VMs, ${fmt(uncappedMed, 2)} % of a core in this run (and the ${n} QEMU main loops answering them pay as well). ` +
       'The CPU profile (`--cpu-prof`) shows no hot spot in the daemon\'s JavaScript for it: most of it is the write and read system calls and wake-ups of each round trip. ' +
-      `So the daemon caps the total rate: each held VM's interval is max(\`qmp.heartbeatMs\`, 1000 × held VMs ÷ \`qmp.heartbeatsPerSecond\`) (agent/daemon.ts \`heartbeatInterval()\`, ` +
+      `So the daemon caps the total rate: each held VM's interval is max(\`qmp.heartbeatMs\`, 1000 × held VMs ÷ \`qmp.heartbeatsPerSecond\`) (agent/daemon/daemon.ts \`heartbeatInterval()\`, ` +
       `default ${hb.perSecond}/s). A host with up to ${hb.perSecond} held VMs keeps the ${s(hb.heartbeatMs)} heartbeat, and a hung QEMU shows as unknown within ` +
       `${s(hb.heartbeatMs + hb.timeoutMs)} (interval + \`qmp.heartbeatTimeoutMs\`); at ${n} VMs each is pinged every ${s(hb.capped)} (unknown within ${s(hb.capped + hb.timeoutMs)}), ` +
       `and the servers received ${fmt(pingsCapped, 0)} query-status a second (${fmt(pingsUncapped, 0)} with the cap lifted). ` +

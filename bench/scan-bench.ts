@@ -7,7 +7,7 @@
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { StatusDocument } from '../agent/types';
+import type { StatusDocument } from '../agent/core/types';
 import { PHYSBITSCTL } from './daemon-proc';
 import { runtimeDir } from './dirs';
 import { startGuests } from './guests';
@@ -182,7 +182,7 @@ export async function runScanBench(opts: ScanOptions): Promise<Section> {
     '',
     ...why,
     '',
-    `- **physbitsctl scan** reads ${cmds} commands per guest (capabilities plus the two rounds of agent/guest-facts.ts), judges every guest, ` +
+    `- **physbitsctl scan** reads ${cmds} commands per guest (capabilities plus the two rounds of agent/facts/guest-facts.ts), judges every guest, ` +
       'and prints the JSON status document; it visits at most `qmp.concurrency` (default 32) guests at once and holds each socket only for its read.',
     '- **Floor, 3 commands** (bench/probe-floor.ts): greeting, `qmp_capabilities`, `query-cpus-fast`, `qom-get phys-bits`, close; every socket at once. ' +
       'It learns the width and nothing else: no layout, accelerator, encryption or verdict. The ratio against it prices what physbits reads beyond the width.',

@@ -12,7 +12,7 @@ import http from 'node:http';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import { describeEvent } from '../agent/cli/watch-command';
-import { parseConfig } from '../agent/config';
+import { parseConfig } from '../agent/core/config';
 import { parseLogLine, startDaemon, waitUntil, type DaemonProcess } from './helpers/daemon';
 import { startFakeQmp } from './helpers/fake-qmp';
 import { startGuest } from './helpers/qemu';

@@ -13,11 +13,11 @@ import {
   qemuVersionOf,
   settingsFor,
   type AdviseInput,
-} from '../agent/advise';
-import type { FleetPeerInput } from '../agent/fleet';
-import { renderAdvice } from '../agent/render-fleet';
-import type { GuestFacts, GuestLayout, HostFacts, StatusDocument, VmStatus } from '../agent/types';
-import { withDeadline } from '../agent/limit';
+} from '../agent/judge/advise';
+import type { FleetPeerInput } from '../agent/judge/fleet';
+import { renderAdvice } from '../agent/cli/render-fleet';
+import type { GuestFacts, GuestLayout, HostFacts, StatusDocument, VmStatus } from '../agent/core/types';
+import { withDeadline } from '../agent/core/async-limits';
 import { guestFacts, hostFacts } from './helpers/facts';
 import { QEMU, startGuest } from './helpers/qemu';
 import { tempDir } from './helpers/tmp';

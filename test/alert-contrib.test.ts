@@ -6,10 +6,10 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Metrics } from '../agent/metrics';
+import { Metrics } from '../agent/api/metrics';
 import { alertName } from '../agent/alerts/alert-model';
 import { REFUSED } from '../agent/guard/refusal';
-import { REASON_CODES } from '../agent/reasons';
+import { REASON_CODES } from '../agent/judge/reasons';
 import { AMTOOL, PROMTOOL, requireTool } from './helpers/alertmanager';
 
 // build/test/… → repository root

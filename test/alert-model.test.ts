@@ -11,7 +11,7 @@ import {
   toPostable,
   MAX_LABEL_CHARS,
 } from '../agent/alerts/alert-model';
-import type { Reason } from '../agent/types';
+import type { Reason } from '../agent/core/types';
 
 const T0 = Date.parse('2030-01-02T03:04:05.000Z');
 const wider: Reason = { code: 'GUEST_WIDER_THAN_HOST', severity: 'critical', message: 'guest 52 bits > host 46 bits' };

@@ -3,10 +3,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SPOOL_FILE } from '../agent/alerts/spool';
 import { AlertService, type AlertEvent, type AlertMetrics } from '../agent/alerts/alert-service';
-import type { Clock, Timers } from '../agent/alerts/clock';
+import type { Clock, Timers } from '../agent/alerts/alert-logger';
 import { verifySignature } from '../agent/alerts/webhook-sink';
-import { parseConfig, type Config } from '../agent/config';
-import type { Reason } from '../agent/types';
+import { parseConfig, type Config } from '../agent/core/config';
+import type { Reason } from '../agent/core/types';
 import { freePort, startReceiver, waitFor, type Receiver } from './helpers/alertmanager';
 import { tempDir } from './helpers/tmp';
 

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { AlertDeliveryError } from '../agent/alerts/alert-errors';
 import { conditionAlert, refusalAlert } from '../agent/alerts/alert-model';
 import { AlertmanagerSink, alertsEndpoint } from '../agent/alerts/alertmanager-sink';
-import { systemTimers } from '../agent/alerts/clock';
+import { systemTimers } from '../agent/alerts/alert-logger';
 import { postJson, redactUrl } from '../agent/alerts/http-post';
 import { sign, verifySignature, webhookBody, WebhookSink } from '../agent/alerts/webhook-sink';
 import { freePort, startReceiver } from './helpers/alertmanager';

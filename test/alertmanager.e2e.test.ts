@@ -9,9 +9,9 @@ import { join } from 'node:path';
 import { AlertService, type AlertEvent } from '../agent/alerts/alert-service';
 import { SPOOL_FILE } from '../agent/alerts/spool';
 import { verifySignature } from '../agent/alerts/webhook-sink';
-import { parseConfig, type Config } from '../agent/config';
-import { Metrics } from '../agent/metrics';
-import type { Reason } from '../agent/types';
+import { parseConfig, type Config } from '../agent/core/config';
+import { Metrics } from '../agent/api/metrics';
+import type { Reason } from '../agent/core/types';
 import {
   ALERTMANAGER,
   freePort,

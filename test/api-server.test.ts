@@ -8,9 +8,9 @@ import http from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
 import WebSocket from 'ws';
-import { ApiServer, apiError, tokenMatches, type ApiHandlers } from '../agent/api-server';
-import { EventBus } from '../agent/event-bus';
-import type { Logger } from '../agent/logger';
+import { ApiServer, apiError, tokenMatches, type ApiHandlers } from '../agent/api/api-server';
+import { EventBus } from '../agent/daemon/event-bus';
+import type { Logger } from '../agent/core/logger';
 import { tempDir } from './helpers/tmp';
 
 const TOKEN = 'tok-0123456789abcdef';

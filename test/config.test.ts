@@ -1,7 +1,7 @@
 import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, loadConfig, parseConfig, stripComments } from '../agent/config';
+import { ConfigError, loadConfig, parseConfig, stripComments } from '../agent/core/config';
 
 const example = join(__dirname, '..', '..', 'config.example.json');
 

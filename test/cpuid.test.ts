@@ -7,7 +7,7 @@ import {
   parseCpuidRegisters,
   vendorFromLeaf0,
   type CpuidRegisters,
-} from '../agent/cpuid';
+} from '../agent/facts/cpuid';
 
 function regs(eax: number, ebx = 0, ecx = 0, edx = 0): CpuidRegisters {
   return { eax, ebx, ecx, edx };

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseAddressSizes, parseCpuinfo, parseFlags } from '../agent/cpuinfo';
+import { parseAddressSizes, parseCpuinfo, parseFlags } from '../agent/facts/cpuinfo';
 
 const HOSTS = join(__dirname, '..', '..', 'test', 'fixtures', 'hosts');
 

@@ -9,7 +9,7 @@
 import test from 'ava';
 import { existsSync, lstatSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { StatusDocument } from '../agent/types';
+import type { StatusDocument } from '../agent/core/types';
 import { LineClient, startDaemon, vmNamed, waitUntil, sleep, type DaemonProcess } from './helpers/daemon';
 import { freePort, startReceiver } from './helpers/alertmanager';
 import { startGuest, type Guest } from './helpers/qemu';

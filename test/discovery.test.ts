@@ -7,9 +7,9 @@ import test from 'ava';
 import { mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import { Discovery, socketIdentity, watchDirOf } from '../agent/discovery';
-import type { Logger } from '../agent/logger';
-import type { FoundSocket } from '../agent/socket-globs';
+import { Discovery, socketIdentity, watchDirOf } from '../agent/daemon/discovery';
+import type { Logger } from '../agent/core/logger';
+import type { FoundSocket } from '../agent/core/socket-globs';
 import { tempDir } from './helpers/tmp';
 
 const quiet: Logger = { error() {}, warn() {}, info() {}, debug() {}, child: () => quiet };

@@ -1,6 +1,6 @@
 import test from 'ava';
-import { EXIT, exitCodeFor, worstState, type State } from '../agent/exit-codes';
-import { buildStatusDocument } from '../agent/status-document';
+import { EXIT, exitCodeFor, worstState, type State } from '../agent/core/exit-codes';
+import { buildStatusDocument } from '../agent/judge/status-document';
 import { hostFacts } from './helpers/facts';
 
 const cases: Array<[State[], State, number]> = [

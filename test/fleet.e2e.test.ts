@@ -8,9 +8,9 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import type { AdviceDocument } from '../agent/advise';
-import type { FleetDocument } from '../agent/fleet';
-import type { StatusDocument } from '../agent/types';
+import type { AdviceDocument } from '../agent/judge/advise';
+import type { FleetDocument } from '../agent/judge/fleet';
+import type { StatusDocument } from '../agent/core/types';
 import { startGuest, type Guest } from './helpers/qemu';
 import { tempDir } from './helpers/tmp';
 

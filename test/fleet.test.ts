@@ -12,9 +12,9 @@ import {
   parseStatusDocument,
   type FleetInput,
   type FleetPeerInput,
-} from '../agent/fleet';
-import { renderFleet } from '../agent/render-fleet';
-import type { GuestLayout, HostFacts, StatusDocument, VmStatus } from '../agent/types';
+} from '../agent/judge/fleet';
+import { renderFleet } from '../agent/cli/render-fleet';
+import type { GuestLayout, HostFacts, StatusDocument, VmStatus } from '../agent/core/types';
 import { guestFacts, hostFacts } from './helpers/facts';
 import { tempDir } from './helpers/tmp';
 

@@ -1,11 +1,11 @@
 import test from 'ava';
-import { parseConfig, type Config, type PeerConfig } from '../agent/config';
-import type { QmpExecutor } from '../agent/guest-facts';
+import { parseConfig, type Config, type PeerConfig } from '../agent/core/config';
+import type { QmpExecutor } from '../agent/facts/guest-facts';
 import { FactsGate } from '../agent/guard/facts-gate';
 import { classifyCommand, createGuardInterceptor, RESERVATION_MS, type GuardAction, type GuardCommand, type RefusalEvent } from '../agent/guard/guard-decision';
 import type { PeerLookup } from '../agent/guard/migration-rule';
 import { REFUSAL_PREFIX } from '../agent/guard/refusal';
-import type { GuestFacts } from '../agent/types';
+import type { GuestFacts } from '../agent/core/types';
 import { CommandError } from '../qmp/errors';
 import { GiB, guestFacts, hostFacts, layout } from './helpers/guard-facts';
 

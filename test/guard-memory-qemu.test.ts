@@ -3,8 +3,8 @@
  * then puts the DIMM, and the DIMM it refuses is one QEMU would indeed have put above the limit.
  */
 import test from 'ava';
-import { parseConfig } from '../agent/config';
-import { readGuestFacts, parseMemoryDevices } from '../agent/guest-facts';
+import { parseConfig } from '../agent/core/config';
+import { readGuestFacts, parseMemoryDevices } from '../agent/facts/guest-facts';
 import { createGuardInterceptor, type GuardCommand, type RefusalEvent } from '../agent/guard/guard-decision';
 import { parseHmpCommandLine } from '../agent/guard/hmp-command';
 import { memoryDeviceRequest } from '../agent/guard/memory-hotplug-rule';

@@ -1,5 +1,5 @@
 import test from 'ava';
-import type { QmpExecutor } from '../agent/guest-facts';
+import type { QmpExecutor } from '../agent/facts/guest-facts';
 import {
   addrArgument,
   decideMemoryHotplug,

@@ -1,5 +1,5 @@
 import test from 'ava';
-import type { PeerConfig } from '../agent/config';
+import type { PeerConfig } from '../agent/core/config';
 import { checkMigration, decideMigration, type PeerLookup } from '../agent/guard/migration-rule';
 import { migrateTargets } from '../agent/guard/migration-target';
 import { GiB, guestFacts, hostFacts, layout } from './helpers/guard-facts';

@@ -10,10 +10,10 @@ import {
   parseMemoryDevices,
   readGuestFacts,
   type QmpExecutor,
-} from '../agent/guest-facts';
-import { estimatePcLayout } from '../agent/guest-layout';
-import { predictPlacement, resolveMemoryDevice } from '../agent/memory-placement';
-import { atLeast, parseVersion } from '../agent/qemu-version';
+} from '../agent/facts/guest-facts';
+import { estimatePcLayout } from '../agent/facts/guest-layout';
+import { predictPlacement, resolveMemoryDevice } from '../agent/facts/memory-placement';
+import { atLeast, parseVersion } from '../agent/facts/qemu-version';
 import { kvmUsable, startGuest, type GuestOptions } from './helpers/qemu';
 
 const M = 2 ** 20;

@@ -6,8 +6,8 @@ import {
   splitRam,
   type LayoutInputs,
   type PcLayoutInput,
-} from '../agent/guest-layout';
-import { parseMachineType, parseVersion, qemuVersionString } from '../agent/qemu-version';
+} from '../agent/facts/guest-layout';
+import { parseMachineType, parseVersion, qemuVersionString } from '../agent/facts/qemu-version';
 
 const M = 2 ** 20;
 const G = 2 ** 30;

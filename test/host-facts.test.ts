@@ -2,9 +2,9 @@ import test from 'ava';
 import { accessSync, closeSync, constants, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { cpuidPosition } from '../agent/cpuid';
-import { HostFactsError } from '../agent/errors';
-import { parseModuleBool, readCpuid, readCpuidLeaf, readHostFacts } from '../agent/host-facts';
+import { cpuidPosition } from '../agent/facts/cpuid';
+import { HostFactsError } from '../agent/core/errors';
+import { parseModuleBool, readCpuid, readCpuidLeaf, readHostFacts } from '../agent/facts/host-facts';
 import { kvmUsable, startGuest } from './helpers/qemu';
 import { tempDir } from './helpers/tmp';
 

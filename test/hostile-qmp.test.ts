@@ -9,7 +9,7 @@ import test from 'ava';
 import { mkdirSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import type { StatusDocument } from '../agent/types';
+import type { StatusDocument } from '../agent/core/types';
 import { LineClient, startDaemon, vmNamed, sleep } from './helpers/daemon';
 import { startFakeQmp } from './helpers/fake-qmp';
 import { startGuest } from './helpers/qemu';

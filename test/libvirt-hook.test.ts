@@ -2,9 +2,9 @@ import test from 'ava';
 import { readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
-import { parseConfig, type Config } from '../agent/config';
+import { parseConfig, type Config } from '../agent/core/config';
 import { runLibvirtHook, type LibvirtEvent, type LibvirtHookDeps } from '../agent/libvirt/libvirt-hook';
-import type { HostFacts } from '../agent/types';
+import type { HostFacts } from '../agent/core/types';
 import { tempDir } from './helpers/tmp';
 
 const FIXTURES = join(__dirname, '..', '..', 'test', 'fixtures', 'libvirt');

@@ -10,7 +10,7 @@ import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import { CommandError } from '../qmp/errors';
-import { readGuestFacts } from '../agent/guest-facts';
+import { readGuestFacts } from '../agent/facts/guest-facts';
 import { listRunningDomains, parseDomainNames, parseUuidNames } from '../agent/libvirt/libvirt-domains';
 import { LibvirtExecutor, parseMonitorReply } from '../agent/libvirt/libvirt-executor';
 import type { LibvirtEvent } from '../agent/libvirt/libvirt-hook';

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { PassThrough } from 'node:stream';
-import { createLogger, safeValue } from '../agent/logger';
+import { createLogger, safeValue } from '../agent/core/logger';
 
 function capture(format: 'journal' | 'text' | 'json', level: 'info' | 'debug' = 'info') {
   const stream = new PassThrough();

@@ -8,8 +8,8 @@ import {
   predictPlacement,
   resolveDeviceSize,
   resolveMemoryDevice,
-} from '../agent/memory-placement';
-import type { QmpExecutor } from '../agent/guest-facts';
+} from '../agent/facts/memory-placement';
+import type { QmpExecutor } from '../agent/facts/guest-facts';
 
 const M = 2 ** 20;
 const G = 2 ** 30;

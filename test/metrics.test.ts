@@ -1,6 +1,6 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { ACCEPTED_LINT, Metrics, MAX_LABEL_VALUES_PER_VM, parseListen, startMetricsServer } from '../agent/metrics';
+import { ACCEPTED_LINT, Metrics, MAX_LABEL_VALUES_PER_VM, parseListen, startMetricsServer } from '../agent/api/metrics';
 import { PROMTOOL, requireTool } from './helpers/alertmanager';
 
 function series(text: string, name: string): string[] {

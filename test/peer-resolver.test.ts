@@ -3,7 +3,7 @@ import { writeFileSync, rmSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import type { PeerConfig } from '../agent/config';
+import type { PeerConfig } from '../agent/core/config';
 import { normalizeAddress, PeerResolver, physBitsOfHostDocument, type FetchLike } from '../agent/guard/peer-resolver';
 import { tempDir } from './helpers/tmp';
 

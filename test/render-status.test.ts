@@ -1,5 +1,5 @@
 import test from 'ava';
-import { renderStatus } from '../agent/render-status';
+import { renderStatus } from '../agent/cli/render-status';
 import { hostFacts } from './helpers/facts';
 
 test('one row per VM; names and messages from VMs cannot forge rows or drive the terminal', (t) => {

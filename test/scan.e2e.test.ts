@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import type { StatusDocument } from '../agent/types';
+import type { StatusDocument } from '../agent/core/types';
 import { PHYSBITSCTL } from './helpers/daemon';
 import { kvmUsable, startGuest, type Guest } from './helpers/qemu';
 import { tempDir } from './helpers/tmp';

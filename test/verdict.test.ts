@@ -2,9 +2,9 @@ import test from 'ava';
 import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { bitsNeeded, formatBytes, REASON_SEVERITY } from '../agent/reasons';
-import { computeVerdict, maxSeverity, REASON_CODES, severityRank } from '../agent/verdict';
-import type { GuestFacts, GuestLayout, HostFacts, PeerFacts, Policy, Relation, Severity } from '../agent/types';
+import { bitsNeeded, formatBytes, REASON_SEVERITY } from '../agent/judge/reasons';
+import { computeVerdict, maxSeverity, REASON_CODES, severityRank } from '../agent/judge/verdict';
+import type { GuestFacts, GuestLayout, HostFacts, PeerFacts, Policy, Relation, Severity } from '../agent/core/types';
 import { GiB, guestFacts, hostFacts, type GuestOverride, type HostOverride } from './helpers/facts';
 
 /** A 46-bit Intel host with EPT and allow_smaller_maxphyaddr=Y (nothing noteworthy). */

@@ -4,11 +4,11 @@
  * Timers the supervisor sets are fired by hand; only QMP command timeouts run on the real clock.
  */
 import test from 'ava';
-import { parseConfig, type Config } from '../agent/config';
-import type { Logger } from '../agent/logger';
-import type { Timers } from '../agent/timers';
-import type { VmStatus } from '../agent/types';
-import { VmSupervisor, type Attachment, type SupervisorOptions } from '../agent/vm-supervisor';
+import { parseConfig, type Config } from '../agent/core/config';
+import type { Logger } from '../agent/core/logger';
+import type { Timers } from '../agent/core/timers';
+import type { VmStatus } from '../agent/core/types';
+import { VmSupervisor, type Attachment, type SupervisorOptions } from '../agent/daemon/vm-supervisor';
 import type { QmpClient } from '../qmp/client';
 import { FIRST_CPU, startFakeQmp, type FakeQmp } from './helpers/fake-qmp';
 import { hostFacts } from './helpers/guard-facts';

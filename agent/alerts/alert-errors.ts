@@ -1,7 +1,7 @@
 /**
  * Errors of alert delivery and the spool, each with a stable code listed in docs/alerts.md.
  */
-import { AgentError } from '../errors';
+import { AgentError } from '../core/errors';
 
 /** A sink could not take a batch; `retryable` says whether backing off and trying again can help. */
 export class AlertDeliveryError extends AgentError {

@@ -4,7 +4,7 @@
  * alerts, how a guard refusal becomes an alert that ends by itself, and the Alertmanager API v2
  * "postable alert" each state is sent as.
  */
-import type { Reason, Severity } from '../types';
+import type { Reason, Severity } from '../core/types';
 
 export type AlertSeverity = Exclude<Severity, 'ok'>;
 export type AlertKind = 'condition' | 'refusal';

@@ -6,8 +6,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import type { Config } from '../config';
-import type { Reason } from '../types';
+import type { Config } from '../core/config';
+import type { Reason } from '../core/types';
 import { AlertServiceStateError } from './alert-errors';
 import {
   diffConditions,
@@ -22,7 +22,7 @@ import {
   type AlertSeverity,
 } from './alert-model';
 import { AlertmanagerSink, type AlertSink } from './alertmanager-sink';
-import { silentLogger, systemClock, systemTimers, type AlertLogger, type Clock, type TimerHandle, type Timers } from './clock';
+import { silentLogger, systemClock, systemTimers, type AlertLogger, type Clock, type TimerHandle, type Timers } from './alert-logger';
 import type { FetchLike } from './http-post';
 import { SinkWorker, type DeliveryResult } from './sink-worker';
 import { Spool, type DropReason } from './spool';
@@ -36,7 +36,7 @@ export const BATCH_SIZE = 256;
  */
 export const CONFIRM_GRACE_MIN_MS = 300_000;
 
-/** What the service reports to the metrics (agent/metrics.ts implements it). */
+/** What the service reports to the metrics (agent/api/metrics.ts implements it). */
 export interface AlertMetrics {
   setAlertsPending(n: number): void;
   setSpoolEntries(n: number): void;

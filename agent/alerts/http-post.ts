@@ -4,7 +4,7 @@
  * refuses URLs that carry them), and the URL shown in logs and metrics never contains them.
  */
 import { AlertDeliveryError } from './alert-errors';
-import { systemTimers, type Timers } from './clock';
+import { systemTimers, type Timers } from './alert-logger';
 
 /** At most this much of an error reply is read, for the log line. */
 const MAX_ERROR_BODY = 512;

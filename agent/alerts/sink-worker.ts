@@ -8,7 +8,7 @@ import { AlertDeliveryError } from './alert-errors';
 import type { AlertRecord } from './alert-model';
 import type { AlertSink, SinkItem } from './alertmanager-sink';
 import { backoffDelay, type BackoffPolicy } from './backoff';
-import type { AlertLogger, Clock, TimerHandle, Timers } from './clock';
+import type { AlertLogger, Clock, TimerHandle, Timers } from './alert-logger';
 import type { Spool } from './spool';
 
 export type DeliveryResult = 'success' | 'error' | 'timeout' | 'rejected';

@@ -15,7 +15,7 @@ import { createInterface } from 'node:readline';
 import { isFiring, type AlertRecord } from './alert-model';
 import { SpoolError } from './alert-errors';
 import { parseOp, type LogOp } from './spool-log';
-import { silentLogger, type AlertLogger, type Clock } from './clock';
+import { silentLogger, type AlertLogger, type Clock } from './alert-logger';
 
 export const SPOOL_FILE = 'alerts.log';
 const TMP_SUFFIX = '.tmp';

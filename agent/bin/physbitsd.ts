@@ -6,11 +6,11 @@
  */
 import { execFile } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from '../config';
-import { Daemon } from '../daemon';
-import { EXIT } from '../exit-codes';
-import { createLogger } from '../logger';
-import { secretFiles, worldReadableWarnings } from '../secret-files';
+import { ConfigError, loadConfig } from '../core/config';
+import { Daemon } from '../daemon/daemon';
+import { EXIT } from '../core/exit-codes';
+import { createLogger } from '../core/logger';
+import { secretFiles, worldReadableWarnings } from '../core/secret-files';
 
 function fatal(message: string, code: number): never {
   process.stderr.write(`physbitsd: ${message}\n`);

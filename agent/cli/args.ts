@@ -1,6 +1,6 @@
 /** Argument parsing on node:util parseArgs; every mistake is a UsageError (exit 64). */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { UsageError } from '../errors';
+import { UsageError } from '../core/errors';
 
 export function parse<T extends NonNullable<ParseArgsConfig['options']>>(
   command: string,

@@ -2,11 +2,11 @@
  * The CLI commands that ask the running daemon: status, check-migration, fleet, advise.
  * With no daemon: one line on stderr and exit 3 (unknown).
  */
-import { apiRequest } from '../api-client';
-import { loadConfig } from '../config';
-import { EXIT } from '../exit-codes';
-import { renderStatus } from '../render-status';
-import type { StatusDocument } from '../types';
+import { apiRequest } from '../api/api-client';
+import { loadConfig } from '../core/config';
+import { EXIT } from '../core/exit-codes';
+import { renderStatus } from './render-status';
+import type { StatusDocument } from '../core/types';
 import { intOption, parse } from './args';
 import type { CliIo } from './cli-io';
 
@@ -52,8 +52,8 @@ function usage(io: CliIo, message: string): number {
 
 export async function fleetCommand(args: string[], io: CliIo): Promise<number> {
   const { values } = parse('fleet', args, common);
-  const { renderFleet } = await import('../render-fleet');
-  const { fleetExitCode } = await import('../fleet');
+  const { renderFleet } = await import('./render-fleet');
+  const { fleetExitCode } = await import('../judge/fleet');
   const doc = await apiRequest<Parameters<typeof renderFleet>[0]>({ socketPath: apiSocket(values.api, values.config) }, 'GET', '/v1/fleet', undefined, 30000);
   io.stdout(values.json ? JSON.stringify(doc, null, 2) : renderFleet(doc));
   return fleetExitCode(doc);
@@ -62,8 +62,8 @@ export async function fleetCommand(args: string[], io: CliIo): Promise<number> {
 export async function adviseCommand(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parse('advise', args, { ...common, 'pool-bits': { type: 'string' } }, { min: 0, max: 1 });
   const poolBits = intOption('advise', 'pool-bits', values['pool-bits'], 32, 52);
-  const { renderAdvice } = await import('../render-fleet');
-  const { adviceExitCode } = await import('../advise');
+  const { renderAdvice } = await import('./render-fleet');
+  const { adviceExitCode } = await import('../judge/advise');
   const q = new URLSearchParams();
   if (positionals[0]) q.set('vm', positionals[0]);
   if (poolBits !== undefined) q.set('poolBits', String(poolBits));

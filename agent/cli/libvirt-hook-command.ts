@@ -2,8 +2,8 @@
  * `physbitsctl libvirt-hook [--config FILE] DOMAIN OPERATION SUBOP EXTRA`, the entry point of
  * /etc/libvirt/hooks/qemu. The decision lives in agent/libvirt/libvirt-hook.ts.
  */
-import { loadConfig } from '../config';
-import { EXIT } from '../exit-codes';
+import { loadConfig } from '../core/config';
+import { EXIT } from '../core/exit-codes';
 import { runLibvirtHook } from '../libvirt/libvirt-hook';
 import { parse } from './args';
 import type { CliIo } from './cli-io';

@@ -1,8 +1,8 @@
 /** physbitsctl's dispatcher: subcommand → handler, every error mapped to a line and an exit code. */
-import { ApiError } from '../api-client';
-import { ConfigError } from '../config';
-import { AgentError, DaemonUnreachableError, UsageError } from '../errors';
-import { EXIT } from '../exit-codes';
+import { ApiError } from '../api/api-client';
+import { ConfigError } from '../core/config';
+import { AgentError, DaemonUnreachableError, UsageError } from '../core/errors';
+import { EXIT } from '../core/exit-codes';
 import type { CliIo } from './cli-io';
 
 export const USAGE = `usage: physbitsctl COMMAND [OPTIONS]

@@ -2,18 +2,18 @@
  * `physbitsctl scan`: a one-shot check without the daemon. Connects straight to each socket named
  * (else the config's discovery globs), a bounded number at once, each held only for its read.
  */
-import { loadConfig, type Config } from '../config';
-import { hostFactsFromConfig } from '../host-facts';
-import { mapLimit } from '../limit';
-import { renderStatus } from '../render-status';
-import { expandSocketGlobs, socketPatterns } from '../socket-globs';
-import { buildStatusDocument } from '../status-document';
-import type { PeerFacts, StatusDocument } from '../types';
-import { probeVm } from '../vm-probe';
+import { loadConfig, type Config } from '../core/config';
+import { hostFactsFromConfig } from '../facts/host-facts';
+import { mapLimit } from '../core/async-limits';
+import { renderStatus } from './render-status';
+import { expandSocketGlobs, socketPatterns } from '../core/socket-globs';
+import { buildStatusDocument } from '../judge/status-document';
+import type { PeerFacts, StatusDocument } from '../core/types';
+import { probeVm } from '../facts/vm-probe';
 import { parse } from './args';
 import type { CliIo } from './cli-io';
 
-/** This host's facts as the config reads them (agent/host-facts.ts). */
+/** This host's facts as the config reads them (agent/facts/host-facts.ts). */
 export { hostFactsFromConfig as hostFactsFor };
 
 /** Static peers' widths, for verdicts made without the daemon (live peers are the daemon's business). */

@@ -1,8 +1,8 @@
 /** `physbitsctl watch`: the daemon's event stream, one line per event, until interrupted. */
 import WebSocket from 'ws';
-import { EXIT } from '../exit-codes';
-import { DaemonUnreachableError } from '../errors';
-import { printable } from '../printable';
+import { EXIT } from '../core/exit-codes';
+import { DaemonUnreachableError } from '../core/errors';
+import { printable } from '../core/printable';
 import { parse } from './args';
 import type { CliIo } from './cli-io';
 import { apiSocket } from './daemon-commands';

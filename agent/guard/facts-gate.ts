@@ -2,8 +2,8 @@
  * The latest facts of one guest, and a bounded way to wait for them: the guard holds a dangerous
  * command until facts arrive or guard.holdMs passes. Timers are injected.
  */
-import type { Timers } from '../timers';
-import type { GuestFacts } from '../types';
+import type { Timers } from '../core/timers';
+import type { GuestFacts } from '../core/types';
 
 interface Waiter {
   resolve(f: GuestFacts | null): void;

@@ -3,10 +3,10 @@
  * or answer it with a refusal. Only memory `device_add`, `migrate` and their HMP forms are looked
  * at; everything else is forwarded at once, without waiting for anything.
  */
-import type { Config } from '../config';
-import type { QmpExecutor } from '../guest-facts';
-import type { Logger } from '../logger';
-import type { GuestFacts, HostFacts } from '../types';
+import type { Config } from '../core/config';
+import type { QmpExecutor } from '../facts/guest-facts';
+import type { Logger } from '../core/logger';
+import type { GuestFacts, HostFacts } from '../core/types';
 import { parseHmpCommandLine } from './hmp-command';
 import { decideMemoryHotplug, memoryDeviceRequest, type MemoryDeviceRequest } from './memory-hotplug-rule';
 import { decideMigration, type PeerLookup } from './migration-rule';

@@ -8,13 +8,13 @@
  * QEMU reads it: a QMP number, or a string parsed like qemu_strtou64 with base 0 (decimal, 0x hex,
  * 0 octal; qapi/qobject-input-visitor.c type_uint64_keyval), 0 meaning "choose for me"
  * (hw/mem/memory-device.c memory_device_pre_plug). Otherwise QEMU's own choice is predicted with
- * agent/memory-placement.ts. Passing 2^guest.physBits is left to QEMU: it refuses at start-up a
+ * agent/facts/memory-placement.ts. Passing 2^guest.physBits is left to QEMU: it refuses at start-up a
  * device-memory region that the guest's phys-bits cannot reach (hw/i386/pc.c pc_memory_init), and
  * refuses any device outside that region.
  */
-import { parseMemoryDevices, type QmpExecutor } from '../guest-facts';
-import { predictPlacement, resolveMemoryDevice } from '../memory-placement';
-import type { GuestFacts, HostFacts, Policy } from '../types';
+import { parseMemoryDevices, type QmpExecutor } from '../facts/guest-facts';
+import { predictPlacement, resolveMemoryDevice } from '../facts/memory-placement';
+import type { GuestFacts, HostFacts, Policy } from '../core/types';
 import { hex, humanBytes, quote, REFUSED } from './refusal';
 
 /** Drivers that plug into the device-memory region, and the property holding their address. */

@@ -3,10 +3,10 @@
  * one known (or unknown) peer, shared by the guard, `physbitsctl check-migration` and
  * POST /v1/check-migration; `decideMigration` applies it to every destination a `migrate` names.
  */
-import type { GuestFacts, HostFacts, Policy } from '../types';
+import type { GuestFacts, HostFacts, Policy } from '../core/types';
 import { describeTarget, type MigrationTarget } from './migration-target';
 import type { PeerFactsResult } from './peer-resolver';
-import type { PeerConfig } from '../config';
+import type { PeerConfig } from '../core/config';
 import { hex, quote, REFUSED } from './refusal';
 
 export interface MigrationPolicy extends Pick<Policy, 'accelerators'> {

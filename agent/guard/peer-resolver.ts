@@ -7,8 +7,8 @@
  * trimming, dropping IPv6 brackets and one trailing dot, ignoring case. Nothing is resolved through
  * DNS; "localhost" or 127.0.0.1 match only a peer configured with exactly that address.
  */
-import type { PeerConfig } from '../config';
-import { getPeerJson, PeerError, peerUrl, type PeerFetch } from '../peer-client';
+import type { PeerConfig } from '../core/config';
+import { getPeerJson, PeerError, peerUrl, type PeerFetch } from '../api/peer-client';
 
 const HOST_PATH = 'v1/host';
 const DEFAULT_MAX_BODY_BYTES = 64 * 1024;

@@ -22,9 +22,9 @@
  *   - every other model without phys-bits gets 40.
  */
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
-import { AgentError } from '../errors';
-import { estimatePcLayout, type PcLayoutEstimate } from '../guest-layout';
-import { parseMachineType } from '../qemu-version';
+import { AgentError } from '../core/errors';
+import { estimatePcLayout, type PcLayoutEstimate } from '../facts/guest-layout';
+import { parseMachineType } from '../facts/qemu-version';
 
 /** libvirt domain XML is a few KiB; anything past this is not a domain definition. */
 export const DOMAIN_XML_MAX_BYTES = 4 * 1024 * 1024;
@@ -74,7 +74,7 @@ export interface DomainFacts {
   launchSecurity: string | null;
   /** <launchSecurity><reducedPhysBits>; null when absent. */
   reducedPhysBits: number | null;
-  /** QEMU's layout for this configuration (agent/guest-layout.ts), 64-bit PCI hole included. */
+  /** QEMU's layout for this configuration (agent/facts/guest-layout.ts), 64-bit PCI hole included. */
   layout: PcLayoutEstimate | null;
   /** One past the highest address RAM and the hot-plug region can reach; null for other machines. */
   highestAddress: number | null;

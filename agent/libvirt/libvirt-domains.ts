@@ -2,7 +2,7 @@
  * The running domains of a libvirt connection, as virsh lists them. Parsing is pure and bounded;
  * the listing goes through virsh.ts.
  */
-import { AgentError } from '../errors';
+import { AgentError } from '../core/errors';
 import { runVirsh, type VirshOptions } from './virsh';
 
 export interface DomainsOptions extends VirshOptions {

@@ -9,7 +9,7 @@
  * milliseconds of CPU, a monitor command a fraction of one.
  */
 import { CommandError, ProtocolError } from '../../qmp/errors';
-import type { QmpExecutor } from '../guest-facts';
+import type { QmpExecutor } from '../facts/guest-facts';
 import { listRunningDomainsWithUuid } from './libvirt-domains';
 import { runVirsh, runVirshBatch, VirshError, VIRSH_DEFAULTS, type VirshOptions } from './virsh';
 

@@ -10,10 +10,10 @@
  * and `reconnect` are passed on to the running daemon. The hook prints nothing on stdout: for
  * `migrate` and `restore`, libvirt would take stdout as a replacement domain XML.
  */
-import type { Config } from '../config';
-import type { GuestFacts, HostFacts, Reason } from '../types';
-import { computeVerdict } from '../verdict';
-import { formatBytes } from '../reasons';
+import type { Config } from '../core/config';
+import type { GuestFacts, HostFacts, Reason } from '../core/types';
+import { computeVerdict } from '../judge/verdict';
+import { formatBytes } from '../judge/reasons';
 import { parseDomainXml, resolvePhysBits, type DomainFacts } from './domain-xml';
 
 export interface LibvirtEvent {
@@ -24,7 +24,7 @@ export interface LibvirtEvent {
 
 export interface LibvirtHookDeps {
   config: Config;
-  /** This host's facts, or how to read them; default: agent/host-facts.ts with the config's roots. */
+  /** This host's facts, or how to read them; default: agent/facts/host-facts.ts with the config's roots. */
   hostFacts?: HostFacts | (() => HostFacts | Promise<HostFacts>);
   /** How to tell the daemon; default: POST /v1/libvirt-events on config api.socket. */
   notify?: (event: LibvirtEvent) => Promise<void>;
@@ -40,12 +40,12 @@ const NOTIFIED: ReadonlySet<string> = new Set(['started', 'stopped', 'release', 
 export const HOOK_EXIT = { ALLOW: 0, REFUSE: 1 } as const;
 
 async function defaultHostFacts(config: Config): Promise<HostFacts> {
-  const { hostFactsFromConfig } = await import('../host-facts');
+  const { hostFactsFromConfig } = await import('../facts/host-facts');
   return hostFactsFromConfig(config);
 }
 
 async function defaultNotify(config: Config, event: LibvirtEvent): Promise<void> {
-  const { apiRequest } = await import('../api-client');
+  const { apiRequest } = await import('../api/api-client');
   await apiRequest({ socketPath: config.api.socket }, 'POST', '/v1/libvirt-events', event, config.libvirtHook.notifyTimeoutMs);
 }
 

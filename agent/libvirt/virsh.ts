@@ -5,7 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { AgentError } from '../errors';
+import { AgentError } from '../core/errors';
 
 export interface VirshOptions {
   /** The virsh binary (config discovery.virsh); default 'virsh' on PATH. */

@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readHostFacts } from '../../agent/host-facts';
+import { readHostFacts } from '../../agent/facts/host-facts';
 import { startGuest, kvmUsable, type Guest } from '../../test/helpers/qemu';
 
 const root = join(__dirname, '..', '..');

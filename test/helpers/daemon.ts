@@ -12,8 +12,8 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join, resolve } from 'node:path';
-import { apiRequest } from '../../agent/api-client';
-import type { StatusDocument } from '../../agent/types';
+import { apiRequest } from '../../agent/api/api-client';
+import type { StatusDocument } from '../../agent/core/types';
 
 /** The compiled programs (this file runs from build/test/helpers/). */
 export const PHYSBITSD = resolve(__dirname, '..', '..', 'agent', 'bin', 'physbitsd.js');

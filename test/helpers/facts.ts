@@ -1,5 +1,5 @@
 /** Literal host and guest facts for tests: a plain Intel host and a running q35 guest, with overrides. */
-import type { GuestFacts, GuestLayout, HostFacts } from '../../agent/types';
+import type { GuestFacts, GuestLayout, HostFacts } from '../../agent/core/types';
 
 export const GiB = 2 ** 30;
 

@@ -4,7 +4,7 @@
  * must not depend on the physbitsctl command line.
  */
 import { readFileSync } from 'node:fs';
-import { loadConfig } from '../../agent/config';
+import { loadConfig } from '../../agent/core/config';
 import { runLibvirtHook } from '../../agent/libvirt/libvirt-hook';
 
 const argv = process.argv.slice(2);

@@ -4,9 +4,9 @@
  * something changed) and reads each one's facts through `virsh qemu-monitor-command`, in poll mode.
  */
 import type { Daemon } from './daemon';
-import { readGuestFacts } from './guest-facts';
-import { listRunningDomainsWithUuid } from './libvirt/libvirt-domains';
-import { LibvirtExecutor } from './libvirt/libvirt-executor';
+import { readGuestFacts } from '../facts/guest-facts';
+import { listRunningDomainsWithUuid } from '../libvirt/libvirt-domains';
+import { LibvirtExecutor } from '../libvirt/libvirt-executor';
 
 export const LIBVIRT_PREFIX = 'libvirt:';
 

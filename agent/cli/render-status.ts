@@ -1,6 +1,6 @@
 /** The status document as a table for people: one row per VM. */
-import { printable } from './printable';
-import type { StatusDocument, VmStatus } from './types';
+import { printable } from '../core/printable';
+import type { StatusDocument, VmStatus } from '../core/types';
 
 function row(vm: VmStatus, hostBits: number): string[] {
   if (vm.error) return [vm.name, '-', '-', String(hostBits), '-', 'unknown', `${vm.error.code}: ${vm.error.message}`].map(printable);

@@ -1,6 +1,6 @@
 /** The fleet and advice documents for people: a guest × host matrix, and one block per guest. */
-import type { AdviceDocument, GuestAdvice, LayoutAdvice } from './advise';
-import { formatBytes, type FleetDocument, type FleetGuest } from './fleet';
+import type { AdviceDocument, GuestAdvice, LayoutAdvice } from '../judge/advise';
+import { formatBytes, type FleetDocument, type FleetGuest } from '../judge/fleet';
 import { renderTable } from './render-status';
 
 export interface RenderOptions {

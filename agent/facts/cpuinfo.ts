@@ -5,7 +5,7 @@
  * Linux prints one block per logical CPU, separated by blank lines; the fields this project needs
  * are identical in every block, so only the first block is read.
  */
-import type { HostFlags } from './types';
+import type { HostFlags } from '../core/types';
 
 export interface CpuinfoFacts {
   vendor: string | null;

@@ -4,7 +4,7 @@
  * Pure: facts in, verdict out. Each rule and its severity is documented in docs/reasons.md.
  */
 import * as R from './reasons';
-import type { GuestFacts, HostFacts, PeerFacts, Policy, Reason, Relation, Severity, Verdict } from './types';
+import type { GuestFacts, HostFacts, PeerFacts, Policy, Reason, Relation, Severity, Verdict } from '../core/types';
 
 export { REASON_CODES, maxSeverity, severityRank } from './reasons';
 export type { ReasonCode } from './reasons';

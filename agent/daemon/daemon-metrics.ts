@@ -1,8 +1,8 @@
 /** The daemon's side of the metrics: VM statuses → series, and the /metrics listener. */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Metrics, startMetricsServer, type MetricsServer } from './metrics';
-import type { HostFacts, VmStatus } from './types';
+import { Metrics, startMetricsServer, type MetricsServer } from '../api/metrics';
+import type { HostFacts, VmStatus } from '../core/types';
 
 export function packageVersion(): string {
   try {

@@ -9,10 +9,10 @@
  * is pci-hole64-size long. QEMU refuses to start ("phys-bits too low") when the hole ends above
  * 2^phys-bits.
  */
-import { AgentError } from './errors';
-import { EXIT, exitCodeFor, worstState, type State } from './exit-codes';
+import { AgentError } from '../core/errors';
+import { EXIT, exitCodeFor, worstState, type State } from '../core/exit-codes';
 import { fleetHosts, fleetVms, formatBytes, isBound, type FleetInput } from './fleet';
-import type { GuestFacts, GuestLayout, VmErrorInfo, VmStatus } from './types';
+import type { GuestFacts, GuestLayout, VmErrorInfo, VmStatus } from '../core/types';
 
 /** An advice request that cannot be answered. `exitCode` is what the CLI exits with. */
 export class AdviceError extends AgentError {

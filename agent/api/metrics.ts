@@ -6,11 +6,11 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { AlertMetrics } from './alerts/alert-service';
-import type { AlertSeverity } from './alerts/alert-model';
-import type { DeliveryResult } from './alerts/sink-worker';
-import type { DropReason } from './alerts/spool';
-import type { GuestFacts, HostFacts, Relation, Severity, Verdict } from './types';
+import type { AlertMetrics } from '../alerts/alert-service';
+import type { AlertSeverity } from '../alerts/alert-model';
+import type { DeliveryResult } from '../alerts/sink-worker';
+import type { DropReason } from '../alerts/spool';
+import type { GuestFacts, HostFacts, Relation, Severity, Verdict } from '../core/types';
 
 /** Distinct `command` / `code` values kept per VM; further ones are counted as "other". */
 export const MAX_LABEL_VALUES_PER_VM = 32;

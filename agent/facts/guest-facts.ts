@@ -7,10 +7,10 @@
  * read is essential; any other failed read leaves its field null (or the layout null).
  * The reply parsers are pure and exported for tests on literal replies.
  */
-import { AgentError } from './errors';
+import { AgentError } from '../core/errors';
 import { computeLayout } from './guest-layout';
 import { qemuVersionString } from './qemu-version';
-import type { GuestFacts, GuestLayout, GuestMemoryEncryption, MemoryDeviceFact } from './types';
+import type { GuestFacts, GuestLayout, GuestMemoryEncryption, MemoryDeviceFact } from '../core/types';
 
 /** What readGuestFacts needs of a QMP connection: the QmpClient, or a libvirt monitor passthrough. */
 export interface QmpExecutor {

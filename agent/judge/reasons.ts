@@ -2,7 +2,7 @@
  * The catalogue of verdict reasons: every stable code, its default severity, and the builders of
  * the sentence an operator reads. docs/reasons.md lists every code here (a test checks it).
  */
-import type { Reason, Severity } from './types';
+import type { Reason, Severity } from '../core/types';
 
 export type ReasonCode =
   | 'GUEST_EQUALS_HOST'
@@ -33,7 +33,7 @@ export const REASON_SEVERITY: Readonly<Record<ReasonCode, Severity>> = {
   MIGRATION_PEER_NARROWER: 'warning',
   MIGRATION_PEER_LAYOUT: 'warning',
   PEER_UNREACHABLE: 'info',
-  // Raised by the daemon (agent/daemon-alerts.ts) on a MIGRATION event the guard did not see;
+  // Raised by the daemon (agent/daemon/daemon-alerts.ts) on a MIGRATION event the guard did not see;
   // critical when a configured peer is narrower than the guest, warning otherwise.
   MIGRATION_UNVERIFIED: 'critical',
 };

@@ -2,7 +2,7 @@
  * Time as the alert code sees it: a clock and one-shot timers, both injected so that alert timing,
  * re-sends and retry backoff are tested without sleeping.
  */
-import { realTimers } from '../timers';
+import { realTimers } from '../core/timers';
 
 export interface Clock {
   /** Milliseconds since the epoch. */
@@ -18,7 +18,7 @@ export interface Timers {
 
 export const systemClock: Clock = realTimers;
 
-/** The daemon's own timers (agent/timers.ts): unref'd, so a pending retry never holds the process. */
+/** The daemon's own timers (agent/core/timers.ts): unref'd, so a pending retry never holds the process. */
 export const systemTimers: Timers = realTimers;
 
 /** The logging surface the alert code needs (winston's Logger satisfies it). */

@@ -5,25 +5,25 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve, sep } from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
-import { probeSocketPath } from '../qmp/unix-server';
-import { SocketInUseError } from '../qmp/errors';
-import { ApiServer } from './api-server';
-import type { Config } from './config';
+import { probeSocketPath } from '../../qmp/unix-server';
+import { SocketInUseError } from '../../qmp/errors';
+import { ApiServer } from '../api/api-server';
+import type { Config } from '../core/config';
 import { DaemonApi } from './daemon-api';
 import { Discovery } from './discovery';
 import { EventBus } from './event-bus';
-import { hostFactsFromConfig } from './host-facts';
-import type { Logger } from './logger';
+import { hostFactsFromConfig } from '../facts/host-facts';
+import type { Logger } from '../core/logger';
 import { LibvirtWatch } from './libvirt-watch';
 import { DaemonAlerts } from './daemon-alerts';
 import { DaemonMetrics } from './daemon-metrics';
-import { socketPatterns, type FoundSocket } from './socket-globs';
-import { realTimers, type Timers } from './timers';
-import type { GuestFacts, HostFacts, PeerFacts, VmStatus } from './types';
+import { socketPatterns, type FoundSocket } from '../core/socket-globs';
+import { realTimers, type Timers } from '../core/timers';
+import type { GuestFacts, HostFacts, PeerFacts, VmStatus } from '../core/types';
 import { VmSupervisor } from './vm-supervisor';
 import { createGuardAttach } from './guard-attach';
 import { LivePeers } from './live-peers';
-import { groupId } from './unix-groups';
+import { groupId } from '../core/unix-groups';
 
 export interface DaemonOptions {
   config: Config;

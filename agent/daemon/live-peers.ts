@@ -5,11 +5,11 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 
-import { ConfigError, type Config, type PeerConfig } from './config';
-import { collectPeers, type FleetPeerInput } from './fleet';
-import { PeerResolver, type PeerFactsResult } from './guard/peer-resolver';
-import type { Logger } from './logger';
-import type { PeerFacts } from './types';
+import { ConfigError, type Config, type PeerConfig } from '../core/config';
+import { collectPeers, type FleetPeerInput } from '../judge/fleet';
+import { PeerResolver, type PeerFactsResult } from '../guard/peer-resolver';
+import type { Logger } from '../core/logger';
+import type { PeerFacts } from '../core/types';
 
 const PEER_TIMEOUT_MS = 3000;
 

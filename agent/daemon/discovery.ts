@@ -9,8 +9,8 @@ import { statSync, watch, type FSWatcher } from 'node:fs';
 import { dirname } from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
 import fg from 'fast-glob';
-import type { Logger } from './logger';
-import { expandSocketGlobs, type FoundSocket, type SocketPattern } from './socket-globs';
+import type { Logger } from '../core/logger';
+import { expandSocketGlobs, type FoundSocket, type SocketPattern } from '../core/socket-globs';
 
 export interface DiscoveryOptions {
   patterns: SocketPattern[];

@@ -2,14 +2,14 @@
  * One short visit to a VM: connect, read its facts, disconnect, judge. The socket is held only for
  * the read, since QEMU serves one QMP client at a time. Used by `scan` and by polled VMs.
  */
-import { QmpClient } from '../qmp/client';
-import { TimeoutError } from '../qmp/errors';
-import type { Config } from './config';
+import { QmpClient } from '../../qmp/client';
+import { TimeoutError } from '../../qmp/errors';
+import type { Config } from '../core/config';
 import { readGuestFacts } from './guest-facts';
-import { withDeadline } from './limit';
-import { computeVerdict } from './verdict';
-import type { GuestFacts, HostFacts, PeerFacts, VmErrorInfo, VmStatus } from './types';
-import { nameFromSocket } from './vm-name';
+import { withDeadline } from '../core/async-limits';
+import { computeVerdict } from '../judge/verdict';
+import type { GuestFacts, HostFacts, PeerFacts, VmErrorInfo, VmStatus } from '../core/types';
+import { nameFromSocket } from '../core/vm-name';
 
 export interface ProbeOptions {
   config: Config;

@@ -3,7 +3,7 @@
  * token (peer agents). Responses are bounded in size and time.
  */
 import http from 'node:http';
-import { DaemonUnreachableError, AgentError } from './errors';
+import { DaemonUnreachableError, AgentError } from '../core/errors';
 
 export interface ApiTarget {
   /** UNIX socket path of the local API. */

@@ -2,8 +2,8 @@
  * The contract's status document and the state it sums up to. Shared by `scan --json`,
  * `status --json` and `GET /v1/status`.
  */
-import { exitCodeFor, worstState, type State } from './exit-codes';
-import type { HostFacts, StatusDocument, VmStatus } from './types';
+import { exitCodeFor, worstState, type State } from '../core/exit-codes';
+import type { HostFacts, StatusDocument, VmStatus } from '../core/types';
 
 export function vmState(vm: VmStatus): State {
   if (vm.error || !vm.verdict) return 'unknown';

@@ -5,11 +5,11 @@
  */
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { hostName, type Config } from './config';
-import { HostFactsError } from './errors';
+import { hostName, type Config } from '../core/config';
+import { HostFactsError } from '../core/errors';
 import { interpretCpuid, LEAF, cpuidPosition, parseCpuidRegisters, type CpuidFacts, type CpuidLeaves, type CpuidRegisters } from './cpuid';
 import { noFlags, parseCpuinfo, type CpuinfoFacts } from './cpuinfo';
-import type { HostFacts, HostKvm, HostSource } from './types';
+import type { HostFacts, HostKvm, HostSource } from '../core/types';
 
 export interface HostFactsOptions {
   procRoot?: string;

@@ -7,10 +7,10 @@ import { timingSafeEqual, createHash } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { listenUnixSocket } from '../qmp/unix-server';
-import { AgentError } from './errors';
-import type { DaemonEvent, EventBus } from './event-bus';
-import type { Logger } from './logger';
+import { listenUnixSocket } from '../../qmp/unix-server';
+import { AgentError } from '../core/errors';
+import type { DaemonEvent, EventBus } from '../daemon/event-bus';
+import type { Logger } from '../core/logger';
 
 export interface ApiHandlers {
   status(): unknown;

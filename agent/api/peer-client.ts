@@ -4,7 +4,7 @@
  * followed so the token is sent nowhere else. Every failure is a PeerError with a stable code
  * (docs/fleet-and-advice.md, docs/guard.md); what the document must hold is the caller's check.
  */
-import { AgentError } from './errors';
+import { AgentError } from '../core/errors';
 
 /** Why a live peer could not be asked: PEER_TOKEN_UNREADABLE, PEER_UNREACHABLE, PEER_TIMEOUT, PEER_UNAUTHORIZED, PEER_HTTP_STATUS, PEER_RESPONSE_TOO_LARGE, PEER_BAD_RESPONSE. */
 export class PeerError extends AgentError {}

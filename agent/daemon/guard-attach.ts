@@ -5,11 +5,11 @@
  */
 import { mkdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import type { QmpClient } from '../qmp/client';
-import { QmpProxy } from '../qmp/proxy';
-import type { Config } from './config';
+import type { QmpClient } from '../../qmp/client';
+import { QmpProxy } from '../../qmp/proxy';
+import type { Config } from '../core/config';
 import type { Daemon } from './daemon';
-import { classifyCommand, createGuardInterceptor, type RefusalEvent } from './guard/guard-decision';
+import { classifyCommand, createGuardInterceptor, type RefusalEvent } from '../guard/guard-decision';
 import type { Attachment, VmSupervisor } from './vm-supervisor';
 
 export function guardSocketPath(config: Config, upstream: string): string {

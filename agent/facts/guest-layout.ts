@@ -18,7 +18,7 @@
  *    (7.2: hole64 start + hole64 size - 1, or 2^phys-bits - 1 when phys-bits <= 32; 8.2 changed
  *    the 32-bit case to test the long-mode flag and to count device memory).
  */
-import type { GuestLayout, MemoryDeviceFact } from './types';
+import type { GuestLayout, MemoryDeviceFact } from '../core/types';
 import { atLeast, parseMachineType } from './qemu-version';
 
 export const MiB = 1024 * 1024;

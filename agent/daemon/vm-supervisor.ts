@@ -5,17 +5,17 @@
  * disconnect on a schedule, never keeping the socket. Nothing a VM does can throw out of here.
  */
 import { EventEmitter } from 'node:events';
-import { QmpClient } from '../qmp/client';
-import { QmpError, TimeoutError } from '../qmp/errors';
-import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from './backoff';
-import type { Config } from './config';
-import { readGuestFacts } from './guest-facts';
-import type { Logger } from './logger';
-import type { Timers } from './timers';
-import { byDescendingSeverity, maxSeverity } from './reasons';
-import type { GuestFacts, HostFacts, PeerFacts, Reason, VmStatus } from './types';
-import { errorInfo, judge, probeVm } from './vm-probe';
-import { nameFromSocket } from './vm-name';
+import { QmpClient } from '../../qmp/client';
+import { QmpError, TimeoutError } from '../../qmp/errors';
+import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from '../core/backoff';
+import type { Config } from '../core/config';
+import { readGuestFacts } from '../facts/guest-facts';
+import type { Logger } from '../core/logger';
+import type { Timers } from '../core/timers';
+import { byDescendingSeverity, maxSeverity } from '../judge/reasons';
+import type { GuestFacts, HostFacts, PeerFacts, Reason, VmStatus } from '../core/types';
+import { errorInfo, judge, probeVm } from '../facts/vm-probe';
+import { nameFromSocket } from '../core/vm-name';
 
 /** Events after which facts may have changed. */
 export const REREAD_EVENTS = new Set([

@@ -1,10 +1,10 @@
-/** The daemon's answers to the control API (agent/api-server.ts serves them). */
-import { apiError, type ApiHandlers } from './api-server';
+/** The daemon's answers to the control API (agent/api/api-server.ts serves them). */
+import { apiError, type ApiHandlers } from '../api/api-server';
 import type { Daemon } from './daemon';
-import { buildStatusDocument } from './status-document';
-import { checkMigration } from './guard/migration-rule';
-import { buildFleet } from './fleet';
-import { advise, AdviceError } from './advise';
+import { buildStatusDocument } from '../judge/status-document';
+import { checkMigration } from '../guard/migration-rule';
+import { buildFleet } from '../judge/fleet';
+import { advise, AdviceError } from '../judge/advise';
 
 export class DaemonApi implements ApiHandlers {
   constructor(private readonly d: Daemon) {}

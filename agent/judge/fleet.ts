@@ -3,11 +3,11 @@
  * `buildFleet` is pure; `fetchPeerStatus` and `collectPeers` are the network edge that feeds it.
  */
 import { readFile as fsReadFile } from 'node:fs/promises';
-import type { PeerConfig } from './config';
-import { exitCodeFor, worstState, type State } from './exit-codes';
-import { mapLimit } from './limit';
-import { getPeerJson, PeerError, peerUrl } from './peer-client';
-import type { Policy, StatusDocument, VmErrorInfo, VmStatus } from './types';
+import type { PeerConfig } from '../core/config';
+import { exitCodeFor, worstState, type State } from '../core/exit-codes';
+import { mapLimit } from '../core/async-limits';
+import { getPeerJson, PeerError, peerUrl } from '../api/peer-client';
+import type { Policy, StatusDocument, VmErrorInfo, VmStatus } from '../core/types';
 
 /** A peer as the fleet view sees it: static (width only) or live (its status document when reached). */
 export interface FleetPeerInput {
@@ -183,7 +183,7 @@ export interface FetchPeerOptions {
 const DEFAULT_MAX_BYTES = 16 * 1024 * 1024;
 const STATUS_PATH = 'v1/status';
 
-/** GET {url}/v1/status with the peer's bearer token; bounded in time and size; typed failures (agent/peer-client.ts). */
+/** GET {url}/v1/status with the peer's bearer token; bounded in time and size; typed failures (agent/api/peer-client.ts). */
 export async function fetchPeerStatus(peer: { url: string; tokenFile: string }, opts: FetchPeerOptions): Promise<StatusDocument> {
   const doc = await getPeerJson(peer, STATUS_PATH, {
     timeoutMs: opts.timeoutMs,

@@ -2,9 +2,9 @@
  * The daemon's side of alerting: VM statuses → the alert service's conditions, guard refusals,
  * migrations the guard did not see, and alert changes onto the event stream.
  */
-import { AlertService, type AlertEvent } from './alerts/alert-service';
+import { AlertService, type AlertEvent } from '../alerts/alert-service';
 import type { Daemon } from './daemon';
-import type { Reason, VmStatus } from './types';
+import type { Reason, VmStatus } from '../core/types';
 import type { VmSupervisor } from './vm-supervisor';
 
 /** A `migrate` the guard let through counts as seen for this long. */
