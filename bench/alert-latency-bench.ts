@@ -70,7 +70,8 @@ class Receiver {
     for (;;) {
       const hit = this.requests.slice(from).find(match);
       if (hit) return hit;
-      if (Date.now() > deadline) throw new Error(`no matching POST within ${timeoutMs} ms (${this.requests.length - from} others)`);
+      if (Date.now() > deadline)
+        throw new Error(`no matching POST within ${timeoutMs} ms (${this.requests.length - from} others)`);
       await new Promise<void>((r) => {
         const t = setTimeout(r, 100);
         this.waiters.push(() => {
@@ -96,7 +97,9 @@ export function carriesAlert(body: string, firing: boolean, at: number): boolean
     return false;
   }
   if (!Array.isArray(alerts)) return false;
-  return alerts.some((a) => a.labels?.reason === 'MIGRATION_UNVERIFIED' && (a.endsAt ? Date.parse(a.endsAt) > at : true) === firing);
+  return alerts.some(
+    (a) => a.labels?.reason === 'MIGRATION_UNVERIFIED' && (a.endsAt ? Date.parse(a.endsAt) > at : true) === firing,
+  );
 }
 
 /** Waits for the next event that satisfies `match` on a client. */
@@ -171,11 +174,23 @@ export async function runAlertBench(opts: AlertOptions): Promise<Section> {
     );
     daemon = await startDaemon(configPath, join(dir, 'api.sock'), join(state, 'daemon.log'));
     await waitForStatus(daemon, (doc) => doc.vms.length === 1 && !!doc.vms[0].verdict, 30000, 50);
-    relay = spawn(process.execPath, [join(__dirname, 'event-relay-floor.js'), '--socket', relaySocket, '--url', `http://127.0.0.1:${receiver.port}/relay`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    relay = spawn(
+      process.execPath,
+      [
+        join(__dirname, 'event-relay-floor.js'),
+        '--socket',
+        relaySocket,
+        '--url',
+        `http://127.0.0.1:${receiver.port}/relay`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     track(relay.pid, relay);
     await firstLine(relay, 15000);
     ctl = await WireClient.connect(ctlSocket);
-    const caps = await ctl.command('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
+    const caps = await ctl.command('migrate-set-capabilities', {
+      capabilities: [{ capability: 'events', state: true }],
+    });
     if (caps.error) throw new Error(`migrate-set-capabilities: ${caps.error.desc}`);
     // A trickle keeps the migration in its first pass for minutes; it never reaches the final
     // stage, where QEMU writes device state with its main lock held.
@@ -190,7 +205,11 @@ export async function runAlertBench(opts: AlertOptions): Promise<Section> {
       if (sent.error) throw new Error(`migrate: ${sent.error.desc}`);
       const ev = await setup;
       const t0 = eventWallMs(ev);
-      const am = await receiver.waitFor(from, (r) => r.path.startsWith('/am/') && carriesAlert(r.body, true, r.at), 10000);
+      const am = await receiver.waitFor(
+        from,
+        (r) => r.path.startsWith('/am/') && carriesAlert(r.body, true, r.at),
+        10000,
+      );
       const fl = await receiver.waitFor(from, (r) => r.path === '/relay', 10000);
       const cancelled = nextEvent(ctl, migration('cancelled'), 10000);
       cancelled.catch(() => undefined);
@@ -216,9 +235,17 @@ export async function runAlertBench(opts: AlertOptions): Promise<Section> {
 
   const pb = reps.map((r) => r.physbits);
   const fl = reps.map((r) => r.floor);
-  opts.log(`alert: p50 ${fmt(percentile(pb, 50))} ms, p99 ${fmt(percentile(pb, 99))} ms (floor p50 ${fmt(percentile(fl, 50))} ms) over ${reps.length}`);
+  opts.log(
+    `alert: p50 ${fmt(percentile(pb, 50))} ms, p99 ${fmt(percentile(pb, 99))} ms (floor p50 ${fmt(percentile(fl, 50))} ms) over ${reps.length}`,
+  );
   const rows: CompareRow[] = [
-    { figure: 'event → Alertmanager POST received, each repetition', unit: 'ms', runs: pb, baseline: 'floor relay: event → POST received', baselineRuns: fl },
+    {
+      figure: 'event → Alertmanager POST received, each repetition',
+      unit: 'ms',
+      runs: pb,
+      baseline: 'floor relay: event → POST received',
+      baselineRuns: fl,
+    },
   ];
   const p50 = percentile(pb, 50);
   const p99 = percentile(pb, 99);

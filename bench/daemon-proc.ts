@@ -23,13 +23,17 @@ export const UNIT_FILE = join(BUILD, '..', 'systemd', 'physbitsd.service');
  * the daemon differently from the unit.
  */
 export function nodeFlagsOfUnit(unitText: string): string[] {
-  const lines = unitText.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('ExecStart='));
+  const lines = unitText
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.startsWith('ExecStart='));
   if (lines.length !== 1) throw new Error(`expected one ExecStart= line in the unit, found ${lines.length}`);
   const line = lines[0];
   if (/["'\\]/.test(line)) throw new Error(`ExecStart with quoting or escapes is not understood here: ${line}`);
   const words = line.slice('ExecStart='.length).trim().split(/\s+/);
   const script = words.findIndex((w) => w.endsWith('/physbitsd.js'));
-  if (!/(^|\/)node$/.test(words[0].replace(/^[-@:+!]+/, '')) || script < 1) throw new Error(`ExecStart is not "node [FLAG...] …/physbitsd.js …": ${line}`);
+  if (!/(^|\/)node$/.test(words[0].replace(/^[-@:+!]+/, '')) || script < 1)
+    throw new Error(`ExecStart is not "node [FLAG...] …/physbitsd.js …": ${line}`);
   const flags = words.slice(1, script);
   const bad = flags.find((f) => !/^--[a-z0-9-]+(=\S+)?$/.test(f));
   if (bad !== undefined) throw new Error(`ExecStart node option "${bad}" is not of the form --name[=value]`);
@@ -52,7 +56,10 @@ export interface DaemonProc {
 }
 
 /** A config with every path under `dir` and quiet logs; `extra` is merged key by key at the top level. */
-export function benchConfig(dir: string, extra: Record<string, Record<string, unknown> | unknown[]>): Record<string, unknown> {
+export function benchConfig(
+  dir: string,
+  extra: Record<string, Record<string, unknown> | unknown[]>,
+): Record<string, unknown> {
   const base: Record<string, Record<string, unknown> | unknown[]> = {
     guard: { socketDir: join(dir, 'guard') },
     api: { socket: join(dir, 'api.sock') },
@@ -73,10 +80,17 @@ export function writeConfig(path: string, cfg: Record<string, unknown>): void {
 }
 
 /** Starts physbitsd; `nodeArgs` default to the unit's node flags. */
-export async function startDaemon(configPath: string, apiSocket: string, logPath: string, nodeArgs: string[] = unitNodeFlags()): Promise<DaemonProc> {
+export async function startDaemon(
+  configPath: string,
+  apiSocket: string,
+  logPath: string,
+  nodeArgs: string[] = unitNodeFlags(),
+): Promise<DaemonProc> {
   const fd = openSync(logPath, 'a');
   const spawnedAt = wallMs();
-  const child = spawn(process.execPath, [...nodeArgs, PHYSBITSD, '--config', configPath], { stdio: ['ignore', fd, fd] });
+  const child = spawn(process.execPath, [...nodeArgs, PHYSBITSD, '--config', configPath], {
+    stdio: ['ignore', fd, fd],
+  });
   closeSync(fd);
   track(child.pid, child);
   const deadline = Date.now() + 30000;
@@ -113,7 +127,12 @@ export function getStatus(d: DaemonProc): Promise<StatusDocument> {
 }
 
 /** Polls GET /v1/status until `done` holds; returns that document. */
-export async function waitForStatus(d: DaemonProc, done: (doc: StatusDocument) => boolean, timeoutMs: number, everyMs = 100): Promise<StatusDocument> {
+export async function waitForStatus(
+  d: DaemonProc,
+  done: (doc: StatusDocument) => boolean,
+  timeoutMs: number,
+  everyMs = 100,
+): Promise<StatusDocument> {
   const deadline = Date.now() + timeoutMs;
   let last: StatusDocument | null = null;
   for (;;) {

@@ -22,7 +22,14 @@ async function main(): Promise<void> {
     if (ev.event !== 'MIGRATION' || ev.data?.status !== 'setup') return;
     const body = JSON.stringify({ event: ev.event, status: ev.data.status, timestamp: ev.timestamp });
     const req = http.request(
-      { host: url.hostname, port: url.port, path: url.pathname, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+      {
+        host: url.hostname,
+        port: url.port,
+        path: url.pathname,
+        method: 'POST',
+        agent,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+      },
       (res) => res.resume(),
     );
     req.on('error', (err) => process.stderr.write(`relay: ${err.message}\n`));

@@ -15,7 +15,9 @@ import { startFakeQmp, type FakeCommand, type FakeQmp } from '../test/helpers/fa
 import { nowMs } from './stats';
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { dir: { type: 'string' }, count: { type: 'string' }, 'phys-bits': { type: 'string' } } });
+  const { values } = parseArgs({
+    options: { dir: { type: 'string' }, count: { type: 'string' }, 'phys-bits': { type: 'string' } },
+  });
   const dir = values.dir;
   const count = Number(values.count ?? 1000);
   const physBits = Number(values['phys-bits'] ?? 40);

@@ -40,7 +40,12 @@ export interface Phase {
 }
 
 export function summarizePhase(latencies: number[], elapsedMs: number): Phase {
-  return { p50: percentile(latencies, 50), p99: percentile(latencies, 99), throughput: (latencies.length / elapsedMs) * 1000, cpuUs: NaN };
+  return {
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    throughput: (latencies.length / elapsedMs) * 1000,
+    cpuUs: NaN,
+  };
 }
 
 /** `lanes` loops of one-at-a-time query-status, over the given connections (lane i uses clients[i % clients.length]). */
@@ -61,7 +66,13 @@ async function drive(clients: WireClient[], lanes: number, total: number): Promi
   return summarizePhase(latencies, nowMs() - started);
 }
 
-async function phase(path: string, connections: number, lanes: number, total: number, proxyPid?: number): Promise<Phase> {
+async function phase(
+  path: string,
+  connections: number,
+  lanes: number,
+  total: number,
+  proxyPid?: number,
+): Promise<Phase> {
   const clients = await Promise.all(Array.from({ length: connections }, () => WireClient.connect(path)));
   try {
     await drive(clients, lanes, Math.ceil(total / 10));
@@ -99,13 +110,29 @@ export async function runGuardBench(opts: GuardOptions): Promise<Section> {
     for (const g of guests) track(g.pid, g.process);
     const [held, direct] = guests;
     const configPath = join(dir, 'config.json');
-    writeConfig(configPath, benchConfig(dir, { host: { physBits: 40 }, discovery: { sockets: [join(watched, '*.qmp')] }, alerts: { spoolDir: join(state, 'spool') } }));
+    writeConfig(
+      configPath,
+      benchConfig(dir, {
+        host: { physBits: 40 },
+        discovery: { sockets: [join(watched, '*.qmp')] },
+        alerts: { spoolDir: join(state, 'spool') },
+      }),
+    );
     daemon = await startDaemon(configPath, join(dir, 'api.sock'), join(state, 'daemon.log'));
     const guarded = join(dir, 'guard', 'vm.qmp');
-    await waitForStatus(daemon, (doc) => doc.vms.length === 1 && !!doc.vms[0].verdict && existsSync(guarded), 30000, 50);
+    await waitForStatus(
+      daemon,
+      (doc) => doc.vms.length === 1 && !!doc.vms[0].verdict && existsSync(guarded),
+      30000,
+      50,
+    );
     if (held.socket === guarded) throw new Error('guarded socket must differ from the upstream');
     const piped = join(dir, 'pipe.qmp');
-    pipe = spawn(process.execPath, [join(__dirname, 'pipe-proxy-floor.js'), '--listen', piped, '--upstream', direct.socket], { stdio: ['ignore', 'pipe', 'inherit'] });
+    pipe = spawn(
+      process.execPath,
+      [join(__dirname, 'pipe-proxy-floor.js'), '--listen', piped, '--upstream', direct.socket],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     track(pipe.pid, pipe);
     await firstLine(pipe, 15000);
     await sleep(200);
@@ -134,20 +161,98 @@ export async function runGuardBench(opts: GuardOptions): Promise<Section> {
   const us = (k: keyof GuardRun, f: 'p50' | 'p99') => runs.map((r) => r[k][f] * 1000);
   const tp = (k: keyof GuardRun) => runs.map((r) => r[k].throughput);
   const rows: CompareRow[] = [
-    { figure: '1 client: p50', unit: 'µs', runs: us('guard1', 'p50'), baseline: 'direct, 1 client', baselineRuns: us('direct1', 'p50'), target: '≤ 1.2×' },
-    { figure: '1 client: p99', unit: 'µs', runs: us('guard1', 'p99'), baseline: 'direct, 1 client', baselineRuns: us('direct1', 'p99'), target: '≤ 1.5×' },
-    { figure: '1 client: throughput', unit: 'cmd/s', runs: tp('guard1'), baseline: 'direct, 1 client', baselineRuns: tp('direct1'), target: '≥ 0.85×' },
-    { figure: '8 clients: p50', unit: 'µs', runs: us('guard8', 'p50'), baseline: 'direct, 8 in flight on 1 connection', baselineRuns: us('direct8', 'p50'), target: '≤ 1.2×' },
-    { figure: '8 clients: p99', unit: 'µs', runs: us('guard8', 'p99'), baseline: 'direct, 8 in flight on 1 connection', baselineRuns: us('direct8', 'p99'), target: '≤ 1.5×' },
-    { figure: '8 clients: throughput', unit: 'cmd/s', runs: tp('guard8'), baseline: 'direct, 8 in flight on 1 connection', baselineRuns: tp('direct8'), target: '≥ 0.85×' },
+    {
+      figure: '1 client: p50',
+      unit: 'µs',
+      runs: us('guard1', 'p50'),
+      baseline: 'direct, 1 client',
+      baselineRuns: us('direct1', 'p50'),
+      target: '≤ 1.2×',
+    },
+    {
+      figure: '1 client: p99',
+      unit: 'µs',
+      runs: us('guard1', 'p99'),
+      baseline: 'direct, 1 client',
+      baselineRuns: us('direct1', 'p99'),
+      target: '≤ 1.5×',
+    },
+    {
+      figure: '1 client: throughput',
+      unit: 'cmd/s',
+      runs: tp('guard1'),
+      baseline: 'direct, 1 client',
+      baselineRuns: tp('direct1'),
+      target: '≥ 0.85×',
+    },
+    {
+      figure: '8 clients: p50',
+      unit: 'µs',
+      runs: us('guard8', 'p50'),
+      baseline: 'direct, 8 in flight on 1 connection',
+      baselineRuns: us('direct8', 'p50'),
+      target: '≤ 1.2×',
+    },
+    {
+      figure: '8 clients: p99',
+      unit: 'µs',
+      runs: us('guard8', 'p99'),
+      baseline: 'direct, 8 in flight on 1 connection',
+      baselineRuns: us('direct8', 'p99'),
+      target: '≤ 1.5×',
+    },
+    {
+      figure: '8 clients: throughput',
+      unit: 'cmd/s',
+      runs: tp('guard8'),
+      baseline: 'direct, 8 in flight on 1 connection',
+      baselineRuns: tp('direct8'),
+      target: '≥ 0.85×',
+    },
   ];
   const hopRows: CompareRow[] = [
-    { figure: 'bare pipe proxy, 1 client: p50', unit: 'µs', runs: us('pipe1', 'p50'), baseline: 'direct, 1 client', baselineRuns: us('direct1', 'p50') },
-    { figure: 'bare pipe proxy, 1 client: p99', unit: 'µs', runs: us('pipe1', 'p99'), baseline: 'direct, 1 client', baselineRuns: us('direct1', 'p99') },
-    { figure: 'bare pipe proxy, 1 client: throughput', unit: 'cmd/s', runs: tp('pipe1'), baseline: 'direct, 1 client', baselineRuns: tp('direct1') },
-    { figure: 'guard, 1 client: p50', unit: 'µs', runs: us('guard1', 'p50'), baseline: 'bare pipe proxy, 1 client', baselineRuns: us('pipe1', 'p50') },
-    { figure: 'guard, 1 client: p99', unit: 'µs', runs: us('guard1', 'p99'), baseline: 'bare pipe proxy, 1 client', baselineRuns: us('pipe1', 'p99') },
-    { figure: 'guard, 1 client: throughput', unit: 'cmd/s', runs: tp('guard1'), baseline: 'bare pipe proxy, 1 client', baselineRuns: tp('pipe1') },
+    {
+      figure: 'bare pipe proxy, 1 client: p50',
+      unit: 'µs',
+      runs: us('pipe1', 'p50'),
+      baseline: 'direct, 1 client',
+      baselineRuns: us('direct1', 'p50'),
+    },
+    {
+      figure: 'bare pipe proxy, 1 client: p99',
+      unit: 'µs',
+      runs: us('pipe1', 'p99'),
+      baseline: 'direct, 1 client',
+      baselineRuns: us('direct1', 'p99'),
+    },
+    {
+      figure: 'bare pipe proxy, 1 client: throughput',
+      unit: 'cmd/s',
+      runs: tp('pipe1'),
+      baseline: 'direct, 1 client',
+      baselineRuns: tp('direct1'),
+    },
+    {
+      figure: 'guard, 1 client: p50',
+      unit: 'µs',
+      runs: us('guard1', 'p50'),
+      baseline: 'bare pipe proxy, 1 client',
+      baselineRuns: us('pipe1', 'p50'),
+    },
+    {
+      figure: 'guard, 1 client: p99',
+      unit: 'µs',
+      runs: us('guard1', 'p99'),
+      baseline: 'bare pipe proxy, 1 client',
+      baselineRuns: us('pipe1', 'p99'),
+    },
+    {
+      figure: 'guard, 1 client: throughput',
+      unit: 'cmd/s',
+      runs: tp('guard1'),
+      baseline: 'bare pipe proxy, 1 client',
+      baselineRuns: tp('pipe1'),
+    },
   ];
   const sec = 'guard';
   const r = rows.map(medianRatio);
@@ -167,7 +272,7 @@ export async function runGuardBench(opts: GuardOptions): Promise<Section> {
   const markdown = [
     `Two identical paused TCG guests (\`-m 16M\`, phys-bits=40): the daemon holds the first and serves its guarded socket; the second is asked directly. ` +
       `${opts.runs} runs; in each, ${opts.roundTrips} query-status round trips with one client (${opts.roundTrips * 2} with eight) on each path, after a warm-up of a tenth as many; ` +
-      'the client is bench/qmp-wire.ts on both paths. p50/p99 are over the run\'s round trips, each timed from writing the command to parsing its reply.',
+      "the client is bench/qmp-wire.ts on both paths. p50/p99 are over the run's round trips, each timed from writing the command to parsing its reply.",
     '',
     compareTable(rows),
     '',
@@ -183,13 +288,18 @@ export async function runGuardBench(opts: GuardOptions): Promise<Section> {
       `${fmtRatio(medianRatio(hopRows[3]))} over the pipe. Throughput follows latency for one client (one command at a time); with eight clients it is QEMU's ` +
       'main loop and the daemon sharing two cores.',
     `- One client: the guard adds ${fmt(guardUs - directUs)} µs per round trip at the median; a bare pipe hop alone adds ${fmt(pipeUs - directUs)} µs ` +
-      '(two more socket wake-ups of another process per round trip, on two shared cores). The rest is the guard\'s own work: parsing and checking the command as QEMU would, ' +
-      're-serialising it, the interceptor (query-status is forwarded at once), the upstream client\'s id routing, and splicing the client\'s id into QEMU\'s reply line.',
+      "(two more socket wake-ups of another process per round trip, on two shared cores). The rest is the guard's own work: parsing and checking the command as QEMU would, " +
+      "re-serialising it, the interceptor (query-status is forwarded at once), the upstream client's id routing, and splicing the client's id into QEMU's reply line.",
     '- Eight clients: eight direct clients cannot exist (QEMU serves one client per socket and greets the next only when the first leaves), so the baseline keeps eight commands ' +
-      'in flight on one direct connection. QEMU answers one monitor\'s commands one at a time either way, so throughput is bounded by QEMU\'s main loop on both paths; ' +
+      "in flight on one direct connection. QEMU answers one monitor's commands one at a time either way, so throughput is bounded by QEMU's main loop on both paths; " +
       'latency at eight in flight is mostly queueing.',
     `- The daemon's own heartbeat (one query-status every ${heartbeatMs / 1000} s, the default \`qmp.heartbeatMs\` with one held VM, on the held connection) shares the upstream during the guarded runs. ` +
       `The daemon runs with the unit's node flags (${unitNodeFlags().join(' ') || 'none'}).`,
   ].join('\n');
-  return { title: 'Guard overhead: query-status through the guarded socket', markdown, targets, seconds: (wallMs() - began) / 1000 };
+  return {
+    title: 'Guard overhead: query-status through the guarded socket',
+    markdown,
+    targets,
+    seconds: (wallMs() - began) / 1000,
+  };
 }

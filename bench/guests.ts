@@ -13,7 +13,11 @@ export interface Fleet {
   kill(): Promise<void>;
 }
 
-export async function startGuests(count: number, dir: string, opts: { batch?: number; memory?: string; cpu?: string } = {}): Promise<Fleet> {
+export async function startGuests(
+  count: number,
+  dir: string,
+  opts: { batch?: number; memory?: string; cpu?: string } = {},
+): Promise<Fleet> {
   const started = nowMs();
   const guests: Guest[] = [];
   const batch = opts.batch ?? 10;
@@ -23,7 +27,12 @@ export async function startGuests(count: number, dir: string, opts: { batch?: nu
     for (let i = 0; i < count; i += batch) {
       const wave: Promise<Guest>[] = [];
       for (let j = i; j < Math.min(count, i + batch); j++) {
-        const o: GuestOptions = { dir, socketName: `vm${String(j).padStart(width, '0')}.qmp`, memory: opts.memory ?? '16M', cpu: opts.cpu ?? 'phys-bits=40' };
+        const o: GuestOptions = {
+          dir,
+          socketName: `vm${String(j).padStart(width, '0')}.qmp`,
+          memory: opts.memory ?? '16M',
+          cpu: opts.cpu ?? 'phys-bits=40',
+        };
         wave.push(startGuest(o));
       }
       const settled = await Promise.allSettled(wave);

@@ -29,7 +29,13 @@ export interface Heartbeats {
 export function heartbeats(vms: number): Heartbeats {
   const q = parseConfig({}).qmp;
   const lifted = parseConfig({ qmp: { heartbeatsPerSecond: UNCAPPED_HEARTBEATS_PER_SECOND } }).qmp;
-  return { heartbeatMs: q.heartbeatMs, perSecond: q.heartbeatsPerSecond, timeoutMs: q.heartbeatTimeoutMs, capped: heartbeatIntervalFor(vms, q), uncapped: heartbeatIntervalFor(vms, lifted) };
+  return {
+    heartbeatMs: q.heartbeatMs,
+    perSecond: q.heartbeatsPerSecond,
+    timeoutMs: q.heartbeatTimeoutMs,
+    capped: heartbeatIntervalFor(vms, q),
+    uncapped: heartbeatIntervalFor(vms, lifted),
+  };
 }
 
 /** The query-status commands the scripted servers have received so far (bench/fake-fleet.ts). */
@@ -47,7 +53,11 @@ export interface IdleWindow {
 }
 
 /** CPU % of one core used by each pid over `idleSlices` consecutive slices of the window, and the pings meanwhile. */
-export async function idleWindow(pids: number[], fleet: ChildProcess | null, opts: { idleMs: number; idleSlices: number }): Promise<IdleWindow> {
+export async function idleWindow(
+  pids: number[],
+  fleet: ChildProcess | null,
+  opts: { idleMs: number; idleSlices: number },
+): Promise<IdleWindow> {
   const slices: number[][] = pids.map(() => []);
   const slice = opts.idleMs / opts.idleSlices;
   const q0 = fleet ? await queryStatusCount(fleet) : 0;

@@ -29,7 +29,9 @@ const MACHINE = '/machine';
 
 function bridgeFrom(list: unknown): string | null {
   if (!Array.isArray(list)) return null;
-  const e = list.find((p: { type?: string }) => p?.type === 'child<q35-pcihost>' || p?.type === 'child<i440FX-pcihost>');
+  const e = list.find(
+    (p: { type?: string }) => p?.type === 'child<q35-pcihost>' || p?.type === 'child<i440FX-pcihost>',
+  );
   return e ? `${MACHINE}/${(e as { name: string }).name}` : null;
 }
 
@@ -73,7 +75,11 @@ async function probeFull(c: WireClient): Promise<{ physBits: number | null; comm
     get(cpu, 'vendor'),
     get(cpu, 'type'),
     ...(kvm ? [] : [c.command('x-query-jit')]),
-    ...(bridge ? ['pci-hole64-start', 'pci-hole64-end', 'pci-hole64-size', 'below-4g-mem-size', 'above-4g-mem-size'].map((p) => get(bridge, p)) : []),
+    ...(bridge
+      ? ['pci-hole64-start', 'pci-hole64-end', 'pci-hole64-size', 'below-4g-mem-size', 'above-4g-mem-size'].map((p) =>
+          get(bridge, p),
+        )
+      : []),
     ...(dm ? [get(`${MACHINE}/device-memory[0]`, 'addr')] : []),
     ...(cgs ? [get(cgs, 'type'), get(cgs, 'reduced-phys-bits')] : []),
   ];
@@ -123,7 +129,8 @@ async function main(): Promise<void> {
     },
   });
   const sockets = [...positionals];
-  if (values.dir) for (const f of readdirSync(values.dir).sort()) if (f.endsWith('.qmp')) sockets.push(join(values.dir, f));
+  if (values.dir)
+    for (const f of readdirSync(values.dir).sort()) if (f.endsWith('.qmp')) sockets.push(join(values.dir, f));
   const started = nowMs();
   const results = await Promise.all(sockets.map((s) => probe(s, !!values.full, !!values.hold)));
   const elapsedMs = nowMs() - started;

@@ -14,7 +14,11 @@ export interface TimedRun {
 }
 
 /** Runs a program to its end; `ms` is wall time from spawn() to the exit event. */
-export function timed(cmd: string, args: string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<TimedRun> {
+export function timed(
+  cmd: string,
+  args: string[],
+  opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<TimedRun> {
   return new Promise((resolve, reject) => {
     const started = nowMs();
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
@@ -49,7 +53,11 @@ export function track(pid: number | undefined, exited?: Promise<unknown> | Child
   if (!pid) return;
   live.add(pid);
   if (exited && 'once' in exited) exited.once('exit', () => live.delete(pid));
-  else exited?.then(() => live.delete(pid), () => live.delete(pid));
+  else
+    exited?.then(
+      () => live.delete(pid),
+      () => live.delete(pid),
+    );
 }
 
 /** SIGKILLs every tracked process still alive (synchronous: safe in an 'exit' handler). */

@@ -52,10 +52,24 @@ export function compareTable(rows: CompareRow[]): string {
 
 export function targetTable(targets: TargetResult[]): string {
   const lines = ['| section | figure | target | measured (median) | met |', '|---|---|---|---|---|'];
-  for (const t of targets) lines.push(`| ${t.section} | ${t.what} | ${t.target} | ${t.measured} | ${t.met ? 'yes' : '**no**'} |`);
+  for (const t of targets)
+    lines.push(`| ${t.section} | ${t.what} | ${t.target} | ${t.measured} | ${t.met ? 'yes' : '**no**'} |`);
   return lines.join('\n');
 }
 
-export function target(section: string, what: string, targetText: string, measured: number, unit: string, met: boolean): TargetResult {
-  return { section, what, target: targetText, measured: `${unit === '×' ? fmtRatio(measured) : `${fmt(measured)} ${unit}`}`, met };
+export function target(
+  section: string,
+  what: string,
+  targetText: string,
+  measured: number,
+  unit: string,
+  met: boolean,
+): TargetResult {
+  return {
+    section,
+    what,
+    target: targetText,
+    measured: `${unit === '×' ? fmtRatio(measured) : `${fmt(measured)} ${unit}`}`,
+    met,
+  };
 }

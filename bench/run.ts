@@ -28,7 +28,10 @@ const log = (line: string) => process.stderr.write(`[bench ${new Date().toISOStr
 
 /** The preface above the marker is kept; everything below it is replaced. */
 export function mergeDocument(existing: string | null, results: string): string {
-  const preface = existing && existing.includes(RESULTS_MARKER) ? existing.slice(0, existing.indexOf(RESULTS_MARKER)) : '# Benchmarks\n\n';
+  const preface =
+    existing && existing.includes(RESULTS_MARKER)
+      ? existing.slice(0, existing.indexOf(RESULTS_MARKER))
+      : '# Benchmarks\n\n';
   return `${preface}${RESULTS_MARKER}\n\n${results}`;
 }
 
@@ -55,11 +58,15 @@ async function main(): Promise<void> {
   const began = wallMs();
   const kvm = kvmUsable();
   const machine = describeMachine(kvm);
-  log(`${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGiB.toFixed(1)} GiB, ${machine.qemu}, node ${machine.node}`);
+  log(
+    `${machine.cpuModel}, ${machine.cores} cores, ${machine.memoryGiB.toFixed(1)} GiB, ${machine.qemu}, node ${machine.node}`,
+  );
 
   const sections: Section[] = [];
-  if (only.has('scan')) sections.push(await runScanBench({ sizes: quick ? [10] : [10, 50, 100], runs: quick ? 2 : 5, log }));
-  if (only.has('guard')) sections.push(await runGuardBench({ runs: quick ? 2 : 5, roundTrips: quick ? 300 : 2000, log }));
+  if (only.has('scan'))
+    sections.push(await runScanBench({ sizes: quick ? [10] : [10, 50, 100], runs: quick ? 2 : 5, log }));
+  if (only.has('guard'))
+    sections.push(await runGuardBench({ runs: quick ? 2 : 5, roundTrips: quick ? 300 : 2000, log }));
   if (only.has('alert')) sections.push(await runAlertBench({ repetitions: quick ? 5 : 30, log }));
   if (only.has('scale')) {
     const vms = Number(values['scale-vms'] ?? (quick ? 200 : 1000));
@@ -80,7 +87,14 @@ async function main(): Promise<void> {
     '',
     targetTable(targets),
     '',
-    ...sections.flatMap((s) => [`### ${s.title}`, '', s.markdown, '', `_This section took ${fmt(s.seconds, 0)} s._`, '']),
+    ...sections.flatMap((s) => [
+      `### ${s.title}`,
+      '',
+      s.markdown,
+      '',
+      `_This section took ${fmt(s.seconds, 0)} s._`,
+      '',
+    ]),
   ].join('\n');
   process.stdout.write(results + '\n');
   if (write) {

@@ -19,11 +19,26 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StatusDocument } from '../agent/core/types';
 import { runtimeDir, stateDir } from './dirs';
-import { benchConfig, startDaemon, waitForStatus, lastCheckedAt, unitNodeFlags, writeConfig, type DaemonProc } from './daemon-proc';
+import {
+  benchConfig,
+  startDaemon,
+  waitForStatus,
+  lastCheckedAt,
+  unitNodeFlags,
+  writeConfig,
+  type DaemonProc,
+} from './daemon-proc';
 import { cpuMs, firstLine, memoryMiB, stopChild, track } from './proc';
 import { compareTable, medianRatio, target, type CompareRow, type Section } from './report';
 import { fmt, fmtRatio, sleep, spread, wallMs } from './stats';
-import { heartbeats, idleOf, idleWindow, UNCAPPED_HEARTBEATS_PER_SECOND, type Heartbeats, type IdleWindow } from './heartbeat-load';
+import {
+  heartbeats,
+  idleOf,
+  idleWindow,
+  UNCAPPED_HEARTBEATS_PER_SECOND,
+  type Heartbeats,
+  type IdleWindow,
+} from './heartbeat-load';
 
 export interface ScaleOptions {
   vms: number;
@@ -69,9 +84,18 @@ interface FloorRun {
   idleUncapped: IdleWindow;
 }
 
-async function floorWindow(fleetDir: string, fleet: ChildProcess, opts: ScaleOptions, pingMs: number): Promise<{ readyMs: number; readCpuMs: number; hwm: number; rss: number; idle: IdleWindow }> {
+async function floorWindow(
+  fleetDir: string,
+  fleet: ChildProcess,
+  opts: ScaleOptions,
+  pingMs: number,
+): Promise<{ readyMs: number; readCpuMs: number; hwm: number; rss: number; idle: IdleWindow }> {
   const t0 = wallMs();
-  const floor = spawn(process.execPath, [join(__dirname, 'probe-floor.js'), '--full', '--hold', '--ping-ms', String(pingMs), '--dir', fleetDir], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const floor = spawn(
+    process.execPath,
+    [join(__dirname, 'probe-floor.js'), '--full', '--hold', '--ping-ms', String(pingMs), '--dir', fleetDir],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   track(floor.pid, floor);
   try {
     const report = JSON.parse(await firstLine(floor, 120000)) as { ok: number };
@@ -91,16 +115,34 @@ async function floorWindow(fleetDir: string, fleet: ChildProcess, opts: ScaleOpt
  * A `node` process that does nothing, and the daemon with nothing to watch, side by side: their
  * RSS and idle CPU over the same slices.
  */
-async function emptyBaselines(dir: string, state: string, opts: ScaleOptions, run: number): Promise<{ nodeRss: number; nodeIdle: number[]; lagIdle: number[]; emptyIdle: number[] }> {
+async function emptyBaselines(
+  dir: string,
+  state: string,
+  opts: ScaleOptions,
+  run: number,
+): Promise<{ nodeRss: number; nodeIdle: number[]; lagIdle: number[]; emptyIdle: number[] }> {
   const child = spawn(process.execPath, ['-e', 'setInterval(() => undefined, 1000)'], { stdio: 'ignore' });
   track(child.pid, child);
   // What prom-client's default metrics did before physbits set eventLoopMonitoringPrecision.
-  const lag = spawn(process.execPath, ['-e', `require('node:perf_hooks').monitorEventLoopDelay({ resolution: ${LAG_SAMPLE_MS} }).enable(); setInterval(() => undefined, 1000)`], { stdio: 'ignore' });
+  const lag = spawn(
+    process.execPath,
+    [
+      '-e',
+      `require('node:perf_hooks').monitorEventLoopDelay({ resolution: ${LAG_SAMPLE_MS} }).enable(); setInterval(() => undefined, 1000)`,
+    ],
+    { stdio: 'ignore' },
+  );
   track(lag.pid, lag);
   const runDir = join(dir, `empty${run}`);
   mkdirSync(join(runDir, 'vms'), { recursive: true });
   const configPath = join(runDir, 'config.json');
-  writeConfig(configPath, benchConfig(runDir, { discovery: { sockets: [join(runDir, 'vms', '*.qmp')] }, alerts: { spoolDir: join(state, `empty-spool${run}`) } }));
+  writeConfig(
+    configPath,
+    benchConfig(runDir, {
+      discovery: { sockets: [join(runDir, 'vms', '*.qmp')] },
+      alerts: { spoolDir: join(state, `empty-spool${run}`) },
+    }),
+  );
   let d: DaemonProc | null = null;
   try {
     d = await startDaemon(configPath, join(runDir, 'api.sock'), join(state, `empty${run}.log`));
@@ -115,10 +157,26 @@ async function emptyBaselines(dir: string, state: string, opts: ScaleOptions, ru
   }
 }
 
-async function floorRun(dir: string, state: string, fleetDir: string, fleet: ChildProcess, opts: ScaleOptions, hb: Heartbeats, run: number): Promise<FloorRun> {
+async function floorRun(
+  dir: string,
+  state: string,
+  fleetDir: string,
+  fleet: ChildProcess,
+  opts: ScaleOptions,
+  hb: Heartbeats,
+  run: number,
+): Promise<FloorRun> {
   const a = await floorWindow(fleetDir, fleet, opts, hb.capped);
   const b = await floorWindow(fleetDir, fleet, opts, hb.uncapped);
-  return { ...(await emptyBaselines(dir, state, opts, run)), readyMs: a.readyMs, readCpuMs: a.readCpuMs, hwm: a.hwm, rss: a.rss, idleCapped: a.idle, idleUncapped: b.idle };
+  return {
+    ...(await emptyBaselines(dir, state, opts, run)),
+    readyMs: a.readyMs,
+    readCpuMs: a.readCpuMs,
+    hwm: a.hwm,
+    rss: a.rss,
+    idleCapped: a.idle,
+    idleUncapped: b.idle,
+  };
 }
 
 interface DaemonRun {
@@ -145,7 +203,17 @@ interface DaemonRun {
  * One daemon over the fleet with the given node flags. `idle`: also the two idle windows (default
  * heartbeats, then the cap lifted), else the run ends after the re-read.
  */
-async function daemonRun(dir: string, state: string, fleetDir: string, fleet: ChildProcess, opts: ScaleOptions, hb: Heartbeats, name: string, nodeArgs: string[], idle: boolean): Promise<DaemonRun> {
+async function daemonRun(
+  dir: string,
+  state: string,
+  fleetDir: string,
+  fleet: ChildProcess,
+  opts: ScaleOptions,
+  hb: Heartbeats,
+  name: string,
+  nodeArgs: string[],
+  idle: boolean,
+): Promise<DaemonRun> {
   const runDir = join(dir, name);
   mkdirSync(runDir, { recursive: true });
   const configPath = join(runDir, 'config.json');
@@ -170,20 +238,41 @@ async function daemonRun(dir: string, state: string, fleetDir: string, fleet: Ch
     writeConfig(configPath, cfg(39, schedule));
     const hupAt = wallMs();
     d.child.kill('SIGHUP');
-    const judged = await waitForStatus(d, (doc) => judgedAll(opts.vms)(doc) && doc.vms.every((v) => v.verdict?.relation === 'wider'), 60000, 100);
+    const judged = await waitForStatus(
+      d,
+      (doc) => judgedAll(opts.vms)(doc) && doc.vms.every((v) => v.verdict?.relation === 'wider'),
+      60000,
+      100,
+    );
     const rejudgeMs = lastCheckedAt(judged) - hupAt;
-    if (Date.now() > fire.getTime() - 500) throw new Error('the re-judge took past the scheduled re-read; raise the margin');
+    if (Date.now() > fire.getTime() - 500)
+      throw new Error('the re-judge took past the scheduled re-read; raise the margin');
 
     await sleep(fire.getTime() - 300 - Date.now());
     const cpu0 = cpuMs(d.pid);
-    const reread = await waitForStatus(d, (doc) => judgedAll(opts.vms)(doc) && doc.vms.every((v) => Date.parse(v.checkedAt!) >= fire.getTime()), 60000, 250);
+    const reread = await waitForStatus(
+      d,
+      (doc) => judgedAll(opts.vms)(doc) && doc.vms.every((v) => Date.parse(v.checkedAt!) >= fire.getTime()),
+      60000,
+      250,
+    );
     const rereadMs = lastCheckedAt(reread) - fire.getTime();
     await sleep(300);
     const rereadCpuMs = cpuMs(d.pid) - cpu0;
     await sleep(fire.getTime() + SETTLE_MS - Date.now());
     const settleCpuMs = cpuMs(d.pid) - cpu0;
     const settleMs = wallMs() - (fire.getTime() - 300);
-    const out: DaemonRun = { statusBytes: Buffer.byteLength(JSON.stringify(first)), startMs, rejudgeMs, rereadMs, rereadCpuMs, settleCpuMs, settleMs, rssAfterStart, hwmSettled: memoryMiB(d.pid).hwm };
+    const out: DaemonRun = {
+      statusBytes: Buffer.byteLength(JSON.stringify(first)),
+      startMs,
+      rejudgeMs,
+      rereadMs,
+      rereadCpuMs,
+      settleCpuMs,
+      settleMs,
+      rssAfterStart,
+      hwmSettled: memoryMiB(d.pid).hwm,
+    };
     if (!idle) return out;
 
     // Every heartbeat timer was armed after the SIGHUP above, at the default interval for this many VMs.
@@ -202,7 +291,9 @@ async function daemonRun(dir: string, state: string, fleetDir: string, fleet: Ch
 }
 
 export async function startFleet(dir: string, count: number): Promise<{ child: ChildProcess; ms: number }> {
-  const child = spawn(process.execPath, [join(__dirname, 'fake-fleet.js'), '--dir', dir, '--count', String(count)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [join(__dirname, 'fake-fleet.js'), '--dir', dir, '--count', String(count)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   track(child.pid, child);
   const report = JSON.parse(await firstLine(child, 120000)) as { sockets: number; ms: number };
   if (report.sockets !== count) throw new Error(`fake fleet started ${report.sockets}/${count}`);
@@ -254,10 +345,21 @@ export async function runScaleBench(opts: ScaleOptions): Promise<Section & { raw
     rmSync(dir, { recursive: true, force: true });
     rmSync(state, { recursive: true, force: true });
   }
-  return { ...scaleSection(opts, hb, flags, floors, daemons, bare), seconds: (wallMs() - began) / 1000, raw: { heartbeats: hb, nodeFlags: flags, floors, daemons, bare } };
+  return {
+    ...scaleSection(opts, hb, flags, floors, daemons, bare),
+    seconds: (wallMs() - began) / 1000,
+    raw: { heartbeats: hb, nodeFlags: flags, floors, daemons, bare },
+  };
 }
 
-export function scaleSection(opts: ScaleOptions, hb: Heartbeats, flags: string[], floors: FloorRun[], daemons: DaemonRun[], bare: DaemonRun[]): Omit<Section, 'seconds'> {
+export function scaleSection(
+  opts: ScaleOptions,
+  hb: Heartbeats,
+  flags: string[],
+  floors: FloorRun[],
+  daemons: DaemonRun[],
+  bare: DaemonRun[],
+): Omit<Section, 'seconds'> {
   const n = opts.vms;
   const med = (xs: number[]) => spread(xs).median;
   const amortized = (cpu: number) => (cpu / (VERIFY_PERIOD_S * 1000)) * 100;
@@ -267,29 +369,162 @@ export function scaleSection(opts: ScaleOptions, hb: Heartbeats, flags: string[]
   const cappedText = `heartbeats capped at ${hb.perSecond}/s → every ${s(hb.capped)} per VM at ${n} VMs`;
   const idleShareMs = (d: DaemonRun) => (idleOf(d.idleCapped!) / 100) * d.settleMs;
   const row = {
-    start: { figure: `start → all ${n} verdicts in GET /v1/status`, unit: 'ms', runs: daemons.map((d) => d.startMs), baseline: `floor: spawn → all ${n} read (same commands)`, baselineRuns: floors.map((f) => f.readyMs), target: '≤ 2000 ms' },
-    hup: { figure: 'SIGHUP host.physBits 40→39 → all verdicts changed', unit: 'ms', runs: daemons.map((d) => d.rejudgeMs), baseline: 'floor: full read of all (as above)', baselineRuns: floors.map((f) => f.readyMs), target: '≤ 2000 ms' },
-    reread: { figure: `scheduled full re-read of all ${n} (held connections)`, unit: 'ms', runs: daemons.map((d) => d.rereadMs), baseline: 'floor: full read of all (as above)', baselineRuns: floors.map((f) => f.readyMs), target: '≤ 2000 ms' },
-    rereadCpu: { figure: 'CPU of that re-read (to 300 ms after the last VM)', unit: 'ms', runs: daemons.map((d) => d.rereadCpuMs), baseline: 'floor: CPU to start and read all', baselineRuns: floors.map((f) => f.readCpuMs) },
-    settleCpu: { figure: `CPU from the re-read to ${settleS} s after it (with the garbage collection it leaves)`, unit: 'ms', runs: daemons.map((d) => d.settleCpuMs), baseline: `${settleS} s at the idle rate with the defaults (below)`, baselineRuns: daemons.map(idleShareMs) },
-    rssStart: { figure: 'VmRSS right after start', unit: 'MiB', runs: daemons.map((d) => d.rssAfterStart), baseline: 'floor VmRSS holding all', baselineRuns: floors.map((f) => f.rss), target: '≤ 150 MiB' },
-    hwm: { figure: 'VmHWM (peak RSS) at the end of the run', unit: 'MiB', runs: daemons.map((d) => d.hwm!), baseline: 'floor VmHWM', baselineRuns: floors.map((f) => f.hwm), target: '≤ 150 MiB' },
-    rss: { figure: 'VmRSS at the end of the run', unit: 'MiB', runs: daemons.map((d) => d.rss!), baseline: 'floor VmRSS', baselineRuns: floors.map((f) => f.rss), target: '≤ 150 MiB' },
-    idle: { figure: `idle CPU with the defaults (${cappedText})`, unit: '% of a core', runs: daemons.map((d) => idleOf(d.idleCapped!)), baseline: `floor pinging every ${hb.capped} ms`, baselineRuns: floors.map((f) => idleOf(f.idleCapped)), target: '≤ 1 %', digits: 2 },
-    uncapped: { figure: `idle CPU, uncapped ${s(hb.uncapped)} heartbeat (\`qmp.heartbeatsPerSecond\` ${UNCAPPED_HEARTBEATS_PER_SECOND})`, unit: '% of a core', runs: daemons.map((d) => idleOf(d.idleUncapped!)), baseline: `floor pinging every ${hb.uncapped} ms`, baselineRuns: floors.map((f) => idleOf(f.idleUncapped)), digits: 2 },
-    pings: { figure: 'query-status received by the servers, defaults', unit: '/s', runs: daemons.map((d) => d.idleCapped!.pingsPerSecond), baseline: `floor pinging every ${hb.capped} ms`, baselineRuns: floors.map((f) => f.idleCapped.pingsPerSecond), digits: 0 },
-    pingsUncapped: { figure: 'query-status received by the servers, uncapped', unit: '/s', runs: daemons.map((d) => d.idleUncapped!.pingsPerSecond), baseline: `floor pinging every ${hb.uncapped} ms`, baselineRuns: floors.map((f) => f.idleUncapped.pingsPerSecond), digits: 0 },
-    empty: { figure: 'idle CPU of the daemon watching no VM', unit: '% of a core', runs: floors.map((f) => idleOf(f.emptyIdle)), baseline: '`node` doing nothing (same slices)', baselineRuns: floors.map((f) => idleOf(f.nodeIdle)), digits: 2 },
-    lag: { figure: `\`node\` running only an event-loop-lag monitor sampling every ${LAG_SAMPLE_MS} ms`, unit: '% of a core', runs: floors.map((f) => idleOf(f.lagIdle)), baseline: '`node` doing nothing (same slices)', baselineRuns: floors.map((f) => idleOf(f.nodeIdle)), digits: 2 },
+    start: {
+      figure: `start → all ${n} verdicts in GET /v1/status`,
+      unit: 'ms',
+      runs: daemons.map((d) => d.startMs),
+      baseline: `floor: spawn → all ${n} read (same commands)`,
+      baselineRuns: floors.map((f) => f.readyMs),
+      target: '≤ 2000 ms',
+    },
+    hup: {
+      figure: 'SIGHUP host.physBits 40→39 → all verdicts changed',
+      unit: 'ms',
+      runs: daemons.map((d) => d.rejudgeMs),
+      baseline: 'floor: full read of all (as above)',
+      baselineRuns: floors.map((f) => f.readyMs),
+      target: '≤ 2000 ms',
+    },
+    reread: {
+      figure: `scheduled full re-read of all ${n} (held connections)`,
+      unit: 'ms',
+      runs: daemons.map((d) => d.rereadMs),
+      baseline: 'floor: full read of all (as above)',
+      baselineRuns: floors.map((f) => f.readyMs),
+      target: '≤ 2000 ms',
+    },
+    rereadCpu: {
+      figure: 'CPU of that re-read (to 300 ms after the last VM)',
+      unit: 'ms',
+      runs: daemons.map((d) => d.rereadCpuMs),
+      baseline: 'floor: CPU to start and read all',
+      baselineRuns: floors.map((f) => f.readCpuMs),
+    },
+    settleCpu: {
+      figure: `CPU from the re-read to ${settleS} s after it (with the garbage collection it leaves)`,
+      unit: 'ms',
+      runs: daemons.map((d) => d.settleCpuMs),
+      baseline: `${settleS} s at the idle rate with the defaults (below)`,
+      baselineRuns: daemons.map(idleShareMs),
+    },
+    rssStart: {
+      figure: 'VmRSS right after start',
+      unit: 'MiB',
+      runs: daemons.map((d) => d.rssAfterStart),
+      baseline: 'floor VmRSS holding all',
+      baselineRuns: floors.map((f) => f.rss),
+      target: '≤ 150 MiB',
+    },
+    hwm: {
+      figure: 'VmHWM (peak RSS) at the end of the run',
+      unit: 'MiB',
+      runs: daemons.map((d) => d.hwm!),
+      baseline: 'floor VmHWM',
+      baselineRuns: floors.map((f) => f.hwm),
+      target: '≤ 150 MiB',
+    },
+    rss: {
+      figure: 'VmRSS at the end of the run',
+      unit: 'MiB',
+      runs: daemons.map((d) => d.rss!),
+      baseline: 'floor VmRSS',
+      baselineRuns: floors.map((f) => f.rss),
+      target: '≤ 150 MiB',
+    },
+    idle: {
+      figure: `idle CPU with the defaults (${cappedText})`,
+      unit: '% of a core',
+      runs: daemons.map((d) => idleOf(d.idleCapped!)),
+      baseline: `floor pinging every ${hb.capped} ms`,
+      baselineRuns: floors.map((f) => idleOf(f.idleCapped)),
+      target: '≤ 1 %',
+      digits: 2,
+    },
+    uncapped: {
+      figure: `idle CPU, uncapped ${s(hb.uncapped)} heartbeat (\`qmp.heartbeatsPerSecond\` ${UNCAPPED_HEARTBEATS_PER_SECOND})`,
+      unit: '% of a core',
+      runs: daemons.map((d) => idleOf(d.idleUncapped!)),
+      baseline: `floor pinging every ${hb.uncapped} ms`,
+      baselineRuns: floors.map((f) => idleOf(f.idleUncapped)),
+      digits: 2,
+    },
+    pings: {
+      figure: 'query-status received by the servers, defaults',
+      unit: '/s',
+      runs: daemons.map((d) => d.idleCapped!.pingsPerSecond),
+      baseline: `floor pinging every ${hb.capped} ms`,
+      baselineRuns: floors.map((f) => f.idleCapped.pingsPerSecond),
+      digits: 0,
+    },
+    pingsUncapped: {
+      figure: 'query-status received by the servers, uncapped',
+      unit: '/s',
+      runs: daemons.map((d) => d.idleUncapped!.pingsPerSecond),
+      baseline: `floor pinging every ${hb.uncapped} ms`,
+      baselineRuns: floors.map((f) => f.idleUncapped.pingsPerSecond),
+      digits: 0,
+    },
+    empty: {
+      figure: 'idle CPU of the daemon watching no VM',
+      unit: '% of a core',
+      runs: floors.map((f) => idleOf(f.emptyIdle)),
+      baseline: '`node` doing nothing (same slices)',
+      baselineRuns: floors.map((f) => idleOf(f.nodeIdle)),
+      digits: 2,
+    },
+    lag: {
+      figure: `\`node\` running only an event-loop-lag monitor sampling every ${LAG_SAMPLE_MS} ms`,
+      unit: '% of a core',
+      runs: floors.map((f) => idleOf(f.lagIdle)),
+      baseline: '`node` doing nothing (same slices)',
+      baselineRuns: floors.map((f) => idleOf(f.nodeIdle)),
+      digits: 2,
+    },
   } satisfies Record<string, CompareRow>;
   const same = 'the same daemon without node flags';
   const flagRows: CompareRow[] = [
-    { figure: `VmHWM ${settleS} s after the re-read`, unit: 'MiB', runs: daemons.map((d) => d.hwmSettled), baseline: same, baselineRuns: bare.map((b) => b.hwmSettled) },
-    { figure: `start → all ${n} verdicts`, unit: 'ms', runs: daemons.map((d) => d.startMs), baseline: same, baselineRuns: bare.map((b) => b.startMs) },
-    { figure: 'SIGHUP re-judge', unit: 'ms', runs: daemons.map((d) => d.rejudgeMs), baseline: same, baselineRuns: bare.map((b) => b.rejudgeMs) },
-    { figure: 'scheduled full re-read', unit: 'ms', runs: daemons.map((d) => d.rereadMs), baseline: same, baselineRuns: bare.map((b) => b.rereadMs) },
-    { figure: 'CPU of that re-read (to 300 ms after the last VM)', unit: 'ms', runs: daemons.map((d) => d.rereadCpuMs), baseline: same, baselineRuns: bare.map((b) => b.rereadCpuMs) },
-    { figure: `CPU from the re-read to ${settleS} s after it`, unit: 'ms', runs: daemons.map((d) => d.settleCpuMs), baseline: same, baselineRuns: bare.map((b) => b.settleCpuMs) },
+    {
+      figure: `VmHWM ${settleS} s after the re-read`,
+      unit: 'MiB',
+      runs: daemons.map((d) => d.hwmSettled),
+      baseline: same,
+      baselineRuns: bare.map((b) => b.hwmSettled),
+    },
+    {
+      figure: `start → all ${n} verdicts`,
+      unit: 'ms',
+      runs: daemons.map((d) => d.startMs),
+      baseline: same,
+      baselineRuns: bare.map((b) => b.startMs),
+    },
+    {
+      figure: 'SIGHUP re-judge',
+      unit: 'ms',
+      runs: daemons.map((d) => d.rejudgeMs),
+      baseline: same,
+      baselineRuns: bare.map((b) => b.rejudgeMs),
+    },
+    {
+      figure: 'scheduled full re-read',
+      unit: 'ms',
+      runs: daemons.map((d) => d.rereadMs),
+      baseline: same,
+      baselineRuns: bare.map((b) => b.rereadMs),
+    },
+    {
+      figure: 'CPU of that re-read (to 300 ms after the last VM)',
+      unit: 'ms',
+      runs: daemons.map((d) => d.rereadCpuMs),
+      baseline: same,
+      baselineRuns: bare.map((b) => b.rereadCpuMs),
+    },
+    {
+      figure: `CPU from the re-read to ${settleS} s after it`,
+      unit: 'ms',
+      runs: daemons.map((d) => d.settleCpuMs),
+      baseline: same,
+      baselineRuns: bare.map((b) => b.settleCpuMs),
+    },
   ];
   const startMed = med(row.start.runs);
   const hupMed = med(row.hup.runs);
@@ -305,7 +540,12 @@ export function scaleSection(opts: ScaleOptions, hb: Heartbeats, flags: string[]
   // Per ping: the extra CPU over the extra pings of the uncapped window (none when the cap does not bind at this many VMs).
   const binds = hb.uncapped < hb.capped;
   const perPingUs = binds ? ((uncappedMed - idleMed) / 100 / (pingsUncapped - pingsCapped)) * 1e6 : NaN;
-  const floorPerPingUs = binds ? ((med(row.uncapped.baselineRuns) - med(row.idle.baselineRuns)) / 100 / (med(row.pingsUncapped.baselineRuns) - med(row.pings.baselineRuns))) * 1e6 : NaN;
+  const floorPerPingUs = binds
+    ? ((med(row.uncapped.baselineRuns) - med(row.idle.baselineRuns)) /
+        100 /
+        (med(row.pingsUncapped.baselineRuns) - med(row.pings.baselineRuns))) *
+      1e6
+    : NaN;
   const docKiB = med(daemons.map((d) => d.statusBytes)) / 1024;
   const nodeRss = med(floors.map((f) => f.nodeRss));
   const sec = 'scale';
@@ -320,7 +560,7 @@ export function scaleSection(opts: ScaleOptions, hb: Heartbeats, flags: string[]
   const memory = flags.length
     ? [
         `The unit starts node with ${flagText} (systemd/physbitsd.service, docs/systemd.md). By default V8 sizes its young generation from the machine's memory, ` +
-          'up to two 16 MiB semi-spaces on 64-bit Node 20, and every burst of short-lived objects (start-up, where every VM\'s replies are parsed at once; the re-read; ' +
+          "up to two 16 MiB semi-spaces on 64-bit Node 20, and every burst of short-lived objects (start-up, where every VM's replies are parsed at once; the re-read; " +
           'each status document) fills them before a scavenge; what survives is promoted into an old generation that V8 lets grow in large steps on a machine with this much memory. ' +
           `Smaller semi-spaces mean more, shorter scavenges. The same daemon with and without the flags, over the same steps up to ${settleS} s after the re-read (no idle windows), in each run:`,
         '',
@@ -332,14 +572,14 @@ export function scaleSection(opts: ScaleOptions, hb: Heartbeats, flags: string[]
         `- Latency: start → all verdicts ${fmtRatio(medianRatio(flagRows[1]))} and the re-read ${fmtRatio(medianRatio(flagRows[3]))} of the daemon without the flags ` +
           `(medians of per-run ratios; ${fmt(med(flagRows[1].runs))} against ${fmt(med(flagRows[1].baselineRuns))} ms, ${fmt(med(flagRows[3].runs))} against ${fmt(med(flagRows[3].baselineRuns))} ms).`,
         `- CPU: from the re-read to ${settleS} s after it the daemon with the flags used ${fmtRatio(medianRatio(flagRows[5]))} the CPU of the one without (median of per-run ratios). ` +
-          'While preparing this benchmark, the collection a re-read leaves came within the first 10 s with the flags and 20–70 s later without them (V8\'s memory reducer), ' +
+          "While preparing this benchmark, the collection a re-read leaves came within the first 10 s with the flags and 20–70 s later without them (V8's memory reducer), " +
           `so an idle window right after the re-read counted it for one and not the other (3–4 % against 1 %): hence the ${settleS} s before the idle windows, and the re-read's CPU over the whole ${settleS} s.`,
         '- Also tried while preparing this benchmark (1000 VMs, two to six runs each, peak RSS to the end of a run like the one above, against 248–273 MiB without flags; none is in the unit): ' +
           '`--max-semi-space-size=1` about 200 MiB, `=3` 204–221 MiB and `=4` 222–234 MiB (2 was the lowest, 174–181 MiB); `--optimize-for-size` 138–145 MiB, ' +
           'but about 50 % more CPU over the run and a re-read of 0.9–1.25 s instead of 0.5–0.75 s; `--max-old-space-size=1024` with `--max-semi-space-size=2` ' +
           '157–159 MiB for about 10 % more CPU than the semi-space flag alone, and a hard heap limit at which a daemon with many more VMs would abort instead of growing, so no old-space limit is set.',
       ]
-    : ['The unit starts node with no node flags; the daemon is measured with V8\'s default heap sizing.'];
+    : ["The unit starts node with no node flags; the daemon is measured with V8's default heap sizing."];
   const markdown = [
     `${n} scripted QMP servers (test/helpers/fake-qmp.ts, each answering like a paused QEMU 7.2 q35 TCG guest) in one separate process; ` +
       `the daemon holds every one (hold mode, guard on: ${n} guarded sockets) with the default config apart from paths, host.physBits and the re-verify schedule, ` +
@@ -349,11 +589,11 @@ export function scaleSection(opts: ScaleOptions, hb: Heartbeats, flags: string[]
     compareTable(Object.values(row)),
     '',
     `- **Start** is \`spawn()\` of \`physbitsd\` to the latest \`checkedAt\` in GET /v1/status once all ${n} VMs have a verdict (GET polled every 250 ms; ` +
-      '`checkedAt` is stamped when the verdict is made, so the polling does not add to the figure). It includes Node\'s start-up, module loading, discovery, ' +
+      "`checkedAt` is stamped when the verdict is made, so the polling does not add to the figure). It includes Node's start-up, module loading, discovery, " +
       `${n} connections and ${n} guarded sockets; the floor's figure is \`spawn()\` to its report that every VM was read.`,
-    '- **SIGHUP** re-judges the facts already held (no QMP traffic): from `kill -HUP` to the last changed verdict. The **re-read** is the daemon\'s own scheduled ' +
+    "- **SIGHUP** re-judges the facts already held (no QMP traffic): from `kill -HUP` to the last changed verdict. The **re-read** is the daemon's own scheduled " +
       're-verify (the SIGHUP sets `verify.schedule` to fire once, a few seconds later): from that second to the last VM read again over its held connection. ' +
-      'Both are compared with the floor\'s full read, which also pays for starting a process and connecting.',
+      "Both are compared with the floor's full read, which also pays for starting a process and connecting.",
     `- **Idle CPU** is utime + stime from /proc/<pid>/stat, as % of one core, over ${window} per run and heartbeat setting, the first starting ${settleS} s after the re-read ` +
       `(the run's figure is the whole window's average; clock ticks are 10 ms, so a 10 s window resolves 0.1 %), ${(opts.idleMs * opts.runs) / 1000} s per setting over the whole run. ` +
       `With the defaults a minute costs ${fmt(idleMed * 0.6, 2)} CPU-seconds. Not in the windows: the scheduled re-verify (default every ${VERIFY_PERIOD_S / 60} minutes) ` +
@@ -369,12 +609,12 @@ export function scaleSection(opts: ScaleOptions, hb: Heartbeats, flags: string[]
       'against those of the floor pinging every VM at the same interval.',
     '',
     `**Idle CPU and the heartbeat.** Measured first with the former defaults, the daemon used 3–5 % of a core at ${n} VMs. Two causes: ` +
-      '(1) prom-client\'s default metrics sample the event-loop lag every 10 ms (`perf_hooks.monitorEventLoopDelay`), a hundred wake-ups a second of an otherwise idle ' +
+      "(1) prom-client's default metrics sample the event-loop lag every 10 ms (`perf_hooks.monitorEventLoopDelay`), a hundred wake-ups a second of an otherwise idle " +
       `daemon whatever the number of VMs (a \`node\` process running only that monitor uses ${fmt(med(row.lag.runs), 2)} % of a core here, row above); agent/api/metrics.ts now samples ` +
       `once a second (\`eventLoopMonitoringPrecision: 1000\`), and the daemon watching no VM uses ${fmt(med(row.empty.runs), 2)} % in the window starting 5 s after its start. ` +
       `(2) The heartbeat: every held VM is asked \`query-status\` every \`qmp.heartbeatMs\` (default ${hb.heartbeatMs} ms) so that a hung QEMU is noticed; uncapped that is ` +
       `${fmt(n * (1000 / hb.uncapped), 0)} round trips a second at ${n} VMs, ${fmt(uncappedMed, 2)} % of a core in this run (and the ${n} QEMU main loops answering them pay as well). ` +
-      'The CPU profile (`--cpu-prof`) shows no hot spot in the daemon\'s JavaScript for it: most of it is the write and read system calls and wake-ups of each round trip. ' +
+      "The CPU profile (`--cpu-prof`) shows no hot spot in the daemon's JavaScript for it: most of it is the write and read system calls and wake-ups of each round trip. " +
       `So the daemon caps the total rate: each held VM's interval is max(\`qmp.heartbeatMs\`, 1000 × held VMs ÷ \`qmp.heartbeatsPerSecond\`) (agent/daemon/daemon.ts \`heartbeatInterval()\`, ` +
       `default ${hb.perSecond}/s). A host with up to ${hb.perSecond} held VMs keeps the ${s(hb.heartbeatMs)} heartbeat, and a hung QEMU shows as unknown within ` +
       `${s(hb.heartbeatMs + hb.timeoutMs)} (interval + \`qmp.heartbeatTimeoutMs\`); at ${n} VMs each is pinged every ${s(hb.capped)} (unknown within ${s(hb.capped + hb.timeoutMs)}), ` +

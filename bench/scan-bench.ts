@@ -52,7 +52,8 @@ async function oneRun(sockets: string[], configPath: string): Promise<ScanRun> {
   const n = sockets.length;
   const socketArgs = sockets.flatMap((s) => ['--socket', s]);
   const pb = await timed(process.execPath, [PHYSBITSCTL, 'scan', '--json', '--config', configPath, ...socketArgs]);
-  if (pb.code === null || pb.code > 2) throw new Error(`physbitsctl scan exited ${pb.code}: ${pb.stderr.slice(0, 300)}`);
+  if (pb.code === null || pb.code > 2)
+    throw new Error(`physbitsctl scan exited ${pb.code}: ${pb.stderr.slice(0, 300)}`);
   const doc = JSON.parse(pb.stdout) as StatusDocument;
   const judged = doc.vms.filter((v) => v.verdict && v.guest?.physBits === 40).length;
   if (judged !== n) throw new Error(`physbitsctl scan judged ${judged}/${n} guests`);
@@ -68,7 +69,10 @@ async function oneRun(sockets: string[], configPath: string): Promise<ScanRun> {
     commandsPerGuest = r.commands / n;
   }
 
-  const loop = await timed('sh', ['-c', SOCAT_LOOP, 'sh', ...sockets], { env: { ...process.env, QMP_COMMANDS: SOCAT_COMMANDS }, timeoutMs: 300000 });
+  const loop = await timed('sh', ['-c', SOCAT_LOOP, 'sh', ...sockets], {
+    env: { ...process.env, QMP_COMMANDS: SOCAT_COMMANDS },
+    timeoutMs: 300000,
+  });
   const replies = countPhysBitsReplies(loop.stdout);
   if (replies !== n) throw new Error(`socat loop got ${replies}/${n} phys-bits replies`);
   return { commandsPerGuest, physbits: pb.ms, floor: floors[0], floorFull: floors[1], loop: loop.ms };
@@ -86,7 +90,8 @@ async function startup(runs: number): Promise<Startup> {
   const scanModule = join(PHYSBITSCTL, '..', '..', 'cli', 'scan-command.js');
   for (let i = 0; i < runs; i++) {
     const a = await timed(process.execPath, [PHYSBITSCTL, '--help']);
-    if (a.code !== 0 || !a.stdout.includes('usage: physbitsctl')) throw new Error(`physbitsctl --help exited ${a.code}`);
+    if (a.code !== 0 || !a.stdout.includes('usage: physbitsctl'))
+      throw new Error(`physbitsctl --help exited ${a.code}`);
     out.cli.push(a.ms);
     out.node.push((await timed(process.execPath, ['-e', '0'])).ms);
     const m = await timed(process.execPath, ['-e', `require(${JSON.stringify(scanModule)})`]);
@@ -116,7 +121,9 @@ export async function runScanBench(opts: ScanOptions): Promise<Section> {
       for (let r = 0; r < opts.runs; r++) runs.push(await oneRun(sockets, configPath));
       bySize.set(n, runs);
       const m = (k: keyof ScanRun) => fmt(spread(runs.map((x) => x[k])).median);
-      opts.log(`scan ${n}: physbits ${m('physbits')} ms, floor ${m('floor')} ms, floor (same commands) ${m('floorFull')} ms, socat loop ${m('loop')} ms`);
+      opts.log(
+        `scan ${n}: physbits ${m('physbits')} ms, floor ${m('floor')} ms, floor (same commands) ${m('floorFull')} ms, socat loop ${m('loop')} ms`,
+      );
     }
   } finally {
     await fleet.kill();
@@ -128,18 +135,55 @@ export async function runScanBench(opts: ScanOptions): Promise<Section> {
   const loopRows: CompareRow[] = [];
   for (const [n, runs] of bySize) {
     const pb = runs.map((r) => r.physbits);
-    rows.push({ figure: `scan ${n} guests`, unit: 'ms', runs: pb, baseline: 'floor: 3 commands', baselineRuns: runs.map((r) => r.floor), target: '≤ 1.5×' });
-    rows.push({ figure: `scan ${n} guests`, unit: 'ms', runs: pb, baseline: `floor: same ${cmds} commands`, baselineRuns: runs.map((r) => r.floorFull), target: '≤ 1.5×' });
-    loopRows.push({ figure: `socat loop, ${n} guests`, unit: 'ms', runs: runs.map((r) => r.loop), baseline: 'physbitsctl scan', baselineRuns: pb, target: '≥ 10×' });
+    rows.push({
+      figure: `scan ${n} guests`,
+      unit: 'ms',
+      runs: pb,
+      baseline: 'floor: 3 commands',
+      baselineRuns: runs.map((r) => r.floor),
+      target: '≤ 1.5×',
+    });
+    rows.push({
+      figure: `scan ${n} guests`,
+      unit: 'ms',
+      runs: pb,
+      baseline: `floor: same ${cmds} commands`,
+      baselineRuns: runs.map((r) => r.floorFull),
+      target: '≤ 1.5×',
+    });
+    loopRows.push({
+      figure: `socat loop, ${n} guests`,
+      unit: 'ms',
+      runs: runs.map((r) => r.loop),
+      baseline: 'physbitsctl scan',
+      baselineRuns: pb,
+      target: '≥ 10×',
+    });
   }
-  const startRow: CompareRow = { figure: '`physbitsctl --help`', unit: 'ms', runs: start.cli, baseline: '`node -e 0`', baselineRuns: start.node };
-  const modulesRow: CompareRow = { figure: 'loading the scan\'s modules (`node -e "require(\'…/cli/scan-command.js\')"`)', unit: 'ms', runs: start.scanModules, baseline: '`node -e 0`', baselineRuns: start.node };
+  const startRow: CompareRow = {
+    figure: '`physbitsctl --help`',
+    unit: 'ms',
+    runs: start.cli,
+    baseline: '`node -e 0`',
+    baselineRuns: start.node,
+  };
+  const modulesRow: CompareRow = {
+    figure: "loading the scan's modules (`node -e \"require('…/cli/scan-command.js')\"`)",
+    unit: 'ms',
+    runs: start.scanModules,
+    baseline: '`node -e 0`',
+    baselineRuns: start.node,
+  };
 
   const sec = 'scan';
   const targets = [];
   for (const [n] of bySize) {
-    const minimal = medianRatio(rows.find((r) => r.figure === `scan ${n} guests` && r.baseline.startsWith('floor: 3'))!);
-    const full = medianRatio(rows.find((r) => r.figure === `scan ${n} guests` && r.baseline.startsWith('floor: same'))!);
+    const minimal = medianRatio(
+      rows.find((r) => r.figure === `scan ${n} guests` && r.baseline.startsWith('floor: 3'))!,
+    );
+    const full = medianRatio(
+      rows.find((r) => r.figure === `scan ${n} guests` && r.baseline.startsWith('floor: same'))!,
+    );
     const speedup = medianRatio(loopRows.find((r) => r.figure === `socat loop, ${n} guests`)!);
     targets.push(target(sec, `${n} guests vs same-command floor`, '≤ 1.5×', full, '×', full <= 1.5));
     targets.push(target(sec, `${n} guests vs 3-command floor`, '≤ 1.5×', minimal, '×', minimal <= 1.5));
@@ -191,7 +235,7 @@ export async function runScanBench(opts: ScanOptions): Promise<Section> {
     `- **socat loop**: \`${SOCAT_LOOP}\` with \`QMP_COMMANDS\` the three commands above (what an operator would write: one socat per socket, in sequence). ` +
       'Its output is checked to hold one phys-bits reply per guest.',
     `- Beyond Node's start-up (${fmt(spread(start.node).median)} ms for \`node -e 0\`), the same-command floor spends about ${fmt(perGuestFull, 2)} ms per guest at ${big} guests: ` +
-      'the protocol\'s own cost on this machine, QEMU\'s side included, which no client can avoid.',
+      "the protocol's own cost on this machine, QEMU's side included, which no client can avoid.",
     `- Start-up: \`physbitsctl --help\` is ${fmtRatio(medianRatio(startRow))} of \`node -e 0\`; loading the modules a scan needs (without running anything) takes ` +
       `${fmt(spread(start.scanModules).median - spread(start.node).median)} ms beyond Node's own start, which every scan pays and the floor does not ` +
       '(the floor loads two small files). Most of it is the config schema library and its bundled locale messages, and the glob library, loaded even when every socket is named.',

@@ -124,7 +124,11 @@ export class QmpClient extends EventEmitter {
     this.logger = opts.logger ?? silent;
     this.wantOob = opts.oob ?? false;
     this.timers = opts.timers ?? realTimers;
-    this.conn = new LineConnection({ maxLineBytes: opts.maxLineBytes, maxWriteBufferBytes: opts.maxWriteBufferBytes, label: address });
+    this.conn = new LineConnection({
+      maxLineBytes: opts.maxLineBytes,
+      maxWriteBufferBytes: opts.maxWriteBufferBytes,
+      label: address,
+    });
     this.conn.on('message', (value, text) => this.onMessage(value, text));
     this.conn.on('close', (err) => this.onConnClose(err));
     this.on('newListener', (event) => {
@@ -194,7 +198,8 @@ export class QmpClient extends EventEmitter {
   /** Like executeRaw, but resolves with the reply and its exact text, for relaying it elsewhere. */
   forward(msg: object, opts: ExecuteOptions = {}): Promise<RawReply> {
     const c = classifyMessage(msg);
-    if (c.kind !== 'command') return Promise.reject(new ProtocolError(`${this.address}: not a command: ${excerpt(JSON.stringify(msg) ?? '')}`));
+    if (c.kind !== 'command')
+      return Promise.reject(new ProtocolError(`${this.address}: not a command: ${excerpt(JSON.stringify(msg) ?? '')}`));
     const copy: Record<string, unknown> = { ...(msg as Record<string, unknown>) };
     delete copy.id;
     return this.request(copy, c.name, { ...opts, oob: c.oob });
@@ -222,7 +227,11 @@ export class QmpClient extends EventEmitter {
       };
       if (this.phase === 'closed') return reject(new ClosedError(`${this.address}: not connected`));
       const ms = opts.timeoutMs ?? this.timeoutMs;
-      if (ms > 0) timer = this.timers.setTimeout(() => (done(), reject(new TimeoutError(`${this.address}: no ${name} within ${ms} ms`))), ms);
+      if (ms > 0)
+        timer = this.timers.setTimeout(
+          () => (done(), reject(new TimeoutError(`${this.address}: no ${name} within ${ms} ms`))),
+          ms,
+        );
       this.on('event', onEvent);
       this.on('close', onClose);
     });
@@ -237,7 +246,8 @@ export class QmpClient extends EventEmitter {
     const greetingMs = opts.greetingTimeoutMs ?? this.timeoutMs;
     return new Promise<void>((resolve, reject) => {
       let timer: unknown;
-      const onAbort = (): void => finish(new AbortedError(`${this.address}: connect aborted`, { cause: opts.signal?.reason }));
+      const onAbort = (): void =>
+        finish(new AbortedError(`${this.address}: connect aborted`, { cause: opts.signal?.reason }));
       const finish = (err?: QmpError): void => {
         if (!this.handshakeDone) return;
         this.handshakeDone = null;
@@ -257,17 +267,23 @@ export class QmpClient extends EventEmitter {
       } catch (err) {
         return finish(err as QmpError);
       }
-      this.conn.connect(address, { connectTimeoutMs: opts.connectTimeoutMs ?? this.timeoutMs, signal: opts.signal }).then(
-        () => {
-          if (!this.handshakeDone) return void this.conn.close();
-          if (greetingMs > 0) {
-            timer = this.timers.setTimeout(() => {
-              finish(new NoGreetingError(`${this.address}: connected, but no QMP greeting within ${greetingMs} ms (QEMU serves one client per QMP socket: another client may hold it)`));
-            }, greetingMs);
-          }
-        },
-        (err: QmpError) => finish(err),
-      );
+      this.conn
+        .connect(address, { connectTimeoutMs: opts.connectTimeoutMs ?? this.timeoutMs, signal: opts.signal })
+        .then(
+          () => {
+            if (!this.handshakeDone) return void this.conn.close();
+            if (greetingMs > 0) {
+              timer = this.timers.setTimeout(() => {
+                finish(
+                  new NoGreetingError(
+                    `${this.address}: connected, but no QMP greeting within ${greetingMs} ms (QEMU serves one client per QMP socket: another client may hold it)`,
+                  ),
+                );
+              }, greetingMs);
+            }
+          },
+          (err: QmpError) => finish(err),
+        );
     });
   }
 
@@ -283,7 +299,11 @@ export class QmpClient extends EventEmitter {
       return this.handshakeDone?.(err as QmpError);
     }
     if ('error' in reply) {
-      return this.handshakeDone?.(new ProtocolError(`${this.address}: capabilities negotiation failed: ${reply.error.class}: ${reply.error.desc}`));
+      return this.handshakeDone?.(
+        new ProtocolError(
+          `${this.address}: capabilities negotiation failed: ${reply.error.class}: ${reply.error.desc}`,
+        ),
+      );
     }
     this.negotiated = enable;
     this.phase = 'ready';
@@ -302,13 +322,18 @@ export class QmpClient extends EventEmitter {
       err.message = `${this.address}: ${command}: ${err.message}`;
       return Promise.reject(err);
     }
-    if (opts.signal?.aborted) return Promise.reject(new AbortedError(`${this.address}: ${command}: aborted`, { cause: opts.signal.reason }));
+    if (opts.signal?.aborted)
+      return Promise.reject(new AbortedError(`${this.address}: ${command}: aborted`, { cause: opts.signal.reason }));
     const id = `${ID_PREFIX}${String(++this.seq).padStart(5, '0')}`;
     let line: string;
     try {
       line = jsonText({ ...msg, id });
     } catch (err) {
-      return Promise.reject(new ProtocolError(`${this.address}: ${command}: the command has no JSON form: ${(err as Error).message}`, { cause: err }));
+      return Promise.reject(
+        new ProtocolError(`${this.address}: ${command}: the command has no JSON form: ${(err as Error).message}`, {
+          cause: err,
+        }),
+      );
     }
     return new Promise<RawReply>((resolve, reject) => {
       let timer: unknown;
@@ -350,7 +375,9 @@ export class QmpClient extends EventEmitter {
     const m = classifyMessage(value);
     if (this.phase === 'greeting') {
       if (m.kind !== 'greeting') {
-        return this.fatal(new ProtocolError(`${this.address}: not a QMP server: expected a greeting, got ${excerpt(text)}`));
+        return this.fatal(
+          new ProtocolError(`${this.address}: not a QMP server: expected a greeting, got ${excerpt(text)}`),
+        );
       }
       this.greetingMsg = m.greeting;
       this.phase = 'negotiating';
@@ -360,18 +387,29 @@ export class QmpClient extends EventEmitter {
     if (m.kind === 'event') return this.onEvent(m.event, text);
     if (m.kind === 'reply') {
       if (!m.hasId) {
-        return this.fatal(new ProtocolError(`${this.address}: a reply without an id (the server could not parse a command): ${excerpt(text)}`));
+        return this.fatal(
+          new ProtocolError(
+            `${this.address}: a reply without an id (the server could not parse a command): ${excerpt(text)}`,
+          ),
+        );
       }
       const entry = typeof m.id === 'string' ? this.pending.get(m.id) : undefined;
       if (entry) return entry.settle({ reply: m.reply, text });
       if (typeof m.id === 'string' && this.abandoned.delete(m.id)) {
         this.logger.debug('late QMP reply dropped', { socket: this.address, id: m.id });
       } else {
-        this.logger.warn('QMP reply with an unknown id dropped', { socket: this.address, id: excerpt(JSON.stringify(m.id) ?? '') });
+        this.logger.warn('QMP reply with an unknown id dropped', {
+          socket: this.address,
+          id: excerpt(JSON.stringify(m.id) ?? ''),
+        });
       }
       return;
     }
-    this.fatal(new ProtocolError(`${this.address}: unexpected message: ${m.kind === 'invalid' ? m.reason + ': ' : ''}${excerpt(text)}`));
+    this.fatal(
+      new ProtocolError(
+        `${this.address}: unexpected message: ${m.kind === 'invalid' ? m.reason + ': ' : ''}${excerpt(text)}`,
+      ),
+    );
   }
 
   private onEvent(ev: QmpEvent, text: string): void {
@@ -404,10 +442,16 @@ export class QmpClient extends EventEmitter {
     this.phase = 'closed';
     for (const entry of [...this.pending.values()]) {
       const why = err ? `: ${err.message}` : '';
-      entry.settle(new ClosedError(`${this.address}: connection closed while ${entry.command} was pending${why}`, { cause: err }));
+      entry.settle(
+        new ClosedError(`${this.address}: connection closed while ${entry.command} was pending${why}`, { cause: err }),
+      );
     }
     if (handshaking) {
-      const passThrough = err instanceof ProtocolError || err instanceof LineTooLongError || err instanceof NoGreetingError || err instanceof AbortedError;
+      const passThrough =
+        err instanceof ProtocolError ||
+        err instanceof LineTooLongError ||
+        err instanceof NoGreetingError ||
+        err instanceof AbortedError;
       if (passThrough) return handshaking(err);
       const when = wasPhase === 'greeting' ? 'before its QMP greeting' : 'during capabilities negotiation';
       return handshaking(new ClosedError(`${this.address}: the connection closed ${when}`, { cause: err }));

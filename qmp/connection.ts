@@ -10,7 +10,16 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { formatAddress, MAX_UNIX_PATH_BYTES, type QmpAddress } from './address';
-import { AbortedError, ClosedError, ConnectError, LineTooLongError, ProtocolError, type QmpError, SlowPeerError, StateError } from './errors';
+import {
+  AbortedError,
+  ClosedError,
+  ConnectError,
+  LineTooLongError,
+  ProtocolError,
+  type QmpError,
+  SlowPeerError,
+  StateError,
+} from './errors';
 import { decodeLine, DEFAULT_MAX_LINE_BYTES, encodeLine, jsonText, LineFramer } from './framing';
 
 export type RunState = 'idle' | 'connecting' | 'running' | 'disconnecting';
@@ -118,14 +127,19 @@ export class LineConnection extends EventEmitter {
     const label = this.label;
     if (opts.signal?.aborted) throw new AbortedError(`${label}: connect aborted`, { cause: opts.signal.reason });
     if (address.kind === 'unix' && Buffer.byteLength(address.path) > MAX_UNIX_PATH_BYTES) {
-      throw new ConnectError(`${label}: cannot connect: ENAMETOOLONG (a socket path holds at most ${MAX_UNIX_PATH_BYTES} bytes)`);
+      throw new ConnectError(
+        `${label}: cannot connect: ENAMETOOLONG (a socket path holds at most ${MAX_UNIX_PATH_BYTES} bytes)`,
+      );
     }
     this.setState('connecting');
     this.framer = new LineFramer(this.maxLineBytes);
     this.localClose = false;
     this.closeReason = undefined;
     this.socketError = undefined;
-    const socket = address.kind === 'unix' ? net.createConnection({ path: address.path }) : net.createConnection({ host: address.host, port: address.port });
+    const socket =
+      address.kind === 'unix'
+        ? net.createConnection({ path: address.path })
+        : net.createConnection({ host: address.host, port: address.port });
     await new Promise<void>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
       const cleanup = (): void => {
@@ -153,7 +167,8 @@ export class LineConnection extends EventEmitter {
       opts.signal?.addEventListener('abort', onAbort, { once: true });
       this.abortConnect = fail;
       const ms = opts.connectTimeoutMs ?? 0;
-      if (ms > 0 && Number.isFinite(ms)) timer = setTimeout(() => fail(new ConnectError(`${label}: cannot connect: timed out after ${ms} ms`)), ms);
+      if (ms > 0 && Number.isFinite(ms))
+        timer = setTimeout(() => fail(new ConnectError(`${label}: cannot connect: timed out after ${ms} ms`)), ms);
     });
     if (address.kind === 'tcp') socket.setNoDelay(true);
     this.attach(socket);
@@ -169,7 +184,11 @@ export class LineConnection extends EventEmitter {
     const socket = this.socket;
     if (this.runState !== 'running' || !socket) return false;
     if (socket.writableLength > this.maxWriteBufferBytes) {
-      void this.close(new SlowPeerError(`${this.label}: dropped: more than ${this.maxWriteBufferBytes} bytes of output waited unread`));
+      void this.close(
+        new SlowPeerError(
+          `${this.label}: dropped: more than ${this.maxWriteBufferBytes} bytes of output waited unread`,
+        ),
+      );
       return false;
     }
     socket.write(encodeLine(text));
@@ -263,7 +282,9 @@ export class LineConnection extends EventEmitter {
     if (this.localClose) {
       reason = this.closeReason;
     } else if (this.socketError) {
-      reason = new ClosedError(`${this.label}: connection lost: ${this.socketError.code ?? this.socketError.message}`, { cause: this.socketError });
+      reason = new ClosedError(`${this.label}: connection lost: ${this.socketError.code ?? this.socketError.message}`, {
+        cause: this.socketError,
+      });
     } else {
       reason = new ClosedError(`${this.label}: connection closed by the peer`);
     }

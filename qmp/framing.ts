@@ -23,7 +23,8 @@ export class LineFramer {
   private broken = false;
 
   constructor(readonly maxLineBytes: number = DEFAULT_MAX_LINE_BYTES) {
-    if (!Number.isInteger(maxLineBytes) || maxLineBytes < 1) throw new RangeError(`maxLineBytes must be a positive integer, got ${maxLineBytes}`);
+    if (!Number.isInteger(maxLineBytes) || maxLineBytes < 1)
+      throw new RangeError(`maxLineBytes must be a positive integer, got ${maxLineBytes}`);
   }
 
   /** Bytes of the incomplete line held so far. */

@@ -63,24 +63,36 @@ export function classifyMessage(obj: unknown): Classified {
   if (!isObject(obj)) return { kind: 'invalid', reason: 'a QMP message must be a JSON object' };
   if (has(obj, 'QMP')) {
     const g = obj.QMP;
-    if (!isObject(g) || !isVersion(g.version) || !Array.isArray(g.capabilities) || !g.capabilities.every((c) => typeof c === 'string')) {
+    if (
+      !isObject(g) ||
+      !isVersion(g.version) ||
+      !Array.isArray(g.capabilities) ||
+      !g.capabilities.every((c) => typeof c === 'string')
+    ) {
       return { kind: 'invalid', reason: 'malformed greeting' };
     }
     return { kind: 'greeting', greeting: obj as unknown as QmpGreeting };
   }
   if (has(obj, 'event')) {
     const ts = obj.timestamp;
-    if (typeof obj.event !== 'string' || !isObject(ts) || typeof ts.seconds !== 'number' || typeof ts.microseconds !== 'number') {
+    if (
+      typeof obj.event !== 'string' ||
+      !isObject(ts) ||
+      typeof ts.seconds !== 'number' ||
+      typeof ts.microseconds !== 'number'
+    ) {
       return { kind: 'invalid', reason: 'malformed event' };
     }
     if (has(obj, 'data') && !isObject(obj.data)) return { kind: 'invalid', reason: 'malformed event data' };
     return { kind: 'event', event: obj as unknown as QmpEvent };
   }
   if (has(obj, 'return') || has(obj, 'error')) {
-    if (has(obj, 'return') && has(obj, 'error')) return { kind: 'invalid', reason: 'a reply with both return and error' };
+    if (has(obj, 'return') && has(obj, 'error'))
+      return { kind: 'invalid', reason: 'a reply with both return and error' };
     if (has(obj, 'error')) {
       const e = obj.error;
-      if (!isObject(e) || typeof e.class !== 'string' || typeof e.desc !== 'string') return { kind: 'invalid', reason: 'malformed error reply' };
+      if (!isObject(e) || typeof e.class !== 'string' || typeof e.desc !== 'string')
+        return { kind: 'invalid', reason: 'malformed error reply' };
     }
     return { kind: 'reply', reply: obj as unknown as QmpReply, hasId: has(obj, 'id'), id: obj.id };
   }

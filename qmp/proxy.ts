@@ -98,7 +98,15 @@ export class QmpProxy extends EventEmitter {
   readonly label: string;
   private readonly opts: QmpProxyOptions;
   private readonly sessions = new Map<number, QmpServerSession>();
-  private readonly stats: ProxyCounters = { clients: 0, accepted: 0, rejected: 0, dropped: 0, forwarded: 0, refused: 0, events: 0 };
+  private readonly stats: ProxyCounters = {
+    clients: 0,
+    accepted: 0,
+    rejected: 0,
+    dropped: 0,
+    forwarded: 0,
+    refused: 0,
+    events: 0,
+  };
   private nextClientId = 1;
   private shut: Promise<void> | null = null;
   private listener: { server: net.Server; handle: UnixListenHandle } | null = null;
@@ -118,7 +126,8 @@ export class QmpProxy extends EventEmitter {
     this.label = opts.label ?? opts.upstream.address;
     this.upstream.on('event', this.onEvent);
     this.upstream.on('close', this.onUpstreamClose);
-    if (this.upstream.state !== 'running') queueMicrotask(() => this.onUpstreamClose(new ClosedError(`${this.label}: upstream not connected`)));
+    if (this.upstream.state !== 'running')
+      queueMicrotask(() => this.onUpstreamClose(new ClosedError(`${this.label}: upstream not connected`)));
   }
 
   get counters(): ProxyCounters {
@@ -136,9 +145,12 @@ export class QmpProxy extends EventEmitter {
 
   /** Listens on a UNIX socket path (created atomically with `opts.mode`) and serves every connection. */
   async listen(path: string, opts: UnixListenOptions): Promise<void> {
-    if (this.shut || this.listener) throw new ClosedError(`${this.label}: proxy already ${this.shut ? 'closed' : 'listening'}`);
+    if (this.shut || this.listener)
+      throw new ClosedError(`${this.label}: proxy already ${this.shut ? 'closed' : 'listening'}`);
     const server = net.createServer((socket) => this.handleConnection(socket));
-    server.on('error', (err) => this.opts.logger?.warn('QMP proxy listener error', { proxy: this.label, error: err.message }));
+    server.on('error', (err) =>
+      this.opts.logger?.warn('QMP proxy listener error', { proxy: this.label, error: err.message }),
+    );
     const handle = await listenUnixSocket(server, path, opts);
     if (this.shut) {
       await handle.close();
@@ -181,7 +193,12 @@ export class QmpProxy extends EventEmitter {
       this.sessions.delete(id);
       if (err && !(err instanceof ClosedError)) {
         this.stats.dropped++;
-        this.opts.logger?.warn('QMP proxy client dropped', { proxy: this.label, client: id, code: err.code, error: err.message });
+        this.opts.logger?.warn('QMP proxy client dropped', {
+          proxy: this.label,
+          client: id,
+          code: err.code,
+          error: err.message,
+        });
         this.emit('client-dropped', { id, error: err });
       } else {
         this.emit('client-disconnected', { id });
@@ -205,14 +222,26 @@ export class QmpProxy extends EventEmitter {
 
   private async onCommand(client: number, cmd: ServerCommand): Promise<CommandOutcome> {
     if (FD_COMMANDS.has(cmd.name)) {
-      return this.refuse(client, cmd.name, 'GenericError', `${cmd.name} cannot pass through this QMP proxy (file descriptors do not cross it); send it on the upstream socket ${this.upstream.address}`);
+      return this.refuse(
+        client,
+        cmd.name,
+        'GenericError',
+        `${cmd.name} cannot pass through this QMP proxy (file descriptors do not cross it); send it on the upstream socket ${this.upstream.address}`,
+      );
     }
     let verdict: InterceptResult = { action: 'forward' };
     if (this.opts.interceptor) {
       try {
-        verdict = await this.opts.interceptor({ execute: cmd.name, arguments: cmd.arguments, oob: cmd.oob }, { id: client });
+        verdict = await this.opts.interceptor(
+          { execute: cmd.name, arguments: cmd.arguments, oob: cmd.oob },
+          { id: client },
+        );
       } catch (err) {
-        verdict = { action: 'reply-error', errorClass: 'GenericError', desc: `${cmd.name} refused: its check failed: ${(err as Error).message}` };
+        verdict = {
+          action: 'reply-error',
+          errorClass: 'GenericError',
+          desc: `${cmd.name} refused: its check failed: ${(err as Error).message}`,
+        };
       }
     }
     if (verdict?.action !== 'forward') {

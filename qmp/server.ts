@@ -37,7 +37,10 @@ export type CommandOutcome =
   | { replyText: string }
   | { noReply: true };
 
-export type CommandHandler = (cmd: ServerCommand, session: QmpServerSession) => CommandOutcome | Promise<CommandOutcome>;
+export type CommandHandler = (
+  cmd: ServerCommand,
+  session: QmpServerSession,
+) => CommandOutcome | Promise<CommandOutcome>;
 
 export interface QmpServerSessionOptions {
   handler: CommandHandler;
@@ -94,11 +97,19 @@ export class QmpServerSession extends EventEmitter {
       label: opts.label ?? 'QMP client',
     });
     this.conn.on('message', (value, text) => this.onMessage(value, text));
-    this.conn.on('invalid', (err: ProtocolError) => this.enqueue({ kind: 'error', desc: `JSON parse error, ${parseReason(err)}` }));
+    this.conn.on('invalid', (err: ProtocolError) =>
+      this.enqueue({ kind: 'error', desc: `JSON parse error, ${parseReason(err)}` }),
+    );
     const limit = opts.negotiationTimeoutMs ?? 0;
-    const timer = limit > 0 ? setTimeout(() => {
-      if (!this.enabled) void this.close(new SlowPeerError(`${opts.label ?? 'QMP client'}: no capabilities negotiation within ${limit} ms`));
-    }, limit) : null;
+    const timer =
+      limit > 0
+        ? setTimeout(() => {
+            if (!this.enabled)
+              void this.close(
+                new SlowPeerError(`${opts.label ?? 'QMP client'}: no capabilities negotiation within ${limit} ms`),
+              );
+          }, limit)
+        : null;
     timer?.unref();
     this.conn.on('close', (err) => {
       if (timer) clearTimeout(timer);
@@ -141,13 +152,22 @@ export class QmpServerSession extends EventEmitter {
   private onMessage(value: unknown, text: string): void {
     const shape = scanJson(text);
     if (shape.duplicateKey !== null) return this.enqueue({ kind: 'error', desc: 'JSON parse error, duplicate key' });
-    if (shape.maxDepth > MAX_JSON_NESTING) return this.enqueue({ kind: 'error', desc: 'JSON parse error, nesting too deep' });
+    if (shape.maxDepth > MAX_JSON_NESTING)
+      return this.enqueue({ kind: 'error', desc: 'JSON parse error, nesting too deep' });
     const allowOob = this.enabled?.includes('oob') ?? false;
     const check = checkCommand(value, allowOob);
     const idText = check.hasId ? shape.members?.find((m) => m.key === 'id') : undefined;
     const idRaw = idText ? text.slice(idText.valueStart, idText.valueEnd) : undefined;
     if (!check.ok) return this.enqueue({ kind: 'error', desc: check.desc, idText: idRaw });
-    const cmd: ServerCommand = { name: check.name, oob: check.oob, arguments: check.arguments, hasId: check.hasId, id: check.id, idText: idRaw, text };
+    const cmd: ServerCommand = {
+      name: check.name,
+      oob: check.oob,
+      arguments: check.arguments,
+      hasId: check.hasId,
+      id: check.id,
+      idText: idRaw,
+      text,
+    };
     if (cmd.oob) {
       void this.dispatch(cmd);
       return;
@@ -184,7 +204,8 @@ export class QmpServerSession extends EventEmitter {
 
   private async dispatch(cmd: ServerCommand): Promise<void> {
     if (cmd.name === 'qmp_capabilities') return this.reply(this.capabilitiesCommand(cmd), cmd.idText);
-    if (!this.enabled) return this.reply({ error: { class: 'CommandNotFound', desc: NEGOTIATION_REQUIRED } }, cmd.idText);
+    if (!this.enabled)
+      return this.reply({ error: { class: 'CommandNotFound', desc: NEGOTIATION_REQUIRED } }, cmd.idText);
     let outcome: CommandOutcome;
     try {
       outcome = await this.opts.handler(cmd, this);
@@ -192,7 +213,8 @@ export class QmpServerSession extends EventEmitter {
       this.opts.logger?.warn('QMP command handler failed', { command: cmd.name, error: (err as Error).message });
       outcome = { error: { class: 'GenericError', desc: (err as Error).message } };
     }
-    if (typeof outcome !== 'object' || outcome === null) outcome = { error: { class: 'GenericError', desc: `${cmd.name}: no answer` } };
+    if (typeof outcome !== 'object' || outcome === null)
+      outcome = { error: { class: 'GenericError', desc: `${cmd.name}: no answer` } };
     this.reply(outcome, cmd.idText);
   }
 
@@ -235,8 +257,14 @@ export class QmpServerSession extends EventEmitter {
   }
 }
 
-function replyLine(outcome: { return: unknown } | { error: { class: string; desc: string } }, idText: string | undefined): string {
-  const body = 'error' in outcome ? `"error":${jsonText({ class: outcome.error.class, desc: outcome.error.desc })}` : `"return":${jsonText(outcome.return === undefined ? {} : outcome.return)}`;
+function replyLine(
+  outcome: { return: unknown } | { error: { class: string; desc: string } },
+  idText: string | undefined,
+): string {
+  const body =
+    'error' in outcome
+      ? `"error":${jsonText({ class: outcome.error.class, desc: outcome.error.desc })}`
+      : `"return":${jsonText(outcome.return === undefined ? {} : outcome.return)}`;
   return idText === undefined ? `{${body}}` : `{${body},"id":${idText}}`;
 }
 

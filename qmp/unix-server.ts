@@ -63,23 +63,33 @@ export async function probeSocketPath(path: string, timeoutMs = 1000): Promise<'
 }
 
 /** Binds `server` (a net.Server or http.Server) to `path` as described above. */
-export async function listenUnixSocket(server: net.Server, path: string, opts: UnixListenOptions): Promise<UnixListenHandle> {
+export async function listenUnixSocket(
+  server: net.Server,
+  path: string,
+  opts: UnixListenOptions,
+): Promise<UnixListenHandle> {
   const target = resolve(path);
   const mode = opts.mode & 0o777;
-  if (Buffer.byteLength(target) > MAX_UNIX_PATH_BYTES) throw new ListenError(`${target}: a socket path holds at most ${MAX_UNIX_PATH_BYTES} bytes`);
+  if (Buffer.byteLength(target) > MAX_UNIX_PATH_BYTES)
+    throw new ListenError(`${target}: a socket path holds at most ${MAX_UNIX_PATH_BYTES} bytes`);
   if ((await probeSocketPath(target, opts.probeTimeoutMs)) === 'live') throw new SocketInUseError(target);
 
   let tmpDir: string;
   try {
     tmpDir = await mkdtemp(join(dirname(target), '.sock-'));
   } catch (err) {
-    throw new ListenError(`${target}: cannot create a temporary directory beside it: ${(err as NodeJS.ErrnoException).code}`, { cause: err });
+    throw new ListenError(
+      `${target}: cannot create a temporary directory beside it: ${(err as NodeJS.ErrnoException).code}`,
+      { cause: err },
+    );
   }
   const tmp = join(tmpDir, 's');
   let bound = false;
   try {
     if (Buffer.byteLength(tmp) > MAX_UNIX_PATH_BYTES) {
-      throw new ListenError(`${target}: the temporary name ${tmp} would exceed ${MAX_UNIX_PATH_BYTES} bytes; use a shorter directory`);
+      throw new ListenError(
+        `${target}: the temporary name ${tmp} would exceed ${MAX_UNIX_PATH_BYTES} bytes; use a shorter directory`,
+      );
     }
     await new Promise<void>((ok, fail) => {
       const onError = (e: Error): void => {
@@ -108,7 +118,10 @@ export async function listenUnixSocket(server: net.Server, path: string, opts: U
     if (bound) await new Promise<void>((r) => server.close(() => r()));
     await rm(tmpDir, { recursive: true, force: true });
     if (err instanceof ListenError) throw err;
-    throw new ListenError(`${target}: cannot listen: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+    throw new ListenError(
+      `${target}: cannot listen: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      { cause: err },
+    );
   }
   await rm(tmpDir, { recursive: true, force: true });
   const st = await lstat(target);
@@ -130,4 +143,3 @@ export async function listenUnixSocket(server: net.Server, path: string, opts: U
     },
   };
 }
-

@@ -42,8 +42,12 @@ function watchModes(dirs: string[]): { stop(): Promise<{ seen: Seen[]; passes: n
       passes++; };
     const loop = () => { for (let i = 0; i < 50; i++) pass(); if (stop) { process.send({ seen: [...seen.values()], passes }, () => process.exit(0)); } else setImmediate(loop); };
     loop();`;
-  const child = spawn(process.execPath, ['-e', script, JSON.stringify(dirs)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
-  const result = new Promise<{ seen: Seen[]; passes: number }>((resolve) => child.once('message', (m) => resolve(m as { seen: Seen[]; passes: number })));
+  const child = spawn(process.execPath, ['-e', script, JSON.stringify(dirs)], {
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+  });
+  const result = new Promise<{ seen: Seen[]; passes: number }>((resolve) =>
+    child.once('message', (m) => resolve(m as { seen: Seen[]; passes: number })),
+  );
   return {
     async stop() {
       child.send('stop');
@@ -67,13 +71,21 @@ test('sockets are born with their final modes; the umask is restored', async (t)
   process.umask(umaskBefore);
   const d = await startDaemon({ dir, config: { api: { mode: '0660' } } });
   t.teardown(() => d.kill());
-  await waitUntil(async () => (await d.status()).vms.filter((v) => v.guardSocket).length === 4, 'four guarded sockets', 15000);
+  await waitUntil(
+    async () => (await d.status()).vms.filter((v) => v.guardSocket).length === 4,
+    'four guarded sockets',
+    15000,
+  );
   // Reconnects create the sockets again: kill and restart one guest meanwhile.
   await guests[0].kill();
   await waitUntil(async () => !(await d.status()).vms.find((v) => v.name === 'm600')?.guardSocket, 'm600 unguarded');
   guests[0] = await startGuest({ dir: vms, name: 'm600' });
   chmodSync(guests[0].socket, 0o600);
-  await waitUntil(async () => (await d.status()).vms.filter((v) => v.guardSocket).length === 4, 'four guarded sockets again', 15000);
+  await waitUntil(
+    async () => (await d.status()).vms.filter((v) => v.guardSocket).length === 4,
+    'four guarded sockets again',
+    15000,
+  );
   const { seen, passes } = await watcher.stop();
 
   const want = (p: string): number | undefined => {
@@ -84,11 +96,18 @@ test('sockets are born with their final modes; the umask is restored', async (t)
   const sockets = seen.filter((s) => s.type === 'socket');
   const intended = new Set([...Object.values(modes), 0o660]);
   // Inside a private .sock-* directory the socket is bound with its final mode already.
-  const wrong = sockets.filter((s) => (/\/\.sock-[^/]+\/s$/.test(s.path) ? !intended.has(s.mode) : want(s.path) !== s.mode));
+  const wrong = sockets.filter((s) =>
+    /\/\.sock-[^/]+\/s$/.test(s.path) ? !intended.has(s.mode) : want(s.path) !== s.mode,
+  );
   const tmpDirs = seen.filter((s) => s.type === 'dir' && /\/\.sock-[^/]+$/.test(s.path));
-  t.log(`${passes} directory passes; ${sockets.length} (socket, mode) pairs and ${tmpDirs.length} private directories seen`);
+  t.log(
+    `${passes} directory passes; ${sockets.length} (socket, mode) pairs and ${tmpDirs.length} private directories seen`,
+  );
   t.deepEqual(wrong, []);
-  t.true(tmpDirs.every((s) => s.mode === 0o700), JSON.stringify(tmpDirs));
+  t.true(
+    tmpDirs.every((s) => s.mode === 0o700),
+    JSON.stringify(tmpDirs),
+  );
   t.true(sockets.some((s) => s.path === d.apiSocket));
   for (const name of Object.keys(modes)) {
     const st = lstatSync(join(dir, 'guard', `${name}.qmp`));
@@ -103,7 +122,9 @@ test('sockets are born with their final modes; the umask is restored', async (t)
 
 test('metrics listen on loopback by default', async (t) => {
   t.is(parseConfig({}).metrics.listen, '127.0.0.1:9741');
-  const example = JSON.parse(readFileSync(join(__dirname, '..', '..', 'config.example.json'), 'utf8')) as { metrics: { listen: string } };
+  const example = JSON.parse(readFileSync(join(__dirname, '..', '..', 'config.example.json'), 'utf8')) as {
+    metrics: { listen: string };
+  };
   t.regex(example.metrics.listen, /^127\.0\.0\.1:/);
   const dir = tempDir('physbits-access-');
   const d = await startDaemon({ dir });
@@ -113,11 +134,15 @@ test('metrics listen on loopback by default', async (t) => {
 
 function get(url: string, opts: { method?: string; token?: string } = {}): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: opts.method ?? 'GET', headers: opts.token ? { authorization: opts.token } : {} }, (res) => {
-      let body = '';
-      res.on('data', (c) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
+    const req = http.request(
+      url,
+      { method: opts.method ?? 'GET', headers: opts.token ? { authorization: opts.token } : {} },
+      (res) => {
+        let body = '';
+        res.on('data', (c) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
     req.on('error', reject);
     req.end(opts.method === 'POST' ? '{"vm":"x","peer":"y"}' : undefined);
   });
@@ -133,7 +158,14 @@ test('the TCP API: 401 without the right token, 403 for anything but GET', async
   t.regex(addr, /^127\.0\.0\.1:\d+$/);
   const base = `http://${addr}`;
   const unauthorized = { error: { code: 'API_UNAUTHORIZED', message: 'a valid bearer token is required' } };
-  for (const auth of [undefined, 'Bearer wrong-token-0123456789-abcdef', `Basic ${token}`, `Bearer ${token}x`, `Bearer ${token.slice(0, -1)}`, 'Bearer']) {
+  for (const auth of [
+    undefined,
+    'Bearer wrong-token-0123456789-abcdef',
+    `Basic ${token}`,
+    `Bearer ${token}x`,
+    `Bearer ${token.slice(0, -1)}`,
+    'Bearer',
+  ]) {
     const r = await get(`${base}/v1/status`, { token: auth });
     t.is(r.status, 401, String(auth));
     t.deepEqual(JSON.parse(r.body), unauthorized);
@@ -171,11 +203,18 @@ for (const format of ['text', 'journal', 'json'] as const) {
     mkdirSync(vms);
     // One name from QEMU (query-name), one from the socket's file name.
     const named = await startFakeQmp({ dir: vms, socketName: 'named.qmp', vm: { name: HOSTILE_NAME } });
-    const fileNamed = await startFakeQmp({ dir: vms, socketName: 'x\n$(id)\u001b[2J;`reboot`.qmp', greeting: 'garbage' });
+    const fileNamed = await startFakeQmp({
+      dir: vms,
+      socketName: 'x\n$(id)\u001b[2J;`reboot`.qmp',
+      greeting: 'garbage',
+    });
     t.teardown(() => Promise.all([named.close(), fileNamed.close()]));
     const d: DaemonProcess = await startDaemon({ dir, config: { log: { format } } });
     t.teardown(() => d.kill());
-    await d.waitForStatus((s) => s.vms.length === 2 && s.vms.every((v) => v.error?.code !== 'PENDING'), 'both VMs read');
+    await d.waitForStatus(
+      (s) => s.vms.length === 2 && s.vms.every((v) => v.error?.code !== 'PENDING'),
+      'both VMs read',
+    );
     await d.waitForLog((l) => l.message === 'verdict');
     await d.waitForLog((l) => l.message === 'VM unreachable');
     await d.stop();
@@ -187,13 +226,26 @@ for (const format of ['text', 'journal', 'json'] as const) {
     t.false(raw.includes('\nINJECTED'));
     const verdict = d.lines().find((l) => l.message === 'verdict')!;
     t.is(verdict.fields.vm, HOSTILE_NAME);
-    const found = d.lines().filter((l) => l.message === 'VM found').map((l) => l.fields.socket);
+    const found = d
+      .lines()
+      .filter((l) => l.message === 'VM found')
+      .map((l) => l.fields.socket);
     t.true(found.includes(fileNamed.socket), JSON.stringify(found));
   });
 }
 
 test('physbitsctl watch shows control characters in VM names and messages as escapes', (t) => {
-  const line = describeEvent({ type: 'refusal', time: '2026-01-01T00:00:00.000Z', vm: HOSTILE_NAME, command: 'device_add', code: 'REFUSED_X', message: 'a\u001b]0;title\u0007b\u009bc' });
+  const line = describeEvent({
+    type: 'refusal',
+    time: '2026-01-01T00:00:00.000Z',
+    vm: HOSTILE_NAME,
+    command: 'device_add',
+    code: 'REFUSED_X',
+    message: 'a\u001b]0;title\u0007b\u009bc',
+  });
   t.false(/[\u0000-\u001f\u007f-\u009f]/.test(line), line);
-  t.is(line, '2026-01-01T00:00:00.000Z evil\\u000aINJECTED level=error\\u000d\\u001b[31m$(reboot);`id`|rm -rf /\\u0000: REFUSED device_add: REFUSED_X: a\\u001b]0;title\\u0007b\\u009bc');
+  t.is(
+    line,
+    '2026-01-01T00:00:00.000Z evil\\u000aINJECTED level=error\\u000d\\u001b[31m$(reboot);`id`|rm -rf /\\u0000: REFUSED device_add: REFUSED_X: a\\u001b]0;title\\u0007b\\u009bc',
+  );
 });

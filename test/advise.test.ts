@@ -54,11 +54,24 @@ const HOTPLUG: GuestLayout = {
 };
 
 function guest(physBits: number, over: Partial<GuestFacts> = {}): GuestFacts {
-  return guestFacts({ name: null, qemuVersion: '7.2.22', physBits, cpuModel: 'Skylake-Server', layout: SMALL, ...over });
+  return guestFacts({
+    name: null,
+    qemuVersion: '7.2.22',
+    physBits,
+    cpuModel: 'Skylake-Server',
+    layout: SMALL,
+    ...over,
+  });
 }
 
 function vm(name: string, g: GuestFacts): VmStatus {
-  return { socket: `/run/qemu/${name}.qmp`, name, accelerator: g.accelerator, guest: { ...g, name }, verdict: { relation: 'equal', severity: 'ok', reasons: [] } };
+  return {
+    socket: `/run/qemu/${name}.qmp`,
+    name,
+    accelerator: g.accelerator,
+    guest: { ...g, name },
+    verdict: { relation: 'equal', severity: 'ok', reasons: [] },
+  };
 }
 
 function status(hostName: string, bits: number, vms: VmStatus[]): StatusDocument {
@@ -81,7 +94,16 @@ test('a 46-bit guest in a 39-bit pool: width 39, not safe, every form named exac
     unreachable: [],
   });
   const g = doc.guests[0];
-  t.like(g, { host: 'hv1', vm: 'web1', physBits: 46, poolBits: 39, safe: false, layoutFits: true, current: 'phys-bits=46', state: 'warning' });
+  t.like(g, {
+    host: 'hv1',
+    vm: 'web1',
+    physBits: 46,
+    poolBits: 39,
+    safe: false,
+    layoutFits: true,
+    current: 'phys-bits=46',
+    state: 'warning',
+  });
   t.deepEqual(g.poolHosts, ['hv1', 'hv2']);
   t.deepEqual(g.settings, {
     qemu: '-cpu Skylake-Server,phys-bits=39',
@@ -101,7 +123,7 @@ test('a 46-bit guest in a 39-bit pool: width 39, not safe, every form named exac
     approximate: false,
   });
   t.deepEqual(g.notes, [
-    'guest 46 bits > pool 39 bits: it may address memory the narrowest host cannot back; set 39; it takes effect when QEMU restarts (a running guest\'s width cannot change)',
+    "guest 46 bits > pool 39 bits: it may address memory the narrowest host cannot back; set 39; it takes effect when QEMU restarts (a running guest's width cannot change)",
   ]);
   t.deepEqual(doc.summary, { worst: 'warning', exitCode: 1 });
   t.is(adviceExitCode(doc), 1);
@@ -132,7 +154,8 @@ test('a guest whose layout cannot fit 39 bits: what passes, and the largest maxm
       alone: true,
       qemu: '-global q35-pcihost.pci-hole64-size=5G',
       libvirt: "<pcihole64 unit='KiB'>5242880</pcihole64>",
-      message: "pci-hole64-size at most 5 GiB (now 32 GiB); the 64-bit BARs of the guest's devices must still fit in it (i440FX-pcihost on pc machines)",
+      message:
+        "pci-hole64-size at most 5 GiB (now 32 GiB); the 64-bit BARs of the guest's devices must still fit in it (i440FX-pcihost on pc machines)",
     },
     {
       setting: 'maxmem',
@@ -145,7 +168,11 @@ test('a guest whose layout cannot fit 39 bits: what passes, and the largest maxm
       message: 'maxmem at most 473 GiB with 4 slots (now 500 GiB); each slot reserves 1 GiB more',
     },
   ]);
-  t.true(g.notes.includes('the address layout ends at 539 GiB, above 2^39 (512 GiB): QEMU 7.1+ refuses to start it with phys-bits=39 ("phys-bits too low") until it shrinks'));
+  t.true(
+    g.notes.includes(
+      'the address layout ends at 539 GiB, above 2^39 (512 GiB): QEMU 7.1+ refuses to start it with phys-bits=39 ("phys-bits too low") until it shrinks',
+    ),
+  );
 });
 
 test('without maxmem and slots read, the device-memory region is what to shrink', (t) => {
@@ -156,7 +183,8 @@ test('without maxmem and slots read, the device-memory region is what to shrink'
     atMost: 476 * GIB,
     shrinkBy: 27 * GIB,
     alone: true,
-    message: 'the device-memory region, (maxmem - memory) + 1 GiB per slot, at most 476 GiB (now 503 GiB): lower maxmem or slots by 27 GiB',
+    message:
+      'the device-memory region, (maxmem - memory) + 1 GiB per slot, at most 476 GiB (now 503 GiB): lower maxmem or slots by 27 GiB',
   });
 });
 
@@ -179,7 +207,10 @@ test('RAM beyond the limit: only less memory helps; the hole cannot', (t) => {
   ]);
   t.is(l.fixes.length, 2);
   t.like(l.fixes[0], { setting: 'pci-hole64-size', atMost: null, alone: false });
-  t.is(l.fixes[0].message, 'the 64-bit PCI hole starts at 602 GiB, already above the limit: shrinking it alone is not enough');
+  t.is(
+    l.fixes[0].message,
+    'the 64-bit PCI hole starts at 602 GiB, already above the limit: shrinking it alone is not enough',
+  );
   t.deepEqual(l.fixes[1], {
     setting: 'memory',
     current: 600 * GIB,
@@ -251,7 +282,10 @@ test('when no single change is enough, the advice says to combine them', (t) => 
     ],
   );
   t.is(l.fixes[1].message, 'no maxmem is small enough alone: RAM and the 64-bit PCI hole already pass the limit');
-  t.is(l.fixes[2].message, 'memory at most 478 GiB with no device memory (maxmem = memory) and the 64-bit PCI hole as it is (now 492 GiB)');
+  t.is(
+    l.fixes[2].message,
+    'memory at most 478 GiB with no device memory (maxmem = memory) and the 64-bit PCI hole as it is (now 492 GiB)',
+  );
   t.true(doc.guests[0].notes.includes('no single change is enough: combine the changes listed'));
 });
 
@@ -262,7 +296,11 @@ test('firmware-placed BARs above the configured window follow the width and do n
   t.is(l.fits, true);
   t.is(l.end, 36 * GIB);
   t.is(l.firmwareEnd, 2 ** 46);
-  t.true(doc.guests[0].notes.includes("firmware has placed 64-bit PCI BARs up to 64 TiB; it places them within the CPU's width, so they follow the width set at the next start"));
+  t.true(
+    doc.guests[0].notes.includes(
+      "firmware has placed 64-bit PCI BARs up to 64 TiB; it places them within the CPU's width, so they follow the width set at the next start",
+    ),
+  );
   // Without the configured window size the reported end is all there is to judge.
   const unknownSize = layoutAdvice({ ...layout, pciHole64Size: undefined }, 39);
   t.is(unknownSize.fits, false);
@@ -289,7 +327,9 @@ test('an unreachable peer is reported, not fatal: its configured width still nar
 });
 
 test('the guests of a live peer get advice too, named by the peer', (t) => {
-  const peers: FleetPeerInput[] = [{ name: 'hv2', physBits: null, reachable: true, status: status('x', 39, [vm('db1', guest(39))]) }];
+  const peers: FleetPeerInput[] = [
+    { name: 'hv2', physBits: null, reachable: true, status: status('x', 39, [vm('db1', guest(39))]) },
+  ];
   const doc = advise({ ...fleet([vm('web1', guest(46))], peers), vm: 'hv2/db1' });
   t.deepEqual(
     doc.guests.map((g) => [g.host, g.vm, g.safe]),
@@ -303,7 +343,9 @@ test('unknown VM name: VM_NOT_FOUND, exit 64; 3 when a host could not be asked',
   t.is(err!.exitCode, 64);
   t.is(err!.message, "no VM named 'nope' on hv1, hv2");
   const peers: FleetPeerInput[] = [{ name: 'hv3', physBits: null, reachable: false }];
-  const err3 = t.throws(() => advise({ ...fleet([vm('web1', guest(46))], peers), vm: 'nope' }), { instanceOf: AdviceError });
+  const err3 = t.throws(() => advise({ ...fleet([vm('web1', guest(46))], peers), vm: 'nope' }), {
+    instanceOf: AdviceError,
+  });
   t.is(err3!.exitCode, 3);
   t.is(err3!.message, "no VM named 'nope' on hv1 (not reachable: hv3)");
 });
@@ -331,7 +373,11 @@ test('a pool width QEMU cannot take is refused with POOL_BITS_INVALID (exit 64)'
 test('QEMU 9.1+ guests get the guest-phys-bits form and a note; 7.2 guests do not', (t) => {
   const newer = advise(fleet([vm('new', guest(46, { qemuVersion: '9.1.0', guestPhysBits: 0 }))])).guests[0];
   t.is(newer.settings!.qemuGuestPhysBits, '-cpu Skylake-Server,guest-phys-bits=39');
-  t.true(newer.notes.some((n) => n.startsWith('this QEMU has guest-phys-bits (9.1+): guest-phys-bits=39 has the firmware place')));
+  t.true(
+    newer.notes.some((n) =>
+      n.startsWith('this QEMU has guest-phys-bits (9.1+): guest-phys-bits=39 has the firmware place'),
+    ),
+  );
   const byVersion = advise(fleet([vm('v10', guest(46, { qemuVersion: '10.0.2' }))])).guests[0];
   t.is(byVersion.settings!.qemuGuestPhysBits, '-cpu Skylake-Server,guest-phys-bits=39');
   const old = advise(fleet([vm('old', guest(46, { qemuVersion: '9.0.2' }))])).guests[0];
@@ -346,7 +392,11 @@ test('host-phys-bits guests: current setting named, and the migration caveat unl
   const open = advise(fleet([vm('hp', guest(46, { hostPhysBits: true, cpuModel: 'host' }))])).guests[0];
   t.is(open.current, 'host-phys-bits=on');
   t.is(open.settings!.proxmox, 'cpu: host,phys-bits=39');
-  t.true(open.notes.includes('host-phys-bits=on takes the width of the host it starts on and keeps it when migrating: started on a wider host it carries that width to narrower ones'));
+  t.true(
+    open.notes.includes(
+      'host-phys-bits=on takes the width of the host it starts on and keeps it when migrating: started on a wider host it carries that width to narrower ones',
+    ),
+  );
   const capped = advise(fleet([vm('hp', guest(39, { hostPhysBits: true, hostPhysBitsLimit: 39 }))])).guests[0];
   t.is(capped.current, 'host-phys-bits=on,host-phys-bits-limit=39');
   t.deepEqual(capped.notes, []);
@@ -356,8 +406,18 @@ test('a TCG guest outside policy.accelerators is safe, with a note; an unread VM
   const broken: VmStatus = { socket: '/s/dead.qmp', name: 'dead', error: { code: 'QMP_TIMEOUT', message: 'no reply' } };
   const doc = advise(fleet([vm('lab', guest(46, { accelerator: 'tcg' })), broken]));
   t.like(doc.guests[0], { safe: true, bound: false, state: 'ok' });
-  t.is(doc.guests[0].notes[0], 'tcg guest: host widths do not bind it (policy.accelerators); the settings matter once it runs under KVM');
-  t.like(doc.guests[1], { vm: 'dead', physBits: null, safe: null, settings: null, state: 'unknown', error: { code: 'QMP_TIMEOUT', message: 'no reply' } });
+  t.is(
+    doc.guests[0].notes[0],
+    'tcg guest: host widths do not bind it (policy.accelerators); the settings matter once it runs under KVM',
+  );
+  t.like(doc.guests[1], {
+    vm: 'dead',
+    physBits: null,
+    safe: null,
+    settings: null,
+    state: 'unknown',
+    error: { code: 'QMP_TIMEOUT', message: 'no reply' },
+  });
   t.is(adviceExitCode(doc), 3);
 });
 
@@ -400,8 +460,16 @@ test('renderAdvice: one block per guest with every form, ASCII on request', (t) 
     '  proxmox:  cpu: Skylake-Server,phys-bits=39',
   ].join('\n');
   t.true(text.startsWith(web1), text);
-  t.true(text.includes('  layout:   ends at 539 GiB, 27 GiB above 2^39 (512 GiB)\n  passes:   pci-hole64 (ends at 539 GiB)\n'));
-  t.true(text.includes('  shrink:   maxmem at most 473 GiB with 4 slots (now 500 GiB); each slot reserves 1 GiB more\n            qemu:    -m 1G,slots=4,maxmem=473G\n'));
+  t.true(
+    text.includes(
+      '  layout:   ends at 539 GiB, 27 GiB above 2^39 (512 GiB)\n  passes:   pci-hole64 (ends at 539 GiB)\n',
+    ),
+  );
+  t.true(
+    text.includes(
+      '  shrink:   maxmem at most 473 GiB with 4 slots (now 500 GiB); each slot reserves 1 GiB more\n            qemu:    -m 1G,slots=4,maxmem=473G\n',
+    ),
+  );
   const ascii = renderAdvice(doc, { ascii: true });
   t.true(ascii.includes('pool hv1, hv2 -> 39 bits: NOT SAFE'));
   t.false(/[^\x00-\x7f]/.test(ascii));
@@ -488,8 +556,22 @@ async function qmp(socket: string, commands: Array<{ execute: string; arguments?
 async function boot(memory: string, extra: string[] = []): Promise<string> {
   const dir = tempDir('physbits-advise-');
   const socket = join(dir, 'vm.qmp');
-  const args = ['-machine', 'q35,accel=tcg', '-cpu', 'qemu64,phys-bits=39', '-m', memory, '-S', '-nodefaults', '-display', 'none', '-no-user-config'];
-  const child = spawn(QEMU, [...args, '-qmp', `unix:${socket},server=on,wait=off`, ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const args = [
+    '-machine',
+    'q35,accel=tcg',
+    '-cpu',
+    'qemu64,phys-bits=39',
+    '-m',
+    memory,
+    '-S',
+    '-nodefaults',
+    '-display',
+    'none',
+    '-no-user-config',
+  ];
+  const child = spawn(QEMU, [...args, '-qmp', `unix:${socket},server=on,wait=off`, ...extra], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => {
     if (stderr.length < 8192) stderr += d.toString();
@@ -546,5 +628,8 @@ test('real QEMU: the largest maxmem and pci-hole64-size advised for 39 bits star
   t.is(await boot(`1G,slots=4,maxmem=${qemuSize(maxmem)}`), 'started');
   t.is(await boot(`1G,slots=4,maxmem=${qemuSize(maxmem + GIB)}`), 'refused');
   t.is(await boot('1G,slots=4,maxmem=500G', ['-global', `q35-pcihost.pci-hole64-size=${qemuSize(hole)}`]), 'started');
-  t.is(await boot('1G,slots=4,maxmem=500G', ['-global', `q35-pcihost.pci-hole64-size=${qemuSize(hole + GIB)}`]), 'refused');
+  t.is(
+    await boot('1G,slots=4,maxmem=500G', ['-global', `q35-pcihost.pci-hole64-size=${qemuSize(hole + GIB)}`]),
+    'refused',
+  );
 });

@@ -13,13 +13,31 @@ test('delays double from the base and stop at the cap (full step)', (t) => {
 
 test('jitter keeps at least half of each step', (t) => {
   const none = () => 0;
-  t.deepEqual([0, 1, 9].map((a) => backoffDelay(a, policy, none)), [500, 1000, 150_000]);
-  t.is(backoffDelay(2, policy, () => 0.5), 3000);
+  t.deepEqual(
+    [0, 1, 9].map((a) => backoffDelay(a, policy, none)),
+    [500, 1000, 150_000],
+  );
+  t.is(
+    backoffDelay(2, policy, () => 0.5),
+    3000,
+  );
 });
 
 test('negative or fractional attempts and odd random values stay in range', (t) => {
-  t.is(backoffDelay(-3, policy, () => 1), 1000);
-  t.is(backoffDelay(1.9, policy, () => 1), 2000);
-  t.is(backoffDelay(0, policy, () => 7), 1000);
-  t.is(backoffDelay(0, { baseMs: 1000, maxMs: 400 }, () => 1), 400);
+  t.is(
+    backoffDelay(-3, policy, () => 1),
+    1000,
+  );
+  t.is(
+    backoffDelay(1.9, policy, () => 1),
+    2000,
+  );
+  t.is(
+    backoffDelay(0, policy, () => 7),
+    1000,
+  );
+  t.is(
+    backoffDelay(0, { baseMs: 1000, maxMs: 400 }, () => 1),
+    400,
+  );
 });

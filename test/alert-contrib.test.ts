@@ -59,12 +59,28 @@ test('amtool accepts the example route, and it routes physbits alerts as documen
   t.is(check.status, 0, check.out);
   t.regex(check.out, /SUCCESS/);
   const route = (...labels: string[]) => {
-    const r = spawnSync(AMTOOL, ['config', 'routes', 'test', `--config.file=${ROUTES}`, ...labels], { encoding: 'utf8', timeout: 60000 });
+    const r = spawnSync(AMTOOL, ['config', 'routes', 'test', `--config.file=${ROUTES}`, ...labels], {
+      encoding: 'utf8',
+      timeout: 60000,
+    });
     return r.stdout.trim();
   };
-  t.is(route(`alertname=${alertName('REFUSED_MEMORY_ABOVE_HOST_LIMIT')}`, 'severity=warning', 'reason=REFUSED_MEMORY_ABOVE_HOST_LIMIT'), 'ops-chat');
-  t.is(route(`alertname=${alertName('GUEST_WIDER_THAN_HOST')}`, 'severity=critical', 'reason=GUEST_WIDER_THAN_HOST'), 'ops-pager');
-  t.is(route(`alertname=${alertName('GUEST_NARROWER_THAN_HOST')}`, 'severity=info', 'reason=GUEST_NARROWER_THAN_HOST'), 'ops-ticket');
+  t.is(
+    route(
+      `alertname=${alertName('REFUSED_MEMORY_ABOVE_HOST_LIMIT')}`,
+      'severity=warning',
+      'reason=REFUSED_MEMORY_ABOVE_HOST_LIMIT',
+    ),
+    'ops-chat',
+  );
+  t.is(
+    route(`alertname=${alertName('GUEST_WIDER_THAN_HOST')}`, 'severity=critical', 'reason=GUEST_WIDER_THAN_HOST'),
+    'ops-pager',
+  );
+  t.is(
+    route(`alertname=${alertName('GUEST_NARROWER_THAN_HOST')}`, 'severity=info', 'reason=GUEST_NARROWER_THAN_HOST'),
+    'ops-ticket',
+  );
   t.is(route('alertname=SomethingElse', 'severity=critical'), 'ops-default');
 });
 
@@ -73,9 +89,20 @@ test('rules and dashboard use only metrics physbits exports', async (t) => {
   const rules = usedNames(readFileSync(RULES, 'utf8'));
   const dashboardText = readFileSync(DASHBOARD, 'utf8');
   const dashboard = usedNames(dashboardText);
-  t.deepEqual(rules.filter((n) => !exported.has(n)), []);
-  t.deepEqual(dashboard.filter((n) => !exported.has(n)), []);
-  for (const contract of ['physbits_host_phys_bits', 'physbits_guest_phys_bits', 'physbits_vm_severity', 'physbits_refused_commands_total']) {
+  t.deepEqual(
+    rules.filter((n) => !exported.has(n)),
+    [],
+  );
+  t.deepEqual(
+    dashboard.filter((n) => !exported.has(n)),
+    [],
+  );
+  for (const contract of [
+    'physbits_host_phys_bits',
+    'physbits_guest_phys_bits',
+    'physbits_vm_severity',
+    'physbits_refused_commands_total',
+  ]) {
     t.true(dashboard.includes(contract), `dashboard shows ${contract}`);
   }
   t.true(rules.includes('physbits_vm_severity') && rules.includes('physbits_refused_commands_total'));
@@ -88,12 +115,18 @@ test('the dashboard is importable JSON with unique panel ids and a Prometheus da
     panels: Array<{ id: number; type: string; targets?: Array<{ expr: string }> }>;
   };
   t.is(d.uid, 'physbits-overview');
-  t.deepEqual(d.__inputs.map((i) => [i.name, i.pluginId]), [['DS_PROMETHEUS', 'prometheus']]);
+  t.deepEqual(
+    d.__inputs.map((i) => [i.name, i.pluginId]),
+    [['DS_PROMETHEUS', 'prometheus']],
+  );
   const ids = d.panels.map((p) => p.id);
   t.is(new Set(ids).size, ids.length);
   const queries = d.panels.flatMap((p) => p.targets ?? []).map((q) => q.expr);
   t.true(queries.length >= 10);
-  t.true(queries.every((q) => q.includes('instance=~"$instance"')), 'every query follows the host selector');
+  t.true(
+    queries.every((q) => q.includes('instance=~"$instance"')),
+    'every query follows the host selector',
+  );
 });
 
 test('docs list every metric, every alertname and every alert error code', async (t) => {
@@ -102,11 +135,16 @@ test('docs list every metric, every alertname and every alert error code', async
   const alertsDoc = readFileSync(join(ROOT, 'docs/alerts.md'), 'utf8');
   const codes = [...REASON_CODES, ...Object.values(REFUSED)];
   t.true(codes.length >= 20);
-  for (const code of codes) t.true(alertsDoc.includes(`| \`${code}\` | \`${alertName(code)}\` |`), `docs/alerts.md maps ${code}`);
+  for (const code of codes)
+    t.true(alertsDoc.includes(`| \`${code}\` | \`${alertName(code)}\` |`), `docs/alerts.md maps ${code}`);
   const errorSource = readFileSync(join(ROOT, 'agent/alerts/alert-errors.ts'), 'utf8');
   const errorCodes = [...errorSource.matchAll(/'(ALERT_[A-Z_]+)'/g)].map((m) => m[1]);
   t.deepEqual([...new Set(errorCodes)].sort(), [
-    'ALERT_DELIVERY_FAILED', 'ALERT_DELIVERY_REJECTED', 'ALERT_DELIVERY_TIMEOUT', 'ALERT_SERVICE_STATE', 'ALERT_SPOOL_IO',
+    'ALERT_DELIVERY_FAILED',
+    'ALERT_DELIVERY_REJECTED',
+    'ALERT_DELIVERY_TIMEOUT',
+    'ALERT_SERVICE_STATE',
+    'ALERT_SPOOL_IO',
   ]);
   for (const code of errorCodes) t.true(alertsDoc.includes(`| \`${code}\` |`), `docs/alerts.md lists ${code}`);
 });

@@ -50,11 +50,21 @@ class CountingMetrics implements AlertMetrics {
   entries = -1;
   firing: Record<string, number> = {};
   drops: string[] = [];
-  setAlertsPending(n: number) { this.pending = n; }
-  setSpoolEntries(n: number) { this.entries = n; }
-  setAlertsFiring(c: Record<string, number>) { this.firing = { ...c }; }
-  alertDelivery(sink: string, result: string) { this.results.push(`${sink.split(':')[0]} ${result}`); }
-  spoolDropped(reason: string) { this.drops.push(reason); }
+  setAlertsPending(n: number) {
+    this.pending = n;
+  }
+  setSpoolEntries(n: number) {
+    this.entries = n;
+  }
+  setAlertsFiring(c: Record<string, number>) {
+    this.firing = { ...c };
+  }
+  alertDelivery(sink: string, result: string) {
+    this.results.push(`${sink.split(':')[0]} ${result}`);
+  }
+  spoolDropped(reason: string) {
+    this.drops.push(reason);
+  }
 }
 
 function alertsConfig(over: Record<string, unknown>): Config['alerts'] {
@@ -72,27 +82,50 @@ function service(cfg: Config['alerts'], time: FakeTime, metrics = new CountingMe
 const drained = (svc: AlertService) => waitFor('all delivered', () => (svc.pending() === 0 ? true : undefined));
 
 const amBodies = (rx: Receiver) => rx.requests.map((r) => JSON.parse(r.body) as Array<Record<string, any>>);
-const hookAlerts = (rx: Receiver) => rx.requests.flatMap((r) => (JSON.parse(r.body) as { alerts: Array<Record<string, any>> }).alerts);
+const hookAlerts = (rx: Receiver) =>
+  rx.requests.flatMap((r) => (JSON.parse(r.body) as { alerts: Array<Record<string, any>> }).alerts);
 
 test('fires, re-sends to Alertmanager only, resolves; events and metrics follow', async (t) => {
   const am = await startReceiver();
   const hook = await startReceiver();
   t.teardown(() => Promise.all([am.close(), hook.close()]));
   const time = new FakeTime();
-  const cfg = alertsConfig({ alertmanagers: [am.url], webhooks: [{ url: hook.url, secret: 'k' }], spoolDir: tempDir(), resendSeconds: 60 });
+  const cfg = alertsConfig({
+    alertmanagers: [am.url],
+    webhooks: [{ url: hook.url, secret: 'k' }],
+    spoolDir: tempDir(),
+    resendSeconds: 60,
+  });
   const { svc, events, metrics } = service(cfg, time);
   t.teardown(() => svc.stop());
   await svc.start();
 
   svc.setVmReasons('web1', [critical, fine]);
   await waitFor('first deliveries', () => (am.requests.length && hook.requests.length ? true : undefined));
-  const labels = { alertname: 'PhysbitsGuestWiderThanHost', vm: 'web1', host: 'hv1', severity: 'critical', reason: 'GUEST_WIDER_THAN_HOST' };
+  const labels = {
+    alertname: 'PhysbitsGuestWiderThanHost',
+    vm: 'web1',
+    host: 'hv1',
+    severity: 'critical',
+    reason: 'GUEST_WIDER_THAN_HOST',
+  };
   t.deepEqual(amBodies(am)[0], [
-    { labels, annotations: { summary: 'web1 on hv1: guest wider than host', description: critical.message }, startsAt: iso(T0), endsAt: iso(T0 + 240_000) },
+    {
+      labels,
+      annotations: { summary: 'web1 on hv1: guest wider than host', description: critical.message },
+      startsAt: iso(T0),
+      endsAt: iso(T0 + 240_000),
+    },
   ]);
   t.true(verifySignature(hook.requests[0].body, 'k', hook.requests[0].headers['x-physbits-signature'] as string));
-  t.deepEqual(hookAlerts(hook).map((a) => [a.status, a.labels.reason, a.endsAt]), [['firing', 'GUEST_WIDER_THAN_HOST', null]]);
-  t.deepEqual(events.map((e) => [e.change, e.status, e.labels.alertname]), [['fired', 'firing', 'PhysbitsGuestWiderThanHost']]);
+  t.deepEqual(
+    hookAlerts(hook).map((a) => [a.status, a.labels.reason, a.endsAt]),
+    [['firing', 'GUEST_WIDER_THAN_HOST', null]],
+  );
+  t.deepEqual(
+    events.map((e) => [e.change, e.status, e.labels.alertname]),
+    [['fired', 'firing', 'PhysbitsGuestWiderThanHost']],
+  );
   await drained(svc);
 
   svc.setVmReasons('web1', [critical]);
@@ -100,16 +133,25 @@ test('fires, re-sends to Alertmanager only, resolves; events and metrics follow'
 
   time.advance(60_000);
   await waitFor('re-send', () => (am.requests.length === 2 ? true : undefined));
-  t.deepEqual(amBodies(am)[1].map((a) => [a.startsAt, a.endsAt]), [[iso(T0), iso(T0 + 300_000)]]);
+  t.deepEqual(
+    amBodies(am)[1].map((a) => [a.startsAt, a.endsAt]),
+    [[iso(T0), iso(T0 + 300_000)]],
+  );
   t.is(hook.requests.length, 1, 'webhooks get state changes, not re-sends');
 
   time.advance(5_000);
   svc.setVmReasons('web1', [fine]);
   await waitFor('resolution', () => (am.requests.length === 3 && hook.requests.length === 2 ? true : undefined));
   await drained(svc);
-  t.deepEqual(amBodies(am)[2].map((a) => [a.labels.reason, a.startsAt, a.endsAt]), [['GUEST_WIDER_THAN_HOST', iso(T0), iso(T0 + 65_000)]]);
+  t.deepEqual(
+    amBodies(am)[2].map((a) => [a.labels.reason, a.startsAt, a.endsAt]),
+    [['GUEST_WIDER_THAN_HOST', iso(T0), iso(T0 + 65_000)]],
+  );
   t.deepEqual(hookAlerts(hook)[1].status, 'resolved');
-  t.deepEqual(events.map((e) => e.change), ['fired', 'resolved']);
+  t.deepEqual(
+    events.map((e) => e.change),
+    ['fired', 'resolved'],
+  );
   await svc.settled();
   t.deepEqual(svc.firing(), []);
   t.deepEqual([metrics.pending, metrics.entries], [0, 0]);
@@ -144,17 +186,33 @@ test('a refusal queued through an outage and a restart arrives with endsAt from 
   const second = service(cfg, time);
   t.teardown(() => second.svc.stop());
   await second.svc.start();
-  await waitFor('delivery after recovery', () => (hook.requests.length === 1 && am.requests.length >= 1 ? true : undefined));
+  await waitFor('delivery after recovery', () =>
+    hook.requests.length === 1 && am.requests.length >= 1 ? true : undefined,
+  );
   await drained(second.svc);
   await second.svc.settled();
   const refusalLabels = {
-    alertname: 'PhysbitsRefusedMemoryAboveHostLimit', vm: 'web1', host: 'hv1', severity: 'warning', reason: 'REFUSED_MEMORY_ABOVE_HOST_LIMIT',
+    alertname: 'PhysbitsRefusedMemoryAboveHostLimit',
+    vm: 'web1',
+    host: 'hv1',
+    severity: 'warning',
+    reason: 'REFUSED_MEMORY_ABOVE_HOST_LIMIT',
   };
-  for (const body of amBodies(am)) t.deepEqual(body.map((a) => [a.labels, a.startsAt, a.endsAt]), [[refusalLabels, iso(T0), iso(T0 + 900_000)]]);
-  t.deepEqual(hookAlerts(hook).map((a) => [a.status, a.startsAt, a.endsAt]), [['firing', iso(T0), iso(T0 + 900_000)]]);
+  for (const body of amBodies(am))
+    t.deepEqual(
+      body.map((a) => [a.labels, a.startsAt, a.endsAt]),
+      [[refusalLabels, iso(T0), iso(T0 + 900_000)]],
+    );
+  t.deepEqual(
+    hookAlerts(hook).map((a) => [a.status, a.startsAt, a.endsAt]),
+    [['firing', iso(T0), iso(T0 + 900_000)]],
+  );
   t.is(second.svc.pending(), 0);
   t.deepEqual(second.events, [], 'nothing is new after a restart');
-  t.deepEqual(second.svc.firing().map((r) => r.labels.reason), ['REFUSED_MEMORY_ABOVE_HOST_LIMIT']);
+  t.deepEqual(
+    second.svc.firing().map((r) => r.labels.reason),
+    ['REFUSED_MEMORY_ABOVE_HOST_LIMIT'],
+  );
 
   time.advance(6 * 60_000);
   await second.svc.settled();
@@ -180,14 +238,20 @@ test('after a restart a condition that still holds is not new: startsAt kept, we
   t.teardown(() => b.svc.stop());
   await b.svc.start();
   await waitFor('re-send at start', () => (am.requests.length === 2 ? true : undefined));
-  t.deepEqual(amBodies(am)[1].map((x) => x.startsAt), [iso(T0)]);
+  t.deepEqual(
+    amBodies(am)[1].map((x) => x.startsAt),
+    [iso(T0)],
+  );
   b.svc.setVmReasons('web1', [critical]);
   await b.svc.settled();
   t.deepEqual(b.events, []);
   t.is(hook.requests.length, 1);
   b.svc.retainVms(['web2']);
   await waitFor('resolved by retainVms', () => (hook.requests.length === 2 ? true : undefined));
-  t.deepEqual(b.events.map((e) => [e.change, e.labels.vm, e.endsAt]), [['resolved', 'web1', iso(T0 + 30_000)]]);
+  t.deepEqual(
+    b.events.map((e) => [e.change, e.labels.vm, e.endsAt]),
+    [['resolved', 'web1', iso(T0 + 30_000)]],
+  );
 });
 
 test('after a restart, alerts of VMs the daemon does not read again resolve after the grace period', async (t) => {
@@ -206,10 +270,19 @@ test('after a restart, alerts of VMs the daemon does not read again resolve afte
   b.svc.setVmReasons('kept', [critical]);
   time.advance(240_000);
   t.deepEqual(b.events, []);
-  t.deepEqual(b.svc.firing().map((r) => r.labels.vm), ['gone', 'kept']);
+  t.deepEqual(
+    b.svc.firing().map((r) => r.labels.vm),
+    ['gone', 'kept'],
+  );
   time.advance(60_000);
-  t.deepEqual(b.events.map((e) => [e.change, e.labels.vm, e.endsAt]), [['resolved', 'gone', iso(T0 + 300_000)]]);
-  t.deepEqual(b.svc.firing().map((r) => r.labels.vm), ['kept']);
+  t.deepEqual(
+    b.events.map((e) => [e.change, e.labels.vm, e.endsAt]),
+    [['resolved', 'gone', iso(T0 + 300_000)]],
+  );
+  t.deepEqual(
+    b.svc.firing().map((r) => r.labels.vm),
+    ['kept'],
+  );
 });
 
 test('each Alertmanager of an HA pair has its own retry state', async (t) => {
@@ -257,7 +330,11 @@ test('a batch the receiver refuses is given up, not retried forever', async (t) 
   await svc.settled();
   t.deepEqual(metrics.results, ['alertmanager rejected']);
   t.is(svc.pending(), 0);
-  t.deepEqual(time.delays().filter((d) => d < 60_000), [], 'no retry timer');
+  t.deepEqual(
+    time.delays().filter((d) => d < 60_000),
+    [],
+    'no retry timer',
+  );
 });
 
 test('the spool bound holds while Alertmanager is down; drops are counted', async (t) => {
@@ -273,12 +350,17 @@ test('the spool bound holds while Alertmanager is down; drops are counted', asyn
   t.deepEqual([metrics.entries, metrics.pending], [5, 5]);
   t.deepEqual(metrics.drops, Array(15).fill('firing'));
   await svc.stop();
-  const puts = readFileSync(join(spoolDir, SPOOL_FILE), 'utf8').split('\n').filter((l) => l.includes('"op":"put"'));
+  const puts = readFileSync(join(spoolDir, SPOOL_FILE), 'utf8')
+    .split('\n')
+    .filter((l) => l.includes('"op":"put"'));
   t.true(puts.length <= 20);
   const again = service(cfg, time);
   t.teardown(() => again.svc.stop());
   await again.svc.start();
-  t.deepEqual(again.svc.firing().map((r) => r.labels.vm), ['vm15', 'vm16', 'vm17', 'vm18', 'vm19']);
+  t.deepEqual(
+    again.svc.firing().map((r) => r.labels.vm),
+    ['vm15', 'vm16', 'vm17', 'vm18', 'vm19'],
+  );
   t.is(again.svc.pending(), 5);
 });
 

@@ -10,12 +10,20 @@ import { sign, verifySignature, webhookBody, WebhookSink } from '../agent/alerts
 import { freePort, startReceiver } from './helpers/alertmanager';
 
 const T0 = Date.parse('2030-01-02T03:04:05.000Z');
-const wider = conditionAlert('hv1', 'web1', { code: 'GUEST_WIDER_THAN_HOST', severity: 'critical', message: 'too wide' }, T0);
+const wider = conditionAlert(
+  'hv1',
+  'web1',
+  { code: 'GUEST_WIDER_THAN_HOST', severity: 'critical', message: 'too wide' },
+  T0,
+);
 const http = { timeoutMs: 2000, timers: systemTimers };
 
 test('HMAC signature: known vector, and verification is exact', (t) => {
   // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?"
-  t.is(sign('what do ya want for nothing?', 'Jefe'), 'sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843');
+  t.is(
+    sign('what do ya want for nothing?', 'Jefe'),
+    'sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843',
+  );
   const body = '{"a":1}';
   t.true(verifySignature(body, 's3cret', sign(body, 's3cret')));
   t.false(verifySignature(body + ' ', 's3cret', sign(body, 's3cret')));
@@ -29,8 +37,23 @@ test('webhook: a loopback receiver gets the documented body, signed over the raw
   t.teardown(() => rx.close());
   const sink = new WebhookSink({ url: rx.url + 'hook?token=abc', secret: 'k3y' }, { ...http, host: 'hv1' });
   t.is(sink.name, `webhook:${rx.url}hook`, 'no query string in names');
-  const refusal = refusalAlert({ host: 'hv1', vm: 'web1', code: 'REFUSED_X', message: 'no', command: 'device_add', time: T0, holdMs: 60_000 });
-  await sink.send([{ id: 'a1', record: wider }, { id: 'a2', record: refusal }], T0 + 120_000, new AbortController().signal);
+  const refusal = refusalAlert({
+    host: 'hv1',
+    vm: 'web1',
+    code: 'REFUSED_X',
+    message: 'no',
+    command: 'device_add',
+    time: T0,
+    holdMs: 60_000,
+  });
+  await sink.send(
+    [
+      { id: 'a1', record: wider },
+      { id: 'a2', record: refusal },
+    ],
+    T0 + 120_000,
+    new AbortController().signal,
+  );
   t.is(rx.requests.length, 1);
   const req = rx.requests[0];
   t.is(req.path, '/hook?token=abc');
@@ -42,12 +65,20 @@ test('webhook: a loopback receiver gets the documented body, signed over the raw
     host: 'hv1',
     alerts: [
       {
-        id: 'a1', status: 'firing', labels: wider.labels, annotations: wider.annotations,
-        startsAt: '2030-01-02T03:04:05.000Z', endsAt: null,
+        id: 'a1',
+        status: 'firing',
+        labels: wider.labels,
+        annotations: wider.annotations,
+        startsAt: '2030-01-02T03:04:05.000Z',
+        endsAt: null,
       },
       {
-        id: 'a2', status: 'resolved', labels: refusal.labels, annotations: refusal.annotations,
-        startsAt: '2030-01-02T03:04:05.000Z', endsAt: '2030-01-02T03:05:05.000Z',
+        id: 'a2',
+        status: 'resolved',
+        labels: refusal.labels,
+        annotations: refusal.annotations,
+        startsAt: '2030-01-02T03:04:05.000Z',
+        endsAt: '2030-01-02T03:05:05.000Z',
       },
     ],
   });
@@ -56,7 +87,11 @@ test('webhook: a loopback receiver gets the documented body, signed over the raw
 test('webhook without a secret sends no signature header', async (t) => {
   const rx = await startReceiver();
   t.teardown(() => rx.close());
-  await new WebhookSink({ url: rx.url }, { ...http, host: 'hv1' }).send([{ id: 'x', record: wider }], T0, new AbortController().signal);
+  await new WebhookSink({ url: rx.url }, { ...http, host: 'hv1' }).send(
+    [{ id: 'x', record: wider }],
+    T0,
+    new AbortController().signal,
+  );
   t.is(rx.requests[0].headers['x-physbits-signature'], undefined);
   t.deepEqual(webhookBody('hv1', [], T0), { version: '1', sender: 'physbits', host: 'hv1', alerts: [] });
 });
@@ -66,7 +101,11 @@ test('alertmanager: endpoint keeps a path prefix; body is the postable array', a
   t.is(alertsEndpoint('https://mon.example/alertmanager/'), 'https://mon.example/alertmanager/api/v2/alerts');
   const rx = await startReceiver();
   t.teardown(() => rx.close());
-  const sink = new AlertmanagerSink(rx.url + 'am', { ...http, resendMs: 60_000, generatorURL: 'http://hv1:9741/metrics' });
+  const sink = new AlertmanagerSink(rx.url + 'am', {
+    ...http,
+    resendMs: 60_000,
+    generatorURL: 'http://hv1:9741/metrics',
+  });
   await sink.send([{ id: 'x', record: wider }], T0, new AbortController().signal);
   t.is(rx.requests[0].path, '/am/api/v2/alerts');
   t.deepEqual(JSON.parse(rx.requests[0].body), [
@@ -98,14 +137,20 @@ test('outcomes: 4xx is rejected for good, 429 retried, refused connection retrie
   const rx = await startReceiver();
   t.teardown(() => rx.close());
   rx.status = 400;
-  const e400 = (await postJson({ url: rx.url, body: '[]', timeoutMs: 2000 }).catch((e: unknown) => e)) as AlertDeliveryError;
+  const e400 = (await postJson({ url: rx.url, body: '[]', timeoutMs: 2000 }).catch(
+    (e: unknown) => e,
+  )) as AlertDeliveryError;
   t.deepEqual([e400.code, e400.retryable], ['ALERT_DELIVERY_REJECTED', false]);
   rx.status = 429;
-  const e429 = (await postJson({ url: rx.url, body: '[]', timeoutMs: 2000 }).catch((e: unknown) => e)) as AlertDeliveryError;
+  const e429 = (await postJson({ url: rx.url, body: '[]', timeoutMs: 2000 }).catch(
+    (e: unknown) => e,
+  )) as AlertDeliveryError;
   t.deepEqual([e429.code, e429.retryable], ['ALERT_DELIVERY_FAILED', true]);
 
   const closed = await freePort();
-  const eConn = (await postJson({ url: `http://127.0.0.1:${closed}/`, body: '[]', timeoutMs: 2000 }).catch((e: unknown) => e)) as AlertDeliveryError;
+  const eConn = (await postJson({ url: `http://127.0.0.1:${closed}/`, body: '[]', timeoutMs: 2000 }).catch(
+    (e: unknown) => e,
+  )) as AlertDeliveryError;
   t.deepEqual([eConn.code, eConn.retryable], ['ALERT_DELIVERY_FAILED', true]);
   t.regex(eConn.message, /ECONNREFUSED/);
 
@@ -117,7 +162,9 @@ test('outcomes: 4xx is rejected for good, 429 retried, refused connection retrie
   });
   const port = (silent.address() as AddressInfo).port;
   const started = Date.now();
-  const eTime = (await postJson({ url: `http://127.0.0.1:${port}/`, body: '[]', timeoutMs: 300 }).catch((e: unknown) => e)) as AlertDeliveryError;
+  const eTime = (await postJson({ url: `http://127.0.0.1:${port}/`, body: '[]', timeoutMs: 300 }).catch(
+    (e: unknown) => e,
+  )) as AlertDeliveryError;
   t.deepEqual([eTime.code, eTime.retryable], ['ALERT_DELIVERY_TIMEOUT', true]);
   t.true(Date.now() - started < 5000);
 });

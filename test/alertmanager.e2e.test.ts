@@ -23,7 +23,11 @@ import {
 } from './helpers/alertmanager';
 import { tempDir } from './helpers/tmp';
 
-const critical: Reason = { code: 'GUEST_WIDER_THAN_HOST', severity: 'critical', message: 'guest 52 bits > host 46 bits' };
+const critical: Reason = {
+  code: 'GUEST_WIDER_THAN_HOST',
+  severity: 'critical',
+  message: 'guest 52 bits > host 46 bits',
+};
 
 function alertsConfig(over: Record<string, unknown>): Config['alerts'] {
   return parseConfig({ alerts: { resendSeconds: 2, retryMaxSeconds: 1, timeoutMs: 2000, ...over } }).alerts;
@@ -32,7 +36,10 @@ function alertsConfig(over: Record<string, unknown>): Config['alerts'] {
 /** Alertmanager webhook notifications: [status, alert statuses] per request. */
 function notifications(rx: Receiver, vm: string): Array<[string, string[]]> {
   return rx.requests.map((r) => {
-    const b = JSON.parse(r.body) as { status: string; alerts: Array<{ status: string; labels: Record<string, string> }> };
+    const b = JSON.parse(r.body) as {
+      status: string;
+      alerts: Array<{ status: string; labels: Record<string, string> }>;
+    };
     return [b.status, b.alerts.filter((a) => a.labels.vm === vm).map((a) => a.status)];
   });
 }
@@ -95,7 +102,9 @@ test('Alertmanager down and physbits restarted meanwhile: the alert arrives exac
   await first.start();
   first.setVmReasons('db7', [critical]);
   await waitFor('a failed attempt to each sink', async () =>
-    ((await metrics1.text()).match(/^physbits_alert_deliveries_total\{.*result="error"\} [1-9]/gm) ?? []).length === 2 ? true : undefined,
+    ((await metrics1.text()).match(/^physbits_alert_deliveries_total\{.*result="error"\} [1-9]/gm) ?? []).length === 2
+      ? true
+      : undefined,
   );
   await first.settled();
   t.is(first.pending(), 1);
@@ -139,6 +148,9 @@ test('Alertmanager down and physbits restarted meanwhile: the alert arrives exac
   t.is(req.path, '/physbits');
   t.true(verifySignature(req.body, 'shared-secret', req.headers['x-physbits-signature'] as string));
   const body = JSON.parse(req.body) as { alerts: Array<{ id: string; status: string; startsAt: string }> };
-  t.deepEqual(body.alerts.map((a) => [a.id, a.status, a.startsAt]), [[fired[0].id, 'firing', startsAt]]);
+  t.deepEqual(
+    body.alerts.map((a) => [a.id, a.status, a.startsAt]),
+    [[fired[0].id, 'firing', startsAt]],
+  );
   t.is(second.pending(), 0);
 });

@@ -51,7 +51,10 @@ interface Served {
   logs: string[];
 }
 
-async function serve(t: { teardown(fn: () => unknown): void }, opts: { maxBodyBytes?: number; eventBufferBytes?: number; maxEventClients?: number; mode?: number } = {}): Promise<Served> {
+async function serve(
+  t: { teardown(fn: () => unknown): void },
+  opts: { maxBodyBytes?: number; eventBufferBytes?: number; maxEventClients?: number; mode?: number } = {},
+): Promise<Served> {
   const dir = tempDir('physbits-api-');
   const calls: string[] = [];
   const logs: string[] = [];
@@ -70,7 +73,13 @@ async function serve(t: { teardown(fn: () => unknown): void }, opts: { maxBodyBy
   return { api, events, socket, calls, logs };
 }
 
-function call(target: { socketPath: string } | { port: number }, method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<{ status: number; json: unknown }> {
+function call(
+  target: { socketPath: string } | { port: number },
+  method: string,
+  path: string,
+  body?: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; json: unknown }> {
   return new Promise((resolve, reject) => {
     const where = 'socketPath' in target ? { socketPath: target.socketPath } : { host: '127.0.0.1', port: target.port };
     const req = http.request({ ...where, method, path, headers }, (res) => {
@@ -108,22 +117,67 @@ test('UNIX socket: mode, routes, codes and body bounds', async (t) => {
   t.deepEqual(await call(u, 'GET', '/v1/status'), { status: 200, json: { host: { physBits: 40 }, vms: [] } });
   t.deepEqual(await call(u, 'GET', '/v1/host'), { status: 200, json: { physBits: 40 } });
   t.deepEqual(await call(u, 'GET', '/v1/vms/web%201'), { status: 200, json: { name: 'web 1' } });
-  t.deepEqual(await call(u, 'GET', '/v1/vms/nope'), { status: 404, json: { error: { code: 'VM_NOT_FOUND', message: "no VM named 'nope'" } } });
-  t.deepEqual(await call(u, 'GET', '/v1/vms/a%20b%0A'), { status: 404, json: { error: { code: 'VM_NOT_FOUND', message: "no VM named 'a b\n'" } } });
-  t.deepEqual(await call(u, 'GET', '/v1/vms/%E0%A4%A'), { status: 400, json: { error: { code: 'API_BAD_REQUEST', message: 'the VM name is not valid percent-encoded UTF-8' } } });
-  t.deepEqual(await call(u, 'GET', '/v1/advise?vm=web1&poolBits=39'), { status: 200, json: { vm: 'web1', poolBits: 39 } });
+  t.deepEqual(await call(u, 'GET', '/v1/vms/nope'), {
+    status: 404,
+    json: { error: { code: 'VM_NOT_FOUND', message: "no VM named 'nope'" } },
+  });
+  t.deepEqual(await call(u, 'GET', '/v1/vms/a%20b%0A'), {
+    status: 404,
+    json: { error: { code: 'VM_NOT_FOUND', message: "no VM named 'a b\n'" } },
+  });
+  t.deepEqual(await call(u, 'GET', '/v1/vms/%E0%A4%A'), {
+    status: 400,
+    json: { error: { code: 'API_BAD_REQUEST', message: 'the VM name is not valid percent-encoded UTF-8' } },
+  });
+  t.deepEqual(await call(u, 'GET', '/v1/advise?vm=web1&poolBits=39'), {
+    status: 200,
+    json: { vm: 'web1', poolBits: 39 },
+  });
   for (const bad of ['0', '65', '39.5', 'x']) {
-    t.like(await call(u, 'GET', `/v1/advise?poolBits=${bad}`), { status: 400, json: { error: { code: 'API_BAD_REQUEST' } } }, bad);
+    t.like(
+      await call(u, 'GET', `/v1/advise?poolBits=${bad}`),
+      { status: 400, json: { error: { code: 'API_BAD_REQUEST' } } },
+      bad,
+    );
   }
-  t.deepEqual(await call(u, 'POST', '/v1/check-migration', '{"vm":"web1","peer":"hv2"}'), { status: 200, json: { allowed: true } });
-  t.deepEqual(await call(u, 'POST', '/v1/check-migration', '{"vm":"missing","peer":"hv2"}'), { status: 404, json: { error: { code: 'VM_NOT_FOUND', message: "no VM named 'missing'" } } });
-  t.deepEqual(await call(u, 'POST', '/v1/check-migration', '{"vm":"boom","peer":"hv2"}'), { status: 500, json: { error: { code: 'INTERNAL', message: 'exploded' } } });
+  t.deepEqual(await call(u, 'POST', '/v1/check-migration', '{"vm":"web1","peer":"hv2"}'), {
+    status: 200,
+    json: { allowed: true },
+  });
+  t.deepEqual(await call(u, 'POST', '/v1/check-migration', '{"vm":"missing","peer":"hv2"}'), {
+    status: 404,
+    json: { error: { code: 'VM_NOT_FOUND', message: "no VM named 'missing'" } },
+  });
+  t.deepEqual(await call(u, 'POST', '/v1/check-migration', '{"vm":"boom","peer":"hv2"}'), {
+    status: 500,
+    json: { error: { code: 'INTERNAL', message: 'exploded' } },
+  });
   t.deepEqual(s.logs, ['error API request failed']);
-  t.deepEqual(await call(u, 'POST', '/v1/check-migration', '{"vm":'), { status: 400, json: { error: { code: 'API_BAD_JSON', message: 'request body is not JSON' } } });
-  t.deepEqual(await call(u, 'POST', '/v1/check-migration', JSON.stringify({ vm: 'x'.repeat(2000) })), { status: 413, json: { error: { code: 'API_BODY_TOO_LARGE', message: 'request body larger than 1024 bytes' } } });
-  t.deepEqual(await call(u, 'POST', '/v1/libvirt-events', '{"domain":"web1","operation":"started"}'), { status: 202, json: { accepted: true } });
-  t.deepEqual(await call(u, 'PUT', '/v1/status'), { status: 404, json: { error: { code: 'API_NOT_FOUND', message: 'no such endpoint: PUT /v1/status' } } });
-  t.deepEqual(s.calls, ['vm web 1', 'vm nope', 'vm a b\n', 'check {"vm":"web1","peer":"hv2"}', 'check {"vm":"missing","peer":"hv2"}', 'check {"vm":"boom","peer":"hv2"}', 'libvirt {"domain":"web1","operation":"started"}']);
+  t.deepEqual(await call(u, 'POST', '/v1/check-migration', '{"vm":'), {
+    status: 400,
+    json: { error: { code: 'API_BAD_JSON', message: 'request body is not JSON' } },
+  });
+  t.deepEqual(await call(u, 'POST', '/v1/check-migration', JSON.stringify({ vm: 'x'.repeat(2000) })), {
+    status: 413,
+    json: { error: { code: 'API_BODY_TOO_LARGE', message: 'request body larger than 1024 bytes' } },
+  });
+  t.deepEqual(await call(u, 'POST', '/v1/libvirt-events', '{"domain":"web1","operation":"started"}'), {
+    status: 202,
+    json: { accepted: true },
+  });
+  t.deepEqual(await call(u, 'PUT', '/v1/status'), {
+    status: 404,
+    json: { error: { code: 'API_NOT_FOUND', message: 'no such endpoint: PUT /v1/status' } },
+  });
+  t.deepEqual(s.calls, [
+    'vm web 1',
+    'vm nope',
+    'vm a b\n',
+    'check {"vm":"web1","peer":"hv2"}',
+    'check {"vm":"missing","peer":"hv2"}',
+    'check {"vm":"boom","peer":"hv2"}',
+    'libvirt {"domain":"web1","operation":"started"}',
+  ]);
 });
 
 test('TCP: the bearer token on every request and on the event stream; reads only', async (t) => {
@@ -132,10 +186,16 @@ test('TCP: the bearer token on every request and on the event stream; reads only
   t.is(addr.address, '127.0.0.1');
   const tcp = { port: addr.port };
   const auth = { authorization: `Bearer ${TOKEN}` };
-  t.deepEqual(await call(tcp, 'GET', '/v1/status'), { status: 401, json: { error: { code: 'API_UNAUTHORIZED', message: 'a valid bearer token is required' } } });
+  t.deepEqual(await call(tcp, 'GET', '/v1/status'), {
+    status: 401,
+    json: { error: { code: 'API_UNAUTHORIZED', message: 'a valid bearer token is required' } },
+  });
   t.is((await call(tcp, 'GET', '/v1/status', undefined, { authorization: 'Bearer nope' })).status, 401);
   t.is((await call(tcp, 'GET', '/v1/status', undefined, auth)).status, 200);
-  t.deepEqual(await call(tcp, 'POST', '/v1/libvirt-events', '{}', auth), { status: 403, json: { error: { code: 'API_READ_ONLY', message: 'the TCP API only serves reads' } } });
+  t.deepEqual(await call(tcp, 'POST', '/v1/libvirt-events', '{}', auth), {
+    status: 403,
+    json: { error: { code: 'API_READ_ONLY', message: 'the TCP API only serves reads' } },
+  });
   t.deepEqual(s.calls, []);
   const status = await new Promise<number>((resolve) => {
     const ws = new WebSocket(`ws://127.0.0.1:${addr.port}/v1/events`);
@@ -162,11 +222,15 @@ test('event stream: every event to every client; a client that does not read is 
   const deaf = net.createConnection({ path: s.socket });
   deaf.on('error', () => undefined);
   t.teardown(() => deaf.destroy());
-  deaf.write('GET /v1/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
-  await new Promise<void>((resolve) => deaf.once('data', () => {
-    deaf.pause();
-    resolve();
-  }));
+  deaf.write(
+    'GET /v1/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+  );
+  await new Promise<void>((resolve) =>
+    deaf.once('data', () => {
+      deaf.pause();
+      resolve();
+    }),
+  );
   s.events.publish({ type: 'config', message: 'hello', time: '2026-01-01T00:00:00.000Z' });
   await new Promise<void>((r) => {
     const check = (): void => void (got.length ? r() : setTimeout(check, 5));
@@ -184,7 +248,10 @@ test('event stream: every event to every client; a client that does not read is 
   await new Promise((r) => setTimeout(r, 200));
   t.is(reader.readyState, WebSocket.OPEN);
   t.is(got.length, n + 1);
-  t.deepEqual(got.slice(1).map((e) => e.n), Array.from({ length: n }, (_, i) => i + 1));
+  t.deepEqual(
+    got.slice(1).map((e) => e.n),
+    Array.from({ length: n }, (_, i) => i + 1),
+  );
   // Room again below maxEventClients: two more connect; the third is turned away.
   const more = [await openWs(s.socket), await openWs(s.socket)];
   t.teardown(() => more.forEach((w) => w.terminate()));

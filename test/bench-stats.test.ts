@@ -148,12 +148,24 @@ for (const [r, expected] of ratioFormats) {
 
 test('property: min ≤ median ≤ max, and every percentile is one of the samples, rising with p', (t) => {
   fc.assert(
-    fc.property(fc.array(fc.double({ noNaN: true, noDefaultInfinity: true }), { minLength: 1, maxLength: 50 }), fc.integer({ min: 0, max: 99 }), (xs, p) => {
-      const s = spread(xs);
-      const a = percentile(xs, p);
-      const b = percentile(xs, p + 1);
-      return s.n === xs.length && s.min <= s.median && s.median <= s.max && xs.includes(a) && a <= b && s.min === percentile(xs, 0) && s.max === percentile(xs, 100);
-    }),
+    fc.property(
+      fc.array(fc.double({ noNaN: true, noDefaultInfinity: true }), { minLength: 1, maxLength: 50 }),
+      fc.integer({ min: 0, max: 99 }),
+      (xs, p) => {
+        const s = spread(xs);
+        const a = percentile(xs, p);
+        const b = percentile(xs, p + 1);
+        return (
+          s.n === xs.length &&
+          s.min <= s.median &&
+          s.median <= s.max &&
+          xs.includes(a) &&
+          a <= b &&
+          s.min === percentile(xs, 0) &&
+          s.max === percentile(xs, 100)
+        );
+      },
+    ),
   );
   t.pass();
 });

@@ -66,7 +66,11 @@ test('connect: greeting, capabilities, own ids; oob only when offered and asked 
   t.deepEqual(plain.capabilities, []);
   t.is(await plain.execute('qom-get', { path: FIRST_CPU, property: 'phys-bits' }), 46);
   t.deepEqual(await plain.execute('query-status'), { status: 'prelaunch', singlestep: false, running: false });
-  t.deepEqual(fake.commands.map((c) => c.id), ['__physbits#00002', '__physbits#00003'], 'qmp_capabilities used #00001');
+  t.deepEqual(
+    fake.commands.map((c) => c.id),
+    ['__physbits#00002', '__physbits#00003'],
+    'qmp_capabilities used #00001',
+  );
   await t.throwsAsync(plain.execute('query-status', undefined, { oob: true }), { instanceOf: StateError });
   await plain.close();
 
@@ -86,7 +90,12 @@ test('connect: greeting, capabilities, own ids; oob only when offered and asked 
 
 test('events interleaved with replies arrive in order; a command error is CommandError', async (t) => {
   const fake = await fakeFor(t);
-  fake.script['query-status'] = [{ event: 'A', data: { n: 1 } }, { event: 'B' }, { return: { status: 'x' } }, { event: 'C' }];
+  fake.script['query-status'] = [
+    { event: 'A', data: { n: 1 } },
+    { event: 'B' },
+    { return: { status: 'x' } },
+    { event: 'C' },
+  ];
   fake.script.boom = [{ event: 'D' }, { error: { class: 'DeviceNotFound', desc: 'no such thing' } }];
   const client = await QmpClient.connect(fake.socket);
   const seen: string[] = [];
@@ -173,7 +182,9 @@ test('a greeting that is not QMP is ProtocolError naming the socket', async (t) 
 test('no greeting is NoGreetingError; QEMU-style one-client sockets greet the next client only when the first leaves', async (t) => {
   const silent = await fakeFor(t, { greeting: 'none' });
   const started = Date.now();
-  const err = await t.throwsAsync(QmpClient.connect(silent.socket, { greetingTimeoutMs: 300 }), { instanceOf: NoGreetingError });
+  const err = await t.throwsAsync(QmpClient.connect(silent.socket, { greetingTimeoutMs: 300 }), {
+    instanceOf: NoGreetingError,
+  });
   t.true(Date.now() - started >= 290);
   t.is(err?.code, 'QMP_NO_GREETING');
   t.true(err!.message.startsWith(`${silent.socket}: connected, but no QMP greeting within 300 ms`));
@@ -214,7 +225,14 @@ test('timeouts run on injected timers: nothing times out until the timer fires',
     clearTimeout: (h: unknown) => void ((h as { cleared: boolean }).cleared = true),
   };
   const client = await QmpClient.connect(fake.socket, { timeoutMs: 1234, timers });
-  t.deepEqual(armed.map((h) => [h.ms, h.cleared]), [[1234, true], [1234, true]], 'greeting and negotiation timers, both cleared');
+  t.deepEqual(
+    armed.map((h) => [h.ms, h.cleared]),
+    [
+      [1234, true],
+      [1234, true],
+    ],
+    'greeting and negotiation timers, both cleared',
+  );
   let outcome: unknown = 'pending';
   const p = client.execute('hang').then(
     () => (outcome = 'resolved'),
@@ -247,7 +265,11 @@ test('more than maxPending commands in flight is BusyError', async (t) => {
 
 test('a reply with an unknown id is logged and dropped', async (t) => {
   const fake = await fakeFor(t);
-  fake.script['query-status'] = [{ reply: { return: 'not yours', id: 'someone-else' } }, { reply: { return: 'nor this', id: 17 } }, { return: 'yours' }];
+  fake.script['query-status'] = [
+    { reply: { return: 'not yours', id: 'someone-else' } },
+    { reply: { return: 'nor this', id: 17 } },
+    { return: 'yours' },
+  ];
   const logger = recordingLogger();
   const client = await QmpClient.connect(fake.socket, { logger });
   t.is(await client.execute('query-status'), 'yours');
@@ -266,7 +288,9 @@ test('connect errors name the socket: ENOENT, a stale socket, a regular file, an
   t.is(e1?.message, `${missing}: cannot connect: ENOENT (no such socket)`);
 
   const stale = join(dir, 'stale.qmp');
-  const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stale)})`], { stdio: 'ignore' });
+  const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stale)})`], {
+    stdio: 'ignore',
+  });
   t.teardown(() => void child.kill('SIGKILL'));
   while (!existsSync(stale)) await new Promise((r) => setTimeout(r, 10));
   child.kill('SIGKILL');
@@ -288,7 +312,9 @@ test('an AbortSignal aborts connect while it waits for the greeting', async (t) 
   const silent = await fakeFor(t, { greeting: 'none' });
   const ac = new AbortController();
   setTimeout(() => ac.abort(), 100);
-  const err = await t.throwsAsync(QmpClient.connect(silent.socket, { greetingTimeoutMs: 10000, signal: ac.signal }), { instanceOf: AbortedError });
+  const err = await t.throwsAsync(QmpClient.connect(silent.socket, { greetingTimeoutMs: 10000, signal: ac.signal }), {
+    instanceOf: AbortedError,
+  });
   t.is(err?.code, 'QMP_ABORTED');
   const already = AbortSignal.abort();
   await t.throwsAsync(QmpClient.connect(silent.socket, { signal: already }), { instanceOf: AbortedError });
@@ -345,7 +371,9 @@ test('real QEMU: qom-get phys-bits returns what -cpu set; a second client is nev
   const cpus = await client.execute<Array<{ 'qom-path': string }>>('query-cpus-fast');
   t.is(await client.execute('qom-get', { path: cpus[0]['qom-path'], property: 'phys-bits' }), 42);
   t.deepEqual(await client.execute('query-name'), { name: 'physbits-client-test' });
-  const err = await t.throwsAsync(client.execute('qom-get', { path: '/nope', property: 'x' }), { instanceOf: CommandError });
+  const err = await t.throwsAsync(client.execute('qom-get', { path: '/nope', property: 'x' }), {
+    instanceOf: CommandError,
+  });
   t.is(err?.errorClass, 'DeviceNotFound');
   await t.throwsAsync(QmpClient.connect(guest.socket, { greetingTimeoutMs: 500 }), { instanceOf: NoGreetingError });
 });

@@ -23,13 +23,26 @@ test('config.example.json names every key the schema knows (the strict schema re
   const raw = stripComments(JSON.parse(readFileSync(example, 'utf8')));
   // Every key of the parsed defaults, plus the optional ones, must be written in the example.
   const documented = new Set(keyPaths(raw));
-  const optional = ['host.physBits', 'host.name', 'discovery.libvirt', 'api.group', 'api.listen', 'api.tokenFile', 'alerts.generatorURL'];
-  for (const key of [...keyPaths(parseConfig({})), ...optional]) t.true(documented.has(key), `${key} missing from config.example.json`);
+  const optional = [
+    'host.physBits',
+    'host.name',
+    'discovery.libvirt',
+    'api.group',
+    'api.listen',
+    'api.tokenFile',
+    'alerts.generatorURL',
+  ];
+  for (const key of [...keyPaths(parseConfig({})), ...optional])
+    t.true(documented.has(key), `${key} missing from config.example.json`);
   t.notThrows(() => parseConfig(raw));
 });
 
 test('"$comment" keys are ignored at any depth', (t) => {
-  const c = parseConfig({ $comment: 'x', host: { $comment: 'y', physBits: 39 }, peers: [{ $comment: 'z', name: 'a', address: 'b', physBits: 40 }] });
+  const c = parseConfig({
+    $comment: 'x',
+    host: { $comment: 'y', physBits: 39 },
+    peers: [{ $comment: 'z', name: 'a', address: 'b', physBits: 40 }],
+  });
   t.is(c.host.physBits, 39);
   t.deepEqual(c.peers, [{ name: 'a', address: 'b', physBits: 40 }]);
 });
@@ -49,7 +62,11 @@ const bad: Array<[string, unknown, RegExp]> = [
   ['bad host:port', { metrics: { listen: '9741' } }, /^config: metrics\.listen: expected host:port$/],
   ['peer without width or url', { peers: [{ name: 'a', address: 'b' }] }, /^config: peers\[0\]/],
   ['bad webhook url', { alerts: { webhooks: [{ url: 'not a url' }] } }, /^config: alerts\.webhooks\[0\]\.url: /],
-  ['listen without token', { api: { listen: '0.0.0.0:9740' } }, /^config: api\.tokenFile: required when api\.listen is set$/],
+  [
+    'listen without token',
+    { api: { listen: '0.0.0.0:9740' } },
+    /^config: api\.tokenFile: required when api\.listen is set$/,
+  ],
   ['bad mode string', { discovery: { sockets: [{ glob: '/x', mode: 'grab' }] } }, /^config: discovery\.sockets\[0\]/],
 ];
 for (const [name, raw, re] of bad) {

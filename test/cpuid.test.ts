@@ -84,7 +84,12 @@ test('interpret: AMD with SME/SEV', (t) => {
 });
 
 test('interpret: 0x8000001F without SME or SEV means no reduction (0), even if EBX has bits', (t) => {
-  const f = interpretCpuid({ vendor: AMD_LEAF0, extMax: regs(0x80000020), addressSizes: regs(0x3030), memEncryption: regs(0, 0x173) });
+  const f = interpretCpuid({
+    vendor: AMD_LEAF0,
+    extMax: regs(0x80000020),
+    addressSizes: regs(0x3030),
+    memEncryption: regs(0, 0x173),
+  });
   t.is(f.memEncryptionReduction, 0);
   t.false(f.memEncryptionSupported);
 });
@@ -102,7 +107,12 @@ test('interpret: leaves above the maximum extended leaf are ignored', (t) => {
 });
 
 test('interpret: 0x8000001F is ignored on Intel even when the maximum leaf reaches it', (t) => {
-  const f = interpretCpuid({ vendor: INTEL_LEAF0, extMax: regs(0x80000020), addressSizes: regs(0x302e), memEncryption: regs(0x3, 0x173) });
+  const f = interpretCpuid({
+    vendor: INTEL_LEAF0,
+    extMax: regs(0x80000020),
+    addressSizes: regs(0x302e),
+    memEncryption: regs(0x3, 0x173),
+  });
   t.is(f.physBits, 46);
   t.is(f.memEncryptionReduction, null);
   t.false(f.memEncryptionSupported);

@@ -19,8 +19,20 @@ test('address sizes: a malformed half is null, out-of-range widths are null', (t
 });
 
 test('flags: only whole words count', (t) => {
-  t.deepEqual(parseFlags('fpu sme sev sev_es sev_snp tme'), { sme: true, sev: true, sev_es: true, sev_snp: true, tme: true });
-  t.deepEqual(parseFlags('fpu smep sev_es_x tme2 smex'), { sme: false, sev: false, sev_es: false, sev_snp: false, tme: false });
+  t.deepEqual(parseFlags('fpu sme sev sev_es sev_snp tme'), {
+    sme: true,
+    sev: true,
+    sev_es: true,
+    sev_snp: true,
+    tme: true,
+  });
+  t.deepEqual(parseFlags('fpu smep sev_es_x tme2 smex'), {
+    sme: false,
+    sev: false,
+    sev_es: false,
+    sev_snp: false,
+    tme: false,
+  });
   t.deepEqual(parseFlags('sev\tsme'), { sme: true, sev: true, sev_es: false, sev_snp: false, tme: false });
 });
 
@@ -48,7 +60,9 @@ test('first block only: a second processor block does not override the first', (
 });
 
 test('leading blank lines and no trailing newline', (t) => {
-  const facts = parseCpuinfo('\n\nprocessor : 0\nvendor_id : HygonGenuine\naddress sizes : 45 bits physical, 48 bits virtual');
+  const facts = parseCpuinfo(
+    '\n\nprocessor : 0\nvendor_id : HygonGenuine\naddress sizes : 45 bits physical, 48 bits virtual',
+  );
   t.is(facts.vendor, 'HygonGenuine');
   t.is(facts.physBits, 45);
   t.is(facts.virtBits, 48);
@@ -97,5 +111,11 @@ test('fixture laptop-39: client part with tme flag', (t) => {
 
 test('fixture no-address-sizes: no vendor and no width', (t) => {
   const facts = parseCpuinfo(readFileSync(join(HOSTS, 'no-address-sizes', 'proc', 'cpuinfo'), 'utf8'));
-  t.like(facts, { vendor: null, physBits: null, virtBits: null, hasFlags: true, modelName: 'AMD EPYC 7302 16-Core Processor' });
+  t.like(facts, {
+    vendor: null,
+    physBits: null,
+    virtBits: null,
+    hasFlags: true,
+    modelName: 'AMD EPYC 7302 16-Core Processor',
+  });
 });

@@ -24,7 +24,10 @@ test('wide guest → critical alert in Alertmanager; refusal → REFUSED_ alert;
     await guest.kill();
     rmSync(dir, { recursive: true, force: true });
   });
-  daemon = await startDaemon({ dir, config: { host: { physBits: 40, name: 'hv-test' }, alerts: { alertmanagers: [am.url], resendSeconds: 5 } } });
+  daemon = await startDaemon({
+    dir,
+    config: { host: { physBits: 40, name: 'hv-test' }, alerts: { alertmanagers: [am.url], resendSeconds: 5 } },
+  });
 
   const firing = await waitFor('the critical alert in Alertmanager', async () =>
     (await am.alerts()).find((a) => a.labels.vm === 'wide1' && a.labels.reason === 'GUEST_WIDER_THAN_HOST'),
@@ -42,9 +45,13 @@ test('wide guest → critical alert in Alertmanager; refusal → REFUSED_ alert;
   const guarded = join(dir, 'guard', 'wide1.qmp');
   const { client } = await waitUntil(() => LineClient.negotiated(guarded).catch(() => null), 'the guarded socket');
   t.teardown(() => client.socket.destroy());
-  client.send('{"execute": "object-add", "arguments": {"qom-type": "memory-backend-ram", "id": "m", "size": 134217728}, "id": 1}');
+  client.send(
+    '{"execute": "object-add", "arguments": {"qom-type": "memory-backend-ram", "id": "m", "size": 134217728}, "id": 1}',
+  );
   await client.next((m) => m.id === 1);
-  client.send(`{"execute": "device_add", "arguments": {"driver": "pc-dimm", "id": "d", "memdev": "m", "addr": ${2 ** 40}}, "id": 2}`);
+  client.send(
+    `{"execute": "device_add", "arguments": {"driver": "pc-dimm", "id": "d", "memdev": "m", "addr": ${2 ** 40}}, "id": 2}`,
+  );
   const refused = await client.next((m) => m.id === 2);
   t.regex((refused.error as { desc: string }).desc, /^refused by physbits guard: /);
   const refusal = await waitFor('the refusal alert in Alertmanager', async () =>
@@ -60,8 +67,12 @@ test('wide guest → critical alert in Alertmanager; refusal → REFUSED_ alert;
   client.send('{"execute": "quit", "id": 3}');
   if (guest.process.exitCode === null) await new Promise((r) => guest.process.once('exit', r));
   await waitFor('the condition alert resolved', async () =>
-    (await am.alerts()).some((a) => a.labels.vm === 'wide1' && a.labels.reason === 'GUEST_WIDER_THAN_HOST') ? undefined : true,
+    (await am.alerts()).some((a) => a.labels.vm === 'wide1' && a.labels.reason === 'GUEST_WIDER_THAN_HOST')
+      ? undefined
+      : true,
   );
   // The refusal still fires: it reports something that happened.
-  t.true((await am.alerts()).some((a) => a.labels.vm === 'wide1' && a.labels.reason === 'REFUSED_MEMORY_ABOVE_HOST_LIMIT'));
+  t.true(
+    (await am.alerts()).some((a) => a.labels.vm === 'wide1' && a.labels.reason === 'REFUSED_MEMORY_ABOVE_HOST_LIMIT'),
+  );
 });

@@ -26,12 +26,28 @@ const judged = (doc: StatusDocument, vm: string): boolean => {
 
 /** Ids of the webhook deliveries still pending in the spool log (the last state of each entry). */
 function pendingSpoolIds(spoolDir: string): Map<string, string> {
-  const ops = readFileSync(join(spoolDir, 'alerts.log'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as {
-    op: string; seq: number; id?: string; pending?: string[]; sinks?: string[]; rec?: { labels: { reason: string; vm: string } };
-  });
+  const ops = readFileSync(join(spoolDir, 'alerts.log'), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map(
+      (l) =>
+        JSON.parse(l) as {
+          op: string;
+          seq: number;
+          id?: string;
+          pending?: string[];
+          sinks?: string[];
+          rec?: { labels: { reason: string; vm: string } };
+        },
+    );
   const bySeq = new Map<number, { id: string; pending: Set<string>; label: string }>();
   for (const o of ops) {
-    if (o.op === 'put') bySeq.set(o.seq, { id: o.id!, pending: new Set(o.pending), label: `${o.rec!.labels.vm}/${o.rec!.labels.reason}` });
+    if (o.op === 'put')
+      bySeq.set(o.seq, {
+        id: o.id!,
+        pending: new Set(o.pending),
+        label: `${o.rec!.labels.vm}/${o.rec!.labels.reason}`,
+      });
     else if (o.op === 'settle') for (const s of o.sinks ?? []) bySeq.get(o.seq)?.pending.delete(s);
     else if (o.op === 'del') bySeq.delete(o.seq);
   }
@@ -41,148 +57,196 @@ function pendingSpoolIds(spoolDir: string): Map<string, string> {
 async function startAll(dir: string): Promise<Guest[]> {
   const guests: Guest[] = [];
   for (let i = 0; i < N; i += 4) {
-    const batch = await Promise.all([0, 1, 2, 3].filter((k) => i + k < N).map((k) => startGuest({
-      dir: join(dir, 'vms'),
-      name: name(i + k),
-      cpu: `phys-bits=${(i + k) % 2 ? 46 : 40}`,
-    })));
+    const batch = await Promise.all(
+      [0, 1, 2, 3]
+        .filter((k) => i + k < N)
+        .map((k) =>
+          startGuest({
+            dir: join(dir, 'vms'),
+            name: name(i + k),
+            cpu: `phys-bits=${(i + k) % 2 ? 46 : 40}`,
+          }),
+        ),
+    );
     guests.push(...batch);
   }
   return guests;
 }
 
 async function allGuardedAnswer(dir: string): Promise<void> {
-  await Promise.all(Array.from({ length: N }, async (_, i) => {
-    const { client } = await LineClient.negotiated(join(dir, 'guard', `${name(i)}.qmp`));
-    try {
-      const r = await client.command(`{"execute":"query-status","id":"${name(i)}"}`, name(i));
-      if (!('return' in r)) throw new Error(`${name(i)}: ${JSON.stringify(r)}`);
-    } finally {
-      await client.close();
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: N }, async (_, i) => {
+      const { client } = await LineClient.negotiated(join(dir, 'guard', `${name(i)}.qmp`));
+      try {
+        const r = await client.command(`{"execute":"query-status","id":"${name(i)}"}`, name(i));
+        if (!('return' in r)) throw new Error(`${name(i)}: ${JSON.stringify(r)}`);
+      } finally {
+        await client.close();
+      }
+    }),
+  );
 }
 
-test.serial('20 guests: SIGKILL / SIGSTOP mid-query and mid-proxy, 10 rounds; then the daemon SIGKILLed and restarted', async (t) => {
-  const dir = tempDir('physbits-faults-');
-  mkdirSync(join(dir, 'vms'));
-  const guests = await startAll(dir);
-  t.teardown(async () => {
-    for (const g of guests) {
-      try {
-        process.kill(g.pid, 'SIGCONT');
-      } catch {
-        /* gone */
+test.serial(
+  '20 guests: SIGKILL / SIGSTOP mid-query and mid-proxy, 10 rounds; then the daemon SIGKILLed and restarted',
+  async (t) => {
+    const dir = tempDir('physbits-faults-');
+    mkdirSync(join(dir, 'vms'));
+    const guests = await startAll(dir);
+    t.teardown(async () => {
+      for (const g of guests) {
+        try {
+          process.kill(g.pid, 'SIGCONT');
+        } catch {
+          /* gone */
+        }
       }
+      await Promise.all(guests.map((g) => g.kill()));
+    });
+    const port = await freePort();
+    const config = {
+      qmp: { timeoutMs: 2000, heartbeatMs: 500, heartbeatTimeoutMs: 1500 },
+      alerts: { webhooks: [{ url: `http://127.0.0.1:${port}/hook` }], retryMaxSeconds: 2 },
+    };
+    let d: DaemonProcess = await startDaemon({ dir, config });
+    t.teardown(() => d.kill());
+    const everyone = Array.from({ length: N }, (_, i) => name(i));
+    await d.waitForStatus((s) => everyone.every((vm) => judged(s, vm)), 'all 20 verdicts', 30000);
+    await waitUntil(
+      () => everyone.every((vm) => existsSync(join(dir, 'guard', `${vm}.qmp`))),
+      'all guarded sockets',
+      10000,
+    );
+    const startMem = d.memory();
+
+    let faults = 0;
+    let othersBroken = 0;
+    let snapshots = 0;
+    const detect: number[] = [];
+    const recover: number[] = [];
+    // A bystander's guarded socket, asked throughout.
+    const bystander = (await LineClient.negotiated(join(dir, 'guard', `${name(N - 1)}.qmp`))).client;
+    t.teardown(() => bystander.close());
+    let asks = 0;
+
+    for (let r = 0; r < ROUNDS; r++) {
+      const ki = (2 * r) % (N - 1);
+      const si = (2 * r + 1) % (N - 1);
+      const victims = [name(ki), name(si)];
+      // Commands through the guarded sockets; their STOP/RESUME events make the daemon re-read.
+      const clients = await Promise.all(
+        victims.map(async (vm) => (await LineClient.negotiated(join(dir, 'guard', `${vm}.qmp`))).client),
+      );
+      clients[0].send(`{"execute":"${r % 2 ? 'stop' : 'cont'}","id":"k${r}"}`);
+      clients[1].send(`{"execute":"${r % 2 ? 'stop' : 'cont'}","id":"s${r}"}`);
+      await sleep(30 + (r % 4) * 15);
+      clients[0].send('{"execute":"query-status","id":"after-kill"}');
+      clients[1].send('{"execute":"query-status","id":"after-stop"}');
+      process.kill(guests[ki].pid, 'SIGKILL');
+      process.kill(guests[si].pid, 'SIGSTOP');
+      faults += 2;
+      const t0 = Date.now();
+      const down = await waitUntil(
+        async () => {
+          const doc = await d.status();
+          snapshots++;
+          othersBroken += everyone.filter((vm) => !victims.includes(vm) && !judged(doc, vm)).length;
+          return victims.every((vm) => vmNamed(doc, vm)?.error) ? doc : null;
+        },
+        `round ${r}: both victims unknown`,
+        5000,
+        100,
+      );
+      detect.push(Date.now() - t0);
+      t.is(vmNamed(down, victims[0])!.error!.code === 'PENDING', false);
+      // The bystander answers at once.
+      const ask = Date.now();
+      t.like(await bystander.command(`{"execute":"query-status","id":${++asks}}`, asks, 2000), { id: asks });
+      t.true(Date.now() - ask < 1000);
+      // The guarded clients of the broken guests are let go, not left hanging.
+      await Promise.all(
+        clients.map((c) =>
+          Promise.race([c.ended, sleep(5000).then(() => Promise.reject(new Error('guarded client left hanging')))]),
+        ),
+      );
+
+      process.kill(guests[si].pid, 'SIGCONT');
+      await guests[ki].kill();
+      guests[ki] = await startGuest({ dir: join(dir, 'vms'), name: name(ki), cpu: `phys-bits=${ki % 2 ? 46 : 40}` });
+      const t1 = Date.now();
+      await d.waitForStatus((s) => victims.every((vm) => judged(s, vm)), `round ${r}: victims back`, 15000);
+      recover.push(Date.now() - t1);
+      await waitUntil(
+        () => victims.every((vm) => existsSync(join(dir, 'guard', `${vm}.qmp`))),
+        'guarded sockets back',
+        5000,
+      );
     }
-    await Promise.all(guests.map((g) => g.kill()));
-  });
-  const port = await freePort();
-  const config = {
-    qmp: { timeoutMs: 2000, heartbeatMs: 500, heartbeatTimeoutMs: 1500 },
-    alerts: { webhooks: [{ url: `http://127.0.0.1:${port}/hook` }], retryMaxSeconds: 2 },
-  };
-  let d: DaemonProcess = await startDaemon({ dir, config });
-  t.teardown(() => d.kill());
-  const everyone = Array.from({ length: N }, (_, i) => name(i));
-  await d.waitForStatus((s) => everyone.every((vm) => judged(s, vm)), 'all 20 verdicts', 30000);
-  await waitUntil(() => everyone.every((vm) => existsSync(join(dir, 'guard', `${vm}.qmp`))), 'all guarded sockets', 10000);
-  const startMem = d.memory();
+    t.is(d.proc.exitCode, null);
+    t.is(othersBroken, 0, `bystanders seen unknown ${othersBroken} times in ${snapshots} snapshots`);
+    const maxDetect = Math.max(...detect);
+    const maxRecover = Math.max(...recover);
+    t.true(maxDetect < 5000);
+    t.true(maxRecover < 10000, `recovery took ${maxRecover} ms`);
+    const afterFaults = d.memory();
 
-  let faults = 0;
-  let othersBroken = 0;
-  let snapshots = 0;
-  const detect: number[] = [];
-  const recover: number[] = [];
-  // A bystander's guarded socket, asked throughout.
-  const bystander = (await LineClient.negotiated(join(dir, 'guard', `${name(N - 1)}.qmp`))).client;
-  t.teardown(() => bystander.close());
-  let asks = 0;
+    // Refusals on three guests: alerts the webhook (down) has not received, held in the spool.
+    for (const vm of [name(1), name(2), name(3)]) {
+      const { client } = await LineClient.negotiated(join(dir, 'guard', `${vm}.qmp`));
+      const reply = await client.command(
+        `{"execute":"device_add","arguments":{"driver":"pc-dimm","id":"big","memdev":"nope","addr":${2 ** 41}},"id":"r"}`,
+        'r',
+      );
+      t.regex(String((reply.error as { desc?: string } | undefined)?.desc), /^refused by physbits guard: /);
+      await client.close();
+    }
+    const spoolDir = join(dir, 'spool');
+    const pending = await waitUntil(
+      () => {
+        const p = pendingSpoolIds(spoolDir);
+        const labels = new Set(p.values());
+        return [1, 2, 3].every((i) => [...labels].some((l) => l.startsWith(`${name(i)}/REFUSED_`))) ? p : null;
+      },
+      'the refusals in the spool',
+      10000,
+    );
 
-  for (let r = 0; r < ROUNDS; r++) {
-    const ki = (2 * r) % (N - 1);
-    const si = (2 * r + 1) % (N - 1);
-    const victims = [name(ki), name(si)];
-    // Commands through the guarded sockets; their STOP/RESUME events make the daemon re-read.
-    const clients = await Promise.all(victims.map(async (vm) => (await LineClient.negotiated(join(dir, 'guard', `${vm}.qmp`))).client));
-    clients[0].send(`{"execute":"${r % 2 ? 'stop' : 'cont'}","id":"k${r}"}`);
-    clients[1].send(`{"execute":"${r % 2 ? 'stop' : 'cont'}","id":"s${r}"}`);
-    await sleep(30 + (r % 4) * 15);
-    clients[0].send('{"execute":"query-status","id":"after-kill"}');
-    clients[1].send('{"execute":"query-status","id":"after-stop"}');
-    process.kill(guests[ki].pid, 'SIGKILL');
-    process.kill(guests[si].pid, 'SIGSTOP');
-    faults += 2;
-    const t0 = Date.now();
-    const down = await waitUntil(async () => {
-      const doc = await d.status();
-      snapshots++;
-      othersBroken += everyone.filter((vm) => !victims.includes(vm) && !judged(doc, vm)).length;
-      return victims.every((vm) => vmNamed(doc, vm)?.error) ? doc : null;
-    }, `round ${r}: both victims unknown`, 5000, 100);
-    detect.push(Date.now() - t0);
-    t.is(vmNamed(down, victims[0])!.error!.code === 'PENDING', false);
-    // The bystander answers at once.
-    const ask = Date.now();
-    t.like(await bystander.command(`{"execute":"query-status","id":${++asks}}`, asks, 2000), { id: asks });
-    t.true(Date.now() - ask < 1000);
-    // The guarded clients of the broken guests are let go, not left hanging.
-    await Promise.all(clients.map((c) => Promise.race([c.ended, sleep(5000).then(() => Promise.reject(new Error('guarded client left hanging')))])));
-
-    process.kill(guests[si].pid, 'SIGCONT');
-    await guests[ki].kill();
-    guests[ki] = await startGuest({ dir: join(dir, 'vms'), name: name(ki), cpu: `phys-bits=${ki % 2 ? 46 : 40}` });
-    const t1 = Date.now();
-    await d.waitForStatus((s) => victims.every((vm) => judged(s, vm)), `round ${r}: victims back`, 15000);
-    recover.push(Date.now() - t1);
-    await waitUntil(() => victims.every((vm) => existsSync(join(dir, 'guard', `${vm}.qmp`))), 'guarded sockets back', 5000);
-  }
-  t.is(d.proc.exitCode, null);
-  t.is(othersBroken, 0, `bystanders seen unknown ${othersBroken} times in ${snapshots} snapshots`);
-  const maxDetect = Math.max(...detect);
-  const maxRecover = Math.max(...recover);
-  t.true(maxDetect < 5000);
-  t.true(maxRecover < 10000, `recovery took ${maxRecover} ms`);
-  const afterFaults = d.memory();
-
-  // Refusals on three guests: alerts the webhook (down) has not received, held in the spool.
-  for (const vm of [name(1), name(2), name(3)]) {
-    const { client } = await LineClient.negotiated(join(dir, 'guard', `${vm}.qmp`));
-    const reply = await client.command(`{"execute":"device_add","arguments":{"driver":"pc-dimm","id":"big","memdev":"nope","addr":${2 ** 41}},"id":"r"}`, 'r');
-    t.regex(String((reply.error as { desc?: string } | undefined)?.desc), /^refused by physbits guard: /);
-    await client.close();
-  }
-  const spoolDir = join(dir, 'spool');
-  const pending = await waitUntil(() => {
-    const p = pendingSpoolIds(spoolDir);
-    const labels = new Set(p.values());
-    return [1, 2, 3].every((i) => [...labels].some((l) => l.startsWith(`${name(i)}/REFUSED_`))) ? p : null;
-  }, 'the refusals in the spool', 10000);
-
-  await d.kill();
-  t.true(lstatSync(d.apiSocket).isSocket(), 'a stale API socket is left behind');
-  t.true(lstatSync(join(dir, 'guard', `${name(0)}.qmp`)).isSocket(), 'stale guarded sockets are left behind');
-  const rx = await startReceiver(port);
-  t.teardown(() => rx.close());
-  const t2 = Date.now();
-  d = await startDaemon({ dir, config });
-  await d.waitForStatus((s) => everyone.every((vm) => judged(s, vm)), 'all 20 verdicts after the restart', 30000);
-  await allGuardedAnswer(dir);
-  const restartMs = Date.now() - t2;
-  const delivered = new Set<string>();
-  await waitUntil(() => {
-    for (const req of rx.requests.splice(0)) for (const a of (JSON.parse(req.body) as { alerts: Array<{ id: string }> }).alerts) delivered.add(a.id);
-    return [...pending.keys()].every((id) => delivered.has(id));
-  }, 'every spooled alert delivered', 20000).catch(() => undefined);
-  const lost = [...pending].filter(([id]) => !delivered.has(id)).map(([, label]) => label);
-  t.deepEqual(lost, []);
-  const peak = d.memory();
-  const st = await d.stop();
-  t.is(st.code, 0);
-  t.log(`faults injected: ${faults} (${ROUNDS} rounds of SIGKILL + SIGSTOP) and 1 daemon SIGKILL`);
-  t.log(`unknown within ${Math.min(...detect)}..${maxDetect} ms; back within ${Math.min(...recover)}..${maxRecover} ms of restart/SIGCONT`);
-  t.log(`bystanders: ${snapshots} status snapshots, ${othersBroken} unknown; ${asks} bystander commands answered`);
-  t.log(`daemon memory: RSS ${startMem.rssKb} kB at start, ${afterFaults.rssKb} kB after the faults, peak ${afterFaults.hwmKb} kB; second run peak ${peak.hwmKb} kB`);
-  t.log(`daemon restart to all 20 guarded sockets answering: ${restartMs} ms; spooled alerts: ${pending.size}, delivered after the restart: ${pending.size - lost.length}, lost: ${lost.length}`);
-  t.true(afterFaults.hwmKb < 400 * 1024);
-});
+    await d.kill();
+    t.true(lstatSync(d.apiSocket).isSocket(), 'a stale API socket is left behind');
+    t.true(lstatSync(join(dir, 'guard', `${name(0)}.qmp`)).isSocket(), 'stale guarded sockets are left behind');
+    const rx = await startReceiver(port);
+    t.teardown(() => rx.close());
+    const t2 = Date.now();
+    d = await startDaemon({ dir, config });
+    await d.waitForStatus((s) => everyone.every((vm) => judged(s, vm)), 'all 20 verdicts after the restart', 30000);
+    await allGuardedAnswer(dir);
+    const restartMs = Date.now() - t2;
+    const delivered = new Set<string>();
+    await waitUntil(
+      () => {
+        for (const req of rx.requests.splice(0))
+          for (const a of (JSON.parse(req.body) as { alerts: Array<{ id: string }> }).alerts) delivered.add(a.id);
+        return [...pending.keys()].every((id) => delivered.has(id));
+      },
+      'every spooled alert delivered',
+      20000,
+    ).catch(() => undefined);
+    const lost = [...pending].filter(([id]) => !delivered.has(id)).map(([, label]) => label);
+    t.deepEqual(lost, []);
+    const peak = d.memory();
+    const st = await d.stop();
+    t.is(st.code, 0);
+    t.log(`faults injected: ${faults} (${ROUNDS} rounds of SIGKILL + SIGSTOP) and 1 daemon SIGKILL`);
+    t.log(
+      `unknown within ${Math.min(...detect)}..${maxDetect} ms; back within ${Math.min(...recover)}..${maxRecover} ms of restart/SIGCONT`,
+    );
+    t.log(`bystanders: ${snapshots} status snapshots, ${othersBroken} unknown; ${asks} bystander commands answered`);
+    t.log(
+      `daemon memory: RSS ${startMem.rssKb} kB at start, ${afterFaults.rssKb} kB after the faults, peak ${afterFaults.hwmKb} kB; second run peak ${peak.hwmKb} kB`,
+    );
+    t.log(
+      `daemon restart to all 20 guarded sockets answering: ${restartMs} ms; spooled alerts: ${pending.size}, delivered after the restart: ${pending.size - lost.length}, lost: ${lost.length}`,
+    );
+    t.true(afterFaults.hwmKb < 400 * 1024);
+  },
+);

@@ -9,7 +9,17 @@ import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileS
 import { join } from 'node:path';
 import { parseGroupFile } from '../agent/core/unix-groups';
 import type { StatusDocument, VmStatus } from '../agent/core/types';
-import { ctl, LineClient, startDaemon, vmNamed, waitUntil, writeConfig, mergeConfig, baseConfig, type JsonObject } from './helpers/daemon';
+import {
+  ctl,
+  LineClient,
+  startDaemon,
+  vmNamed,
+  waitUntil,
+  writeConfig,
+  mergeConfig,
+  baseConfig,
+  type JsonObject,
+} from './helpers/daemon';
 import { freePort } from './helpers/alertmanager';
 import { startFakeQmp } from './helpers/fake-qmp';
 import { startGuest, type Guest } from './helpers/qemu';
@@ -30,79 +40,106 @@ function e2eDir(): string {
 
 const hasVerdict = (vm: VmStatus | undefined): boolean => !!vm && !vm.error && !!vm.verdict;
 
-test.serial('a guest started after the daemon is in status within 2 s; watch --json gets its verdict event', async (t) => {
-  const dir = e2eDir();
-  const d = await startDaemon({ dir });
-  t.teardown(() => d.kill());
-  t.deepEqual((await d.status()).vms, []);
+test.serial(
+  'a guest started after the daemon is in status within 2 s; watch --json gets its verdict event',
+  async (t) => {
+    const dir = e2eDir();
+    const d = await startDaemon({ dir });
+    t.teardown(() => d.kill());
+    t.deepEqual((await d.status()).vms, []);
 
-  const watch = spawn(process.execPath, [join(__dirname, '..', 'agent', 'bin', 'physbitsctl.js'), 'watch', '--json', '--api', d.apiSocket], { stdio: ['ignore', 'pipe', 'pipe'] });
-  t.teardown(() => void watch.kill('SIGKILL'));
-  const events: JsonObject[] = [];
-  let partial = '';
-  watch.stdout.on('data', (c: Buffer) => {
-    const parts = (partial + c.toString()).split('\n');
-    partial = parts.pop()!;
-    for (const p of parts) if (p.trim()) events.push(JSON.parse(p) as JsonObject);
-  });
-  // A reload publishes a `config` event: once watch prints it, it is subscribed.
-  await waitUntil(() => {
-    process.kill(d.pid, 'SIGHUP');
-    return waitUntil(() => events.some((e) => e.type === 'config'), 'config event', 1000).catch(() => false);
-  }, 'watch to be subscribed', 10000, 10);
+    const watch = spawn(
+      process.execPath,
+      [join(__dirname, '..', 'agent', 'bin', 'physbitsctl.js'), 'watch', '--json', '--api', d.apiSocket],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    t.teardown(() => void watch.kill('SIGKILL'));
+    const events: JsonObject[] = [];
+    let partial = '';
+    watch.stdout.on('data', (c: Buffer) => {
+      const parts = (partial + c.toString()).split('\n');
+      partial = parts.pop()!;
+      for (const p of parts) if (p.trim()) events.push(JSON.parse(p) as JsonObject);
+    });
+    // A reload publishes a `config` event: once watch prints it, it is subscribed.
+    await waitUntil(
+      () => {
+        process.kill(d.pid, 'SIGHUP');
+        return waitUntil(() => events.some((e) => e.type === 'config'), 'config event', 1000).catch(() => false);
+      },
+      'watch to be subscribed',
+      10000,
+      10,
+    );
 
-  const guest = await guestIn(dir, 'late', 'phys-bits=46');
-  t.teardown(() => guest.kill());
-  const t0 = Date.now();
-  const doc = await d.waitForStatus((s) => hasVerdict(vmNamed(s, 'late')), 'the late guest', 10000);
-  const ms = Date.now() - t0;
-  t.log(`late guest in status after ${ms} ms`);
-  t.true(ms < 2000, `seen after ${ms} ms`);
-  const vm = vmNamed(doc, 'late')!;
-  t.is(vm.socket, guest.socket);
-  t.is(vm.guest?.physBits, 46);
-  t.like(vm.verdict, { relation: 'wider', severity: 'critical' });
-
-  const ev = await waitUntil(() => events.find((e) => e.type === 'verdict' && e.vm === 'late'), 'verdict event', 5000);
-  t.like(ev, { type: 'verdict', vm: 'late', socket: guest.socket, previous: null, severity: 'critical', relation: 'wider', reason: 'GUEST_WIDER_THAN_HOST' });
-  t.regex(String(ev.time), /^\d{4}-\d\d-\d\dT/);
-
-  const exit = new Promise<number | null>((r) => watch.once('exit', (code) => r(code)));
-  watch.kill('SIGINT');
-  t.is(await exit, 0);
-});
-
-test.serial('a guest killed and restarted on the same socket path turns unknown, then gets its verdict back', async (t) => {
-  const dir = e2eDir();
-  let guest = await guestIn(dir, 'phoenix', 'phys-bits=39');
-  t.teardown(() => guest.kill());
-  const d = await startDaemon({ dir });
-  t.teardown(() => d.kill());
-  await d.waitForStatus((s) => hasVerdict(vmNamed(s, 'phoenix')), 'first verdict');
-  const guardPath = join(dir, 'guard', 'phoenix.qmp');
-  await waitUntil(() => existsSync(guardPath), 'guarded socket');
-
-  for (const down of [300, 4500]) {
-    await guest.kill();
+    const guest = await guestIn(dir, 'late', 'phys-bits=46');
+    t.teardown(() => guest.kill());
     const t0 = Date.now();
-    const dead = await d.waitForStatus((s) => !!vmNamed(s, 'phoenix')?.error, 'unknown after the kill', 5000);
-    t.log(`unknown after ${Date.now() - t0} ms: ${vmNamed(dead, 'phoenix')!.error!.code}`);
-    t.true(['QMP_CLOSED', 'QMP_CONNECT_FAILED'].includes(vmNamed(dead, 'phoenix')!.error!.code));
-    t.is(vmNamed(dead, 'phoenix')!.guardSocket, null);
-    await waitUntil(() => !existsSync(guardPath), 'the guarded socket to go away', 5000);
-    await new Promise((r) => setTimeout(r, down));
+    const doc = await d.waitForStatus((s) => hasVerdict(vmNamed(s, 'late')), 'the late guest', 10000);
+    const ms = Date.now() - t0;
+    t.log(`late guest in status after ${ms} ms`);
+    t.true(ms < 2000, `seen after ${ms} ms`);
+    const vm = vmNamed(doc, 'late')!;
+    t.is(vm.socket, guest.socket);
+    t.is(vm.guest?.physBits, 46);
+    t.like(vm.verdict, { relation: 'wider', severity: 'critical' });
 
-    guest = await guestIn(dir, 'phoenix', 'phys-bits=39');
-    const t1 = Date.now();
-    const back = await d.waitForStatus((s) => hasVerdict(vmNamed(s, 'phoenix')), 'verdict after restart', 10000);
-    const ms = Date.now() - t1;
-    t.log(`down ${down} ms: verdict back ${ms} ms after the restart`);
-    t.true(ms < 2000, `back after ${ms} ms`);
-    t.like(vmNamed(back, 'phoenix')!.verdict, { relation: 'narrower', severity: 'ok' });
-    await waitUntil(() => existsSync(guardPath), 'the guarded socket back', 5000);
-  }
-  t.is(d.proc.exitCode, null);
-});
+    const ev = await waitUntil(
+      () => events.find((e) => e.type === 'verdict' && e.vm === 'late'),
+      'verdict event',
+      5000,
+    );
+    t.like(ev, {
+      type: 'verdict',
+      vm: 'late',
+      socket: guest.socket,
+      previous: null,
+      severity: 'critical',
+      relation: 'wider',
+      reason: 'GUEST_WIDER_THAN_HOST',
+    });
+    t.regex(String(ev.time), /^\d{4}-\d\d-\d\dT/);
+
+    const exit = new Promise<number | null>((r) => watch.once('exit', (code) => r(code)));
+    watch.kill('SIGINT');
+    t.is(await exit, 0);
+  },
+);
+
+test.serial(
+  'a guest killed and restarted on the same socket path turns unknown, then gets its verdict back',
+  async (t) => {
+    const dir = e2eDir();
+    let guest = await guestIn(dir, 'phoenix', 'phys-bits=39');
+    t.teardown(() => guest.kill());
+    const d = await startDaemon({ dir });
+    t.teardown(() => d.kill());
+    await d.waitForStatus((s) => hasVerdict(vmNamed(s, 'phoenix')), 'first verdict');
+    const guardPath = join(dir, 'guard', 'phoenix.qmp');
+    await waitUntil(() => existsSync(guardPath), 'guarded socket');
+
+    for (const down of [300, 4500]) {
+      await guest.kill();
+      const t0 = Date.now();
+      const dead = await d.waitForStatus((s) => !!vmNamed(s, 'phoenix')?.error, 'unknown after the kill', 5000);
+      t.log(`unknown after ${Date.now() - t0} ms: ${vmNamed(dead, 'phoenix')!.error!.code}`);
+      t.true(['QMP_CLOSED', 'QMP_CONNECT_FAILED'].includes(vmNamed(dead, 'phoenix')!.error!.code));
+      t.is(vmNamed(dead, 'phoenix')!.guardSocket, null);
+      await waitUntil(() => !existsSync(guardPath), 'the guarded socket to go away', 5000);
+      await new Promise((r) => setTimeout(r, down));
+
+      guest = await guestIn(dir, 'phoenix', 'phys-bits=39');
+      const t1 = Date.now();
+      const back = await d.waitForStatus((s) => hasVerdict(vmNamed(s, 'phoenix')), 'verdict after restart', 10000);
+      const ms = Date.now() - t1;
+      t.log(`down ${down} ms: verdict back ${ms} ms after the restart`);
+      t.true(ms < 2000, `back after ${ms} ms`);
+      t.like(vmNamed(back, 'phoenix')!.verdict, { relation: 'narrower', severity: 'ok' });
+      await waitUntil(() => existsSync(guardPath), 'the guarded socket back', 5000);
+    }
+    t.is(d.proc.exitCode, null);
+  },
+);
 
 test.serial('a hung socket (no greeting) and a stopped QEMU do not hold up the other guests', async (t) => {
   const dir = e2eDir();
@@ -115,9 +152,18 @@ test.serial('a hung socket (no greeting) and a stopped QEMU do not hold up the o
     process.kill(frozen.pid, 'SIGCONT');
     await frozen.kill();
   });
-  const d = await startDaemon({ dir, config: { qmp: { timeoutMs: 1000, heartbeatMs: 500, heartbeatTimeoutMs: 1000 } } });
+  const d = await startDaemon({
+    dir,
+    config: { qmp: { timeoutMs: 1000, heartbeatMs: 500, heartbeatTimeoutMs: 1000 } },
+  });
   t.teardown(() => d.kill());
-  let doc = await d.waitForStatus((s) => hasVerdict(vmNamed(s, 'good')) && hasVerdict(vmNamed(s, 'frozen')) && vmNamed(s, 'hang')?.error?.code !== 'PENDING', 'first pass');
+  let doc = await d.waitForStatus(
+    (s) =>
+      hasVerdict(vmNamed(s, 'good')) &&
+      hasVerdict(vmNamed(s, 'frozen')) &&
+      vmNamed(s, 'hang')?.error?.code !== 'PENDING',
+    'first pass',
+  );
   t.is(vmNamed(doc, 'hang')!.error!.code, 'QMP_NO_GREETING');
 
   process.kill(frozen.pid, 'SIGSTOP');
@@ -156,9 +202,15 @@ test.serial('SIGHUP: a good config changes verdicts; a bad one is logged and the
   process.kill(d.pid, 'SIGHUP');
   const later = await d.waitForLog((l) => l.message === 'settings that take effect at the next restart changed');
   t.is(later.fields.keys, 'metrics');
-  doc = await d.waitForStatus((s) => s.host.physBits === 46 && vmNamed(s, 'reload')?.verdict?.relation === 'equal', 'the new width');
+  doc = await d.waitForStatus(
+    (s) => s.host.physBits === 46 && vmNamed(s, 'reload')?.verdict?.relation === 'equal',
+    'the new width',
+  );
   t.like(vmNamed(doc, 'reload')!.verdict, { relation: 'equal', severity: 'ok' });
-  t.deepEqual(vmNamed(doc, 'reload')!.verdict!.reasons.map((r) => r.code), ['GUEST_EQUALS_HOST']);
+  t.deepEqual(
+    vmNamed(doc, 'reload')!.verdict!.reasons.map((r) => r.code),
+    ['GUEST_EQUALS_HOST'],
+  );
   await d.waitForLog((l) => l.message === 'configuration reloaded');
 
   t.regex(await d.metrics(), /physbits_host_phys_bits 46/);
@@ -169,7 +221,9 @@ test.serial('SIGHUP: a good config changes verdicts; a bad one is logged and the
   t.regex(refused.fields.error, /host\.physBits/);
   writeFileSync(d.configPath, '{ not json');
   process.kill(d.pid, 'SIGHUP');
-  await d.waitForLog((l) => l.message === 'reload refused: keeping the running configuration' && /not valid JSON/.test(l.fields.error));
+  await d.waitForLog(
+    (l) => l.message === 'reload refused: keeping the running configuration' && /not valid JSON/.test(l.fields.error),
+  );
   doc = await d.status();
   t.is(doc.host.physBits, 46);
   t.like(vmNamed(doc, 'reload')!.verdict, { relation: 'equal', severity: 'ok' });
@@ -182,7 +236,10 @@ test.serial('SIGTERM exits 0 within a few seconds and leaves no socket files', a
   t.teardown(() => Promise.all(guests.map((g) => g.kill())));
   const d = await startDaemon({ dir });
   t.teardown(() => d.kill());
-  await waitUntil(() => existsSync(join(dir, 'guard', 'a.qmp')) && existsSync(join(dir, 'guard', 'b.qmp')), 'guarded sockets');
+  await waitUntil(
+    () => existsSync(join(dir, 'guard', 'a.qmp')) && existsSync(join(dir, 'guard', 'b.qmp')),
+    'guarded sockets',
+  );
   // A client on a guarded socket and one on the event stream do not delay the exit.
   const { client } = await LineClient.negotiated(join(dir, 'guard', 'a.qmp'));
   t.teardown(() => client.close());
@@ -193,7 +250,10 @@ test.serial('SIGTERM exits 0 within a few seconds and leaves no socket files', a
   t.true(st.ms < 5000);
   t.false(existsSync(d.apiSocket));
   t.deepEqual(readdirSync(join(dir, 'guard')), []);
-  t.deepEqual(readdirSync(dir).filter((n) => n.startsWith('.sock-')), []);
+  t.deepEqual(
+    readdirSync(dir).filter((n) => n.startsWith('.sock-')),
+    [],
+  );
   await client.ended;
   // The upstream sockets are QEMU's: still there, and QEMU still answers on them.
   for (const g of guests) t.true(lstatSync(g.socket).isSocket());
@@ -210,7 +270,11 @@ test.serial('status --json is the contract document; the exit code is the worst 
   t.teardown(() => bad.close());
   const d = await startDaemon({ dir, config: { qmp: { timeoutMs: 1000 } } });
   t.teardown(() => d.kill());
-  await d.waitForStatus((s) => hasVerdict(vmNamed(s, 'web1')) && !!vmNamed(s, 'dead')?.error && vmNamed(s, 'dead')?.error?.code !== 'PENDING', 'both VMs judged');
+  await d.waitForStatus(
+    (s) =>
+      hasVerdict(vmNamed(s, 'web1')) && !!vmNamed(s, 'dead')?.error && vmNamed(s, 'dead')?.error?.code !== 'PENDING',
+    'both VMs judged',
+  );
   const r = await ctl(['status', '--json', '--api', d.apiSocket]);
   t.is(r.code, 2, r.stderr);
   t.is(r.stderr, '');
@@ -225,7 +289,10 @@ test.serial('status --json is the contract document; the exit code is the worst 
   t.like(web1.guest, { physBits: 46, hostPhysBits: false, hostPhysBitsLimit: 0 });
   t.is(web1.verdict!.relation, 'wider');
   t.is(web1.verdict!.severity, 'critical');
-  t.deepEqual(web1.verdict!.reasons.map((x) => x.code), ['GUEST_WIDER_THAN_HOST', 'MIGRATION_PEER_NARROWER']);
+  t.deepEqual(
+    web1.verdict!.reasons.map((x) => x.code),
+    ['GUEST_WIDER_THAN_HOST', 'MIGRATION_PEER_NARROWER'],
+  );
   for (const reason of web1.verdict!.reasons) {
     t.regex(reason.code, /^[A-Z][A-Z0-9_]+$/);
     t.true(reason.message.length > 20);
@@ -235,7 +302,11 @@ test.serial('status --json is the contract document; the exit code is the worst 
   t.is(dead.error!.code, 'QMP_PROTOCOL');
   t.regex(dead.error!.message, /invalid JSON .*"this is not QMP"/);
   t.is(dead.verdict, undefined);
-  t.deepEqual(doc.summary, { worst: 'critical', exitCode: 2, counts: { ok: 0, info: 0, warning: 0, critical: 1, unknown: 1 } });
+  t.deepEqual(doc.summary, {
+    worst: 'critical',
+    exitCode: 2,
+    counts: { ok: 0, info: 0, warning: 0, critical: 1, unknown: 1 },
+  });
   // Same document over the API.
   const api = await d.status();
   t.deepEqual(api.vms.map((v) => v.name).sort(), ['dead', 'web1']);
@@ -297,7 +368,9 @@ test('a bad config file: physbitsd exits 78 with one line naming the key', async
     const path = join(dir, `bad${i}.json`);
     writeFileSync(path, typeof cfg === 'string' ? cfg : JSON.stringify(cfg));
     const r = await new Promise<{ code: number | null; out: string; err: string }>((done) => {
-      const p = spawn(process.execPath, [join(__dirname, '..', 'agent', 'bin', 'physbitsd.js'), '--config', path], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const p = spawn(process.execPath, [join(__dirname, '..', 'agent', 'bin', 'physbitsd.js'), '--config', path], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       let out = '';
       let err = '';
       p.stdout.on('data', (c: Buffer) => (out += c));
@@ -314,7 +387,7 @@ test('a bad config file: physbitsd exits 78 with one line naming the key', async
   t.false(existsSync(join(dir, 'api.sock')));
 });
 
-test.serial('guard: a DIMM above 2^host.physBits is refused with the client\'s own id, and counted', async (t) => {
+test.serial("guard: a DIMM above 2^host.physBits is refused with the client's own id, and counted", async (t) => {
   const dir = e2eDir();
   const guest = await guestIn(dir, 'hotplug', '', { memory: '128M,slots=4,maxmem=8G' });
   t.teardown(() => guest.kill());
@@ -327,29 +400,62 @@ test.serial('guard: a DIMM above 2^host.physBits is refused with the client\'s o
   t.teardown(() => client.close());
   t.like(greeting, { QMP: { version: { qemu: { major: 7, minor: 2 } } } });
 
-  for (const [id, size] of [['m1', 3 * GiB], ['m2', 2 * GiB], ['m3', GiB]] as const) {
-    t.deepEqual(await client.command(JSON.stringify({ execute: 'object-add', arguments: { 'qom-type': 'memory-backend-ram', id, size, reserve: false }, id: `add-${id}` }), `add-${id}`), { return: {}, id: `add-${id}` });
+  for (const [id, size] of [
+    ['m1', 3 * GiB],
+    ['m2', 2 * GiB],
+    ['m3', GiB],
+  ] as const) {
+    t.deepEqual(
+      await client.command(
+        JSON.stringify({
+          execute: 'object-add',
+          arguments: { 'qom-type': 'memory-backend-ram', id, size, reserve: false },
+          id: `add-${id}`,
+        }),
+        `add-${id}`,
+      ),
+      { return: {}, id: `add-${id}` },
+    );
   }
   // 3 GiB first fit at 4 GiB ends at 7 GiB, below 8 GiB: forwarded, and QEMU plugs it.
-  t.deepEqual(await client.command('{"execute":"device_add","arguments":{"driver":"pc-dimm","id":"d1","memdev":"m1"},"id":{"mine":[1,2]}}', { mine: [1, 2] }), { return: {}, id: { mine: [1, 2] } });
+  t.deepEqual(
+    await client.command(
+      '{"execute":"device_add","arguments":{"driver":"pc-dimm","id":"d1","memdev":"m1"},"id":{"mine":[1,2]}}',
+      { mine: [1, 2] },
+    ),
+    { return: {}, id: { mine: [1, 2] } },
+  );
   // 2 GiB would be placed at [7 GiB, 9 GiB): refused, with the id as the client wrote it.
-  const r2 = await client.command('{"execute":"device_add","arguments":{"driver":"pc-dimm","id":"d2","memdev":"m2"},"id":"client-7"}', 'client-7');
+  const r2 = await client.command(
+    '{"execute":"device_add","arguments":{"driver":"pc-dimm","id":"d2","memdev":"m2"},"id":"client-7"}',
+    'client-7',
+  );
   t.deepEqual(Object.keys(r2).sort(), ['error', 'id']);
   t.is(r2.id, 'client-7');
   t.like(r2.error, { class: 'GenericError' });
   t.regex((r2.error as { desc: string }).desc, /^refused by physbits guard: .*REFUSED_MEMORY_ABOVE_HOST_LIMIT/);
   // An explicit address at 8 GiB: refused; a numeric id comes back as a number.
-  const r3 = await client.command(`{"execute":"device_add","arguments":{"driver":"pc-dimm","id":"d3","memdev":"m3","addr":${8 * GiB}},"id":42}`, 42);
+  const r3 = await client.command(
+    `{"execute":"device_add","arguments":{"driver":"pc-dimm","id":"d3","memdev":"m3","addr":${8 * GiB}},"id":42}`,
+    42,
+  );
   t.is(r3.id, 42);
   t.regex((r3.error as { desc: string }).desc, /^refused by physbits guard: /);
   // Nothing refused reached QEMU.
   const devs = await client.command('{"execute":"query-memory-devices","id":"q"}', 'q');
-  t.deepEqual((devs.return as Array<{ data: { id: string; addr: number } }>).map((x) => [x.data.id, x.data.addr]), [['d1', 4 * GiB]]);
+  t.deepEqual(
+    (devs.return as Array<{ data: { id: string; addr: number } }>).map((x) => [x.data.id, x.data.addr]),
+    [['d1', 4 * GiB]],
+  );
 
-  const metrics = await waitUntil(async () => {
-    const text = await d.metrics();
-    return /physbits_refused_commands_total\{vm="hotplug",command="device_add"\} 2/.test(text) ? text : null;
-  }, 'refusals in /metrics', 5000);
+  const metrics = await waitUntil(
+    async () => {
+      const text = await d.metrics();
+      return /physbits_refused_commands_total\{vm="hotplug",command="device_add"\} 2/.test(text) ? text : null;
+    },
+    'refusals in /metrics',
+    5000,
+  );
   t.regex(metrics, /physbits_host_phys_bits 33/);
   t.regex(metrics, /physbits_guest_phys_bits\{vm="hotplug"\} 40/);
 });
@@ -374,51 +480,61 @@ test.serial('two clients on one guarded socket both get their replies and the RE
   t.deepEqual(await a.command('{"execute":"cont","id":"go"}', 'go'), { return: {}, id: 'go' });
   const [ea, eb] = await Promise.all([a.next((m) => m.event === 'RESUME'), b.next((m) => m.event === 'RESUME')]);
   t.deepEqual(ea, eb);
-  t.like(await b.command('{"execute":"query-status","id":"b2"}', 'b2'), { return: { status: 'running', running: true } });
+  t.like(await b.command('{"execute":"query-status","id":"b2"}', 'b2'), {
+    return: { status: 'running', running: true },
+  });
   // The daemon saw the event too and re-read the facts.
   await d.waitForStatus((s) => vmNamed(s, 'shared')?.guest?.runState === 'running', 'runState running');
 });
 
-test.serial('poll mode: a client connecting every 100 ms is never delayed past one short read; no guarded socket', async (t) => {
-  const dir = e2eDir();
-  const guest = await startGuest({ dir: join(dir, 'vms'), name: 'polled', cpu: 'phys-bits=40', socketName: 'polled.qmp' });
-  t.teardown(() => guest.kill());
-  const d = await startDaemon({
-    dir,
-    config: { discovery: { sockets: [{ glob: join(dir, 'vms', '*.qmp'), mode: 'poll' }], pollIntervalSeconds: 1 } },
-  });
-  t.teardown(() => d.kill());
-  await d.waitForStatus((s) => hasVerdict(vmNamed(s, 'polled')), 'first poll');
+test.serial(
+  'poll mode: a client connecting every 100 ms is never delayed past one short read; no guarded socket',
+  async (t) => {
+    const dir = e2eDir();
+    const guest = await startGuest({
+      dir: join(dir, 'vms'),
+      name: 'polled',
+      cpu: 'phys-bits=40',
+      socketName: 'polled.qmp',
+    });
+    t.teardown(() => guest.kill());
+    const d = await startDaemon({
+      dir,
+      config: { discovery: { sockets: [{ glob: join(dir, 'vms', '*.qmp'), mode: 'poll' }], pollIntervalSeconds: 1 } },
+    });
+    t.teardown(() => d.kill());
+    await d.waitForStatus((s) => hasVerdict(vmNamed(s, 'polled')), 'first poll');
 
-  const waits: number[] = [];
-  const checks = new Set<string>();
-  const end = Date.now() + 5000;
-  while (Date.now() < end) {
-    if (waits.length % 5 === 0) checks.add(vmNamed(await d.status(), 'polled')!.checkedAt!);
-    const started = Date.now();
-    const c = await LineClient.connect(guest.socket);
-    await c.next((m) => 'QMP' in m, 5000);
-    waits.push(Date.now() - started);
-    await c.close();
-    await new Promise((r) => setTimeout(r, Math.max(0, 100 - (Date.now() - started))));
-  }
-  const worst = Math.max(...waits);
-  const sorted = [...waits].sort((x, y) => x - y);
-  t.log(`${waits.length} connections; greeting after median ${sorted[waits.length >> 1]} ms, worst ${worst} ms`);
-  t.true(waits.length >= 30);
-  // The daemon kept polling throughout: a fresh read at least every other second.
-  t.true(checks.size >= 3, `${checks.size} distinct reads`);
-  t.true(worst < 500, `worst wait ${worst} ms`);
-  const doc = await d.status();
-  const vm = vmNamed(doc, 'polled')!;
-  t.is(vm.mode, 'poll');
-  t.true(hasVerdict(vm));
-  t.is(vm.guardSocket ?? null, null);
-  // Polls went on meanwhile (the last check is recent).
-  t.true(Date.now() - Date.parse(vm.checkedAt!) < 3000);
-  t.false(existsSync(join(dir, 'guard', 'polled.qmp')));
-  t.deepEqual(existsSync(join(dir, 'guard')) ? readdirSync(join(dir, 'guard')) : [], []);
-});
+    const waits: number[] = [];
+    const checks = new Set<string>();
+    const end = Date.now() + 5000;
+    while (Date.now() < end) {
+      if (waits.length % 5 === 0) checks.add(vmNamed(await d.status(), 'polled')!.checkedAt!);
+      const started = Date.now();
+      const c = await LineClient.connect(guest.socket);
+      await c.next((m) => 'QMP' in m, 5000);
+      waits.push(Date.now() - started);
+      await c.close();
+      await new Promise((r) => setTimeout(r, Math.max(0, 100 - (Date.now() - started))));
+    }
+    const worst = Math.max(...waits);
+    const sorted = [...waits].sort((x, y) => x - y);
+    t.log(`${waits.length} connections; greeting after median ${sorted[waits.length >> 1]} ms, worst ${worst} ms`);
+    t.true(waits.length >= 30);
+    // The daemon kept polling throughout: a fresh read at least every other second.
+    t.true(checks.size >= 3, `${checks.size} distinct reads`);
+    t.true(worst < 500, `worst wait ${worst} ms`);
+    const doc = await d.status();
+    const vm = vmNamed(doc, 'polled')!;
+    t.is(vm.mode, 'poll');
+    t.true(hasVerdict(vm));
+    t.is(vm.guardSocket ?? null, null);
+    // Polls went on meanwhile (the last check is recent).
+    t.true(Date.now() - Date.parse(vm.checkedAt!) < 3000);
+    t.false(existsSync(join(dir, 'guard', 'polled.qmp')));
+    t.deepEqual(existsSync(join(dir, 'guard')) ? readdirSync(join(dir, 'guard')) : [], []);
+  },
+);
 
 test.serial('a second daemon on the same config refuses to start and leaves the first one alone', async (t) => {
   const dir = e2eDir();
@@ -429,7 +545,10 @@ test.serial('a second daemon on the same config refuses to start and leaves the 
   const first = await startDaemon({ dir, config });
   t.teardown(() => first.kill());
   const spool = join(dir, 'spool', 'alerts.log');
-  await waitUntil(() => existsSync(spool) && readFileSync(spool, 'utf8').includes('GUEST_WIDER_THAN_HOST'), 'the alert in the spool');
+  await waitUntil(
+    () => existsSync(spool) && readFileSync(spool, 'utf8').includes('GUEST_WIDER_THAN_HOST'),
+    'the alert in the spool',
+  );
 
   const second = await startDaemon({ dir, config, configName: 'cfg2.json', waitReady: false });
   t.teardown(() => second.kill());
@@ -443,7 +562,10 @@ test.serial('a second daemon on the same config refuses to start and leaves the 
   t.true(hasVerdict(vmNamed(await first.status(), 'solo')));
   const { client } = await LineClient.negotiated(join(dir, 'guard', 'solo.qmp'));
   t.teardown(() => client.close());
-  const reply = await client.command(`{"execute":"device_add","arguments":{"driver":"pc-dimm","id":"big","memdev":"nope","addr":${2 ** 41}},"id":1}`, 1);
+  const reply = await client.command(
+    `{"execute":"device_add","arguments":{"driver":"pc-dimm","id":"big","memdev":"nope","addr":${2 ** 41}},"id":1}`,
+    1,
+  );
   t.regex(String((reply.error as { desc: string }).desc), /^refused by physbits guard: /);
   await waitUntil(() => /"reason":"REFUSED_/.test(readFileSync(spool, 'utf8')), 'the refusal in the spool file', 5000);
   t.is(first.proc.exitCode, null);

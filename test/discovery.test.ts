@@ -54,7 +54,11 @@ test('sockets appear, vanish and are replaced within a second; other files are i
   servers.push(await listen(join(dir, 'a.qmp')));
   writeFileSync(join(dir, 'notes.qmp'), 'not a socket');
   mkdirSync(join(dir, 'dir.qmp'));
-  const d = new Discovery({ patterns: [{ glob: join(dir, '*.qmp'), mode: 'poll' }], schedule: '0 0 1 1 *', logger: quiet });
+  const d = new Discovery({
+    patterns: [{ glob: join(dir, '*.qmp'), mode: 'poll' }],
+    schedule: '0 0 1 1 *',
+    logger: quiet,
+  });
   t.teardown(() => d.stop());
   const log = recorder(d);
   await d.start();
@@ -114,11 +118,17 @@ test('a pattern with magic in its directory is found on rescan; the first patter
   servers.push(await listen(join(dir, 'domain-2-db', 'monitor.sock')));
   servers.push(await listen(join(dir, 'domain-2-db', 'other.sock')));
   await d.rescan();
-  t.deepEqual(d.sockets().map((s) => [s.path.slice(dir.length), s.mode]).sort(), [
-    ['/domain-1-web/monitor.sock', 'hold'],
-    ['/domain-2-db/monitor.sock', 'hold'],
-    ['/domain-2-db/other.sock', 'poll'],
-  ]);
+  t.deepEqual(
+    d
+      .sockets()
+      .map((s) => [s.path.slice(dir.length), s.mode])
+      .sort(),
+    [
+      ['/domain-1-web/monitor.sock', 'hold'],
+      ['/domain-2-db/monitor.sock', 'hold'],
+      ['/domain-2-db/other.sock', 'poll'],
+    ],
+  );
   t.is(log.length, 3);
 });
 
@@ -131,7 +141,11 @@ test('a glob directory that does not exist yet is waited for: its first socket i
   const dir = join(root, 'run', 'qemu');
   const servers: net.Server[] = [];
   t.teardown(() => servers.forEach((s) => s.close()));
-  const d = new Discovery({ patterns: [{ glob: join(dir, '*.qmp'), mode: 'hold' }], schedule: '0 0 1 1 *', logger: quiet });
+  const d = new Discovery({
+    patterns: [{ glob: join(dir, '*.qmp'), mode: 'hold' }],
+    schedule: '0 0 1 1 *',
+    logger: quiet,
+  });
   t.teardown(() => d.stop());
   const log = recorder(d);
   await d.start();
@@ -149,7 +163,11 @@ test('a glob directory removed and made again is watched anew', async (t) => {
   mkdirSync(dir);
   const servers: net.Server[] = [];
   t.teardown(() => servers.forEach((s) => s.close()));
-  const d = new Discovery({ patterns: [{ glob: join(dir, '*.qmp'), mode: 'hold' }], schedule: '0 0 1 1 *', logger: quiet });
+  const d = new Discovery({
+    patterns: [{ glob: join(dir, '*.qmp'), mode: 'hold' }],
+    schedule: '0 0 1 1 *',
+    logger: quiet,
+  });
   t.teardown(() => d.stop());
   const log = recorder(d);
   await d.start();

@@ -23,5 +23,9 @@ test('the status document sums its VMs; an error row is unknown', (t) => {
     { socket: '/a', name: 'a', error: { code: 'QMP_CONNECT_FAILED', message: 'x' } },
     { socket: '/b', name: 'b', verdict: { relation: 'equal', severity: 'warning', reasons: [] } },
   ]);
-  t.deepEqual(doc.summary, { worst: 'unknown', exitCode: EXIT.UNKNOWN, counts: { ok: 0, info: 0, warning: 1, critical: 0, unknown: 1 } });
+  t.deepEqual(doc.summary, {
+    worst: 'unknown',
+    exitCode: EXIT.UNKNOWN,
+    counts: { ok: 0, info: 0, warning: 1, critical: 0, unknown: 1 },
+  });
 });

@@ -65,7 +65,12 @@ interface Plan {
   guestBits: number;
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T | null>, timeoutMs: number, logs: () => string): Promise<T> {
+async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | null>,
+  timeoutMs: number,
+  logs: () => string,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn().catch(() => null);
@@ -97,7 +102,9 @@ async function startNode(plan: Plan, ports: Map<string, number>, tokenFile: stri
   const configFile = join(dir, 'config.json');
   writeFileSync(configFile, JSON.stringify(config, null, 2));
   const guest = await startGuest({ dir: vmDir, name: `${plan.name}-vm`, cpu: `phys-bits=${plan.guestBits}` });
-  const child = spawn(process.execPath, [join(BIN, 'physbitsd.js'), '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(BIN, 'physbitsd.js'), '--config', configFile], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let log = '';
   const keep = (d: Buffer) => {
     if (log.length < 64 * 1024) log += d.toString();
@@ -156,7 +163,9 @@ test('three daemons: fleet matrix for every pair, advice for a 46-bit guest in a
   const [a, , c] = nodes;
   const allLogs = () => nodes.map((n) => n.logs()).join('\n');
 
-  const realC = (JSON.parse((await run('physbitsctl.js', ['status', '--json', '--api', c.api])).stdout) as StatusDocument).host.physBits;
+  const realC = (
+    JSON.parse((await run('physbitsctl.js', ['status', '--json', '--api', c.api])).stdout) as StatusDocument
+  ).host.physBits;
   const width: Record<string, number> = { hvA: 46, hvB: 39, hvC: realC };
   const guestBits: Record<string, number> = { 'hvA-vm': 46, 'hvB-vm': 39, 'hvC-vm': 40 };
 

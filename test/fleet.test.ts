@@ -91,19 +91,25 @@ test('a 46-bit guest fits its 46-bit host, not a 39-bit live peer nor a 44-bit s
 });
 
 test('a guest whose layout ends above a host limit does not fit there even when its width does', (t) => {
-  const doc = buildFleet(input([{ name: 'hv2', physBits: 39, reachable: true }], [vm('big', 39, { highest: 539 * GIB })]));
+  const doc = buildFleet(
+    input([{ name: 'hv2', physBits: 39, reachable: true }], [vm('big', 39, { highest: 539 * GIB })]),
+  );
   t.deepEqual(doc.guests[0].fits, { hv1: true, hv2: false });
   t.is(doc.guests[0].why.hv2, 'layout ends at 539 GiB > 2^39 (512 GiB)');
   t.is(doc.guests[0].highestAddress, 539 * GIB);
 });
 
 test('both reasons are given when width and layout both fail', (t) => {
-  const doc = buildFleet(input([{ name: 'hv2', physBits: 39, reachable: true }], [vm('wide', 46, { highest: 600 * GIB })]));
+  const doc = buildFleet(
+    input([{ name: 'hv2', physBits: 39, reachable: true }], [vm('wide', 46, { highest: 600 * GIB })]),
+  );
   t.is(doc.guests[0].why.hv2, 'guest 46 bits > host 39 bits; layout ends at 600 GiB > 2^39 (512 GiB)');
 });
 
 test('a guest whose layout was not read is judged on its width alone', (t) => {
-  const doc = buildFleet(input([{ name: 'hv2', physBits: 46, reachable: true }], [vm('nolayout', 40, { highest: null })]));
+  const doc = buildFleet(
+    input([{ name: 'hv2', physBits: 46, reachable: true }], [vm('nolayout', 40, { highest: null })]),
+  );
   t.deepEqual(doc.guests[0].fits, { hv1: true, hv2: true });
   t.is(doc.guests[0].why.hv2, 'guest 40 bits <= host 46 bits, layout not read');
   t.is(doc.guests[0].highestAddress, null);
@@ -113,7 +119,12 @@ test('an unreachable live peer is reported, not fatal: its configured width is s
   const doc = buildFleet(
     input([
       { name: 'hv2', physBits: 46, reachable: true },
-      { name: 'hv3', physBits: 46, reachable: false, error: 'PEER_UNREACHABLE: http://10.0.0.3:9740/v1/status: ECONNREFUSED' },
+      {
+        name: 'hv3',
+        physBits: 46,
+        reachable: false,
+        error: 'PEER_UNREACHABLE: http://10.0.0.3:9740/v1/status: ECONNREFUSED',
+      },
     ]),
   );
   t.deepEqual(doc.hosts[2], {
@@ -124,7 +135,10 @@ test('an unreachable live peer is reported, not fatal: its configured width is s
     error: 'PEER_UNREACHABLE: http://10.0.0.3:9740/v1/status: ECONNREFUSED',
   });
   t.deepEqual(doc.guests[0].fits, { hv1: true, hv2: true, hv3: true });
-  t.is(doc.guests[0].why.hv3, 'guest 46 bits <= host 46 bits, layout ends at 36 GiB (configured width; host unreachable)');
+  t.is(
+    doc.guests[0].why.hv3,
+    'guest 46 bits <= host 46 bits, layout ends at 36 GiB (configured width; host unreachable)',
+  );
   t.is(doc.guests[0].state, 'unknown');
   t.is(fleetExitCode(doc), 3);
   t.deepEqual(doc.summary, { worst: 'unknown', exitCode: 3 });
@@ -152,7 +166,9 @@ test('a guest that does not fit an unreachable host only is unknown, not critica
 });
 
 test('the guests of an unreachable peer are absent; a peer status is ignored when marked unreachable', (t) => {
-  const doc = buildFleet(input([{ name: 'hv2', physBits: 39, reachable: false, status: status('hv2', 39, [vm('db1', 39)]) }]));
+  const doc = buildFleet(
+    input([{ name: 'hv2', physBits: 39, reachable: false, status: status('hv2', 39, [vm('db1', 39)]) }]),
+  );
   t.deepEqual(
     doc.guests.map((g) => `${g.host}/${g.vm}`),
     ['hv1/web1'],
@@ -161,7 +177,11 @@ test('the guests of an unreachable peer are absent; a peer status is ignored whe
 });
 
 test('a VM the agent could not read is listed with physBits null and fits {}, state unknown', (t) => {
-  const broken: VmStatus = { socket: '/run/qemu/dead.qmp', name: 'dead', error: { code: 'QMP_CONNECT_FAILED', message: 'ECONNREFUSED' } };
+  const broken: VmStatus = {
+    socket: '/run/qemu/dead.qmp',
+    name: 'dead',
+    error: { code: 'QMP_CONNECT_FAILED', message: 'ECONNREFUSED' },
+  };
   const doc = buildFleet(input([{ name: 'hv2', physBits: 46, reachable: true }], [vm('web1', 46), broken]));
   t.deepEqual(doc.guests[1], {
     host: 'hv1',
@@ -185,7 +205,10 @@ test('a TCG guest is not bound by host widths unless policy.accelerators names t
   t.is(free.guests[0].bound, false);
   t.is(free.guests[0].why.hv2, 'tcg guest: host widths do not bind it (policy.accelerators)');
   t.is(fleetExitCode(free), 0);
-  const bound = buildFleet({ ...input(peers, [vm('lab', 46, { accel: 'tcg' })]), policy: { accelerators: ['kvm', 'tcg'] } });
+  const bound = buildFleet({
+    ...input(peers, [vm('lab', 46, { accel: 'tcg' })]),
+    policy: { accelerators: ['kvm', 'tcg'] },
+  });
   t.deepEqual(bound.guests[0].fits, { hv1: true, hv2: false });
   t.is(fleetExitCode(bound), 2);
 });
@@ -193,7 +216,14 @@ test('a TCG guest is not bound by host widths unless policy.accelerators names t
 test('fleetExitCode: 0 all fit; 2 beats 3', (t) => {
   t.is(fleetExitCode(buildFleet(input([{ name: 'hv2', physBits: 46, reachable: true }]))), 0);
   t.is(
-    fleetExitCode(buildFleet(input([{ name: 'hv2', physBits: 39, reachable: true }, { name: 'hv3', physBits: null, reachable: false }]))),
+    fleetExitCode(
+      buildFleet(
+        input([
+          { name: 'hv2', physBits: 39, reachable: true },
+          { name: 'hv3', physBits: null, reachable: false },
+        ]),
+      ),
+    ),
     2,
   );
   t.is(fleetExitCode({ hosts: [], guests: [] }), 0);
@@ -248,7 +278,10 @@ test('parseStatusDocument accepts a status document and rejects other shapes wit
     ['[]', 'peer: not a status document (host and vms expected)'],
     ['{"host":{"physBits":"46"},"vms":[]}', 'peer: host.physBits is not a width'],
     ['{"host":{"physBits":46},"vms":[{"name":"a"}]}', 'peer: vms[0] has neither guest facts nor an error'],
-    ['{"host":{"physBits":46},"vms":[{"name":"a","guest":{"physBits":"x"}}]}', 'peer: vms[0] has neither guest facts nor an error'],
+    [
+      '{"host":{"physBits":46},"vms":[{"name":"a","guest":{"physBits":"x"}}]}',
+      'peer: vms[0] has neither guest facts nor an error',
+    ],
     ['{"host":{"physBits":99},"vms":[]}', 'peer: host.physBits is not a width'],
   ];
   for (const [text, message] of bad) {
@@ -293,7 +326,10 @@ function tokenFile(t: { teardown(fn: () => void): void }, content = 'sekret-toke
   return file;
 }
 
-async function peerError(t: import('ava').ExecutionContext, p: Promise<unknown>): Promise<{ code: string; message: string }> {
+async function peerError(
+  t: import('ava').ExecutionContext,
+  p: Promise<unknown>,
+): Promise<{ code: string; message: string }> {
   const err = await t.throwsAsync(p);
   return err as unknown as { code: string; message: string };
 }
@@ -380,10 +416,16 @@ test('fetchPeerStatus: closed port, unreadable or empty token, bad JSON', async 
   t.is(down.code, 'PEER_UNREACHABLE');
   t.is(down.message, `${closedUrl}/v1/status: ECONNREFUSED`);
 
-  const missing = await peerError(t, fetchPeerStatus({ url: closedUrl, tokenFile: '/nonexistent/physbits/token' }, { timeoutMs: 5000 }));
+  const missing = await peerError(
+    t,
+    fetchPeerStatus({ url: closedUrl, tokenFile: '/nonexistent/physbits/token' }, { timeoutMs: 5000 }),
+  );
   t.is(missing.code, 'PEER_TOKEN_UNREADABLE');
   t.is(missing.message, '/nonexistent/physbits/token: cannot read the token file: ENOENT');
-  const empty = await peerError(t, fetchPeerStatus({ url: closedUrl, tokenFile: tokenFile(t, ' \n') }, { timeoutMs: 5000 }));
+  const empty = await peerError(
+    t,
+    fetchPeerStatus({ url: closedUrl, tokenFile: tokenFile(t, ' \n') }, { timeoutMs: 5000 }),
+  );
   t.is(empty.code, 'PEER_TOKEN_UNREADABLE');
 
   const html = await serve((_req, res) => res.end('<html>'));
@@ -411,7 +453,12 @@ test('collectPeers: static peers as configured, live ones asked, failures become
   );
   t.deepEqual(peers[0], { name: 'static', physBits: 44, reachable: true });
   t.deepEqual(peers[1], { name: 'hv2', physBits: 39, reachable: true, status: doc });
-  t.deepEqual(peers[2], { name: 'hv3', physBits: 42, reachable: false, error: `PEER_UNREACHABLE: ${closedUrl}/v1/status: ECONNREFUSED` });
+  t.deepEqual(peers[2], {
+    name: 'hv3',
+    physBits: 42,
+    reachable: false,
+    error: `PEER_UNREACHABLE: ${closedUrl}/v1/status: ECONNREFUSED`,
+  });
   t.deepEqual(peers[3], {
     name: 'hv4',
     physBits: null,

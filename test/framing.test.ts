@@ -54,7 +54,10 @@ test('CRLF is tolerated, blank lines are skipped, a final unterminated line wait
   const lines: string[] = [];
   framer.push(Buffer.from('{"a":1}\r\n\r\n  \n{"b":2}\n{"c"'), (l) => void lines.push(l.toString()));
   t.deepEqual(lines, ['{"a":1}', '', '  ', '{"b":2}']);
-  t.deepEqual(lines.map((l) => decodeLine(Buffer.from(l))?.value ?? null), [{ a: 1 }, null, null, { b: 2 }]);
+  t.deepEqual(
+    lines.map((l) => decodeLine(Buffer.from(l))?.value ?? null),
+    [{ a: 1 }, null, null, { b: 2 }],
+  );
   t.is(framer.buffered, 4);
   framer.push(Buffer.from(':3}\n'), (l) => void lines.push(l.toString()));
   t.is(lines[4], '{"c":3}');
@@ -69,7 +72,10 @@ test('line bound: exactly the limit passes, one byte more fails, and the stream 
 
   const bad = new LineFramer(10);
   const seen: string[] = [];
-  const err = t.throws(() => bad.push(Buffer.from('{"a":1}\n' + 'z'.repeat(11) + '\n{"b":2}\n'), (l) => void seen.push(l.toString())), { instanceOf: LineTooLongError });
+  const err = t.throws(
+    () => bad.push(Buffer.from('{"a":1}\n' + 'z'.repeat(11) + '\n{"b":2}\n'), (l) => void seen.push(l.toString())),
+    { instanceOf: LineTooLongError },
+  );
   t.is(err?.code, 'QMP_LINE_TOO_LONG');
   t.deepEqual(seen, ['{"a":1}'], 'lines before the oversized one are delivered, none after it');
   t.throws(() => bad.push(Buffer.from('{}\n'), () => undefined), { instanceOf: LineTooLongError });
@@ -106,7 +112,10 @@ test('invalid UTF-8 and invalid JSON are ProtocolError', (t) => {
 });
 
 test('encodeMessage: compact JSON and one newline; no raw newline can escape into a line', (t) => {
-  t.is(encodeMessage({ execute: 'x', arguments: { s: 'a\nb' } }).toString(), '{"execute":"x","arguments":{"s":"a\\nb"}}\n');
+  t.is(
+    encodeMessage({ execute: 'x', arguments: { s: 'a\nb' } }).toString(),
+    '{"execute":"x","arguments":{"s":"a\\nb"}}\n',
+  );
   t.throws(() => encodeMessage(undefined), { instanceOf: TypeError });
   t.throws(() => encodeLine('{"a":1}\n{"b":2}'), { instanceOf: ProtocolError });
 });
@@ -118,7 +127,7 @@ test('scanJson: duplicate keys at any depth, with escaped spellings; nesting dep
   t.is(scanJson('{"a":{"k":1},"b":{"k":1}}').duplicateKey, null, 'the same key in sibling objects is fine');
   t.is(scanJson('{"a":"{\\"a\\":1,\\"a\\":2}"}').duplicateKey, null, 'keys inside strings do not count');
   t.is(scanJson('[[[[1]]]]').maxDepth, 4);
-  t.is(scanJson('[' .repeat(5000) + ']'.repeat(5000)).maxDepth, 5000);
+  t.is(scanJson('['.repeat(5000) + ']'.repeat(5000)).maxDepth, 5000);
   t.is(scanJson('"x"').members, null);
 });
 
@@ -135,7 +144,10 @@ test('withTopLevelId: replace, remove (first, middle, last, only) and insert, ot
   const reply = '{"return": {"big": 18446744073709551615, "id": "inner"}, "id": "__physbits#00001"}';
   t.is(withTopLevelId(reply, '7'), '{"return": {"big": 18446744073709551615, "id": "inner"}, "id": 7}');
   t.is(withTopLevelId(reply, undefined), '{"return": {"big": 18446744073709551615, "id": "inner"}}');
-  t.is(withTopLevelId('{"id": 1, "error": {"class": "X", "desc": "d"}}', undefined), '{"error": {"class": "X", "desc": "d"}}');
+  t.is(
+    withTopLevelId('{"id": 1, "error": {"class": "X", "desc": "d"}}', undefined),
+    '{"error": {"class": "X", "desc": "d"}}',
+  );
   t.is(withTopLevelId('{"a": 1, "id": 2, "b": 3}', undefined), '{"a": 1, "b": 3}');
   t.is(withTopLevelId('{"id": 2}', undefined), '{}');
   t.is(withTopLevelId('{"return": {}}', '"x"'), '{"return": {}, "id": "x"}');
@@ -144,7 +156,13 @@ test('withTopLevelId: replace, remove (first, middle, last, only) and insert, ot
 });
 
 test('property: withTopLevelId agrees with JSON.parse on any object, any id, wherever the old id sits', (t) => {
-  const entries = fc.uniqueArray(fc.tuple(fc.string().filter((k) => k !== 'id' && k !== '__proto__'), fc.jsonValue({ maxDepth: 3 })), { selector: (e) => e[0], maxLength: 5 });
+  const entries = fc.uniqueArray(
+    fc.tuple(
+      fc.string().filter((k) => k !== 'id' && k !== '__proto__'),
+      fc.jsonValue({ maxDepth: 3 }),
+    ),
+    { selector: (e) => e[0], maxLength: 5 },
+  );
   const maybeId = fc.option(fc.jsonValue({ maxDepth: 2 }), { nil: undefined });
   fc.assert(
     fc.property(entries, maybeId, fc.nat(), maybeId, fc.boolean(), (list, oldId, at, newId, spaced) => {
@@ -162,9 +180,16 @@ test('property: withTopLevelId agrees with JSON.parse on any object, any id, whe
 });
 
 test('classifyMessage sorts greetings, replies, events and commands', (t) => {
-  const greeting = { QMP: { version: { qemu: { micro: 22, minor: 2, major: 7 }, package: 'p' }, capabilities: ['oob'] } };
+  const greeting = {
+    QMP: { version: { qemu: { micro: 22, minor: 2, major: 7 }, package: 'p' }, capabilities: ['oob'] },
+  };
   t.is(classifyMessage(greeting).kind, 'greeting');
-  t.deepEqual(classifyMessage({ return: {}, id: 1 }), { kind: 'reply', reply: { return: {}, id: 1 }, hasId: true, id: 1 });
+  t.deepEqual(classifyMessage({ return: {}, id: 1 }), {
+    kind: 'reply',
+    reply: { return: {}, id: 1 },
+    hasId: true,
+    id: 1,
+  });
   t.deepEqual(classifyMessage({ error: { class: 'GenericError', desc: 'x' } }), {
     kind: 'reply',
     reply: { error: { class: 'GenericError', desc: 'x' } },
@@ -172,7 +197,13 @@ test('classifyMessage sorts greetings, replies, events and commands', (t) => {
     id: undefined,
   });
   t.is(classifyMessage({ event: 'STOP', timestamp: { seconds: 1, microseconds: 2 } }).kind, 'event');
-  t.like(classifyMessage({ 'exec-oob': 'migrate-pause', id: 'a' }), { kind: 'command', name: 'migrate-pause', oob: true, hasId: true, id: 'a' });
+  t.like(classifyMessage({ 'exec-oob': 'migrate-pause', id: 'a' }), {
+    kind: 'command',
+    name: 'migrate-pause',
+    oob: true,
+    hasId: true,
+    id: 'a',
+  });
   const invalid = [
     [1],
     null,

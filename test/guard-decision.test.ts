@@ -2,7 +2,14 @@ import test from 'ava';
 import { parseConfig, type Config, type PeerConfig } from '../agent/core/config';
 import type { QmpExecutor } from '../agent/facts/guest-facts';
 import { FactsGate } from '../agent/guard/facts-gate';
-import { classifyCommand, createGuardInterceptor, RESERVATION_MS, type GuardAction, type GuardCommand, type RefusalEvent } from '../agent/guard/guard-decision';
+import {
+  classifyCommand,
+  createGuardInterceptor,
+  RESERVATION_MS,
+  type GuardAction,
+  type GuardCommand,
+  type RefusalEvent,
+} from '../agent/guard/guard-decision';
 import type { PeerLookup } from '../agent/guard/migration-rule';
 import { REFUSAL_PREFIX } from '../agent/guard/refusal';
 import type { GuestFacts } from '../agent/core/types';
@@ -40,14 +47,18 @@ function manualTimers() {
 const HOST_BITS = 37; // 128 GiB
 const straddling = guestFacts({ physBits: 40, layout: layout({ deviceMemory: { base: 6 * GiB, size: 256 * GiB } }) });
 
-function fakeQemu(memdevs: Record<string, number>, plugged: Array<{ addr: number; size: number }> = []): QmpExecutor & { calls: string[] } {
+function fakeQemu(
+  memdevs: Record<string, number>,
+  plugged: Array<{ addr: number; size: number }> = [],
+): QmpExecutor & { calls: string[] } {
   const calls: string[] = [];
   return {
     calls,
     async execute<T>(command: string, args?: Record<string, unknown>): Promise<T> {
       calls.push(command);
       if (command === 'query-memdev') return Object.entries(memdevs).map(([id, size]) => ({ id, size })) as T;
-      if (command === 'query-memory-devices') return plugged.map((p, i) => ({ type: 'dimm', data: { id: `p${i}`, ...p } })) as T;
+      if (command === 'query-memory-devices')
+        return plugged.map((p, i) => ({ type: 'dimm', data: { id: `p${i}`, ...p } })) as T;
       if (command === 'qom-get' && args?.property === 'type') return 'memory-backend-ram' as T;
       throw new CommandError(command, 'GenericError', 'not faked');
     },
@@ -73,14 +84,16 @@ interface Setup {
   q: ReturnType<typeof fakeQemu>;
 }
 
-function setup(opts: {
-  facts?: GuestFacts | null;
-  config?: Record<string, unknown>;
-  q?: ReturnType<typeof fakeQemu>;
-  peers?: PeerLookup;
-  waitForFacts?: (ms: number) => Promise<GuestFacts | null>;
-  clock?: () => number;
-} = {}): Setup {
+function setup(
+  opts: {
+    facts?: GuestFacts | null;
+    config?: Record<string, unknown>;
+    q?: ReturnType<typeof fakeQemu>;
+    peers?: PeerLookup;
+    waitForFacts?: (ms: number) => Promise<GuestFacts | null>;
+    clock?: () => number;
+  } = {},
+): Setup {
   const config: Config = parseConfig({ policy: { accelerators: ['kvm'] }, ...opts.config });
   const refusals: RefusalEvent[] = [];
   const waits: number[] = [];
@@ -103,7 +116,11 @@ function setup(opts: {
   return { guard, refusals, waits, q };
 }
 
-const cmd = (execute: string, args?: Record<string, unknown>): GuardCommand => ({ execute, arguments: args, oob: false });
+const cmd = (execute: string, args?: Record<string, unknown>): GuardCommand => ({
+  execute,
+  arguments: args,
+  oob: false,
+});
 const hmp = (line: string) => cmd('human-monitor-command', { 'command-line': line });
 
 test('harmless commands are forwarded at once, without facts or QMP', async (t) => {
@@ -134,12 +151,22 @@ test('a DIMM above the host limit is refused with the contract reply and one ref
   t.is(r.code, 'REFUSED_MEMORY_ABOVE_HOST_LIMIT');
   t.true(r.desc.startsWith(REFUSAL_PREFIX));
   t.true(r.desc.endsWith('[REFUSED_MEMORY_ABOVE_HOST_LIMIT]'));
-  t.deepEqual(s.refusals, [{ vm: 'web1', code: 'REFUSED_MEMORY_ABOVE_HOST_LIMIT', command: 'device_add', effective: 'device_add', desc: r.desc }]);
+  t.deepEqual(s.refusals, [
+    {
+      vm: 'web1',
+      code: 'REFUSED_MEMORY_ABOVE_HOST_LIMIT',
+      command: 'device_add',
+      effective: 'device_add',
+      desc: r.desc,
+    },
+  ]);
 });
 
 test('a DIMM below the limit is forwarded', async (t) => {
   const s = setup();
-  t.deepEqual(await s.guard(cmd('device_add', { driver: 'pc-dimm', id: 'd1', memdev: 'm4', addr: 8 * GiB })), { action: 'forward' });
+  t.deepEqual(await s.guard(cmd('device_add', { driver: 'pc-dimm', id: 'd1', memdev: 'm4', addr: 8 * GiB })), {
+    action: 'forward',
+  });
   t.deepEqual(s.refusals, []);
 });
 
@@ -156,18 +183,25 @@ test('migrate (QMP uri, QMP channels, HMP) to a narrower peer is refused; to a w
   const s = setup({ facts: guestFacts({ physBits: 46 }) });
   const refused = [
     cmd('migrate', { uri: 'tcp:10.0.0.2:4444' }),
-    cmd('migrate', { channels: [{ 'channel-type': 'main', addr: { transport: 'socket', type: 'inet', host: '10.0.0.2', port: '4444' } }] }),
+    cmd('migrate', {
+      channels: [
+        { 'channel-type': 'main', addr: { transport: 'socket', type: 'inet', host: '10.0.0.2', port: '4444' } },
+      ],
+    }),
     hmp('migrate -d tcp:10.0.0.2:4444'),
   ];
   for (const c of refused) {
     const r = await s.guard(c);
     t.is(r.action === 'reply-error' && r.code, 'REFUSED_MIGRATION_PEER_NARROWER', c.execute);
   }
-  t.deepEqual(s.refusals.map((r) => [r.command, r.effective]), [
-    ['migrate', 'migrate'],
-    ['migrate', 'migrate'],
-    ['human-monitor-command', 'migrate'],
-  ]);
+  t.deepEqual(
+    s.refusals.map((r) => [r.command, r.effective]),
+    [
+      ['migrate', 'migrate'],
+      ['migrate', 'migrate'],
+      ['human-monitor-command', 'migrate'],
+    ],
+  );
   t.deepEqual(await s.guard(cmd('migrate', { uri: 'tcp:10.0.0.3:4444' })), { action: 'forward' });
   t.deepEqual(await s.guard(hmp('migrate tcp:10.0.0.3:4444')), { action: 'forward' });
 });
@@ -246,7 +280,7 @@ test('a failing rule is REFUSED_GUARD_ERROR, not a crash', async (t) => {
   t.regex((r as { desc: string }).desc, /boom/);
 });
 
-test('concurrent DIMMs: the second sees the first one\'s placement; the reservation expires', async (t) => {
+test("concurrent DIMMs: the second sees the first one's placement; the reservation expires", async (t) => {
   let now = 0;
   // [6 GiB, 120 GiB) taken: a 4 GiB DIMM fits at 120 GiB (end 124), the next at 124 (end 128), a third would cross.
   const q = fakeQemu({ m4: 4 * GiB }, [{ addr: 6 * GiB, size: 114 * GiB }]);
@@ -257,13 +291,25 @@ test('concurrent DIMMs: the second sees the first one\'s placement; the reservat
   t.deepEqual(b, { action: 'forward' });
   t.is(c.action === 'reply-error' && c.code, 'REFUSED_MEMORY_ABOVE_HOST_LIMIT');
   now += RESERVATION_MS;
-  t.deepEqual(await add(), { action: 'forward' }, 'QEMU never plugged them: after the reservation lapses the slot is free again');
+  t.deepEqual(
+    await add(),
+    { action: 'forward' },
+    'QEMU never plugged them: after the reservation lapses the slot is free again',
+  );
 });
 
 test('classifyCommand', (t) => {
   t.deepEqual(classifyCommand(cmd('query-cpus-fast')), { kind: 'safe' });
   t.is(classifyCommand(cmd('device_add', { driver: 'nvdimm', memdev: 'm' })).kind, 'memory');
   t.is(classifyCommand(hmp('device_add nvdimm,memdev=m')).kind, 'memory');
-  t.deepEqual(classifyCommand(hmp('migrate unix:/x')), { kind: 'migrate', via: 'hmp', targets: [{ kind: 'local', transport: 'unix', detail: '/x' }] });
-  t.deepEqual(classifyCommand(cmd('migrate', { uri: 'tcp:h:1' })), { kind: 'migrate', via: 'qmp', targets: [{ kind: 'network', transport: 'tcp', host: 'h', port: '1' }] });
+  t.deepEqual(classifyCommand(hmp('migrate unix:/x')), {
+    kind: 'migrate',
+    via: 'hmp',
+    targets: [{ kind: 'local', transport: 'unix', detail: '/x' }],
+  });
+  t.deepEqual(classifyCommand(cmd('migrate', { uri: 'tcp:h:1' })), {
+    kind: 'migrate',
+    via: 'qmp',
+    targets: [{ kind: 'network', transport: 'tcp', host: 'h', port: '1' }],
+  });
 });

@@ -12,7 +12,11 @@ import { QmpClient } from '../qmp/client';
 import { GiB, hostFacts } from './helpers/guard-facts';
 import { startGuest } from './helpers/qemu';
 
-const cmd = (execute: string, args?: Record<string, unknown>): GuardCommand => ({ execute, arguments: args, oob: false });
+const cmd = (execute: string, args?: Record<string, unknown>): GuardCommand => ({
+  execute,
+  arguments: args,
+  oob: false,
+});
 
 test('predicted DIMM placement matches QEMU; the one crossing 2^33 is refused', async (t) => {
   const guest = await startGuest({ name: 'hotplug', memory: '128M,slots=4,maxmem=8G' });
@@ -38,7 +42,11 @@ test('predicted DIMM placement matches QEMU; the one crossing 2^33 is refused', 
     onRefusal: (r) => refusals.push(r),
   });
 
-  for (const [id, size] of [['m1', 3 * GiB], ['m2', 2 * GiB], ['m3', GiB]] as const) {
+  for (const [id, size] of [
+    ['m1', 3 * GiB],
+    ['m2', 2 * GiB],
+    ['m3', GiB],
+  ] as const) {
     await q.execute('object-add', { 'qom-type': 'memory-backend-ram', id, size, reserve: false });
   }
 
@@ -46,7 +54,10 @@ test('predicted DIMM placement matches QEMU; the one crossing 2^33 is refused', 
   const d1 = cmd('device_add', { driver: 'pc-dimm', id: 'd1', memdev: 'm1' });
   t.deepEqual(await guard(d1), { action: 'forward' });
   await q.execute('device_add', d1.arguments);
-  t.deepEqual(parseMemoryDevices(await q.execute('query-memory-devices')).map((d) => [d.id, d.addr, d.size]), [['d1', 4 * GiB, 3 * GiB]]);
+  t.deepEqual(
+    parseMemoryDevices(await q.execute('query-memory-devices')).map((d) => [d.id, d.addr, d.size]),
+    [['d1', 4 * GiB, 3 * GiB]],
+  );
 
   // 2 GiB: would go to [7 GiB, 9 GiB): refused.
   const d2 = cmd('device_add', { driver: 'pc-dimm', id: 'd2', memdev: 'm2' });
@@ -55,7 +66,9 @@ test('predicted DIMM placement matches QEMU; the one crossing 2^33 is refused', 
   t.regex((r2 as { desc: string }).desc, /QEMU would place it at 0x1c0000000/);
 
   // The same through HMP with an explicit address below the limit: forwarded, and QEMU takes it.
-  const h3 = cmd('human-monitor-command', { 'command-line': `device_add pc-dimm,id=d3,memdev=m3,addr=0x${(7 * GiB).toString(16)}` });
+  const h3 = cmd('human-monitor-command', {
+    'command-line': `device_add pc-dimm,id=d3,memdev=m3,addr=0x${(7 * GiB).toString(16)}`,
+  });
   t.deepEqual(await guard(h3), { action: 'forward' });
   t.is(await q.execute('human-monitor-command', h3.arguments), '');
 
@@ -67,7 +80,10 @@ test('predicted DIMM placement matches QEMU; the one crossing 2^33 is refused', 
   await q.execute('device_add', d4.arguments);
   const placed = parseMemoryDevices(await q.execute('query-memory-devices')).find((d) => d.id === 'd4');
   t.is(placed?.addr, 8 * GiB);
-  t.deepEqual(refusals.map((r) => r.code), ['REFUSED_MEMORY_ABOVE_HOST_LIMIT', 'REFUSED_MEMORY_ABOVE_HOST_LIMIT']);
+  t.deepEqual(
+    refusals.map((r) => r.code),
+    ['REFUSED_MEMORY_ABOVE_HOST_LIMIT', 'REFUSED_MEMORY_ABOVE_HOST_LIMIT'],
+  );
 });
 
 test('HMP parity: QEMU reads device_add addresses as the guard does (octal, last duplicate wins, quotes)', async (t) => {
@@ -92,7 +108,11 @@ test('HMP parity: QEMU reads device_add addresses as the guard does (octal, last
     expected.push([dev.id!, dev.addr.value]);
     t.is(await q.execute('human-monitor-command', { 'command-line': line }), '', line);
   }
-  t.deepEqual(expected, [['oct', 10 * GiB], ['dup', 11 * GiB], ['quo', 5 * GiB]]);
+  t.deepEqual(expected, [
+    ['oct', 10 * GiB],
+    ['dup', 11 * GiB],
+    ['quo', 5 * GiB],
+  ]);
   // Past QEMU's 1023-byte argument buffer the addr is cut off: QEMU places the DIMM itself (first
   // fit, 4 GiB), and the guard, seeing no address either, would have predicted that placement.
   await q.execute('object-add', { 'qom-type': 'memory-backend-ram', id: 'md', size: GiB, reserve: false });
@@ -100,7 +120,12 @@ test('HMP parity: QEMU reads device_add addresses as the guard does (octal, last
   const cut = parseHmpCommandLine(`device_add pc-dimm,memdev=md,id=${longId},addr=0x300000000`);
   if (cut.kind !== 'device_add') return t.fail();
   t.deepEqual(memoryDeviceRequest(cut.args)?.addr, { kind: 'absent' });
-  t.is(await q.execute('human-monitor-command', { 'command-line': `device_add pc-dimm,memdev=md,id=${longId},addr=0x300000000` }), '');
+  t.is(
+    await q.execute('human-monitor-command', {
+      'command-line': `device_add pc-dimm,memdev=md,id=${longId},addr=0x300000000`,
+    }),
+    '',
+  );
   const plugged = parseMemoryDevices(await q.execute('query-memory-devices'));
   t.deepEqual(
     plugged.map((d) => d.addr).sort((a, b) => a - b),

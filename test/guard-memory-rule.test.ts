@@ -22,19 +22,32 @@ interface Fake extends QmpExecutor {
 }
 
 /** Upstream QEMU as far as the rule asks it: backends (query-memdev, qom-get) and plugged devices. */
-function fakeQemu(memdevs: Record<string, number>, devices: Array<{ type: string; data: Record<string, unknown> }> = []): Fake {
+function fakeQemu(
+  memdevs: Record<string, number>,
+  devices: Array<{ type: string; data: Record<string, unknown> }> = [],
+): Fake {
   const calls: string[] = [];
   return {
     calls,
     async execute<T>(command: string, args?: Record<string, unknown>): Promise<T> {
       calls.push(command);
       if (command === 'query-memdev') {
-        return Object.entries(memdevs).map(([id, size]) => ({ id, size, merge: true, dump: true, prealloc: false, share: false, policy: 'default', 'host-nodes': [] })) as T;
+        return Object.entries(memdevs).map(([id, size]) => ({
+          id,
+          size,
+          merge: true,
+          dump: true,
+          prealloc: false,
+          share: false,
+          policy: 'default',
+          'host-nodes': [],
+        })) as T;
       }
       if (command === 'query-memory-devices') return devices as T;
       if (command === 'qom-get') {
         const id = String(args?.path).replace('/objects/', '');
-        if (!(id in memdevs)) throw new CommandError('qom-get', 'DeviceNotFound', `Device '${String(args?.path)}' not found`);
+        if (!(id in memdevs))
+          throw new CommandError('qom-get', 'DeviceNotFound', `Device '${String(args?.path)}' not found`);
         if (args?.property === 'type') return 'memory-backend-ram' as T;
         if (args?.property === 'size') return memdevs[id] as T;
       }
@@ -44,13 +57,27 @@ function fakeQemu(memdevs: Record<string, number>, devices: Array<{ type: string
 }
 
 function dimm(id: string, addr: number, size: number) {
-  return { type: 'dimm', data: { id, addr, size, slot: 0, node: 0, memdev: `/objects/m-${id}`, hotplugged: true, hotpluggable: true } };
+  return {
+    type: 'dimm',
+    data: { id, addr, size, slot: 0, node: 0, memdev: `/objects/m-${id}`, hotplugged: true, hotpluggable: true },
+  };
 }
 
-async function decide(args: Record<string, unknown>, q: QmpExecutor, over: { reserved?: { addr: number; size: number }[]; guest?: typeof guest; accelerators?: string[] } = {}): Promise<MemoryDecision> {
+async function decide(
+  args: Record<string, unknown>,
+  q: QmpExecutor,
+  over: { reserved?: { addr: number; size: number }[]; guest?: typeof guest; accelerators?: string[] } = {},
+): Promise<MemoryDecision> {
   const device = memoryDeviceRequest(args);
   if (!device) throw new Error('not a memory device');
-  return decideMemoryHotplug({ device, guest: over.guest ?? guest, host, policy: { accelerators: over.accelerators ?? policy.accelerators }, q, reserved: over.reserved });
+  return decideMemoryHotplug({
+    device,
+    guest: over.guest ?? guest,
+    host,
+    policy: { accelerators: over.accelerators ?? policy.accelerators },
+    q,
+    reserved: over.reserved,
+  });
 }
 
 const explicitTable: Array<[string, Record<string, unknown>, 'allow' | 'refuse']> = [
@@ -62,7 +89,11 @@ const explicitTable: Array<[string, Record<string, unknown>, 'allow' | 'refuse']
   ['decimal string below', { driver: 'pc-dimm', memdev: 'm1', addr: String(8 * GiB) }, 'allow'],
   ['octal string (base 0) below', { driver: 'pc-dimm', memdev: 'm1', addr: `0${(8 * GiB).toString(8)}` }, 'allow'],
   ['nvdimm above', { driver: 'nvdimm', memdev: 'm1', addr: 130 * GiB }, 'refuse'],
-  ['virtio-mem-pci memaddr above, PCI addr ignored', { driver: 'virtio-mem-pci', memdev: 'm1', memaddr: 130 * GiB, addr: '04.0' }, 'refuse'],
+  [
+    'virtio-mem-pci memaddr above, PCI addr ignored',
+    { driver: 'virtio-mem-pci', memdev: 'm1', memaddr: 130 * GiB, addr: '04.0' },
+    'refuse',
+  ],
   ['virtio-pmem-pci memaddr below', { driver: 'virtio-pmem-pci', memdev: 'm1', memaddr: 16 * GiB, addr: 5 }, 'allow'],
   ['negative addr wraps like strtoull', { driver: 'pc-dimm', memdev: 'm1', addr: '-4096' }, 'refuse'],
 ];
@@ -78,7 +109,10 @@ for (const [title, args, outcome] of explicitTable) {
 }
 
 test('the refusal says address, end, limit and what to do', async (t) => {
-  const d = await decide({ driver: 'pc-dimm', id: 'd1', memdev: 'm1', addr: LIMIT - 2 * GiB }, fakeQemu({ m1: 4 * GiB }));
+  const d = await decide(
+    { driver: 'pc-dimm', id: 'd1', memdev: 'm1', addr: LIMIT - 2 * GiB },
+    fakeQemu({ m1: 4 * GiB }),
+  );
   t.deepEqual(d, {
     outcome: 'refuse',
     code: 'REFUSED_MEMORY_ABOVE_HOST_LIMIT',
@@ -94,7 +128,11 @@ test('predicted placement: first fit after the plugged DIMMs crosses the limit',
   t.is(big.outcome, 'refuse');
   t.regex((big as { message: string }).message, /QEMU would place it at 0x1f00000000/);
   const fits = await decide({ driver: 'pc-dimm', id: 'd3', memdev: 'm4' }, fakeQemu({ m4: 4 * GiB }, plugged));
-  t.deepEqual(fits, { outcome: 'allow', message: 'pc-dimm "d3" ends at 0x2000000000, within 37 bits', placement: { addr: 124 * GiB, size: 4 * GiB, predicted: true } });
+  t.deepEqual(fits, {
+    outcome: 'allow',
+    message: 'pc-dimm "d3" ends at 0x2000000000, within 37 bits',
+    placement: { addr: 124 * GiB, size: 4 * GiB, predicted: true },
+  });
 });
 
 test('predicted placement: a hole below the limit is used first', async (t) => {
@@ -133,7 +171,9 @@ test('an explicit address at the limit is refused even when the device-memory re
 
 test('accelerators outside policy.accelerators are not checked', async (t) => {
   const q = fakeQemu({});
-  const d = await decide({ driver: 'pc-dimm', memdev: 'm1', addr: 500 * GiB }, q, { guest: guestFacts({ accelerator: 'tcg', layout: guest.layout }) });
+  const d = await decide({ driver: 'pc-dimm', memdev: 'm1', addr: 500 * GiB }, q, {
+    guest: guestFacts({ accelerator: 'tcg', layout: guest.layout }),
+  });
   t.is(d.outcome, 'allow');
   t.deepEqual(q.calls, []);
 });
@@ -143,7 +183,10 @@ test('unknowns: size, unreadable address, no region, no room', async (t) => {
   t.is((await decide({ driver: 'pc-dimm', memdev: 'm1', addr: '0x' }, fakeQemu({ m1: GiB }))).outcome, 'unknown');
   t.is((await decide({ driver: 'pc-dimm', memdev: 'm1', addr: true }, fakeQemu({ m1: GiB }))).outcome, 'unknown');
   const noRegion = guestFacts({ layout: layout({ deviceMemory: null }) });
-  t.is((await decide({ driver: 'pc-dimm', memdev: 'm1' }, fakeQemu({ m1: GiB }), { guest: noRegion })).outcome, 'unknown');
+  t.is(
+    (await decide({ driver: 'pc-dimm', memdev: 'm1' }, fakeQemu({ m1: GiB }), { guest: noRegion })).outcome,
+    'unknown',
+  );
   const full = [dimm('a', 6 * GiB, 256 * GiB)];
   const d = await decide({ driver: 'pc-dimm', memdev: 'm1' }, fakeQemu({ m1: GiB }, full));
   t.is(d.outcome, 'unknown');

@@ -7,16 +7,37 @@ import { GiB, guestFacts, hostFacts, layout } from './helpers/guard-facts';
 const host = hostFacts(46);
 const kvm = { accelerators: ['kvm'] };
 
-type Row = [string, { guestBits: number; highest?: number | null; peerBits: number | null | 'none'; unknownPeer?: 'refuse' | 'allow'; accel?: string }, boolean, string | undefined];
+type Row = [
+  string,
+  {
+    guestBits: number;
+    highest?: number | null;
+    peerBits: number | null | 'none';
+    unknownPeer?: 'refuse' | 'allow';
+    accel?: string;
+  },
+  boolean,
+  string | undefined,
+];
 
 const table: Row[] = [
   ['static narrower peer', { guestBits: 46, peerBits: 39 }, false, 'REFUSED_MIGRATION_PEER_NARROWER'],
   ['equal peer', { guestBits: 46, peerBits: 46, highest: 2 ** 46 }, true, undefined],
   ['wider peer', { guestBits: 40, peerBits: 52 }, true, undefined],
-  ['layout too high for an equal-bits peer', { guestBits: 39, peerBits: 39, highest: 2 ** 39 + GiB }, false, 'REFUSED_MIGRATION_LAYOUT_TOO_HIGH'],
+  [
+    'layout too high for an equal-bits peer',
+    { guestBits: 39, peerBits: 39, highest: 2 ** 39 + GiB },
+    false,
+    'REFUSED_MIGRATION_LAYOUT_TOO_HIGH',
+  ],
   ['layout exactly at the peer limit', { guestBits: 39, peerBits: 39, highest: 2 ** 39 }, true, undefined],
   ['layout unknown: phys-bits alone decide', { guestBits: 39, peerBits: 40, highest: null }, true, undefined],
-  ['narrower wins over layout', { guestBits: 46, peerBits: 39, highest: 2 ** 45 }, false, 'REFUSED_MIGRATION_PEER_NARROWER'],
+  [
+    'narrower wins over layout',
+    { guestBits: 46, peerBits: 39, highest: 2 ** 45 },
+    false,
+    'REFUSED_MIGRATION_PEER_NARROWER',
+  ],
   ['unknown peer, refuse (default)', { guestBits: 40, peerBits: 'none' }, false, 'REFUSED_MIGRATION_UNKNOWN_PEER'],
   ['unknown peer, allow', { guestBits: 40, peerBits: 'none', unknownPeer: 'allow' }, true, undefined],
   ['peer of unknown width, refuse', { guestBits: 40, peerBits: null }, false, 'REFUSED_MIGRATION_UNKNOWN_PEER'],
@@ -40,13 +61,26 @@ for (const [title, c, allowed, code] of table) {
 }
 
 test('checkMigration messages say the numbers and what to do', (t) => {
-  const narrower = checkMigration({ guest: guestFacts({ physBits: 46 }), host, peer: { name: 'hv2', physBits: 39 }, policy: kvm });
+  const narrower = checkMigration({
+    guest: guestFacts({ physBits: 46 }),
+    host,
+    peer: { name: 'hv2', physBits: 39 },
+    policy: kvm,
+  });
   t.is(
     narrower.message,
     'web1 has phys-bits=46 but peer hv2 has 39-bit physical addresses (this host hv1: 46); the guest could map memory the destination cannot back. Restart the guest with phys-bits=39 (or host-phys-bits-limit=39) before moving it, or pick a peer with at least 46 bits',
   );
-  const high = checkMigration({ guest: guestFacts({ physBits: 39, layout: layout({ highestAddress: 2 ** 39 + GiB }) }), host, peer: { name: 'hv2', physBits: 39 }, policy: kvm });
-  t.is(high.message, "web1's memory layout reaches 0x803fffffff, above peer hv2's 39-bit limit 0x8000000000; shrink maxmem or the 64-bit PCI hole (pci-hole64-size), or pick a wider peer");
+  const high = checkMigration({
+    guest: guestFacts({ physBits: 39, layout: layout({ highestAddress: 2 ** 39 + GiB }) }),
+    host,
+    peer: { name: 'hv2', physBits: 39 },
+    policy: kvm,
+  });
+  t.is(
+    high.message,
+    "web1's memory layout reaches 0x803fffffff, above peer hv2's 39-bit limit 0x8000000000; shrink maxmem or the 64-bit PCI hole (pci-hole64-size), or pick a wider peer",
+  );
 });
 
 function lookup(peers: PeerConfig[], live: Record<string, number | null> = {}): PeerLookup & { asked: string[] } {
@@ -56,7 +90,7 @@ function lookup(peers: PeerConfig[], live: Record<string, number | null> = {}): 
     findByAddress: (h) => peers.find((p) => p.address.toLowerCase() === h.toLowerCase()) ?? null,
     facts: async (p) => {
       asked.push(p.name);
-      const physBits = p.name in live ? live[p.name] : (p as { physBits?: number }).physBits ?? null;
+      const physBits = p.name in live ? live[p.name] : ((p as { physBits?: number }).physBits ?? null);
       return { name: p.name, physBits, reachable: physBits !== null };
     },
   };
@@ -74,7 +108,15 @@ test('decideMigration: the uri host is looked up among the peers', async (t) => 
     decideMigration({ targets: migrateTargets(args), guest, host, policy: { ...kvm, unknownPeer }, peers: l });
   t.is((await d({ uri: 'tcp:10.0.0.2:4444' })).code, 'REFUSED_MIGRATION_PEER_NARROWER');
   t.true((await d({ uri: 'tcp:[2001:db8::3]:4444' })).allowed);
-  t.true((await d({ channels: [{ 'channel-type': 'main', addr: { transport: 'socket', type: 'inet', host: '2001:db8::3', port: '1' } }] })).allowed);
+  t.true(
+    (
+      await d({
+        channels: [
+          { 'channel-type': 'main', addr: { transport: 'socket', type: 'inet', host: '2001:db8::3', port: '1' } },
+        ],
+      })
+    ).allowed,
+  );
   t.is((await d({ uri: 'tcp:10.0.0.9:4444' })).code, 'REFUSED_MIGRATION_UNKNOWN_PEER');
   t.true((await d({ uri: 'tcp:10.0.0.9:4444' }, lookup(peers), 'allow')).allowed);
   const unix = await d({ uri: 'unix:/run/m.sock' });
@@ -88,10 +130,22 @@ test('decideMigration: the uri host is looked up among the peers', async (t) => 
 test('decideMigration: live peer widths come from the lookup; an unknown width follows unknownPeer', async (t) => {
   const guest = guestFacts({ physBits: 46 });
   const l = lookup(peers, { hv4: 40 });
-  const r = await decideMigration({ targets: migrateTargets({ uri: 'tcp:hv4:1' }), guest, host, policy: kvm, peers: l });
+  const r = await decideMigration({
+    targets: migrateTargets({ uri: 'tcp:hv4:1' }),
+    guest,
+    host,
+    policy: kvm,
+    peers: l,
+  });
   t.is(r.code, 'REFUSED_MIGRATION_PEER_NARROWER');
   t.deepEqual(l.asked, ['hv4']);
-  const down = await decideMigration({ targets: migrateTargets({ uri: 'tcp:hv4:1' }), guest, host, policy: kvm, peers: lookup(peers, { hv4: null }) });
+  const down = await decideMigration({
+    targets: migrateTargets({ uri: 'tcp:hv4:1' }),
+    guest,
+    host,
+    policy: kvm,
+    peers: lookup(peers, { hv4: null }),
+  });
   t.is(down.code, 'REFUSED_MIGRATION_UNKNOWN_PEER');
   t.regex(down.message, /width of peer hv4 is unknown/);
 });

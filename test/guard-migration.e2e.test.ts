@@ -20,10 +20,27 @@ test('migrate through the guarded socket: completes to a wide peer, refused to a
   const source = await startGuest({ name: 'mover', dir: vms, cpu: 'phys-bits=42', memory: '32M' });
   const port = await freePort('127.0.0.3');
   // The destination: same machine and CPU, waiting for the stream on 127.0.0.3 (outside the discovery glob).
-  const dest = spawn(QEMU, [
-    '-machine', 'q35,accel=tcg', '-cpu', 'qemu64,phys-bits=42', '-m', '32M', '-S', '-nodefaults', '-display', 'none',
-    '-no-user-config', '-name', 'mover', '-incoming', `tcp:127.0.0.3:${port}`,
-  ], { stdio: 'ignore' });
+  const dest = spawn(
+    QEMU,
+    [
+      '-machine',
+      'q35,accel=tcg',
+      '-cpu',
+      'qemu64,phys-bits=42',
+      '-m',
+      '32M',
+      '-S',
+      '-nodefaults',
+      '-display',
+      'none',
+      '-no-user-config',
+      '-name',
+      'mover',
+      '-incoming',
+      `tcp:127.0.0.3:${port}`,
+    ],
+    { stdio: 'ignore' },
+  );
   let daemon: DaemonProcess | null = null;
   t.teardown(async () => {
     await daemon?.stop();
@@ -50,7 +67,10 @@ test('migrate through the guarded socket: completes to a wide peer, refused to a
   client.send('{"execute": "migrate", "arguments": {"uri": "tcp:127.0.0.2:4444"}, "id": "to-narrow"}');
   const narrow = await client.next((m) => m.id === 'to-narrow');
   t.is((narrow.error as { class: string }).class, 'GenericError');
-  t.regex((narrow.error as { desc: string }).desc, /^refused by physbits guard: .*narrow.*39.*\[REFUSED_MIGRATION_PEER_NARROWER\]$/);
+  t.regex(
+    (narrow.error as { desc: string }).desc,
+    /^refused by physbits guard: .*narrow.*39.*\[REFUSED_MIGRATION_PEER_NARROWER\]$/,
+  );
 
   client.send('{"execute": "migrate", "arguments": {"uri": "tcp:192.0.2.7:4444"}, "id": "to-unknown"}');
   const unknown = await client.next((m) => m.id === 'to-unknown');

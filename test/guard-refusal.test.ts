@@ -1,5 +1,14 @@
 import test from 'ava';
-import { hex, humanBytes, MAX_DESC_CHARS, quote, REFUSAL_PREFIX, REFUSED, refusalDesc, refusalReply } from '../agent/guard/refusal';
+import {
+  hex,
+  humanBytes,
+  MAX_DESC_CHARS,
+  quote,
+  REFUSAL_PREFIX,
+  REFUSED,
+  refusalDesc,
+  refusalReply,
+} from '../agent/guard/refusal';
 
 test('the reply is a QMP GenericError carrying the client id', (t) => {
   const desc = refusalDesc('REFUSED_FACTS_UNKNOWN', 'not known');

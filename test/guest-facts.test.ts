@@ -86,7 +86,12 @@ test('KVM guests: accelerator kvm, host-phys-bits-limit applied', async (t) => {
     connect(t, { accel: 'kvm', cpu: 'host-phys-bits=on,host-phys-bits-limit=39' }),
     connect(t, { accel: 'kvm', cpu: 'phys-bits=46' }),
   ]);
-  t.like(await readGuestFacts(limited), { accelerator: 'kvm', physBits: Math.min(hostBits, 39), hostPhysBits: true, hostPhysBitsLimit: 39 });
+  t.like(await readGuestFacts(limited), {
+    accelerator: 'kvm',
+    physBits: Math.min(hostBits, 39),
+    hostPhysBits: true,
+    hostPhysBitsLimit: 39,
+  });
   t.like(await readGuestFacts(fixed), { accelerator: 'kvm', physBits: 46, hostPhysBits: false });
 });
 
@@ -95,7 +100,14 @@ test('-m 64M,slots=4,maxmem=1G: device memory where QEMU put it, as estimatePcLa
   const f = await readGuestFacts(c);
   t.deepEqual(f.layout?.deviceMemory, { base: 4 * G, size: 0x13c000000 });
   t.deepEqual(f.layout?.pciHole64, { start: 0x240000000, end: 0xa40000000 });
-  const est = estimatePcLayout({ machine: 'q35', ramBytes: 64 * M, maxRamBytes: G, slots: 4, vendor: 'AuthenticAMD', physBits: 46 });
+  const est = estimatePcLayout({
+    machine: 'q35',
+    ramBytes: 64 * M,
+    maxRamBytes: G,
+    slots: 4,
+    vendor: 'AuthenticAMD',
+    physBits: 46,
+  });
   t.like(f.layout, {
     ramBelow4g: est.ramBelow4g,
     ramAbove4g: est.ramAbove4g,
@@ -157,7 +169,14 @@ test('AMD vCPU with maxmem=1000G: QEMU moves device memory to 1 TiB, and the fir
   const c = await connect(t, { cpu: 'phys-bits=48', memory: '64M,slots=1,maxmem=1000G' });
   const f = await readGuestFacts(c);
   t.deepEqual(f.layout?.deviceMemory, { base: 2 ** 40, size: 1074748456960 });
-  const est = estimatePcLayout({ machine: 'q35', ramBytes: 64 * M, maxRamBytes: 1000 * G, slots: 1, vendor: 'AuthenticAMD', physBits: 48 });
+  const est = estimatePcLayout({
+    machine: 'q35',
+    ramBytes: 64 * M,
+    maxRamBytes: 1000 * G,
+    slots: 1,
+    vendor: 'AuthenticAMD',
+    physBits: 48,
+  });
   t.deepEqual(est.deviceMemory, f.layout?.deviceMemory);
   t.deepEqual(est.pciHole64, f.layout?.pciHole64);
   const d = await plugDimm(c, 'big', 128 * M);
@@ -189,11 +208,22 @@ const REPLIES: Record<string, unknown> = {
   'query-version': { qemu: { micro: 22, minor: 2, major: 7 }, package: 'Debian 1:7.2+dfsg-7+deb12u18+b3' },
   'query-kvm': { enabled: false, present: true },
   'query-status': { status: 'prelaunch', singlestep: false, running: false },
-  'query-cpus-fast': [{ 'thread-id': 10100, props: { 'core-id': 0, 'thread-id': 0, 'node-id': 0, 'socket-id': 0 }, 'qom-path': '/machine/unattached/device[0]', 'cpu-index': 0, target: 'x86_64' }],
+  'query-cpus-fast': [
+    {
+      'thread-id': 10100,
+      props: { 'core-id': 0, 'thread-id': 0, 'node-id': 0, 'socket-id': 0 },
+      'qom-path': '/machine/unattached/device[0]',
+      'cpu-index': 0,
+      target: 'x86_64',
+    },
+  ],
   'query-sev': { enabled: false, 'api-minor': 0, handle: 0, state: 'uninit', 'api-major': 0, 'build-id': 0, policy: 0 },
   'query-memory-devices': [],
   'query-memory-size-summary': { 'base-memory': 67108864, 'plugged-memory': 0 },
-  'qom-list /machine': [{ name: 'q35', type: 'child<q35-pcihost>' }, { name: 'device-memory[0]', type: 'child<memory-region>' }],
+  'qom-list /machine': [
+    { name: 'q35', type: 'child<q35-pcihost>' },
+    { name: 'device-memory[0]', type: 'child<memory-region>' },
+  ],
   'x-query-jit': { 'human-readable-text': 'Translation buffer state:\n' },
   'qom-get /machine type': 'pc-q35-7.2-machine',
   'qom-get /machine device-memory-region-size': 5301600256,
@@ -218,11 +248,17 @@ function scripted(answers: Record<string, unknown>): QmpExecutor & { calls: stri
   return {
     calls,
     async execute<T>(command: string, args?: Record<string, unknown>): Promise<T> {
-      const key = command === 'qom-get' ? `qom-get ${args?.path} ${args?.property}` : command === 'qom-list' ? `qom-list ${args?.path}` : command;
+      const key =
+        command === 'qom-get'
+          ? `qom-get ${args?.path} ${args?.property}`
+          : command === 'qom-list'
+            ? `qom-list ${args?.path}`
+            : command;
       calls.push(key);
       const v = answers[key];
       if (v instanceof Error) throw v;
-      if (v === undefined) throw new CommandError(command, 'GenericError', `Property '${String(args?.property)}' not found`);
+      if (v === undefined)
+        throw new CommandError(command, 'GenericError', `Property '${String(args?.property)}' not found`);
       return v as T;
     },
   };
@@ -252,13 +288,27 @@ test('every optional read failing leaves nulls; phys-bits alone still gives fact
 test('the literal 7.2 replies give the same facts as the live guest', async (t) => {
   const q = scripted(REPLIES);
   const f = await readGuestFacts(q);
-  t.like(f, { physBits: 46, accelerator: 'tcg', cpuModel: 'qemu64', qemuVersion: '7.2.22', guestPhysBits: null, runState: 'prelaunch' });
+  t.like(f, {
+    physBits: 46,
+    accelerator: 'tcg',
+    cpuModel: 'qemu64',
+    qemuVersion: '7.2.22',
+    guestPhysBits: null,
+    runState: 'prelaunch',
+  });
   t.deepEqual(f.layout?.deviceMemory, { base: 4 * G, size: 5301600256 });
   t.false(q.calls.includes('human-monitor-command'));
 });
 
 test('phys-bits refused by QEMU is GUEST_PHYS_BITS_UNREADABLE; a timeout keeps its own code', async (t) => {
-  const refused = { ...REPLIES, 'qom-get /machine/unattached/device[0] phys-bits': new CommandError('qom-get', 'GenericError', "Property 'phys-bits' not found") };
+  const refused = {
+    ...REPLIES,
+    'qom-get /machine/unattached/device[0] phys-bits': new CommandError(
+      'qom-get',
+      'GenericError',
+      "Property 'phys-bits' not found",
+    ),
+  };
   const e1 = await t.throwsAsync(readGuestFacts(scripted(refused)));
   t.is((e1 as { code?: string }).code, 'GUEST_PHYS_BITS_UNREADABLE');
   const noCpu = { ...REPLIES, 'query-cpus-fast': [] };
@@ -272,7 +322,7 @@ test('phys-bits refused by QEMU is GUEST_PHYS_BITS_UNREADABLE; a timeout keeps i
 test('QEMU before 6.2 (no x-query-jit): HMP "info jit" decides TCG', async (t) => {
   const old = {
     ...REPLIES,
-    'x-query-jit': new CommandError('x-query-jit', 'CommandNotFound', "The command x-query-jit has not been found"),
+    'x-query-jit': new CommandError('x-query-jit', 'CommandNotFound', 'The command x-query-jit has not been found'),
     'human-monitor-command': 'Translation buffer state:\ngen code size       0/1073736704\n',
   };
   t.is((await readGuestFacts(scripted(old))).accelerator, 'tcg');
@@ -292,8 +342,32 @@ test('reply parsers on literal replies', (t) => {
   // query-memory-devices after a DIMM and two virtio-mem devices (QEMU 7.2).
   t.deepEqual(
     parseMemoryDevices([
-      { type: 'dimm', data: { memdev: '/objects/m1', hotplugged: true, addr: 4294967296, hotpluggable: true, size: 6291456, slot: 0, node: 0, id: 'd1' } },
-      { type: 'virtio-mem', data: { memdev: '/objects/v1', memaddr: 4301258752, 'block-size': 2097152, size: 0, node: 0, 'max-size': 536870912, 'requested-size': 0, id: 'vm1' } },
+      {
+        type: 'dimm',
+        data: {
+          memdev: '/objects/m1',
+          hotplugged: true,
+          addr: 4294967296,
+          hotpluggable: true,
+          size: 6291456,
+          slot: 0,
+          node: 0,
+          id: 'd1',
+        },
+      },
+      {
+        type: 'virtio-mem',
+        data: {
+          memdev: '/objects/v1',
+          memaddr: 4301258752,
+          'block-size': 2097152,
+          size: 0,
+          node: 0,
+          'max-size': 536870912,
+          'requested-size': 0,
+          id: 'vm1',
+        },
+      },
       { type: 'virtio-pmem', data: { memaddr: 8589934592, size: 1073741824, memdev: '/objects/p' } },
       { type: 'dimm', data: { addr: -1, size: 1 } },
     ]),
@@ -308,7 +382,21 @@ test('reply parsers on literal replies', (t) => {
     type: 'sev',
     reducedPhysBits: 1,
   });
-  t.deepEqual(memoryEncryptionFrom({ sev: { enabled: true, policy: 0x5 }, cgsType: 'sev-guest', reducedPhysBits: 1 }).type, 'sev-es');
-  t.deepEqual(memoryEncryptionFrom({ sev: { enabled: true, 'sev-type': 'sev-snp', policy: 0x30000 }, cgsType: 'sev-snp-guest', reducedPhysBits: 5 }).type, 'sev-snp');
-  t.deepEqual(memoryEncryptionFrom({ sev: undefined, cgsType: null, reducedPhysBits: undefined }), { active: false, type: null, reducedPhysBits: null });
+  t.deepEqual(
+    memoryEncryptionFrom({ sev: { enabled: true, policy: 0x5 }, cgsType: 'sev-guest', reducedPhysBits: 1 }).type,
+    'sev-es',
+  );
+  t.deepEqual(
+    memoryEncryptionFrom({
+      sev: { enabled: true, 'sev-type': 'sev-snp', policy: 0x30000 },
+      cgsType: 'sev-snp-guest',
+      reducedPhysBits: 5,
+    }).type,
+    'sev-snp',
+  );
+  t.deepEqual(memoryEncryptionFrom({ sev: undefined, cgsType: null, reducedPhysBits: undefined }), {
+    active: false,
+    type: null,
+    reducedPhysBits: null,
+  });
 });

@@ -24,40 +24,109 @@ interface Observed {
 // Observed on QEMU 7.2 under TCG, paused before firmware: host bridge below/above-4g-mem-size
 // (q35 only), /machine/device-memory[0] addr, /machine device-memory-region-size, pci-hole64-start/end.
 const table: Array<[string, PcLayoutInput, Observed]> = [
-  ['q35 64M,slots=4,maxmem=1G qemu64', { machine: 'q35', ramBytes: 64 * M, maxRamBytes: G, slots: 4, vendor: AMD },
-    { below: 64 * M, above: 0, dm: { base: 4 * G, size: 0x13c000000 }, hole: { start: 0x240000000, end: 0xa40000000 } }],
-  ['q35 2815M', { machine: 'q35', ramBytes: 2815 * M, maxRamBytes: 0, slots: 0, vendor: AMD },
-    { below: 0xaff00000, above: 0, dm: null, hole: { start: 0x100000000, end: 0x900000000 } }],
-  ['q35 2816M', { machine: 'q35', ramBytes: 2816 * M, maxRamBytes: 0, slots: 0, vendor: AMD },
-    { below: 0x80000000, above: 0x30000000, dm: null, hole: { start: 0x140000000, end: 0x940000000 } }],
-  ['q35 3G,slots=2,maxmem=5G', { machine: 'q35', ramBytes: 3 * G, maxRamBytes: 5 * G, slots: 2, vendor: AMD },
-    { below: 2 * G, above: G, dm: { base: 5 * G, size: 4 * G }, hole: { start: 0x240000000, end: 0xa40000000 } }],
-  ['q35,max-ram-below-4g=1G 2G', { machine: 'q35', ramBytes: 2 * G, maxRamBytes: 0, slots: 0, maxRamBelow4g: G },
-    { below: G, above: G, dm: null, hole: { start: 0x140000000, end: 0x940000000 } }],
-  ['q35 64M,slots=1,maxmem=1000G qemu64 (AMD: moved to 1 TiB)',
+  [
+    'q35 64M,slots=4,maxmem=1G qemu64',
+    { machine: 'q35', ramBytes: 64 * M, maxRamBytes: G, slots: 4, vendor: AMD },
+    { below: 64 * M, above: 0, dm: { base: 4 * G, size: 0x13c000000 }, hole: { start: 0x240000000, end: 0xa40000000 } },
+  ],
+  [
+    'q35 2815M',
+    { machine: 'q35', ramBytes: 2815 * M, maxRamBytes: 0, slots: 0, vendor: AMD },
+    { below: 0xaff00000, above: 0, dm: null, hole: { start: 0x100000000, end: 0x900000000 } },
+  ],
+  [
+    'q35 2816M',
+    { machine: 'q35', ramBytes: 2816 * M, maxRamBytes: 0, slots: 0, vendor: AMD },
+    { below: 0x80000000, above: 0x30000000, dm: null, hole: { start: 0x140000000, end: 0x940000000 } },
+  ],
+  [
+    'q35 3G,slots=2,maxmem=5G',
+    { machine: 'q35', ramBytes: 3 * G, maxRamBytes: 5 * G, slots: 2, vendor: AMD },
+    { below: 2 * G, above: G, dm: { base: 5 * G, size: 4 * G }, hole: { start: 0x240000000, end: 0xa40000000 } },
+  ],
+  [
+    'q35,max-ram-below-4g=1G 2G',
+    { machine: 'q35', ramBytes: 2 * G, maxRamBytes: 0, slots: 0, maxRamBelow4g: G },
+    { below: G, above: G, dm: null, hole: { start: 0x140000000, end: 0x940000000 } },
+  ],
+  [
+    'q35 64M,slots=1,maxmem=1000G qemu64 (AMD: moved to 1 TiB)',
     { machine: 'q35', ramBytes: 64 * M, maxRamBytes: 1000 * G, slots: 1, vendor: AMD, physBits: 48 },
-    { below: 64 * M, above: 0, dm: { base: 2 ** 40, size: 1074748456960 }, hole: { start: 0x1fa40000000, end: 0x20240000000 } }],
-  ['q35 64M,slots=1,maxmem=1000G Skylake-Client (Intel: stays at 4 GiB)',
+    {
+      below: 64 * M,
+      above: 0,
+      dm: { base: 2 ** 40, size: 1074748456960 },
+      hole: { start: 0x1fa40000000, end: 0x20240000000 },
+    },
+  ],
+  [
+    'q35 64M,slots=1,maxmem=1000G Skylake-Client (Intel: stays at 4 GiB)',
     { machine: 'q35', ramBytes: 64 * M, maxRamBytes: 1000 * G, slots: 1, vendor: INTEL, physBits: 48 },
-    { below: 64 * M, above: 0, dm: { base: 4 * G, size: 1074748456960 }, hole: { start: 0xfb40000000, end: 0x10340000000 } }],
-  ['pc-q35-7.0 64M,slots=1,maxmem=1000G qemu64 (before enforce_amd_1tb_hole)',
-    { machine: 'q35', ramBytes: 64 * M, maxRamBytes: 1000 * G, slots: 1, vendor: AMD, physBits: 48, machineVersion: '7.0' },
-    { below: 64 * M, above: 0, dm: { base: 4 * G, size: 1074748456960 }, hole: { start: 0xfb40000000, end: 0x10340000000 } }],
-  ['q35 64M,slots=1,maxmem=900G qemu64 (below the HT hole)',
+    {
+      below: 64 * M,
+      above: 0,
+      dm: { base: 4 * G, size: 1074748456960 },
+      hole: { start: 0xfb40000000, end: 0x10340000000 },
+    },
+  ],
+  [
+    'pc-q35-7.0 64M,slots=1,maxmem=1000G qemu64 (before enforce_amd_1tb_hole)',
+    {
+      machine: 'q35',
+      ramBytes: 64 * M,
+      maxRamBytes: 1000 * G,
+      slots: 1,
+      vendor: AMD,
+      physBits: 48,
+      machineVersion: '7.0',
+    },
+    {
+      below: 64 * M,
+      above: 0,
+      dm: { base: 4 * G, size: 1074748456960 },
+      hole: { start: 0xfb40000000, end: 0x10340000000 },
+    },
+  ],
+  [
+    'q35 64M,slots=1,maxmem=900G qemu64 (below the HT hole)',
     { machine: 'q35', ramBytes: 64 * M, maxRamBytes: 900 * G, slots: 1, vendor: AMD, physBits: 48 },
-    { below: 64 * M, above: 0, dm: { base: 4 * G, size: 967374274560 }, hole: { start: 0xe240000000, end: 0xea40000000 } }],
-  ['pc 64M,slots=2,maxmem=2G', { machine: 'pc', ramBytes: 64 * M, maxRamBytes: 2 * G, slots: 2, vendor: AMD },
-    { below: 64 * M, above: 0, dm: { base: 4 * G, size: 4227858432 }, hole: { start: 0x200000000, end: 0x280000000 } }],
-  ['pc 64M', { machine: 'pc', ramBytes: 64 * M, maxRamBytes: 64 * M, slots: 0 },
-    { below: 64 * M, above: 0, dm: null, hole: { start: 0x100000000, end: 0x180000000 } }],
-  ['pc 3583M', { machine: 'pc', ramBytes: 3583 * M, maxRamBytes: 0, slots: 0 },
-    { below: 3583 * M, above: 0, dm: null, hole: { start: 0x100000000, end: 0x180000000 } }],
-  ['pc 3584M', { machine: 'pc', ramBytes: 3584 * M, maxRamBytes: 0, slots: 0 },
-    { below: 3 * G, above: 512 * M, dm: null, hole: { start: 0x140000000, end: 0x1c0000000 } }],
-  ['pc 4G', { machine: 'pc', ramBytes: 4 * G, maxRamBytes: 0, slots: 0 },
-    { below: 3 * G, above: G, dm: null, hole: { start: 0x140000000, end: 0x1c0000000 } }],
-  ['pc,max-ram-below-4g=1G 2G', { machine: 'pc', ramBytes: 2 * G, maxRamBytes: 0, slots: 0, maxRamBelow4g: G },
-    { below: G, above: G, dm: null, hole: { start: 0x140000000, end: 0x1c0000000 } }],
+    {
+      below: 64 * M,
+      above: 0,
+      dm: { base: 4 * G, size: 967374274560 },
+      hole: { start: 0xe240000000, end: 0xea40000000 },
+    },
+  ],
+  [
+    'pc 64M,slots=2,maxmem=2G',
+    { machine: 'pc', ramBytes: 64 * M, maxRamBytes: 2 * G, slots: 2, vendor: AMD },
+    { below: 64 * M, above: 0, dm: { base: 4 * G, size: 4227858432 }, hole: { start: 0x200000000, end: 0x280000000 } },
+  ],
+  [
+    'pc 64M',
+    { machine: 'pc', ramBytes: 64 * M, maxRamBytes: 64 * M, slots: 0 },
+    { below: 64 * M, above: 0, dm: null, hole: { start: 0x100000000, end: 0x180000000 } },
+  ],
+  [
+    'pc 3583M',
+    { machine: 'pc', ramBytes: 3583 * M, maxRamBytes: 0, slots: 0 },
+    { below: 3583 * M, above: 0, dm: null, hole: { start: 0x100000000, end: 0x180000000 } },
+  ],
+  [
+    'pc 3584M',
+    { machine: 'pc', ramBytes: 3584 * M, maxRamBytes: 0, slots: 0 },
+    { below: 3 * G, above: 512 * M, dm: null, hole: { start: 0x140000000, end: 0x1c0000000 } },
+  ],
+  [
+    'pc 4G',
+    { machine: 'pc', ramBytes: 4 * G, maxRamBytes: 0, slots: 0 },
+    { below: 3 * G, above: G, dm: null, hole: { start: 0x140000000, end: 0x1c0000000 } },
+  ],
+  [
+    'pc,max-ram-below-4g=1G 2G',
+    { machine: 'pc', ramBytes: 2 * G, maxRamBytes: 0, slots: 0, maxRamBelow4g: G },
+    { below: G, above: G, dm: null, hole: { start: 0x140000000, end: 0x1c0000000 } },
+  ],
 ];
 
 for (const [title, input, want] of table) {
@@ -73,13 +142,26 @@ for (const [title, input, want] of table) {
 }
 
 test('pc-i440fx-2.1: device memory without the per-slot GiB', (t) => {
-  const got = estimatePcLayout({ machine: 'pc', ramBytes: 64 * M, maxRamBytes: 2 * G, slots: 2, machineVersion: '2.1' });
+  const got = estimatePcLayout({
+    machine: 'pc',
+    ramBytes: 64 * M,
+    maxRamBytes: 2 * G,
+    slots: 2,
+    machineVersion: '2.1',
+  });
   t.deepEqual(got.deviceMemory, { base: 4 * G, size: 2080374784 });
 });
 
 test('minPhysBits is the width QEMU demands ("phys-bits too low" below it)', (t) => {
   // QEMU 7.2: "Address space limit 0x1ffffffffff < 0x2023fffffff phys-bits too low (41)".
-  const big = estimatePcLayout({ machine: 'q35', ramBytes: 64 * M, maxRamBytes: 1000 * G, slots: 1, vendor: AMD, physBits: 48 });
+  const big = estimatePcLayout({
+    machine: 'q35',
+    ramBytes: 64 * M,
+    maxRamBytes: 1000 * G,
+    slots: 1,
+    vendor: AMD,
+    physBits: 48,
+  });
   t.is(big.maxUsedGpa, 0x2023fffffff);
   t.is(big.minPhysBits, 42);
   t.is(big.above4gStart, 2 ** 40);

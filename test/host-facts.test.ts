@@ -1,5 +1,15 @@
 import test from 'ava';
-import { accessSync, closeSync, constants, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
+import {
+  accessSync,
+  closeSync,
+  constants,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { cpuidPosition } from '../agent/facts/cpuid';
@@ -145,7 +155,9 @@ test('no-address-sizes without cpuid: HostFactsError naming both sources and the
 
 test('garbage-address-sizes: no width anywhere throws; the override rescues it; bad params are null', (t) => {
   const devRoot = emptyDir(t);
-  t.throws(() => readHostFacts({ ...roots('garbage-address-sizes'), devRoot, name: 'x' }), { instanceOf: HostFactsError });
+  t.throws(() => readHostFacts({ ...roots('garbage-address-sizes'), devRoot, name: 'x' }), {
+    instanceOf: HostFactsError,
+  });
   const facts = readHostFacts({ ...roots('garbage-address-sizes'), devRoot, name: 'x', physBitsOverride: 40 });
   t.like(facts, {
     physBits: 40,
@@ -193,7 +205,9 @@ test('an override outside 1..64 is refused', (t) => {
     instanceOf: HostFactsError,
     message: /1 to 64, got 65/,
   });
-  t.throws(() => readHostFacts({ ...roots('intel-46'), name: 'x', physBitsOverride: 40.5 }), { instanceOf: HostFactsError });
+  t.throws(() => readHostFacts({ ...roots('intel-46'), name: 'x', physBitsOverride: 40.5 }), {
+    instanceOf: HostFactsError,
+  });
 });
 
 test('a cpuid file too short for the extended leaves: width unavailable, noted', (t) => {
@@ -225,7 +239,8 @@ function cpuidReadable(): boolean {
 
 const realCpuid = cpuidReadable();
 const realTest = realCpuid ? test : test.skip;
-if (!realCpuid) console.log('skipping real-device tests: /dev/cpu/0/cpuid is not readable (needs root and the cpuid module)');
+if (!realCpuid)
+  console.log('skipping real-device tests: /dev/cpu/0/cpuid is not readable (needs root and the cpuid module)');
 
 realTest('this machine: the real cpuid device reads through the same code', (t) => {
   const facts = readHostFacts({ name: 'self' });

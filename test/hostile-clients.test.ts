@@ -16,7 +16,8 @@ import { startFakeQmp, type FakeQmp } from './helpers/fake-qmp';
 import { tempDir } from './helpers/tmp';
 
 const MiB = 1024 * 1024;
-const UPGRADE = 'GET /v1/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
+const UPGRADE =
+  'GET /v1/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
 
 interface Setup {
   dir: string;
@@ -56,13 +57,27 @@ function rawHttp(socketPath: string, bytes: Buffer | string, timeoutMs = 10000):
   });
 }
 
-function request(socketPath: string, method: string, path: string, body?: Buffer | string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+function request(
+  socketPath: string,
+  method: string,
+  path: string,
+  body?: Buffer | string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath, method, path, headers: { ...headers, ...(body !== undefined ? { 'content-length': String(Buffer.byteLength(body)) } : {}) } }, (res) => {
-      let text = '';
-      res.on('data', (c) => (text += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
-    });
+    const req = http.request(
+      {
+        socketPath,
+        method,
+        path,
+        headers: { ...headers, ...(body !== undefined ? { 'content-length': String(Buffer.byteLength(body)) } : {}) },
+      },
+      (res) => {
+        let text = '';
+        res.on('data', (c) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -79,7 +94,10 @@ test('guarded socket: malformed and oversized lines, floods and half-open connec
   t.teardown(() => bad.close());
   const malformed: Array<[string | Buffer, string]> = [
     ['{"execute": ', 'JSON parse error'],
-    [Buffer.concat([Buffer.from('{"execute": "'), Buffer.from([0xff, 0xfe]), Buffer.from('"}')]), 'JSON parse error, invalid UTF-8 sequence'],
+    [
+      Buffer.concat([Buffer.from('{"execute": "'), Buffer.from([0xff, 0xfe]), Buffer.from('"}')]),
+      'JSON parse error, invalid UTF-8 sequence',
+    ],
     ['[1, 2, 3]', 'QMP input must be a JSON object'],
     ['{"arguments": {}}', "QMP input lacks member 'execute'"],
     ['{"execute": 42}', "QMP input member 'execute' must be a string"],
@@ -91,7 +109,10 @@ test('guarded socket: malformed and oversized lines, floods and half-open connec
     bad.socket.write(Buffer.concat([Buffer.isBuffer(line) ? line : Buffer.from(line), Buffer.from('\n')]));
     const reply = await bad.next((m) => 'error' in m);
     t.is((reply.error as { class: string }).class, 'GenericError');
-    t.true(String((reply.error as { desc: string }).desc).startsWith(desc), `${String(line).slice(0, 40)} → ${JSON.stringify(reply)}`);
+    t.true(
+      String((reply.error as { desc: string }).desc).startsWith(desc),
+      `${String(line).slice(0, 40)} → ${JSON.stringify(reply)}`,
+    );
   }
   t.like(await bad.command('{"execute":"query-status","id":"still"}', 'still'), { return: { status: 'prelaunch' } });
   t.false(bad.closed);
@@ -118,7 +139,11 @@ test('guarded socket: malformed and oversized lines, floods and half-open connec
   await flood.next((m) => m.id === FLOOD - 1, 60000);
   const ids = flood.messages.filter((m) => typeof m.id === 'number').map((m) => m.id as number);
   t.is(ids.length, FLOOD);
-  t.is(ids.findIndex((v, i) => v !== i), -1, 'replies out of order');
+  t.is(
+    ids.findIndex((v, i) => v !== i),
+    -1,
+    'replies out of order',
+  );
 
   // A client that never reads: its commands stop being read after a few (reading pauses, so its
   // flood costs nothing), and once guard.clientQueueBytes (1 MiB here) of events wait for it, it is dropped.
@@ -156,7 +181,9 @@ test('guarded socket: malformed and oversized lines, floods and half-open connec
   t.like(await bad.command('{"execute":"query-status","id":"end"}', 'end', 5000), { return: { status: 'prelaunch' } });
 
   const mem = d.memory();
-  t.log(`guarded socket: ${malformed.length} malformed lines, a 3 MiB line, ${FLOOD} pipelined commands (another client answered in ${meanwhileMs} ms meanwhile), 20000 unread commands and 1000 4-KiB events for a client that does not read (guard.clientQueueBytes 1 MiB), ${open} half-open connections`);
+  t.log(
+    `guarded socket: ${malformed.length} malformed lines, a 3 MiB line, ${FLOOD} pipelined commands (another client answered in ${meanwhileMs} ms meanwhile), 20000 unread commands and 1000 4-KiB events for a client that does not read (guard.clientQueueBytes 1 MiB), ${open} half-open connections`,
+  );
   t.log(`daemon RSS ${memStart.rssKb} kB at start, ${mem.rssKb} kB at the end, peak ${mem.hwmKb} kB`);
   t.true(meanwhileMs < 2000);
   t.true(mem.hwmKb < 350 * 1024);
@@ -169,10 +196,20 @@ test('API: oversized and malformed requests, floods, half-open connections', asy
   const memStart = d.memory();
 
   // Over api.maxBodyBytes: 413, whether the body is 5 KiB or 64 MiB.
-  const r1 = await request(sock, 'POST', '/v1/check-migration', JSON.stringify({ vm: 'target', peer: 'x', pad: 'z'.repeat(5000) }), { 'content-type': 'application/json' });
+  const r1 = await request(
+    sock,
+    'POST',
+    '/v1/check-migration',
+    JSON.stringify({ vm: 'target', peer: 'x', pad: 'z'.repeat(5000) }),
+    { 'content-type': 'application/json' },
+  );
   t.is(r1.status, 413);
-  t.deepEqual(JSON.parse(r1.body), { error: { code: 'API_BODY_TOO_LARGE', message: 'request body larger than 4096 bytes' } });
-  const big = await request(sock, 'POST', '/v1/libvirt-events', Buffer.alloc(64 * MiB, 0x41)).catch((err: NodeJS.ErrnoException) => ({ status: -1, body: err.code ?? '' }));
+  t.deepEqual(JSON.parse(r1.body), {
+    error: { code: 'API_BODY_TOO_LARGE', message: 'request body larger than 4096 bytes' },
+  });
+  const big = await request(sock, 'POST', '/v1/libvirt-events', Buffer.alloc(64 * MiB, 0x41)).catch(
+    (err: NodeJS.ErrnoException) => ({ status: -1, body: err.code ?? '' }),
+  );
   t.true(big.status === 413 || big.body === 'EPIPE' || big.body === 'ECONNRESET', JSON.stringify(big).slice(0, 200));
 
   // Malformed JSON: 400.
@@ -184,7 +221,10 @@ test('API: oversized and malformed requests, floods, half-open connections', asy
   t.is(JSON.parse(r3.body).error.code, 'API_BAD_REQUEST');
   // Not HTTP at all, and headers past the limit: Node's own 400 / 431, connection closed.
   t.regex(await rawHttp(sock, 'HELLO\x00\xff\r\n\r\n'), /^HTTP\/1\.1 400 Bad Request/);
-  t.regex(await rawHttp(sock, `GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: ${'h'.repeat(32 * 1024)}\r\n\r\n`), /^HTTP\/1\.1 431 /);
+  t.regex(
+    await rawHttp(sock, `GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: ${'h'.repeat(32 * 1024)}\r\n\r\n`),
+    /^HTTP\/1\.1 431 /,
+  );
   // Unknown paths and methods: 404 with a code.
   const r4 = await request(sock, 'DELETE', '/v1/status');
   t.is(r4.status, 404);
@@ -207,21 +247,31 @@ test('API: oversized and malformed requests, floods, half-open connections', asy
   let okCount = 0;
   const agent = new http.Agent({ keepAlive: true, maxSockets: 50 });
   t.teardown(() => agent.destroy());
-  await Promise.all(Array.from({ length: 2000 }, () => new Promise<void>((resolve, reject) => {
-    http.get({ socketPath: sock, path: '/v1/status', agent }, (res) => {
-      res.resume();
-      res.on('end', () => {
-        if (res.statusCode === 200) okCount++;
-        resolve();
-      });
-    }).on('error', reject);
-  })));
+  await Promise.all(
+    Array.from(
+      { length: 2000 },
+      () =>
+        new Promise<void>((resolve, reject) => {
+          http
+            .get({ socketPath: sock, path: '/v1/status', agent }, (res) => {
+              res.resume();
+              res.on('end', () => {
+                if (res.statusCode === 200) okCount++;
+                resolve();
+              });
+            })
+            .on('error', reject);
+        }),
+    ),
+  );
   const floodMs = Date.now() - started;
   t.is(okCount, 2000);
   const s = await request(sock, 'GET', '/v1/status');
   t.is(s.status, 200);
   const mem = d.memory();
-  t.log(`API: 2000 requests in ${floodMs} ms beside 100 half-open connections; RSS ${memStart.rssKb} → ${mem.rssKb} kB, peak ${mem.hwmKb} kB`);
+  t.log(
+    `API: 2000 requests in ${floodMs} ms beside 100 half-open connections; RSS ${memStart.rssKb} → ${mem.rssKb} kB, peak ${mem.hwmKb} kB`,
+  );
   t.true(mem.hwmKb < 350 * 1024);
 });
 
@@ -264,36 +314,71 @@ test('event stream: a client that never reads is dropped past api.eventBufferByt
   let sent = 0;
   const dropped = d.waitForLog((l) => l.message === 'dropping a slow event-stream client', 120000);
   let isDropped = false;
-  void dropped.then(() => (isDropped = true), () => undefined);
+  void dropped.then(
+    () => (isDropped = true),
+    () => undefined,
+  );
   // Small batches, each awaited by the reading client, so that it never falls a batch behind.
   while (!isDropped && sent < 20000) {
     const batch: string[] = [];
-    for (let i = 0; i < 10; i++, sent++) batch.push(`{"execute":"human-monitor-command","arguments":{"command-line":"device_add pc-dimm,id=${id}${sent},memdev=m,addr=\\"unterminated"},"id":${sent}}`);
+    for (let i = 0; i < 10; i++, sent++)
+      batch.push(
+        `{"execute":"human-monitor-command","arguments":{"command-line":"device_add pc-dimm,id=${id}${sent},memdev=m,addr=\\"unterminated"},"id":${sent}}`,
+      );
     client.socket.write(batch.join('\n') + '\n');
     await client.next((m) => m.id === sent - 1, 30000);
     const want = sent;
-    await waitUntil(() => events.filter((e) => e.type === 'refusal').length >= want, 'the reading client to catch up', 10000, 5);
+    await waitUntil(
+      () => events.filter((e) => e.type === 'refusal').length >= want,
+      'the reading client to catch up',
+      10000,
+      5,
+    );
   }
   const line = await dropped;
   t.true(Number(line.fields.buffered) <= 16384);
-  const refusalsSeen = await waitUntil(() => {
-    const n = events.filter((e) => e.type === 'refusal').length;
-    return n === sent ? n : null;
-  }, 'every refusal event on the reading client', 20000).catch((err: Error) => {
-    t.log(`sent ${sent}, refusal events ${events.filter((e) => e.type === 'refusal').length}, all events ${events.length}, ws state ${ws.readyState}`, events.slice(-3));
-    t.log(d.lines().filter((l) => l.level !== 'info').slice(-10).map((l) => l.raw));
+  const refusalsSeen = await waitUntil(
+    () => {
+      const n = events.filter((e) => e.type === 'refusal').length;
+      return n === sent ? n : null;
+    },
+    'every refusal event on the reading client',
+    20000,
+  ).catch((err: Error) => {
+    t.log(
+      `sent ${sent}, refusal events ${events.filter((e) => e.type === 'refusal').length}, all events ${events.length}, ws state ${ws.readyState}`,
+      events.slice(-3),
+    );
+    t.log(
+      d
+        .lines()
+        .filter((l) => l.level !== 'info')
+        .slice(-10)
+        .map((l) => l.raw),
+    );
     throw err;
   });
   t.is(refusalsSeen, sent);
   t.is(ws.readyState, WebSocket.OPEN);
   const last = events.filter((e) => e.type === 'refusal').at(-1)!;
-  t.like(last, { type: 'refusal', vm: 'target', command: 'human-monitor-command', effective: 'device_add', code: 'REFUSED_MEMORY_PLACEMENT_UNKNOWN' });
+  t.like(last, {
+    type: 'refusal',
+    vm: 'target',
+    command: 'human-monitor-command',
+    effective: 'device_add',
+    code: 'REFUSED_MEMORY_PLACEMENT_UNKNOWN',
+  });
   const mem = d.memory();
-  t.log(`event stream: ${sent} refusals until the deaf client was dropped; RSS ${memStart.rssKb} → ${mem.rssKb} kB, peak ${mem.hwmKb} kB`);
+  t.log(
+    `event stream: ${sent} refusals until the deaf client was dropped; RSS ${memStart.rssKb} → ${mem.rssKb} kB, peak ${mem.hwmKb} kB`,
+  );
   t.true(mem.hwmKb < 350 * 1024);
 
   // Past api.maxEventClients (3): 503. The reading client is one; two more fill the rest.
-  const more = [new WebSocket(`ws+unix://${d.apiSocket}:/v1/events`), new WebSocket(`ws+unix://${d.apiSocket}:/v1/events`)];
+  const more = [
+    new WebSocket(`ws+unix://${d.apiSocket}:/v1/events`),
+    new WebSocket(`ws+unix://${d.apiSocket}:/v1/events`),
+  ];
   t.teardown(() => more.forEach((w) => w.terminate()));
   await Promise.all(more.map((w) => new Promise((r) => w.once('open', r))));
   t.regex(await rawHttp(d.apiSocket, UPGRADE), /^HTTP\/1\.1 503 Service Unavailable\r\n/);

@@ -15,7 +15,8 @@ import { startFakeQmp } from './helpers/fake-qmp';
 import { startGuest } from './helpers/qemu';
 import { tempDir } from './helpers/tmp';
 
-const GREETING = '{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": "Debian 1:7.2+dfsg-7+deb12u18+b3"}, "capabilities": ["oob"]}}\r\n';
+const GREETING =
+  '{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": "Debian 1:7.2+dfsg-7+deb12u18+b3"}, "capabilities": ["oob"]}}\r\n';
 const MiB = 1024 * 1024;
 
 interface RawServer {
@@ -28,7 +29,11 @@ interface RawServer {
  * A QMP-shaped server written byte by byte: greets like QEMU 7.2, answers qmp_capabilities, then
  * hands the socket to `after` (called once per connection).
  */
-async function rawServer(path: string, after: (sock: net.Socket, srv: RawServer) => void | Promise<void>, greeting: string | Buffer = GREETING): Promise<RawServer> {
+async function rawServer(
+  path: string,
+  after: (sock: net.Socket, srv: RawServer) => void | Promise<void>,
+  greeting: string | Buffer = GREETING,
+): Promise<RawServer> {
   const sockets = new Set<net.Socket>();
   const srv: RawServer = { connections: 0, bytesSent: 0, close: async () => undefined };
   const server = net.createServer((sock) => {
@@ -98,34 +103,83 @@ test('hostile QMP peers each end in their own error code; the real guest and the
   t.teardown(() => Promise.all(closers.map((c) => c())));
   const garbage = await startFakeQmp({ dir: vms, socketName: 'garbage.qmp', greeting: 'garbage' });
   const notQmp = await startFakeQmp({ dir: vms, socketName: 'notqmp.qmp', greeting: { hello: 'world', version: 1 } });
-  const commands = ['query-version', 'query-name', 'query-kvm', 'query-status', 'query-cpus-fast', 'query-hotpluggable-cpus', 'qom-get', 'qom-list', 'query-sev', 'query-memory-devices', 'query-memdev', 'query-memory-size-summary', 'query-machines', 'query-commands', 'x-query-jit', 'human-monitor-command'];
+  const commands = [
+    'query-version',
+    'query-name',
+    'query-kvm',
+    'query-status',
+    'query-cpus-fast',
+    'query-hotpluggable-cpus',
+    'qom-get',
+    'qom-list',
+    'query-sev',
+    'query-memory-devices',
+    'query-memdev',
+    'query-memory-size-summary',
+    'query-machines',
+    'query-commands',
+    'x-query-jit',
+    'human-monitor-command',
+  ];
   let bogusReplies = 0;
   const unknownIds = await startFakeQmp({
     dir: vms,
     socketName: 'unknownids.qmp',
-    script: Object.fromEntries(commands.map((c) => [c, () => {
-      bogusReplies++;
-      return { reply: { return: {}, id: `not-yours-${bogusReplies}` } };
-    }])),
+    script: Object.fromEntries(
+      commands.map((c) => [
+        c,
+        () => {
+          bogusReplies++;
+          return { reply: { return: {}, id: `not-yours-${bogusReplies}` } };
+        },
+      ]),
+    ),
   });
-  const stall = await startFakeQmp({ dir: vms, socketName: 'stall.qmp', script: { 'query-cpus-fast': { stall: true }, 'qom-get': { stall: true } } });
-  closers.push(() => garbage.close(), () => notQmp.close(), () => unknownIds.close(), () => stall.close());
+  const stall = await startFakeQmp({
+    dir: vms,
+    socketName: 'stall.qmp',
+    script: { 'query-cpus-fast': { stall: true }, 'qom-get': { stall: true } },
+  });
+  closers.push(
+    () => garbage.close(),
+    () => notQmp.close(),
+    () => unknownIds.close(),
+    () => stall.close(),
+  );
 
   const badUtf8 = await rawServer(join(vms, 'badutf8.qmp'), (sock) => {
-    sock.write(Buffer.concat([Buffer.from('{"return": "'), Buffer.from([0xc3, 0x28, 0xff, 0xfe, 0xed, 0xa0, 0x80]), Buffer.from('"}\r\n')]));
+    sock.write(
+      Buffer.concat([
+        Buffer.from('{"return": "'),
+        Buffer.from([0xc3, 0x28, 0xff, 0xfe, 0xed, 0xa0, 0x80]),
+        Buffer.from('"}\r\n'),
+      ]),
+    );
   });
   const giant = await rawServer(join(vms, 'giant.qmp'), (sock, srv) => stream(sock, 100 * MiB, srv));
   const halfway = await rawServer(join(vms, 'halfway.qmp'), (sock) => {
     sock.write('{"return": {"status": "runn');
   });
-  const binaryGreeting = await rawServer(join(vms, 'binary.qmp'), () => undefined, Buffer.from([0x00, 0x01, 0xff, 0x0a, 0x00, 0x0a]));
-  closers.push(() => badUtf8.close(), () => giant.close(), () => halfway.close(), () => binaryGreeting.close());
+  const binaryGreeting = await rawServer(
+    join(vms, 'binary.qmp'),
+    () => undefined,
+    Buffer.from([0x00, 0x01, 0xff, 0x0a, 0x00, 0x0a]),
+  );
+  closers.push(
+    () => badUtf8.close(),
+    () => giant.close(),
+    () => halfway.close(),
+    () => binaryGreeting.close(),
+  );
 
   // The flood: a well-formed guest that sends events as fast as the daemon takes them.
   const flood = await startFakeQmp({ dir: vms, socketName: 'flood.qmp', physBits: 40 });
   closers.push(() => flood.close());
 
-  const d = await startDaemon({ dir, config: { peers: [], qmp: { timeoutMs: 1000, heartbeatMs: 500, heartbeatTimeoutMs: 1500 } } });
+  const d = await startDaemon({
+    dir,
+    config: { peers: [], qmp: { timeoutMs: 1000, heartbeatMs: 500, heartbeatTimeoutMs: 1500 } },
+  });
   t.teardown(() => d.kill());
   const expected: Record<string, string> = {
     garbage: 'QMP_PROTOCOL',
@@ -137,7 +191,14 @@ test('hostile QMP peers each end in their own error code; the real guest and the
     halfway: 'QMP_TIMEOUT',
     giant: 'QMP_LINE_TOO_LONG',
   };
-  const doc = await d.waitForStatus((s) => Object.keys(expected).every((vm) => (errorOf(s, vm) ?? 'PENDING') !== 'PENDING') && !!vmNamed(s, 'calm')?.verdict && !!vmNamed(s, 'flood')?.verdict, 'every VM judged', 20000);
+  const doc = await d.waitForStatus(
+    (s) =>
+      Object.keys(expected).every((vm) => (errorOf(s, vm) ?? 'PENDING') !== 'PENDING') &&
+      !!vmNamed(s, 'calm')?.verdict &&
+      !!vmNamed(s, 'flood')?.verdict,
+    'every VM judged',
+    20000,
+  );
   const before = d.memory();
   const got = Object.fromEntries(Object.keys(expected).map((vm) => [vm, errorOf(doc, vm)]));
   t.deepEqual(got, expected);
@@ -145,7 +206,10 @@ test('hostile QMP peers each end in their own error code; the real guest and the
   t.regex(vmNamed(doc, 'notqmp')!.error!.message, /not a QMP server/);
   t.regex(vmNamed(doc, 'giant')!.error!.message, /1048576-byte line limit/);
   // Cut off near the bound, not after 100 MB: at most the bound plus socket buffers per attempt.
-  t.true(giant.bytesSent < giant.connections * 4 * MiB, `${giant.bytesSent} bytes over ${giant.connections} connections`);
+  t.true(
+    giant.bytesSent < giant.connections * 4 * MiB,
+    `${giant.bytesSent} bytes over ${giant.connections} connections`,
+  );
   t.true(bogusReplies >= 1);
 
   // A guarded client on the flooded VM that never reads: dropped at guard.clientQueueBytes.
@@ -164,10 +228,19 @@ test('hostile QMP peers each end in their own error code; the real guest and the
   const floodMs = Date.now() - floodStart;
   await d.waitForLog((l) => l.message === 'QMP proxy client dropped' && l.fields.code === 'QMP_SLOW_PEER', 30000);
   // The reading client got the tail of the flood, in order.
-  await reader.next((m) => m.event === 'VSERPORT_CHANGE' && (m.data as { offset: number }).offset === EVENTS - 1, 60000);
-  t.like(await reader.command('{"execute":"query-status","id":"after-flood"}', 'after-flood', 10000), { id: 'after-flood' });
+  await reader.next(
+    (m) => m.event === 'VSERPORT_CHANGE' && (m.data as { offset: number }).offset === EVENTS - 1,
+    60000,
+  );
+  t.like(await reader.command('{"execute":"query-status","id":"after-flood"}', 'after-flood', 10000), {
+    id: 'after-flood',
+  });
 
-  const after = await d.waitForStatus((s) => !!vmNamed(s, 'flood')?.verdict && !vmNamed(s, 'flood')?.error, 'flood VM judged after the flood', 10000);
+  const after = await d.waitForStatus(
+    (s) => !!vmNamed(s, 'flood')?.verdict && !vmNamed(s, 'flood')?.error,
+    'flood VM judged after the flood',
+    10000,
+  );
   t.like(vmNamed(after, 'flood')!.verdict, { relation: 'equal', severity: 'ok' });
   t.like(vmNamed(after, 'calm')!.verdict, { relation: 'equal', severity: 'ok' });
   t.is(vmNamed(after, 'calm')!.error, undefined);
@@ -175,7 +248,9 @@ test('hostile QMP peers each end in their own error code; the real guest and the
   t.is(d.proc.exitCode, null);
 
   const end = d.memory();
-  t.log(`inputs: ${Object.keys(expected).length} hostile peers, ${giant.connections} connections to the 100 MB line (${(giant.bytesSent / MiB).toFixed(1)} MiB sent in all), ${bogusReplies} replies with foreign ids, ${EVENTS} events in ${floodMs} ms`);
+  t.log(
+    `inputs: ${Object.keys(expected).length} hostile peers, ${giant.connections} connections to the 100 MB line (${(giant.bytesSent / MiB).toFixed(1)} MiB sent in all), ${bogusReplies} replies with foreign ids, ${EVENTS} events in ${floodMs} ms`,
+  );
   t.log(`daemon RSS ${before.rssKb} kB before the flood, ${end.rssKb} kB after, peak ${end.hwmKb} kB`);
   t.true(end.hwmKb < 350 * 1024, `peak ${end.hwmKb} kB`);
   t.true(end.rssKb < before.rssKb + 150 * 1024, `RSS grew from ${before.rssKb} to ${end.rssKb} kB`);

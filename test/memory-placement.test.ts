@@ -33,7 +33,7 @@ test('first fit, in order: RAM 128M, RAM 64M, file 3M (4 KiB align), RAM 2M (2 M
   t.deepEqual(plug(2 * M, 2 * M), { addr: 0x10c400000 });
 });
 
-test('a 3 MiB RAM backend is refused with QEMU\'s message', (t) => {
+test("a 3 MiB RAM backend is refused with QEMU's message", (t) => {
   t.deepEqual(predictPlacement({ deviceMemory: DM4, existing: [], size: 3 * M, align: 2 * M }), {
     code: 'PLACEMENT_MISALIGNED_SIZE',
     error: 'backend memory size must be multiple of 0x200000',
@@ -45,7 +45,9 @@ const DM8 = { base: 4 * G, size: 0x23c000000 };
 const d1 = { id: 'd1', addr: 0x110000000, size: 64 * M };
 
 test('hinted device first, then first fit fills the gaps before it and continues after it', (t) => {
-  t.deepEqual(predictPlacement({ deviceMemory: DM8, existing: [], size: 64 * M, hint: 0x110000000 }), { addr: 0x110000000 });
+  t.deepEqual(predictPlacement({ deviceMemory: DM8, existing: [], size: 64 * M, hint: 0x110000000 }), {
+    addr: 0x110000000,
+  });
   const d2 = { id: 'd2', addr: 0x100000000, size: 128 * M };
   const d3 = { id: 'd3', addr: 0x108000000, size: 128 * M };
   t.deepEqual(predictPlacement({ deviceMemory: DM8, existing: [d1], size: 128 * M }), { addr: d2.addr });
@@ -54,7 +56,7 @@ test('hinted device first, then first fit fills the gaps before it and continues
   t.deepEqual(predictPlacement({ deviceMemory: DM8, existing: [d3, d1, d2], size: 64 * M }), { addr: 0x114000000 });
 });
 
-test('hint errors carry QEMU\'s messages', (t) => {
+test("hint errors carry QEMU's messages", (t) => {
   const existing = [d1, { id: 'd4', addr: 0x114000000, size: 64 * M }];
   t.deepEqual(predictPlacement({ deviceMemory: DM8, existing, size: 64 * M, hint: 0x112c00000 }), {
     code: 'PLACEMENT_CONFLICT',
@@ -68,7 +70,9 @@ test('hint errors carry QEMU\'s messages', (t) => {
     code: 'PLACEMENT_OUT_OF_RANGE',
     error: "can't add memory device [0xc0000000:0x4000000], usable range for memory devices [0x100000000:0x23c000000]",
   });
-  t.deepEqual(predictPlacement({ deviceMemory: DM8, existing, size: 64 * M, hint: 0x23a000000 }), { addr: 0x23a000000 });
+  t.deepEqual(predictPlacement({ deviceMemory: DM8, existing, size: 64 * M, hint: 0x23a000000 }), {
+    addr: 0x23a000000,
+  });
 });
 
 test('capacity: maxmem - mem bounds the sum of device sizes', (t) => {
@@ -83,11 +87,16 @@ test('capacity: maxmem - mem bounds the sum of device sizes', (t) => {
     code: 'PLACEMENT_NO_SPACE',
     error: 'not enough space, currently 0x1c000000 in use of total space for memory devices 0x3c000000',
   });
-  t.deepEqual(predictPlacement({ deviceMemory: DM8, existing, size: 512 * M, capacity: 960 * M }), { addr: 0x118000000 });
+  t.deepEqual(predictPlacement({ deviceMemory: DM8, existing, size: 512 * M, capacity: 960 * M }), {
+    addr: 0x118000000,
+  });
 });
 
 test('no device memory, and a device that no longer fits after alignment', (t) => {
-  t.is((predictPlacement({ deviceMemory: { base: 0, size: 0 }, existing: [], size: 2 * M }) as { code: string }).code, 'PLACEMENT_NO_DEVICE_MEMORY');
+  t.is(
+    (predictPlacement({ deviceMemory: { base: 0, size: 0 }, existing: [], size: 2 * M }) as { code: string }).code,
+    'PLACEMENT_NO_DEVICE_MEMORY',
+  );
   const dm = { base: 4 * G, size: 1 * G };
   const r = predictPlacement({ deviceMemory: dm, existing: [{ addr: 4 * G, size: 2 * M }], size: 1 * G, align: 2 * M });
   t.deepEqual(r, {
@@ -99,9 +108,12 @@ test('no device memory, and a device that no longer fits after alignment', (t) =
 test('pc-i440fx-2.1: 4 KiB legacy alignment, device memory without the per-slot GiB', (t) => {
   const dm = { base: 4 * G, size: 2080374784 };
   t.deepEqual(predictPlacement({ deviceMemory: dm, existing: [], size: 3 * M, align: 4096 }), { addr: 0x100000000 });
-  t.deepEqual(predictPlacement({ deviceMemory: dm, existing: [{ addr: 4 * G, size: 3 * M }], size: 4 * M, align: 4096 }), {
-    addr: 0x100300000,
-  });
+  t.deepEqual(
+    predictPlacement({ deviceMemory: dm, existing: [{ addr: 4 * G, size: 3 * M }], size: 4 * M, align: 4096 }),
+    {
+      addr: 0x100300000,
+    },
+  );
   t.is(deviceAlignment('pc-dimm', { type: 'memory-backend-ram' }, { legacyAlign: true }), 4096);
 });
 
@@ -114,7 +126,9 @@ test('virtio-mem: block-size alignment, region = max-size (q35, 64M,slots=4,maxm
   const a2 = deviceAlignment('virtio-mem-pci', { type: 'memory-backend-ram' }, { blockSize: 64 * M });
   t.is(a2, 64 * M);
   const vm1 = { addr: 4301258752, size: 512 * M };
-  t.deepEqual(predictPlacement({ deviceMemory: dm, existing: [dimm, vm1], size: 256 * M, align: a2 }), { addr: 4898947072 });
+  t.deepEqual(predictPlacement({ deviceMemory: dm, existing: [dimm, vm1], size: 256 * M, align: a2 }), {
+    addr: 4898947072,
+  });
 });
 
 test('backend alignment table', (t) => {
@@ -129,7 +143,10 @@ test('backend alignment table', (t) => {
 });
 
 test('memoryDeviceSize, hints and numeric arguments', (t) => {
-  const memdevs = [{ id: 'm1', size: 128 * M }, { id: 'nv', size: 130 * M }];
+  const memdevs = [
+    { id: 'm1', size: 128 * M },
+    { id: 'nv', size: 130 * M },
+  ];
   t.is(memoryDeviceSize({ driver: 'pc-dimm', memdev: 'm1' }, memdevs), 128 * M);
   t.is(memoryDeviceSize({ driver: 'pc-dimm', memdev: '/objects/m1' }, memdevs), 128 * M);
   t.is(memoryDeviceSize({ driver: 'nvdimm', memdev: 'nv', 'label-size': 2 * M }, memdevs), 128 * M);
@@ -175,9 +192,21 @@ test('resolveMemoryDevice reads the backend type and its page size', async (t) =
     'qom-get /objects/h align': 0,
     'qom-get /objects/h mem-path': '/dev/hugepages1G/vm',
   });
-  const r = await resolveMemoryDevice(q, { driver: 'pc-dimm', memdev: 'h', addr: 8 * G }, { pageSizeOf: async () => G });
-  t.deepEqual(r, { size: 2 * G, align: G, hint: 8 * G, backend: { type: 'memory-backend-file', align: 0, pageSize: G } });
-  const ram = scripted({ 'query-memdev': [{ id: 'r', size: 64 * M }], 'qom-get /objects/r type': 'memory-backend-ram' });
+  const r = await resolveMemoryDevice(
+    q,
+    { driver: 'pc-dimm', memdev: 'h', addr: 8 * G },
+    { pageSizeOf: async () => G },
+  );
+  t.deepEqual(r, {
+    size: 2 * G,
+    align: G,
+    hint: 8 * G,
+    backend: { type: 'memory-backend-file', align: 0, pageSize: G },
+  });
+  const ram = scripted({
+    'query-memdev': [{ id: 'r', size: 64 * M }],
+    'qom-get /objects/r type': 'memory-backend-ram',
+  });
   t.deepEqual(await resolveMemoryDevice(ram, { driver: 'virtio-mem-pci', memdev: 'r', 'block-size': 8 * M }), {
     size: 64 * M,
     align: 8 * M,

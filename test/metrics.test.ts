@@ -143,7 +143,11 @@ test('promtool check metrics accepts what /metrics serves', async (t) => {
   const r = spawnSync(PROMTOOL, ['check', 'metrics'], { input: text, encoding: 'utf8', timeout: 30000 });
   // Exit 1 is a parse error; 3 means lint findings only, which must be exactly the accepted ones.
   t.not(r.status, 1, `${r.stdout}${r.stderr}`);
-  const findings = `${r.stdout}${r.stderr}`.split('\n').map((l) => l.trim()).filter(Boolean).sort();
+  const findings = `${r.stdout}${r.stderr}`
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .sort();
   t.deepEqual(findings, [...ACCEPTED_LINT].sort());
   t.false(text.includes('nodejs_active_handles_total'));
   t.true(text.includes('nodejs_active_handles '));

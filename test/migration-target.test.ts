@@ -21,7 +21,10 @@ const uriTable: Array<[string, MigrationTarget]> = [
   ['unix:/run/migrate.sock', { kind: 'local', transport: 'unix', detail: '/run/migrate.sock' }],
   ['exec:ssh hv2 nc -U /run/in.sock', { kind: 'local', transport: 'exec', detail: 'ssh hv2 nc -U /run/in.sock' }],
   ['fd:migfd', { kind: 'local', transport: 'fd', detail: 'migfd' }],
-  ['file:/var/lib/state.mig,offset=0x1000', { kind: 'local', transport: 'file', detail: '/var/lib/state.mig,offset=0x1000' }],
+  [
+    'file:/var/lib/state.mig,offset=0x1000',
+    { kind: 'local', transport: 'file', detail: '/var/lib/state.mig,offset=0x1000' },
+  ],
   ['vsock:3:4444', { kind: 'local', transport: 'vsock', detail: '3:4444' }],
   ['tcp::4444', { kind: 'invalid', reason: 'tcp: uri names no host' }],
   ['tcp:hv2', { kind: 'invalid', reason: 'cannot read the address of tcp: uri' }],
@@ -30,8 +33,14 @@ const uriTable: Array<[string, MigrationTarget]> = [
   ['tcp:[2001:db8::7:4444', { kind: 'invalid', reason: 'cannot read the address of tcp: uri' }],
   ['tcp:[]:4444', { kind: 'invalid', reason: 'cannot read the address of tcp: uri' }],
   ['tcp:[::1]4444', { kind: 'invalid', reason: 'cannot read the address of tcp: uri' }],
-  ['hv2:4444', { kind: 'invalid', reason: 'not a migration uri QEMU knows (tcp:, rdma:, unix:, fd:, exec:, file:, vsock:)' }],
-  ['TCP:hv2:4444', { kind: 'invalid', reason: 'not a migration uri QEMU knows (tcp:, rdma:, unix:, fd:, exec:, file:, vsock:)' }],
+  [
+    'hv2:4444',
+    { kind: 'invalid', reason: 'not a migration uri QEMU knows (tcp:, rdma:, unix:, fd:, exec:, file:, vsock:)' },
+  ],
+  [
+    'TCP:hv2:4444',
+    { kind: 'invalid', reason: 'not a migration uri QEMU knows (tcp:, rdma:, unix:, fd:, exec:, file:, vsock:)' },
+  ],
   ['', { kind: 'invalid', reason: 'not a migration uri QEMU knows (tcp:, rdma:, unix:, fd:, exec:, file:, vsock:)' }],
 ];
 
@@ -53,15 +62,23 @@ test('inet_parse bounds: a 64-character host is read, a 65-character one is not;
 
 test('channels: the main socket channel names the host (inet, IPv6 without brackets)', (t) => {
   t.deepEqual(
-    migrateTargets({ channels: [{ 'channel-type': 'main', addr: { transport: 'socket', type: 'inet', host: 'hv3', port: '4444' } }] }),
+    migrateTargets({
+      channels: [{ 'channel-type': 'main', addr: { transport: 'socket', type: 'inet', host: 'hv3', port: '4444' } }],
+    }),
     [{ kind: 'network', transport: 'tcp', host: 'hv3', port: '4444', channel: 'main' }],
   );
   t.deepEqual(
-    migrateTargets({ channels: [{ 'channel-type': 'main', addr: { transport: 'socket', type: 'inet', host: '2001:db8::3', port: '4444' } }] }),
+    migrateTargets({
+      channels: [
+        { 'channel-type': 'main', addr: { transport: 'socket', type: 'inet', host: '2001:db8::3', port: '4444' } },
+      ],
+    }),
     [{ kind: 'network', transport: 'tcp', host: '2001:db8::3', port: '4444', channel: 'main' }],
   );
   t.deepEqual(
-    migrateTargets({ channels: [{ 'channel-type': 'main', addr: { transport: 'rdma', host: '10.1.1.1', port: '7' } }] }),
+    migrateTargets({
+      channels: [{ 'channel-type': 'main', addr: { transport: 'rdma', host: '10.1.1.1', port: '7' } }],
+    }),
     [{ kind: 'network', transport: 'rdma', host: '10.1.1.1', port: '7', channel: 'main' }],
   );
 });
@@ -79,22 +96,36 @@ test('channels: local transports and malformed addresses', (t) => {
       { kind: 'local', transport: 'fd', detail: 'cprfd', channel: 'cpr' },
     ],
   );
-  t.deepEqual(migrateTargets({ channels: [{ 'channel-type': 'main', addr: { transport: 'exec', args: ['sh', '-c', 'nc hv2 4444'] } }] }), [
-    { kind: 'local', transport: 'exec', detail: 'sh -c nc hv2 4444', channel: 'main' },
-  ]);
-  t.deepEqual(migrateTargets({ channels: [{ 'channel-type': 'main', addr: { transport: 'socket', type: 'inet', host: 'hv3', port: 4444 } }] }), [
-    { kind: 'invalid', reason: 'inet socket address needs string host and port', channel: 'main' },
-  ]);
+  t.deepEqual(
+    migrateTargets({
+      channels: [{ 'channel-type': 'main', addr: { transport: 'exec', args: ['sh', '-c', 'nc hv2 4444'] } }],
+    }),
+    [{ kind: 'local', transport: 'exec', detail: 'sh -c nc hv2 4444', channel: 'main' }],
+  );
+  t.deepEqual(
+    migrateTargets({
+      channels: [{ 'channel-type': 'main', addr: { transport: 'socket', type: 'inet', host: 'hv3', port: 4444 } }],
+    }),
+    [{ kind: 'invalid', reason: 'inet socket address needs string host and port', channel: 'main' }],
+  );
   t.deepEqual(migrateTargets({ channels: [] }), [{ kind: 'invalid', reason: 'channels is not a non-empty list' }]);
-  t.deepEqual(migrateTargets({ channels: 'tcp:hv2:1' }), [{ kind: 'invalid', reason: 'channels is not a non-empty list' }]);
-  const many = Array.from({ length: MAX_CHANNELS + 1 }, () => ({ 'channel-type': 'main', addr: { transport: 'socket', type: 'inet', host: 'hv3', port: '1' } }));
+  t.deepEqual(migrateTargets({ channels: 'tcp:hv2:1' }), [
+    { kind: 'invalid', reason: 'channels is not a non-empty list' },
+  ]);
+  const many = Array.from({ length: MAX_CHANNELS + 1 }, () => ({
+    'channel-type': 'main',
+    addr: { transport: 'socket', type: 'inet', host: 'hv3', port: '1' },
+  }));
   t.deepEqual(migrateTargets({ channels: many }), [{ kind: 'invalid', reason: `more than ${MAX_CHANNELS} channels` }]);
   t.deepEqual(migrateTargets({ channels: [null] }), [{ kind: 'invalid', reason: 'channel is not an object' }]);
 });
 
 test('uri and channels together are both judged; neither is invalid', (t) => {
   t.deepEqual(
-    migrateTargets({ uri: 'tcp:hv2:1', channels: [{ 'channel-type': 'main', addr: { transport: 'socket', type: 'inet', host: 'hv9', port: '2' } }] }).map(describeTarget),
+    migrateTargets({
+      uri: 'tcp:hv2:1',
+      channels: [{ 'channel-type': 'main', addr: { transport: 'socket', type: 'inet', host: 'hv9', port: '2' } }],
+    }).map(describeTarget),
     ['tcp:hv2:1', 'tcp:hv9:2'],
   );
   t.deepEqual(migrateTargets({}), [{ kind: 'invalid', reason: 'neither uri nor channels given' }]);

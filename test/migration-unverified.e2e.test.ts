@@ -19,9 +19,33 @@ test('an unseen migration turns the guest critical and, with guard.cancelUnsafe,
   mkdirSync(vms, { recursive: true });
   mkdirSync(side, { recursive: true });
   // A second QMP monitor outside the discovery glob: what another tool would use.
-  const source = await startGuest({ name: 'sneaky', dir: vms, cpu: 'phys-bits=42', memory: '64M', extraArgs: ['-qmp', `unix:${join(side, 'other.qmp')},server=on,wait=off`] });
+  const source = await startGuest({
+    name: 'sneaky',
+    dir: vms,
+    cpu: 'phys-bits=42',
+    memory: '64M',
+    extraArgs: ['-qmp', `unix:${join(side, 'other.qmp')},server=on,wait=off`],
+  });
   const port = await freePort('127.0.0.3');
-  const dest = spawn(QEMU, ['-machine', 'q35,accel=tcg', '-cpu', 'qemu64,phys-bits=42', '-m', '64M', '-S', '-nodefaults', '-display', 'none', '-no-user-config', '-incoming', `tcp:127.0.0.3:${port}`], { stdio: 'ignore' });
+  const dest = spawn(
+    QEMU,
+    [
+      '-machine',
+      'q35,accel=tcg',
+      '-cpu',
+      'qemu64,phys-bits=42',
+      '-m',
+      '64M',
+      '-S',
+      '-nodefaults',
+      '-display',
+      'none',
+      '-no-user-config',
+      '-incoming',
+      `tcp:127.0.0.3:${port}`,
+    ],
+    { stdio: 'ignore' },
+  );
   let daemon: DaemonProcess | null = null;
   t.teardown(async () => {
     await daemon?.stop();
@@ -32,10 +56,15 @@ test('an unseen migration turns the guest critical and, with guard.cancelUnsafe,
   daemon = await startDaemon({ dir, config: { host: { physBits: 48 }, guard: { cancelUnsafe: true } } });
   await daemon.waitForStatus((d) => d.vms.some((v) => v.name === 'sneaky' && v.guest), 'the guest read');
 
-  const other = await waitUntil(() => LineClient.negotiated(join(side, 'other.qmp')).catch(() => null), 'the second monitor');
+  const other = await waitUntil(
+    () => LineClient.negotiated(join(side, 'other.qmp')).catch(() => null),
+    'the second monitor',
+  );
   t.teardown(() => other.client.socket.destroy());
   const c = other.client;
-  c.send('{"execute": "migrate-set-capabilities", "arguments": {"capabilities": [{"capability": "events", "state": true}]}, "id": 1}');
+  c.send(
+    '{"execute": "migrate-set-capabilities", "arguments": {"capabilities": [{"capability": "events", "state": true}]}, "id": 1}',
+  );
   t.deepEqual(await c.next((m) => m.id === 1), { return: {}, id: 1 });
   // Slow enough that the daemon's answer arrives while the migration runs.
   c.send('{"execute": "migrate-set-parameters", "arguments": {"max-bandwidth": 65536}, "id": 2}');
@@ -51,7 +80,10 @@ test('an unseen migration turns the guest critical and, with guard.cancelUnsafe,
   const vm = doc.vms.find((v) => v.name === 'sneaky')!;
   t.is(vm.verdict!.severity, 'critical');
   t.regex(vm.verdict!.reasons.find((r) => r.code === 'MIGRATION_UNVERIFIED')!.message, /narrow \(39 bits\)/);
-  const cancelled = await c.next((m) => m.event === 'MIGRATION' && (m.data as { status: string }).status === 'cancelled', 20000);
+  const cancelled = await c.next(
+    (m) => m.event === 'MIGRATION' && (m.data as { status: string }).status === 'cancelled',
+    20000,
+  );
   t.truthy(cancelled);
   await daemon.waitForStatus(
     (d) => !d.vms.find((v) => v.name === 'sneaky')?.verdict?.reasons.some((r) => r.code === 'MIGRATION_UNVERIFIED'),

@@ -10,13 +10,16 @@ const token = () => 'sekret-token\n';
 function body(text: string): { stream: ReadableStream<Uint8Array>; pulls: () => number } {
   let pulls = 0;
   const bytes = new TextEncoder().encode(text);
-  const stream = new ReadableStream<Uint8Array>({
-    pull(c) {
-      pulls++;
-      c.enqueue(bytes);
-      c.close();
+  const stream = new ReadableStream<Uint8Array>(
+    {
+      pull(c) {
+        pulls++;
+        c.enqueue(bytes);
+        c.close();
+      },
     },
-  }, { highWaterMark: 0 });
+    { highWaterMark: 0 },
+  );
   return { stream, pulls: () => pulls };
 }
 
@@ -40,14 +43,22 @@ test('readPeerToken: one trimmed line from a sync or async reader; anything else
   t.is(await readPeerToken('/t', async () => 'abc\n'), 'abc');
   for (const text of ['', ' \n', 'abc\ndef\n', 'x'.repeat(4097)]) {
     const e = await codeOf(readPeerToken('/t', () => text));
-    t.deepEqual(e, { code: 'PEER_TOKEN_UNREADABLE', message: '/t: the token file must hold one non-empty line', isPeerError: true });
+    t.deepEqual(e, {
+      code: 'PEER_TOKEN_UNREADABLE',
+      message: '/t: the token file must hold one non-empty line',
+      isPeerError: true,
+    });
   }
   const missing = await codeOf(
     readPeerToken('/t', () => {
       throw Object.assign(new Error('gone'), { code: 'ENOENT' });
     }),
   );
-  t.deepEqual(missing, { code: 'PEER_TOKEN_UNREADABLE', message: '/t: cannot read the token file: ENOENT', isPeerError: true });
+  t.deepEqual(missing, {
+    code: 'PEER_TOKEN_UNREADABLE',
+    message: '/t: cannot read the token file: ENOENT',
+    isPeerError: true,
+  });
 });
 
 test('getPeerJson sends the token, never follows redirects, and returns the parsed document', async (t) => {
@@ -59,15 +70,27 @@ test('getPeerJson sends the token, never follows redirects, and returns the pars
   const doc = await getPeerJson(peer, 'v1/host', { timeoutMs: 5000, maxBytes: 1024, readFile: token, fetch });
   t.deepEqual(doc, { physBits: 46 });
   t.deepEqual(seen, [
-    { url: 'http://peer.test:9740/v1/host', headers: { authorization: 'Bearer sekret-token', accept: 'application/json' }, redirect: 'manual' },
+    {
+      url: 'http://peer.test:9740/v1/host',
+      headers: { authorization: 'Bearer sekret-token', accept: 'application/json' },
+      redirect: 'manual',
+    },
   ]);
 });
 
 test('getPeerJson refuses a declared length past the bound without reading the body', async (t) => {
   const b = body('{}');
-  const fetch: PeerFetch = async () => ({ status: 200, headers: { get: (n) => (n === 'content-length' ? '2048' : null) }, body: b.stream });
+  const fetch: PeerFetch = async () => ({
+    status: 200,
+    headers: { get: (n) => (n === 'content-length' ? '2048' : null) },
+    body: b.stream,
+  });
   const e = await codeOf(getPeerJson(peer, 'v1/host', { timeoutMs: 5000, maxBytes: 1024, readFile: token, fetch }));
-  t.deepEqual(e, { code: 'PEER_RESPONSE_TOO_LARGE', message: 'http://peer.test:9740/v1/host: response of 2048 bytes exceeds 1024', isPeerError: true });
+  t.deepEqual(e, {
+    code: 'PEER_RESPONSE_TOO_LARGE',
+    message: 'http://peer.test:9740/v1/host: response of 2048 bytes exceeds 1024',
+    isPeerError: true,
+  });
   t.is(b.pulls(), 0);
 });
 
@@ -92,7 +115,9 @@ test('a redirect from a real peer is PEER_HTTP_STATUS and its target is never as
     t.teardown(() => new Promise<void>((resolve) => s.close(() => resolve())));
   }
   const url = `http://127.0.0.1:${(source.address() as AddressInfo).port}`;
-  const e = await codeOf(getPeerJson({ url, tokenFile: '/t' }, 'v1/host', { timeoutMs: 5000, maxBytes: 1024, readFile: token, fetch }));
+  const e = await codeOf(
+    getPeerJson({ url, tokenFile: '/t' }, 'v1/host', { timeoutMs: 5000, maxBytes: 1024, readFile: token, fetch }),
+  );
   t.deepEqual(e, { code: 'PEER_HTTP_STATUS', message: `${url}/v1/host: HTTP 307`, isPeerError: true });
   t.is(targetHits, 0);
 });

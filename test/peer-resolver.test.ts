@@ -16,7 +16,11 @@ interface Agent {
 }
 
 /** A live peer agent on 127.0.0.1, port 0: answers GET /v1/host to the right bearer token. */
-async function startAgent(t: ExecutionContext, doc: unknown, handler?: (req: IncomingMessage, res: ServerResponse) => boolean): Promise<Agent> {
+async function startAgent(
+  t: ExecutionContext,
+  doc: unknown,
+  handler?: (req: IncomingMessage, res: ServerResponse) => boolean,
+): Promise<Agent> {
   let current = doc;
   let hits = 0;
   const server: Server = createServer((req, res) => {
@@ -111,7 +115,10 @@ test('concurrent asks for one live peer share one request', async (t) => {
   const peer: PeerConfig = { name: 'hv2', address: 'hv2', url: agent.url, tokenFile: tokenFile(t) };
   const r = resolver([peer], { now: 0 }, 0);
   const all = await Promise.all([r.facts(peer), r.facts(peer), r.facts(peer)]);
-  t.deepEqual(all.map((f) => f.physBits), [46, 46, 46]);
+  t.deepEqual(
+    all.map((f) => f.physBits),
+    [46, 46, 46],
+  );
   t.is(agent.hits(), 1);
   await r.facts(peer);
   t.is(agent.hits(), 2, 'cacheSeconds 0 keeps nothing');
@@ -141,7 +148,10 @@ test('an unreachable live peer (closed port) is PEER_UNREACHABLE', async (t) => 
   await new Promise<void>((resolve) => server.close(() => resolve()));
   const peer: PeerConfig = { name: 'hv6', address: 'hv6', url: `http://127.0.0.1:${port}`, tokenFile: tokenFile(t) };
   const f = await resolver([peer], { now: 0 }).facts(peer);
-  t.deepEqual({ physBits: f.physBits, reachable: f.reachable, source: f.source, code: f.error?.code }, { physBits: null, reachable: false, source: 'none', code: 'PEER_UNREACHABLE' });
+  t.deepEqual(
+    { physBits: f.physBits, reachable: f.reachable, source: f.source, code: f.error?.code },
+    { physBits: null, reachable: false, source: 'none', code: 'PEER_UNREACHABLE' },
+  );
 });
 
 test('a live peer that never answers is PEER_TIMEOUT after timeoutMs', async (t) => {
@@ -171,7 +181,12 @@ test('bad answers: not JSON, no physBits, too large, HTTP 500, missing token fil
     t.is(f.error?.code, code, name);
     t.is(f.physBits, null, name);
   }
-  const peer: PeerConfig = { name: 'notoken', address: 'x', url: 'http://127.0.0.1:9', tokenFile: '/nonexistent/physbits-token' };
+  const peer: PeerConfig = {
+    name: 'notoken',
+    address: 'x',
+    url: 'http://127.0.0.1:9',
+    tokenFile: '/nonexistent/physbits-token',
+  };
   t.is((await resolver([peer], { now: 0 }).facts(peer)).error?.code, 'PEER_TOKEN_UNREADABLE');
 });
 

@@ -69,7 +69,11 @@ interface Proxied {
   seen: Array<{ cmd: ProxyCommand; client: number }>;
 }
 
-async function proxied(t: ExecutionContext, opts: Partial<QmpProxyOptions> = {}, interceptor?: Interceptor): Promise<Proxied> {
+async function proxied(
+  t: ExecutionContext,
+  opts: Partial<QmpProxyOptions> = {},
+  interceptor?: Interceptor,
+): Promise<Proxied> {
   const guest = await startGuest({ cpu: 'phys-bits=43' });
   t.teardown(() => guest.kill());
   const upstream = await QmpClient.connect(guest.socket, { timeoutMs: 20000 });
@@ -116,7 +120,9 @@ test('two clients on one proxied QEMU: own greeting, own ids of every JSON type,
   const ids = ['"s-1"', '7', '{"k": [1, "x"]}', '12345678901234567890', '-0.5'];
   for (const id of ids) {
     a.send(`{"execute":"query-status","id":${id}}`);
-    b.send(`{"execute":"qom-get","arguments":{"path":"/machine/unattached/device[0]","property":"phys-bits"},"id":${id}}`);
+    b.send(
+      `{"execute":"qom-get","arguments":{"path":"/machine/unattached/device[0]","property":"phys-bits"},"id":${id}}`,
+    );
   }
   b.send('{"execute":"query-name"}');
   for (const id of ids) {
@@ -141,7 +147,9 @@ test('two clients on one proxied QEMU: own greeting, own ids of every JSON type,
 test('a refused command gets a GenericError with the client id and never reaches QEMU', async (t) => {
   const refusals: unknown[] = [];
   const p = await proxied(t, {}, (cmd) =>
-    cmd.execute === 'cont' ? { action: 'reply-error', errorClass: 'GenericError', desc: 'refused by physbits guard: test rule' } : { action: 'forward' },
+    cmd.execute === 'cont'
+      ? { action: 'reply-error', errorClass: 'GenericError', desc: 'refused by physbits guard: test rule' }
+      : { action: 'forward' },
   );
   p.proxy.on('refused', (info) => void refusals.push(info));
   let events = 0;
@@ -149,11 +157,20 @@ test('a refused command gets a GenericError with the client id and never reaches
   const c = await negotiated(p.path);
   t.teardown(() => c.close());
   c.send('{"execute":"cont","id":{"n":1}}');
-  t.is(await c.reply('{"n":1}'), '{"error":{"class":"GenericError","desc":"refused by physbits guard: test rule"},"id":{"n":1}}');
+  t.is(
+    await c.reply('{"n":1}'),
+    '{"error":{"class":"GenericError","desc":"refused by physbits guard: test rule"},"id":{"n":1}}',
+  );
   c.send('{"execute":"query-status","id":2}');
-  t.is(await c.reply('2'), '{"return": {"status": "prelaunch", "singlestep": false, "running": false}, "id": 2}', 'the guest never resumed');
+  t.is(
+    await c.reply('2'),
+    '{"return": {"status": "prelaunch", "singlestep": false, "running": false}, "id": 2}',
+    'the guest never resumed',
+  );
   t.is(events, 0, 'no RESUME: cont was not forwarded');
-  t.deepEqual(refusals, [{ client: 1, command: 'cont', errorClass: 'GenericError', desc: 'refused by physbits guard: test rule' }]);
+  t.deepEqual(refusals, [
+    { client: 1, command: 'cont', errorClass: 'GenericError', desc: 'refused by physbits guard: test rule' },
+  ]);
 
   c.send('{"execute":"getfd","arguments":{"fdname":"x"},"id":3}');
   const fd = JSON.parse(await c.reply('3'));
@@ -172,7 +189,10 @@ test('an interceptor that throws or answers nonsense refuses (fail closed)', asy
   const c = await negotiated(p.path);
   t.teardown(() => c.close());
   c.send('{"execute":"cont","id":1}');
-  t.is(await c.reply('1'), '{"error":{"class":"GenericError","desc":"cont refused: its check failed: peer lookup failed"},"id":1}');
+  t.is(
+    await c.reply('1'),
+    '{"error":{"class":"GenericError","desc":"cont refused: its check failed: peer lookup failed"},"id":1}',
+  );
   c.send('{"execute":"cont","id":2}');
   t.is(await c.reply('2'), '{"error":{"class":"GenericError","desc":"cont refused"},"id":2}');
   t.like(p.proxy.counters, { refused: 2, forwarded: 0 });
@@ -200,7 +220,11 @@ test('a client that never reads is dropped while a fast one keeps working', asyn
   t.is(drop!.id, 1);
   t.true(drop!.error instanceof SlowPeerError);
   t.true(fastOk > 0);
-  t.is(await fast.execute('qom-get', { path: '/machine/unattached/device[0]', property: 'phys-bits' }), 43, 'the fast client still works');
+  t.is(
+    await fast.execute('qom-get', { path: '/machine/unattached/device[0]', property: 'phys-bits' }),
+    43,
+    'the fast client still works',
+  );
   t.like(p.proxy.counters, { clients: 1, dropped: 1 });
 });
 
@@ -290,7 +314,11 @@ test('exec-oob passes through when the upstream negotiated oob; commands keep th
   c.send('{"execute":"query-name","id":2}');
   c.send('{"exec-oob":"migrate-pause","id":3}');
   await c.reply('2');
-  t.deepEqual(c.lines.map((l) => JSON.parse(l).id), [3, 1], 'oob overtook; in-band replies kept order');
+  t.deepEqual(
+    c.lines.map((l) => JSON.parse(l).id),
+    [3, 1],
+    'oob overtook; in-band replies kept order',
+  );
   t.deepEqual(
     fake.commands.map((x) => [x.name, x.oob]),
     [

@@ -25,7 +25,7 @@ function ctl(args: string[]): Promise<Run> {
   const t0 = Date.now();
   return new Promise((resolve) => {
     execFile(process.execPath, [PHYSBITSCTL, ...args], { timeout: 60000 }, (err, stdout, stderr) => {
-      const code = err ? ((err as { code?: unknown }).code as number) ?? null : 0;
+      const code = err ? (((err as { code?: unknown }).code as number) ?? null) : 0;
       resolve({ code, stdout, stderr, ms: Date.now() - t0 });
     });
   });
@@ -55,25 +55,52 @@ test.after.always(async () => {
 
 function config(extra: Record<string, unknown> = {}): string {
   const path = join(dir, `cfg-${Math.random().toString(36).slice(2)}.json`);
-  writeFileSync(path, JSON.stringify({ host: { physBits: hostBits, name: 'hv-scan' }, policy: { accelerators: ['kvm', 'tcg'] }, ...extra }));
+  writeFileSync(
+    path,
+    JSON.stringify({
+      host: { physBits: hostBits, name: 'hv-scan' },
+      policy: { accelerators: ['kvm', 'tcg'] },
+      ...extra,
+    }),
+  );
   return path;
 }
 
 const sock = (name: string) => join(vms, `${name}.qmp`);
 
 test.serial('the three cases: exact bits, relation, severity; critical wins (exit 2)', async (t) => {
-  const r = await ctl(['scan', '--json', '--config', config(), '--socket', sock('equal'), '--socket', sock('narrow'), '--socket', sock('wide')]);
+  const r = await ctl([
+    'scan',
+    '--json',
+    '--config',
+    config(),
+    '--socket',
+    sock('equal'),
+    '--socket',
+    sock('narrow'),
+    '--socket',
+    sock('wide'),
+  ]);
   t.is(r.code, 2, r.stderr);
   t.is(r.stderr, '');
   const doc = JSON.parse(r.stdout) as StatusDocument;
   t.is(doc.host.physBits, 40);
   t.is(doc.host.physBitsSource, 'config');
   const row = (n: string) => doc.vms.find((v) => v.name === n)!;
-  t.like(row('equal'), { socket: sock('equal'), accelerator: 'tcg', guest: { physBits: 40, hostPhysBits: false, hostPhysBitsLimit: 0 }, verdict: { relation: 'equal', severity: 'ok' } });
+  t.like(row('equal'), {
+    socket: sock('equal'),
+    accelerator: 'tcg',
+    guest: { physBits: 40, hostPhysBits: false, hostPhysBitsLimit: 0 },
+    verdict: { relation: 'equal', severity: 'ok' },
+  });
   t.like(row('narrow'), { guest: { physBits: 39 }, verdict: { relation: 'narrower', severity: 'ok' } });
   t.like(row('wide'), { guest: { physBits: 46 }, verdict: { relation: 'wider', severity: 'critical' } });
   t.is(row('wide').verdict!.reasons[0].code, 'GUEST_WIDER_THAN_HOST');
-  t.deepEqual(doc.summary, { worst: 'critical', exitCode: 2, counts: { ok: 2, info: 0, warning: 0, critical: 1, unknown: 0 } });
+  t.deepEqual(doc.summary, {
+    worst: 'critical',
+    exitCode: 2,
+    counts: { ok: 2, info: 0, warning: 0, critical: 1, unknown: 0 },
+  });
 });
 
 test.serial('under the default policy a wide TCG guest is only info (exit 0)', async (t) => {
@@ -107,7 +134,16 @@ test.serial('KVM guest with host-phys-bits=on,host-phys-bits-limit=39 (where /de
 });
 
 test.serial('a dead socket is a row with an error and exit 3; the others are still read', async (t) => {
-  const r = await ctl(['scan', '--json', '--config', config(), '--socket', join(dir, 'gone.qmp'), '--socket', sock('equal')]);
+  const r = await ctl([
+    'scan',
+    '--json',
+    '--config',
+    config(),
+    '--socket',
+    join(dir, 'gone.qmp'),
+    '--socket',
+    sock('equal'),
+  ]);
   t.is(r.code, 3);
   const doc = JSON.parse(r.stdout) as StatusDocument;
   t.deepEqual(doc.vms[0].error?.code, 'QMP_CONNECT_FAILED');
@@ -147,7 +183,7 @@ test.serial('the table for people: one row per VM with the first reason', async 
   t.regex(lines[3], /^gone\s+-\s+-\s+40\s+-\s+unknown\s+QMP_CONNECT_FAILED: /);
 });
 
-test.serial('the config\'s discovery globs are used when no --socket is given', async (t) => {
+test.serial("the config's discovery globs are used when no --socket is given", async (t) => {
   const r = await ctl(['scan', '--json', '--config', config({ discovery: { sockets: [join(vms, '*.qmp')] } })]);
   const names = (JSON.parse(r.stdout) as StatusDocument).vms.map((v) => v.name).sort();
   t.deepEqual(names, ['equal', 'limited', 'narrow', 'wide']);

@@ -67,12 +67,18 @@ interface Served {
   sockets: net.Socket[];
 }
 
-async function serve(t: { teardown(fn: () => unknown): void }, handler: CommandHandler, extra: Partial<ConstructorParameters<typeof QmpServerSession>[1]> = {}): Promise<Served> {
+async function serve(
+  t: { teardown(fn: () => unknown): void },
+  handler: CommandHandler,
+  extra: Partial<ConstructorParameters<typeof QmpServerSession>[1]> = {},
+): Promise<Served> {
   const path = join(tempDir(), 'qmp.sock');
   const out: Served = { path, sessions: [], sockets: [] };
   const server = net.createServer((socket) => {
     out.sockets.push(socket);
-    out.sessions.push(new QmpServerSession(socket, { version: QEMU_72_VERSION, capabilities: ['oob'], handler, ...extra }));
+    out.sessions.push(
+      new QmpServerSession(socket, { version: QEMU_72_VERSION, capabilities: ['oob'], handler, ...extra }),
+    );
   });
   await new Promise<void>((r) => server.listen(path, r));
   t.teardown(() => {
@@ -106,7 +112,9 @@ const TRANSCRIPT = [
   '{"exec-oob":"query-status","id":"y"}',
 ];
 
-async function runTranscript(path: string): Promise<{ greeting: unknown; replies: Array<{ reply: Record<string, unknown>; idText: string | undefined }> }> {
+async function runTranscript(
+  path: string,
+): Promise<{ greeting: unknown; replies: Array<{ reply: Record<string, unknown>; idText: string | undefined }> }> {
   const c = await LineClient.connect(path);
   try {
     const greeting = JSON.parse(await c.next());
@@ -154,7 +162,10 @@ test('the handler sees only checked, negotiated commands, with the id as written
   const c = await LineClient.connect(s.path);
   t.teardown(() => c.close());
   await c.next();
-  t.is(await c.ask('{"execute":"x","id":1}'), `{"error":{"class":"CommandNotFound","desc":"Expecting capabilities negotiation with 'qmp_capabilities'"},"id":1}`);
+  t.is(
+    await c.ask('{"execute":"x","id":1}'),
+    `{"error":{"class":"CommandNotFound","desc":"Expecting capabilities negotiation with 'qmp_capabilities'"},"id":1}`,
+  );
   t.is(await c.ask('{"execute":"qmp_capabilities"}'), '{"return":{}}');
   t.is(await c.ask('{"execute":"x","arguments":{"a":[1,2]},"id":{"k":"v\\"}"}}'), '{"return":42,"id":{"k":"v\\"}"}}');
   t.is(await c.ask('{"execute":"y"}'), '{"return":42}');
@@ -200,7 +211,10 @@ test('a handler that throws becomes a GenericError reply; replyText gets the cli
   await c.next();
   await c.ask('{"execute":"qmp_capabilities"}');
   t.is(await c.ask('{"execute":"fail","id":"f"}'), '{"error":{"class":"GenericError","desc":"it broke"},"id":"f"}');
-  t.is(await c.ask('{"execute":"relay","id":12345678901234567890}'), '{"return": {"n": 18446744073709551615}, "id": 12345678901234567890}');
+  t.is(
+    await c.ask('{"execute":"relay","id":12345678901234567890}'),
+    '{"return": {"n": 18446744073709551615}, "id": 12345678901234567890}',
+  );
   t.is(await c.ask('{"execute":"relay"}'), '{"return": {"n": 18446744073709551615}}');
 });
 
@@ -251,7 +265,11 @@ test('a client that does not read is dropped with SlowPeerError once its output 
   c.socket.pause();
   const session = s.sessions[0];
   const closed = new Promise<QmpError | undefined>((r) => session.once('close', r));
-  const big = JSON.stringify({ event: 'BIG', data: { pad: 'x'.repeat(16 * 1024) }, timestamp: { seconds: 0, microseconds: 0 } });
+  const big = JSON.stringify({
+    event: 'BIG',
+    data: { pad: 'x'.repeat(16 * 1024) },
+    timestamp: { seconds: 0, microseconds: 0 },
+  });
   let sent = 0;
   let maxBuffered = 0;
   while (session.sendEvent(big)) {
@@ -284,7 +302,12 @@ test('listenUnixSocket: the socket appears with exactly the mode, replaces a sta
   const h1 = await listenUnixSocket(s1, path, { mode: 0o640 });
   t.is(lstatSync(path).mode & 0o777, 0o640);
   t.true(lstatSync(path).isSocket());
-  const got = await new Promise<string>((r) => net.createConnection({ path }).on('error', () => undefined).on('data', (d) => r(d.toString())));
+  const got = await new Promise<string>((r) =>
+    net
+      .createConnection({ path })
+      .on('error', () => undefined)
+      .on('data', (d) => r(d.toString())),
+  );
   t.is(got, 'hello\n');
   t.is(await probeSocketPath(path), 'live');
   const s2 = net.createServer();
@@ -296,7 +319,9 @@ test('listenUnixSocket: the socket appears with exactly the mode, replaces a sta
 
   // A stale socket (its process killed, the file left behind) is replaced in one rename.
   const stale = join(dir, 'stale.sock');
-  const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stale)})`], { stdio: 'ignore' });
+  const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stale)})`], {
+    stdio: 'ignore',
+  });
   t.teardown(() => void child.kill('SIGKILL'));
   while (!existsSync(stale)) await new Promise((r) => setTimeout(r, 10));
   child.kill('SIGKILL');
@@ -305,9 +330,18 @@ test('listenUnixSocket: the socket appears with exactly the mode, replaces a sta
   const s3 = net.createServer((sock) => sock.on('error', () => undefined).end('fresh\n'));
   const h3 = await listenUnixSocket(s3, stale, { mode: 0o660 });
   t.is(lstatSync(stale).mode & 0o777, 0o660);
-  const fresh = await new Promise<string>((r) => net.createConnection({ path: stale }).on('error', () => undefined).on('data', (d) => r(d.toString())));
+  const fresh = await new Promise<string>((r) =>
+    net
+      .createConnection({ path: stale })
+      .on('error', () => undefined)
+      .on('data', (d) => r(d.toString())),
+  );
   t.is(fresh, 'fresh\n');
-  t.deepEqual(readdirSync(dir).filter((f) => f.startsWith('.')), [], 'no temporary directory is left behind');
+  t.deepEqual(
+    readdirSync(dir).filter((f) => f.startsWith('.')),
+    [],
+    'no temporary directory is left behind',
+  );
   await h3.close();
 
   const file = join(dir, 'file.sock');
@@ -319,5 +353,7 @@ test('listenUnixSocket: the socket appears with exactly the mode, replaces a sta
   await t.throwsAsync(listenUnixSocket(net.createServer(), link, { mode: 0o600 }), { instanceOf: ListenError });
   const sub = join(dir, 'sub');
   mkdirSync(sub);
-  await t.throwsAsync(listenUnixSocket(net.createServer(), join(sub, 'missing', 'x.sock'), { mode: 0o600 }), { instanceOf: ListenError });
+  await t.throwsAsync(listenUnixSocket(net.createServer(), join(sub, 'missing', 'x.sock'), { mode: 0o600 }), {
+    instanceOf: ListenError,
+  });
 });

@@ -43,7 +43,10 @@ test('a state change is on disk after flush, with private modes', async (t) => {
   s.append(crit('web1'), true, [AM, HOOK], 'id-1');
   t.deepEqual(s.pendingFor(AM, 10), [], 'not deliverable before it is durable');
   await s.flush();
-  t.deepEqual(s.pendingFor(AM, 10).map((e) => e.id), ['id-1']);
+  t.deepEqual(
+    s.pendingFor(AM, 10).map((e) => e.id),
+    ['id-1'],
+  );
   const lines = fileLines(dir);
   t.is(lines.length, 1);
   t.like(parseOp(lines[0]), { op: 'put', seq: 1, id: 'id-1', pending: [AM, HOOK] });
@@ -65,11 +68,17 @@ test('reopening restores entries, pending sinks and startsAt', async (t) => {
   const b = spool(dir).s;
   const load = await b.open();
   t.deepEqual(load, { entries: 2, skippedLines: 0 });
-  t.deepEqual(b.entries().map((e) => [e.seq, e.id, e.pending, e.record.startsAt]), [
-    [1, 'id-1', [AM], T0],
-    [2, 'id-2', [AM, HOOK], T0 + 1000],
-  ]);
-  t.deepEqual(b.pendingFor(HOOK, 10).map((e) => e.id), ['id-2']);
+  t.deepEqual(
+    b.entries().map((e) => [e.seq, e.id, e.pending, e.record.startsAt]),
+    [
+      [1, 'id-1', [AM], T0],
+      [2, 'id-2', [AM, HOOK], T0 + 1000],
+    ],
+  );
+  t.deepEqual(
+    b.pendingFor(HOOK, 10).map((e) => e.id),
+    ['id-2'],
+  );
   t.is(b.pendingCount, 2);
   await b.close();
 });
@@ -84,7 +93,11 @@ test('a delivered firing state stays (the alert still fires); a delivered resolv
   t.is(s.size, 1);
   t.is(s.pendingCount, 0);
   s.append(resolveAlert(rec, T0), true, [AM], 'r');
-  t.deepEqual(s.entries().map((e) => e.id), ['r'], 'the firing state is superseded for the latest-only sink');
+  t.deepEqual(
+    s.entries().map((e) => e.id),
+    ['r'],
+    'the firing state is superseded for the latest-only sink',
+  );
   s.settle(2, [AM]);
   t.is(s.size, 0);
   await s.close();
@@ -101,14 +114,27 @@ test('older states wait for webhooks; a restart never takes one of them for the 
   a.append(rec, true, [AM, HOOK], 'fire');
   a.append(resolveAlert(rec, T0), true, [AM, HOOK], 'resolve');
   await a.flush();
-  t.deepEqual(a.entries().map((e) => [e.id, e.pending]), [['fire', [HOOK]], ['resolve', [AM, HOOK]]]);
+  t.deepEqual(
+    a.entries().map((e) => [e.id, e.pending]),
+    [
+      ['fire', [HOOK]],
+      ['resolve', [AM, HOOK]],
+    ],
+  );
   a.settle(2, [AM, HOOK]);
-  t.deepEqual(a.entries().map((e) => e.id), ['fire', 'resolve'], 'the resolved state is kept while an older one waits');
+  t.deepEqual(
+    a.entries().map((e) => e.id),
+    ['fire', 'resolve'],
+    'the resolved state is kept while an older one waits',
+  );
   await a.close();
 
   const b = spool(dir).s;
   await b.open();
-  t.deepEqual(b.latestRecords().map((r) => r.endsAt), [T0]);
+  t.deepEqual(
+    b.latestRecords().map((r) => r.endsAt),
+    [T0],
+  );
   b.settle(1, [HOOK]);
   t.is(b.size, 0);
   await b.close();
@@ -123,7 +149,10 @@ test('a torn last line from a crash is skipped and the log rewritten', async (t)
   appendFileSync(join(dir, SPOOL_FILE), '{"op":"put","seq":2,"id":"x","notify":tr');
   const b = spool(dir).s;
   t.deepEqual(await b.open(), { entries: 1, skippedLines: 1 });
-  t.deepEqual(fileLines(dir).map((l) => parseOp(l)?.op), ['put']);
+  t.deepEqual(
+    fileLines(dir).map((l) => parseOp(l)?.op),
+    ['put'],
+  );
   await b.close();
 });
 
@@ -146,13 +175,22 @@ test('the bound drops superseded states first, then ended alerts, then the oldes
   t.deepEqual(drops, []);
   s.append(crit('web3'), true, [HOOK], 'w3-fire');
   t.deepEqual(drops, ['superseded']);
-  t.deepEqual(s.entries().map((e) => e.id), ['w1-resolve', 'w2-fire', 'w3-fire']);
+  t.deepEqual(
+    s.entries().map((e) => e.id),
+    ['w1-resolve', 'w2-fire', 'w3-fire'],
+  );
   s.append(crit('web4'), true, [HOOK], 'w4-fire');
   t.deepEqual(drops, ['superseded', 'ended']);
-  t.deepEqual(s.entries().map((e) => e.id), ['w2-fire', 'w3-fire', 'w4-fire']);
+  t.deepEqual(
+    s.entries().map((e) => e.id),
+    ['w2-fire', 'w3-fire', 'w4-fire'],
+  );
   s.append(crit('web5'), true, [HOOK], 'w5-fire');
   t.deepEqual(drops, ['superseded', 'ended', 'firing']);
-  t.deepEqual(s.entries().map((e) => e.id), ['w3-fire', 'w4-fire', 'w5-fire']);
+  t.deepEqual(
+    s.entries().map((e) => e.id),
+    ['w3-fire', 'w4-fire', 'w5-fire'],
+  );
   await s.close();
   const again = spool(dir, { maxEntries: 3 }).s;
   t.deepEqual(await again.open(), { entries: 3, skippedLines: 0 });
@@ -165,11 +203,19 @@ test('a refusal whose hold has passed counts as ended for the bound', async (t) 
   const { s, drops } = spool(dir, { maxEntries: 2, clock });
   await s.open();
   s.append(crit('web1'), true, [HOOK], 'cond');
-  s.append(refusalAlert({ host: 'hv1', vm: 'web1', code: 'REFUSED_X', message: 'm', command: 'c', time: T0, holdMs: 60_000 }), true, [HOOK], 'refusal');
+  s.append(
+    refusalAlert({ host: 'hv1', vm: 'web1', code: 'REFUSED_X', message: 'm', command: 'c', time: T0, holdMs: 60_000 }),
+    true,
+    [HOOK],
+    'refusal',
+  );
   clock.t = T0 + 60_000;
   s.append(crit('web2'), true, [HOOK], 'cond2');
   t.deepEqual(drops, ['ended']);
-  t.deepEqual(s.entries().map((e) => e.id), ['cond', 'cond2']);
+  t.deepEqual(
+    s.entries().map((e) => e.id),
+    ['cond', 'cond2'],
+  );
   await s.close();
 });
 
@@ -182,7 +228,10 @@ test('a smaller bound applies at open', async (t) => {
   const { s, drops } = spool(dir, { maxEntries: 4 });
   t.deepEqual(await s.open(), { entries: 4, skippedLines: 0 });
   t.is(drops.length, 6);
-  t.deepEqual(s.entries().map((e) => e.id), ['id6', 'id7', 'id8', 'id9']);
+  t.deepEqual(
+    s.entries().map((e) => e.id),
+    ['id6', 'id7', 'id8', 'id9'],
+  );
   t.is(fileLines(dir).length, 4);
   await s.close();
 });
@@ -215,7 +264,10 @@ test('sinks no longer configured are forgotten', async (t) => {
   await s.open();
   s.append(resolveAlert(crit('web1'), T0), true, [AM, HOOK], 'r');
   t.deepEqual(s.retainSinks(new Set([AM])), [HOOK]);
-  t.deepEqual(s.entries().map((e) => e.pending), [[AM]]);
+  t.deepEqual(
+    s.entries().map((e) => e.pending),
+    [[AM]],
+  );
   t.deepEqual(s.retainSinks(new Set()), [AM]);
   t.is(s.size, 0);
   await s.close();

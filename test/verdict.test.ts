@@ -70,7 +70,14 @@ const peer = (name: string, physBits: number | null, reachable = true): PeerFact
 const ROWS: Row[] = [
   // relation
   { name: 'equal', host: host(), guest: guest(), relation: 'equal', severity: 'ok', codes: ['GUEST_EQUALS_HOST'] },
-  { name: 'narrower, default policy', host: host(), guest: guest({ physBits: 40 }), relation: 'narrower', severity: 'ok', codes: ['GUEST_NARROWER_THAN_HOST'] },
+  {
+    name: 'narrower, default policy',
+    host: host(),
+    guest: guest({ physBits: 40 }),
+    relation: 'narrower',
+    severity: 'ok',
+    codes: ['GUEST_NARROWER_THAN_HOST'],
+  },
   {
     name: 'narrower, narrowerSeverity info',
     host: host(),
@@ -80,8 +87,22 @@ const ROWS: Row[] = [
     severity: 'info',
     codes: ['GUEST_NARROWER_THAN_HOST'],
   },
-  { name: 'wider under kvm', host: host(), guest: guest({ physBits: 48 }), relation: 'wider', severity: 'critical', codes: ['GUEST_WIDER_THAN_HOST'] },
-  { name: 'wider under tcg', host: host(), guest: guest({ physBits: 48, accelerator: 'tcg' }), relation: 'wider', severity: 'info', codes: ['GUEST_WIDER_NOT_ENFORCED'] },
+  {
+    name: 'wider under kvm',
+    host: host(),
+    guest: guest({ physBits: 48 }),
+    relation: 'wider',
+    severity: 'critical',
+    codes: ['GUEST_WIDER_THAN_HOST'],
+  },
+  {
+    name: 'wider under tcg',
+    host: host(),
+    guest: guest({ physBits: 48, accelerator: 'tcg' }),
+    relation: 'wider',
+    severity: 'info',
+    codes: ['GUEST_WIDER_NOT_ENFORCED'],
+  },
   {
     name: 'wider under tcg when the policy enforces tcg',
     host: host(),
@@ -160,8 +181,22 @@ const ROWS: Row[] = [
   },
 
   // memory encryption
-  { name: 'SME host, guest at the raw 48 bits', host: amd(), guest: guest({ physBits: 48 }), relation: 'wider', severity: 'warning', codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION'] },
-  { name: 'SME host, guest at 45 bits', host: amd(), guest: guest({ physBits: 45 }), relation: 'wider', severity: 'warning', codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION'] },
+  {
+    name: 'SME host, guest at the raw 48 bits',
+    host: amd(),
+    guest: guest({ physBits: 48 }),
+    relation: 'wider',
+    severity: 'warning',
+    codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION'],
+  },
+  {
+    name: 'SME host, guest at 45 bits',
+    host: amd(),
+    guest: guest({ physBits: 45 }),
+    relation: 'wider',
+    severity: 'warning',
+    codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION'],
+  },
   {
     name: 'SME host, SEV guest whose reduced-phys-bits brings it to 43',
     host: amd(),
@@ -178,7 +213,14 @@ const ROWS: Row[] = [
     severity: 'warning',
     codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION'],
   },
-  { name: 'SME host, guest wider than the raw width', host: amd(), guest: guest({ physBits: 52 }), relation: 'wider', severity: 'critical', codes: ['GUEST_WIDER_THAN_HOST'] },
+  {
+    name: 'SME host, guest wider than the raw width',
+    host: amd(),
+    guest: guest({ physBits: 52 }),
+    relation: 'wider',
+    severity: 'critical',
+    codes: ['GUEST_WIDER_THAN_HOST'],
+  },
   {
     name: 'SME host with npt=0: the reduction binds guests',
     host: amd({ kvm: { npt: false } }),
@@ -277,7 +319,14 @@ const ROWS: Row[] = [
     severity: 'critical',
     codes: ['LAYOUT_BEYOND_HOST_LIMIT', 'GUEST_EQUALS_HOST'],
   },
-  { name: 'no layout read: no layout reason', host: host(), guest: guest({ layout: null }), relation: 'equal', severity: 'ok', codes: ['GUEST_EQUALS_HOST'] },
+  {
+    name: 'no layout read: no layout reason',
+    host: host(),
+    guest: guest({ layout: null }),
+    relation: 'equal',
+    severity: 'ok',
+    codes: ['GUEST_EQUALS_HOST'],
+  },
 
   // guest-phys-bits and host-phys-bits-limit
   {
@@ -288,8 +337,22 @@ const ROWS: Row[] = [
     severity: 'info',
     codes: ['GUEST_PHYS_BITS_SET', 'GUEST_EQUALS_HOST'],
   },
-  { name: 'guest-phys-bits equal to phys-bits', host: host(), guest: guest({ guestPhysBits: 46 }), relation: 'equal', severity: 'ok', codes: ['GUEST_EQUALS_HOST'] },
-  { name: 'guest-phys-bits 0 (unset)', host: host(), guest: guest({ guestPhysBits: 0 }), relation: 'equal', severity: 'ok', codes: ['GUEST_EQUALS_HOST'] },
+  {
+    name: 'guest-phys-bits equal to phys-bits',
+    host: host(),
+    guest: guest({ guestPhysBits: 46 }),
+    relation: 'equal',
+    severity: 'ok',
+    codes: ['GUEST_EQUALS_HOST'],
+  },
+  {
+    name: 'guest-phys-bits 0 (unset)',
+    host: host(),
+    guest: guest({ guestPhysBits: 0 }),
+    relation: 'equal',
+    severity: 'ok',
+    codes: ['GUEST_EQUALS_HOST'],
+  },
   {
     name: 'host-phys-bits-limit keeps an SME host guest at its usable width',
     host: amd(),
@@ -408,7 +471,8 @@ for (const row of ROWS) {
       v.reasons.map((r) => r.code),
       row.codes,
     );
-    for (const r of v.reasons) t.true(r.message.length > 20 && !r.message.includes('undefined') && !r.message.includes('NaN'));
+    for (const r of v.reasons)
+      t.true(r.message.length > 20 && !r.message.includes('undefined') && !r.message.includes('NaN'));
   });
 }
 
@@ -435,7 +499,10 @@ test('messages: wider than an override says where the number comes from', (t) =>
 
 test('messages: wider on an SME host with unreadable cpuid asks for the device', (t) => {
   const [r] = verdict(amd({ cpuidPhysBits: null, memEncryptionReduction: null }), guest({ physBits: 48 })).reasons;
-  t.regex(r.message, /host memory encryption \(sme, sev\) may reduce the width Linux reports: make \/dev\/cpu\/0\/cpuid readable/);
+  t.regex(
+    r.message,
+    /host memory encryption \(sme, sev\) may reduce the width Linux reports: make \/dev\/cpu\/0\/cpuid readable/,
+  );
 });
 
 test('messages: wider on an SME host without nested paging explains why', (t) => {
@@ -460,7 +527,10 @@ test('messages: memory encryption names the flags, reduction and raw width', (t)
       'with nested paging guest-physical addresses keep all 48 bits, so this host backs the guest; ' +
       'hosts without memory encryption need 48 bits for it: set phys-bits=43 to fit both',
   );
-  const [sev] = verdict(amd(), guest({ physBits: 48, memoryEncryption: { active: true, type: 'sev', reducedPhysBits: 5 } })).reasons;
+  const [sev] = verdict(
+    amd(),
+    guest({ physBits: 48, memoryEncryption: { active: true, type: 'sev', reducedPhysBits: 5 } }),
+  ).reasons;
   t.regex(sev.message, /the guest is encrypted itself with reduced-phys-bits=5, so it uses at most 43 bits$/);
 });
 
@@ -513,10 +583,7 @@ test('messages: host-phys-bits-limit and guest-phys-bits', (t) => {
 });
 
 test('severity helpers', (t) => {
-  t.deepEqual(
-    (['ok', 'info', 'warning', 'critical'] as Severity[]).map(severityRank),
-    [0, 1, 2, 3],
-  );
+  t.deepEqual((['ok', 'info', 'warning', 'critical'] as Severity[]).map(severityRank), [0, 1, 2, 3]);
   t.is(maxSeverity('ok', 'info'), 'info');
   t.is(maxSeverity('critical', 'warning'), 'critical');
   t.is(maxSeverity('warning', 'warning'), 'warning');
@@ -549,11 +616,27 @@ test('property: severity is the max of the reasons, sorted; peers alone never ex
       fc.option(bits, { nil: null }),
       fc.constantFrom('kvm', 'tcg'),
       sev,
-      fc.array(fc.record({ name: fc.string({ minLength: 1, maxLength: 8 }), physBits: fc.option(bits, { nil: null }), reachable: fc.boolean() }), { maxLength: 4 }),
+      fc.array(
+        fc.record({
+          name: fc.string({ minLength: 1, maxLength: 8 }),
+          physBits: fc.option(bits, { nil: null }),
+          reachable: fc.boolean(),
+        }),
+        { maxLength: 4 },
+      ),
       fc.option(fc.integer({ min: 33, max: 53 }), { nil: null }),
       (hb, gb, raw, accel, narrowerSeverity, peers, layoutBits) => {
-        const h = host({ physBits: hb, cpuinfoPhysBits: hb, cpuidPhysBits: raw === null ? null : Math.max(raw, hb), flags: { sme: true } });
-        const g = guest({ physBits: gb, accelerator: accel, layout: layoutBits === null ? null : layout(2 ** layoutBits) });
+        const h = host({
+          physBits: hb,
+          cpuinfoPhysBits: hb,
+          cpuidPhysBits: raw === null ? null : Math.max(raw, hb),
+          flags: { sme: true },
+        });
+        const g = guest({
+          physBits: gb,
+          accelerator: accel,
+          layout: layoutBits === null ? null : layout(2 ** layoutBits),
+        });
         const v = computeVerdict({ host: h, guest: g, policy: { accelerators: ['kvm'], narrowerSeverity }, peers });
         let max: Severity = 'ok';
         for (const r of v.reasons) max = maxSeverity(max, r.severity);

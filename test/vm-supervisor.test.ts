@@ -67,10 +67,18 @@ class ManualTimers implements Timers {
 const quiet: Logger = { error() {}, warn() {}, info() {}, debug() {}, child: () => quiet };
 
 function config(over: Record<string, unknown> = {}): Config {
-  return parseConfig({ policy: { accelerators: ['kvm', 'tcg'] }, qmp: { timeoutMs: 2000, heartbeatMs: 1000, heartbeatTimeoutMs: 150 }, ...over });
+  return parseConfig({
+    policy: { accelerators: ['kvm', 'tcg'] },
+    qmp: { timeoutMs: 2000, heartbeatMs: 1000, heartbeatTimeoutMs: 150 },
+    ...over,
+  });
 }
 
-function supervisor(socket: string, timers: ManualTimers, over: Partial<SupervisorOptions> = {}): { sup: VmSupervisor; statuses: VmStatus[] } {
+function supervisor(
+  socket: string,
+  timers: ManualTimers,
+  over: Partial<SupervisorOptions> = {},
+): { sup: VmSupervisor; statuses: VmStatus[] } {
   const cfg = config();
   const sup = new VmSupervisor({
     socket,

@@ -72,7 +72,11 @@ export function alertName(code: string): string {
 
 /** 'GUEST_WIDER_THAN_HOST' → 'guest wider than host'. */
 export function humanCode(code: string): string {
-  return code.split(/[^A-Za-z0-9]+/).filter(Boolean).join(' ').toLowerCase();
+  return code
+    .split(/[^A-Za-z0-9]+/)
+    .filter(Boolean)
+    .join(' ')
+    .toLowerCase();
 }
 
 /** A refusal code always carries the REFUSED_ prefix. */
@@ -202,7 +206,10 @@ export function refusalAlert(r: RefusalInput): AlertRecord {
     labels,
     annotations: {
       summary: clip(`physbits guard refused ${command} on ${labels.vm} (${labels.host})`, MAX_TEXT_CHARS),
-      description: clip(`${r.message} (command: ${command}; refused at ${new Date(r.time).toISOString()})`, MAX_TEXT_CHARS),
+      description: clip(
+        `${r.message} (command: ${command}; refused at ${new Date(r.time).toISOString()})`,
+        MAX_TEXT_CHARS,
+      ),
     },
     startsAt: prev ? prev.startsAt : r.time,
     endsAt: Math.max(r.time + r.holdMs, prev?.endsAt ?? 0),

@@ -22,7 +22,15 @@ import {
   type AlertSeverity,
 } from './alert-model';
 import { AlertmanagerSink, type AlertSink } from './alertmanager-sink';
-import { silentLogger, systemClock, systemTimers, type AlertLogger, type Clock, type TimerHandle, type Timers } from './alert-logger';
+import {
+  silentLogger,
+  systemClock,
+  systemTimers,
+  type AlertLogger,
+  type Clock,
+  type TimerHandle,
+  type Timers,
+} from './alert-logger';
 import type { FetchLike } from './http-post';
 import { SinkWorker, type DeliveryResult } from './sink-worker';
 import { Spool, type DropReason } from './spool';
@@ -278,7 +286,8 @@ export class AlertService extends EventEmitter {
   }
 
   private mustRun(what: string): void {
-    if (this.state !== 'running') throw new AlertServiceStateError(`${what}() called when the alert service is ${this.state}`);
+    if (this.state !== 'running')
+      throw new AlertServiceStateError(`${what}() called when the alert service is ${this.state}`);
   }
 
   private change(rec: AlertRecord, notify: boolean, change: AlertEvent['change']): void {

@@ -86,7 +86,13 @@ export async function postJson(opts: PostOptions): Promise<void> {
     };
     let res: Response;
     try {
-      res = await (opts.fetch ?? fetch)(url, { method: 'POST', headers, body: opts.body, signal: ctrl.signal, redirect: 'error' });
+      res = await (opts.fetch ?? fetch)(url, {
+        method: 'POST',
+        headers,
+        body: opts.body,
+        signal: ctrl.signal,
+        redirect: 'error',
+      });
     } catch (err) {
       if (timedOut) {
         throw new AlertDeliveryError('ALERT_DELIVERY_TIMEOUT', `${shown}: no answer within ${opts.timeoutMs} ms`, {

@@ -86,7 +86,9 @@ export class SinkWorker {
           const firing = this.resendSource().filter((r) => r.endsAt === null || r.endsAt > now);
           this.resendSource = null;
           for (let i = 0; i < firing.length; i += this.opts.batchSize) {
-            const outcome = await this.attempt(firing.slice(i, i + this.opts.batchSize).map((record) => ({ id: '', record })));
+            const outcome = await this.attempt(
+              firing.slice(i, i + this.opts.batchSize).map((record) => ({ id: '', record })),
+            );
             if (outcome === 'stop') return;
             if (outcome === 'retry') return this.scheduleRetry();
           }
@@ -96,7 +98,10 @@ export class SinkWorker {
       }
       if (this.state === 'sending') this.state = 'idle';
     } catch (err) {
-      this.opts.logger.error('alert delivery: unexpected failure', { sink: this.sink.name, error: (err as Error).message });
+      this.opts.logger.error('alert delivery: unexpected failure', {
+        sink: this.sink.name,
+        error: (err as Error).message,
+      });
       if (this.state === 'sending') this.scheduleRetry();
     }
   }
@@ -106,7 +111,8 @@ export class SinkWorker {
     try {
       await this.sink.send(items, this.opts.clock.now(), this.ctrl.signal);
       if (this.state === 'stopped') return 'stop';
-      if (this.failures) this.opts.logger.info('alert delivery recovered', { sink: this.sink.name, after: this.failures });
+      if (this.failures)
+        this.opts.logger.info('alert delivery recovered', { sink: this.sink.name, after: this.failures });
       this.failures = 0;
       this.opts.onResult(this.sink, 'success', items.length);
       return 'ok';

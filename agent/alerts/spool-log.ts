@@ -29,7 +29,8 @@ export function parseOp(line: string): LogOp | null {
   const strings = (x: unknown): x is string[] => Array.isArray(x) && x.every((s) => typeof s === 'string');
   switch (o.op) {
     case 'put': {
-      if (typeof o.id !== 'string' || typeof o.notify !== 'boolean' || !strings(o.pending) || !isRecord(o.rec)) return null;
+      if (typeof o.id !== 'string' || typeof o.notify !== 'boolean' || !strings(o.pending) || !isRecord(o.rec))
+        return null;
       return { op: 'put', seq, id: o.id, notify: o.notify, pending: o.pending, rec: o.rec };
     }
     case 'settle':

@@ -247,7 +247,11 @@ export class Spool {
       if (prev) {
         this.bounded.delete(prev.seq);
         this.superseded.add(prev.seq);
-        this.setPending(prev, prev.pending.filter((s) => !this.latestOnly(s)), true);
+        this.setPending(
+          prev,
+          prev.pending.filter((s) => !this.latestOnly(s)),
+          true,
+        );
         if (!this.retained(prev, now)) this.deleteEntry(prev, true);
       }
     }
@@ -259,7 +263,11 @@ export class Spool {
   settle(seq: number, sinks: string[]): void {
     const e = this.all.get(seq);
     if (!e) return;
-    this.setPending(e, e.pending.filter((s) => !sinks.includes(s)), true);
+    this.setPending(
+      e,
+      e.pending.filter((s) => !sinks.includes(s)),
+      true,
+    );
     if (!this.retained(e, this.opts.clock.now())) this.deleteEntry(e, true);
   }
 
@@ -386,7 +394,9 @@ export class Spool {
   private async compact(): Promise<void> {
     const tmp = this.file + TMP_SUFFIX;
     const body = [...this.all.values()]
-      .map((e) => JSON.stringify({ op: 'put', seq: e.seq, id: e.id, notify: e.notify, pending: e.pending, rec: e.record }))
+      .map((e) =>
+        JSON.stringify({ op: 'put', seq: e.seq, id: e.id, notify: e.notify, pending: e.pending, rec: e.record }),
+      )
       .join('\n');
     const fh = await open(tmp, 'w', 0o600);
     try {

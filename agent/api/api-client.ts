@@ -26,7 +26,13 @@ export class ApiError extends AgentError {
 
 const MAX_RESPONSE = 32 * 1024 * 1024;
 
-export function apiRequest<T = unknown>(target: ApiTarget, method: string, path: string, body?: unknown, timeoutMs = 10000): Promise<T> {
+export function apiRequest<T = unknown>(
+  target: ApiTarget,
+  method: string,
+  path: string,
+  body?: unknown,
+  timeoutMs = 10000,
+): Promise<T> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const headers: Record<string, string> = { accept: 'application/json' };
@@ -41,7 +47,13 @@ export function apiRequest<T = unknown>(target: ApiTarget, method: string, path:
       opts = { socketPath: target.socketPath, path, method, headers };
     } else {
       const u = new URL(path, target.url);
-      opts = { hostname: u.hostname.replace(/^\[|\]$/g, ''), port: u.port, path: u.pathname + u.search, method, headers };
+      opts = {
+        hostname: u.hostname.replace(/^\[|\]$/g, ''),
+        port: u.port,
+        path: u.pathname + u.search,
+        method,
+        headers,
+      };
     }
     const req = http.request(opts, (res) => {
       const chunks: Buffer[] = [];
@@ -67,10 +79,17 @@ export function apiRequest<T = unknown>(target: ApiTarget, method: string, path:
       });
       res.on('error', reject);
     });
-    req.setTimeout(timeoutMs, () => req.destroy(new DaemonUnreachableError(`${where}: no answer within ${timeoutMs} ms`)));
+    req.setTimeout(timeoutMs, () =>
+      req.destroy(new DaemonUnreachableError(`${where}: no answer within ${timeoutMs} ms`)),
+    );
     req.on('error', (err: NodeJS.ErrnoException) => {
       if (err instanceof AgentError) reject(err);
-      else reject(new DaemonUnreachableError(`cannot reach the physbits daemon at ${where}: ${err.code ?? err.message}`, { cause: err }));
+      else
+        reject(
+          new DaemonUnreachableError(`cannot reach the physbits daemon at ${where}: ${err.code ?? err.message}`, {
+            cause: err,
+          }),
+        );
     });
     req.end(payload);
   });

@@ -32,7 +32,11 @@ export interface ApiServerOptions {
 }
 
 class HttpError extends AgentError {
-  constructor(readonly status: number, code: string, message: string) {
+  constructor(
+    readonly status: number,
+    code: string,
+    message: string,
+  ) {
     super(code, message);
   }
 }
@@ -40,7 +44,9 @@ class HttpError extends AgentError {
 /** Constant-time comparison of a presented bearer token with the expected one. */
 export function tokenMatches(header: string | undefined, expected: string): boolean {
   const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
-  const got = createHash('sha256').update(m ? m[1] : '').digest();
+  const got = createHash('sha256')
+    .update(m ? m[1] : '')
+    .digest();
   const want = createHash('sha256').update(expected).digest();
   return timingSafeEqual(got, want) && !!m;
 }
@@ -79,9 +85,12 @@ export class ApiServer {
   }
 
   private makeServer(token: string | null): http.Server {
-    const server = http.createServer({ requestTimeout: 30000, headersTimeout: 10000, maxHeaderSize: 16384 }, (req, res) => {
-      void this.handle(req, res, token);
-    });
+    const server = http.createServer(
+      { requestTimeout: 30000, headersTimeout: 10000, maxHeaderSize: 16384 },
+      (req, res) => {
+        void this.handle(req, res, token);
+      },
+    );
     server.keepAliveTimeout = 5000;
     server.on('upgrade', (req, socket, head) => {
       if (token !== null && !tokenMatches(req.headers.authorization, token)) {
@@ -130,7 +139,8 @@ export class ApiServer {
     let size = 0;
     for await (const c of req) {
       size += (c as Buffer).length;
-      if (size > this.opts.maxBodyBytes) throw new HttpError(413, 'API_BODY_TOO_LARGE', `request body larger than ${this.opts.maxBodyBytes} bytes`);
+      if (size > this.opts.maxBodyBytes)
+        throw new HttpError(413, 'API_BODY_TOO_LARGE', `request body larger than ${this.opts.maxBodyBytes} bytes`);
       chunks.push(c as Buffer);
     }
     if (size === 0) return {};
@@ -144,15 +154,21 @@ export class ApiServer {
   private async handle(req: http.IncomingMessage, res: http.ServerResponse, token: string | null): Promise<void> {
     const send = (status: number, body: unknown) => {
       const text = JSON.stringify(body);
-      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+      res.writeHead(status, {
+        'content-type': 'application/json',
+        'content-length': Buffer.byteLength(text),
+        'cache-control': 'no-store',
+      });
       res.end(text);
     };
     try {
-      if (token !== null && !tokenMatches(req.headers.authorization, token)) throw new HttpError(401, 'API_UNAUTHORIZED', 'a valid bearer token is required');
+      if (token !== null && !tokenMatches(req.headers.authorization, token))
+        throw new HttpError(401, 'API_UNAUTHORIZED', 'a valid bearer token is required');
       const url = new URL(req.url ?? '/', 'http://x');
       const path = url.pathname;
       const method = req.method ?? 'GET';
-      if (token !== null && method !== 'GET') throw new HttpError(403, 'API_READ_ONLY', 'the TCP API only serves reads');
+      if (token !== null && method !== 'GET')
+        throw new HttpError(403, 'API_READ_ONLY', 'the TCP API only serves reads');
       const h = this.opts.handlers;
       if (method === 'GET' && path === '/v1/status') return send(200, h.status());
       if (method === 'GET' && path === '/v1/host') return send(200, h.host());
@@ -171,7 +187,8 @@ export class ApiServer {
       if (method === 'GET' && path === '/v1/advise') {
         const pb = url.searchParams.get('poolBits');
         const poolBits = pb === null ? undefined : Number(pb);
-        if (poolBits !== undefined && (!Number.isInteger(poolBits) || poolBits < 1 || poolBits > 64)) throw new HttpError(400, 'API_BAD_REQUEST', 'poolBits must be a whole number from 1 to 64');
+        if (poolBits !== undefined && (!Number.isInteger(poolBits) || poolBits < 1 || poolBits > 64))
+          throw new HttpError(400, 'API_BAD_REQUEST', 'poolBits must be a whole number from 1 to 64');
         return send(200, await h.advise(url.searchParams.get('vm') ?? undefined, poolBits));
       }
       if (method === 'POST' && path === '/v1/check-migration') {
@@ -187,7 +204,8 @@ export class ApiServer {
       if (err instanceof HttpError) return send(err.status, { error: { code: err.code, message: err.message } });
       const code = (err as { code?: unknown }).code;
       const status = (err as { status?: unknown }).status;
-      if (typeof status === 'number' && typeof code === 'string') return send(status, { error: { code, message: (err as Error).message } });
+      if (typeof status === 'number' && typeof code === 'string')
+        return send(status, { error: { code, message: (err as Error).message } });
       this.opts.logger.error('API request failed', { error: (err as Error).message });
       return send(500, { error: { code: 'INTERNAL', message: (err as Error).message } });
     }

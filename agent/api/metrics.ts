@@ -19,7 +19,11 @@ export const OTHER = 'other';
 export const SEVERITY_VALUE: Record<Severity, number> = { ok: 0, info: 1, warning: 2, critical: 3 };
 const RELATIONS: Relation[] = ['equal', 'narrower', 'wider'];
 const SEVERITIES: Severity[] = ['ok', 'info', 'warning', 'critical'];
-const LINT_FAILING_DEFAULTS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+const LINT_FAILING_DEFAULTS = [
+  'nodejs_active_handles_total',
+  'nodejs_active_requests_total',
+  'nodejs_active_resources_total',
+];
 
 /**
  * What `promtool check metrics` says of our exposition, and why it stays: the contract names these
@@ -277,7 +281,9 @@ export async function startMetricsServer(metrics: Metrics, listen = '127.0.0.1:9
       return;
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
-      res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' }).end('method not allowed\n');
+      res
+        .writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' })
+        .end('method not allowed\n');
       return;
     }
     metrics.registry.metrics().then(

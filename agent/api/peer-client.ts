@@ -13,7 +13,11 @@ export class PeerError extends AgentError {}
 export type PeerFetch = (
   url: string,
   init: { headers: Record<string, string>; signal: AbortSignal; redirect: 'manual' },
-) => Promise<{ status: number; headers?: { get(name: string): string | null }; body: ReadableStream<Uint8Array> | null }>;
+) => Promise<{
+  status: number;
+  headers?: { get(name: string): string | null };
+  body: ReadableStream<Uint8Array> | null;
+}>;
 
 export type ReadTextFile = (path: string) => Promise<string> | string;
 
@@ -50,7 +54,11 @@ export function peerUrl(base: string, path: string): string {
 }
 
 /** GET {peer.url}/{path} as JSON: the parsed document, of any shape. */
-export async function getPeerJson(peer: { url: string; tokenFile: string }, path: string, opts: PeerGetOptions): Promise<unknown> {
+export async function getPeerJson(
+  peer: { url: string; tokenFile: string },
+  path: string,
+  opts: PeerGetOptions,
+): Promise<unknown> {
   const token = await readPeerToken(peer.tokenFile, opts.readFile);
   const url = peerUrl(peer.url, path);
   const abort = new AbortController();
@@ -89,7 +97,13 @@ export async function getPeerJson(peer: { url: string; tokenFile: string }, path
   }
 }
 
-async function readBounded(res: Awaited<ReturnType<PeerFetch>>, maxBytes: number, url: string, signal: AbortSignal, timeoutMs: number): Promise<string> {
+async function readBounded(
+  res: Awaited<ReturnType<PeerFetch>>,
+  maxBytes: number,
+  url: string,
+  signal: AbortSignal,
+  timeoutMs: number,
+): Promise<string> {
   const declared = Number(res.headers?.get('content-length'));
   if (Number.isFinite(declared) && declared > maxBytes) {
     await res.body?.cancel().catch(() => undefined);

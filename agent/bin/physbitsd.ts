@@ -26,7 +26,11 @@ function notifySystemd(state: string): void {
 async function main(): Promise<void> {
   let args;
   try {
-    args = parseArgs({ args: process.argv.slice(2), options: { config: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
+    args = parseArgs({
+      args: process.argv.slice(2),
+      options: { config: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      strict: true,
+    });
   } catch (err) {
     fatal((err as Error).message.split('\n')[0], EXIT.USAGE);
   }
@@ -81,7 +85,7 @@ async function main(): Promise<void> {
     logger.error('uncaught exception', { error: err.stack ?? String(err) });
   });
   process.on('unhandledRejection', (err) => {
-    logger.error('unhandled rejection', { error: err instanceof Error ? err.stack ?? err.message : String(err) });
+    logger.error('unhandled rejection', { error: err instanceof Error ? (err.stack ?? err.message) : String(err) });
   });
   try {
     await daemon.start();

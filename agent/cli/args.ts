@@ -16,13 +16,21 @@ export function parse<T extends NonNullable<ParseArgsConfig['options']>>(
   }
   const n = parsed.positionals.length;
   if (n < positionals.min) throw new UsageError(`${command}: missing argument`);
-  if (n > positionals.max) throw new UsageError(`${command}: unexpected argument '${parsed.positionals[positionals.max]}'`);
+  if (n > positionals.max)
+    throw new UsageError(`${command}: unexpected argument '${parsed.positionals[positionals.max]}'`);
   return parsed;
 }
 
-export function intOption(command: string, name: string, value: string | undefined, min: number, max: number): number | undefined {
+export function intOption(
+  command: string,
+  name: string,
+  value: string | undefined,
+  min: number,
+  max: number,
+): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${command}: --${name} takes a whole number from ${min} to ${max}`);
+  if (!Number.isInteger(n) || n < min || n > max)
+    throw new UsageError(`${command}: --${name} takes a whole number from ${min} to ${max}`);
   return n;
 }

@@ -20,7 +20,11 @@ const common = { json: { type: 'boolean' }, api: { type: 'string' }, config: { t
 
 export async function statusCommand(args: string[], io: CliIo): Promise<number> {
   const { values } = parse('status', args, common);
-  const doc = await apiRequest<StatusDocument>({ socketPath: apiSocket(values.api, values.config) }, 'GET', '/v1/status');
+  const doc = await apiRequest<StatusDocument>(
+    { socketPath: apiSocket(values.api, values.config) },
+    'GET',
+    '/v1/status',
+  );
   io.stdout(values.json ? JSON.stringify(doc, null, 2) : renderStatus(doc));
   return doc.summary?.exitCode ?? EXIT.UNKNOWN;
 }
@@ -34,12 +38,22 @@ interface MigrationAnswer {
 }
 
 export async function checkMigrationCommand(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse('check-migration', args, { ...common, to: { type: 'string' } }, { min: 1, max: 1 });
+  const { values, positionals } = parse(
+    'check-migration',
+    args,
+    { ...common, to: { type: 'string' } },
+    { min: 1, max: 1 },
+  );
   if (!values.to) return usage(io, 'check-migration: --to PEER is required');
-  const answer = await apiRequest<MigrationAnswer>({ socketPath: apiSocket(values.api, values.config) }, 'POST', '/v1/check-migration', {
-    vm: positionals[0],
-    peer: values.to,
-  });
+  const answer = await apiRequest<MigrationAnswer>(
+    { socketPath: apiSocket(values.api, values.config) },
+    'POST',
+    '/v1/check-migration',
+    {
+      vm: positionals[0],
+      peer: values.to,
+    },
+  );
   if (values.json) io.stdout(JSON.stringify(answer, null, 2));
   else io.stdout(`${answer.allowed ? 'allowed' : 'refused'}: ${answer.vm} → ${answer.peer}: ${answer.message}`);
   return answer.allowed ? EXIT.OK : EXIT.CRITICAL;
@@ -54,20 +68,37 @@ export async function fleetCommand(args: string[], io: CliIo): Promise<number> {
   const { values } = parse('fleet', args, common);
   const { renderFleet } = await import('./render-fleet');
   const { fleetExitCode } = await import('../judge/fleet');
-  const doc = await apiRequest<Parameters<typeof renderFleet>[0]>({ socketPath: apiSocket(values.api, values.config) }, 'GET', '/v1/fleet', undefined, 30000);
+  const doc = await apiRequest<Parameters<typeof renderFleet>[0]>(
+    { socketPath: apiSocket(values.api, values.config) },
+    'GET',
+    '/v1/fleet',
+    undefined,
+    30000,
+  );
   io.stdout(values.json ? JSON.stringify(doc, null, 2) : renderFleet(doc));
   return fleetExitCode(doc);
 }
 
 export async function adviseCommand(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse('advise', args, { ...common, 'pool-bits': { type: 'string' } }, { min: 0, max: 1 });
+  const { values, positionals } = parse(
+    'advise',
+    args,
+    { ...common, 'pool-bits': { type: 'string' } },
+    { min: 0, max: 1 },
+  );
   const poolBits = intOption('advise', 'pool-bits', values['pool-bits'], 32, 52);
   const { renderAdvice } = await import('./render-fleet');
   const { adviceExitCode } = await import('../judge/advise');
   const q = new URLSearchParams();
   if (positionals[0]) q.set('vm', positionals[0]);
   if (poolBits !== undefined) q.set('poolBits', String(poolBits));
-  const doc = await apiRequest<Parameters<typeof renderAdvice>[0]>({ socketPath: apiSocket(values.api, values.config) }, 'GET', `/v1/advise${q.size ? `?${q}` : ''}`, undefined, 30000);
+  const doc = await apiRequest<Parameters<typeof renderAdvice>[0]>(
+    { socketPath: apiSocket(values.api, values.config) },
+    'GET',
+    `/v1/advise${q.size ? `?${q}` : ''}`,
+    undefined,
+    30000,
+  );
   io.stdout(values.json ? JSON.stringify(doc, null, 2) : renderAdvice(doc));
   return adviceExitCode(doc);
 }

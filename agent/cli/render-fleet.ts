@@ -48,7 +48,11 @@ export function renderFleet(doc: FleetDocument, opts: RenderOptions = {}): strin
     guestLabel(g),
     g.physBits === null ? '-' : String(g.physBits),
     ...doc.hosts.map((h) => cell(g.fits[h.name], opts)),
-    g.error ? `${g.error.code}: ${g.error.message}` : g.bound === false ? `${g.accelerator}: not bound by host widths` : '',
+    g.error
+      ? `${g.error.code}: ${g.error.message}`
+      : g.bound === false
+        ? `${g.accelerator}: not bound by host widths`
+        : '',
   ]);
   lines.push('', renderTable(rows, header));
   const misfits: string[] = [];
@@ -63,9 +67,13 @@ export function renderFleet(doc: FleetDocument, opts: RenderOptions = {}): strin
 
 function layoutLines(l: LayoutAdvice, bits: number): string[] {
   if (l.fits) return [`  layout:   ends at ${formatBytes(l.end)}, within 2^${bits} (${formatBytes(l.limit)})`];
-  const out = [`  layout:   ends at ${formatBytes(l.end)}, ${formatBytes(l.overshoot)} above 2^${bits} (${formatBytes(l.limit)})`];
+  const out = [
+    `  layout:   ends at ${formatBytes(l.end)}, ${formatBytes(l.overshoot)} above 2^${bits} (${formatBytes(l.limit)})`,
+  ];
   if (l.passes.length) {
-    out.push(`  passes:   ${l.passes.map((p) => `${p.region}${p.id ? ` ${p.id}` : ''} (ends at ${formatBytes(p.end)})`).join(', ')}`);
+    out.push(
+      `  passes:   ${l.passes.map((p) => `${p.region}${p.id ? ` ${p.id}` : ''} (ends at ${formatBytes(p.end)})`).join(', ')}`,
+    );
   }
   for (const f of l.fixes) {
     out.push(`  shrink:   ${f.message}${f.alone ? '' : ' [not enough alone]'}`);
@@ -86,7 +94,10 @@ function adviceBlock(g: GuestAdvice): string[] {
   if (s) {
     out.push(`  qemu:     ${s.qemu}`, `            ${s.qemuHostPhysBits}   (KVM: the host's width, capped)`);
     if (s.qemuGuestPhysBits) out.push(`            ${s.qemuGuestPhysBits}   (QEMU 9.1+)`);
-    out.push(`  libvirt:  ${s.libvirt}   (in <cpu>, libvirt 8.7+)`, `            ${s.libvirtPassthrough}   (libvirt 9.3+, host-passthrough only)`);
+    out.push(
+      `  libvirt:  ${s.libvirt}   (in <cpu>, libvirt 8.7+)`,
+      `            ${s.libvirtPassthrough}   (libvirt 9.3+, host-passthrough only)`,
+    );
     out.push(`  proxmox:  ${s.proxmox}`);
   }
   for (const n of g.notes) out.push(`  note:     ${n}`);
@@ -94,9 +105,13 @@ function adviceBlock(g: GuestAdvice): string[] {
 }
 
 export function renderAdvice(doc: AdviceDocument, opts: RenderOptions = {}): string {
-  const width = doc.poolBits === null ? 'unknown' : `${doc.poolBits} bits (${doc.poolBitsSource === 'requested' ? 'requested' : 'narrowest host'})`;
+  const width =
+    doc.poolBits === null
+      ? 'unknown'
+      : `${doc.poolBits} bits (${doc.poolBitsSource === 'requested' ? 'requested' : 'narrowest host'})`;
   const lines = [`pool width: ${width}`];
-  if (doc.pool.unreachable.length) lines.push(`unreachable: ${doc.pool.unreachable.join(', ')} (the pool may be narrower than shown)`);
+  if (doc.pool.unreachable.length)
+    lines.push(`unreachable: ${doc.pool.unreachable.join(', ')} (the pool may be narrower than shown)`);
   if (doc.guests.length === 0) lines.push('no guests');
   for (const g of doc.guests) lines.push('', ...adviceBlock(g));
   return finish(lines.join('\n'), opts);

@@ -3,18 +3,34 @@ import { printable } from '../core/printable';
 import type { StatusDocument, VmStatus } from '../core/types';
 
 function row(vm: VmStatus, hostBits: number): string[] {
-  if (vm.error) return [vm.name, '-', '-', String(hostBits), '-', 'unknown', `${vm.error.code}: ${vm.error.message}`].map(printable);
+  if (vm.error)
+    return [vm.name, '-', '-', String(hostBits), '-', 'unknown', `${vm.error.code}: ${vm.error.message}`].map(
+      printable,
+    );
   const g = vm.guest!;
   const v = vm.verdict!;
   const first = v.reasons[0];
-  return [vm.name, vm.accelerator ?? g.accelerator, String(g.physBits), String(hostBits), v.relation, v.severity, first ? `${first.code}: ${first.message}` : ''].map(printable);
+  return [
+    vm.name,
+    vm.accelerator ?? g.accelerator,
+    String(g.physBits),
+    String(hostBits),
+    v.relation,
+    v.severity,
+    first ? `${first.code}: ${first.message}` : '',
+  ].map(printable);
 }
 
 export function renderTable(rows: string[][], header: string[]): string {
   const all = [header, ...rows];
   const widths = header.map((_, i) => Math.max(...all.map((r) => (i === header.length - 1 ? 0 : r[i].length))));
   return all
-    .map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]))).join('  ').trimEnd())
+    .map((r) =>
+      r
+        .map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i])))
+        .join('  ')
+        .trimEnd(),
+    )
     .join('\n');
 }
 

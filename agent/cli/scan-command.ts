@@ -18,14 +18,22 @@ export { hostFactsFromConfig as hostFactsFor };
 
 /** Static peers' widths, for verdicts made without the daemon (live peers are the daemon's business). */
 export function staticPeerFacts(config: Config): PeerFacts[] {
-  return config.peers.map((p) => ({ name: p.name, physBits: p.physBits ?? null, reachable: 'url' in p ? false : true }));
+  return config.peers.map((p) => ({
+    name: p.name,
+    physBits: p.physBits ?? null,
+    reachable: 'url' in p ? false : true,
+  }));
 }
 
 export async function scan(config: Config, sockets: string[]): Promise<StatusDocument> {
   const host = hostFactsFromConfig(config);
-  const paths = sockets.length ? [...new Set(sockets)] : (await expandSocketGlobs(socketPatterns(config.discovery))).map((s) => s.path);
+  const paths = sockets.length
+    ? [...new Set(sockets)]
+    : (await expandSocketGlobs(socketPatterns(config.discovery))).map((s) => s.path);
   const peers = staticPeerFacts(config).filter((p) => p.reachable);
-  const vms = await mapLimit(paths, config.qmp.concurrency, (socket) => probeVm(socket, { config, host, peers, mode: 'scan' }));
+  const vms = await mapLimit(paths, config.qmp.concurrency, (socket) =>
+    probeVm(socket, { config, host, peers, mode: 'scan' }),
+  );
   return buildStatusDocument(host, vms);
 }
 

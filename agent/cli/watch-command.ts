@@ -37,7 +37,11 @@ function describeRaw(ev: DaemonEvent): string {
 }
 
 export async function watchCommand(args: string[], io: CliIo, signal?: AbortSignal): Promise<number> {
-  const { values } = parse('watch', args, { json: { type: 'boolean' }, api: { type: 'string' }, config: { type: 'string' } });
+  const { values } = parse('watch', args, {
+    json: { type: 'boolean' },
+    api: { type: 'string' },
+    config: { type: 'string' },
+  });
   const socketPath = apiSocket(values.api, values.config);
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(`ws+unix://${socketPath}:/v1/events`, { maxPayload: 1024 * 1024, handshakeTimeout: 5000 });
@@ -57,7 +61,10 @@ export async function watchCommand(args: string[], io: CliIo, signal?: AbortSign
       io.stdout(values.json ? JSON.stringify(ev) : describeEvent(ev));
     });
     ws.on('error', (err: NodeJS.ErrnoException) => {
-      if (!opened) reject(new DaemonUnreachableError(`cannot reach the physbits daemon at ${socketPath}: ${err.code ?? err.message}`));
+      if (!opened)
+        reject(
+          new DaemonUnreachableError(`cannot reach the physbits daemon at ${socketPath}: ${err.code ?? err.message}`),
+        );
     });
     ws.on('close', () => {
       signal?.removeEventListener('abort', stop);

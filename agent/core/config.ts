@@ -15,9 +15,7 @@ export class ConfigError extends AgentError {
   }
 }
 
-const hostPort = z
-  .string()
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port');
+const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port');
 const bits = z.number().int().min(1).max(64);
 const cronExpr = z.string().min(1);
 
@@ -26,9 +24,7 @@ const discoveryPattern = z.union([
   z.object({ glob: z.string().min(1), mode: z.enum(['hold', 'poll']) }).strict(),
 ]);
 
-const staticPeer = z
-  .object({ name: z.string().min(1), address: z.string().min(1), physBits: bits })
-  .strict();
+const staticPeer = z.object({ name: z.string().min(1), address: z.string().min(1), physBits: bits }).strict();
 const livePeer = z
   .object({
     name: z.string().min(1),
@@ -45,7 +41,11 @@ export const configSchema = z
     host: z
       .object({
         physBits: bits.nullish().transform((v) => v ?? undefined),
-        name: z.string().min(1).nullish().transform((v) => v ?? undefined),
+        name: z
+          .string()
+          .min(1)
+          .nullish()
+          .transform((v) => v ?? undefined),
         procRoot: z.string().default('/proc'),
         sysRoot: z.string().default('/sys'),
         devRoot: z.string().default('/dev'),
@@ -59,7 +59,11 @@ export const configSchema = z
         defaultMode: z.enum(['hold', 'poll']).default('hold'),
         schedule: cronExpr.default('*/1 * * * *'),
         pollIntervalSeconds: z.number().min(1).max(86400).default(30),
-        libvirt: z.string().min(1).nullish().transform((v) => v ?? undefined),
+        libvirt: z
+          .string()
+          .min(1)
+          .nullish()
+          .transform((v) => v ?? undefined),
         libvirtPollSeconds: z.number().min(1).max(86400).default(30),
         virsh: z.string().default('virsh'),
       })
@@ -68,7 +72,12 @@ export const configSchema = z
     qmp: z
       .object({
         timeoutMs: z.number().int().min(50).max(600000).default(5000),
-        maxLineBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+        maxLineBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(64 * 1024 * 1024)
+          .default(1024 * 1024),
         maxPending: z.number().int().min(1).max(10000).default(64),
         concurrency: z.number().int().min(1).max(1024).default(32),
         /** Held VMs are asked query-status this often, so a hung QEMU shows as unknown quickly… */
@@ -79,7 +88,10 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
-    verify: z.object({ schedule: cronExpr.default('*/5 * * * *') }).strict().prefault({}),
+    verify: z
+      .object({ schedule: cronExpr.default('*/5 * * * *') })
+      .strict()
+      .prefault({}),
     guard: z
       .object({
         enabled: z.boolean().default(true),
@@ -89,7 +101,12 @@ export const configSchema = z
         holdMs: z.number().int().min(0).max(60000).default(3000),
         cancelUnsafe: z.boolean().default(false),
         maxClients: z.number().int().min(1).max(4096).default(64),
-        clientQueueBytes: z.number().int().min(4096).max(256 * 1024 * 1024).default(4 * 1024 * 1024),
+        clientQueueBytes: z
+          .number()
+          .int()
+          .min(4096)
+          .max(256 * 1024 * 1024)
+          .default(4 * 1024 * 1024),
         peerCacheSeconds: z.number().min(0).max(3600).default(30),
       })
       .strict()
@@ -97,17 +114,41 @@ export const configSchema = z
     api: z
       .object({
         socket: z.string().default('/run/physbits/api.sock'),
-        group: z.string().min(1).nullish().transform((v) => v ?? undefined),
-        mode: z.string().regex(/^0?[0-7]{3}$/).default('0660'),
+        group: z
+          .string()
+          .min(1)
+          .nullish()
+          .transform((v) => v ?? undefined),
+        mode: z
+          .string()
+          .regex(/^0?[0-7]{3}$/)
+          .default('0660'),
         listen: hostPort.nullish().transform((v) => v ?? undefined),
-        tokenFile: z.string().min(1).nullish().transform((v) => v ?? undefined),
+        tokenFile: z
+          .string()
+          .min(1)
+          .nullish()
+          .transform((v) => v ?? undefined),
         maxEventClients: z.number().int().min(1).max(10000).default(64),
-        eventBufferBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
-        maxBodyBytes: z.number().int().min(1024).max(16 * 1024 * 1024).default(64 * 1024),
+        eventBufferBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(64 * 1024 * 1024)
+          .default(1024 * 1024),
+        maxBodyBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(16 * 1024 * 1024)
+          .default(64 * 1024),
       })
       .strict()
       .prefault({}),
-    metrics: z.object({ listen: hostPort.default('127.0.0.1:9741') }).strict().prefault({}),
+    metrics: z
+      .object({ listen: hostPort.default('127.0.0.1:9741') })
+      .strict()
+      .prefault({}),
     peers: z.array(z.union([livePeer, staticPeer])).default([]),
     policy: z
       .object({
@@ -128,7 +169,10 @@ export const configSchema = z
         resendSeconds: z.number().min(1).max(86400).default(60),
         timeoutMs: z.number().int().min(100).max(120000).default(5000),
         retryMaxSeconds: z.number().min(1).max(86400).default(300),
-        generatorURL: z.string().nullish().transform((v) => v ?? undefined),
+        generatorURL: z
+          .string()
+          .nullish()
+          .transform((v) => v ?? undefined),
       })
       .strict()
       .prefault({}),
@@ -171,7 +215,11 @@ function keyName(path: ReadonlyArray<PropertyKey>): string {
 export function stripComments(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(stripComments);
   if (v && typeof v === 'object') {
-    return Object.fromEntries(Object.entries(v).filter(([k]) => k !== '$comment').map(([k, x]) => [k, stripComments(x)]));
+    return Object.fromEntries(
+      Object.entries(v)
+        .filter(([k]) => k !== '$comment')
+        .map(([k, x]) => [k, stripComments(x)]),
+    );
   }
   return v;
 }

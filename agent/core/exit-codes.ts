@@ -10,7 +10,8 @@ const RANK: Record<State, number> = { ok: 0, info: 0, warning: 1, unknown: 2, cr
 
 export function worstState(states: Iterable<State>): State {
   let worst: State = 'ok';
-  for (const s of states) if (RANK[s] > RANK[worst] || (RANK[s] === RANK[worst] && s === 'info' && worst === 'ok')) worst = s;
+  for (const s of states)
+    if (RANK[s] > RANK[worst] || (RANK[s] === RANK[worst] && s === 'info' && worst === 'ok')) worst = s;
   return worst;
 }
 

@@ -21,7 +21,7 @@ export interface Logger {
 
 /** Values that came from VMs or clients: quoted, control characters escaped, length bounded. */
 export function safeValue(v: unknown): string {
-  let s = typeof v === 'string' ? v : JSON.stringify(v) ?? String(v);
+  let s = typeof v === 'string' ? v : (JSON.stringify(v) ?? String(v));
   if (s.length > 256) s = `${s.slice(0, 256)}…`;
   return /^[\w./:@+-]*$/.test(s) && s !== '' ? s : JSON.stringify(s);
 }
@@ -39,7 +39,9 @@ function oneLine(s: unknown): string {
   return String(s).replace(/[\r\n]+/g, ' ⏎ ');
 }
 
-export function createLogger(opts: { level?: LogLevel; format?: LogFormat; stream?: NodeJS.WritableStream } = {}): Logger {
+export function createLogger(
+  opts: { level?: LogLevel; format?: LogFormat; stream?: NodeJS.WritableStream } = {},
+): Logger {
   let format = opts.format ?? 'auto';
   if (format === 'auto') format = process.env.JOURNAL_STREAM ? 'journal' : 'text';
   const f = winston.format;

@@ -36,7 +36,13 @@ export async function expandSocketGlobs(patterns: SocketPattern[]): Promise<Foun
   // Loaded here, not at start-up: `scan --socket` and the libvirt hook never need it.
   const { default: fg } = await import('fast-glob');
   for (const p of patterns) {
-    const paths = await fg(p.glob, { onlyFiles: false, absolute: true, dot: true, followSymbolicLinks: false, suppressErrors: true });
+    const paths = await fg(p.glob, {
+      onlyFiles: false,
+      absolute: true,
+      dot: true,
+      followSymbolicLinks: false,
+      suppressErrors: true,
+    });
     for (const path of paths.sort()) {
       if (!seen.has(path) && isSocket(path)) seen.set(path, { path, mode: p.mode });
     }

@@ -114,7 +114,10 @@ export class DaemonAlerts {
     this.d.events.publish({ type: 'migration', vm, status, verified: false, severity: reason.severity, message });
     sup.setExtraReasons([...sup.extraReasons(), reason]);
     if (critical && this.d.config.guard.cancelUnsafe) {
-      sup.upstream()?.execute('migrate_cancel').catch((err) => this.d.logger.error('migrate_cancel failed', { vm, error: (err as Error).message }));
+      sup
+        .upstream()
+        ?.execute('migrate_cancel')
+        .catch((err) => this.d.logger.error('migrate_cancel failed', { vm, error: (err as Error).message }));
     }
   }
 

@@ -22,14 +22,21 @@ export class DaemonApi implements ApiHandlers {
   }
 
   async checkMigration(body: { vm?: unknown; peer?: unknown }) {
-    if (typeof body.vm !== 'string' || typeof body.peer !== 'string') throw apiError(400, 'API_BAD_REQUEST', 'expected {"vm": NAME, "peer": PEER}');
+    if (typeof body.vm !== 'string' || typeof body.peer !== 'string')
+      throw apiError(400, 'API_BAD_REQUEST', 'expected {"vm": NAME, "peer": PEER}');
     const sup = this.d.findVm(body.vm);
     if (!sup) throw apiError(404, 'VM_NOT_FOUND', `no VM named '${body.vm}'`);
     const peerCfg = this.d.peers.findByName(body.peer) ?? this.d.peers.findByAddress(body.peer);
     if (!peerCfg) throw apiError(404, 'PEER_NOT_FOUND', `no peer named '${body.peer}' in the config`);
     const guest = sup.facts();
     if (!guest) {
-      return { vm: sup.name, peer: peerCfg.name, allowed: false, code: 'REFUSED_FACTS_UNKNOWN', message: `the facts of ${sup.name} are not known (${sup.status().error?.code ?? 'unknown'})` };
+      return {
+        vm: sup.name,
+        peer: peerCfg.name,
+        allowed: false,
+        code: 'REFUSED_FACTS_UNKNOWN',
+        message: `the facts of ${sup.name} are not known (${sup.status().error?.code ?? 'unknown'})`,
+      };
     }
     const facts = await this.d.peers.factsOf(peerCfg);
     const peer = facts.physBits === null ? null : { name: peerCfg.name, physBits: facts.physBits };
@@ -61,7 +68,10 @@ export class DaemonApi implements ApiHandlers {
 
   libvirtEvent(body: unknown) {
     const b = body as { domain?: unknown; operation?: unknown };
-    this.d.logger.info('libvirt hook event', { domain: String(b.domain ?? '?'), operation: String(b.operation ?? '?') });
+    this.d.logger.info('libvirt hook event', {
+      domain: String(b.domain ?? '?'),
+      operation: String(b.operation ?? '?'),
+    });
     this.d.libvirtChanged();
   }
 }

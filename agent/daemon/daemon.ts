@@ -65,10 +65,15 @@ export class Daemon {
 
   async start(): Promise<void> {
     const cfg = this.config;
-    this.logger.info('starting', { host: this.host.name, physBits: this.host.physBits, source: this.host.physBitsSource });
+    this.logger.info('starting', {
+      host: this.host.name,
+      physBits: this.host.physBits,
+      source: this.host.physBitsSource,
+    });
     // Another daemon serving this config's API socket owns the spool and the guarded sockets too:
     // stop before touching any of them (opening the spool compacts it under the other's feet).
-    if ((await probeSocketPath(resolve(cfg.api.socket))) === 'live') throw new SocketInUseError(resolve(cfg.api.socket));
+    if ((await probeSocketPath(resolve(cfg.api.socket))) === 'live')
+      throw new SocketInUseError(resolve(cfg.api.socket));
     this.metrics.setHost(this.host);
     await this.alerts.start();
     this.metricsAddress = await this.metrics.listen(cfg.metrics.listen);
@@ -92,7 +97,11 @@ export class Daemon {
       eventBufferBytes: cfg.api.eventBufferBytes,
     });
     mkdirSync(dirname(cfg.api.socket), { recursive: true, mode: 0o755 });
-    await this.api.listenUnix(cfg.api.socket, parseInt(cfg.api.mode, 8), cfg.api.group ? groupId(cfg.api.group) : undefined);
+    await this.api.listenUnix(
+      cfg.api.socket,
+      parseInt(cfg.api.mode, 8),
+      cfg.api.group ? groupId(cfg.api.group) : undefined,
+    );
     this.logger.info('API listening', { socket: cfg.api.socket });
     if (cfg.api.listen && cfg.api.tokenFile) {
       const token = this.peers.readToken(cfg.api.tokenFile);
@@ -105,7 +114,11 @@ export class Daemon {
   private startDiscovery(): void {
     const cfg = this.config;
     const guardDir = resolve(cfg.guard.socketDir) + sep;
-    this.discovery = new Discovery({ patterns: socketPatterns(cfg.discovery), schedule: cfg.discovery.schedule, logger: this.logger });
+    this.discovery = new Discovery({
+      patterns: socketPatterns(cfg.discovery),
+      schedule: cfg.discovery.schedule,
+      logger: this.logger,
+    });
     this.discovery.on('added', (s: FoundSocket) => {
       // Never supervise our own guarded sockets, should a glob also match them.
       if (resolve(s.path).startsWith(guardDir)) return;
@@ -113,7 +126,9 @@ export class Daemon {
     });
     this.discovery.on('removed', (s: FoundSocket) => void this.removeVm(s.path));
     this.discovery.on('replaced', (s: FoundSocket) => this.supervisors.get(s.path)?.kick());
-    void this.discovery.start().catch((err) => this.logger.error('discovery failed to start', { error: (err as Error).message }));
+    void this.discovery
+      .start()
+      .catch((err) => this.logger.error('discovery failed to start', { error: (err as Error).message }));
   }
 
   private startLibvirt(): void {
@@ -188,20 +203,43 @@ export class Daemon {
     this.alerts.setVm(now);
     const before = prev.error ? 'unknown' : prev.verdict?.severity;
     const after = now.error ? 'unknown' : now.verdict?.severity;
-    const reasonsChanged = (prev.verdict?.reasons.map((r) => r.code).join() ?? '') !== (now.verdict?.reasons.map((r) => r.code).join() ?? '');
+    const reasonsChanged =
+      (prev.verdict?.reasons.map((r) => r.code).join() ?? '') !==
+      (now.verdict?.reasons.map((r) => r.code).join() ?? '');
     if (now.error) {
-      if (prev.error?.code !== now.error.code) this.events.publish({ type: 'vm-error', vm: now.name, socket: sup.socket, code: now.error.code, message: now.error.message });
-      if (before !== after) this.events.publish({ type: 'verdict', vm: now.name, socket: sup.socket, previous: prev.error?.code === 'PENDING' ? null : before, severity: 'unknown', relation: null });
+      if (prev.error?.code !== now.error.code)
+        this.events.publish({
+          type: 'vm-error',
+          vm: now.name,
+          socket: sup.socket,
+          code: now.error.code,
+          message: now.error.message,
+        });
+      if (before !== after)
+        this.events.publish({
+          type: 'verdict',
+          vm: now.name,
+          socket: sup.socket,
+          previous: prev.error?.code === 'PENDING' ? null : before,
+          severity: 'unknown',
+          relation: null,
+        });
       return;
     }
     if (before !== after || reasonsChanged) {
       const v = now.verdict!;
-      if (before !== after) this.logger.info('verdict', { vm: now.name, severity: v.severity, relation: v.relation, reason: v.reasons[0]?.code });
+      if (before !== after)
+        this.logger.info('verdict', {
+          vm: now.name,
+          severity: v.severity,
+          relation: v.relation,
+          reason: v.reasons[0]?.code,
+        });
       this.events.publish({
         type: 'verdict',
         vm: now.name,
         socket: sup.socket,
-        previous: prev.error?.code === 'PENDING' ? null : before ?? null,
+        previous: prev.error?.code === 'PENDING' ? null : (before ?? null),
         severity: v.severity,
         relation: v.relation,
         reason: v.reasons[0]?.code,
@@ -229,13 +267,19 @@ export class Daemon {
   /** SIGHUP: the new config replaces the old one only when valid (the caller validated it). */
   async reload(next: Config): Promise<void> {
     const prev = this.config;
-    const restartOnly = (['api', 'metrics', 'log'] as const).filter((k) => JSON.stringify(prev[k]) !== JSON.stringify(next[k]));
-    if (restartOnly.length) this.logger.warn('settings that take effect at the next restart changed', { keys: restartOnly.join(',') });
+    const restartOnly = (['api', 'metrics', 'log'] as const).filter(
+      (k) => JSON.stringify(prev[k]) !== JSON.stringify(next[k]),
+    );
+    if (restartOnly.length)
+      this.logger.warn('settings that take effect at the next restart changed', { keys: restartOnly.join(',') });
     this.config = next;
     this.host = this.readHost(next);
     this.metrics.setHost(this.host);
     this.alerts.reconfigure();
-    const sameDiscovery = JSON.stringify(prev.discovery) === JSON.stringify(next.discovery) && prev.guard.socketDir === next.guard.socketDir && prev.guard.enabled === next.guard.enabled;
+    const sameDiscovery =
+      JSON.stringify(prev.discovery) === JSON.stringify(next.discovery) &&
+      prev.guard.socketDir === next.guard.socketDir &&
+      prev.guard.enabled === next.guard.enabled;
     if (!sameDiscovery) {
       this.discovery?.stop();
       this.libvirt?.stop();

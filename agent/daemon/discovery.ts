@@ -119,7 +119,10 @@ export class Discovery extends EventEmitter {
         });
         this.watchers.set(dir, { target, id, w });
       } catch (err) {
-        this.opts.logger.warn('cannot watch directory; relying on the schedule', { dir: target, error: (err as Error).message });
+        this.opts.logger.warn('cannot watch directory; relying on the schedule', {
+          dir: target,
+          error: (err as Error).message,
+        });
       }
     }
   }

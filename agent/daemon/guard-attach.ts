@@ -44,7 +44,14 @@ export function createGuardAttach(d: Daemon) {
         const vm = sup.name;
         d.metrics.refused(vm, r.command === 'human-monitor-command' ? `hmp:${r.effective}` : r.command);
         d.alerts.refusal(vm, r.code, r.desc, r.command);
-        d.events.publish({ type: 'refusal', vm, command: r.command, effective: r.effective, code: r.code, message: r.desc });
+        d.events.publish({
+          type: 'refusal',
+          vm,
+          command: r.command,
+          effective: r.effective,
+          code: r.code,
+          message: r.desc,
+        });
       },
     });
     const proxy = new QmpProxy({

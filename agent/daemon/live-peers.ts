@@ -18,7 +18,10 @@ export class LivePeers {
   private resolverFor: Config['peers'] | null = null;
   private known: PeerFacts[] = [];
 
-  constructor(private readonly config: () => Config, private readonly logger: Logger) {
+  constructor(
+    private readonly config: () => Config,
+    private readonly logger: Logger,
+  ) {
     this.resolver = this.build();
   }
 
@@ -77,12 +80,29 @@ export class LivePeers {
   async refresh(): Promise<void> {
     const r = this.current();
     const all = await Promise.all(
-      r.list().map((p) => r.facts(p).catch((err) => ({ name: p.name, physBits: null, reachable: false, error: { code: 'PEER_UNREACHABLE', message: String(err) } }) as PeerFactsResult)),
+      r
+        .list()
+        .map((p) =>
+          r
+            .facts(p)
+            .catch(
+              (err) =>
+                ({
+                  name: p.name,
+                  physBits: null,
+                  reachable: false,
+                  error: { code: 'PEER_UNREACHABLE', message: String(err) },
+                }) as PeerFactsResult,
+            ),
+        ),
     );
     for (const f of all) {
       const before = this.known.find((k) => k.name === f.name);
       if (before && before.reachable !== f.reachable) {
-        this.logger.warn(f.reachable ? 'peer reachable again' : 'peer unreachable', { peer: f.name, error: f.error?.message });
+        this.logger.warn(f.reachable ? 'peer reachable again' : 'peer unreachable', {
+          peer: f.name,
+          error: f.error?.message,
+        });
       }
     }
     this.known = all.map((f) => ({ name: f.name, physBits: f.physBits, reachable: f.reachable }));

@@ -19,8 +19,18 @@ import { nameFromSocket } from '../core/vm-name';
 
 /** Events after which facts may have changed. */
 export const REREAD_EVENTS = new Set([
-  'STOP', 'RESUME', 'RESET', 'SHUTDOWN', 'POWERDOWN', 'MIGRATION', 'MIGRATION_PASS', 'DEVICE_DELETED',
-  'MEMORY_DEVICE_SIZE_CHANGE', 'MEM_UNPLUG_ERROR', 'DEVICE_UNPLUG_GUEST_ERROR', 'ACPI_DEVICE_OST',
+  'STOP',
+  'RESUME',
+  'RESET',
+  'SHUTDOWN',
+  'POWERDOWN',
+  'MIGRATION',
+  'MIGRATION_PASS',
+  'DEVICE_DELETED',
+  'MEMORY_DEVICE_SIZE_CHANGE',
+  'MEM_UNPLUG_ERROR',
+  'DEVICE_UNPLUG_GUEST_ERROR',
+  'ACPI_DEVICE_OST',
 ]);
 
 export interface Attachment {
@@ -66,7 +76,12 @@ export class VmSupervisor extends EventEmitter {
     super();
     this.socket = opts.socket;
     this.mode = opts.mode;
-    this.current = { socket: opts.socket, name: nameFromSocket(opts.socket), mode: opts.mode, error: { code: 'PENDING', message: 'not read yet' } };
+    this.current = {
+      socket: opts.socket,
+      name: nameFromSocket(opts.socket),
+      mode: opts.mode,
+      error: { code: 'PENDING', message: 'not read yet' },
+    };
   }
 
   get name(): string {
@@ -78,7 +93,7 @@ export class VmSupervisor extends EventEmitter {
   }
 
   facts(): GuestFacts | null {
-    return this.current.error ? null : this.current.guest ?? null;
+    return this.current.error ? null : (this.current.guest ?? null);
   }
 
   /** The held upstream connection, when there is one. */
@@ -173,7 +188,14 @@ export class VmSupervisor extends EventEmitter {
     const s = judge(this.socket, g, { config: cfg, host: this.opts.host(), peers: this.opts.peers(), mode: this.mode });
     if (!this.extra.length || !s.verdict) return s;
     const reasons = [...s.verdict.reasons, ...this.extra].sort(byDescendingSeverity);
-    return { ...s, verdict: { ...s.verdict, reasons, severity: reasons.reduce((m, r) => maxSeverity(m, r.severity), s.verdict.severity) } };
+    return {
+      ...s,
+      verdict: {
+        ...s.verdict,
+        reasons,
+        severity: reasons.reduce((m, r) => maxSeverity(m, r.severity), s.verdict.severity),
+      },
+    };
   }
 
   /** Sets the daemon's own reasons for this VM and re-judges it. */
@@ -199,7 +221,13 @@ export class VmSupervisor extends EventEmitter {
 
   private fail(err: unknown): void {
     const info = errorInfo(err);
-    if (this.current.error?.code !== info.code) this.opts.logger.warn('VM unreachable', { vm: this.name, socket: this.socket, code: info.code, error: info.message });
+    if (this.current.error?.code !== info.code)
+      this.opts.logger.warn('VM unreachable', {
+        vm: this.name,
+        socket: this.socket,
+        code: info.code,
+        error: info.message,
+      });
     this.setStatus({ socket: this.socket, name: this.current.name, mode: this.mode, error: info });
   }
 
@@ -349,16 +377,25 @@ export class VmSupervisor extends EventEmitter {
         if (!this.stopped) this.fail(err);
       }
     } else {
-      const s = await probeVm(this.socket, { config: cfg, host: this.opts.host(), peers: this.opts.peers(), mode: this.mode, observe: this.opts.observe });
+      const s = await probeVm(this.socket, {
+        config: cfg,
+        host: this.opts.host(),
+        peers: this.opts.peers(),
+        mode: this.mode,
+        observe: this.opts.observe,
+      });
       if (this.stopped) return;
       if (s.error) this.fail(new QmpError(s.error.code, s.error.message));
       else this.setStatus(s);
     }
     if (reschedule) {
-      this.timer = this.opts.timers.setTimeout(() => {
-        this.timer = null;
-        void this.poll();
-      }, (this.mode === 'libvirt' ? cfg.discovery.libvirtPollSeconds : cfg.discovery.pollIntervalSeconds) * 1000);
+      this.timer = this.opts.timers.setTimeout(
+        () => {
+          this.timer = null;
+          void this.poll();
+        },
+        (this.mode === 'libvirt' ? cfg.discovery.libvirtPollSeconds : cfg.discovery.pollIntervalSeconds) * 1000,
+      );
     }
   }
 }

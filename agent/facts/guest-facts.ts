@@ -128,23 +128,36 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
   // Round 1: independent reads.
   const cpusP = run('query-cpus-fast');
   cpusP.catch(() => undefined);
-  const [name, version, kvm, status, sev, machineType, machineList, dmSize, maxBelow, memDevs, summary, cgsPath, memoryOpts] =
-    await Promise.all([
-      soft('query-name'),
-      soft('query-version'),
-      soft('query-kvm'),
-      soft('query-status'),
-      soft('query-sev'),
-      qomGet('/machine', 'type'),
-      soft('qom-list', { path: '/machine' }),
-      qomGet('/machine', 'device-memory-region-size'),
-      qomGet('/machine', 'max-ram-below-4g'),
-      soft('query-memory-devices'),
-      soft('query-memory-size-summary'),
-      qomGet('/machine', 'confidential-guest-support'),
-      // -m size,slots,maxmem as the machine holds it (hw/core/machine.c "memory" property).
-      qomGet('/machine', 'memory'),
-    ]);
+  const [
+    name,
+    version,
+    kvm,
+    status,
+    sev,
+    machineType,
+    machineList,
+    dmSize,
+    maxBelow,
+    memDevs,
+    summary,
+    cgsPath,
+    memoryOpts,
+  ] = await Promise.all([
+    soft('query-name'),
+    soft('query-version'),
+    soft('query-kvm'),
+    soft('query-status'),
+    soft('query-sev'),
+    qomGet('/machine', 'type'),
+    soft('qom-list', { path: '/machine' }),
+    qomGet('/machine', 'device-memory-region-size'),
+    qomGet('/machine', 'max-ram-below-4g'),
+    soft('query-memory-devices'),
+    soft('query-memory-size-summary'),
+    qomGet('/machine', 'confidential-guest-support'),
+    // -m size,slots,maxmem as the machine holds it (hw/core/machine.c "memory" property).
+    qomGet('/machine', 'memory'),
+  ]);
   const cpuPath = await cpusP.then(firstCpuPath, (err) => rethrow(err, 'query-cpus-fast failed'));
 
   const machine = str(machineType);
@@ -206,7 +219,8 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
   if (layout) {
     const m = obj(memoryOpts);
     const size = num(m?.size);
-    layout.memoryConfig = m && size !== null ? { size, maxSize: num(m['max-size']) ?? size, slots: num(m.slots) ?? 0 } : null;
+    layout.memoryConfig =
+      m && size !== null ? { size, maxSize: num(m['max-size']) ?? size, slots: num(m.slots) ?? 0 } : null;
     layout.pciHole64Size = num(hole64Size);
   }
 
@@ -229,7 +243,8 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
 export function firstCpuPath(reply: unknown): string {
   const first = Array.isArray(reply) ? obj(reply[0]) : null;
   const path = str(first?.['qom-path']);
-  if (!path || !path.startsWith('/machine/')) throw new GuestFactsError('query-cpus-fast listed no CPU with a QOM path');
+  if (!path || !path.startsWith('/machine/'))
+    throw new GuestFactsError('query-cpus-fast listed no CPU with a QOM path');
   return path;
 }
 
@@ -242,7 +257,9 @@ function rethrow(err: unknown, what: string): never {
 }
 
 /** True when TCG's JIT statistics answer, false when QEMU says it is not TCG, null when unknown. */
-async function probeTcg(run: (command: string, args?: Record<string, unknown>) => Promise<unknown>): Promise<boolean | null> {
+async function probeTcg(
+  run: (command: string, args?: Record<string, unknown>) => Promise<unknown>,
+): Promise<boolean | null> {
   try {
     await run('x-query-jit');
     return true;

@@ -77,7 +77,12 @@ export function splitRam(
 }
 
 /** Size of the device-memory region QEMU creates for -m mem,slots=N,maxmem=M (0: none). */
-export function deviceMemoryRegionSize(ramBytes: number, maxRamBytes: number, slots: number, version: MachineVersion = null): number {
+export function deviceMemoryRegionSize(
+  ramBytes: number,
+  maxRamBytes: number,
+  slots: number,
+  version: MachineVersion = null,
+): number {
   if (!(maxRamBytes > ramBytes)) return 0;
   // enforce_aligned_dimm (2.2+): room for a 1 GiB alignment gap per slot.
   const alignedDimm = !version || atLeast(version, 2, 2);

@@ -7,7 +7,15 @@ import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { hostName, type Config } from '../core/config';
 import { HostFactsError } from '../core/errors';
-import { interpretCpuid, LEAF, cpuidPosition, parseCpuidRegisters, type CpuidFacts, type CpuidLeaves, type CpuidRegisters } from './cpuid';
+import {
+  interpretCpuid,
+  LEAF,
+  cpuidPosition,
+  parseCpuidRegisters,
+  type CpuidFacts,
+  type CpuidLeaves,
+  type CpuidRegisters,
+} from './cpuid';
 import { noFlags, parseCpuinfo, type CpuinfoFacts } from './cpuinfo';
 import type { HostFacts, HostKvm, HostSource } from '../core/types';
 
@@ -180,9 +188,7 @@ export function readHostFacts(opts: HostFactsOptions): HostFacts {
     physBits = cpuidPhysBits;
     physBitsSource = 'cpuid';
   } else {
-    throw new HostFactsError(
-      `no physical address width found (${notes.join('; ')}); set host.physBits in the config`,
-    );
+    throw new HostFactsError(`no physical address width found (${notes.join('; ')}); set host.physBits in the config`);
   }
   sources.physBits = physBitsSource;
 

@@ -69,7 +69,10 @@ export function predictPlacement(input: PlacementInput): PlacementResult {
   const { deviceMemory: dm, size } = input;
   const align = input.align && input.align > 0 ? input.align : RAM_BACKEND_ALIGN;
   if (!(dm.size > 0)) {
-    return fail('PLACEMENT_NO_DEVICE_MEMORY', 'memory devices are not enabled: the machine has no device memory (maxmem)');
+    return fail(
+      'PLACEMENT_NO_DEVICE_MEMORY',
+      'memory devices are not enabled: the machine has no device memory (maxmem)',
+    );
   }
   if (input.capacity !== undefined) {
     const used = input.existing.reduce((sum, d) => sum + d.size, 0);
@@ -164,13 +167,16 @@ export function addressHint(args: Record<string, unknown>): number | null {
  * nvdimm's label-size (hw/mem/nvdimm.c). Null when the driver is not a memory device or the
  * backend is not in the list.
  */
-export function memoryDeviceSize(args: Record<string, unknown>, memdevs: readonly { id?: string; size: number }[]): number | null {
+export function memoryDeviceSize(
+  args: Record<string, unknown>,
+  memdevs: readonly { id?: string; size: number }[],
+): number | null {
   if (!isMemoryDeviceDriver(args.driver)) return null;
   const id = memdevId(args);
   if (!id) return null;
   const backend = memdevs.find((m) => m.id === id);
   if (!backend || !Number.isSafeInteger(backend.size)) return null;
-  const label = args.driver === 'nvdimm' ? numberArg(args['label-size']) ?? 0 : 0;
+  const label = args.driver === 'nvdimm' ? (numberArg(args['label-size']) ?? 0) : 0;
   return backend.size - label;
 }
 
@@ -211,7 +217,8 @@ export function deviceAlignment(
 ): number {
   const region = backendAlignment(backend);
   if (driver === 'virtio-mem-pci' || driver === 'virtio-mem') {
-    const block = opts.blockSize && opts.blockSize > 0 ? opts.blockSize : Math.max(THP_SIZE, backend.pageSize ?? PAGE_SIZE);
+    const block =
+      opts.blockSize && opts.blockSize > 0 ? opts.blockSize : Math.max(THP_SIZE, backend.pageSize ?? PAGE_SIZE);
     return Math.max(block, region);
   }
   if ((driver === 'pc-dimm' || driver === 'nvdimm') && opts.legacyAlign) return PAGE_SIZE;

@@ -56,7 +56,11 @@ export async function probeVm(socket: string, opts: ProbeOptions): Promise<VmSta
   })();
   try {
     // One deadline for the whole visit, so a guest that answers each command slowly still ends in time.
-    const guest = await withDeadline(work, timeoutMs * 2, () => new TimeoutError(`${socket}: no complete answer within ${timeoutMs * 2} ms`));
+    const guest = await withDeadline(
+      work,
+      timeoutMs * 2,
+      () => new TimeoutError(`${socket}: no complete answer within ${timeoutMs * 2} ms`),
+    );
     opts.observe?.(Number(process.hrtime.bigint() - started) / 1e9);
     return judge(socket, guest, opts);
   } catch (err) {

@@ -20,8 +20,7 @@ export interface GuardCommand {
 }
 
 export type GuardAction =
-  | { action: 'forward' }
-  | { action: 'reply-error'; errorClass: 'GenericError'; desc: string; code: string };
+  { action: 'forward' } | { action: 'reply-error'; errorClass: 'GenericError'; desc: string; code: string };
 
 export interface RefusalEvent {
   vm: string;
@@ -92,7 +91,12 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
   let reservations: { addr: number; size: number; until: number }[] = [];
   let memoryQueue: Promise<unknown> = Promise.resolve();
 
-  const refuse = (cmd: GuardCommand, effective: RefusalEvent['effective'], code: string, message: string): GuardAction => {
+  const refuse = (
+    cmd: GuardCommand,
+    effective: RefusalEvent['effective'],
+    code: string,
+    message: string,
+  ): GuardAction => {
     const desc = refusalDesc(code, message);
     ctx.logger?.warn('command refused', { vm: ctx.vm, command: cmd.execute, effective, code });
     try {
@@ -104,9 +108,20 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
   };
 
   /** guard.onUnknown: refuse with `code`, or let the command through with a warning. */
-  const undecided = (cmd: GuardCommand, effective: RefusalEvent['effective'], code: string, message: string): GuardAction => {
+  const undecided = (
+    cmd: GuardCommand,
+    effective: RefusalEvent['effective'],
+    code: string,
+    message: string,
+  ): GuardAction => {
     if (ctx.config.guard.onUnknown === 'allow') {
-      ctx.logger?.warn('forwarding undecided command (guard.onUnknown=allow)', { vm: ctx.vm, command: cmd.execute, effective, code, reason: message });
+      ctx.logger?.warn('forwarding undecided command (guard.onUnknown=allow)', {
+        vm: ctx.vm,
+        command: cmd.execute,
+        effective,
+        code,
+        reason: message,
+      });
       return FORWARD;
     }
     return refuse(cmd, effective, code, `${message}; refused because guard.onUnknown is 'refuse'`);
@@ -124,9 +139,14 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
       reserved: reservations,
     });
     if (decision.outcome === 'refuse') return refuse(cmd, 'device_add', decision.code, decision.message);
-    if (decision.outcome === 'unknown') return undecided(cmd, 'device_add', REFUSED.MEMORY_PLACEMENT_UNKNOWN, decision.message);
+    if (decision.outcome === 'unknown')
+      return undecided(cmd, 'device_add', REFUSED.MEMORY_PLACEMENT_UNKNOWN, decision.message);
     if (decision.placement) {
-      reservations.push({ addr: decision.placement.addr, size: decision.placement.size, until: clock() + RESERVATION_MS });
+      reservations.push({
+        addr: decision.placement.addr,
+        size: decision.placement.size,
+        until: clock() + RESERVATION_MS,
+      });
       if (reservations.length > MAX_RESERVATIONS) reservations = reservations.slice(-MAX_RESERVATIONS);
     }
     return FORWARD;
@@ -136,13 +156,23 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
     const c = classifyCommand(cmd);
     if (c.kind === 'safe') return FORWARD;
     if (c.kind === 'hmp-unparsable') {
-      return refuse(cmd, c.name, REFUSED.HMP_UNPARSABLE, `the human-monitor-command line for ${c.name} cannot be read as QEMU would read it (${c.reason}); send the QMP command ${c.name} instead`);
+      return refuse(
+        cmd,
+        c.name,
+        REFUSED.HMP_UNPARSABLE,
+        `the human-monitor-command line for ${c.name} cannot be read as QEMU would read it (${c.reason}); send the QMP command ${c.name} instead`,
+      );
     }
     const effective = c.kind === 'memory' ? 'device_add' : 'migrate';
     const holdMs = ctx.config.guard.holdMs;
     const guest = ctx.facts() ?? (await ctx.waitForFacts(holdMs).catch(() => null));
     if (!guest) {
-      return undecided(cmd, effective, REFUSED.FACTS_UNKNOWN, `the facts of ${ctx.vm} (phys-bits, accelerator, layout) are not known ${holdMs > 0 ? `after waiting ${holdMs} ms` : 'yet'}`);
+      return undecided(
+        cmd,
+        effective,
+        REFUSED.FACTS_UNKNOWN,
+        `the facts of ${ctx.vm} (phys-bits, accelerator, layout) are not known ${holdMs > 0 ? `after waiting ${holdMs} ms` : 'yet'}`,
+      );
     }
     try {
       if (c.kind === 'memory') {
@@ -158,10 +188,21 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
         policy: { accelerators: ctx.config.policy.accelerators, unknownPeer: ctx.config.guard.unknownPeer },
         peers: ctx.peers,
       });
-      return verdict.allowed ? FORWARD : refuse(cmd, 'migrate', verdict.code ?? REFUSED.MIGRATION_UNKNOWN_PEER, verdict.message);
+      return verdict.allowed
+        ? FORWARD
+        : refuse(cmd, 'migrate', verdict.code ?? REFUSED.MIGRATION_UNKNOWN_PEER, verdict.message);
     } catch (err) {
-      ctx.logger?.error('guard rule failed', { vm: ctx.vm, command: cmd.execute, error: String((err as Error)?.message ?? err) });
-      return undecided(cmd, effective, REFUSED.GUARD_ERROR, `the guard could not decide (${String((err as Error)?.message ?? err).slice(0, 200)})`);
+      ctx.logger?.error('guard rule failed', {
+        vm: ctx.vm,
+        command: cmd.execute,
+        error: String((err as Error)?.message ?? err),
+      });
+      return undecided(
+        cmd,
+        effective,
+        REFUSED.GUARD_ERROR,
+        `the guard could not decide (${String((err as Error)?.message ?? err).slice(0, 200)})`,
+      );
     }
   };
 }

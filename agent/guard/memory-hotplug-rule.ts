@@ -97,7 +97,13 @@ function name(dev: MemoryDeviceRequest): string {
  * Pure: the verdict for a device at [addr, addr+size) on a host of `hostBits`; `size` null when it
  * could not be told (only decisive when the address itself is at or past the limit).
  */
-export function checkMemoryEnd(dev: MemoryDeviceRequest, addr: number, size: number | null, hostBits: number, predicted: boolean): MemoryDecision {
+export function checkMemoryEnd(
+  dev: MemoryDeviceRequest,
+  addr: number,
+  size: number | null,
+  hostBits: number,
+  predicted: boolean,
+): MemoryDecision {
   const limit = 2 ** hostBits;
   const where = predicted ? 'QEMU would place it at' : 'it is asked at';
   const fix = `plug a smaller device, give ${dev.addrProperty}= low enough, or shrink maxmem so that device memory ends below ${hex(limit)}`;
@@ -118,7 +124,11 @@ export function checkMemoryEnd(dev: MemoryDeviceRequest, addr: number, size: num
       message: `${name(dev)} of ${humanBytes(size)} would end at ${hex(end)}: ${where} ${hex(addr)}, and this host's ${hostBits}-bit physical addresses end at ${hex(limit)}${room}. The guest would be given memory the host cannot map; ${fix}`,
     };
   }
-  return { outcome: 'allow', message: `${name(dev)} ends at ${hex(end)}, within ${hostBits} bits`, placement: { addr, size, predicted } };
+  return {
+    outcome: 'allow',
+    message: `${name(dev)} ends at ${hex(end)}, within ${hostBits} bits`,
+    placement: { addr, size, predicted },
+  };
 }
 
 export interface MemoryRuleInput {
@@ -150,7 +160,10 @@ export async function decideMemoryHotplug(input: MemoryRuleInput): Promise<Memor
     return checkMemoryEnd(dev, dev.addr.value, null, host.physBits, false);
   }
   if (regionFits) {
-    return { outcome: 'allow', message: `device memory ends at ${hex(region!.base + region!.size)}, within ${host.physBits} bits` };
+    return {
+      outcome: 'allow',
+      message: `device memory ends at ${hex(region!.base + region!.size)}, within ${host.physBits} bits`,
+    };
   }
   if (dev.addr.kind === 'invalid') {
     return { outcome: 'unknown', message: `cannot read ${dev.addrProperty} of ${name(dev)} as QEMU would` };
@@ -159,16 +172,25 @@ export async function decideMemoryHotplug(input: MemoryRuleInput): Promise<Memor
   const size = resolved && resolved.size > 0 ? resolved.size : null;
   if (dev.addr.kind === 'value') return checkMemoryEnd(dev, dev.addr.value, size, host.physBits, false);
   if (!resolved || size === null) {
-    return { outcome: 'unknown', message: `cannot tell the size of ${name(dev)} (memdev ${quote(dev.args.memdev ?? null)})` };
+    return {
+      outcome: 'unknown',
+      message: `cannot tell the size of ${name(dev)} (memdev ${quote(dev.args.memdev ?? null)})`,
+    };
   }
   if (!region) {
-    return { outcome: 'unknown', message: `the device-memory region of the guest is not known, so where QEMU would place ${name(dev)} cannot be predicted` };
+    return {
+      outcome: 'unknown',
+      message: `the device-memory region of the guest is not known, so where QEMU would place ${name(dev)} cannot be predicted`,
+    };
   }
   let plugged: { addr: number; size: number; id?: string | null }[];
   try {
     plugged = parseMemoryDevices(await input.q.execute('query-memory-devices'));
   } catch {
-    return { outcome: 'unknown', message: `query-memory-devices failed, so where QEMU would place ${name(dev)} cannot be predicted` };
+    return {
+      outcome: 'unknown',
+      message: `query-memory-devices failed, so where QEMU would place ${name(dev)} cannot be predicted`,
+    };
   }
   const placed = predictPlacement({
     deviceMemory: region,
@@ -177,7 +199,10 @@ export async function decideMemoryHotplug(input: MemoryRuleInput): Promise<Memor
     align: resolved.align,
   });
   if ('error' in placed) {
-    return { outcome: 'unknown', message: `where QEMU would place ${name(dev)} cannot be predicted (${placed.code}: ${placed.error})` };
+    return {
+      outcome: 'unknown',
+      message: `where QEMU would place ${name(dev)} cannot be predicted (${placed.code}: ${placed.error})`,
+    };
   }
   return checkMemoryEnd(dev, placed.addr, size, host.physBits, true);
 }

@@ -48,10 +48,17 @@ export function checkMigration(input: MigrationInput): MigrationCheck {
   const { guest, host, peer, policy } = input;
   const vm = guest.name ?? 'the guest';
   if (!policy.accelerators.includes(guest.accelerator)) {
-    return { allowed: true, message: `${vm} runs under ${guest.accelerator}, which policy.accelerators does not enforce; any destination width works` };
+    return {
+      allowed: true,
+      message: `${vm} runs under ${guest.accelerator}, which policy.accelerators does not enforce; any destination width works`,
+    };
   }
   if (!peer) return unknownPeer(input, input.unknownReason ?? 'the destination is not a configured peer');
-  if (peer.physBits === null) return unknownPeer(input, `the width of peer ${peer.name} is unknown (its agent did not answer and no static physBits is configured)`);
+  if (peer.physBits === null)
+    return unknownPeer(
+      input,
+      `the width of peer ${peer.name} is unknown (its agent did not answer and no static physBits is configured)`,
+    );
   const limit = 2 ** peer.physBits;
   if (guest.physBits > peer.physBits) {
     return {
@@ -69,7 +76,10 @@ export function checkMigration(input: MigrationInput): MigrationCheck {
     };
   }
   const layoutNote = highest === null ? '; the layout is unknown, so only phys-bits were compared' : '';
-  return { allowed: true, message: `peer ${peer.name} has ${peer.physBits} bits, enough for ${vm} (phys-bits=${guest.physBits})${layoutNote}` };
+  return {
+    allowed: true,
+    message: `peer ${peer.name} has ${peer.physBits} bits, enough for ${vm} (phys-bits=${guest.physBits})${layoutNote}`,
+  };
 }
 
 /** What the guard needs of the peer list (PeerResolver has it). */
@@ -94,14 +104,22 @@ export async function decideMigration(input: {
       const unknownReason = `a ${t.transport}: destination does not say which host receives the guest`;
       result = checkMigration({ ...input, peer: null, target: quote(target), unknownReason });
     } else if (t.kind === 'invalid') {
-      result = checkMigration({ ...input, peer: null, unknownReason: `the migration destination cannot be read: ${t.reason}` });
+      result = checkMigration({
+        ...input,
+        peer: null,
+        unknownReason: `the migration destination cannot be read: ${t.reason}`,
+      });
     } else {
       const cfg = input.peers.findByAddress(t.host);
       if (!cfg) {
         result = checkMigration({ ...input, peer: null, target: quote(target) });
       } else {
         const facts = await input.peers.facts(cfg);
-        result = checkMigration({ ...input, peer: { name: cfg.name, physBits: facts.physBits }, target: quote(target) });
+        result = checkMigration({
+          ...input,
+          peer: { name: cfg.name, physBits: facts.physBits },
+          target: quote(target),
+        });
       }
     }
     if (!result.allowed) return result;

@@ -91,7 +91,8 @@ export function parseMigrationAddress(addr: unknown): MigrationTarget {
     }
     if (type === 'unix') return { kind: 'local', transport: 'unix', detail: String(addr.path ?? '') };
     if (type === 'fd') return { kind: 'local', transport: 'fd', detail: String(addr.str ?? '') };
-    if (type === 'vsock') return { kind: 'local', transport: 'vsock', detail: `${String(addr.cid ?? '')}:${String(addr.port ?? '')}` };
+    if (type === 'vsock')
+      return { kind: 'local', transport: 'vsock', detail: `${String(addr.cid ?? '')}:${String(addr.port ?? '')}` };
     return { kind: 'invalid', reason: 'unknown socket address type' };
   }
   if (transport === 'rdma') {
@@ -124,7 +125,9 @@ export function migrateTargets(args: Record<string, unknown> | undefined): Migra
     } else {
       for (const ch of channels) {
         const type = isRecord(ch) && typeof ch['channel-type'] === 'string' ? ch['channel-type'] : undefined;
-        const target = isRecord(ch) ? parseMigrationAddress(ch.addr) : ({ kind: 'invalid', reason: 'channel is not an object' } as const);
+        const target = isRecord(ch)
+          ? parseMigrationAddress(ch.addr)
+          : ({ kind: 'invalid', reason: 'channel is not an object' } as const);
         out.push(type ? { ...target, channel: type } : target);
       }
     }

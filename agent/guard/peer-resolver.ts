@@ -110,10 +110,21 @@ export class PeerResolver {
       return { name: peer.name, physBits, reachable: true, source: 'live', host };
     } catch (err) {
       // docs/guard.md reports an answer past maxBodyBytes as PEER_BAD_RESPONSE.
-      const code = err instanceof PeerError ? (err.code === 'PEER_RESPONSE_TOO_LARGE' ? 'PEER_BAD_RESPONSE' : err.code) : 'PEER_UNREACHABLE';
+      const code =
+        err instanceof PeerError
+          ? err.code === 'PEER_RESPONSE_TOO_LARGE'
+            ? 'PEER_BAD_RESPONSE'
+            : err.code
+          : 'PEER_UNREACHABLE';
       const error = { code, message: err instanceof PeerError ? err.message : String((err as Error)?.message ?? err) };
       const fallback = peer.physBits ?? null;
-      return { name: peer.name, physBits: fallback, reachable: false, source: fallback === null ? 'none' : 'fallback', error };
+      return {
+        name: peer.name,
+        physBits: fallback,
+        reachable: false,
+        source: fallback === null ? 'none' : 'fallback',
+        error,
+      };
     }
   }
 

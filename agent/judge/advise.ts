@@ -153,7 +153,9 @@ export function settingsFor(model: string | null, bits: number, guestPhysBits: b
 
 export function currentSetting(g: GuestFacts): string {
   if (!g.hostPhysBits) return `phys-bits=${g.physBits}`;
-  return g.hostPhysBitsLimit > 0 ? `host-phys-bits=on,host-phys-bits-limit=${g.hostPhysBitsLimit}` : 'host-phys-bits=on';
+  return g.hostPhysBitsLimit > 0
+    ? `host-phys-bits=on,host-phys-bits-limit=${g.hostPhysBitsLimit}`
+    : 'host-phys-bits=on';
 }
 
 /** A size for QEMU's command line: "473G", "1536M" (whole MiB; -m reads a bare number as MiB). */
@@ -201,7 +203,16 @@ export function layoutAdvice(layout: GuestLayout, bits: number): LayoutAdvice {
     if (dev) fixes.push(deviceMemoryFix(layout, limit, devBase, dev.size, holeSize, ramEnd));
     if (layout.ramAbove4g > 0) fixes.push(memoryFix(layout, limit, holeSize, dev !== null));
   }
-  const advice: LayoutAdvice = { limit, highestAddress: layout.highestAddress, end, fits, overshoot: Math.max(0, end - limit), passes, fixes, approximate };
+  const advice: LayoutAdvice = {
+    limit,
+    highestAddress: layout.highestAddress,
+    end,
+    fits,
+    overshoot: Math.max(0, end - limit),
+    passes,
+    fixes,
+    approximate,
+  };
   if (hole && configuredHole !== null && hole.end > ceilTo(holeEnd, GIB)) advice.firmwareEnd = hole.end;
   return advice;
 }
@@ -230,7 +241,14 @@ function holeFix(limit: number, holeStart: number, holeSize: number): LayoutFix 
   };
 }
 
-function deviceMemoryFix(layout: GuestLayout, limit: number, devBase: number, devSize: number, holeSize: number, ramEnd: number): LayoutFix {
+function deviceMemoryFix(
+  layout: GuestLayout,
+  limit: number,
+  devBase: number,
+  devSize: number,
+  holeSize: number,
+  ramEnd: number,
+): LayoutFix {
   // roundUp(devBase + size, 1 GiB) + holeSize <= limit  <=>  size <= floor(limit - holeSize, 1 GiB) - devBase
   const maxRegion = floorTo(limit - holeSize, GIB) - devBase;
   const mc = layout.memoryConfig;
@@ -312,11 +330,19 @@ function memoryFix(layout: GuestLayout, limit: number, holeSize: number, hasDevi
 
 /** Pure: advice for every guest of the fleet, or for the one named. */
 export function advise(request: AdviseInput): AdviceDocument {
-  const input: FleetInput & AdviseOptions = 'fleet' in request ? { ...request.fleet, vm: request.vm, poolBits: request.poolBits } : request;
+  const input: FleetInput & AdviseOptions =
+    'fleet' in request ? { ...request.fleet, vm: request.vm, poolBits: request.poolBits } : request;
   const hosts = fleetHosts(input);
   const unreachable = hosts.filter((h) => !h.reachable).map((h) => h.name);
-  if (input.poolBits !== undefined && (!Number.isInteger(input.poolBits) || input.poolBits < MIN_PHYS_BITS || input.poolBits > MAX_PHYS_BITS)) {
-    throw new AdviceError('POOL_BITS_INVALID', `pool width ${input.poolBits}: QEMU takes phys-bits from ${MIN_PHYS_BITS} to ${MAX_PHYS_BITS}`, EXIT.USAGE);
+  if (
+    input.poolBits !== undefined &&
+    (!Number.isInteger(input.poolBits) || input.poolBits < MIN_PHYS_BITS || input.poolBits > MAX_PHYS_BITS)
+  ) {
+    throw new AdviceError(
+      'POOL_BITS_INVALID',
+      `pool width ${input.poolBits}: QEMU takes phys-bits from ${MIN_PHYS_BITS} to ${MAX_PHYS_BITS}`,
+      EXIT.USAGE,
+    );
   }
   const known = hosts.map((h) => h.physBits).filter((b): b is number => b !== null);
   const poolBits = input.poolBits ?? (known.length ? Math.min(...known) : null);
@@ -326,7 +352,14 @@ export function advise(request: AdviseInput): AdviceDocument {
     vms = vms.filter(({ host, vm }) => vm.name === want || `${host}/${vm.name}` === want);
     if (vms.length === 0) {
       const where = unreachable.length ? ` (not reachable: ${unreachable.join(', ')})` : '';
-      throw new AdviceError('VM_NOT_FOUND', `no VM named '${want}' on ${hosts.filter((h) => h.reachable).map((h) => h.name).join(', ')}${where}`, unreachable.length ? EXIT.UNKNOWN : EXIT.USAGE);
+      throw new AdviceError(
+        'VM_NOT_FOUND',
+        `no VM named '${want}' on ${hosts
+          .filter((h) => h.reachable)
+          .map((h) => h.name)
+          .join(', ')}${where}`,
+        unreachable.length ? EXIT.UNKNOWN : EXIT.USAGE,
+      );
     }
   }
   const poolHosts = hosts.map((h) => h.name);
@@ -343,19 +376,53 @@ export function advise(request: AdviseInput): AdviceDocument {
   };
 }
 
-function guestAdvice(host: string, vm: VmStatus, poolBits: number | null, poolHosts: string[], input: FleetInput): GuestAdvice {
+function guestAdvice(
+  host: string,
+  vm: VmStatus,
+  poolBits: number | null,
+  poolHosts: string[],
+  input: FleetInput,
+): GuestAdvice {
   const g = vm.guest;
   const base = { host, vm: vm.name, poolBits, poolHosts };
   if (vm.error || !g) {
-    const error = vm.error ?? { code: 'GUEST_FACTS_MISSING', message: 'the status document has no guest facts for this VM' };
-    return { ...base, physBits: null, safe: null, layoutFits: null, accelerator: vm.accelerator ?? null, bound: null, current: null, settings: null, layout: null, notes: [], state: 'unknown', error };
+    const error = vm.error ?? {
+      code: 'GUEST_FACTS_MISSING',
+      message: 'the status document has no guest facts for this VM',
+    };
+    return {
+      ...base,
+      physBits: null,
+      safe: null,
+      layoutFits: null,
+      accelerator: vm.accelerator ?? null,
+      bound: null,
+      current: null,
+      settings: null,
+      layout: null,
+      notes: [],
+      state: 'unknown',
+      error,
+    };
   }
   const accelerator = vm.accelerator ?? g.accelerator;
   const bound = isBound(accelerator, input.policy);
   const current = currentSetting(g);
   if (poolBits === null) {
     const notes = ['no host width is known: nothing to advise'];
-    return { ...base, physBits: g.physBits, safe: null, layoutFits: null, accelerator, bound, current, settings: null, layout: null, notes, state: 'unknown' };
+    return {
+      ...base,
+      physBits: g.physBits,
+      safe: null,
+      layoutFits: null,
+      accelerator,
+      bound,
+      current,
+      settings: null,
+      layout: null,
+      notes,
+      state: 'unknown',
+    };
   }
   const guestPhysBits = hasGuestPhysBits(g);
   const layout = g.layout ? layoutAdvice(g.layout, poolBits) : null;
@@ -363,9 +430,25 @@ function guestAdvice(host: string, vm: VmStatus, poolBits: number | null, poolHo
   const widthFits = g.physBits <= poolBits;
   const safe = bound ? widthFits && layoutFits !== false : true;
   const notes = adviceNotes(g, poolBits, { bound, accelerator, widthFits, layout, guestPhysBits });
-  const settings = settingsFor(g.cpuModel, poolBits, guestPhysBits && g.physBits > poolBits && poolBits >= MIN_PHYS_BITS);
+  const settings = settingsFor(
+    g.cpuModel,
+    poolBits,
+    guestPhysBits && g.physBits > poolBits && poolBits >= MIN_PHYS_BITS,
+  );
   const state = safe ? 'ok' : 'warning';
-  return { ...base, physBits: g.physBits, safe, layoutFits, accelerator, bound, current, settings, layout, notes, state };
+  return {
+    ...base,
+    physBits: g.physBits,
+    safe,
+    layoutFits,
+    accelerator,
+    bound,
+    current,
+    settings,
+    layout,
+    notes,
+    state,
+  };
 }
 
 function adviceNotes(
@@ -374,19 +457,34 @@ function adviceNotes(
   c: { bound: boolean; accelerator: string; widthFits: boolean; layout: LayoutAdvice | null; guestPhysBits: boolean },
 ): string[] {
   const notes: string[] = [];
-  if (!c.bound) notes.push(`${c.accelerator} guest: host widths do not bind it (policy.accelerators); the settings matter once it runs under KVM`);
-  if (poolBits < MIN_PHYS_BITS || poolBits > MAX_PHYS_BITS) notes.push(`QEMU takes phys-bits from ${MIN_PHYS_BITS} to ${MAX_PHYS_BITS}; ${poolBits} cannot be set`);
-  if (!c.widthFits) notes.push(`guest ${g.physBits} bits > pool ${poolBits} bits: it may address memory the narrowest host cannot back; set ${poolBits}; it takes effect when QEMU restarts (a running guest's width cannot change)`);
+  if (!c.bound)
+    notes.push(
+      `${c.accelerator} guest: host widths do not bind it (policy.accelerators); the settings matter once it runs under KVM`,
+    );
+  if (poolBits < MIN_PHYS_BITS || poolBits > MAX_PHYS_BITS)
+    notes.push(`QEMU takes phys-bits from ${MIN_PHYS_BITS} to ${MAX_PHYS_BITS}; ${poolBits} cannot be set`);
+  if (!c.widthFits)
+    notes.push(
+      `guest ${g.physBits} bits > pool ${poolBits} bits: it may address memory the narrowest host cannot back; set ${poolBits}; it takes effect when QEMU restarts (a running guest's width cannot change)`,
+    );
   if (g.hostPhysBits && (g.hostPhysBitsLimit === 0 || g.hostPhysBitsLimit > poolBits)) {
-    notes.push('host-phys-bits=on takes the width of the host it starts on and keeps it when migrating: started on a wider host it carries that width to narrower ones');
+    notes.push(
+      'host-phys-bits=on takes the width of the host it starts on and keeps it when migrating: started on a wider host it carries that width to narrower ones',
+    );
   }
   if (c.layout?.firmwareEnd !== undefined) {
-    notes.push(`firmware has placed 64-bit PCI BARs up to ${formatBytes(c.layout.firmwareEnd)}; it places them within the CPU's width, so they follow the width set at the next start`);
+    notes.push(
+      `firmware has placed 64-bit PCI BARs up to ${formatBytes(c.layout.firmwareEnd)}; it places them within the CPU's width, so they follow the width set at the next start`,
+    );
   }
   if (c.layout && !c.layout.fits) {
-    notes.push(`the address layout ends at ${formatBytes(c.layout.end)}, above 2^${poolBits} (${formatBytes(c.layout.limit)}): QEMU 7.1+ refuses to start it with phys-bits=${poolBits} ("phys-bits too low") until it shrinks`);
-    if (c.layout.fixes.length && !c.layout.fixes.some((f) => f.alone)) notes.push('no single change is enough: combine the changes listed');
-    if (c.layout.approximate) notes.push('the reported layout differs from the PC machine arithmetic: treat the sizes as estimates');
+    notes.push(
+      `the address layout ends at ${formatBytes(c.layout.end)}, above 2^${poolBits} (${formatBytes(c.layout.limit)}): QEMU 7.1+ refuses to start it with phys-bits=${poolBits} ("phys-bits too low") until it shrinks`,
+    );
+    if (c.layout.fixes.length && !c.layout.fixes.some((f) => f.alone))
+      notes.push('no single change is enough: combine the changes listed');
+    if (c.layout.approximate)
+      notes.push('the reported layout differs from the PC machine arithmetic: treat the sizes as estimates');
   }
   if (g.layout === null) notes.push('the address layout was not read: only the width is checked');
   if (c.guestPhysBits && g.physBits > poolBits && poolBits >= MIN_PHYS_BITS) {
@@ -395,7 +493,9 @@ function adviceNotes(
     );
   }
   if (g.memoryEncryption?.active && g.memoryEncryption.reducedPhysBits) {
-    notes.push(`memory encryption is active: the guest loses ${g.memoryEncryption.reducedPhysBits} more bits (reduced-phys-bits) on top of the width set here`);
+    notes.push(
+      `memory encryption is active: the guest loses ${g.memoryEncryption.reducedPhysBits} more bits (reduced-phys-bits) on top of the width set here`,
+    );
   }
   return notes;
 }

@@ -75,7 +75,9 @@ export function formatBytes(n: number): string {
 
 /** This host plus each peer, in config order. */
 export function fleetHosts(input: Pick<FleetInput, 'local' | 'localName' | 'peers'>): FleetHost[] {
-  const hosts: FleetHost[] = [{ name: input.localName, physBits: input.local.host.physBits, reachable: true, source: 'local' }];
+  const hosts: FleetHost[] = [
+    { name: input.localName, physBits: input.local.host.physBits, reachable: true, source: 'local' },
+  ];
   for (const p of input.peers) {
     const live = p.reachable && p.status ? p.status.host.physBits : null;
     const host: FleetHost = {
@@ -91,7 +93,9 @@ export function fleetHosts(input: Pick<FleetInput, 'local' | 'localName' | 'peer
 }
 
 /** Every VM of this host and of each reachable peer that sent its status, with the host it runs on. */
-export function fleetVms(input: Pick<FleetInput, 'local' | 'localName' | 'peers'>): Array<{ host: string; vm: VmStatus }> {
+export function fleetVms(
+  input: Pick<FleetInput, 'local' | 'localName' | 'peers'>,
+): Array<{ host: string; vm: VmStatus }> {
   const out = input.local.vms.map((vm) => ({ host: input.localName, vm }));
   for (const p of input.peers) {
     if (!p.reachable || !p.status) continue;
@@ -114,7 +118,8 @@ export function fitOnHost(
   if (!guest.bound) {
     return { fits: true, why: `${guest.accelerator} guest: host widths do not bind it (policy.accelerators)` };
   }
-  if (host.physBits === null) return { fits: null, why: `width of ${host.name} unknown${host.reachable ? '' : ' (unreachable)'}` };
+  if (host.physBits === null)
+    return { fits: null, why: `width of ${host.name} unknown${host.reachable ? '' : ' (unreachable)'}` };
   const problems: string[] = [];
   if (guest.physBits > host.physBits) problems.push(`guest ${guest.physBits} bits > host ${host.physBits} bits`);
   const limit = 2 ** host.physBits;
@@ -122,7 +127,8 @@ export function fitOnHost(
     problems.push(`layout ends at ${formatBytes(guest.highestAddress)} > 2^${host.physBits} (${formatBytes(limit)})`);
   }
   if (problems.length) return { fits: false, why: problems.join('; ') + fallback };
-  const layout = guest.highestAddress === null ? 'layout not read' : `layout ends at ${formatBytes(guest.highestAddress)}`;
+  const layout =
+    guest.highestAddress === null ? 'layout not read' : `layout ends at ${formatBytes(guest.highestAddress)}`;
   return { fits: true, why: `guest ${guest.physBits} bits <= host ${host.physBits} bits, ${layout}${fallback}` };
 }
 
@@ -139,11 +145,30 @@ export function buildFleet(input: FleetInput): FleetDocument {
 function fleetGuest(host: string, vm: VmStatus, hosts: FleetHost[], policy: Pick<Policy, 'accelerators'>): FleetGuest {
   const g = vm.guest;
   if (vm.error || !g) {
-    const error = vm.error ?? { code: 'GUEST_FACTS_MISSING', message: 'the status document has no guest facts for this VM' };
-    return { host, vm: vm.name, physBits: null, accelerator: vm.accelerator ?? null, bound: null, highestAddress: null, fits: {}, why: {}, state: 'unknown', error };
+    const error = vm.error ?? {
+      code: 'GUEST_FACTS_MISSING',
+      message: 'the status document has no guest facts for this VM',
+    };
+    return {
+      host,
+      vm: vm.name,
+      physBits: null,
+      accelerator: vm.accelerator ?? null,
+      bound: null,
+      highestAddress: null,
+      fits: {},
+      why: {},
+      state: 'unknown',
+      error,
+    };
   }
   const accelerator = vm.accelerator ?? g.accelerator;
-  const facts = { physBits: g.physBits, highestAddress: g.layout?.highestAddress ?? null, accelerator, bound: isBound(accelerator, policy) };
+  const facts = {
+    physBits: g.physBits,
+    highestAddress: g.layout?.highestAddress ?? null,
+    accelerator,
+    bound: isBound(accelerator, policy),
+  };
   const fits: Record<string, boolean | null> = {};
   const why: Record<string, string> = {};
   let state: FleetGuestState = 'ok';
@@ -154,7 +179,17 @@ function fleetGuest(host: string, vm: VmStatus, hosts: FleetHost[], policy: Pick
     if (cell.fits === false && h.reachable) state = 'critical';
     else if ((cell.fits === null || !h.reachable) && state === 'ok') state = 'unknown';
   }
-  return { host, vm: vm.name, physBits: facts.physBits, accelerator, bound: facts.bound, highestAddress: facts.highestAddress, fits, why, state };
+  return {
+    host,
+    vm: vm.name,
+    physBits: facts.physBits,
+    accelerator,
+    bound: facts.bound,
+    highestAddress: facts.highestAddress,
+    fits,
+    why,
+    state,
+  };
 }
 
 /**
@@ -184,7 +219,10 @@ const DEFAULT_MAX_BYTES = 16 * 1024 * 1024;
 const STATUS_PATH = 'v1/status';
 
 /** GET {url}/v1/status with the peer's bearer token; bounded in time and size; typed failures (agent/api/peer-client.ts). */
-export async function fetchPeerStatus(peer: { url: string; tokenFile: string }, opts: FetchPeerOptions): Promise<StatusDocument> {
+export async function fetchPeerStatus(
+  peer: { url: string; tokenFile: string },
+  opts: FetchPeerOptions,
+): Promise<StatusDocument> {
   const doc = await getPeerJson(peer, STATUS_PATH, {
     timeoutMs: opts.timeoutMs,
     maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES,
@@ -226,7 +264,9 @@ function statusDocumentOf(raw: unknown, where = 'peer'): StatusDocument {
       isObject(vm) &&
       typeof vm.name === 'string' &&
       (isObject(vm.error) ||
-        (isObject(vm.guest) && typeof vm.guest.physBits === 'number' && (vm.guest.layout === null || vm.guest.layout === undefined || isObject(vm.guest.layout))));
+        (isObject(vm.guest) &&
+          typeof vm.guest.physBits === 'number' &&
+          (vm.guest.layout === null || vm.guest.layout === undefined || isObject(vm.guest.layout))));
     if (!ok) throw new PeerError('PEER_BAD_RESPONSE', `${where}: vms[${i}] has neither guest facts nor an error`);
   });
   return raw as unknown as StatusDocument;
@@ -246,7 +286,12 @@ export async function collectPeers(peers: PeerConfig[], opts: CollectPeersOption
       return { name: p.name, physBits: status.host.physBits, reachable: true, status };
     } catch (err) {
       const code = (err as { code?: string }).code ?? 'PEER_UNREACHABLE';
-      return { name: p.name, physBits: p.physBits ?? null, reachable: false, error: `${code}: ${(err as Error).message}` };
+      return {
+        name: p.name,
+        physBits: p.physBits ?? null,
+        reachable: false,
+        error: `${code}: ${(err as Error).message}`,
+      };
     }
   });
 }

@@ -244,7 +244,9 @@ export function migrationPeerNarrower(peer: string, peerBits: number, guestBits:
 }
 
 export function migrationPeerLayout(peer: string, peerBits: number, end: number, used: boolean): Reason {
-  const what = used ? `guest memory is already placed up to ${hex(end)}` : `the guest's address layout reaches ${hex(end)}`;
+  const what = used
+    ? `guest memory is already placed up to ${hex(end)}`
+    : `the guest's address layout reaches ${hex(end)}`;
   return reason(
     'MIGRATION_PEER_LAYOUT',
     `${what}, beyond peer ${peer}'s ${peerBits}-bit limit (${formatBytes(2 ** peerBits)}): migration to ${peer} ` +

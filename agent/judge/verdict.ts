@@ -35,7 +35,10 @@ export function encryptionFlags(host: HostFacts): string[] {
 
 /** kvm_amd npt=0 or kvm_intel ept=N: no nested paging, guests live in the host's address space. */
 export function shadowPaging(host: HostFacts): boolean {
-  return (host.kvm.module === 'kvm_amd' && host.kvm.npt === false) || (host.kvm.module === 'kvm_intel' && host.kvm.ept === false);
+  return (
+    (host.kvm.module === 'kvm_amd' && host.kvm.npt === false) ||
+    (host.kvm.module === 'kvm_intel' && host.kvm.ept === false)
+  );
 }
 
 /**

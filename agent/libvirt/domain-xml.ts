@@ -83,12 +83,23 @@ export interface DomainFacts {
 }
 
 const UNIT_BYTES: Record<string, number> = {
-  b: 1, bytes: 1,
-  kb: 1e3, k: 1024, kib: 1024,
-  mb: 1e6, m: 1024 ** 2, mib: 1024 ** 2,
-  gb: 1e9, g: 1024 ** 3, gib: 1024 ** 3,
-  tb: 1e12, t: 1024 ** 4, tib: 1024 ** 4,
-  pb: 1e15, p: 1024 ** 5, pib: 1024 ** 5,
+  b: 1,
+  bytes: 1,
+  kb: 1e3,
+  k: 1024,
+  kib: 1024,
+  mb: 1e6,
+  m: 1024 ** 2,
+  mib: 1024 ** 2,
+  gb: 1e9,
+  g: 1024 ** 3,
+  gib: 1024 ** 3,
+  tb: 1e12,
+  t: 1024 ** 4,
+  tib: 1024 ** 4,
+  pb: 1e15,
+  p: 1024 ** 5,
+  pib: 1024 ** 5,
 };
 
 /** Built-in models whose vendor is AuthenticAMD (target/i386/cpu.c builtin_x86_defs). */
@@ -161,7 +172,10 @@ function accelOf(domainType: string): string {
 }
 
 /** The machine family and version of <os><type machine=…> ('pc-q35-7.2', 'q35', 'pc-i440fx-2.11'). */
-export function classifyMachine(type: string | null): { machine: DomainFacts['machine']; version: DomainFacts['machineVersion'] } {
+export function classifyMachine(type: string | null): {
+  machine: DomainFacts['machine'];
+  version: DomainFacts['machineVersion'];
+} {
   const mt = type === null ? null : parseMachineType(type);
   const machine = mt?.family === 'q35' || mt?.family === 'pc' ? mt.family : 'other';
   return { machine, version: machine === 'other' ? null : mt!.version };
@@ -211,12 +225,14 @@ export function parseDomainXml(xml: string, opts: DomainXmlOptions = {}): Domain
   const { machine, version: machineVersion } = classifyMachine(machineType);
   const notes: string[] = [];
   const arch = attr(osType, 'arch');
-  if (arch !== undefined && arch !== 'x86_64') notes.push(`architecture ${arch} is not modelled; the width assumes x86_64`);
+  if (arch !== undefined && arch !== 'x86_64')
+    notes.push(`architecture ${arch} is not modelled; the width assumes x86_64`);
 
   // CPU model and width.
   const cpu = obj(domain.cpu);
   const modeAttr = attr(cpu, 'mode') ?? 'custom';
-  if (!['custom', 'host-model', 'host-passthrough', 'maximum'].includes(modeAttr)) invalid(`${name}: unknown <cpu mode='${modeAttr.slice(0, 40)}'>`);
+  if (!['custom', 'host-model', 'host-passthrough', 'maximum'].includes(modeAttr))
+    invalid(`${name}: unknown <cpu mode='${modeAttr.slice(0, 40)}'>`);
   const cpuMode = modeAttr as DomainFacts['cpuMode'];
   let cpuModel: string | null;
   if (cpuMode === 'host-passthrough') cpuModel = 'host';
@@ -226,10 +242,12 @@ export function parseDomainXml(xml: string, opts: DomainXmlOptions = {}): Domain
 
   const addr = obj(cpu?.maxphysaddr);
   const addrMode = attr(addr, 'mode');
-  if (addr && addrMode !== 'emulate' && addrMode !== 'passthrough') invalid(`${name}: <maxphysaddr mode='${(addrMode ?? '').slice(0, 40)}'> is neither 'emulate' nor 'passthrough'`);
+  if (addr && addrMode !== 'emulate' && addrMode !== 'passthrough')
+    invalid(`${name}: <maxphysaddr mode='${(addrMode ?? '').slice(0, 40)}'> is neither 'emulate' nor 'passthrough'`);
   const emulatedBits = addrMode === 'emulate' ? bitsAttr(addr, 'bits', `${name}: <maxphysaddr bits>`) : null;
   if (addrMode === 'emulate' && emulatedBits === null) invalid(`${name}: <maxphysaddr mode='emulate'> needs bits`);
-  const hostPhysBitsLimit = addrMode === 'passthrough' ? bitsAttr(addr, 'limit', `${name}: <maxphysaddr limit>`) ?? 0 : 0;
+  const hostPhysBitsLimit =
+    addrMode === 'passthrough' ? (bitsAttr(addr, 'limit', `${name}: <maxphysaddr limit>`) ?? 0) : 0;
 
   const hostModelDefault = (cpuModel === 'host' || cpuModel === 'max') && accelerator === 'kvm';
   const hostPhysBits = addrMode === 'passthrough' || hostModelDefault;
@@ -237,11 +255,16 @@ export function parseDomainXml(xml: string, opts: DomainXmlOptions = {}): Domain
   if (hostPhysBits && accelerator === 'kvm') {
     physBits = null;
     if (emulatedBits !== null) {
-      notes.push(`<maxphysaddr mode='emulate' bits='${emulatedBits}'/> has no effect: QEMU's '${cpuModel}' model keeps host-phys-bits=on, so the guest gets the host's width`);
+      notes.push(
+        `<maxphysaddr mode='emulate' bits='${emulatedBits}'/> has no effect: QEMU's '${cpuModel}' model keeps host-phys-bits=on, so the guest gets the host's width`,
+      );
     }
   } else {
     physBits = emulatedBits ?? QEMU_DEFAULT_PHYS_BITS;
-    if (addrMode === 'passthrough') notes.push(`<maxphysaddr mode='passthrough'/> has no effect under ${accelerator}: the guest gets ${physBits} bits`);
+    if (addrMode === 'passthrough')
+      notes.push(
+        `<maxphysaddr mode='passthrough'/> has no effect under ${accelerator}: the guest gets ${physBits} bits`,
+      );
   }
 
   // Memory.
@@ -282,7 +305,7 @@ export function parseDomainXml(xml: string, opts: DomainXmlOptions = {}): Domain
   }
 
   const sec = obj(domain.launchSecurity);
-  const launchSecurity = sec ? attr(sec, 'type') ?? null : null;
+  const launchSecurity = sec ? (attr(sec, 'type') ?? null) : null;
   const reducedText = sec ? text(sec.reducedPhysBits) : undefined;
   const reducedPhysBits = reducedText ? parseCount(reducedText, `${name}: <reducedPhysBits>`, 64) : null;
 
@@ -291,13 +314,19 @@ export function parseDomainXml(xml: string, opts: DomainXmlOptions = {}): Domain
   if (machine === 'q35' || machine === 'pc') {
     const vendorText = text(cpu?.vendor);
     let vendor: string | undefined;
-    if (vendorText !== undefined) vendor = vendorText === 'AMD' ? 'AuthenticAMD' : vendorText === 'Intel' ? 'GenuineIntel' : vendorText;
+    if (vendorText !== undefined)
+      vendor = vendorText === 'AMD' ? 'AuthenticAMD' : vendorText === 'Intel' ? 'GenuineIntel' : vendorText;
     else if (cpuModel === 'max' && accelerator !== 'kvm') vendor = 'AuthenticAMD';
     else if (cpuModel === 'host' || cpuModel === 'max' || cpuMode === 'host-model') vendor = opts.hostVendor;
     else if (cpuModel !== null && AMD_MODELS.test(cpuModel)) vendor = 'AuthenticAMD';
     const version = machineVersion ? `${machineVersion.major}.${machineVersion.minor}` : undefined;
     layout = estimatePcLayout({
-      machine, ramBytes, maxRamBytes: maxMemoryBytes ?? 0, slots, vendor, machineVersion: version,
+      machine,
+      ramBytes,
+      maxRamBytes: maxMemoryBytes ?? 0,
+      slots,
+      vendor,
+      machineVersion: version,
       ...(pciHole64Bytes !== null ? { pciHole64Size: pciHole64Bytes } : {}),
     });
     highestAddress = layout.deviceMemory ? layout.deviceMemory.base + layout.deviceMemory.size : layout.usedEnd;

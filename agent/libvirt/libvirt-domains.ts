@@ -42,7 +42,8 @@ export function parseUuidNames(stdout: string, maxDomains = MAX_DOMAINS_DEFAULT)
     if (!t) continue;
     const space = t.indexOf(' ');
     const uuid = space < 0 ? t : t.slice(0, space);
-    if (!UUID.test(uuid)) throw new AgentError('LIBVIRT_BAD_LISTING', `virsh list: unexpected line '${t.slice(0, 80)}'`);
+    if (!UUID.test(uuid))
+      throw new AgentError('LIBVIRT_BAD_LISTING', `virsh list: unexpected line '${t.slice(0, 80)}'`);
     if (out.length >= maxDomains) throw tooMany(maxDomains);
     out.push({ uuid: uuid.toLowerCase(), name: space < 0 ? '' : t.slice(space + 1).trim() });
   }

@@ -24,7 +24,12 @@ export interface LibvirtExecutorOptions extends VirshOptions {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Failures that concern the domain or the connection, not one command: they hold for a whole batch. */
-const WHOLE_BATCH = new Set(['LIBVIRT_DOMAIN_NOT_FOUND', 'LIBVIRT_DOMAIN_NOT_RUNNING', 'LIBVIRT_UNREACHABLE', 'VIRSH_NOT_FOUND']);
+const WHOLE_BATCH = new Set([
+  'LIBVIRT_DOMAIN_NOT_FOUND',
+  'LIBVIRT_DOMAIN_NOT_RUNNING',
+  'LIBVIRT_UNREACHABLE',
+  'VIRSH_NOT_FOUND',
+]);
 
 /** QEMU's reply to one command, as virsh prints it → the "return" value, or CommandError. */
 export function parseMonitorReply(command: string, stdout: string): unknown {
@@ -76,7 +81,8 @@ export class LibvirtExecutor implements QmpExecutor {
     if (!this.ref) {
       this.ref = listRunningDomainsWithUuid(this.uri, this.opts).then((list) => {
         const found = list.find((d) => d.name === this.domain);
-        if (!found) throw new VirshError('LIBVIRT_DOMAIN_NOT_RUNNING', `libvirt domain '${this.domain}' is not running`);
+        if (!found)
+          throw new VirshError('LIBVIRT_DOMAIN_NOT_RUNNING', `libvirt domain '${this.domain}' is not running`);
         return found.uuid;
       });
       this.ref.catch(() => {
@@ -86,7 +92,11 @@ export class LibvirtExecutor implements QmpExecutor {
     return this.ref;
   }
 
-  async execute<T = unknown>(command: string, args?: Record<string, unknown>, opts?: { timeoutMs?: number }): Promise<T> {
+  async execute<T = unknown>(
+    command: string,
+    args?: Record<string, unknown>,
+    opts?: { timeoutMs?: number },
+  ): Promise<T> {
     const json = JSON.stringify(args === undefined ? { execute: command } : { execute: command, arguments: args });
     const timeoutMs = opts?.timeoutMs ?? this.opts.timeoutMs ?? VIRSH_DEFAULTS.timeoutMs;
     const stdout = await new Promise<string>((resolve, reject) => {
@@ -115,7 +125,10 @@ export class LibvirtExecutor implements QmpExecutor {
   }
 
   private single(ref: string, p: Pending): Promise<string> {
-    return runVirsh(this.uri, ['qemu-monitor-command', `--domain=${ref}`, `--cmd=${p.json}`], { ...this.opts, timeoutMs: p.timeoutMs });
+    return runVirsh(this.uri, ['qemu-monitor-command', `--domain=${ref}`, `--cmd=${p.json}`], {
+      ...this.opts,
+      timeoutMs: p.timeoutMs,
+    });
   }
 
   private async run(batch: Pending[]): Promise<void> {
@@ -133,7 +146,11 @@ export class LibvirtExecutor implements QmpExecutor {
     let outputs: Array<string | null>;
     try {
       const timeoutMs = Math.max(...batch.map((p) => p.timeoutMs));
-      outputs = await runVirshBatch(this.uri, batch.map((p) => ['qemu-monitor-command', `--domain=${ref}`, `--cmd=${p.json}`]), { ...this.opts, timeoutMs });
+      outputs = await runVirshBatch(
+        this.uri,
+        batch.map((p) => ['qemu-monitor-command', `--domain=${ref}`, `--cmd=${p.json}`]),
+        { ...this.opts, timeoutMs },
+      );
     } catch (err) {
       for (const p of batch) p.reject(err);
       return;

@@ -46,7 +46,13 @@ async function defaultHostFacts(config: Config): Promise<HostFacts> {
 
 async function defaultNotify(config: Config, event: LibvirtEvent): Promise<void> {
   const { apiRequest } = await import('../api/api-client');
-  await apiRequest({ socketPath: config.api.socket }, 'POST', '/v1/libvirt-events', event, config.libvirtHook.notifyTimeoutMs);
+  await apiRequest(
+    { socketPath: config.api.socket },
+    'POST',
+    '/v1/libvirt-events',
+    event,
+    config.libvirtHook.notifyTimeoutMs,
+  );
 }
 
 /** The width QEMU's host-phys-bits=on copies: the host CPU's raw CPUID width (target/i386/host-cpu.c). */
@@ -66,7 +72,11 @@ export function guestFromDomain(d: DomainFacts, host: HostFacts): GuestFacts {
     hostPhysBitsLimit: d.hostPhysBitsLimit,
     guestPhysBits: null,
     cpuModel: d.cpuModel,
-    memoryEncryption: { active: sev, type: sev ? d.launchSecurity : null, reducedPhysBits: sev ? d.reducedPhysBits : null },
+    memoryEncryption: {
+      active: sev,
+      type: sev ? d.launchSecurity : null,
+      reducedPhysBits: sev ? d.reducedPhysBits : null,
+    },
     runState: null,
     layout: d.layout,
   };
@@ -79,14 +89,22 @@ export function libvirtFix(reason: Reason, d: DomainFacts, host: HostFacts): str
     return `lower <maxMemory> (or <pcihole64>) so the layout ends below ${formatBytes(2 ** bits)}`;
   }
   if (d.physBits === null) {
-    return `use <cpu mode='custom'> with a named model and <maxphysaddr mode='emulate' bits='${bits}'/>, ` +
-      `or <maxphysaddr mode='passthrough' limit='${bits}'/> where libvirt supports limit=`;
+    return (
+      `use <cpu mode='custom'> with a named model and <maxphysaddr mode='emulate' bits='${bits}'/>, ` +
+      `or <maxphysaddr mode='passthrough' limit='${bits}'/> where libvirt supports limit=`
+    );
   }
   return `set <maxphysaddr mode='emulate' bits='${bits}'/> in <cpu>`;
 }
 
 /** The one stderr line of a refusal: domain, bits, reason code, fix. */
-export function refusalLine(operation: string, d: DomainFacts, host: HostFacts, guest: GuestFacts, reason: Reason): string {
+export function refusalLine(
+  operation: string,
+  d: DomainFacts,
+  host: HostFacts,
+  guest: GuestFacts,
+  reason: Reason,
+): string {
   const what = operation === 'migrate' ? `incoming migration of domain '${d.name}'` : `start of domain '${d.name}'`;
   const source = host.physBitsSource === 'config' ? ' (host.physBits in the config)' : '';
   const facts =
@@ -105,12 +123,17 @@ async function notifyDaemon(deps: LibvirtHookDeps, event: LibvirtEvent): Promise
   try {
     const send = deps.notify ? deps.notify(event) : defaultNotify(deps.config, event);
     const outcome = await Promise.race([send.then(() => 'sent' as const), timeout]);
-    if (outcome === 'timeout') deps.stderr(`physbits: daemon did not take the '${event.operation}' event of '${event.domain}' within ${timeoutMs} ms`);
+    if (outcome === 'timeout')
+      deps.stderr(
+        `physbits: daemon did not take the '${event.operation}' event of '${event.domain}' within ${timeoutMs} ms`,
+      );
   } catch (err) {
     const cause = (err as { cause?: NodeJS.ErrnoException }).cause;
     // No daemon running is normal: the hook works without one.
     if (cause?.code === 'ENOENT' || cause?.code === 'ECONNREFUSED') return;
-    deps.stderr(`physbits: could not tell the daemon about '${event.domain}' ${event.operation}: ${(err as Error).message}`);
+    deps.stderr(
+      `physbits: could not tell the daemon about '${event.domain}' ${event.operation}: ${(err as Error).message}`,
+    );
   } finally {
     clearTimeout(timer);
   }
@@ -153,7 +176,11 @@ async function check(operation: string, stdin: string, deps: LibvirtHookDeps, do
 export async function runLibvirtHook(args: string[], stdin: string, deps: LibvirtHookDeps): Promise<number> {
   const [domain = '', operation = '', subOperation = ''] = args;
   if (!domain || !operation) {
-    return undecided(deps, domain || '(none)', new Error(`expected DOMAIN OPERATION SUB-OPERATION EXTRA, got ${args.length} arguments`));
+    return undecided(
+      deps,
+      domain || '(none)',
+      new Error(`expected DOMAIN OPERATION SUB-OPERATION EXTRA, got ${args.length} arguments`),
+    );
   }
   if (CHECKED[operation] === subOperation) return check(operation, stdin, deps, domain);
   if (NOTIFIED.has(operation)) await notifyDaemon(deps, { domain, operation, subOperation });

@@ -38,7 +38,10 @@ export class VirshError extends AgentError {
 
 /** The first "error: …" line of virsh's stderr, else its first non-empty line. */
 export function virshErrorLine(stderr: string): string {
-  const lines = stderr.split('\n').map((l) => l.trim()).filter(Boolean);
+  const lines = stderr
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
   const errors = lines.filter((l) => l.startsWith('error: ')).map((l) => l.slice(7));
   // virsh prints a generic line first ("failed to connect to the hypervisor") and the cause after.
   if (errors.length > 1 && /^failed to connect to the hypervisor$/.test(errors[0])) return `${errors[0]}: ${errors[1]}`;
@@ -47,8 +50,14 @@ export function virshErrorLine(stderr: string): string {
 
 /** Which VirshErrorCode libvirt 9.0's message (LC_ALL=C) means. */
 export function classifyVirshFailure(stderr: string): VirshErrorCode {
-  if (/failed to connect to the hypervisor|Failed to connect socket|Cannot recv data|End of file while reading data/i.test(stderr)) return 'LIBVIRT_UNREACHABLE';
-  if (/failed to get domain|Domain not found|no domain with matching (name|uuid|id)/i.test(stderr)) return 'LIBVIRT_DOMAIN_NOT_FOUND';
+  if (
+    /failed to connect to the hypervisor|Failed to connect socket|Cannot recv data|End of file while reading data/i.test(
+      stderr,
+    )
+  )
+    return 'LIBVIRT_UNREACHABLE';
+  if (/failed to get domain|Domain not found|no domain with matching (name|uuid|id)/i.test(stderr))
+    return 'LIBVIRT_DOMAIN_NOT_FOUND';
   if (/domain is not running|domain is no longer running/i.test(stderr)) return 'LIBVIRT_DOMAIN_NOT_RUNNING';
   return 'VIRSH_FAILED';
 }
@@ -82,9 +91,20 @@ export function runVirsh(uri: string, args: readonly string[], opts: VirshOption
         }
         const e = err as NodeJS.ErrnoException & { killed?: boolean; signal?: string | null; code?: string | number };
         if (e.code === 'ENOENT') {
-          reject(new VirshError('VIRSH_NOT_FOUND', `${virsh}: not found (install libvirt-clients or set discovery.virsh)`, '', { cause: err }));
+          reject(
+            new VirshError(
+              'VIRSH_NOT_FOUND',
+              `${virsh}: not found (install libvirt-clients or set discovery.virsh)`,
+              '',
+              { cause: err },
+            ),
+          );
         } else if (e.code === 'ERR_CHILD_PROCESS_STDIO_MAXBUFFER') {
-          reject(new VirshError('VIRSH_OUTPUT_TOO_LARGE', `${what}: output larger than ${maxBuffer} bytes`, '', { cause: err }));
+          reject(
+            new VirshError('VIRSH_OUTPUT_TOO_LARGE', `${what}: output larger than ${maxBuffer} bytes`, '', {
+              cause: err,
+            }),
+          );
         } else if (e.killed && e.signal === 'SIGKILL') {
           reject(new VirshError('VIRSH_TIMEOUT', `${what}: no answer within ${timeoutMs} ms`, stderr, { cause: err }));
         } else {
@@ -113,12 +133,17 @@ export function quoteVirshArg(text: string): string | null {
  * command's stdout, or null for a command that printed nothing (it failed: run it alone to learn
  * why). Rejects as runVirsh does when virsh itself fails (no connection, timeout, too much output).
  */
-export async function runVirshBatch(uri: string, commands: readonly (readonly string[])[], opts: VirshOptions = {}): Promise<Array<string | null>> {
+export async function runVirshBatch(
+  uri: string,
+  commands: readonly (readonly string[])[],
+  opts: VirshOptions = {},
+): Promise<Array<string | null>> {
   const token = randomBytes(9).toString('hex');
   const parts: string[] = [];
   commands.forEach((argv, i) => {
     const quoted = argv.map((a, j) => (j === 0 ? a : quoteVirshArg(a)));
-    if (quoted.some((q) => q === null)) throw new VirshError('VIRSH_FAILED', `virsh ${argv[0]}: an argument holds a line break`);
+    if (quoted.some((q) => q === null))
+      throw new VirshError('VIRSH_FAILED', `virsh ${argv[0]}: an argument holds a line break`);
     parts.push(quoted.join(' '), `echo pb-${token}-${i}`);
   });
   const stdout = await runVirsh(uri, ['--quiet', parts.join(' ; ')], opts);

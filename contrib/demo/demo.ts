@@ -94,7 +94,9 @@ async function main(): Promise<void> {
     const { mkdirSync } = await import('node:fs');
     mkdirSync(vms, { recursive: true });
     for (const c of cases) {
-      guests.push(await startGuest({ name: c.name, dir: vms, cpu: `phys-bits=${c.bits}`, memory: '64M,slots=2,maxmem=2G' }));
+      guests.push(
+        await startGuest({ name: c.name, dir: vms, cpu: `phys-bits=${c.bits}`, memory: '64M,slots=2,maxmem=2G' }),
+      );
       console.log(`started guest '${c.name}' with -cpu qemu64,phys-bits=${c.bits} (TCG, paused)`);
     }
     if (kvmUsable()) {
@@ -121,7 +123,9 @@ async function main(): Promise<void> {
 
     say('starting physbitsd on the demo config');
     daemon = spawn(process.execPath, [daemonJs, '--config', cfgPath], { stdio: ['ignore', 'ignore', 'pipe'] });
-    daemon.stderr!.on('data', (d: Buffer) => process.stderr.write(`  physbitsd: ${d.toString().trimEnd().replace(/\n/g, '\n  physbitsd: ')}\n`));
+    daemon.stderr!.on('data', (d: Buffer) =>
+      process.stderr.write(`  physbitsd: ${d.toString().trimEnd().replace(/\n/g, '\n  physbitsd: ')}\n`),
+    );
     await waitFor(config.api.socket, 10000);
     await waitFor(join(config.guard.socketDir, 'equal.qmp'), 10000);
     await new Promise((r) => setTimeout(r, 300));
@@ -132,12 +136,19 @@ async function main(): Promise<void> {
     say(`hot-plugging a DIMM at 2^${hostBits} through the guarded socket of 'equal'`);
     const lines = await qmpSession(join(config.guard.socketDir, 'equal.qmp'), [
       { execute: 'qmp_capabilities' },
-      { execute: 'object-add', arguments: { 'qom-type': 'memory-backend-ram', id: 'demo-mem', size: 128 * 1024 * 1024 } },
-      { execute: 'device_add', arguments: { driver: 'pc-dimm', id: 'demo-dimm', memdev: 'demo-mem', addr: 2 ** hostBits }, id: 'demo-1' },
+      {
+        execute: 'object-add',
+        arguments: { 'qom-type': 'memory-backend-ram', id: 'demo-mem', size: 128 * 1024 * 1024 },
+      },
+      {
+        execute: 'device_add',
+        arguments: { driver: 'pc-dimm', id: 'demo-dimm', memdev: 'demo-mem', addr: 2 ** hostBits },
+        id: 'demo-1',
+      },
     ]);
     console.log(lines[lines.length - 1]);
 
-    say("physbitsctl check-migration wide --to small-hv");
+    say('physbitsctl check-migration wide --to small-hv');
     ctl(['check-migration', 'wide', '--to', 'small-hv', '--api', config.api.socket]);
 
     if (process.stdin.isTTY) {

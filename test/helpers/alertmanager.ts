@@ -24,7 +24,11 @@ export function toolAvailable(bin: string): boolean {
  * Whether a test that needs `bin` can run: absent tools are a failure in CI (which installs the
  * Debian packages), and a skip said aloud elsewhere.
  */
-export function requireTool(t: { log(...v: unknown[]): void; fail(m?: string): void }, bin: string, pkg: string): boolean {
+export function requireTool(
+  t: { log(...v: unknown[]): void; fail(m?: string): void },
+  bin: string,
+  pkg: string,
+): boolean {
   if (toolAvailable(bin)) return true;
   if (process.env.CI) t.fail(`${bin} is not installed (Debian package ${pkg})`);
   else t.log(`SKIPPED: ${bin} is not installed (Debian package ${pkg})`);
@@ -181,7 +185,11 @@ export async function startAlertmanager(opts: AlertmanagerOptions = {}): Promise
 }
 
 /** Polls `check` every 50 ms until it returns a value that is not undefined, or throws after `ms`. */
-export async function waitFor<T>(what: string, check: () => T | undefined | Promise<T | undefined>, ms = 20000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => T | undefined | Promise<T | undefined>,
+  ms = 20000,
+): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = await check();

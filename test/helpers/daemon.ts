@@ -101,9 +101,16 @@ export function parseLogLine(raw: string): LogLine | null {
       if (typeof o.level !== 'string' || typeof o.message !== 'string') return null;
       const fields: Record<string, string> = {};
       for (const [k, v] of Object.entries(o)) {
-        if (k !== 'level' && k !== 'message' && k !== 'timestamp') fields[k] = typeof v === 'string' ? v : JSON.stringify(v);
+        if (k !== 'level' && k !== 'message' && k !== 'timestamp')
+          fields[k] = typeof v === 'string' ? v : JSON.stringify(v);
       }
-      return { time: typeof o.timestamp === 'string' ? o.timestamp : null, level: o.level, message: o.message, fields, raw };
+      return {
+        time: typeof o.timestamp === 'string' ? o.timestamp : null,
+        level: o.level,
+        message: o.message,
+        fields,
+        raw,
+      };
     } catch {
       return null;
     }
@@ -137,7 +144,12 @@ export function procMemory(pid: number): ProcMemory {
 }
 
 /** Polls `fn` until it returns something truthy; rejects with `what` after `timeoutMs`. */
-export async function waitUntil<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 10000, intervalMs = 50): Promise<NonNullable<T>> {
+export async function waitUntil<T>(
+  fn: () => T | Promise<T>,
+  what: string,
+  timeoutMs = 10000,
+  intervalMs = 50,
+): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -147,7 +159,10 @@ export async function waitUntil<T>(fn: () => T | Promise<T>, what: string, timeo
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`,
+      );
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
@@ -242,7 +257,11 @@ export async function startDaemon(opts: StartDaemonOptions): Promise<DaemonProce
     return new Promise((resolveLine, reject) => {
       const timer = setTimeout(() => {
         listeners.delete(on);
-        reject(new Error(`physbitsd: no log line matching ${String(match)} within ${timeoutMs} ms; log:\n${stderr.slice(-4000)}`));
+        reject(
+          new Error(
+            `physbitsd: no log line matching ${String(match)} within ${timeoutMs} ms; log:\n${stderr.slice(-4000)}`,
+          ),
+        );
       }, timeoutMs);
       const on = (l: LogLine): void => {
         if (!test(l)) return;
@@ -255,7 +274,11 @@ export async function startDaemon(opts: StartDaemonOptions): Promise<DaemonProce
         if (!listeners.has(on)) return;
         clearTimeout(timer);
         listeners.delete(on);
-        reject(new Error(`physbitsd exited (${st.code ?? st.signal}) before logging ${String(match)}; log:\n${stderr.slice(-4000)}`));
+        reject(
+          new Error(
+            `physbitsd exited (${st.code ?? st.signal}) before logging ${String(match)}; log:\n${stderr.slice(-4000)}`,
+          ),
+        );
       });
     });
   };
@@ -285,10 +308,16 @@ export async function startDaemon(opts: StartDaemonOptions): Promise<DaemonProce
       return res.text();
     },
     status: () => apiRequest<StatusDocument>({ socketPath: apiSocket }, 'GET', '/v1/status', undefined, 10000),
-    waitForStatus: (pred, what, timeoutMs = 10000) => waitUntil(async () => {
-      const doc = await d.status();
-      return pred(doc) ? doc : null;
-    }, what, timeoutMs, 100),
+    waitForStatus: (pred, what, timeoutMs = 10000) =>
+      waitUntil(
+        async () => {
+          const doc = await d.status();
+          return pred(doc) ? doc : null;
+        },
+        what,
+        timeoutMs,
+        100,
+      ),
     memory: () => procMemory(proc.pid!),
     async stop(timeoutMs = 10000) {
       const t0 = Date.now();
@@ -323,10 +352,19 @@ export interface CtlResult {
 /** Runs physbitsctl with `args`; never rejects for a non-zero exit. */
 export function ctl(args: string[], timeoutMs = 20000): Promise<CtlResult> {
   return new Promise((done) => {
-    execFile(process.execPath, [PHYSBITSCTL, ...args], { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : null) : 0;
-      done({ code, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      [PHYSBITSCTL, ...args],
+      { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        const code = err
+          ? typeof (err as { code?: unknown }).code === 'number'
+            ? (err as { code: number }).code
+            : null
+          : 0;
+        done({ code, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -347,12 +385,17 @@ export class LineClient {
   closed = false;
   readonly ended: Promise<void>;
 
-  private constructor(readonly socket: net.Socket, private readonly maxMessages: number) {
-    this.ended = new Promise((r) => socket.once('close', () => {
-      this.closed = true;
-      for (const w of [...this.waiters]) w();
-      r();
-    }));
+  private constructor(
+    readonly socket: net.Socket,
+    private readonly maxMessages: number,
+  ) {
+    this.ended = new Promise((r) =>
+      socket.once('close', () => {
+        this.closed = true;
+        for (const w of [...this.waiters]) w();
+        r();
+      }),
+    );
     socket.on('error', () => undefined);
     socket.on('data', (chunk: Buffer) => {
       this.buf += chunk.toString('utf8');
@@ -391,7 +434,11 @@ export class LineClient {
   }
 
   /** Connects, reads the greeting and negotiates; resolves with the greeting. */
-  static async negotiated(path: string, timeoutMs = 10000, maxMessages?: number): Promise<{ client: LineClient; greeting: JsonObject }> {
+  static async negotiated(
+    path: string,
+    timeoutMs = 10000,
+    maxMessages?: number,
+  ): Promise<{ client: LineClient; greeting: JsonObject }> {
     const client = await LineClient.connect(path, { timeoutMs, maxMessages });
     const greeting = await client.next((m) => 'QMP' in m, timeoutMs);
     client.send('{"execute": "qmp_capabilities", "id": "neg"}');

@@ -4,10 +4,15 @@ import type { GuestFacts, GuestLayout, HostFacts } from '../../agent/core/types'
 export const GiB = 2 ** 30;
 
 /** Host fields to replace; `flags` and `kvm` may be given in part. */
-export type HostOverride = Partial<Omit<HostFacts, 'flags' | 'kvm'>> & { flags?: Partial<HostFacts['flags']>; kvm?: Partial<HostFacts['kvm']> };
+export type HostOverride = Partial<Omit<HostFacts, 'flags' | 'kvm'>> & {
+  flags?: Partial<HostFacts['flags']>;
+  kvm?: Partial<HostFacts['kvm']>;
+};
 
 /** Guest fields to replace; `memoryEncryption` may be given in part. */
-export type GuestOverride = Partial<Omit<GuestFacts, 'memoryEncryption'>> & { memoryEncryption?: Partial<GuestFacts['memoryEncryption']> };
+export type GuestOverride = Partial<Omit<GuestFacts, 'memoryEncryption'>> & {
+  memoryEncryption?: Partial<GuestFacts['memoryEncryption']>;
+};
 
 /**
  * A `physBits`-wide Intel host with EPT and the width from the config; `over` replaces fields, and

@@ -104,13 +104,21 @@ export interface FakeQmpOptions {
   oneClient?: boolean;
 }
 
-export const QEMU_72_VERSION: QmpVersion = { qemu: { major: 7, minor: 2, micro: 22 }, package: 'Debian 1:7.2+dfsg-7+deb12u18+b3' };
+export const QEMU_72_VERSION: QmpVersion = {
+  qemu: { major: 7, minor: 2, micro: 22 },
+  package: 'Debian 1:7.2+dfsg-7+deb12u18+b3',
+};
 export const FIRST_CPU = '/machine/unattached/device[0]';
 
 /** What QEMU 7.2 reports for `-machine q35,accel=tcg -cpu qemu64 -m 64M` (measured). */
 export function defaultProps(): PropTable {
   return {
-    '/machine': { type: 'pc-q35-7.2-machine', 'max-ram-below-4g': 4294967296, 'device-memory-region-size': 0, 'confidential-guest-support': '' },
+    '/machine': {
+      type: 'pc-q35-7.2-machine',
+      'max-ram-below-4g': 4294967296,
+      'device-memory-region-size': 0,
+      'confidential-guest-support': '',
+    },
     '/machine/q35': {
       type: 'q35-pcihost',
       'pci-hole64-start': 4294967296,
@@ -139,11 +147,42 @@ export function defaultVm(): FakeVm {
     props: defaultProps(),
     cpus: [FIRST_CPU],
     memoryDevices: [],
-    memdev: [{ share: false, reserve: true, prealloc: false, 'host-nodes': [], size: 67108864, merge: true, dump: true, policy: 'default', id: 'pc.ram' }],
+    memdev: [
+      {
+        share: false,
+        reserve: true,
+        prealloc: false,
+        'host-nodes': [],
+        size: 67108864,
+        merge: true,
+        dump: true,
+        policy: 'default',
+        id: 'pc.ram',
+      },
+    ],
     memorySizeSummary: { 'base-memory': 67108864, 'plugged-memory': 0 },
     machines: [
-      { 'hotpluggable-cpus': true, name: 'pc-q35-7.2', 'numa-mem-supported': false, 'default-cpu-type': 'qemu64-x86_64-cpu', 'cpu-max': 288, deprecated: false, 'default-ram-id': 'pc.ram', alias: 'q35' },
-      { 'hotpluggable-cpus': true, name: 'pc-i440fx-7.2', 'numa-mem-supported': false, 'default-cpu-type': 'qemu64-x86_64-cpu', 'cpu-max': 255, deprecated: false, 'default-ram-id': 'pc.ram', 'is-default': true, alias: 'pc' },
+      {
+        'hotpluggable-cpus': true,
+        name: 'pc-q35-7.2',
+        'numa-mem-supported': false,
+        'default-cpu-type': 'qemu64-x86_64-cpu',
+        'cpu-max': 288,
+        deprecated: false,
+        'default-ram-id': 'pc.ram',
+        alias: 'q35',
+      },
+      {
+        'hotpluggable-cpus': true,
+        name: 'pc-i440fx-7.2',
+        'numa-mem-supported': false,
+        'default-cpu-type': 'qemu64-x86_64-cpu',
+        'cpu-max': 255,
+        deprecated: false,
+        'default-ram-id': 'pc.ram',
+        'is-default': true,
+        alias: 'pc',
+      },
     ],
     sev: { enabled: false, 'api-minor': 0, handle: 0, state: 'uninit', 'api-major': 0, 'build-id': 0, policy: 0 },
   };
@@ -210,11 +249,22 @@ export function qemuBehaviour(cmd: FakeCommand, fake: FakeQmp): FakeAction {
       return { return: { status: vm.status, singlestep: false, running: vm.status === 'running' } };
     case 'query-cpus-fast':
       return {
-        return: vm.cpus.map((path, i) => ({ 'thread-id': 10000 + i, props: { 'core-id': 0, 'thread-id': 0, 'socket-id': i }, 'qom-path': path, 'cpu-index': i, target: 'x86_64' })),
+        return: vm.cpus.map((path, i) => ({
+          'thread-id': 10000 + i,
+          props: { 'core-id': 0, 'thread-id': 0, 'socket-id': i },
+          'qom-path': path,
+          'cpu-index': i,
+          target: 'x86_64',
+        })),
       };
     case 'query-hotpluggable-cpus':
       return {
-        return: vm.cpus.map((path, i) => ({ props: { 'core-id': 0, 'thread-id': 0, 'socket-id': i }, 'vcpus-count': 1, 'qom-path': path, type: vm.props[path]?.type ?? 'qemu64-x86_64-cpu' })),
+        return: vm.cpus.map((path, i) => ({
+          props: { 'core-id': 0, 'thread-id': 0, 'socket-id': i },
+          'vcpus-count': 1,
+          'qom-path': path,
+          type: vm.props[path]?.type ?? 'qemu64-x86_64-cpu',
+        })),
       };
     case 'qom-get':
       return qomGet(vm, args);
@@ -233,7 +283,9 @@ export function qemuBehaviour(cmd: FakeCommand, fake: FakeQmp): FakeAction {
     case 'query-commands':
       return { return: [...new Set([...DEFAULT_COMMANDS, ...Object.keys(fake.script)])].map((name) => ({ name })) };
     case 'x-query-jit':
-      return vm.kvm.enabled ? err('GenericError', 'JIT information is only available with accel=tcg') : { return: { 'human-readable-text': JIT_TEXT } };
+      return vm.kvm.enabled
+        ? err('GenericError', 'JIT information is only available with accel=tcg')
+        : { return: { 'human-readable-text': JIT_TEXT } };
     case 'human-monitor-command':
       return { return: args['command-line'] === 'info jit' && !vm.kvm.enabled ? JIT_TEXT : '' };
     case 'cont':
@@ -254,9 +306,27 @@ export function qemuBehaviour(cmd: FakeCommand, fake: FakeQmp): FakeAction {
 }
 
 const DEFAULT_COMMANDS = [
-  'qmp_capabilities', 'query-version', 'query-name', 'query-kvm', 'query-status', 'query-cpus-fast', 'query-hotpluggable-cpus',
-  'qom-get', 'qom-list', 'query-sev', 'query-memory-devices', 'query-memdev', 'query-memory-size-summary', 'query-machines',
-  'query-commands', 'x-query-jit', 'human-monitor-command', 'cont', 'stop', 'quit', 'getfd',
+  'qmp_capabilities',
+  'query-version',
+  'query-name',
+  'query-kvm',
+  'query-status',
+  'query-cpus-fast',
+  'query-hotpluggable-cpus',
+  'qom-get',
+  'qom-list',
+  'query-sev',
+  'query-memory-devices',
+  'query-memdev',
+  'query-memory-size-summary',
+  'query-machines',
+  'query-commands',
+  'x-query-jit',
+  'human-monitor-command',
+  'cont',
+  'stop',
+  'quit',
+  'getfd',
 ];
 
 const MAX_LOGGED_COMMANDS = 1000;
@@ -400,7 +470,15 @@ export class FakeQmp extends EventEmitter {
   }
 
   private async respond(sc: ServerCommand, client: number, session: QmpServerSession): Promise<void> {
-    const cmd: FakeCommand = { name: sc.name, arguments: sc.arguments, hasId: sc.hasId, id: sc.id, oob: sc.oob, text: sc.text, client };
+    const cmd: FakeCommand = {
+      name: sc.name,
+      arguments: sc.arguments,
+      hasId: sc.hasId,
+      id: sc.id,
+      oob: sc.oob,
+      text: sc.text,
+      client,
+    };
     this.commands.push(cmd);
     if (this.commands.length > MAX_LOGGED_COMMANDS) this.commands.shift();
     this.emit('command', cmd);
@@ -414,7 +492,10 @@ export class FakeQmp extends EventEmitter {
 
 function eventMessage(event: string, data?: Record<string, unknown>): Record<string, unknown> {
   const now = Date.now();
-  const msg: Record<string, unknown> = { timestamp: { seconds: Math.floor(now / 1000), microseconds: (now % 1000) * 1000 }, event };
+  const msg: Record<string, unknown> = {
+    timestamp: { seconds: Math.floor(now / 1000), microseconds: (now % 1000) * 1000 },
+    event,
+  };
   if (data !== undefined) msg.data = data;
   return msg;
 }

@@ -14,7 +14,10 @@ if (argv[0] === '--config') {
   argv.splice(0, 2);
 }
 const stdin = readFileSync(0, 'utf8');
-runLibvirtHook(argv, stdin, { config: loadConfig(configPath), stderr: (line) => process.stderr.write(`${line}\n`) }).then(
+runLibvirtHook(argv, stdin, {
+  config: loadConfig(configPath),
+  stderr: (line) => process.stderr.write(`${line}\n`),
+}).then(
   (code) => {
     process.exitCode = code;
   },

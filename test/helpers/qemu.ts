@@ -74,11 +74,19 @@ export async function startGuest(opts: GuestOptions = {}): Promise<Guest> {
   const accel = opts.accel === 'kvm' && kvmUsable() ? 'kvm' : 'tcg';
   const cpu = [opts.model ?? 'qemu64', opts.cpu].filter(Boolean).join(',');
   const args = [
-    '-machine', `q35,accel=${accel}`,
-    '-cpu', cpu,
-    '-m', opts.memory ?? '64M',
-    '-S', '-nodefaults', '-display', 'none', '-no-user-config',
-    '-qmp', `unix:${socket},server=on,wait=off`,
+    '-machine',
+    `q35,accel=${accel}`,
+    '-cpu',
+    cpu,
+    '-m',
+    opts.memory ?? '64M',
+    '-S',
+    '-nodefaults',
+    '-display',
+    'none',
+    '-no-user-config',
+    '-qmp',
+    `unix:${socket},server=on,wait=off`,
     ...(opts.name ? ['-name', opts.name] : []),
     ...(opts.extraArgs ?? []),
   ];
@@ -107,7 +115,8 @@ export async function startGuest(opts: GuestOptions = {}): Promise<Guest> {
   }
   // The socket file appears a moment before QEMU listens on it: wait until a connection is taken.
   while (!(await accepts(socket))) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`qemu is not listening on ${socket}: ${stderr.trim()}`);
+    if (child.exitCode !== null || Date.now() > deadline)
+      throw new Error(`qemu is not listening on ${socket}: ${stderr.trim()}`);
     await new Promise((r) => setTimeout(r, 20));
   }
   return {
