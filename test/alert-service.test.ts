@@ -81,9 +81,9 @@ function service(cfg: Config['alerts'], time: FakeTime, metrics = new CountingMe
 /** Deliveries are recorded after the receiver's answer, a little after it saw the request. */
 const drained = (svc: AlertService) => waitFor('all delivered', () => (svc.pending() === 0 ? true : undefined));
 
-const amBodies = (rx: Receiver) => rx.requests.map((r) => JSON.parse(r.body) as Array<Record<string, any>>);
-const hookAlerts = (rx: Receiver) =>
-  rx.requests.flatMap((r) => (JSON.parse(r.body) as { alerts: Array<Record<string, any>> }).alerts);
+type AlertJson = { status?: string; labels: Record<string, string>; startsAt?: string; endsAt?: string | null };
+const amBodies = (rx: Receiver) => rx.requests.map((r) => JSON.parse(r.body) as AlertJson[]);
+const hookAlerts = (rx: Receiver) => rx.requests.flatMap((r) => (JSON.parse(r.body) as { alerts: AlertJson[] }).alerts);
 
 test('fires, re-sends to Alertmanager only, resolves; events and metrics follow', async (t) => {
   const am = await startReceiver();

@@ -9,6 +9,6 @@ import { processIo } from '../cli/cli-io';
 const controller = new AbortController();
 process.once('SIGINT', () => controller.abort());
 process.once('SIGTERM', () => controller.abort());
-runCli(process.argv.slice(2), processIo, controller.signal).then((code) => {
+void runCli(process.argv.slice(2), processIo, controller.signal).then((code) => {
   process.exitCode = code;
 });

@@ -139,7 +139,7 @@ export class Daemon {
 
   /** Libvirt's hook said something changed: look again now. */
   libvirtChanged(): void {
-    this.libvirt?.rescan();
+    void this.libvirt?.rescan();
   }
 
   /**
@@ -288,7 +288,7 @@ export class Daemon {
       await this.discovery?.rescan();
       this.startLibvirt();
     }
-    this.verifyTask?.destroy();
+    void this.verifyTask?.destroy();
     this.verifyTask = cron.schedule(next.verify.schedule, () => void this.verifyAll(), { noOverlap: true });
     await this.peers.refresh();
     for (const s of this.supervisors.values()) s.rejudge();
@@ -307,7 +307,7 @@ export class Daemon {
   }
 
   async stop(): Promise<void> {
-    this.verifyTask?.destroy();
+    void this.verifyTask?.destroy();
     this.verifyTask = null;
     this.discovery?.stop();
     this.libvirt?.stop();

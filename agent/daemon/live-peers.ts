@@ -80,21 +80,17 @@ export class LivePeers {
   async refresh(): Promise<void> {
     const r = this.current();
     const all = await Promise.all(
-      r
-        .list()
-        .map((p) =>
-          r
-            .facts(p)
-            .catch(
-              (err) =>
-                ({
-                  name: p.name,
-                  physBits: null,
-                  reachable: false,
-                  error: { code: 'PEER_UNREACHABLE', message: String(err) },
-                }) as PeerFactsResult,
-            ),
+      r.list().map((p) =>
+        r.facts(p).catch(
+          (err) =>
+            ({
+              name: p.name,
+              physBits: null,
+              reachable: false,
+              error: { code: 'PEER_UNREACHABLE', message: String(err) },
+            }) as PeerFactsResult,
         ),
+      ),
     );
     for (const f of all) {
       const before = this.known.find((k) => k.name === f.name);
