@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what physbits needs on a Debian machine, only where missing: Node.js and npm, QEMU,
-# socat, Prometheus (promtool), Alertmanager and libvirt (for the tests and the demo).
+# socat, Prometheus (promtool), Alertmanager and libvirt (for the tests and the demo), and the
+# Debian 13 tree whose QEMU 10 the tests run beside this machine's QEMU (contrib/debian13-tree.sh).
 set -euo pipefail
-pkgs=(qemu-system-x86 qemu-utils socat prometheus prometheus-alertmanager libvirt-daemon-system libvirt-clients)
+pkgs=(qemu-system-x86 qemu-utils socat prometheus prometheus-alertmanager libvirt-daemon-system libvirt-clients ovmf mmdebstrap)
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 missing=()
@@ -17,3 +18,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   # The packages' own services are not wanted here: physbits' tests start what they need.
   DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+bash "$(dirname "$0")/debian13-tree.sh"

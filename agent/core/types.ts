@@ -103,6 +103,11 @@ export interface GuestFacts {
   /** QEMU run state from query-status (e.g. 'running', 'paused', 'prelaunch'). */
   runState: string | null;
   layout: GuestLayout | null;
+  /**
+   * Reads the layout needs that this QEMU did not answer (e.g. "qom-get /machine/device-memory[0] size"):
+   * the layout lacks what they would have given; the verdict names each (GUEST_FACT_UNREADABLE).
+   */
+  unreadable?: string[];
 }
 
 export interface Policy {

@@ -114,6 +114,34 @@ export function memoryEncryptionFrom(r: EncryptionReads): GuestMemoryEncryption 
   return { active: true, type, reducedPhysBits: reduced };
 }
 
+/** The device-memory (hot-plug) region's QOM path, the same on every QEMU since 2.x. */
+export const DEVICE_MEMORY_REGION = '/machine/device-memory[0]';
+
+export interface DeviceMemoryReads {
+  /** /machine/device-memory[0] exists (qom-list /machine) or the 7.2 machine property said so. */
+  exists: boolean;
+  /** qom-get /machine/device-memory[0] size: the MemoryRegion's own "size" (system/memory.c). */
+  regionSize: unknown;
+  /** qom-get /machine device-memory-region-size: QEMU 7.2's machine property (gone in 8.2+). */
+  machineProperty: unknown;
+}
+
+/**
+ * The device-memory region's size from what QEMU answered: the region object's own `size` (every
+ * QEMU: hw/mem/memory-device.c machine_memory_devices_init, 8.2+, and hw/i386/pc.c pc_memory_init
+ * before it create the MemoryRegion "device-memory" as a child of the machine), else QEMU 7.2's
+ * machine property `device-memory-region-size`, else (neither answered) null with the read that
+ * failed named in `unreadable`, never 0: a region that exists is never reported as absent.
+ */
+export function deviceMemorySizeFrom(r: DeviceMemoryReads): { size: number | null; unreadable: string | null } {
+  const region = num(r.regionSize);
+  if (region !== null && region > 0) return { size: region, unreadable: null };
+  const property = num(r.machineProperty);
+  if (property !== null && property > 0) return { size: property, unreadable: null };
+  if (!r.exists) return { size: 0, unreadable: null };
+  return { size: null, unreadable: `qom-get ${DEVICE_MEMORY_REGION} size` };
+}
+
 export interface ReadOptions {
   /** Per-command timeout handed to the executor. */
   timeoutMs?: number;
@@ -150,6 +178,7 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     soft('query-sev'),
     qomGet('/machine', 'type'),
     soft('qom-list', { path: '/machine' }),
+    // QEMU 7.2 only: 8.2 dropped the machine property (the region's own size is read below).
     qomGet('/machine', 'device-memory-region-size'),
     qomGet('/machine', 'max-ram-below-4g'),
     soft('query-memory-devices'),
@@ -185,17 +214,25 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     bridgeProp('pci-hole64-size'),
     bridgeProp('below-4g-mem-size'),
     bridgeProp('above-4g-mem-size'),
-    hasDeviceMemory ? qomGet('/machine/device-memory[0]', 'addr') : Promise.resolve(undefined),
+    hasDeviceMemory ? qomGet(DEVICE_MEMORY_REGION, 'addr') : Promise.resolve(undefined),
+    hasDeviceMemory ? qomGet(DEVICE_MEMORY_REGION, 'size') : Promise.resolve(undefined),
     cgs ? qomGet(cgs, 'type') : Promise.resolve(undefined),
     cgs ? qomGet(cgs, 'reduced-phys-bits') : Promise.resolve(undefined),
   ]);
-  const [hole64Start, hole64End, hole64Size, below4g, above4g, dmBase, cgsType, reducedPhysBits] = rest;
+  const [hole64Start, hole64End, hole64Size, below4g, above4g, dmBase, dmRegionSize, cgsType, reducedPhysBits] = rest;
   const physBits = num(await physBitsP.catch((err) => rethrow(err, `qom-get ${cpuPath} phys-bits failed`)));
   if (physBits === null || physBits === 0) {
     throw new GuestFactsError(`${cpuPath} reported no phys-bits value`);
   }
 
   const memoryDevices = parseMemoryDevices(memDevs);
+  const deviceMemory = deviceMemorySizeFrom({
+    exists: hasDeviceMemory,
+    regionSize: dmRegionSize,
+    machineProperty: dmSize,
+  });
+  const unreadable: string[] = [];
+  if (deviceMemory.unreadable) unreadable.push(deviceMemory.unreadable);
   let layout: GuestLayout | null = null;
   try {
     layout = computeLayout({
@@ -207,7 +244,7 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
       ramBelow4g: num(below4g),
       ramAbove4g: num(above4g),
       deviceMemoryBase: num(dmBase),
-      deviceMemorySize: num(dmSize),
+      deviceMemorySize: deviceMemory.size,
       pciHole64Start: num(hole64Start),
       pciHole64End: num(hole64End),
       pciHole64Size: num(hole64Size),
@@ -236,6 +273,7 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     memoryEncryption: memoryEncryptionFrom({ sev, cgsType: str(cgsType), reducedPhysBits }),
     runState: str(obj(status)?.status),
     layout,
+    ...(unreadable.length > 0 ? { unreadable } : {}),
   };
 }
 

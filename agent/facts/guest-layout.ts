@@ -156,7 +156,7 @@ export interface LayoutInputs {
   ramAbove4g: number | null;
   /** qom-get /machine/device-memory[0] addr (the region's base). */
   deviceMemoryBase: number | null;
-  /** qom-get /machine device-memory-region-size (0 when there is none). */
+  /** The device-memory region's size (guest-facts.ts deviceMemorySizeFrom; 0 when there is none). */
   deviceMemorySize: number | null;
   /** Host bridge pci-hole64-start / -end / -size. */
   pciHole64Start: number | null;

@@ -180,7 +180,10 @@ export async function decideMemoryHotplug(input: MemoryRuleInput): Promise<Memor
   if (!region) {
     return {
       outcome: 'unknown',
-      message: `the device-memory region of the guest is not known, so where QEMU would place ${name(dev)} cannot be predicted`,
+      message:
+        `the device-memory region of the guest is not known` +
+        (guest.unreadable?.length ? ` (QEMU did not answer ${guest.unreadable.join(', ')})` : '') +
+        `, so where QEMU would place ${name(dev)} cannot be predicted`,
     };
   }
   let plugged: { addr: number; size: number; id?: string | null }[];

@@ -14,6 +14,7 @@ export type ReasonCode =
   | 'KVM_SMALLER_MAXPHYADDR_NOT_ALLOWED'
   | 'HOST_PHYS_BITS_LIMITED'
   | 'GUEST_PHYS_BITS_SET'
+  | 'GUEST_FACT_UNREADABLE'
   | 'MIGRATION_PEER_NARROWER'
   | 'MIGRATION_PEER_LAYOUT'
   | 'PEER_UNREACHABLE'
@@ -30,6 +31,7 @@ export const REASON_SEVERITY: Readonly<Record<ReasonCode, Severity>> = {
   KVM_SMALLER_MAXPHYADDR_NOT_ALLOWED: 'info',
   HOST_PHYS_BITS_LIMITED: 'ok',
   GUEST_PHYS_BITS_SET: 'info',
+  GUEST_FACT_UNREADABLE: 'warning',
   MIGRATION_PEER_NARROWER: 'warning',
   MIGRATION_PEER_LAYOUT: 'warning',
   PEER_UNREACHABLE: 'info',
@@ -231,6 +233,16 @@ export function guestPhysBitsSet(guestPhysBits: number, physBits: number): Reaso
     `guest-phys-bits=${guestPhysBits} asks the guest firmware and OS to use only ${guestPhysBits} of its ` +
       `${physBits} phys-bits; the hint is advisory, so physbits compares phys-bits=${physBits}; ` +
       `set phys-bits=${guestPhysBits} to make the limit binding`,
+  );
+}
+
+/** `read` names what QEMU did not answer, e.g. "qom-get /machine/device-memory[0] size". */
+export function guestFactUnreadable(read: string): Reason {
+  return reason(
+    'GUEST_FACT_UNREADABLE',
+    `this QEMU did not answer ${read}, so the guest's layout lacks what it gives (the device-memory ` +
+      `region's size): layout checks and hot-plug predictions that need it cannot be made; ` +
+      `see docs/guest-facts.md, "Supported QEMU versions"`,
   );
 }
 

@@ -172,6 +172,7 @@ export function computeVerdict(input: VerdictInput): Verdict {
     smallerMaxphyaddrReason(host, guest),
     hostPhysBitsLimitedReason(host, guest, peers),
     guestPhysBitsReason(guest),
+    ...(guest.unreadable ?? []).map(R.guestFactUnreadable),
     ...peerReasons(guest, peers),
   ];
   const reasons = candidates.filter((r): r is Reason => r !== null).sort(R.byDescendingSeverity);

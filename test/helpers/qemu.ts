@@ -1,14 +1,96 @@
 /**
- * Starts real, paused QEMU guests for tests: `-S -nodefaults -display none`, a few MiB each.
- * TCG unless `accel: 'kvm'` is asked for and /dev/kvm can be opened.
+ * Starts real QEMU guests for tests: paused (`-S -nodefaults -display none`, a few MiB each), or
+ * firmware-booted (SeaBIOS or OVMF run until they have placed the PCI BARs). TCG unless
+ * `accel: 'kvm'` is asked for and /dev/kvm can be opened.
+ *
+ * Two QEMUs: this machine's (`HOST_QEMU`, QEMU 7.2 on Debian 12) and Debian 13's QEMU 10 with its
+ * SeaBIOS and OVMF (`TRIXIE_QEMU`), run as `chroot <tree> qemu-system-x86_64 ...` from the tree
+ * contrib/debian13-tree.sh builds (PHYSBITS_TEST_TRIXIE, default /var/cache/physbits-test/trixie).
+ * A chrooted guest's sockets live inside the tree and are reached through the tree's path:
+ * `qemu.tempDir()` gives a directory both sides see. When the tree is missing, every guest started
+ * on it fails with one line saying so; nothing is skipped.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative, resolve, sep } from 'node:path';
 
 export const QEMU = process.env.PHYSBITS_TEST_QEMU ?? 'qemu-system-x86_64';
+export const TRIXIE_TREE = process.env.PHYSBITS_TEST_TRIXIE ?? '/var/cache/physbits-test/trixie';
+const TREE_MARKER = '.physbits-tree-complete';
+
+/** One QEMU the tests run guests on. */
+export interface Qemu {
+  /** For test titles: "QEMU 7.2", "QEMU 10.0". */
+  label: string;
+  /** The Debian 13 tree it runs chrooted in; null for this machine's QEMU. */
+  tree: string | null;
+  /** The command line prefix that runs it. */
+  command: string[];
+  /** Why it cannot run (tree missing), or null. */
+  unavailable: string | null;
+  /** A fresh temp directory QEMU can reach (inside the tree for a chrooted QEMU). */
+  tempDir(prefix?: string): string;
+  /** The path QEMU sees for a path on this side (inside the tree: relative to its root). */
+  inner(path: string): string;
+  /** Firmware images as QEMU sees them. */
+  firmware: { seabios: string; ovmfCode: string; ovmfVars: string };
+}
+
+function versionLabel(command: string[]): string | null {
+  try {
+    const out = execFileSync(command[0], [...command.slice(1), '--version'], { encoding: 'utf8', timeout: 10000 });
+    const m = /version (\d+)\.(\d+)/.exec(out);
+    return m ? `QEMU ${m[1]}.${m[2]}` : null;
+  } catch {
+    return null;
+  }
+}
+
+const hostFirmware = {
+  seabios: 'bios-256k.bin',
+  ovmfCode: '/usr/share/OVMF/OVMF_CODE_4M.fd',
+  ovmfVars: '/usr/share/OVMF/OVMF_VARS_4M.fd',
+};
+
+export const HOST_QEMU: Qemu = {
+  label: versionLabel([QEMU]) ?? 'QEMU (host)',
+  tree: null,
+  command: [QEMU],
+  unavailable: null,
+  tempDir: (prefix = 'physbits-qemu-') => mkdtempSync(join(tmpdir(), prefix)),
+  inner: (path) => path,
+  firmware: hostFirmware,
+};
+
+function trixieQemu(tree: string): Qemu {
+  const complete = existsSync(join(tree, TREE_MARKER));
+  const command = ['chroot', tree, 'qemu-system-x86_64'];
+  const label = (complete && versionLabel(command)) || 'QEMU 10 (Debian 13 tree)';
+  return {
+    label,
+    tree,
+    command,
+    unavailable: complete
+      ? null
+      : `the Debian 13 QEMU tree is missing at ${tree}: bash contrib/debian13-tree.sh builds it`,
+    tempDir(prefix = 'physbits-qemu-') {
+      mkdirSync(join(tree, 'tmp'), { recursive: true });
+      return mkdtempSync(join(tree, 'tmp', prefix));
+    },
+    inner(path) {
+      const rel = relative(tree, resolve(path));
+      if (rel.startsWith('..') || rel.startsWith(sep)) throw new Error(`${path} is outside the tree ${tree}`);
+      return `/${rel}`;
+    },
+    firmware: hostFirmware,
+  };
+}
+
+export const TRIXIE_QEMU: Qemu = trixieQemu(TRIXIE_TREE);
+/** Every QEMU the end-to-end tests run on. */
+export const QEMUS: readonly Qemu[] = [HOST_QEMU, TRIXIE_QEMU];
 
 /** Every guest still running, killed when the test worker exits however it exits. */
 const running = new Set<ChildProcess>();
@@ -44,10 +126,19 @@ export interface GuestOptions {
   /** Socket file name, default `${name ?? 'vm'}.qmp`. */
   socketName?: string;
   extraArgs?: string[];
+  /** Which QEMU (default HOST_QEMU). */
+  qemu?: Qemu;
+  /**
+   * Boot this firmware instead of staying paused at -S: the guest runs until the firmware has
+   * programmed every BAR of the devices in extraArgs (no disk: it then waits for a boot device).
+   */
+  firmware?: 'seabios' | 'ovmf';
 }
 
 export interface Guest {
+  /** The QMP socket's path on this side (inside the tree for a chrooted QEMU). */
   socket: string;
+  qemu: Qemu;
   dir: string;
   pid: number;
   process: ChildProcess;
@@ -68,11 +159,25 @@ function accepts(socket: string): Promise<boolean> {
 }
 
 export async function startGuest(opts: GuestOptions = {}): Promise<Guest> {
+  const qemu = opts.qemu ?? HOST_QEMU;
+  if (qemu.unavailable) throw new Error(qemu.unavailable);
   const ownDir = !opts.dir;
-  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'physbits-qemu-'));
+  const dir = opts.dir ?? qemu.tempDir('physbits-qemu-');
   const socket = join(dir, opts.socketName ?? `${opts.name ?? 'vm'}.qmp`);
   const accel = opts.accel === 'kvm' && kvmUsable() ? 'kvm' : 'tcg';
   const cpu = [opts.model ?? 'qemu64', opts.cpu].filter(Boolean).join(',');
+  const firmware: string[] = [];
+  if (opts.firmware === 'seabios') firmware.push('-bios', qemu.firmware.seabios);
+  if (opts.firmware === 'ovmf') {
+    const vars = join(dir, `${opts.name ?? 'vm'}-vars.fd`);
+    copyFileSync(qemu.tree ? join(qemu.tree, qemu.firmware.ovmfVars) : qemu.firmware.ovmfVars, vars);
+    firmware.push(
+      '-drive',
+      `if=pflash,format=raw,unit=0,readonly=on,file=${qemu.firmware.ovmfCode}`,
+      '-drive',
+      `if=pflash,format=raw,unit=1,file=${qemu.inner(vars)}`,
+    );
+  }
   const args = [
     '-machine',
     `q35,accel=${accel}`,
@@ -80,17 +185,17 @@ export async function startGuest(opts: GuestOptions = {}): Promise<Guest> {
     cpu,
     '-m',
     opts.memory ?? '64M',
-    '-S',
+    ...(opts.firmware ? firmware : ['-S']),
     '-nodefaults',
     '-display',
     'none',
     '-no-user-config',
     '-qmp',
-    `unix:${socket},server=on,wait=off`,
+    `unix:${qemu.inner(socket)},server=on,wait=off`,
     ...(opts.name ? ['-name', opts.name] : []),
     ...(opts.extraArgs ?? []),
   ];
-  const child = spawn(QEMU, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(qemu.command[0], [...qemu.command.slice(1), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => {
     if (stderr.length < 8192) stderr += d.toString();
@@ -121,6 +226,7 @@ export async function startGuest(opts: GuestOptions = {}): Promise<Guest> {
   }
   return {
     socket,
+    qemu,
     dir,
     pid: child.pid!,
     process: child,
