@@ -16,6 +16,8 @@ import { AMTOOL, PROMTOOL, requireTool } from './helpers/alertmanager';
 const ROOT = join(__dirname, '..', '..');
 const RULES = join(ROOT, 'contrib/prometheus/physbits-rules.yml');
 const RULE_TESTS = join(ROOT, 'contrib/prometheus/physbits-rules.test.yml');
+const FLEET_RULES = join(ROOT, 'contrib/prometheus/physbits-fleet-rules.yml');
+const FLEET_RULE_TESTS = join(ROOT, 'contrib/prometheus/physbits-fleet-rules.test.yml');
 const ROUTES = join(ROOT, 'contrib/alertmanager/route-example.yml');
 const DASHBOARD = join(ROOT, 'contrib/grafana/physbits-dashboard.json');
 
@@ -49,6 +51,16 @@ test('promtool check rules accepts the alerting rules', (t) => {
 test('promtool test rules: the cases that must fire do, the silent ones stay silent', (t) => {
   if (!requireTool(t, PROMTOOL, 'prometheus')) return t.pass();
   const r = run(PROMTOOL, ['test', 'rules', RULE_TESTS]);
+  t.is(r.status, 0, r.out);
+  t.regex(r.out, /SUCCESS/);
+});
+
+test('promtool: the fleet rules check, and their tests pass (guests that fit no other host, pools narrower than a guest)', (t) => {
+  if (!requireTool(t, PROMTOOL, 'prometheus')) return t.pass();
+  const check = run(PROMTOOL, ['check', 'rules', FLEET_RULES]);
+  t.is(check.status, 0, check.out);
+  t.regex(check.out, /SUCCESS: 8 rules found/);
+  const r = run(PROMTOOL, ['test', 'rules', FLEET_RULE_TESTS]);
   t.is(r.status, 0, r.out);
   t.regex(r.out, /SUCCESS/);
 });
@@ -87,6 +99,16 @@ test('amtool accepts the example route, and it routes physbits alerts as documen
 test('rules and dashboard use only metrics physbits exports', async (t) => {
   const exported = await exportedNames();
   const rules = usedNames(readFileSync(RULES, 'utf8'));
+  const fleetRules = usedNames(readFileSync(FLEET_RULES, 'utf8'));
+  t.deepEqual(
+    fleetRules.filter((n) => !exported.has(n)),
+    [],
+  );
+  t.deepEqual(fleetRules, [
+    'physbits_guest_highest_address_bytes',
+    'physbits_guest_phys_bits',
+    'physbits_host_phys_bits',
+  ]);
   const dashboardText = readFileSync(DASHBOARD, 'utf8');
   const dashboard = usedNames(dashboardText);
   t.deepEqual(

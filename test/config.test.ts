@@ -31,6 +31,7 @@ test('config.example.json names every key the schema knows (the strict schema re
     'api.listen',
     'api.tokenFile',
     'alerts.generatorURL',
+    'fleet.pool',
   ];
   for (const key of [...keyPaths(parseConfig({})), ...optional])
     t.true(documented.has(key), `${key} missing from config.example.json`);

@@ -213,7 +213,7 @@ test.serial('SIGHUP: a good config changes verdicts; a bad one is logged and the
   );
   await d.waitForLog((l) => l.message === 'configuration reloaded');
 
-  t.regex(await d.metrics(), /physbits_host_phys_bits 46/);
+  t.regex(await d.metrics(), /physbits_host_phys_bits\{host="[^"]+"\} 46/);
   writeConfig(d.configPath, mergeConfig(d.config, { host: { physBits: 'forty' } }));
   process.kill(d.pid, 'SIGHUP');
   const refused = await d.waitForLog((l) => l.message === 'reload refused: keeping the running configuration');
@@ -456,8 +456,8 @@ test.serial("guard: a DIMM above 2^host.physBits is refused with the client's ow
     'refusals in /metrics',
     5000,
   );
-  t.regex(metrics, /physbits_host_phys_bits 33/);
-  t.regex(metrics, /physbits_guest_phys_bits\{vm="hotplug"\} 40/);
+  t.regex(metrics, /physbits_host_phys_bits\{host="[^"]+"\} 33/);
+  t.regex(metrics, /physbits_guest_phys_bits\{vm="hotplug",host="[^"]+",accelerator="tcg"\} 40/);
 });
 
 test.serial('two clients on one guarded socket both get their replies and the RESUME event after cont', async (t) => {

@@ -152,3 +152,47 @@ test('promtool check metrics accepts what /metrics serves', async (t) => {
   t.false(text.includes('nodejs_active_handles_total'));
   t.true(text.includes('nodejs_active_handles '));
 });
+
+test('fleet identity: host_info and the host label on the series a fleet query joins; relabelled when it changes', async (t) => {
+  const m = new Metrics({ version: '0', defaultMetrics: false });
+  m.setHost({ physBits: 46, name: 'hv1' }, 'east');
+  m.setVm(
+    'web1',
+    { physBits: 46, accelerator: 'kvm', layout: { highestAddress: 53687091200 } as never },
+    { relation: 'equal', severity: 'ok' },
+  );
+  m.setVm('ci1', { physBits: 40, accelerator: 'tcg', layout: null }, { relation: 'narrower', severity: 'ok' });
+  let text = await m.text();
+  t.deepEqual(series(text, 'physbits_host_info'), ['physbits_host_info{host="hv1",pool="east"} 1']);
+  t.deepEqual(series(text, 'physbits_host_phys_bits'), ['physbits_host_phys_bits{host="hv1",pool="east"} 46']);
+  t.deepEqual(series(text, 'physbits_guest_phys_bits'), [
+    'physbits_guest_phys_bits{vm="web1",host="hv1",pool="east",accelerator="kvm"} 46',
+    'physbits_guest_phys_bits{vm="ci1",host="hv1",pool="east",accelerator="tcg"} 40',
+  ]);
+  t.deepEqual(series(text, 'physbits_guest_highest_address_bytes'), [
+    'physbits_guest_highest_address_bytes{vm="web1",host="hv1",pool="east"} 53687091200',
+  ]);
+  t.deepEqual(series(text, 'physbits_vm_up'), [
+    'physbits_vm_up{vm="web1",host="hv1",pool="east"} 1',
+    'physbits_vm_up{vm="ci1",host="hv1",pool="east"} 1',
+  ]);
+
+  // Renamed, no pool; a guest restarted under another accelerator: no series under the old labels.
+  m.setHost({ physBits: 39, name: 'hv9' });
+  m.setVm('ci1', { physBits: 40, accelerator: 'kvm', layout: null }, { relation: 'wider', severity: 'critical' });
+  m.setVmUp('web1', false);
+  text = await m.text();
+  t.deepEqual(series(text, 'physbits_host_info'), ['physbits_host_info{host="hv9"} 1']);
+  t.deepEqual(series(text, 'physbits_host_phys_bits'), ['physbits_host_phys_bits{host="hv9"} 39']);
+  t.deepEqual(series(text, 'physbits_guest_phys_bits'), [
+    'physbits_guest_phys_bits{vm="web1",host="hv9",accelerator="kvm"} 46',
+    'physbits_guest_phys_bits{vm="ci1",host="hv9",accelerator="kvm"} 40',
+  ]);
+  t.deepEqual(series(text, 'physbits_vm_up'), [
+    'physbits_vm_up{vm="web1",host="hv9"} 0',
+    'physbits_vm_up{vm="ci1",host="hv9"} 1',
+  ]);
+  m.removeVm('web1');
+  text = await m.text();
+  t.false(text.includes('vm="web1"'));
+});

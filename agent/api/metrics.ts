@@ -46,15 +46,36 @@ interface VmState {
   severity: Severity | null;
   commands: Set<string>;
   codes: Set<string>;
+  /** The last values of the series that carry this host's identity, to relabel them when it changes. */
+  physBits: number | null;
+  accelerator: string | null;
+  highestAddress: number | null;
+  up: boolean | null;
+  /** The label sets those series were last written with (removed when they change). */
+  guestLabels: Labels | null;
+  vmLabels: Labels | null;
+}
+
+type Labels = Record<string, string>;
+
+/** Who this host is in the fleet: physbits_host_info{host,pool}, and the same labels on the series a fleet query joins. */
+export interface HostIdentity {
+  /** host.name; no identity labels while it is unknown. */
+  host?: string;
+  /** fleet.pool; the label is left out when no pool is configured. */
+  pool?: string;
 }
 
 export class Metrics implements AlertMetrics {
   readonly registry = new Registry();
   private readonly vms = new Map<string, VmState>();
-  private readonly hostPhysBits: Gauge;
-  private readonly guestPhysBits: Gauge<'vm'>;
+  private identity: Labels = {};
+  private readonly hostInfo: Gauge<'host' | 'pool'>;
+  private readonly hostPhysBits: Gauge<'host' | 'pool'>;
+  private readonly guestPhysBits: Gauge<'vm' | 'host' | 'pool' | 'accelerator'>;
+  private readonly guestHighestAddress: Gauge<'vm' | 'host' | 'pool'>;
   private readonly vmSeverity: Gauge<'vm'>;
-  private readonly vmUp: Gauge<'vm'>;
+  private readonly vmUp: Gauge<'vm' | 'host' | 'pool'>;
   private readonly refusedCommands: Counter<'vm' | 'command'>;
   private readonly qmpErrors: Counter<'vm' | 'code'>;
   private readonly qmpDuration: Histogram<'vm'>;
@@ -72,15 +93,28 @@ export class Metrics implements AlertMetrics {
       labelNames: ['version'],
       registers: r,
     }).set({ version: opts.version }, 1);
+    this.hostInfo = new Gauge({
+      name: 'physbits_host_info',
+      help: "Always 1; host is this host's name in fleet documents (host.name), pool its fleet.pool when set.",
+      labelNames: ['host', 'pool'],
+      registers: r,
+    });
     this.hostPhysBits = new Gauge({
       name: 'physbits_host_phys_bits',
       help: 'Physical address width of this host (bits), after any host.physBits override.',
+      labelNames: ['host', 'pool'],
       registers: r,
     });
     this.guestPhysBits = new Gauge({
       name: 'physbits_guest_phys_bits',
       help: "The guest CPU's phys-bits as QEMU resolved it.",
-      labelNames: ['vm'],
+      labelNames: ['vm', 'host', 'pool', 'accelerator'],
+      registers: r,
+    });
+    this.guestHighestAddress = new Gauge({
+      name: 'physbits_guest_highest_address_bytes',
+      help: "One past the highest guest-physical address the guest's memory layout can use now.",
+      labelNames: ['vm', 'host', 'pool'],
       registers: r,
     });
     this.vmSeverity = new Gauge({
@@ -92,7 +126,7 @@ export class Metrics implements AlertMetrics {
     this.vmUp = new Gauge({
       name: 'physbits_vm_up',
       help: "1 when the VM's QMP socket answered the last read, 0 when not.",
-      labelNames: ['vm'],
+      labelNames: ['vm', 'host', 'pool'],
       registers: r,
     });
     const vms = this.vms;
@@ -170,39 +204,91 @@ export class Metrics implements AlertMetrics {
 
   private vm(vm: string): VmState {
     let s = this.vms.get(vm);
-    if (!s) this.vms.set(vm, (s = { relation: null, severity: null, commands: new Set(), codes: new Set() }));
+    if (!s) {
+      s = {
+        relation: null,
+        severity: null,
+        commands: new Set(),
+        codes: new Set(),
+        physBits: null,
+        accelerator: null,
+        highestAddress: null,
+        up: null,
+        guestLabels: null,
+        vmLabels: null,
+      };
+      this.vms.set(vm, s);
+    }
     return s;
   }
 
-  setHost(host: Pick<HostFacts, 'physBits'>): void {
-    this.hostPhysBits.set(host.physBits);
+  /** The host's width, and who it is in the fleet (its name and pool label every series a fleet query joins). */
+  setHost(host: Pick<HostFacts, 'physBits'> & { name?: string }, pool?: string): void {
+    const identity: Labels = {};
+    if (host.name) identity.host = host.name;
+    if (host.name && pool) identity.pool = pool;
+    const changed = JSON.stringify(identity) !== JSON.stringify(this.identity);
+    this.identity = identity;
+    this.hostPhysBits.reset();
+    this.hostPhysBits.set(identity, host.physBits);
+    this.hostInfo.reset();
+    if (identity.host) this.hostInfo.set(identity, 1);
+    if (changed) for (const [vm, s] of this.vms) this.writeVm(vm, s);
   }
 
-  /** A successful read of the VM: its width and verdict. */
-  setVm(vm: string, guest: Pick<GuestFacts, 'physBits'>, verdict: Pick<Verdict, 'relation' | 'severity'>): void {
+  /** Writes the VM's identity-carrying series from its state, dropping those written under other labels. */
+  private writeVm(vm: string, s: VmState): void {
+    const vmLabels: Labels = { vm, ...this.identity };
+    const guestLabels: Labels = s.accelerator ? { ...vmLabels, accelerator: s.accelerator } : vmLabels;
+    if (s.guestLabels && !sameLabels(s.guestLabels, guestLabels)) this.guestPhysBits.remove(s.guestLabels);
+    if (s.vmLabels && !sameLabels(s.vmLabels, vmLabels)) {
+      this.guestHighestAddress.remove(s.vmLabels);
+      this.vmUp.remove(s.vmLabels);
+    }
+    s.guestLabels = guestLabels;
+    s.vmLabels = vmLabels;
+    if (s.physBits !== null) this.guestPhysBits.set(guestLabels, s.physBits);
+    if (s.highestAddress !== null) this.guestHighestAddress.set(vmLabels, s.highestAddress);
+    else this.guestHighestAddress.remove(vmLabels);
+    if (s.up !== null) this.vmUp.set(vmLabels, s.up ? 1 : 0);
+  }
+
+  /** A successful read of the VM: its width, accelerator and layout, and its verdict. */
+  setVm(
+    vm: string,
+    guest: Pick<GuestFacts, 'physBits'> & Partial<Pick<GuestFacts, 'accelerator' | 'layout'>>,
+    verdict: Pick<Verdict, 'relation' | 'severity'>,
+  ): void {
     const s = this.vm(vm);
     s.relation = verdict.relation;
     s.severity = verdict.severity;
-    this.guestPhysBits.set({ vm }, guest.physBits);
+    s.physBits = guest.physBits;
+    s.accelerator = guest.accelerator ?? null;
+    s.highestAddress = guest.layout?.highestAddress ?? null;
+    s.up = true;
+    this.writeVm(vm, s);
     this.vmSeverity.set({ vm }, SEVERITY_VALUE[verdict.severity]);
-    this.vmUp.set({ vm }, 1);
   }
 
   /** Whether the VM's QMP socket answered. */
   setVmUp(vm: string, up: boolean): void {
-    this.vm(vm);
-    this.vmUp.set({ vm }, up ? 1 : 0);
+    const s = this.vm(vm);
+    s.up = up;
+    this.writeVm(vm, s);
   }
 
   /** Drops every series of the VM (it is gone). */
   removeVm(vm: string): void {
     const s = this.vms.get(vm);
     this.vms.delete(vm);
-    this.guestPhysBits.remove({ vm });
     this.vmSeverity.remove({ vm });
-    this.vmUp.remove({ vm });
     this.qmpDuration.remove({ vm });
     if (!s) return;
+    if (s.guestLabels) this.guestPhysBits.remove(s.guestLabels);
+    if (s.vmLabels) {
+      this.guestHighestAddress.remove(s.vmLabels);
+      this.vmUp.remove(s.vmLabels);
+    }
     for (const command of s.commands) this.refusedCommands.remove({ vm, command });
     for (const code of s.codes) this.qmpErrors.remove({ vm, code });
   }
@@ -244,6 +330,11 @@ export class Metrics implements AlertMetrics {
   text(): Promise<string> {
     return this.registry.metrics();
   }
+}
+
+function sameLabels(a: Labels, b: Labels): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((k) => a[k] === b[k]);
 }
 
 function bounded(seen: Set<string>, value: string): string {

@@ -150,6 +150,19 @@ export const configSchema = z
       .strict()
       .prefault({}),
     peers: z.array(z.union([livePeer, staticPeer])).default([]),
+    fleet: z
+      .object({
+        /** This host's pool: the `pool` label of physbits_host_info and the series a fleet query joins. */
+        pool: z
+          .string()
+          .min(1)
+          .max(128)
+          .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
+          .nullish()
+          .transform((v) => v ?? undefined),
+      })
+      .strict()
+      .prefault({}),
     policy: z
       .object({
         accelerators: z.array(z.string().min(1)).default(['kvm']),

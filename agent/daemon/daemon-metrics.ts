@@ -22,8 +22,8 @@ export class DaemonMetrics {
     return `${this.server.address.includes(':') ? `[${this.server.address}]` : this.server.address}:${this.server.port}`;
   }
 
-  setHost(host: HostFacts): void {
-    this.metrics.setHost(host);
+  setHost(host: HostFacts, pool: string | undefined): void {
+    this.metrics.setHost(host, pool);
   }
 
   setVm(s: VmStatus): void {

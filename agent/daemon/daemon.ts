@@ -74,7 +74,7 @@ export class Daemon {
     // stop before touching any of them (opening the spool compacts it under the other's feet).
     if ((await probeSocketPath(resolve(cfg.api.socket))) === 'live')
       throw new SocketInUseError(resolve(cfg.api.socket));
-    this.metrics.setHost(this.host);
+    this.metrics.setHost(this.host, this.config.fleet.pool);
     await this.alerts.start();
     this.metricsAddress = await this.metrics.listen(cfg.metrics.listen);
     this.logger.info('metrics listening', { address: this.metricsAddress });
@@ -256,7 +256,7 @@ export class Daemon {
   async verifyAll(): Promise<void> {
     try {
       this.host = this.readHost(this.config);
-      this.metrics.setHost(this.host);
+      this.metrics.setHost(this.host, this.config.fleet.pool);
     } catch (err) {
       this.logger.error('host facts unreadable; keeping the last ones', { error: (err as Error).message });
     }
@@ -274,7 +274,7 @@ export class Daemon {
       this.logger.warn('settings that take effect at the next restart changed', { keys: restartOnly.join(',') });
     this.config = next;
     this.host = this.readHost(next);
-    this.metrics.setHost(this.host);
+    this.metrics.setHost(this.host, this.config.fleet.pool);
     this.alerts.reconfigure();
     const sameDiscovery =
       JSON.stringify(prev.discovery) === JSON.stringify(next.discovery) &&
