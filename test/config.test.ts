@@ -61,14 +61,38 @@ const bad: Array<[string, unknown, RegExp]> = [
   ['out of range', { host: { physBits: 65 } }, /^config: host\.physBits: /],
   ['bad enum', { guard: { unknownPeer: 'maybe' } }, /^config: guard\.unknownPeer: /],
   ['bad host:port', { metrics: { listen: '9741' } }, /^config: metrics\.listen: expected host:port$/],
-  ['peer without width or url', { peers: [{ name: 'a', address: 'b' }] }, /^config: peers\[0\]/],
+  ['peer without width or url', { peers: [{ name: 'a', address: 'b' }] }, /^config: peers\[0\]\.physBits: required$/],
+  [
+    'a peer without address',
+    {
+      peers: [
+        { name: 'a', address: 'b', physBits: 40 },
+        { name: 'b', physBits: 40 },
+      ],
+    },
+    /^config: peers\[1\]\.address: required$/,
+  ],
+  [
+    'a live peer without tokenFile',
+    { peers: [{ name: 'a', address: 'b', url: 'http://b:9740' }] },
+    /^config: peers\[0\]\.tokenFile: required$/,
+  ],
+  [
+    'a pattern of the wrong type',
+    { discovery: { sockets: [3] } },
+    /^config: discovery\.sockets\[0\]: expected string or object$/,
+  ],
   ['bad webhook url', { alerts: { webhooks: [{ url: 'not a url' }] } }, /^config: alerts\.webhooks\[0\]\.url: /],
   [
     'listen without token',
     { api: { listen: '0.0.0.0:9740' } },
     /^config: api\.tokenFile: required when api\.listen is set$/,
   ],
-  ['bad mode string', { discovery: { sockets: [{ glob: '/x', mode: 'grab' }] } }, /^config: discovery\.sockets\[0\]/],
+  [
+    'bad mode string',
+    { discovery: { sockets: [{ glob: '/x', mode: 'grab' }] } },
+    /^config: discovery\.sockets\[0\]\.mode: /,
+  ],
 ];
 for (const [name, raw, re] of bad) {
   test(`a config error names the key: ${name}`, (t) => {

@@ -189,6 +189,59 @@ test.serial("the config's discovery globs are used when no --socket is given", a
   t.deepEqual(names, ['equal', 'limited', 'narrow', 'wide']);
 });
 
+test.serial(
+  '--socket with a glob is expanded to the sockets it matches; one that matches none is refused',
+  async (t) => {
+    const r = await ctl([
+      'scan',
+      '--json',
+      '--config',
+      config(),
+      '--socket',
+      join(vms, 'n*.qmp'),
+      '--socket',
+      sock('wide'),
+    ]);
+    t.is(r.code, 2, r.stderr);
+    const names = (JSON.parse(r.stdout) as StatusDocument).vms.map((v) => v.name).sort();
+    t.deepEqual(names, ['narrow', 'wide']);
+    const none = await ctl(['scan', '--config', config(), '--socket', join(vms, 'nothing-*.qmp')]);
+    t.is(none.code, 64);
+    t.is(none.stdout, '');
+    t.is(none.stderr, `physbitsctl: scan: --socket '${join(vms, 'nothing-*.qmp')}' matches no socket\n`);
+  },
+);
+
+test.serial('a scan that finds nothing says which config and patterns it searched', async (t) => {
+  const pattern = join(dir, 'empty', '*.qmp');
+  const path = config({ discovery: { sockets: [pattern] } });
+  const r = await ctl(['scan', '--config', path]);
+  t.is(r.code, 0);
+  t.regex(r.stdout, /\nno VMs found$/m);
+  t.is(r.stderr, `physbitsctl: scan: no VMs found: no socket matches discovery.sockets in ${path}: ${pattern}\n`);
+  const json = await ctl(['scan', '--json', '--config', path]);
+  t.deepEqual((JSON.parse(json.stdout) as StatusDocument).vms, []);
+  t.is(json.stderr, r.stderr);
+  const empty = config();
+  const e = await ctl(['scan', '--config', empty]);
+  t.is(
+    e.stderr,
+    `physbitsctl: scan: no VMs found: discovery.sockets in ${empty} is empty; name sockets with --socket PATH or set discovery.sockets\n`,
+  );
+});
+
+test.serial('a peer without address: the config error names the field, exit 78', async (t) => {
+  const path = config({
+    peers: [
+      { name: 'hv2', address: 'hv2', physBits: 39 },
+      { name: 'hv3', physBits: 39 },
+    ],
+  });
+  const r = await ctl(['scan', '--config', path, '--socket', sock('wide')]);
+  t.is(r.code, 78);
+  t.is(r.stderr, `physbitsctl: config: ${path}: peers[1].address: required\n`);
+});
+
 test.serial('operator mistakes: one line, no stack, exit 64 or 78', async (t) => {
   const usage = await ctl(['scan', '--bogus']);
   t.is(usage.code, 64);

@@ -6,11 +6,29 @@
  */
 import { execFile } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from '../core/config';
-import { Daemon } from '../daemon/daemon';
+import { ConfigError } from '../core/errors';
 import { EXIT } from '../core/exit-codes';
-import { createLogger } from '../core/logger';
-import { secretFiles, worldReadableWarnings } from '../core/secret-files';
+import type { Daemon } from '../daemon/daemon';
+
+export const DAEMON_HELP = `usage: physbitsd [--config FILE]
+
+The physbits daemon: discovers QEMU's QMP sockets, reads each guest's phys-bits and memory layout,
+compares them with this host and its migration peers, alerts, serves the control API and /metrics, and
+guards each VM's QMP socket against hot-plug and migration the host cannot back. systemd runs it
+(physbitsd.service); it logs to stderr (the journal under systemd).
+
+options:
+  --config FILE  the configuration (default /etc/physbits/config.json; a missing default file
+                 means every default)
+  --help         this help
+  --version      the version and the commit it was built from
+
+signals:
+  SIGHUP         reload the configuration; a bad file is logged and the running one kept
+  SIGTERM, SIGINT  stop: close every connection, remove the sockets it made, exit 0
+
+exit: 0 stopped by a signal, 1 could not start, 64 usage, 78 config
+example: physbitsd --config /etc/physbits/config.json`;
 
 function fatal(message: string, code: number): never {
   process.stderr.write(`physbitsd: ${message}\n`);
@@ -28,16 +46,30 @@ async function main(): Promise<void> {
   try {
     args = parseArgs({
       args: process.argv.slice(2),
-      options: { config: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      options: {
+        config: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'V' },
+      },
       strict: true,
     });
   } catch (err) {
     fatal((err as Error).message.split('\n')[0], EXIT.USAGE);
   }
   if (args.values.help) {
-    process.stdout.write('usage: physbitsd [--config FILE]\n');
+    process.stdout.write(`${DAEMON_HELP}\n`);
     return;
   }
+  if (args.values.version) {
+    const { versionLine } = await import('../core/version');
+    process.stdout.write(`${versionLine('physbitsd')}\n`);
+    return;
+  }
+  // Loaded only to run: --help and --version stay quick.
+  const { loadConfig } = await import('../core/config');
+  const { Daemon } = await import('../daemon/daemon');
+  const { createLogger } = await import('../core/logger');
+  const { secretFiles, worldReadableWarnings } = await import('../core/secret-files');
   const configPath = args.values.config;
   let config;
   try {

@@ -5,12 +5,25 @@ export interface CliIo {
   /** Standard input, read whole (libvirt hook). */
   readStdin?: () => Promise<string>;
   env: NodeJS.ProcessEnv;
+  /** The terminal's width when stdout is one; tables are cut to it unless `--wide`. */
+  columns?: number;
+}
+
+/** The width tables fit: the terminal's, else $COLUMNS when set; a pipe without it gets whole lines. */
+export function terminalColumns(
+  stream: { isTTY?: boolean; columns?: number },
+  env: NodeJS.ProcessEnv,
+): number | undefined {
+  if (stream.isTTY && stream.columns && stream.columns > 0) return stream.columns;
+  const n = Number(env.COLUMNS);
+  return Number.isInteger(n) && n > 0 ? n : undefined;
 }
 
 export const processIo: CliIo = {
   stdout: (t) => void process.stdout.write(t.endsWith('\n') ? t : `${t}\n`),
   stderr: (t) => void process.stderr.write(t.endsWith('\n') ? t : `${t}\n`),
   env: process.env,
+  columns: terminalColumns(process.stdout, process.env),
   readStdin: async () => {
     const chunks: Buffer[] = [];
     let total = 0;

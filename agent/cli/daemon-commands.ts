@@ -19,13 +19,15 @@ export function apiSocket(api: string | undefined, configPath: string | undefine
 const common = { json: { type: 'boolean' }, api: { type: 'string' }, config: { type: 'string' } } as const;
 
 export async function statusCommand(args: string[], io: CliIo): Promise<number> {
-  const { values } = parse('status', args, common);
+  const { values } = parse('status', args, { ...common, wide: { type: 'boolean' } });
   const doc = await apiRequest<StatusDocument>(
     { socketPath: apiSocket(values.api, values.config) },
     'GET',
     '/v1/status',
   );
-  io.stdout(values.json ? JSON.stringify(doc, null, 2) : renderStatus(doc));
+  io.stdout(
+    values.json ? JSON.stringify(doc, null, 2) : renderStatus(doc, { width: values.wide ? undefined : io.columns }),
+  );
   return doc.summary?.exitCode ?? EXIT.UNKNOWN;
 }
 

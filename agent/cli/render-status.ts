@@ -21,26 +21,48 @@ function row(vm: VmStatus, hostBits: number): string[] {
   ].map(printable);
 }
 
-export function renderTable(rows: string[][], header: string[]): string {
+/** The last column never gets fewer characters than this: past it a row is left to wrap. */
+const MIN_LAST = 20;
+
+/** `text` in at most `room` characters, an ellipsis marking the cut. */
+export function cut(text: string, room: number): string {
+  const chars = [...text];
+  return chars.length <= room ? text : `${chars.slice(0, Math.max(0, room - 1)).join('')}…`;
+}
+
+/**
+ * Columns padded to their widest cell; the last (free text) is cut so that each line fits `width`
+ * characters, when a width is given (a terminal's).
+ */
+export function renderTable(rows: string[][], header: string[], width?: number): string {
   const all = [header, ...rows];
-  const widths = header.map((_, i) => Math.max(...all.map((r) => (i === header.length - 1 ? 0 : r[i].length))));
+  const last = header.length - 1;
+  const widths = header.map((_, i) => Math.max(...all.map((r) => (i === last ? 0 : [...r[i]].length))));
+  const before = widths.slice(0, last).reduce((sum, w) => sum + w + 2, 0);
+  const room = width === undefined ? Infinity : Math.max(MIN_LAST, width - before);
   return all
     .map((r) =>
       r
-        .map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i])))
+        .map((cell, i) => (i === last ? cut(cell, room) : cell.padEnd(widths[i])))
         .join('  ')
         .trimEnd(),
     )
     .join('\n');
 }
 
-export function renderStatus(doc: StatusDocument): string {
+export interface StatusRenderOptions {
+  /** The terminal's width: REASON is cut to fit it. Absent: every line whole (`--wide`, pipes). */
+  width?: number;
+}
+
+export function renderStatus(doc: StatusDocument, opts: StatusRenderOptions = {}): string {
   const h = doc.host;
   const head = printable(`host ${h.name}: ${h.physBits} bits physical (${h.physBitsSource}), ${h.vendor}`);
   if (doc.vms.length === 0) return `${head}\nno VMs found`;
   const table = renderTable(
     doc.vms.map((vm) => row(vm, h.physBits)),
     ['VM', 'ACCEL', 'GUEST', 'HOST', 'RELATION', 'SEVERITY', 'REASON'],
+    opts.width,
   );
   return `${head}\n${table}`;
 }

@@ -1,23 +1,50 @@
 /** physbitsctl's dispatcher: subcommand → handler, every error mapped to a line and an exit code. */
-import { ApiError } from '../api/api-client';
-import { ConfigError } from '../core/config';
-import { AgentError, DaemonUnreachableError, UsageError } from '../core/errors';
+import { AgentError, ConfigError, DaemonUnreachableError, UsageError } from '../core/errors';
 import { EXIT } from '../core/exit-codes';
 import type { CliIo } from './cli-io';
+import { commandHelp, findCommand, usage } from './help';
 
-export const USAGE = `usage: physbitsctl COMMAND [OPTIONS]
-  scan [--json] [--config FILE] [--socket PATH]...   check QMP sockets now, without the daemon
-  status [--json] [--api SOCKET]                     the running daemon's view
-  watch [--json] [--api SOCKET]                      stream the daemon's events
-  check-migration VM --to PEER [--json] [--api SOCKET]
-  fleet [--json] [--api SOCKET]                      every guest x every host: fits or not
-  advise [VM] [--pool-bits N] [--json] [--api SOCKET]
-  libvirt-hook [--config FILE] DOMAIN OPERATION SUBOP EXTRA   (domain XML on stdin)
-exit: 0 ok, 1 warning, 2 critical, 3 unknown, 64 usage, 78 config`;
+/** `CMD --help` / `CMD -h` anywhere before a `--`. */
+function asksForHelp(args: string[]): boolean {
+  for (const a of args) {
+    if (a === '--') return false;
+    if (a === '--help' || a === '-h') return true;
+  }
+  return false;
+}
 
+/**
+ * Runs one command. Help and --version load nothing beyond this file and help.ts; each command's
+ * module (and what it needs: the config schema, the QMP client, the glob library) loads on use.
+ */
 export async function runCli(argv: string[], io: CliIo, signal?: AbortSignal): Promise<number> {
   const [command, ...args] = argv;
   try {
+    if (command === '--version' || command === '-V' || command === 'version') {
+      const { versionLine } = await import('../core/version');
+      io.stdout(versionLine('physbitsctl'));
+      return EXIT.OK;
+    }
+    if (command === undefined) {
+      io.stderr(usage());
+      return EXIT.USAGE;
+    }
+    if (command === '-h' || command === '--help' || (command === 'help' && args.length === 0)) {
+      io.stdout(usage());
+      return EXIT.OK;
+    }
+    if (command === 'help' && !asksForHelp(args)) {
+      const which = findCommand(args[0]);
+      if (!which || args.length > 1)
+        throw new UsageError(`help: ${which ? `unexpected argument '${args[1]}'` : `unknown command '${args[0]}'`}`);
+      io.stdout(commandHelp(which));
+      return EXIT.OK;
+    }
+    const help = findCommand(command);
+    if (help && asksForHelp(args)) {
+      io.stdout(commandHelp(help));
+      return EXIT.OK;
+    }
     switch (command) {
       case 'scan':
         return await (await import('./scan-command')).scanCommand(args, io);
@@ -33,14 +60,6 @@ export async function runCli(argv: string[], io: CliIo, signal?: AbortSignal): P
         return await (await import('./watch-command')).watchCommand(args, io, signal);
       case 'libvirt-hook':
         return await (await import('./libvirt-hook-command')).libvirtHookCommand(args, io);
-      case '-h':
-      case '--help':
-      case 'help':
-        io.stdout(USAGE);
-        return EXIT.OK;
-      case undefined:
-        io.stderr(USAGE);
-        return EXIT.USAGE;
       default:
         throw new UsageError(`unknown command '${command}' (try --help)`);
     }
@@ -58,7 +77,8 @@ export function reportError(err: unknown, io: CliIo): number {
     io.stderr(`physbitsctl: config: ${err.message}`);
     return EXIT.CONFIG;
   }
-  if (err instanceof ApiError && (err.status === 400 || err.status === 404)) {
+  const status = (err as { status?: unknown }).status;
+  if (err instanceof AgentError && (status === 400 || status === 404)) {
     // The daemon says the request names something that is not there: the operator's mistake.
     io.stderr(`physbitsctl: ${err.message}`);
     return EXIT.USAGE;

@@ -2,7 +2,10 @@
  * `physbitsctl scan`: a one-shot check without the daemon. Connects straight to each socket named
  * (else the config's discovery globs), a bounded number at once, each held only for its read.
  */
-import { loadConfig, type Config } from '../core/config';
+import { existsSync } from 'node:fs';
+import { DEFAULT_CONFIG_PATH, loadConfig, type Config } from '../core/config';
+import { UsageError } from '../core/errors';
+import { printable } from '../core/printable';
 import { hostFactsFromConfig } from '../facts/host-facts';
 import { mapLimit } from '../core/async-limits';
 import { renderStatus } from './render-status';
@@ -25,10 +28,31 @@ export function staticPeerFacts(config: Config): PeerFacts[] {
   }));
 }
 
+/** Glob characters fast-glob acts on; a --socket holding one is a pattern, not a path. */
+const GLOB_CHARS = /[*?[\]{}!]/;
+
+/**
+ * The paths `--socket` names: plain paths as given (a missing one becomes an error row), globs
+ * expanded to the sockets they match; a glob that matches none is a usage error.
+ */
+export async function socketArgs(args: string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const arg of args) {
+    if (!GLOB_CHARS.test(arg)) {
+      out.push(arg);
+      continue;
+    }
+    const found = await expandSocketGlobs([{ glob: arg, mode: 'poll' }]);
+    if (found.length === 0) throw new UsageError(`scan: --socket '${printable(arg)}' matches no socket`);
+    out.push(...found.map((f) => f.path));
+  }
+  return [...new Set(out)];
+}
+
 export async function scan(config: Config, sockets: string[]): Promise<StatusDocument> {
   const host = hostFactsFromConfig(config);
   const paths = sockets.length
-    ? [...new Set(sockets)]
+    ? await socketArgs(sockets)
     : (await expandSocketGlobs(socketPatterns(config.discovery))).map((s) => s.path);
   const peers = staticPeerFacts(config).filter((p) => p.reachable);
   const vms = await mapLimit(paths, config.qmp.concurrency, (socket) =>
@@ -40,11 +64,24 @@ export async function scan(config: Config, sockets: string[]): Promise<StatusDoc
 export async function scanCommand(args: string[], io: CliIo): Promise<number> {
   const { values } = parse('scan', args, {
     json: { type: 'boolean' },
+    wide: { type: 'boolean' },
     config: { type: 'string' },
     socket: { type: 'string', multiple: true },
   });
   const config = loadConfig(values.config);
   const doc = await scan(config, values.socket ?? []);
-  io.stdout(values.json ? JSON.stringify(doc, null, 2) : renderStatus(doc));
+  if (values.json) io.stdout(JSON.stringify(doc, null, 2));
+  else io.stdout(renderStatus(doc, { width: values.wide ? undefined : io.columns }));
+  if (doc.vms.length === 0) io.stderr(`physbitsctl: scan: ${whereSearched(config, values.config)}`);
   return doc.summary!.exitCode;
+}
+
+/** Where a scan that found nothing looked: the config file and its patterns. */
+export function whereSearched(config: Config, configArg: string | undefined): string {
+  const file = configArg ?? DEFAULT_CONFIG_PATH;
+  const source = configArg || existsSync(file) ? file : `${file} (absent: every default)`;
+  const patterns = socketPatterns(config.discovery).map((p) => p.glob);
+  if (patterns.length === 0)
+    return `no VMs found: discovery.sockets in ${source} is empty; name sockets with --socket PATH or set discovery.sockets`;
+  return `no VMs found: no socket matches discovery.sockets in ${source}: ${patterns.map((p) => printable(p)).join(', ')}`;
 }

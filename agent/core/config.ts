@@ -5,15 +5,11 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { AgentError } from './errors';
+import { ConfigError } from './errors';
+
+export { ConfigError };
 
 export const DEFAULT_CONFIG_PATH = '/etc/physbits/config.json';
-
-export class ConfigError extends AgentError {
-  constructor(message: string) {
-    super('CONFIG_INVALID', message);
-  }
-}
 
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port');
 const bits = z.number().int().min(1).max(64);
@@ -237,14 +233,38 @@ export function stripComments(v: unknown): unknown {
   return v;
 }
 
+type Issue = z.core.$ZodIssue;
+
+/** A branch whose value has the wrong type altogether (a string where an object was wanted). */
+const wrongShape = (issues: Issue[]) => issues.some((i) => i.code === 'invalid_type' && i.path.length === 0);
+
+/**
+ * The issue to show for a union (a peer is static or live; a pattern a string or an object): the
+ * branch the value was meant for — of the right shape, with the fewest problems — so a peer without
+ * `address` says `peers[1].address: required`, not `peers[1]: Invalid input`.
+ */
+function explain(issue: Issue): { path: PropertyKey[]; what: string } {
+  if (issue.code === 'invalid_union' && issue.errors.length) {
+    if (issue.errors.every(wrongShape)) {
+      const expected = issue.errors.flatMap((b) => b.map((i) => (i.code === 'invalid_type' ? i.expected : '')));
+      return { path: [...issue.path], what: `expected ${[...new Set(expected.filter(Boolean))].join(' or ')}` };
+    }
+    const branch = [...issue.errors].filter((b) => !wrongShape(b)).sort((a, b) => a.length - b.length)[0];
+    const inner = explain(branch[0]);
+    return { path: [...issue.path, ...inner.path], what: inner.what };
+  }
+  if (issue.code === 'unrecognized_keys' && issue.keys.length)
+    return { path: [...issue.path, issue.keys[0]], what: 'unknown key' };
+  if (issue.code === 'invalid_type' && /received undefined$/.test(issue.message))
+    return { path: [...issue.path], what: 'required' };
+  return { path: [...issue.path], what: issue.message };
+}
+
 /** Validates a parsed JSON value; throws ConfigError naming the first bad key. */
 export function parseConfig(raw: unknown, source = 'config'): Config {
   const result = configSchema.safeParse(stripComments(raw ?? {}));
   if (!result.success) {
-    const issue = result.error.issues[0];
-    let path = [...issue.path];
-    if (issue.code === 'unrecognized_keys' && issue.keys.length) path = [...path, issue.keys[0]];
-    const what = issue.code === 'unrecognized_keys' ? 'unknown key' : issue.message;
+    const { path, what } = explain(result.error.issues[0]);
     throw new ConfigError(`${source}: ${keyName(path)}: ${what}`);
   }
   return result.data;

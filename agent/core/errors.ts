@@ -31,3 +31,10 @@ export class DaemonUnreachableError extends AgentError {
     super('DAEMON_UNREACHABLE', message, options);
   }
 }
+
+/** A bad configuration: exit 78. The message names the offending key. */
+export class ConfigError extends AgentError {
+  constructor(message: string) {
+    super('CONFIG_INVALID', message);
+  }
+}
