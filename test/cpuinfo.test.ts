@@ -56,6 +56,7 @@ test('first block only: a second processor block does not override the first', (
     virtBits: 48,
     flags: { sme: false, sev: false, sev_es: false, sev_snp: false, tme: false },
     hasFlags: true,
+    paging: { la57: false, ept5Level: null, hypervisor: false },
   });
 });
 
@@ -92,6 +93,7 @@ test('fixture intel-46: Xeon Gold, 46 bits, no encryption flags', (t) => {
     virtBits: 48,
     flags: { sme: false, sev: false, sev_es: false, sev_snp: false, tme: false },
     hasFlags: true,
+    paging: { la57: false, ept5Level: false, hypervisor: false },
   });
 });
 
@@ -118,4 +120,18 @@ test('fixture no-address-sizes: no vendor and no width', (t) => {
     hasFlags: true,
     modelName: 'AMD EPYC 7302 16-Core Processor',
   });
+});
+
+test('paging flags: la57 and hypervisor from flags, ept_5level from vmx flags', (t) => {
+  const text = [
+    'processor\t: 0',
+    'vendor_id\t: GenuineIntel',
+    'flags\t\t: fpu vmx la57 hypervisor',
+    'vmx flags\t: vnmi preemption_timer invvpid ept_x_only ept_ad ept_1gb ept_5level flexpriority',
+    'address sizes\t: 52 bits physical, 57 bits virtual',
+  ].join('\n');
+  t.deepEqual(parseCpuinfo(text).paging, { la57: true, ept5Level: true, hypervisor: true });
+  const words = 'flags\t\t: fpu la57x xla57 hypervisorx\nvmx flags\t: ept_5levelx ept_ad';
+  t.deepEqual(parseCpuinfo(words).paging, { la57: false, ept5Level: false, hypervisor: false });
+  t.deepEqual(parseCpuinfo('vendor_id\t: AuthenticAMD').paging, { la57: null, ept5Level: null, hypervisor: null });
 });

@@ -71,16 +71,22 @@ test('intel-46: every field, cpuid read from a sparse regular file', (t) => {
   t.deepEqual(facts, {
     name: 'hv1',
     physBits: 46,
-    physBitsSource: 'cpuinfo',
+    physBitsSource: 'cpuid',
+    reasoning: [
+      'the CPU has 46 physical address bits, as /proc/cpuinfo shows',
+      'nested paging is on: guests get 46 bits',
+    ],
+    limit: { nestedPaging: true, tdpLevels: 4, detectedPhysBits: 46, problems: [], notes: [] },
     vendor: 'GenuineIntel',
     cpuinfoPhysBits: 46,
     cpuinfoVirtBits: 48,
     cpuidPhysBits: 46,
     memEncryptionReduction: null,
     flags: { sme: false, sev: false, sev_es: false, sev_snp: false, tme: false },
+    paging: { la57: false, ept5Level: false, hypervisor: false },
     kvm: { module: 'kvm_intel', allowSmallerMaxphyaddr: false, ept: true, npt: null },
     sources: {
-      physBits: 'cpuinfo',
+      physBits: 'cpuid',
       cpuinfoPhysBits: 'cpuinfo',
       cpuinfoVirtBits: 'cpuinfo',
       cpuidPhysBits: 'cpuid',
@@ -98,8 +104,8 @@ test('amd-sme-48: cpuinfo says 43, raw CPUID 48, reduction 5 (leaf ~2 GiB into t
   t.true(st.blocks * 512 < 1024 * 1024, 'the file is sparse');
   const facts = readHostFacts({ ...roots('amd-sme-48'), devRoot, name: 'epyc1' });
   t.like(facts, {
-    physBits: 43,
-    physBitsSource: 'cpuinfo',
+    physBits: 48,
+    physBitsSource: 'cpuid',
     vendor: 'AuthenticAMD',
     cpuinfoPhysBits: 43,
     cpuidPhysBits: 48,

@@ -5,26 +5,21 @@ import { join } from 'node:path';
 import { parseConfig, type Config } from '../agent/core/config';
 import { runLibvirtHook, type LibvirtEvent, type LibvirtHookDeps } from '../agent/libvirt/libvirt-hook';
 import type { HostFacts } from '../agent/core/types';
+import { hostFacts } from './helpers/facts';
 import { tempDir } from './helpers/tmp';
 
 const FIXTURES = join(__dirname, '..', '..', 'test', 'fixtures', 'libvirt');
 const fixture = (name: string) => readFileSync(join(FIXTURES, name), 'utf8');
 
 function host(physBits: number, over: Partial<HostFacts> = {}): HostFacts {
-  return {
-    name: 'hv1',
-    physBits,
+  return hostFacts(physBits, 'hv1', {
     physBitsSource: 'cpuinfo',
     vendor: 'AuthenticAMD',
-    cpuinfoPhysBits: physBits,
-    cpuinfoVirtBits: 48,
     cpuidPhysBits: physBits,
-    memEncryptionReduction: null,
-    flags: { sme: false, sev: false, sev_es: false, sev_snp: false, tme: false },
-    kvm: { module: 'kvm_amd', allowSmallerMaxphyaddr: null, ept: null, npt: true },
+    kvm: { module: 'kvm_amd', ept: null, npt: true },
     sources: {},
     ...over,
-  };
+  });
 }
 
 interface Run {

@@ -4,8 +4,19 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bitsNeeded, formatBytes, REASON_SEVERITY } from '../agent/judge/reasons';
 import { computeVerdict, maxSeverity, REASON_CODES, severityRank } from '../agent/judge/verdict';
-import type { GuestFacts, GuestLayout, HostFacts, PeerFacts, Policy, Relation, Severity } from '../agent/core/types';
-import { GiB, guestFacts, hostFacts, type GuestOverride, type HostOverride } from './helpers/facts';
+import type {
+  GuestFacts,
+  GuestLayout,
+  HostFacts,
+  HostFlags,
+  HostKvm,
+  PeerFacts,
+  Policy,
+  Relation,
+  Severity,
+} from '../agent/core/types';
+import type { HostLimitReadings } from '../agent/judge/host-limit';
+import { GiB, guestFacts, hostFacts, hostFromReadings, type GuestOverride, type HostOverride } from './helpers/facts';
 
 /** A 46-bit Intel host with EPT and allow_smaller_maxphyaddr=Y (nothing noteworthy). */
 function host(over: HostOverride = {}): HostFacts {
@@ -18,16 +29,20 @@ function host(over: HostOverride = {}): HostFacts {
   });
 }
 
-/** An EPYC with SME/SEV on: Linux reports 43 bits, raw CPUID 48, reduction 5, npt on. */
-function amd(over: HostOverride = {}): HostFacts {
-  return host({
+/** An EPYC with SME/SEV on: Linux reports 43 bits, raw CPUID 48, reduction 5, npt on: limit 48. */
+type AmdOverride = Partial<Omit<HostLimitReadings, 'flags' | 'kvm'>> & {
+  flags?: Partial<HostFlags>;
+  kvm?: Partial<HostKvm>;
+};
+
+function amd(over: AmdOverride = {}): HostFacts {
+  return hostFromReadings('hv1', {
     vendor: 'AuthenticAMD',
-    physBits: 43,
     cpuinfoPhysBits: 43,
     cpuidPhysBits: 48,
     memEncryptionReduction: 5,
     ...over,
-    flags: { sme: true, sev: true, ...over.flags },
+    flags: { sme: true, sev: true, sev_es: false, sev_snp: false, tme: false, ...over.flags },
     kvm: { module: 'kvm_amd', allowSmallerMaxphyaddr: null, ept: null, npt: true, ...over.kvm },
   });
 }
@@ -180,38 +195,38 @@ const ROWS: Row[] = [
     codes: ['GUEST_EQUALS_HOST'],
   },
 
-  // memory encryption
+  // memory encryption: the limit is the raw width with nested paging
   {
-    name: 'SME host, guest at the raw 48 bits',
+    name: 'SME host (raw 48, cpuinfo 43), guest at the raw 48 bits: info',
     host: amd(),
     guest: guest({ physBits: 48 }),
-    relation: 'wider',
-    severity: 'warning',
-    codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION'],
+    relation: 'equal',
+    severity: 'info',
+    codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION', 'GUEST_EQUALS_HOST'],
   },
   {
-    name: 'SME host, guest at 45 bits',
+    name: 'SME host, guest at 45 bits: info',
     host: amd(),
     guest: guest({ physBits: 45 }),
-    relation: 'wider',
-    severity: 'warning',
-    codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION'],
+    relation: 'narrower',
+    severity: 'info',
+    codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION', 'GUEST_NARROWER_THAN_HOST'],
   },
   {
-    name: 'SME host, SEV guest whose reduced-phys-bits brings it to 43',
+    name: 'SME host, guest at the reported 43 bits: nothing to say',
+    host: amd(),
+    guest: guest({ physBits: 43 }),
+    relation: 'narrower',
+    severity: 'ok',
+    codes: ['GUEST_NARROWER_THAN_HOST'],
+  },
+  {
+    name: 'SME host, SEV guest with reduced-phys-bits=5',
     host: amd(),
     guest: guest({ physBits: 48, memoryEncryption: { active: true, type: 'sev', reducedPhysBits: 5 } }),
-    relation: 'wider',
+    relation: 'equal',
     severity: 'info',
-    codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION'],
-  },
-  {
-    name: 'SME host, SEV guest with reduced-phys-bits=1 still uses 47',
-    host: amd(),
-    guest: guest({ physBits: 48, memoryEncryption: { active: true, type: 'sev', reducedPhysBits: 1 } }),
-    relation: 'wider',
-    severity: 'warning',
-    codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION'],
+    codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION', 'GUEST_EQUALS_HOST'],
   },
   {
     name: 'SME host, guest wider than the raw width',
@@ -231,22 +246,22 @@ const ROWS: Row[] = [
   },
   {
     name: 'SME host whose width comes from the config',
-    host: amd({ physBitsSource: 'config' }),
+    host: amd({ override: 43 }),
     guest: guest({ physBits: 48 }),
     relation: 'wider',
     severity: 'critical',
     codes: ['GUEST_WIDER_THAN_HOST'],
   },
   {
-    name: 'reduced host without sme/sev flags (SME firmware-enabled, kernel not using it): reduction is the evidence',
+    name: 'reduced host without sme/sev flags (SME firmware-enabled, kernel not using it): still the raw width',
     host: amd({ flags: { sme: false, sev: false } }),
     guest: guest({ physBits: 48 }),
-    relation: 'wider',
-    severity: 'warning',
-    codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION'],
+    relation: 'equal',
+    severity: 'info',
+    codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION', 'GUEST_EQUALS_HOST'],
   },
   {
-    name: 'SME host with unreadable cpuid: cannot tell, so critical',
+    name: 'SME host with unreadable cpuid: only the reported width is known, so critical',
     host: amd({ cpuidPhysBits: null, memEncryptionReduction: null }),
     guest: guest({ physBits: 48 }),
     relation: 'wider',
@@ -254,12 +269,72 @@ const ROWS: Row[] = [
     codes: ['GUEST_WIDER_THAN_HOST'],
   },
   {
-    name: 'Intel TME-MK host: cpuinfo 46, raw 52, guest 52',
-    host: host({ cpuidPhysBits: 52, flags: { tme: true } }),
+    name: 'Intel TME-MK host with 5-level EPT: cpuinfo 46, raw 52, guest 52',
+    host: hostFromReadings('hv1', {
+      cpuinfoPhysBits: 46,
+      cpuidPhysBits: 52,
+      flags: { sme: false, sev: false, sev_es: false, sev_snp: false, tme: true },
+      paging: { la57: true, ept5Level: true, hypervisor: false },
+    }),
+    guest: guest({ physBits: 52 }),
+    relation: 'equal',
+    severity: 'info',
+    codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION', 'GUEST_EQUALS_HOST'],
+  },
+  {
+    name: 'Intel TME-MK host without 5-level EPT: capped at 48, guest 52 critical',
+    host: hostFromReadings('hv1', {
+      cpuinfoPhysBits: 46,
+      cpuidPhysBits: 52,
+      flags: { sme: false, sev: false, sev_es: false, sev_snp: false, tme: true },
+    }),
     guest: guest({ physBits: 52 }),
     relation: 'wider',
+    severity: 'critical',
+    codes: ['GUEST_WIDER_THAN_HOST'],
+  },
+  {
+    name: '52-bit AMD without la57: a 52-bit guest is critical on the 48-bit cap',
+    host: hostFromReadings('hv1', {
+      vendor: 'AuthenticAMD',
+      cpuinfoPhysBits: 52,
+      cpuidPhysBits: 52,
+      kvm: { module: 'kvm_amd', allowSmallerMaxphyaddr: null, ept: null, npt: true },
+    }),
+    guest: guest({ physBits: 52 }),
+    relation: 'wider',
+    severity: 'critical',
+    codes: ['GUEST_WIDER_THAN_HOST'],
+  },
+  {
+    name: '52-bit AMD with la57: a 52-bit guest is fine',
+    host: hostFromReadings('hv1', {
+      vendor: 'AuthenticAMD',
+      cpuinfoPhysBits: 52,
+      cpuidPhysBits: 52,
+      paging: { la57: true, ept5Level: null, hypervisor: false },
+      kvm: { module: 'kvm_amd', allowSmallerMaxphyaddr: null, ept: null, npt: true },
+    }),
+    guest: guest({ physBits: 52 }),
+    relation: 'equal',
+    severity: 'ok',
+    codes: ['GUEST_EQUALS_HOST'],
+  },
+  {
+    name: 'contradictory readings (raw below cpuinfo): a warning naming them',
+    host: hostFromReadings('hv1', { cpuinfoPhysBits: 46, cpuidPhysBits: 40 }),
+    guest: guest({ physBits: 40 }),
+    relation: 'equal',
     severity: 'warning',
-    codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION'],
+    codes: ['HOST_FACTS_CONTRADICTORY', 'GUEST_EQUALS_HOST'],
+  },
+  {
+    name: 'contradictory readings under a config override: info, the override stands',
+    host: hostFromReadings('hv1', { cpuinfoPhysBits: 46, cpuidPhysBits: 40, override: 46 }),
+    guest: guest({ physBits: 46 }),
+    relation: 'equal',
+    severity: 'info',
+    codes: ['HOST_FACTS_CONTRADICTORY', 'GUEST_EQUALS_HOST'],
   },
   {
     name: 'laptop with a tme flag but no reduction: plain critical',
@@ -307,9 +382,9 @@ const ROWS: Row[] = [
     name: 'SME host: layout above 2^43 but within the raw 2^48 is backed',
     host: amd(),
     guest: guest({ physBits: 48, layout: layout(2 ** 45, 2 ** 44) }),
-    relation: 'wider',
-    severity: 'warning',
-    codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION'],
+    relation: 'equal',
+    severity: 'info',
+    codes: ['GUEST_WIDER_BY_MEMORY_ENCRYPTION', 'GUEST_EQUALS_HOST'],
   },
   {
     name: 'SME host with npt=0: layout above 2^43 is not',
@@ -334,8 +409,16 @@ const ROWS: Row[] = [
     host: host(),
     guest: guest({ guestPhysBits: 40 }),
     relation: 'equal',
-    severity: 'info',
+    severity: 'warning',
     codes: ['GUEST_PHYS_BITS_SET', 'GUEST_EQUALS_HOST'],
+  },
+  {
+    name: 'guest-phys-bits below the host limit: the layout is checked against it',
+    host: host(),
+    guest: guest({ guestPhysBits: 40, layout: layout(2 ** 41) }),
+    relation: 'equal',
+    severity: 'critical',
+    codes: ['LAYOUT_BEYOND_HOST_LIMIT', 'GUEST_PHYS_BITS_SET', 'GUEST_EQUALS_HOST'],
   },
   {
     name: 'guest-phys-bits equal to phys-bits',
@@ -354,9 +437,9 @@ const ROWS: Row[] = [
     codes: ['GUEST_EQUALS_HOST'],
   },
   {
-    name: 'host-phys-bits-limit keeps an SME host guest at its usable width',
-    host: amd(),
-    guest: guest({ physBits: 43, hostPhysBits: true, hostPhysBitsLimit: 43 }),
+    name: 'host-phys-bits-limit keeps a guest within the 48-bit cap of a 52-bit host without 5-level NPT',
+    host: amd({ cpuinfoPhysBits: 52, cpuidPhysBits: 52, memEncryptionReduction: 0, flags: { sme: false, sev: false } }),
+    guest: guest({ physBits: 48, hostPhysBits: true, hostPhysBitsLimit: 48 }),
     relation: 'equal',
     severity: 'ok',
     codes: ['GUEST_EQUALS_HOST', 'HOST_PHYS_BITS_LIMITED'],
@@ -454,9 +537,9 @@ const ROWS: Row[] = [
     codes: [
       'GUEST_WIDER_THAN_HOST',
       'LAYOUT_BEYOND_HOST_LIMIT',
+      'GUEST_PHYS_BITS_SET',
       'MIGRATION_PEER_NARROWER',
       'MIGRATION_PEER_LAYOUT',
-      'GUEST_PHYS_BITS_SET',
       'PEER_UNREACHABLE',
     ],
   },
@@ -486,28 +569,67 @@ test('messages: wider names both widths and the fix', (t) => {
     code: 'GUEST_WIDER_THAN_HOST',
     severity: 'critical',
     message:
-      "guest phys-bits 48 is wider than the host's 46 bits under kvm: guest memory placed at or above 64 TiB " +
-      'cannot be backed; set phys-bits=46 or host-phys-bits=on',
+      "guest phys-bits 48 is wider than the host's 46-bit limit under kvm: guest memory placed at or above 64 TiB " +
+      'cannot be mapped; set phys-bits=46 or host-phys-bits=on,host-phys-bits-limit=46',
   });
 });
 
 test('messages: wider than an override says where the number comes from', (t) => {
   const [r] = verdict(host({ physBits: 40, physBitsSource: 'config' }), guest()).reasons;
-  t.regex(r.message, /^guest phys-bits 46 is wider than the host's 40 bits \(host\.physBits in the config\) under kvm/);
-  t.regex(r.message, /set phys-bits=40 or host-phys-bits=on$/);
+  t.regex(
+    r.message,
+    /^guest phys-bits 46 is wider than the host's 40-bit limit \(host\.physBits in the config\) under kvm/,
+  );
+  t.regex(r.message, /set phys-bits=40 or host-phys-bits=on,host-phys-bits-limit=40$/);
 });
 
 test('messages: wider on an SME host with unreadable cpuid asks for the device', (t) => {
   const [r] = verdict(amd({ cpuidPhysBits: null, memEncryptionReduction: null }), guest({ physBits: 48 })).reasons;
   t.regex(
     r.message,
-    /host memory encryption \(sme, sev\) may reduce the width Linux reports: make \/dev\/cpu\/0\/cpuid readable/,
+    /memory encryption \(sme, sev\) may reduce the width Linux reports below the CPU's; make \/dev\/cpu\/0\/cpuid readable/,
   );
 });
 
-test('messages: wider on an SME host without nested paging explains why', (t) => {
+test('messages: an AMD host with unreadable cpuid and no encryption flag hints at SME', (t) => {
+  const h = amd({ cpuidPhysBits: null, memEncryptionReduction: null, flags: { sme: false, sev: false } });
+  const [r] = verdict(h, guest({ physBits: 48 })).reasons;
+  t.regex(r.message, /memory encryption \(SME\/SEV\) may reduce the width Linux reports/);
+  t.regex(h.limit.notes.join(' '), /AMD host with \/dev\/cpu\/0\/cpuid unreadable/);
+  const intel = hostFromReadings('hv1', { cpuinfoPhysBits: 46 });
+  t.notRegex(verdict(intel, guest({ physBits: 48 })).reasons[0].message, /SME/);
+});
+
+test('messages: wider with nested paging off says so', (t) => {
   const [r] = verdict(amd({ kvm: { npt: false } }), guest({ physBits: 48 })).reasons;
-  t.regex(r.message, /without nested paging \(ept\/npt off\) guests share the host's reduced 43-bit address space/);
+  t.regex(
+    r.message,
+    /nested paging is off \(kvm_amd npt=0\), so guests share the host's 43-bit physical address space/,
+  );
+  // Also when no memory encryption is in play: a plain Intel host with ept=N.
+  const [i] = verdict(
+    hostFromReadings('hv1', {
+      cpuinfoPhysBits: 39,
+      kvm: { module: 'kvm_intel', allowSmallerMaxphyaddr: null, ept: false, npt: null },
+    }),
+    guest({ physBits: 40 }),
+  ).reasons;
+  t.regex(i.message, /nested paging is off \(kvm_intel ept=N\)/);
+});
+
+test('messages: the 48-bit cap names the CPU width and the missing fifth level', (t) => {
+  const h = amd({
+    cpuinfoPhysBits: 52,
+    cpuidPhysBits: 52,
+    memEncryptionReduction: 0,
+    flags: { sme: false, sev: false },
+  });
+  const [r] = verdict(h, guest({ physBits: 52 })).reasons;
+  t.regex(r.message, /^guest phys-bits 52 is wider than the host's 48-bit limit under kvm/);
+  t.regex(
+    r.message,
+    /the CPU has 52 bits, but without 5-level nested paging KVM maps guest-physical addresses below 2\^48 only/,
+  );
 });
 
 test('messages: not enforced says the host page tables do not back guest memory', (t) => {
@@ -524,21 +646,21 @@ test('messages: memory encryption names the flags, reduction and raw width', (t)
   t.is(
     r.message,
     "guest phys-bits 48 is wider than the 43 bits Linux reports, only because host memory encryption (sme, sev) takes 5 of the CPU's raw 48 bits; " +
-      'with nested paging guest-physical addresses keep all 48 bits, so this host backs the guest; ' +
-      'hosts without memory encryption need 48 bits for it: set phys-bits=43 to fit both',
+      'with nested paging guest-physical addresses keep the raw width, so this host maps the guest (limit 48 bits); ' +
+      'a host that must take it by migration needs a limit of 48 bits (the peer rules check it)',
   );
   const [sev] = verdict(
     amd(),
     guest({ physBits: 48, memoryEncryption: { active: true, type: 'sev', reducedPhysBits: 5 } }),
   ).reasons;
-  t.regex(sev.message, /the guest is encrypted itself with reduced-phys-bits=5, so it uses at most 43 bits$/);
+  t.regex(sev.message, /the guest is encrypted itself with reduced-phys-bits=5, so it uses at most 43 bits;/);
 });
 
 test('messages: layout reach versus memory already placed', (t) => {
   const reach = verdict(host(), guest({ layout: layout(2 ** 46 + 32 * GiB) })).reasons[0];
   t.is(
     reach.message,
-    "the guest's address layout (RAM, hot-plug region, 64-bit PCI hole) reaches 0x400800000000, beyond the host's " +
+    "the guest's address layout (RAM, hot-plug region, 64-bit PCI hole, placed BARs) reaches 0x400800000000, beyond the host's " +
       '46-bit limit (64 TiB); it needs 47 bits: lower maxmem or pci-hole64-size so the layout ends below the limit',
   );
   const used = verdict(host(), guest({ layout: layout(2 ** 47, 2 ** 46 + 8 * GiB) })).reasons[0];
@@ -572,14 +694,28 @@ test('messages: peers are named', (t) => {
 });
 
 test('messages: host-phys-bits-limit and guest-phys-bits', (t) => {
-  const lim = verdict(amd(), guest({ physBits: 43, hostPhysBits: true, hostPhysBitsLimit: 43 })).reasons[1];
+  const capped = amd({
+    cpuinfoPhysBits: 52,
+    cpuidPhysBits: 52,
+    memEncryptionReduction: 0,
+    flags: { sme: false, sev: false },
+  });
+  const lim = verdict(capped, guest({ physBits: 48, hostPhysBits: true, hostPhysBitsLimit: 48 })).reasons[1];
   t.is(
     lim.message,
-    "host-phys-bits-limit=43 caps host-phys-bits=on below this host's raw 48 bits; without it the guest would get 48 bits, " +
-      "wider than the host's usable 43 bits: keep the limit",
+    "host-phys-bits-limit=48 caps host-phys-bits=on below this host's raw 52 bits; without it the guest would get 52 bits, " +
+      "wider than the host's limit of 48 bits: keep the limit",
   );
   const gpb = verdict(host(), guest({ guestPhysBits: 40 })).reasons[0];
-  t.regex(gpb.message, /^guest-phys-bits=40 asks the guest firmware and OS to use only 40 of its 46 phys-bits/);
+  t.is(gpb.code, 'GUEST_PHYS_BITS_SET');
+  t.is(gpb.severity, 'warning');
+  t.regex(
+    gpb.message,
+    /^guest-phys-bits=40 tells the guest firmware and OS that only 40 of its 46 phys-bits are addressable/,
+  );
+  t.regex(gpb.message, /its layout is checked against 2\^40, below the host's 46-bit limit/);
+  const layoutReason = verdict(host(), guest({ guestPhysBits: 40, layout: layout(2 ** 41) })).reasons[0];
+  t.regex(layoutReason.message, /beyond the guest-phys-bits limit of 40 bits \(1 TiB\)/);
 });
 
 test('severity helpers', (t) => {

@@ -8,7 +8,31 @@ export type Severity = 'ok' | 'info' | 'warning' | 'critical';
 export type Relation = 'equal' | 'narrower' | 'wider';
 
 /** Where a number in the host document came from. */
-export type HostSource = 'config' | 'cpuinfo' | 'cpuid' | 'unknown';
+export type HostSource = 'config' | 'cpuinfo' | 'cpuid' | 'tdp-levels' | 'unknown';
+
+/** The paging facts of /proc/cpuinfo the host's limit depends on; null: not shown there. */
+export interface HostPaging {
+  /** `la57` among the flags: Linux runs 5-level paging (null: no flags line). */
+  la57: boolean | null;
+  /** `ept_5level` among the "vmx flags" (null: no "vmx flags" line, e.g. AMD, or kernels before 5.8). */
+  ept5Level: boolean | null;
+  /** `hypervisor` among the flags: this host is itself a guest (a nested, L1, host). */
+  hypervisor: boolean | null;
+}
+
+/** How the host's limit was decided (agent/judge/host-limit.ts), beside the number in HostFacts.physBits. */
+export interface HostLimitInfo {
+  /** kvm_intel ept / kvm_amd npt; null when not read. */
+  nestedPaging: boolean | null;
+  /** The nested paging depth (5 or 4), null when unknown (4 assumed). */
+  tdpLevels: 4 | 5 | null;
+  /** The width detection gives, before the config's host.physBits (null when nothing was read). */
+  detectedPhysBits: number | null;
+  /** Contradictory or missing readings. */
+  problems: string[];
+  /** Advice that is not a problem (nested host, unreadable cpuid on AMD). */
+  notes: string[];
+}
 
 export interface HostFlags {
   sme: boolean;
@@ -31,9 +55,15 @@ export interface HostKvm {
 
 export interface HostFacts {
   name: string;
-  /** The effective width every rule compares with (after the config override). */
+  /**
+   * The host's limit (agent/judge/host-limit.ts): the widest guest-physical width KVM here can map,
+   * after the config override. Every rule compares with this number.
+   */
   physBits: number;
   physBitsSource: HostSource;
+  /** How physBits was decided, step by step. */
+  reasoning: string[];
+  limit: HostLimitInfo;
   vendor: string;
   /** "address sizes: N bits physical" of /proc/cpuinfo; null when absent. */
   cpuinfoPhysBits: number | null;
@@ -43,6 +73,7 @@ export interface HostFacts {
   /** AMD CPUID 0x8000001F EBX[11:6]: bits lost to memory encryption; null when not read. */
   memEncryptionReduction: number | null;
   flags: HostFlags;
+  paging: HostPaging;
   kvm: HostKvm;
   /** Which source each number came from, e.g. { physBits: 'cpuinfo', cpuidPhysBits: 'cpuid' }. */
   sources: Record<string, HostSource>;
@@ -77,6 +108,25 @@ export interface GuestLayout {
    * [pciHole64.start, start + this); firmware may later report a higher end, placed by phys-bits.
    */
   pciHole64Size?: number | null;
+  /**
+   * 64-bit memory BARs and bridge windows firmware or the guest OS placed, from `query-pci`
+   * (agent/facts/pci-layout.ts); absent when not read.
+   */
+  pciBars?: PciRegionFact[];
+}
+
+/** One placed PCI region: a device's 64-bit memory BAR, or a bridge's memory/prefetchable window. */
+export interface PciRegionFact {
+  kind: 'bar' | 'bridge-window';
+  /** "00:02.0" (bus:slot.function); with the qdev id when it has one: "00:02.0 (rp1)". */
+  device: string;
+  /** The qdev id, when the device has one. */
+  id: string | null;
+  /** The BAR number, or 'prefetchable' / 'memory' for a bridge window. */
+  region: number | 'prefetchable' | 'memory';
+  start: number;
+  /** Exclusive end. */
+  end: number;
 }
 
 export interface GuestMemoryEncryption {

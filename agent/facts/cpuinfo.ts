@@ -5,7 +5,7 @@
  * Linux prints one block per logical CPU, separated by blank lines; the fields this project needs
  * are identical in every block, so only the first block is read.
  */
-import type { HostFlags } from '../core/types';
+import type { HostFlags, HostPaging } from '../core/types';
 
 export interface CpuinfoFacts {
   vendor: string | null;
@@ -16,6 +16,8 @@ export interface CpuinfoFacts {
   flags: HostFlags;
   /** Whether a "flags" line was present at all (false: the flags above are only defaults). */
   hasFlags: boolean;
+  /** la57 and hypervisor from "flags", ept_5level from "vmx flags" (null where the line is absent). */
+  paging: HostPaging;
 }
 
 /** Longest field value considered; a longer value is cut (a flags line is ~1.5 KiB today). */
@@ -52,6 +54,11 @@ export function parseFlags(value: string): HostFlags {
   return flags;
 }
 
+/** Whether `word` is among the space-separated words of a cpuinfo flags value. */
+function hasWord(value: string, word: string): boolean {
+  return value.split(/\s+/).includes(word);
+}
+
 /**
  * Parses the first processor block of /proc/cpuinfo. Never throws: missing or malformed fields
  * come back as null (and `hasFlags: false`).
@@ -64,6 +71,7 @@ export function parseCpuinfo(text: string): CpuinfoFacts {
     virtBits: null,
     flags: noFlags(),
     hasFlags: false,
+    paging: { la57: null, ept5Level: null, hypervisor: null },
   };
   let seenField = false;
   let start = 0;
@@ -95,7 +103,14 @@ export function parseCpuinfo(text: string): CpuinfoFacts {
         if (!out.hasFlags) {
           out.flags = parseFlags(value);
           out.hasFlags = true;
+          out.paging.la57 = hasWord(value, 'la57');
+          out.paging.hypervisor = hasWord(value, 'hypervisor');
         }
+        break;
+      case 'vmx flags':
+        // Linux 5.8+ (arch/x86/kernel/cpu/proc.c show_cpuinfo, VMX feature names): ept_5level
+        // is the CPU's 5-level EPT, what vmx_get_max_ept_level() tests.
+        if (out.paging.ept5Level === null) out.paging.ept5Level = hasWord(value, 'ept_5level');
         break;
       default:
         break;

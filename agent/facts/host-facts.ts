@@ -18,6 +18,7 @@ import {
 } from './cpuid';
 import { noFlags, parseCpuinfo, type CpuinfoFacts } from './cpuinfo';
 import type { HostFacts, HostKvm, HostSource } from '../core/types';
+import { computeHostLimit } from '../judge/host-limit';
 
 export interface HostFactsOptions {
   procRoot?: string;
@@ -172,44 +173,60 @@ export function readHostFacts(opts: HostFactsOptions): HostFacts {
     flags: cpuinfo?.hasFlags ? 'cpuinfo' : 'unknown',
   };
 
-  // The effective width: the override, else /proc/cpuinfo, else raw CPUID. /proc/cpuinfo shows the
-  // width Linux itself uses, already reduced by the bits that SME/SEV (AMD) or TME-MK (Intel) take
-  // for encryption. QEMU sizes host-phys-bits=on guests from the raw CPUID value instead
-  // (target/i386/host-cpu.c), so on such hosts the two differ; the verdict weighs that difference.
-  let physBits: number;
-  let physBitsSource: HostSource;
-  if (override !== undefined) {
-    physBits = override;
-    physBitsSource = 'config';
-  } else if (cpuinfoPhysBits !== null) {
-    physBits = cpuinfoPhysBits;
-    physBitsSource = 'cpuinfo';
-  } else if (cpuidPhysBits !== null) {
-    physBits = cpuidPhysBits;
-    physBitsSource = 'cpuid';
-  } else {
-    throw new HostFactsError(`no physical address width found (${notes.join('; ')}); set host.physBits in the config`);
-  }
-  sources.physBits = physBitsSource;
-
   let vendor = cpuinfo?.vendor ?? null;
   sources.vendor = vendor !== null ? 'cpuinfo' : 'unknown';
   if (vendor === null && cpuid?.vendor) {
     vendor = cpuid.vendor;
     sources.vendor = 'cpuid';
   }
+  const readProblems: string[] = [];
+  if (cpuid?.vendor && cpuinfo?.vendor && cpuid.vendor !== cpuinfo.vendor)
+    readProblems.push(`/proc/cpuinfo says ${cpuinfo.vendor} but CPUID leaf 0 says ${cpuid.vendor}`);
+
+  const flags = cpuinfo?.flags ?? noFlags();
+  const paging = cpuinfo?.paging ?? { la57: null, ept5Level: null, hypervisor: null };
+  const paramNotes: string[] = [];
+  const kvm = readKvm(sysRoot, vendor, paramNotes);
+  notes.push(...paramNotes);
+
+  // The limit is decided in one place, agent/judge/host-limit.ts (see docs/reasons.md).
+  const limit = computeHostLimit({
+    vendor,
+    cpuinfoPhysBits,
+    cpuinfoVirtBits: cpuinfo?.virtBits ?? null,
+    cpuidPhysBits,
+    memEncryptionReduction: cpuid?.memEncryptionReduction ?? null,
+    flags,
+    paging,
+    kvm,
+    override,
+    readProblems,
+  });
+  if (!limit) {
+    throw new HostFactsError(`no physical address width found (${notes.join('; ')}); set host.physBits in the config`);
+  }
+  sources.physBits = limit.source;
 
   const facts: HostFacts = {
     name: opts.name,
-    physBits,
-    physBitsSource,
+    physBits: limit.physBits,
+    physBitsSource: limit.source,
+    reasoning: limit.reasoning,
+    limit: {
+      nestedPaging: limit.nestedPaging,
+      tdpLevels: limit.tdpLevels,
+      detectedPhysBits: limit.detectedPhysBits,
+      problems: limit.problems,
+      notes: limit.notes,
+    },
     vendor: vendor ?? 'unknown',
     cpuinfoPhysBits,
     cpuinfoVirtBits: cpuinfo?.virtBits ?? null,
     cpuidPhysBits,
     memEncryptionReduction: cpuid?.memEncryptionReduction ?? null,
-    flags: cpuinfo?.flags ?? noFlags(),
-    kvm: readKvm(sysRoot, vendor, notes),
+    flags,
+    paging,
+    kvm,
     sources,
   };
   if (notes.length) facts.notes = notes;

@@ -2,7 +2,7 @@
  * The catalogue of verdict reasons: every stable code, its default severity, and the builders of
  * the sentence an operator reads. docs/reasons.md lists every code here (a test checks it).
  */
-import type { Reason, Severity } from '../core/types';
+import type { PciRegionFact, Reason, Severity } from '../core/types';
 
 export type ReasonCode =
   | 'GUEST_EQUALS_HOST'
@@ -14,6 +14,7 @@ export type ReasonCode =
   | 'KVM_SMALLER_MAXPHYADDR_NOT_ALLOWED'
   | 'HOST_PHYS_BITS_LIMITED'
   | 'GUEST_PHYS_BITS_SET'
+  | 'HOST_FACTS_CONTRADICTORY'
   | 'GUEST_FACT_UNREADABLE'
   | 'MIGRATION_PEER_NARROWER'
   | 'MIGRATION_PEER_LAYOUT'
@@ -26,11 +27,12 @@ export const REASON_SEVERITY: Readonly<Record<ReasonCode, Severity>> = {
   GUEST_NARROWER_THAN_HOST: 'ok',
   GUEST_WIDER_THAN_HOST: 'critical',
   GUEST_WIDER_NOT_ENFORCED: 'info',
-  GUEST_WIDER_BY_MEMORY_ENCRYPTION: 'warning',
+  GUEST_WIDER_BY_MEMORY_ENCRYPTION: 'info',
   LAYOUT_BEYOND_HOST_LIMIT: 'critical',
   KVM_SMALLER_MAXPHYADDR_NOT_ALLOWED: 'info',
   HOST_PHYS_BITS_LIMITED: 'ok',
-  GUEST_PHYS_BITS_SET: 'info',
+  GUEST_PHYS_BITS_SET: 'warning',
+  HOST_FACTS_CONTRADICTORY: 'warning',
   GUEST_FACT_UNREADABLE: 'warning',
   MIGRATION_PEER_NARROWER: 'warning',
   MIGRATION_PEER_LAYOUT: 'warning',
@@ -110,29 +112,40 @@ export interface WiderContext {
   fromConfig: boolean;
   /** Names of active host memory-encryption flags ("sme", "sev"...), empty when none. */
   encryptionFlags: string[];
-  /** Raw CPUID width when known. */
-  rawBits: number | null;
-  /** kvm_amd npt=0 or kvm_intel ept=N: guests share the host's (reduced) address space. */
-  shadowPaging: boolean;
+  /** /dev/cpu/0/cpuid could not be read. */
+  cpuidUnreadable: boolean;
+  /** An AMD (or Hygon) CPU, where SME/SEV may reduce the width Linux reports without showing a flag. */
+  amd: boolean;
+  /** The KVM module whose nested paging is off (npt=0 / ept=N); null when it is on or unknown. */
+  nestedPagingOff: string | null;
+  /** The CPU's raw width when the limit is the 48-bit cap of 4-level nested paging. */
+  cappedAt48: number | null;
 }
 
 export function guestWiderThanHost(guestBits: number, hostBits: number, ctx: WiderContext): Reason {
   const source = ctx.fromConfig ? ' (host.physBits in the config)' : '';
-  let why = '';
-  if (ctx.encryptionFlags.length && ctx.rawBits === null) {
-    why =
-      `; host memory encryption (${ctx.encryptionFlags.join(', ')}) may reduce the width Linux reports: ` +
-      `make /dev/cpu/0/cpuid readable (modprobe cpuid, run as root) so the raw width can be weighed`;
-  } else if (ctx.rawBits !== null && ctx.rawBits > hostBits && ctx.shadowPaging) {
-    why = `; without nested paging (ept/npt off) guests share the host's reduced ${hostBits}-bit address space`;
-  } else if (ctx.rawBits !== null && ctx.rawBits > hostBits && guestBits > ctx.rawBits) {
-    why = `; it is wider than the host CPU's raw ${ctx.rawBits} bits too`;
+  const why: string[] = [];
+  if (!ctx.fromConfig && ctx.cappedAt48 !== null) {
+    why.push(
+      `the CPU has ${ctx.cappedAt48} bits, but without 5-level nested paging KVM maps guest-physical addresses below 2^${hostBits} only`,
+    );
+  }
+  if (ctx.nestedPagingOff !== null) {
+    why.push(
+      `nested paging is off (${ctx.nestedPagingOff === 'kvm_amd' ? 'kvm_amd npt=0' : 'kvm_intel ept=N'}), so guests share the host's ${hostBits}-bit physical address space`,
+    );
+  }
+  if (!ctx.fromConfig && ctx.cpuidUnreadable && (ctx.amd || ctx.encryptionFlags.length)) {
+    const flags = ctx.encryptionFlags.length ? ` (${ctx.encryptionFlags.join(', ')})` : ' (SME/SEV)';
+    why.push(
+      `memory encryption${flags} may reduce the width Linux reports below the CPU's; make /dev/cpu/0/cpuid readable (modprobe cpuid, run as root) so the raw width can be read`,
+    );
   }
   return reason(
     'GUEST_WIDER_THAN_HOST',
-    `guest phys-bits ${guestBits} is wider than the host's ${hostBits} bits${source} under ${ctx.accelerator}: ` +
-      `guest memory placed at or above ${formatBytes(2 ** hostBits)} cannot be backed${why}; ` +
-      `set phys-bits=${hostBits} or host-phys-bits=on`,
+    `guest phys-bits ${guestBits} is wider than the host's ${hostBits}-bit limit${source} under ${ctx.accelerator}: ` +
+      `guest memory placed at or above ${formatBytes(2 ** hostBits)} cannot be mapped${why.map((w) => `; ${w}`).join('')}; ` +
+      `set phys-bits=${hostBits} or host-phys-bits=on,host-phys-bits-limit=${hostBits}`,
   );
 }
 
@@ -149,31 +162,25 @@ export interface EncryptionContext {
   encryptionFlags: string[];
   rawBits: number;
   reduction: number;
+  /** The host's limit. */
+  limitBits: number;
   /** The guest's own SEV reduced-phys-bits, when the guest is encrypted. */
   guestReducedPhysBits: number | null;
 }
 
-/**
- * Warning by default; info when the guest is itself an encrypted guest whose reduced-phys-bits
- * brings its usable width within the host's (see docs/reasons.md).
- */
-export function guestWiderByMemoryEncryption(guestBits: number, hostBits: number, ctx: EncryptionContext): Reason {
+/** Info: the guest is within the host's limit, only wider than the width memory encryption leaves Linux. */
+export function guestWiderByMemoryEncryption(guestBits: number, reportedBits: number, ctx: EncryptionContext): Reason {
   const flags = ctx.encryptionFlags.length ? ctx.encryptionFlags.join(', ') : 'memory encryption';
   let message =
-    `guest phys-bits ${guestBits} is wider than the ${hostBits} bits Linux reports, only because host ` +
+    `guest phys-bits ${guestBits} is wider than the ${reportedBits} bits Linux reports, only because host ` +
     `memory encryption (${flags}) takes ${ctx.reduction} of the CPU's raw ${ctx.rawBits} bits; with nested ` +
-    `paging guest-physical addresses keep all ${ctx.rawBits} bits, so this host backs the guest`;
-  let severity: Severity = 'warning';
+    `paging guest-physical addresses keep the raw width, so this host maps the guest (limit ${ctx.limitBits} bits)`;
   const r = ctx.guestReducedPhysBits;
   if (r !== null && r > 0) {
-    const usable = guestBits - r;
-    message += `; the guest is encrypted itself with reduced-phys-bits=${r}, so it uses at most ${usable} bits`;
-    if (usable <= hostBits) severity = 'info';
+    message += `; the guest is encrypted itself with reduced-phys-bits=${r}, so it uses at most ${guestBits - r} bits`;
   }
-  if (severity === 'warning') {
-    message += `; hosts without memory encryption need ${guestBits} bits for it: set phys-bits=${hostBits} to fit both`;
-  }
-  return reason('GUEST_WIDER_BY_MEMORY_ENCRYPTION', message, severity);
+  message += `; a host that must take it by migration needs a limit of ${guestBits} bits (the peer rules check it)`;
+  return reason('GUEST_WIDER_BY_MEMORY_ENCRYPTION', message);
 }
 
 export interface LayoutContext {
@@ -182,20 +189,33 @@ export interface LayoutContext {
   /** Memory already sits above the limit (usedEnd), rather than only a reachable region. */
   used: boolean;
   limitBits: number;
+  /** The limit is the guest's own guest-phys-bits, below the host's. */
+  byGuestPhysBits?: boolean;
   enforced: boolean;
   accelerator: string;
+  /** A PCI BAR or bridge window firmware placed above the limit, named in the message. */
+  placedAbove?: PciRegionFact | null;
+}
+
+function describePciRegion(r: PciRegionFact): string {
+  const what = typeof r.region === 'number' ? `BAR ${r.region}` : `${r.region} window`;
+  return `${what} of PCI device ${r.device} at ${hex(r.start)}-${hex(r.end - 1)}`;
 }
 
 export function layoutBeyondHostLimit(ctx: LayoutContext): Reason {
   const limit = formatBytes(2 ** ctx.limitBits);
+  const bar = ctx.placedAbove ? `; ${describePciRegion(ctx.placedAbove)} is placed above it` : '';
   const what = ctx.used
     ? `guest memory is already placed up to ${hex(ctx.end)}`
-    : `the guest's address layout (RAM, hot-plug region, 64-bit PCI hole) reaches ${hex(ctx.end)}`;
+    : `the guest's address layout (RAM, hot-plug region, 64-bit PCI hole, placed BARs) reaches ${hex(ctx.end)}`;
+  const whose = ctx.byGuestPhysBits
+    ? `guest-phys-bits limit of ${ctx.limitBits} bits`
+    : `host's ${ctx.limitBits}-bit limit`;
   const need = `${bitsNeeded(ctx.end)} bits`;
   if (!ctx.enforced) {
     return reason(
       'LAYOUT_BEYOND_HOST_LIMIT',
-      `${what}, beyond the host's ${ctx.limitBits}-bit limit (${limit}), but ${ctx.accelerator} is not bound by it; ` +
+      `${what}, beyond the ${whose} (${limit})${bar}, but ${ctx.accelerator} is not bound by it; ` +
         `it needs ${need} under an enforced accelerator`,
       'info',
     );
@@ -203,10 +223,7 @@ export function layoutBeyondHostLimit(ctx: LayoutContext): Reason {
   const fix = ctx.used
     ? 'migrate the guest to a host with at least that width or restart it with less memory'
     : 'lower maxmem or pci-hole64-size so the layout ends below the limit';
-  return reason(
-    'LAYOUT_BEYOND_HOST_LIMIT',
-    `${what}, beyond the host's ${ctx.limitBits}-bit limit (${limit}); it needs ${need}: ${fix}`,
-  );
+  return reason('LAYOUT_BEYOND_HOST_LIMIT', `${what}, beyond the ${whose} (${limit})${bar}; it needs ${need}: ${fix}`);
 }
 
 export function kvmSmallerMaxphyaddrNotAllowed(guestBits: number, hostCpuBits: number): Reason {
@@ -227,12 +244,27 @@ export function hostPhysBitsLimited(limit: number, rawBits: number, against: str
   );
 }
 
-export function guestPhysBitsSet(guestPhysBits: number, physBits: number): Reason {
+export function guestPhysBitsSet(guestPhysBits: number, physBits: number, hostBits: number): Reason {
+  const layout =
+    guestPhysBits < hostBits
+      ? `its layout is checked against 2^${guestPhysBits}, below the host's ${hostBits}-bit limit`
+      : `the host's ${hostBits}-bit limit is the lower one and stays the check`;
   return reason(
     'GUEST_PHYS_BITS_SET',
-    `guest-phys-bits=${guestPhysBits} asks the guest firmware and OS to use only ${guestPhysBits} of its ` +
-      `${physBits} phys-bits; the hint is advisory, so physbits compares phys-bits=${physBits}; ` +
-      `set phys-bits=${guestPhysBits} to make the limit binding`,
+    `guest-phys-bits=${guestPhysBits} tells the guest firmware and OS that only ${guestPhysBits} of its ` +
+      `${physBits} phys-bits are addressable (CPUID 0x80000008 EAX[23:16]); ${layout}; ` +
+      `memory or BARs placed above 2^${guestPhysBits} break the promise: set phys-bits=${guestPhysBits} to make the two agree`,
+  );
+}
+
+export function hostFactsContradictory(problems: string[], limitBits: number, fromConfig: boolean): Reason {
+  const tail = fromConfig
+    ? `host.physBits in the config (${limitBits}) is used regardless`
+    : `the limit of ${limitBits} bits is the conservative reading; set host.physBits in the config to the right limit`;
+  return reason(
+    'HOST_FACTS_CONTRADICTORY',
+    `the host's readings contradict each other or are missing: ${problems.join('; ')}; ${tail}`,
+    fromConfig ? 'info' : 'warning',
   );
 }
 

@@ -1,9 +1,11 @@
 /**
- * The verdict for one guest: how its phys-bits relate to the host's, and every reason that
- * matters (accelerator, memory encryption, address-space use, KVM quirks, migration peers).
+ * The verdict for one guest: how its phys-bits relate to the host's limit (host.physBits, decided by
+ * host-limit.ts), and every reason that matters (accelerator, memory encryption, address-space use,
+ * KVM quirks, migration peers).
  * Pure: facts in, verdict out. Each rule and its severity is documented in docs/reasons.md.
  */
 import * as R from './reasons';
+import { hostCpuMaxPhysAddr, qemuHostPhysBits } from './host-limit';
 import type { GuestFacts, HostFacts, PeerFacts, Policy, Reason, Relation, Severity, Verdict } from '../core/types';
 
 export { REASON_CODES, maxSeverity, severityRank } from './reasons';
@@ -33,37 +35,9 @@ export function encryptionFlags(host: HostFacts): string[] {
   return names;
 }
 
-/** kvm_amd npt=0 or kvm_intel ept=N: no nested paging, guests live in the host's address space. */
-export function shadowPaging(host: HostFacts): boolean {
-  return (
-    (host.kvm.module === 'kvm_amd' && host.kvm.npt === false) ||
-    (host.kvm.module === 'kvm_intel' && host.kvm.ept === false)
-  );
-}
-
-/**
- * The raw width and reduction when the host's effective width is the detected one AND is smaller
- * than raw CPUID because of memory encryption (an active sme/sev/sev_es/sev_snp/tme flag, or a
- * non-zero CPUID 0x8000001F reduction). Null when no such reduction is in play, or when the width
- * comes from the config (the operator's number is the limit, whatever the CPU says).
- */
-export function encryptionReduction(host: HostFacts): { rawBits: number; reduction: number } | null {
-  if (host.physBitsSource === 'config') return null;
-  const raw = host.cpuidPhysBits;
-  if (raw === null || raw <= host.physBits) return null;
-  if (encryptionFlags(host).length === 0 && !((host.memEncryptionReduction ?? 0) > 0)) return null;
-  return { rawBits: raw, reduction: raw - host.physBits };
-}
-
-/**
- * The width that bounds guest-physical addresses under an enforced accelerator on this host:
- * the raw CPUID width when only memory encryption reduces the reported one and nested paging is
- * on (Linux arch/x86/kvm/cpuid.c: with TDP, reductions of host-physical addresses do not affect
- * guest-physical ones); otherwise the effective host width.
- */
-export function backingBits(host: HostFacts): number {
-  const enc = encryptionReduction(host);
-  return enc && !shadowPaging(host) ? enc.rawBits : host.physBits;
+/** The host's limit is the 48-bit cap of 4-level nested paging below a wider CPU. */
+function cappedByTdpLevels(host: HostFacts): boolean {
+  return host.physBitsSource === 'tdp-levels';
 }
 
 function relationReason(host: HostFacts, guest: GuestFacts, policy: Policy, enforced: boolean): Reason {
@@ -73,30 +47,50 @@ function relationReason(host: HostFacts, guest: GuestFacts, policy: Policy, enfo
   if (relation === 'equal') return R.guestEqualsHost(g);
   if (relation === 'narrower') return R.guestNarrowerThanHost(g, h, policy.narrowerSeverity);
   if (!enforced) return R.guestWiderNotEnforced(g, h, guest.accelerator);
-  const enc = encryptionReduction(host);
-  const shadow = shadowPaging(host);
-  if (enc && !shadow && g <= enc.rawBits) {
-    const me = guest.memoryEncryption;
-    return R.guestWiderByMemoryEncryption(g, h, {
-      encryptionFlags: encryptionFlags(host),
-      rawBits: enc.rawBits,
-      reduction: enc.reduction,
-      guestReducedPhysBits: me.active ? me.reducedPhysBits : null,
-    });
-  }
   return R.guestWiderThanHost(g, h, {
     accelerator: guest.accelerator,
     fromConfig: host.physBitsSource === 'config',
     encryptionFlags: encryptionFlags(host),
-    rawBits: host.cpuidPhysBits,
-    shadowPaging: shadow,
+    cpuidUnreadable: host.cpuidPhysBits === null,
+    amd: host.vendor === 'AuthenticAMD' || host.vendor === 'HygonGenuine',
+    nestedPagingOff: host.limit.nestedPaging === false ? (host.kvm.module ?? 'kvm') : null,
+    cappedAt48: cappedByTdpLevels(host) ? qemuHostPhysBits(host) : null,
   });
+}
+
+/**
+ * A guest within the limit but wider than the width Linux reports, only because memory encryption
+ * takes bits of host-physical addresses: backed here (nested paging keeps guest-physical addresses
+ * whole), so info; whether other hosts can take it is the peer rules' business.
+ */
+function memoryEncryptionReason(host: HostFacts, guest: GuestFacts, enforced: boolean): Reason | null {
+  const reported = host.cpuinfoPhysBits;
+  const raw = host.cpuidPhysBits;
+  if (!enforced || reported === null || raw === null || raw <= reported) return null;
+  if (host.limit.nestedPaging !== true) return null;
+  if (guest.physBits <= reported || guest.physBits > host.physBits) return null;
+  const me = guest.memoryEncryption;
+  return R.guestWiderByMemoryEncryption(guest.physBits, reported, {
+    encryptionFlags: encryptionFlags(host),
+    rawBits: raw,
+    reduction: raw - reported,
+    limitBits: host.physBits,
+    guestReducedPhysBits: me.active ? me.reducedPhysBits : null,
+  });
+}
+
+/** The width the guest's layout is checked against: the host's limit, or a lower guest-phys-bits. */
+export function layoutLimitBits(host: HostFacts, guest: GuestFacts): { bits: number; byGuestPhysBits: boolean } {
+  const gpb = guest.guestPhysBits;
+  if (gpb !== null && gpb > 0 && gpb < host.physBits && gpb < guest.physBits)
+    return { bits: gpb, byGuestPhysBits: true };
+  return { bits: host.physBits, byGuestPhysBits: false };
 }
 
 function layoutReason(host: HostFacts, guest: GuestFacts, enforced: boolean): Reason | null {
   const layout = guest.layout;
   if (!layout) return null;
-  const limitBits = backingBits(host);
+  const { bits: limitBits, byGuestPhysBits } = layoutLimitBits(host, guest);
   const limit = 2 ** limitBits;
   const used = layout.usedEnd > limit;
   if (!used && layout.highestAddress <= limit) return null;
@@ -104,42 +98,48 @@ function layoutReason(host: HostFacts, guest: GuestFacts, enforced: boolean): Re
     end: used ? layout.usedEnd : layout.highestAddress,
     used,
     limitBits,
+    byGuestPhysBits,
     enforced,
     accelerator: guest.accelerator,
+    placedAbove: layout.pciBars?.find((b) => b.end > limit) ?? null,
   });
-}
-
-/** The width of the host CPU itself, as KVM compares it with a guest's MAXPHYADDR. */
-function hostCpuBits(host: HostFacts): number {
-  return host.cpuinfoPhysBits ?? host.cpuidPhysBits ?? host.physBits;
 }
 
 function smallerMaxphyaddrReason(host: HostFacts, guest: GuestFacts): Reason | null {
   const k = host.kvm;
   if (guest.accelerator !== 'kvm' || k.module !== 'kvm_intel') return null;
   if (k.ept !== true || k.allowSmallerMaxphyaddr !== false) return null;
-  const cpuBits = hostCpuBits(host);
+  const cpuBits = hostCpuMaxPhysAddr(host);
   return guest.physBits < cpuBits ? R.kvmSmallerMaxphyaddrNotAllowed(guest.physBits, cpuBits) : null;
 }
 
 /**
- * host-phys-bits=on with a limit below the host's raw width, where the limit is what keeps the
- * guest safe: without it the guest would be wider than the host's effective width or a peer's.
+ * host-phys-bits=on with a limit below the width QEMU would give it (raw CPUID), where the limit is
+ * what keeps the guest safe: without it the guest would be wider than the host's limit or a peer's.
  */
 function hostPhysBitsLimitedReason(host: HostFacts, guest: GuestFacts, peers: PeerFacts[]): Reason | null {
   const limit = guest.hostPhysBitsLimit;
   if (!guest.hostPhysBits || !(limit > 0)) return null;
-  const raw = host.cpuidPhysBits ?? host.cpuinfoPhysBits ?? host.physBits;
+  const raw = qemuHostPhysBits(host);
   if (limit >= raw || guest.physBits > limit) return null;
-  if (raw > host.physBits) return R.hostPhysBitsLimited(limit, raw, `the host's usable ${host.physBits} bits`);
+  if (raw > host.physBits) return R.hostPhysBitsLimited(limit, raw, `the host's limit of ${host.physBits} bits`);
   const peer = peers.find((p) => p.physBits !== null && p.physBits < raw);
   if (peer) return R.hostPhysBitsLimited(limit, raw, `peer ${peer.name}'s ${peer.physBits} bits`);
   return null;
 }
 
-function guestPhysBitsReason(guest: GuestFacts): Reason | null {
+function guestPhysBitsReason(host: HostFacts, guest: GuestFacts): Reason | null {
   const gpb = guest.guestPhysBits;
-  return gpb !== null && gpb > 0 && gpb < guest.physBits ? R.guestPhysBitsSet(gpb, guest.physBits) : null;
+  return gpb !== null && gpb > 0 && gpb < guest.physBits
+    ? R.guestPhysBitsSet(gpb, guest.physBits, host.physBits)
+    : null;
+}
+
+/** Contradictory or missing host readings: a warning for enforced guests (info under a config override). */
+function hostFactsReason(host: HostFacts, enforced: boolean): Reason | null {
+  const problems = host.limit.problems;
+  if (!enforced || problems.length === 0) return null;
+  return R.hostFactsContradictory(problems, host.physBits, host.physBitsSource === 'config');
 }
 
 /** Peer reasons never exceed warning: a narrower peer is the guard's business at migration time. */
@@ -168,10 +168,12 @@ export function computeVerdict(input: VerdictInput): Verdict {
   const enforced = policy.accelerators.includes(guest.accelerator);
   const candidates: Array<Reason | null> = [
     relationReason(host, guest, policy, enforced),
+    memoryEncryptionReason(host, guest, enforced),
     layoutReason(host, guest, enforced),
+    hostFactsReason(host, enforced),
     smallerMaxphyaddrReason(host, guest),
     hostPhysBitsLimitedReason(host, guest, peers),
-    guestPhysBitsReason(guest),
+    guestPhysBitsReason(host, guest),
     ...(guest.unreadable ?? []).map(R.guestFactUnreadable),
     ...peerReasons(guest, peers),
   ];

@@ -10,6 +10,7 @@
  * and `reconnect` are passed on to the running daemon. The hook prints nothing on stdout: for
  * `migrate` and `restore`, libvirt would take stdout as a replacement domain XML.
  */
+import { qemuHostPhysBits } from '../judge/host-limit';
 import type { Config } from '../core/config';
 import type { GuestFacts, HostFacts, Reason } from '../core/types';
 import { computeVerdict } from '../judge/verdict';
@@ -53,11 +54,6 @@ async function defaultNotify(config: Config, event: LibvirtEvent): Promise<void>
     event,
     config.libvirtHook.notifyTimeoutMs,
   );
-}
-
-/** The width QEMU's host-phys-bits=on copies: the host CPU's raw CPUID width (target/i386/host-cpu.c). */
-export function qemuHostPhysBits(host: HostFacts): number {
-  return host.cpuidPhysBits ?? host.cpuinfoPhysBits ?? host.physBits;
 }
 
 /** The guest as the verdict sees it, before it exists. */

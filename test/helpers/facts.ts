@@ -1,12 +1,15 @@
 /** Literal host and guest facts for tests: a plain Intel host and a running q35 guest, with overrides. */
 import type { GuestFacts, GuestLayout, HostFacts } from '../../agent/core/types';
+import { computeHostLimit, type HostLimitReadings } from '../../agent/judge/host-limit';
 
 export const GiB = 2 ** 30;
 
 /** Host fields to replace; `flags` and `kvm` may be given in part. */
-export type HostOverride = Partial<Omit<HostFacts, 'flags' | 'kvm'>> & {
+export type HostOverride = Partial<Omit<HostFacts, 'flags' | 'kvm' | 'paging' | 'limit'>> & {
   flags?: Partial<HostFacts['flags']>;
   kvm?: Partial<HostFacts['kvm']>;
+  paging?: Partial<HostFacts['paging']>;
+  limit?: Partial<HostFacts['limit']>;
 };
 
 /** Guest fields to replace; `memoryEncryption` may be given in part. */
@@ -23,12 +26,15 @@ export function hostFacts(physBits: number, name = 'hv1', over: HostOverride = {
     name,
     physBits,
     physBitsSource: 'config',
+    reasoning: [`host.physBits in the config sets ${physBits} bits`],
+    limit: { nestedPaging: true, tdpLevels: 4, detectedPhysBits: physBits, problems: [], notes: [] },
     vendor: 'GenuineIntel',
     cpuinfoPhysBits: physBits,
     cpuinfoVirtBits: 48,
     cpuidPhysBits: null,
     memEncryptionReduction: null,
     flags: { sme: false, sev: false, sev_es: false, sev_snp: false, tme: false },
+    paging: { la57: false, ept5Level: false, hypervisor: false },
     kvm: { module: 'kvm_intel', allowSmallerMaxphyaddr: null, ept: true, npt: null },
     sources: { physBits: 'config' },
   };
@@ -37,6 +43,8 @@ export function hostFacts(physBits: number, name = 'hv1', over: HostOverride = {
     ...(over as Partial<HostFacts>),
     flags: { ...base.flags, ...over.flags },
     kvm: { ...base.kvm, ...over.kvm },
+    paging: { ...base.paging, ...over.paging },
+    limit: { ...base.limit, ...over.limit },
   };
 }
 
@@ -73,5 +81,47 @@ export function guestFacts(over: GuestOverride = {}): GuestFacts {
     ...base,
     ...(over as Partial<GuestFacts>),
     memoryEncryption: { ...base.memoryEncryption, ...over.memoryEncryption },
+  };
+}
+
+/**
+ * Host facts as readHostFacts would build them from these readings: the limit comes from
+ * agent/judge/host-limit.ts, so tests see the same number the daemon would.
+ */
+export function hostFromReadings(name: string, readings: Partial<HostLimitReadings>): HostFacts {
+  const r: HostLimitReadings = {
+    vendor: 'GenuineIntel',
+    cpuinfoPhysBits: null,
+    cpuinfoVirtBits: 48,
+    cpuidPhysBits: null,
+    memEncryptionReduction: null,
+    flags: { sme: false, sev: false, sev_es: false, sev_snp: false, tme: false },
+    paging: { la57: false, ept5Level: false, hypervisor: false },
+    kvm: { module: 'kvm_intel', allowSmallerMaxphyaddr: true, ept: true, npt: null },
+    ...readings,
+  };
+  const limit = computeHostLimit(r);
+  if (!limit) throw new Error('hostFromReadings: no width in the readings');
+  return {
+    name,
+    physBits: limit.physBits,
+    physBitsSource: limit.source,
+    reasoning: limit.reasoning,
+    limit: {
+      nestedPaging: limit.nestedPaging,
+      tdpLevels: limit.tdpLevels,
+      detectedPhysBits: limit.detectedPhysBits,
+      problems: limit.problems,
+      notes: limit.notes,
+    },
+    vendor: r.vendor ?? 'unknown',
+    cpuinfoPhysBits: r.cpuinfoPhysBits,
+    cpuinfoVirtBits: r.cpuinfoVirtBits,
+    cpuidPhysBits: r.cpuidPhysBits,
+    memEncryptionReduction: r.memEncryptionReduction,
+    flags: r.flags,
+    paging: r.paging,
+    kvm: r.kvm,
+    sources: { physBits: limit.source },
   };
 }
