@@ -15,7 +15,7 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseConfig } from '../agent/core/config';
 import { startGuest, type Guest } from '../test/helpers/qemu';
-import { cpuMs, firstLine, stopChild, track } from './proc';
+import { firstLine, stopChild, threadCpuMs, track } from './proc';
 import { runtimeDir, stateDir } from './dirs';
 import { benchConfig, startDaemon, unitNodeFlags, waitForStatus, writeConfig } from './daemon-proc';
 import { heartbeatIntervalFor } from './heartbeat-load';
@@ -76,9 +76,9 @@ async function phase(
   const clients = await Promise.all(Array.from({ length: connections }, () => WireClient.connect(path)));
   try {
     await drive(clients, lanes, Math.ceil(total / 10));
-    const cpu0 = proxyPid ? cpuMs(proxyPid) : NaN;
+    const cpu0 = proxyPid ? threadCpuMs(proxyPid) : NaN;
     const result = await drive(clients, lanes, total);
-    return { ...result, cpuUs: proxyPid ? ((cpuMs(proxyPid) - cpu0) * 1000) / total : NaN };
+    return { ...result, cpuUs: proxyPid ? ((threadCpuMs(proxyPid) - cpu0) * 1000) / total : NaN };
   } finally {
     await Promise.all(clients.map((c) => c.close()));
   }
@@ -281,7 +281,7 @@ export async function runGuardBench(opts: GuardOptions): Promise<Section> {
     '',
     compareTable(hopRows),
     '',
-    `- CPU per command (utime + stime of the process in the path over the measured round trips, clock-tick resolution): the daemon ${fmt(spread(runs.map((r) => r.guard1.cpuUs)).median)} µs ` +
+    `- CPU per command (run time of the threads of the process in the path over the measured round trips, from schedstat): the daemon ${fmt(spread(runs.map((r) => r.guard1.cpuUs)).median)} µs ` +
       `with one client and ${fmt(spread(runs.map((r) => r.guard8.cpuUs)).median)} µs with eight; the bare pipe proxy ${fmt(spread(runs.map((r) => r.pipe1.cpuUs)).median)} µs.`,
     `- **Targets.** The ≤ 1.2× p50 target allows ${fmt(directUs * 0.2)} µs over a direct round trip of ${fmt(directUs)} µs; a bare pipe hop alone is ` +
       `${fmtRatio(medianRatio(hopRows[0]))} of direct here, so no proxy process can meet it on this machine; the guard's own work then adds its ` +

@@ -5,7 +5,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { parseConfig } from '../agent/core/config';
-import { firstLine, cpuMs } from './proc';
+import { firstLine, threadCpuMs } from './proc';
 import { sleep, wallMs } from './stats';
 
 /** The largest qmp.heartbeatsPerSecond the config accepts: with it the cap does not bind below 100 000 VMs. */
@@ -52,7 +52,28 @@ export interface IdleWindow {
   pingsPerSecond: number;
 }
 
-/** CPU % of one core used by each pid over `idleSlices` consecutive slices of the window, and the pings meanwhile. */
+/**
+ * The daemon's scheduled work that is not idle work: discovery's re-scan (`discovery.schedule`,
+ * default every minute, at second 0) and the re-verify (`verify.schedule`, at second 0 of its
+ * minute). An idle window is kept this far from every minute boundary, and the re-scan is measured
+ * on its own (rescanWindow).
+ */
+export const MINUTE_MARGIN_MS = 3000;
+
+/** Waits until a window of `windowMs` starting now stays MINUTE_MARGIN_MS clear of every minute boundary. */
+export async function clearOfMinuteBoundary(windowMs: number): Promise<void> {
+  if (windowMs + 2 * MINUTE_MARGIN_MS > 60000)
+    throw new Error(`an idle window of ${windowMs} ms cannot avoid the minute`);
+  const into = Date.now() % 60000;
+  if (into >= MINUTE_MARGIN_MS && into + windowMs <= 60000 - MINUTE_MARGIN_MS) return;
+  await sleep(into < MINUTE_MARGIN_MS ? MINUTE_MARGIN_MS - into : 60000 - into + MINUTE_MARGIN_MS);
+}
+
+/**
+ * CPU % of one core used by each pid over `idleSlices` consecutive slices of the window, and the
+ * pings meanwhile. CPU is the threads' scheduler run time (threadCpuMs), and the window starts only
+ * when it can end before the next minute's scheduled work (clearOfMinuteBoundary).
+ */
 export async function idleWindow(
   pids: number[],
   fleet: ChildProcess | null,
@@ -60,17 +81,34 @@ export async function idleWindow(
 ): Promise<IdleWindow> {
   const slices: number[][] = pids.map(() => []);
   const slice = opts.idleMs / opts.idleSlices;
+  await clearOfMinuteBoundary(opts.idleMs + 1000);
   const q0 = fleet ? await queryStatusCount(fleet) : 0;
   const began = wallMs();
   for (let s = 0; s < opts.idleSlices; s++) {
-    const c0 = pids.map(cpuMs);
+    const c0 = pids.map(threadCpuMs);
     const t0 = wallMs();
     await sleep(slice);
     const dt = wallMs() - t0;
-    pids.forEach((pid, i) => slices[i].push(((cpuMs(pid) - c0[i]) / dt) * 100));
+    pids.forEach((pid, i) => slices[i].push(((threadCpuMs(pid) - c0[i]) / dt) * 100));
   }
   const pingsPerSecond = fleet ? ((await queryStatusCount(fleet)) - q0) / ((wallMs() - began) / 1000) : NaN;
   return { slices, pingsPerSecond };
+}
+
+/**
+ * CPU (ms) a process spends from 3 s before a minute boundary to 5 s after it, less what it spent
+ * over the 8 s just before: what its work at the minute (discovery's re-scan) costs beyond idling.
+ */
+export async function rescanWindow(pid: number): Promise<number> {
+  const span = MINUTE_MARGIN_MS + 5000;
+  const startAt = 60000 - MINUTE_MARGIN_MS - span;
+  const into = Date.now() % 60000;
+  await sleep(into <= startAt ? startAt - into : 60000 - into + startAt);
+  const c0 = threadCpuMs(pid);
+  await sleep(span);
+  const c1 = threadCpuMs(pid);
+  await sleep(span);
+  return threadCpuMs(pid) - c1 - (c1 - c0);
 }
 
 /** Idle CPU of one window: the mean of its equal slices (spikes such as a GC count, as they cost). */
