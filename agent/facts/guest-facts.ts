@@ -268,13 +268,23 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     physBits,
     hostPhysBits: hostPhysBits === true,
     hostPhysBitsLimit: num(hostPhysBitsLimit) ?? 0,
-    guestPhysBits: num(guestPhysBits),
+    guestPhysBits: guestPhysBitsFrom(guestPhysBits),
     cpuModel: cpuModelFromType(cpuType),
     memoryEncryption: memoryEncryptionFrom({ sev, cgsType: str(cgsType), reducedPhysBits }),
     runState: str(obj(status)?.status),
     layout,
     ...(unreadable.length > 0 ? { unreadable } : {}),
   };
+}
+
+/**
+ * The CPU's guest-phys-bits (QEMU 9.1+), null when unset: QEMU answers 0 when neither the user nor
+ * the accelerator set it (target/i386/cpu.c x86_cpu_realizefn clears the -1 default), and CPUID
+ * 0x80000008 EAX[23:16] = 0 tells the guest to use phys-bits. QEMU 7.2 has no such property.
+ */
+export function guestPhysBitsFrom(value: unknown): number | null {
+  const bits = num(value);
+  return bits !== null && bits > 0 ? bits : null;
 }
 
 /** The first CPU's QOM path from query-cpus-fast. */
