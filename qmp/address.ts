@@ -37,8 +37,13 @@ export function parseAddress(address: string): QmpAddress {
   return { kind: 'unix', path: a };
 }
 
+/** host:port, with an IPv6 literal in brackets ([::1]:4444), as URLs and QEMU's own options write it. */
+export function joinHostPort(host: string, port: number | string): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
 /** The address as a person reads it: the path itself, or host:port. */
 export function formatAddress(a: QmpAddress): string {
   if (a.kind === 'unix') return a.path;
-  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+  return joinHostPort(a.host, a.port);
 }

@@ -141,8 +141,3 @@ export function checkCommand(obj: unknown, allowOob: boolean): CommandCheck {
     id,
   };
 }
-
-/** The QEMU version of a greeting as 'major.minor.micro'. */
-export function versionString(v: QmpVersion): string {
-  return `${v.qemu.major}.${v.qemu.minor}.${v.qemu.micro}`;
-}

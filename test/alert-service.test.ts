@@ -3,8 +3,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SPOOL_FILE } from '../agent/alerts/spool';
 import { AlertService, type AlertEvent, type AlertMetrics } from '../agent/alerts/alert-service';
-import type { Clock, Timers } from '../agent/alerts/alert-logger';
-import { verifySignature } from '../agent/alerts/webhook-sink';
+import type { Timers } from '../agent/core/timers';
+import { verifySignature } from './helpers/webhook-signature';
 import { parseConfig, type Config } from '../agent/core/config';
 import type { Reason } from '../agent/core/types';
 import { freePort, startReceiver, waitFor, type Receiver } from './helpers/alertmanager';
@@ -16,7 +16,7 @@ const critical: Reason = { code: 'GUEST_WIDER_THAN_HOST', severity: 'critical', 
 const fine: Reason = { code: 'GUEST_EQUALS_HOST', severity: 'ok', message: 'equal' };
 
 /** Manual time: timers run only when the test advances the clock. */
-class FakeTime implements Clock, Timers {
+class FakeTime implements Timers {
   t = T0;
   private seq = 0;
   private readonly pending = new Map<number, { at: number; ms: number; fn: () => void }>();
@@ -72,7 +72,7 @@ function alertsConfig(over: Record<string, unknown>): Config['alerts'] {
 }
 
 function service(cfg: Config['alerts'], time: FakeTime, metrics = new CountingMetrics()) {
-  const svc = new AlertService({ config: cfg, host: 'hv1', clock: time, timers: time, metrics, random: () => 1 });
+  const svc = new AlertService({ config: cfg, host: 'hv1', timers: time, metrics, random: () => 1 });
   const events: AlertEvent[] = [];
   svc.on('alert', (e) => events.push(e));
   return { svc, events, metrics };

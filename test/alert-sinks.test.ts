@@ -4,9 +4,10 @@ import type { AddressInfo } from 'node:net';
 import { AlertDeliveryError } from '../agent/alerts/alert-errors';
 import { conditionAlert, refusalAlert } from '../agent/alerts/alert-model';
 import { AlertmanagerSink, alertsEndpoint } from '../agent/alerts/alertmanager-sink';
-import { systemTimers } from '../agent/alerts/alert-logger';
+import { realTimers } from '../agent/core/timers';
 import { postJson, redactUrl } from '../agent/alerts/http-post';
-import { sign, verifySignature, webhookBody, WebhookSink } from '../agent/alerts/webhook-sink';
+import { sign, webhookBody, WebhookSink } from '../agent/alerts/webhook-sink';
+import { verifySignature } from './helpers/webhook-signature';
 import { freePort, startReceiver } from './helpers/alertmanager';
 
 const T0 = Date.parse('2030-01-02T03:04:05.000Z');
@@ -16,7 +17,7 @@ const wider = conditionAlert(
   { code: 'GUEST_WIDER_THAN_HOST', severity: 'critical', message: 'too wide' },
   T0,
 );
-const http = { timeoutMs: 2000, timers: systemTimers };
+const http = { timeoutMs: 2000, timers: realTimers };
 
 test('HMAC signature: known vector, and verification is exact', (t) => {
   // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?"

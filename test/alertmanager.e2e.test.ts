@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AlertService, type AlertEvent } from '../agent/alerts/alert-service';
 import { SPOOL_FILE } from '../agent/alerts/spool';
-import { verifySignature } from '../agent/alerts/webhook-sink';
+import { verifySignature } from './helpers/webhook-signature';
 import { parseConfig, type Config } from '../agent/core/config';
 import { Metrics } from '../agent/api/metrics';
 import type { Reason } from '../agent/core/types';

@@ -8,7 +8,6 @@ import {
   collectPeers,
   fetchPeerStatus,
   fleetExitCode,
-  formatBytes,
   parseStatusDocument,
   type FleetInput,
   type FleetPeerInput,
@@ -227,15 +226,6 @@ test('fleetExitCode: 0 all fit; 2 beats 3', (t) => {
     2,
   );
   t.is(fleetExitCode({ hosts: [], guests: [] }), 0);
-});
-
-test('formatBytes', (t) => {
-  t.is(formatBytes(0), '0 B');
-  t.is(formatBytes(36 * GIB), '36 GiB');
-  t.is(formatBytes(2 ** 39), '512 GiB');
-  t.is(formatBytes(2 ** 46), '64 TiB');
-  t.is(formatBytes(1.5 * GIB), '1.5 GiB');
-  t.is(formatBytes(1536 * GIB), '1.5 TiB');
 });
 
 test('renderFleet: matrix with marks, unreachable hosts and the reasons for each misfit', (t) => {

@@ -108,7 +108,7 @@ function setup(
       return opts.waitForFacts ? opts.waitForFacts(ms) : Promise.resolve(null);
     },
     q,
-    config,
+    config: () => config,
     peers: opts.peers ?? staticPeers(),
     onRefusal: (r) => refusals.push(r),
     clock: opts.clock,

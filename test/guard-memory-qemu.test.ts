@@ -31,13 +31,14 @@ test('predicted DIMM placement matches QEMU; the one crossing 2^33 is refused', 
   t.deepEqual(facts.layout?.deviceMemory, { base: 4 * GiB, size: 8 * GiB - 128 * 2 ** 20 + 4 * GiB });
 
   const refusals: RefusalEvent[] = [];
+  const config = parseConfig({ policy: { accelerators: ['tcg'] } });
   const guard = createGuardInterceptor({
     vm: 'hotplug',
     host: () => hostFacts(33), // 8 GiB: the region [4 GiB, ~15.9 GiB) straddles it
     facts: () => facts,
     waitForFacts: async () => facts,
     q,
-    config: parseConfig({ policy: { accelerators: ['tcg'] } }),
+    config: () => config,
     peers: { findByAddress: () => null, facts: async () => ({ name: '', physBits: null, reachable: false }) },
     onRefusal: (r) => refusals.push(r),
   });

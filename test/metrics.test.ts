@@ -1,7 +1,16 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { ACCEPTED_LINT, Metrics, MAX_LABEL_VALUES_PER_VM, parseListen, startMetricsServer } from '../agent/api/metrics';
+import { Metrics, MAX_LABEL_VALUES_PER_VM, parseListen, startMetricsServer } from '../agent/api/metrics';
 import { PROMTOOL, requireTool } from './helpers/alertmanager';
+
+/**
+ * What `promtool check metrics` says of our exposition, and why it stays: the contract names these
+ * metrics in bits, the unit QEMU and CPUID use for address widths.
+ */
+const ACCEPTED_LINT = [
+  'physbits_guest_phys_bits use base unit "bytes" instead of "bits"',
+  'physbits_host_phys_bits use base unit "bytes" instead of "bits"',
+];
 
 function series(text: string, name: string): string[] {
   return text.split('\n').filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));

@@ -22,15 +22,8 @@ import {
   type AlertSeverity,
 } from './alert-model';
 import { AlertmanagerSink, type AlertSink } from './alertmanager-sink';
-import {
-  silentLogger,
-  systemClock,
-  systemTimers,
-  type AlertLogger,
-  type Clock,
-  type TimerHandle,
-  type Timers,
-} from './alert-logger';
+import { silentLogger, type Logger } from '../core/logger';
+import { realTimers, type Timers } from '../core/timers';
 import type { FetchLike } from './http-post';
 import { SinkWorker, type DeliveryResult } from './sink-worker';
 import { Spool, type DropReason } from './spool';
@@ -70,9 +63,8 @@ export interface AlertServiceOptions {
   config: Config['alerts'];
   /** This host's name (alert label `host`). */
   host: string;
-  clock?: Clock;
   timers?: Timers;
-  logger?: AlertLogger;
+  logger?: Logger;
   metrics?: AlertMetrics;
   /** Jitter source for retry backoff, [0, 1). */
   random?: () => number;
@@ -88,9 +80,8 @@ export declare interface AlertService {
 export class AlertService extends EventEmitter {
   private readonly cfg: Config['alerts'];
   private readonly host: string;
-  private readonly clock: Clock;
   private readonly timers: Timers;
-  private readonly logger: AlertLogger;
+  private readonly logger: Logger;
   private readonly metrics: AlertMetrics | undefined;
   private readonly spool: Spool;
   private readonly sinks: AlertSink[];
@@ -102,7 +93,7 @@ export class AlertService extends EventEmitter {
   private readonly unconfirmed = new Set<string>();
   private startedAt = 0;
   private state: 'new' | 'starting' | 'running' | 'stopped' = 'new';
-  private resendTimer: TimerHandle | null = null;
+  private resendTimer: unknown = null;
   private flushQueued = false;
   private lastFlush: Promise<void> = Promise.resolve();
 
@@ -110,8 +101,7 @@ export class AlertService extends EventEmitter {
     super();
     this.cfg = opts.config;
     this.host = opts.host;
-    this.clock = opts.clock ?? systemClock;
-    this.timers = opts.timers ?? systemTimers;
+    this.timers = opts.timers ?? realTimers;
     this.logger = opts.logger ?? silentLogger;
     this.metrics = opts.metrics;
     const http = { timeoutMs: this.cfg.timeoutMs, timers: this.timers, fetch: opts.fetch };
@@ -127,7 +117,7 @@ export class AlertService extends EventEmitter {
     this.spool = new Spool({
       dir: this.cfg.spoolDir,
       maxEntries: this.cfg.spoolMaxEntries,
-      clock: this.clock,
+      clock: this.timers,
       logger: this.logger,
       latestOnly: (sink) => latestOnly.has(sink),
       onDrop: (_e, reason) => this.metrics?.spoolDropped(reason),
@@ -136,10 +126,9 @@ export class AlertService extends EventEmitter {
       (sink) =>
         new SinkWorker(sink, {
           spool: this.spool,
-          clock: this.clock,
           timers: this.timers,
           logger: this.logger,
-          backoff: { baseMs: 1000, maxMs: this.cfg.retryMaxSeconds * 1000 },
+          backoff: { baseMs: 1000, maxMs: this.cfg.retryMaxSeconds * 1000, jitter: 0.5 },
           random: opts.random,
           batchSize: BATCH_SIZE,
           onSettled: () => this.scheduleFlush(),
@@ -163,7 +152,7 @@ export class AlertService extends EventEmitter {
     const load = await this.spool.open();
     const gone = this.spool.retainSinks(new Set(this.sinks.map((s) => s.id)));
     if (gone.length) this.logger.warn('alert spool: dropped deliveries to sinks no longer configured', { sinks: gone });
-    const now = this.clock.now();
+    const now = this.timers.now();
     this.startedAt = now;
     for (const rec of this.spool.latestRecords()) {
       if (!isFiring(rec, now)) continue;
@@ -203,7 +192,7 @@ export class AlertService extends EventEmitter {
 
   /** Firing alerts, oldest first. */
   firing(): AlertRecord[] {
-    const now = this.clock.now();
+    const now = this.timers.now();
     return [...this.active.values()].filter((r) => isFiring(r, now)).sort((a, b) => a.startsAt - b.startsAt);
   }
 
@@ -217,7 +206,7 @@ export class AlertService extends EventEmitter {
   setVmReasons(vm: string, reasons: readonly Reason[]): void {
     this.mustRun('setVmReasons');
     this.unconfirmed.delete(vm);
-    const now = this.clock.now();
+    const now = this.timers.now();
     const mine = [...(this.keysByVm.get(vm) ?? [])]
       .map((k) => this.active.get(k)!)
       .filter((r) => r.kind === 'condition');
@@ -244,7 +233,7 @@ export class AlertService extends EventEmitter {
   }
 
   /** A guard refusal: fires for alerts.refusalHoldMinutes from `at` (default now). */
-  refusal(vm: string, code: string, message: string, command: string, at: number = this.clock.now()): void {
+  refusal(vm: string, code: string, message: string, command: string, at: number = this.timers.now()): void {
     this.mustRun('refusal');
     const key = alertKey({ vm, reason: refusalCode(code), severity: REFUSAL_SEVERITY });
     const rec = refusalAlert({
@@ -291,7 +280,7 @@ export class AlertService extends EventEmitter {
   }
 
   private change(rec: AlertRecord, notify: boolean, change: AlertEvent['change']): void {
-    const now = this.clock.now();
+    const now = this.timers.now();
     const firing = isFiring(rec, now);
     if (firing) this.setActive(rec);
     else this.deleteActive(rec.key);
@@ -345,7 +334,7 @@ export class AlertService extends EventEmitter {
     this.resendTimer = this.timers.setTimeout(() => {
       this.resendTimer = null;
       if (this.state !== 'running') return;
-      const now = this.clock.now();
+      const now = this.timers.now();
       for (const [key, r] of [...this.active]) if (!isFiring(r, now)) this.deleteActive(key);
       this.resolveUnconfirmed(now);
       if (this.spool.prune(now)) this.scheduleFlush();

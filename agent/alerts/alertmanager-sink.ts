@@ -6,7 +6,7 @@
  */
 import { toPostable, type AlertRecord } from './alert-model';
 import { postJson, redactUrl, type FetchLike } from './http-post';
-import type { Timers } from './alert-logger';
+import type { Timers } from '../core/timers';
 
 export interface SinkItem {
   /** The spool entry's id; empty for a periodic re-send. */

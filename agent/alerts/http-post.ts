@@ -4,7 +4,7 @@
  * refuses URLs that carry them), and the URL shown in logs and metrics never contains them.
  */
 import { AlertDeliveryError } from './alert-errors';
-import { systemTimers, type Timers } from './alert-logger';
+import { realTimers, type Timers } from '../core/timers';
 
 /** At most this much of an error reply is read, for the log line. */
 const MAX_ERROR_BODY = 512;
@@ -66,7 +66,7 @@ export function retryableStatus(status: number): boolean {
 
 /** POSTs the body; resolves on 2xx, throws AlertDeliveryError otherwise. */
 export async function postJson(opts: PostOptions): Promise<void> {
-  const timers = opts.timers ?? systemTimers;
+  const timers = opts.timers ?? realTimers;
   const shown = redactUrl(opts.url);
   const ctrl = new AbortController();
   let timedOut = false;

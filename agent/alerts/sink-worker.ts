@@ -7,18 +7,18 @@
 import { AlertDeliveryError } from './alert-errors';
 import type { AlertRecord } from './alert-model';
 import type { AlertSink, SinkItem } from './alertmanager-sink';
-import { backoffDelay, type BackoffPolicy } from './backoff';
-import type { AlertLogger, Clock, TimerHandle, Timers } from './alert-logger';
+import { backoffDelay, type BackoffOptions } from '../core/backoff';
+import type { Logger } from '../core/logger';
+import type { Timers } from '../core/timers';
 import type { Spool } from './spool';
 
 export type DeliveryResult = 'success' | 'error' | 'timeout' | 'rejected';
 
 export interface SinkWorkerOptions {
   spool: Spool;
-  clock: Clock;
   timers: Timers;
-  logger: AlertLogger;
-  backoff: BackoffPolicy;
+  logger: Logger;
+  backoff: BackoffOptions;
   random?: () => number;
   /** Alerts per request. */
   batchSize: number;
@@ -34,7 +34,7 @@ export class SinkWorker {
   private readonly opts: SinkWorkerOptions;
   private state: WorkerState = 'idle';
   private failures = 0;
-  private retryTimer: TimerHandle | null = null;
+  private retryTimer: unknown = null;
   private resendSource: (() => AlertRecord[]) | null = null;
   private ctrl = new AbortController();
   private running: Promise<void> = Promise.resolve();
@@ -82,7 +82,7 @@ export class SinkWorker {
           continue;
         }
         if (this.resendSource) {
-          const now = this.opts.clock.now();
+          const now = this.opts.timers.now();
           const firing = this.resendSource().filter((r) => r.endsAt === null || r.endsAt > now);
           this.resendSource = null;
           for (let i = 0; i < firing.length; i += this.opts.batchSize) {
@@ -109,7 +109,7 @@ export class SinkWorker {
   /** 'ok' (delivered or given up), 'retry', or 'stop' (the worker was stopped meanwhile). */
   private async attempt(items: SinkItem[]): Promise<'ok' | 'retry' | 'stop'> {
     try {
-      await this.sink.send(items, this.opts.clock.now(), this.ctrl.signal);
+      await this.sink.send(items, this.opts.timers.now(), this.ctrl.signal);
       if (this.state === 'stopped') return 'stop';
       if (this.failures)
         this.opts.logger.info('alert delivery recovered', { sink: this.sink.name, after: this.failures });

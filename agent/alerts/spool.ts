@@ -15,7 +15,8 @@ import { createInterface } from 'node:readline';
 import { isFiring, type AlertRecord } from './alert-model';
 import { SpoolError } from './alert-errors';
 import { parseOp, type LogOp } from './spool-log';
-import { silentLogger, type AlertLogger, type Clock } from './alert-logger';
+import { silentLogger, type Logger } from '../core/logger';
+import type { Timers } from '../core/timers';
 
 export const SPOOL_FILE = 'alerts.log';
 const TMP_SUFFIX = '.tmp';
@@ -36,8 +37,8 @@ export type DropReason = 'superseded' | 'ended' | 'firing';
 export interface SpoolOptions {
   dir: string;
   maxEntries: number;
-  clock: Clock;
-  logger?: AlertLogger;
+  clock: Pick<Timers, 'now'>;
+  logger?: Logger;
   /** Sinks that need only the latest state of an alert (Alertmanager): older states are settled for them. */
   latestOnly?: (sink: string) => boolean;
   onDrop?: (entry: SpoolEntry, reason: DropReason) => void;
@@ -52,7 +53,7 @@ export interface SpoolLoad {
 export class Spool {
   readonly file: string;
   private readonly opts: SpoolOptions;
-  private readonly logger: AlertLogger;
+  private readonly logger: Logger;
   private readonly all = new Map<number, SpoolEntry>();
   private readonly latestByKey = new Map<string, number>();
   /** Entries per alert key (the latest and any superseded states still waiting for a sink). */

@@ -3,7 +3,7 @@
  * in the body documented in docs/alerts.md. With a secret the body is signed:
  * `X-Physbits-Signature: sha256=<hex HMAC-SHA256 of the raw body bytes, keyed with the secret>`.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import { isFiring, type AlertLabels, type AlertAnnotations } from './alert-model';
 import { postJson, redactUrl } from './http-post';
 import type { AlertSink, HttpSinkOptions, SinkItem } from './alertmanager-sink';
@@ -33,14 +33,6 @@ export interface WebhookBody {
 /** "sha256=<hex>" of the raw body. */
 export function sign(body: string | Buffer, secret: string): string {
   return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
-}
-
-/** Constant-time check of a received signature header against the raw body. */
-export function verifySignature(body: string | Buffer, secret: string, header: string | undefined | null): boolean {
-  if (!header) return false;
-  const want = Buffer.from(sign(body, secret));
-  const got = Buffer.from(header.trim());
-  return want.length === got.length && timingSafeEqual(want, got);
 }
 
 export function webhookBody(host: string, items: SinkItem[], sendTime: number, generatorURL?: string): WebhookBody {

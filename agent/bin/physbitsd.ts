@@ -127,7 +127,7 @@ async function main(): Promise<void> {
     await daemon.stop().catch(() => undefined);
     process.exit(e instanceof ConfigError ? EXIT.CONFIG : 1);
   }
-  logger.info('ready', { vms: daemon.supervisors.size });
+  logger.info('ready', { vms: daemon.vmCount });
   notifySystemd('READY=1');
 }
 

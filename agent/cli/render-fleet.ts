@@ -1,6 +1,7 @@
 /** The fleet and advice documents for people: a guest × host matrix, and one block per guest. */
 import type { AdviceDocument, GuestAdvice, LayoutAdvice } from '../judge/advise';
-import { formatBytes, type FleetDocument, type FleetGuest } from '../judge/fleet';
+import { formatBytes } from '../core/format';
+import type { FleetDocument, FleetGuest } from '../judge/fleet';
 import { renderTable } from './render-status';
 
 export interface RenderOptions {

@@ -2,13 +2,33 @@
  * The daemon's side of alerting: VM statuses → the alert service's conditions, guard refusals,
  * migrations the guard did not see, and alert changes onto the event stream.
  */
-import { AlertService, type AlertEvent } from '../alerts/alert-service';
-import type { Daemon } from './daemon';
-import type { Reason, VmStatus } from '../core/types';
+import { AlertService, type AlertEvent, type AlertMetrics } from '../alerts/alert-service';
+import type { Config } from '../core/config';
+import type { Logger } from '../core/logger';
+import type { Timers } from '../core/timers';
+import type { HostFacts, PeerFacts, Reason, VmStatus } from '../core/types';
+import type { EventBus } from './event-bus';
 import type { VmSupervisor } from './vm-supervisor';
 
 /** A `migrate` the guard let through counts as seen for this long. */
 const SEEN_MIGRATION_MS = 60_000;
+
+/** What alerting needs of the daemon. */
+export interface DaemonAlertsDeps {
+  config: () => Config;
+  host: () => HostFacts;
+  peers: () => PeerFacts[];
+  logger: Logger;
+  timers: Timers;
+  metrics: AlertMetrics;
+  events: Pick<EventBus, 'publish'>;
+}
+
+/** What a MIGRATION event needs of the VM it came from. */
+export type MigratingVm = Pick<
+  VmSupervisor,
+  'name' | 'socket' | 'facts' | 'extraReasons' | 'setExtraReasons' | 'upstream'
+>;
 
 export class DaemonAlerts {
   private service: AlertService | null = null;
@@ -16,18 +36,20 @@ export class DaemonAlerts {
   private readonly approved = new Map<string, number>();
   private readonly lastReasons = new Map<string, readonly Reason[]>();
 
-  constructor(private readonly d: Daemon) {}
+  constructor(private readonly deps: DaemonAlertsDeps) {}
 
   private create(): AlertService {
-    const cfg = this.d.config;
+    const config = this.deps.config();
+    const hostName = this.deps.host().name;
     const service = new AlertService({
-      config: cfg.alerts,
-      host: this.d.host.name,
-      logger: this.d.logger.child({ component: 'alerts' }),
-      metrics: this.d.metrics.metrics,
+      config: config.alerts,
+      host: hostName,
+      timers: this.deps.timers,
+      logger: this.deps.logger.child({ component: 'alerts' }),
+      metrics: this.deps.metrics,
     });
     service.on('alert', (ev: AlertEvent) => {
-      this.d.events.publish({
+      this.deps.events.publish({
         type: 'alert',
         vm: ev.labels.vm,
         status: ev.status,
@@ -38,7 +60,7 @@ export class DaemonAlerts {
         summary: ev.annotations.summary,
       });
     });
-    this.configJson = JSON.stringify([cfg.alerts, this.d.host.name]);
+    this.configJson = JSON.stringify([config.alerts, hostName]);
     return service;
   }
 
@@ -49,7 +71,7 @@ export class DaemonAlerts {
 
   /** After a reload: a changed alerts section means a new service over the same spool. */
   reconfigure(): void {
-    if (JSON.stringify([this.d.config.alerts, this.d.host.name]) === this.configJson) return;
+    if (JSON.stringify([this.deps.config().alerts, this.deps.host().name]) === this.configJson) return;
     const old = this.service;
     this.service = null;
     void (async () => {
@@ -58,18 +80,18 @@ export class DaemonAlerts {
       await next.start();
       this.service = next;
       for (const [vm, reasons] of this.lastReasons) next.setVmReasons(vm, reasons);
-    })().catch((err) => this.d.logger.error('alert service restart failed', { error: (err as Error).message }));
+    })().catch((err) => this.deps.logger.error('alert service restart failed', { error: (err as Error).message }));
   }
 
-  setVm(s: VmStatus): void {
-    if (s.error) {
+  setVm(status: VmStatus): void {
+    if (status.error) {
       // Nothing listens behind the socket any more: the guest is not running, its conditions end.
-      if (s.error.code === 'QMP_CONNECT_FAILED') this.dropVm(s.name);
+      if (status.error.code === 'QMP_CONNECT_FAILED') this.dropVm(status.name);
       return;
     }
-    const reasons = s.verdict!.reasons;
-    this.lastReasons.set(s.name, reasons);
-    this.service?.setVmReasons(s.name, reasons);
+    const reasons = status.verdict!.reasons;
+    this.lastReasons.set(status.name, reasons);
+    this.service?.setVmReasons(status.name, reasons);
   }
 
   dropVm(vm: string): void {
@@ -83,7 +105,7 @@ export class DaemonAlerts {
 
   /** The guard forwarded a `migrate` for this VM (to a peer it checked). */
   migrationApproved(socket: string): void {
-    this.approved.set(socket, Date.now());
+    this.approved.set(socket, this.deps.timers.now());
   }
 
   /**
@@ -91,33 +113,40 @@ export class DaemonAlerts {
    * the target cannot be checked. If any configured peer is narrower than the guest, that is
    * critical (and cancelled when guard.cancelUnsafe is on); otherwise a warning.
    */
-  onMigrationEvent(sup: VmSupervisor, data: { status?: string } | undefined): void {
+  onMigrationEvent(vm: MigratingVm, data: { status?: string } | undefined): void {
     const status = data?.status;
-    const vm = sup.name;
-    const unverified = sup.extraReasons().some((r) => r.code === 'MIGRATION_UNVERIFIED');
+    const name = vm.name;
+    const unverified = vm.extraReasons().some((r) => r.code === 'MIGRATION_UNVERIFIED');
     if (status === 'completed' || status === 'failed' || status === 'cancelled') {
-      if (unverified) sup.setExtraReasons(sup.extraReasons().filter((r) => r.code !== 'MIGRATION_UNVERIFIED'));
+      if (unverified) vm.setExtraReasons(vm.extraReasons().filter((r) => r.code !== 'MIGRATION_UNVERIFIED'));
       return;
     }
     if (status !== 'setup' && status !== 'active') return;
-    const seen = this.approved.get(sup.socket);
-    if (seen !== undefined && Date.now() - seen < SEEN_MIGRATION_MS) return;
+    const seen = this.approved.get(vm.socket);
+    if (seen !== undefined && this.deps.timers.now() - seen < SEEN_MIGRATION_MS) return;
     if (unverified) return;
-    const g = sup.facts();
-    const narrower = g ? this.d.peerFacts().filter((p) => p.physBits !== null && p.physBits < g.physBits) : [];
-    const critical = narrower.length > 0 || !g;
+    const guest = vm.facts();
+    const narrower = guest ? this.deps.peers().filter((p) => p.physBits !== null && p.physBits < guest.physBits) : [];
+    const critical = narrower.length > 0 || !guest;
+    const cancel = critical && this.deps.config().guard.cancelUnsafe;
     const message = critical
-      ? `a migration of ${vm} started that physbits did not see (not through the guarded socket); ${g ? `peers ${narrower.map((p) => `${p.name} (${p.physBits} bits)`).join(', ')} are narrower than its ${g.physBits} bits` : 'its width is unknown'}, so the target may not back it${this.d.config.guard.cancelUnsafe ? '; physbits cancelled it' : ''}`
-      : `a migration of ${vm} started that physbits did not see (not through the guarded socket); every configured peer is wide enough`;
+      ? `a migration of ${name} started that physbits did not see (not through the guarded socket); ${guest ? `peers ${narrower.map((p) => `${p.name} (${p.physBits} bits)`).join(', ')} are narrower than its ${guest.physBits} bits` : 'its width is unknown'}, so the target may not back it${cancel ? '; physbits cancelled it' : ''}`
+      : `a migration of ${name} started that physbits did not see (not through the guarded socket); every configured peer is wide enough`;
     const reason: Reason = { code: 'MIGRATION_UNVERIFIED', severity: critical ? 'critical' : 'warning', message };
-    this.d.logger.warn('unverified migration', { vm, severity: reason.severity });
-    this.d.events.publish({ type: 'migration', vm, status, verified: false, severity: reason.severity, message });
-    sup.setExtraReasons([...sup.extraReasons(), reason]);
-    if (critical && this.d.config.guard.cancelUnsafe) {
-      sup
-        .upstream()
+    this.deps.logger.warn('unverified migration', { vm: name, severity: reason.severity });
+    this.deps.events.publish({
+      type: 'migration',
+      vm: name,
+      status,
+      verified: false,
+      severity: reason.severity,
+      message,
+    });
+    vm.setExtraReasons([...vm.extraReasons(), reason]);
+    if (cancel) {
+      vm.upstream()
         ?.execute('migrate_cancel')
-        .catch((err) => this.d.logger.error('migrate_cancel failed', { vm, error: (err as Error).message }));
+        .catch((err) => this.deps.logger.error('migrate_cancel failed', { vm: name, error: (err as Error).message }));
     }
   }
 

@@ -1,52 +1,70 @@
 /** The daemon's answers to the control API (agent/api/api-server.ts serves them). */
 import { apiError, type ApiHandlers } from '../api/api-server';
-import type { Daemon } from './daemon';
+import type { Config } from '../core/config';
+import type { Logger } from '../core/logger';
+import type { HostFacts, VmStatus } from '../core/types';
 import { buildStatusDocument } from '../judge/status-document';
 import { checkMigration } from '../guard/migration-rule';
 import { buildFleet } from '../judge/fleet';
 import { advise, AdviceError } from '../judge/advise';
+import type { LivePeers } from './live-peers';
+import type { VmSupervisor } from './vm-supervisor';
+
+/** What the API's answers need of the daemon. */
+export interface DaemonApiDeps {
+  config: () => Config;
+  host: () => HostFacts;
+  logger: Logger;
+  peers: Pick<LivePeers, 'findByName' | 'findByAddress' | 'factsOf' | 'statuses'>;
+  /** Every VM's status, in discovery order. */
+  statuses: () => VmStatus[];
+  /** The VM with this name (else this socket path), or null. */
+  findVm: (name: string) => Pick<VmSupervisor, 'name' | 'status' | 'facts'> | null;
+  /** Libvirt's hook said something changed. */
+  libvirtChanged: () => void;
+}
 
 export class DaemonApi implements ApiHandlers {
-  constructor(private readonly d: Daemon) {}
+  constructor(private readonly deps: DaemonApiDeps) {}
 
   status() {
-    return buildStatusDocument(this.d.host, this.d.status());
+    return buildStatusDocument(this.deps.host(), this.deps.statuses());
   }
 
   host() {
-    return this.d.host;
+    return this.deps.host();
   }
 
   vm(name: string) {
-    return this.d.findVm(name)?.status() ?? null;
+    return this.deps.findVm(name)?.status() ?? null;
   }
 
   async checkMigration(body: { vm?: unknown; peer?: unknown }) {
     if (typeof body.vm !== 'string' || typeof body.peer !== 'string')
       throw apiError(400, 'API_BAD_REQUEST', 'expected {"vm": NAME, "peer": PEER}');
-    const sup = this.d.findVm(body.vm);
-    if (!sup) throw apiError(404, 'VM_NOT_FOUND', `no VM named '${body.vm}'`);
-    const peerCfg = this.d.peers.findByName(body.peer) ?? this.d.peers.findByAddress(body.peer);
-    if (!peerCfg) throw apiError(404, 'PEER_NOT_FOUND', `no peer named '${body.peer}' in the config`);
-    const guest = sup.facts();
+    const vm = this.deps.findVm(body.vm);
+    if (!vm) throw apiError(404, 'VM_NOT_FOUND', `no VM named '${body.vm}'`);
+    const peerConfig = this.deps.peers.findByName(body.peer) ?? this.deps.peers.findByAddress(body.peer);
+    if (!peerConfig) throw apiError(404, 'PEER_NOT_FOUND', `no peer named '${body.peer}' in the config`);
+    const guest = vm.facts();
     if (!guest) {
       return {
-        vm: sup.name,
-        peer: peerCfg.name,
+        vm: vm.name,
+        peer: peerConfig.name,
         allowed: false,
         code: 'REFUSED_FACTS_UNKNOWN',
-        message: `the facts of ${sup.name} are not known (${sup.status().error?.code ?? 'unknown'})`,
+        message: `the facts of ${vm.name} are not known (${vm.status().error?.code ?? 'unknown'})`,
       };
     }
-    const facts = await this.d.peers.factsOf(peerCfg);
-    const peer = facts.physBits === null ? null : { name: peerCfg.name, physBits: facts.physBits };
-    const answer = checkMigration({ guest, host: this.d.host, peer, policy: this.d.config.policy });
-    return { vm: sup.name, peer: peerCfg.name, peerPhysBits: facts.physBits, reachable: facts.reachable, ...answer };
+    const facts = await this.deps.peers.factsOf(peerConfig);
+    const peer = facts.physBits === null ? null : { name: peerConfig.name, physBits: facts.physBits };
+    const answer = checkMigration({ guest, host: this.deps.host(), peer, policy: this.deps.config().policy });
+    return { vm: vm.name, peer: peerConfig.name, peerPhysBits: facts.physBits, reachable: facts.reachable, ...answer };
   }
 
   private async fleetInput() {
-    const peers = await this.d.peers.statuses();
-    return { local: this.status(), localName: this.d.host.name, peers, policy: this.d.config.policy };
+    const peers = await this.deps.peers.statuses();
+    return { local: this.status(), localName: this.deps.host().name, peers, policy: this.deps.config().policy };
   }
 
   async fleet() {
@@ -67,11 +85,11 @@ export class DaemonApi implements ApiHandlers {
   }
 
   libvirtEvent(body: unknown) {
-    const b = body as { domain?: unknown; operation?: unknown };
-    this.d.logger.info('libvirt hook event', {
-      domain: String(b.domain ?? '?'),
-      operation: String(b.operation ?? '?'),
+    const hookEvent = body as { domain?: unknown; operation?: unknown };
+    this.deps.logger.info('libvirt hook event', {
+      domain: String(hookEvent.domain ?? '?'),
+      operation: String(hookEvent.operation ?? '?'),
     });
-    this.d.libvirtChanged();
+    this.deps.libvirtChanged();
   }
 }

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Metrics, startMetricsServer, type MetricsServer } from '../api/metrics';
 import type { HostFacts, VmStatus } from '../core/types';
+import { joinHostPort } from '../../qmp/address';
 
 export function packageVersion(): string {
   try {
@@ -19,7 +20,7 @@ export class DaemonMetrics {
 
   async listen(listen: string): Promise<string> {
     this.server = await startMetricsServer(this.metrics, listen);
-    return `${this.server.address.includes(':') ? `[${this.server.address}]` : this.server.address}:${this.server.port}`;
+    return joinHostPort(this.server.address, this.server.port);
   }
 
   setHost(host: HostFacts, pool: string | undefined): void {

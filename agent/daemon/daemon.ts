@@ -6,6 +6,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname, resolve, sep } from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
 import { probeSocketPath } from '../../qmp/unix-server';
+import { joinHostPort } from '../../qmp/address';
 import { SocketInUseError } from '../../qmp/errors';
 import { ApiServer } from '../api/api-server';
 import type { Config } from '../core/config';
@@ -19,7 +20,7 @@ import { DaemonAlerts } from './daemon-alerts';
 import { DaemonMetrics } from './daemon-metrics';
 import { socketPatterns, type FoundSocket } from '../core/socket-globs';
 import { realTimers, type Timers } from '../core/timers';
-import type { GuestFacts, HostFacts, PeerFacts, VmStatus } from '../core/types';
+import type { GuestFacts, HostFacts, VmStatus } from '../core/types';
 import { VmSupervisor } from './vm-supervisor';
 import { createGuardAttach } from './guard-attach';
 import { LivePeers } from './live-peers';
@@ -32,19 +33,21 @@ export interface DaemonOptions {
 }
 
 export class Daemon {
-  config: Config;
-  host: HostFacts;
-  readonly events = new EventBus();
-  readonly logger: Logger;
-  readonly timers: Timers;
-  readonly supervisors = new Map<string, VmSupervisor>();
-  readonly peers: LivePeers;
+  private config: Config;
+  private host: HostFacts;
+  private readonly events = new EventBus();
+  private readonly logger: Logger;
+  private readonly timers: Timers;
+  /** One supervisor per VM, by upstream socket path (or `libvirt:<domain>`). */
+  private readonly supervisors = new Map<string, VmSupervisor>();
+  private readonly peers: LivePeers;
   private discovery: Discovery | null = null;
   private libvirt: LibvirtWatch | null = null;
   private api: ApiServer | null = null;
   private verifyTask: ScheduledTask | null = null;
-  readonly metrics: DaemonMetrics;
-  readonly alerts: DaemonAlerts;
+  private readonly metrics: DaemonMetrics;
+  private readonly alerts: DaemonAlerts;
+  private readonly guardAttach: ReturnType<typeof createGuardAttach>;
   /** Bound addresses, for logs and tests. */
   metricsAddress: string | null = null;
   apiTcpAddress: string | null = null;
@@ -54,17 +57,48 @@ export class Daemon {
     this.logger = opts.logger;
     this.timers = opts.timers ?? realTimers;
     this.host = this.readHost(this.config);
-    this.peers = new LivePeers(() => this.config, this.logger);
+    this.peers = new LivePeers(() => this.config, this.logger, this.timers);
     this.metrics = new DaemonMetrics();
-    this.alerts = new DaemonAlerts(this);
+    this.alerts = new DaemonAlerts({
+      config: () => this.config,
+      host: () => this.host,
+      peers: () => this.peers.facts(),
+      logger: this.logger,
+      timers: this.timers,
+      metrics: this.metrics.metrics,
+      events: this.events,
+    });
+    // The guard on each held VM, wired to the daemon's metrics, alerts and events.
+    this.guardAttach = createGuardAttach({
+      config: () => this.config,
+      host: () => this.host,
+      peers: () => this.peers.lookup(),
+      logger: this.logger,
+      refused: (vm, refusal) => {
+        this.metrics.refused(
+          vm,
+          refusal.command === 'human-monitor-command' ? `hmp:${refusal.effective}` : refusal.command,
+        );
+        this.alerts.refusal(vm, refusal.code, refusal.desc, refusal.command);
+        this.events.publish({
+          type: 'refusal',
+          vm,
+          command: refusal.command,
+          effective: refusal.effective,
+          code: refusal.code,
+          message: refusal.desc,
+        });
+      },
+      migrationApproved: (socket) => this.alerts.migrationApproved(socket),
+    });
   }
 
-  readHost(config: Config): HostFacts {
+  private readHost(config: Config): HostFacts {
     return hostFactsFromConfig(config);
   }
 
   async start(): Promise<void> {
-    const cfg = this.config;
+    const config = this.config;
     this.logger.info('starting', {
       host: this.host.name,
       physBits: this.host.physBits,
@@ -72,60 +106,68 @@ export class Daemon {
     });
     // Another daemon serving this config's API socket owns the spool and the guarded sockets too:
     // stop before touching any of them (opening the spool compacts it under the other's feet).
-    if ((await probeSocketPath(resolve(cfg.api.socket))) === 'live')
-      throw new SocketInUseError(resolve(cfg.api.socket));
-    this.metrics.setHost(this.host, this.config.fleet.pool);
+    if ((await probeSocketPath(resolve(config.api.socket))) === 'live')
+      throw new SocketInUseError(resolve(config.api.socket));
+    this.metrics.setHost(this.host, config.fleet.pool);
     await this.alerts.start();
-    this.metricsAddress = await this.metrics.listen(cfg.metrics.listen);
+    this.metricsAddress = await this.metrics.listen(config.metrics.listen);
     this.logger.info('metrics listening', { address: this.metricsAddress });
     await this.startApi();
     await this.peers.refresh();
     this.startDiscovery();
     await this.discovery?.rescan();
     this.startLibvirt();
-    this.verifyTask = cron.schedule(cfg.verify.schedule, () => void this.verifyAll(), { noOverlap: true });
+    this.verifyTask = cron.schedule(config.verify.schedule, () => void this.verifyAll(), { noOverlap: true });
   }
 
   private async startApi(): Promise<void> {
-    const cfg = this.config;
+    const config = this.config;
     this.api = new ApiServer({
-      handlers: new DaemonApi(this),
+      handlers: new DaemonApi({
+        config: () => this.config,
+        host: () => this.host,
+        logger: this.logger,
+        peers: this.peers,
+        statuses: () => this.status(),
+        findVm: (name) => this.findVm(name),
+        libvirtChanged: () => this.libvirtChanged(),
+      }),
       events: this.events,
       logger: this.logger.child({ component: 'api' }),
-      maxBodyBytes: cfg.api.maxBodyBytes,
-      maxEventClients: cfg.api.maxEventClients,
-      eventBufferBytes: cfg.api.eventBufferBytes,
+      maxBodyBytes: config.api.maxBodyBytes,
+      maxEventClients: config.api.maxEventClients,
+      eventBufferBytes: config.api.eventBufferBytes,
     });
-    mkdirSync(dirname(cfg.api.socket), { recursive: true, mode: 0o755 });
+    mkdirSync(dirname(config.api.socket), { recursive: true, mode: 0o755 });
     await this.api.listenUnix(
-      cfg.api.socket,
-      parseInt(cfg.api.mode, 8),
-      cfg.api.group ? groupId(cfg.api.group) : undefined,
+      config.api.socket,
+      parseInt(config.api.mode, 8),
+      config.api.group ? groupId(config.api.group) : undefined,
     );
-    this.logger.info('API listening', { socket: cfg.api.socket });
-    if (cfg.api.listen && cfg.api.tokenFile) {
-      const token = this.peers.readToken(cfg.api.tokenFile);
-      const addr = await this.api.listenTcp(cfg.api.listen, token);
-      this.apiTcpAddress = `${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}`;
+    this.logger.info('API listening', { socket: config.api.socket });
+    if (config.api.listen && config.api.tokenFile) {
+      const token = this.peers.readToken(config.api.tokenFile);
+      const addr = await this.api.listenTcp(config.api.listen, token);
+      this.apiTcpAddress = joinHostPort(addr.address, addr.port);
       this.logger.info('peer API listening', { address: this.apiTcpAddress });
     }
   }
 
   private startDiscovery(): void {
-    const cfg = this.config;
-    const guardDir = resolve(cfg.guard.socketDir) + sep;
+    const config = this.config;
+    const guardDir = resolve(config.guard.socketDir) + sep;
     this.discovery = new Discovery({
-      patterns: socketPatterns(cfg.discovery),
-      schedule: cfg.discovery.schedule,
+      patterns: socketPatterns(config.discovery),
+      schedule: config.discovery.schedule,
       logger: this.logger,
     });
-    this.discovery.on('added', (s: FoundSocket) => {
+    this.discovery.on('added', (found: FoundSocket) => {
       // Never supervise our own guarded sockets, should a glob also match them.
-      if (resolve(s.path).startsWith(guardDir)) return;
-      this.addVm(s.path, s.mode);
+      if (resolve(found.path).startsWith(guardDir)) return;
+      this.addVm(found.path, found.mode);
     });
-    this.discovery.on('removed', (s: FoundSocket) => void this.removeVm(s.path));
-    this.discovery.on('replaced', (s: FoundSocket) => this.supervisors.get(s.path)?.kick());
+    this.discovery.on('removed', (found: FoundSocket) => void this.removeVm(found.path));
+    this.discovery.on('replaced', (found: FoundSocket) => this.supervisors.get(found.path)?.kick());
     void this.discovery
       .start()
       .catch((err) => this.logger.error('discovery failed to start', { error: (err as Error).message }));
@@ -133,12 +175,22 @@ export class Daemon {
 
   private startLibvirt(): void {
     if (!this.config.discovery.libvirt) return;
-    this.libvirt = new LibvirtWatch(this);
+    this.libvirt = new LibvirtWatch({
+      config: () => this.config,
+      logger: this.logger,
+      timers: this.timers,
+      vms: {
+        keys: () => this.supervisors.keys(),
+        has: (key) => this.supervisors.has(key),
+        add: (key, readFacts) => void this.addVm(key, 'libvirt', readFacts),
+        remove: (key) => this.removeVm(key),
+      },
+    });
     this.libvirt.start();
   }
 
   /** Libvirt's hook said something changed: look again now. */
-  libvirtChanged(): void {
+  private libvirtChanged(): void {
     void this.libvirt?.rescan();
   }
 
@@ -146,55 +198,55 @@ export class Daemon {
    * Each held VM's heartbeat interval: qmp.heartbeatMs, stretched so that all of them together stay
    * under qmp.heartbeatsPerSecond (a host with 1000 guests pings each every 5 s by default).
    */
-  heartbeatInterval(): number {
+  private heartbeatInterval(): number {
     let held = 0;
-    for (const s of this.supervisors.values()) if (s.mode === 'hold') held++;
-    const q = this.config.qmp;
-    return Math.max(q.heartbeatMs, Math.ceil((1000 * held) / q.heartbeatsPerSecond));
+    for (const supervisor of this.supervisors.values()) if (supervisor.mode === 'hold') held++;
+    const qmp = this.config.qmp;
+    return Math.max(qmp.heartbeatMs, Math.ceil((1000 * held) / qmp.heartbeatsPerSecond));
   }
 
-  peerFacts(): PeerFacts[] {
-    return this.peers.facts();
-  }
-
-  addVm(socket: string, mode: 'hold' | 'poll' | 'libvirt', probe?: () => Promise<GuestFacts>): VmSupervisor | null {
+  private addVm(
+    socket: string,
+    mode: 'hold' | 'poll' | 'libvirt',
+    probe?: () => Promise<GuestFacts>,
+  ): VmSupervisor | null {
     if (this.supervisors.has(socket)) return null;
     const logger = this.logger.child({ socket });
     const useGuard = mode === 'hold' && this.config.guard.enabled;
-    const sup = new VmSupervisor({
+    const supervisor: VmSupervisor = new VmSupervisor({
       socket,
       mode,
       config: () => this.config,
       host: () => this.host,
-      peers: () => this.peerFacts(),
+      peers: () => this.peers.facts(),
       logger,
       timers: this.timers,
       probe,
-      attach: useGuard ? createGuardAttach(this) : undefined,
+      attach: useGuard ? this.guardAttach : undefined,
       heartbeatInterval: () => this.heartbeatInterval(),
-      observe: (s) => this.metrics.observeQmp(sup.name, s),
+      observe: (seconds) => this.metrics.observeQmp(supervisor.name, seconds),
     });
-    sup.on('status', (now: VmStatus, prev: VmStatus) => this.onStatus(sup, now, prev));
-    sup.on('qmp-event', (ev: { event: string; data?: unknown }) => this.onQmpEvent(sup, ev));
-    this.supervisors.set(socket, sup);
+    supervisor.on('status', (now: VmStatus, prev: VmStatus) => this.onStatus(supervisor, now, prev));
+    supervisor.on('qmp-event', (ev: { event: string; data?: unknown }) => this.onQmpEvent(supervisor, ev));
+    this.supervisors.set(socket, supervisor);
     this.logger.info('VM found', { socket, mode });
-    this.events.publish({ type: 'vm-added', vm: sup.name, socket, mode });
-    sup.start();
-    return sup;
+    this.events.publish({ type: 'vm-added', vm: supervisor.name, socket, mode });
+    supervisor.start();
+    return supervisor;
   }
 
-  async removeVm(socket: string): Promise<void> {
-    const sup = this.supervisors.get(socket);
-    if (!sup) return;
+  private async removeVm(socket: string): Promise<void> {
+    const supervisor = this.supervisors.get(socket);
+    if (!supervisor) return;
     this.supervisors.delete(socket);
-    await sup.stop();
-    this.logger.info('VM gone', { socket, vm: sup.name });
-    this.metrics.removeVm(sup.name);
-    this.alerts.dropVm(sup.name);
-    this.events.publish({ type: 'vm-removed', vm: sup.name, socket });
+    await supervisor.stop();
+    this.logger.info('VM gone', { socket, vm: supervisor.name });
+    this.metrics.removeVm(supervisor.name);
+    this.alerts.dropVm(supervisor.name);
+    this.events.publish({ type: 'vm-removed', vm: supervisor.name, socket });
   }
 
-  private onStatus(sup: VmSupervisor, now: VmStatus, prev: VmStatus): void {
+  private onStatus(supervisor: VmSupervisor, now: VmStatus, prev: VmStatus): void {
     if (prev.name !== now.name && prev.name) {
       this.metrics.removeVm(prev.name);
       this.alerts.dropVm(prev.name);
@@ -211,7 +263,7 @@ export class Daemon {
         this.events.publish({
           type: 'vm-error',
           vm: now.name,
-          socket: sup.socket,
+          socket: supervisor.socket,
           code: now.error.code,
           message: now.error.message,
         });
@@ -219,7 +271,7 @@ export class Daemon {
         this.events.publish({
           type: 'verdict',
           vm: now.name,
-          socket: sup.socket,
+          socket: supervisor.socket,
           previous: prev.error?.code === 'PENDING' ? null : before,
           severity: 'unknown',
           relation: null,
@@ -227,29 +279,29 @@ export class Daemon {
       return;
     }
     if (before !== after || reasonsChanged) {
-      const v = now.verdict!;
+      const verdict = now.verdict!;
       if (before !== after)
         this.logger.info('verdict', {
           vm: now.name,
-          severity: v.severity,
-          relation: v.relation,
-          reason: v.reasons[0]?.code,
+          severity: verdict.severity,
+          relation: verdict.relation,
+          reason: verdict.reasons[0]?.code,
         });
       this.events.publish({
         type: 'verdict',
         vm: now.name,
-        socket: sup.socket,
+        socket: supervisor.socket,
         previous: prev.error?.code === 'PENDING' ? null : (before ?? null),
-        severity: v.severity,
-        relation: v.relation,
-        reason: v.reasons[0]?.code,
-        reasons: v.reasons,
+        severity: verdict.severity,
+        relation: verdict.relation,
+        reason: verdict.reasons[0]?.code,
+        reasons: verdict.reasons,
       });
     }
   }
 
-  private onQmpEvent(sup: VmSupervisor, ev: { event: string; data?: unknown }): void {
-    if (ev.event === 'MIGRATION') this.alerts.onMigrationEvent(sup, ev.data as { status?: string } | undefined);
+  private onQmpEvent(supervisor: VmSupervisor, ev: { event: string; data?: unknown }): void {
+    if (ev.event === 'MIGRATION') this.alerts.onMigrationEvent(supervisor, ev.data as { status?: string } | undefined);
   }
 
   /** The scheduled full re-verify: host facts, live peers, then every VM. */
@@ -261,7 +313,7 @@ export class Daemon {
       this.logger.error('host facts unreadable; keeping the last ones', { error: (err as Error).message });
     }
     await this.peers.refresh();
-    await Promise.all([...this.supervisors.values()].map((s) => s.refresh().catch(() => undefined)));
+    await Promise.all([...this.supervisors.values()].map((supervisor) => supervisor.refresh().catch(() => undefined)));
   }
 
   /** SIGHUP: the new config replaces the old one only when valid (the caller validated it). */
@@ -283,7 +335,7 @@ export class Daemon {
     if (!sameDiscovery) {
       this.discovery?.stop();
       this.libvirt?.stop();
-      await Promise.all([...this.supervisors.keys()].map((s) => this.removeVm(s)));
+      await Promise.all([...this.supervisors.keys()].map((socket) => this.removeVm(socket)));
       this.startDiscovery();
       await this.discovery?.rescan();
       this.startLibvirt();
@@ -291,18 +343,23 @@ export class Daemon {
     void this.verifyTask?.destroy();
     this.verifyTask = cron.schedule(next.verify.schedule, () => void this.verifyAll(), { noOverlap: true });
     await this.peers.refresh();
-    for (const s of this.supervisors.values()) s.rejudge();
+    for (const supervisor of this.supervisors.values()) supervisor.rejudge();
     this.events.publish({ type: 'config', message: 'configuration reloaded' });
     this.logger.info('configuration reloaded');
   }
 
-  status() {
-    return [...this.supervisors.values()].map((s) => s.status());
+  /** How many VMs are supervised. */
+  get vmCount(): number {
+    return this.supervisors.size;
   }
 
-  findVm(name: string): VmSupervisor | null {
-    for (const s of this.supervisors.values()) if (s.name === name) return s;
-    for (const s of this.supervisors.values()) if (s.socket === name) return s;
+  status(): VmStatus[] {
+    return [...this.supervisors.values()].map((supervisor) => supervisor.status());
+  }
+
+  private findVm(name: string): VmSupervisor | null {
+    for (const supervisor of this.supervisors.values()) if (supervisor.name === name) return supervisor;
+    for (const supervisor of this.supervisors.values()) if (supervisor.socket === name) return supervisor;
     return null;
   }
 
@@ -311,7 +368,7 @@ export class Daemon {
     this.verifyTask = null;
     this.discovery?.stop();
     this.libvirt?.stop();
-    await Promise.all([...this.supervisors.values()].map((s) => s.stop()));
+    await Promise.all([...this.supervisors.values()].map((supervisor) => supervisor.stop()));
     this.supervisors.clear();
     await this.api?.close();
     await this.metrics.close();

@@ -8,66 +8,66 @@ import { basename, join } from 'node:path';
 import type { QmpClient } from '../../qmp/client';
 import { QmpProxy } from '../../qmp/proxy';
 import type { Config } from '../core/config';
-import type { Daemon } from './daemon';
+import type { Logger } from '../core/logger';
+import type { HostFacts } from '../core/types';
 import { classifyCommand, createGuardInterceptor, type RefusalEvent } from '../guard/guard-decision';
+import type { PeerLookup } from '../guard/migration-rule';
 import type { Attachment, VmSupervisor } from './vm-supervisor';
+
+/** What the guard needs of the daemon. */
+export interface GuardAttachDeps {
+  config: () => Config;
+  host: () => HostFacts;
+  peers: () => PeerLookup;
+  logger: Logger;
+  /** A command was refused (metrics, alerts, events). */
+  refused(vm: string, refusal: RefusalEvent): void;
+  /** A `migrate` from this upstream socket passed the guard. */
+  migrationApproved(socket: string): void;
+}
 
 export function guardSocketPath(config: Config, upstream: string): string {
   return join(config.guard.socketDir, basename(upstream));
 }
 
-export function createGuardAttach(d: Daemon) {
-  return async (client: QmpClient, sup: VmSupervisor): Promise<Attachment | null> => {
-    const cfg = d.config;
-    const path = guardSocketPath(cfg, sup.socket);
+export function createGuardAttach(deps: GuardAttachDeps) {
+  return async (client: QmpClient, supervisor: VmSupervisor): Promise<Attachment | null> => {
+    const config = deps.config();
+    const path = guardSocketPath(config, supervisor.socket);
     let owner: { mode: number; uid: number; gid: number };
     try {
-      const st = statSync(sup.socket);
+      const st = statSync(supervisor.socket);
       owner = { mode: st.mode & 0o777, uid: st.uid, gid: st.gid };
     } catch {
       owner = { mode: 0o600, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
     }
-    mkdirSync(cfg.guard.socketDir, { recursive: true, mode: 0o755 });
-    const logger = d.logger.child({ vm: sup.name, component: 'guard' });
+    mkdirSync(config.guard.socketDir, { recursive: true, mode: 0o755 });
+    const logger = deps.logger.child({ vm: supervisor.name, component: 'guard' });
     const decide = createGuardInterceptor({
-      vm: sup.name,
-      host: () => d.host,
-      facts: () => sup.facts(),
-      waitForFacts: (ms) => sup.waitForFacts(ms),
+      vm: supervisor.name,
+      host: deps.host,
+      facts: () => supervisor.facts(),
+      waitForFacts: (ms) => supervisor.waitForFacts(ms),
       q: client,
-      get config() {
-        return d.config;
-      },
-      peers: d.peers.lookup(),
+      config: deps.config,
+      peers: deps.peers(),
       logger,
-      onRefusal: (r: RefusalEvent) => {
-        const vm = sup.name;
-        d.metrics.refused(vm, r.command === 'human-monitor-command' ? `hmp:${r.effective}` : r.command);
-        d.alerts.refusal(vm, r.code, r.desc, r.command);
-        d.events.publish({
-          type: 'refusal',
-          vm,
-          command: r.command,
-          effective: r.effective,
-          code: r.code,
-          message: r.desc,
-        });
-      },
+      onRefusal: (refusal: RefusalEvent) => deps.refused(supervisor.name, refusal),
     });
     const proxy = new QmpProxy({
       upstream: client,
-      label: sup.name,
-      maxClients: cfg.guard.maxClients,
-      clientQueueBytes: cfg.guard.clientQueueBytes,
-      maxLineBytes: cfg.qmp.maxLineBytes,
+      label: supervisor.name,
+      maxClients: config.guard.maxClients,
+      clientQueueBytes: config.guard.clientQueueBytes,
+      maxLineBytes: config.qmp.maxLineBytes,
       logger,
       interceptor: async (cmd) => {
         const action = await decide(cmd);
         if (action.action === 'forward') {
           const kind = classifyCommand(cmd).kind;
-          if (kind === 'migrate') d.alerts.migrationApproved(sup.socket);
+          if (kind === 'migrate') deps.migrationApproved(supervisor.socket);
           // QEMU sends no event when a memory device is plugged: read the layout again after it.
-          if (kind === 'memory') sup.rereadSoon();
+          if (kind === 'memory') supervisor.rereadSoon();
         }
         return action;
       },
@@ -75,11 +75,11 @@ export function createGuardAttach(d: Daemon) {
     // Only root may give a socket away; otherwise it stays ours, with the upstream's mode.
     const asRoot = process.getuid?.() === 0;
     await proxy.listen(path, { mode: owner.mode, ...(asRoot ? { uid: owner.uid, gid: owner.gid } : {}) });
-    sup.setGuardSocket(path);
+    supervisor.setGuardSocket(path);
     logger.info('guarded socket ready', { path });
     return {
       close: async () => {
-        sup.setGuardSocket(null);
+        supervisor.setGuardSocket(null);
         await proxy.close();
       },
     };

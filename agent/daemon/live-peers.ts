@@ -9,6 +9,7 @@ import { ConfigError, type Config, type PeerConfig } from '../core/config';
 import { collectPeers, type FleetPeerInput } from '../judge/fleet';
 import { PeerResolver, type PeerFactsResult } from '../guard/peer-resolver';
 import type { Logger } from '../core/logger';
+import type { Timers } from '../core/timers';
 import type { PeerFacts } from '../core/types';
 
 const PEER_TIMEOUT_MS = 3000;
@@ -21,6 +22,7 @@ export class LivePeers {
   constructor(
     private readonly config: () => Config,
     private readonly logger: Logger,
+    private readonly timers: Pick<Timers, 'now'>,
   ) {
     this.resolver = this.build();
   }
@@ -32,7 +34,7 @@ export class LivePeers {
       peers: cfg.peers,
       readFile: (p) => readFile(p, 'utf8'),
       fetch: (url, init) => fetch(url, init) as never,
-      clock: () => Date.now(),
+      clock: () => this.timers.now(),
       cacheSeconds: cfg.guard.peerCacheSeconds,
       timeoutMs: PEER_TIMEOUT_MS,
     });

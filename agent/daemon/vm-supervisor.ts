@@ -10,6 +10,7 @@ import { QmpError, TimeoutError } from '../../qmp/errors';
 import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from '../core/backoff';
 import type { Config } from '../core/config';
 import { readGuestFacts } from '../facts/guest-facts';
+import { FactsGate } from '../guard/facts-gate';
 import type { Logger } from '../core/logger';
 import type { Timers } from '../core/timers';
 import { byDescendingSeverity, maxSeverity } from '../judge/reasons';
@@ -68,7 +69,8 @@ export class VmSupervisor extends EventEmitter {
   private attempt = 0;
   private stopped = false;
   private reading: Promise<void> | null = null;
-  private factWaiters = new Set<(g: GuestFacts | null) => void>();
+  /** The guard's dangerous commands wait here (bounded) for facts not known yet. */
+  private readonly gate: FactsGate;
   /** Reasons the daemon adds from what it saw happen (an unverified migration), kept until cleared. */
   private extra: Reason[] = [];
 
@@ -76,6 +78,7 @@ export class VmSupervisor extends EventEmitter {
     super();
     this.socket = opts.socket;
     this.mode = opts.mode;
+    this.gate = new FactsGate(opts.timers);
     this.current = {
       socket: opts.socket,
       name: nameFromSocket(opts.socket),
@@ -101,19 +104,12 @@ export class VmSupervisor extends EventEmitter {
     return this.client;
   }
 
-  /** Resolves with the facts as soon as they are known, or null after `ms`. */
+  /**
+   * Resolves with the facts as soon as they are known, or null after `ms` (or at once when the
+   * gate already holds its most waiters, or when the supervisor stops).
+   */
   waitForFacts(ms: number): Promise<GuestFacts | null> {
-    const now = this.facts();
-    if (now || ms <= 0) return Promise.resolve(now);
-    return new Promise((resolve) => {
-      const done = (g: GuestFacts | null) => {
-        this.opts.timers.clearTimeout(t);
-        this.factWaiters.delete(done);
-        resolve(g);
-      };
-      const t = this.opts.timers.setTimeout(() => done(null), ms);
-      this.factWaiters.add(done);
-    });
+    return this.gate.wait(ms);
   }
 
   start(): void {
@@ -165,7 +161,7 @@ export class VmSupervisor extends EventEmitter {
     this.stopped = true;
     for (const t of [this.timer, this.heartbeat, this.rereadTimer]) if (t) this.opts.timers.clearTimeout(t);
     this.timer = this.heartbeat = this.rereadTimer = null;
-    for (const w of [...this.factWaiters]) w(null);
+    this.gate.close();
     const c = this.client;
     this.client = null;
     await c?.close().catch(() => undefined);
@@ -211,7 +207,7 @@ export class VmSupervisor extends EventEmitter {
   private setStatus(s: VmStatus): void {
     const prev = this.current;
     this.current = { ...s, guardSocket: prev.guardSocket ?? null };
-    if (this.current.guest) for (const w of [...this.factWaiters]) w(this.current.guest);
+    this.gate.set(this.facts());
     this.emit('status', this.current, prev);
   }
 

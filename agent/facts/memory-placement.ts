@@ -22,6 +22,7 @@
  *  - the size must be a multiple of the alignment; base misalignment only warns (7.2).
  */
 import { statfs } from 'node:fs/promises';
+import { hex } from '../core/format';
 import { alignUp, MiB } from './guest-layout';
 import type { QmpExecutor } from './guest-facts';
 
@@ -57,8 +58,6 @@ export interface PlacementInput {
 }
 
 export type PlacementResult = { addr: number } | { error: string; code: PlacementErrorCode };
-
-const hex = (n: number) => `0x${n.toString(16)}`;
 
 function fail(code: PlacementErrorCode, error: string): PlacementResult {
   return { error, code };

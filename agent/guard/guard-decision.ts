@@ -39,7 +39,7 @@ export interface GuardContext {
   waitForFacts(ms: number): Promise<GuestFacts | null>;
   /** Upstream QMP, for backend sizes and plugged memory devices. */
   q: QmpExecutor;
-  config: Config;
+  config: () => Config;
   peers: PeerLookup;
   onRefusal(r: RefusalEvent): void;
   logger?: Logger;
@@ -114,7 +114,7 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
     code: string,
     message: string,
   ): GuardAction => {
-    if (ctx.config.guard.onUnknown === 'allow') {
+    if (ctx.config().guard.onUnknown === 'allow') {
       ctx.logger?.warn('forwarding undecided command (guard.onUnknown=allow)', {
         vm: ctx.vm,
         command: cmd.execute,
@@ -134,7 +134,7 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
       device,
       guest,
       host: ctx.host(),
-      policy: ctx.config.policy,
+      policy: ctx.config().policy,
       q: ctx.q,
       reserved: reservations,
     });
@@ -164,7 +164,7 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
       );
     }
     const effective = c.kind === 'memory' ? 'device_add' : 'migrate';
-    const holdMs = ctx.config.guard.holdMs;
+    const holdMs = ctx.config().guard.holdMs;
     const guest = ctx.facts() ?? (await ctx.waitForFacts(holdMs).catch(() => null));
     if (!guest) {
       return undecided(
@@ -185,7 +185,7 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
         targets: c.targets,
         guest,
         host: ctx.host(),
-        policy: { accelerators: ctx.config.policy.accelerators, unknownPeer: ctx.config.guard.unknownPeer },
+        policy: { accelerators: ctx.config().policy.accelerators, unknownPeer: ctx.config().guard.unknownPeer },
         peers: ctx.peers,
       });
       return verdict.allowed

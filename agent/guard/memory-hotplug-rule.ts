@@ -15,7 +15,8 @@
 import { parseMemoryDevices, type QmpExecutor } from '../facts/guest-facts';
 import { predictPlacement, resolveMemoryDevice } from '../facts/memory-placement';
 import type { GuestFacts, HostFacts, Policy } from '../core/types';
-import { hex, humanBytes, quote, REFUSED } from './refusal';
+import { formatBytes, hex } from '../core/format';
+import { quote, REFUSED } from './refusal';
 
 /** Drivers that plug into the device-memory region, and the property holding their address. */
 export const MEMORY_DRIVERS: Readonly<Record<string, 'addr' | 'memaddr'>> = {
@@ -117,11 +118,11 @@ export function checkMemoryEnd(
   }
   const end = addr + size;
   if (end > limit) {
-    const room = limit > addr ? ` (only ${humanBytes(limit - addr)} of it below the limit)` : '';
+    const room = limit > addr ? ` (only ${formatBytes(limit - addr)} of it below the limit)` : '';
     return {
       outcome: 'refuse',
       code: REFUSED.MEMORY_ABOVE_HOST_LIMIT,
-      message: `${name(dev)} of ${humanBytes(size)} would end at ${hex(end)}: ${where} ${hex(addr)}, and this host's ${hostBits}-bit physical addresses end at ${hex(limit)}${room}. The guest would be given memory the host cannot map; ${fix}`,
+      message: `${name(dev)} of ${formatBytes(size)} would end at ${hex(end)}: ${where} ${hex(addr)}, and this host's ${hostBits}-bit physical addresses end at ${hex(limit)}${room}. The guest would be given memory the host cannot map; ${fix}`,
     };
   }
   return {

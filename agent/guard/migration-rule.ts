@@ -7,7 +7,8 @@ import type { GuestFacts, HostFacts, Policy } from '../core/types';
 import { describeTarget, type MigrationTarget } from './migration-target';
 import type { PeerFactsResult } from './peer-resolver';
 import type { PeerConfig } from '../core/config';
-import { hex, quote, REFUSED } from './refusal';
+import { hex } from '../core/format';
+import { quote, REFUSED } from './refusal';
 
 export interface MigrationPolicy extends Pick<Policy, 'accelerators'> {
   /** guard.unknownPeer; 'refuse' when absent. */

@@ -8,6 +8,8 @@
  * without a scheme is refused by QEMU ("unknown migration protocol").
  */
 
+import { joinHostPort } from '../../qmp/address';
+
 export type NetworkTransport = 'tcp' | 'rdma';
 export type LocalTransport = 'unix' | 'fd' | 'exec' | 'file' | 'vsock';
 
@@ -138,7 +140,7 @@ export function migrateTargets(args: Record<string, unknown> | undefined): Migra
 
 /** The target for messages: "tcp:hv2:4444", "unix:/run/x.sock". */
 export function describeTarget(t: MigrationTarget): string {
-  if (t.kind === 'network') return `${t.transport}:${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`;
+  if (t.kind === 'network') return `${t.transport}:${joinHostPort(t.host, t.port)}`;
   if (t.kind === 'local') return `${t.transport}:${t.detail}`;
   return `(${t.reason})`;
 }

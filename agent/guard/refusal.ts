@@ -25,8 +25,6 @@ export const REFUSED = {
   GUARD_ERROR: 'REFUSED_GUARD_ERROR',
 } as const;
 
-export type RefusalCode = (typeof REFUSED)[keyof typeof REFUSED];
-
 /** Bound on a reply's desc: the client, logs and alerts all carry it. */
 export const MAX_DESC_CHARS = 1024;
 
@@ -39,38 +37,9 @@ export function refusalDesc(code: string, message: string): string {
   return `${REFUSAL_PREFIX}${body}${tail}`;
 }
 
-export interface QmpErrorReply {
-  error: { class: 'GenericError'; desc: string };
-  id?: unknown;
-}
-
-/** The reply sent instead of forwarding; `id` is the client's own, omitted when it sent none. */
-export function refusalReply(desc: string, id?: unknown): QmpErrorReply {
-  const reply: QmpErrorReply = { error: { class: 'GenericError', desc } };
-  if (id !== undefined) reply.id = id;
-  return reply;
-}
-
 /** A client-supplied value for a message: JSON-quoted, control characters escaped, bounded. */
 export function quote(value: unknown, max = 80): string {
   let s = typeof value === 'string' ? value : (JSON.stringify(value) ?? String(value));
   if (s.length > max) s = `${s.slice(0, max)}…`;
   return JSON.stringify(s);
-}
-
-/** 0x-prefixed hex of a non-negative integer address. */
-export function hex(n: number): string {
-  return Number.isFinite(n) && n >= 0 ? `0x${Math.floor(n).toString(16)}` : String(n);
-}
-
-/** "64 GiB" style size for messages. */
-export function humanBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1 && v % 1024 === 0) {
-    v /= 1024;
-    i++;
-  }
-  return `${v} ${units[i]}`;
 }

@@ -11,7 +11,8 @@
  */
 import { AgentError } from '../core/errors';
 import { EXIT, exitCodeFor, worstState, type State } from '../core/exit-codes';
-import { fleetHosts, fleetVms, formatBytes, isBound, type FleetInput } from './fleet';
+import { formatBytes } from '../core/format';
+import { fleetHosts, fleetVms, isBound, type FleetInput } from './fleet';
 import type { GuestFacts, GuestLayout, VmErrorInfo, VmStatus } from '../core/types';
 
 /** An advice request that cannot be answered. `exitCode` is what the CLI exits with. */

@@ -6,6 +6,7 @@ import { readFile as fsReadFile } from 'node:fs/promises';
 import type { PeerConfig } from '../core/config';
 import { exitCodeFor, worstState, type State } from '../core/exit-codes';
 import { mapLimit } from '../core/async-limits';
+import { formatBytes } from '../core/format';
 import { getPeerJson, PeerError, peerUrl } from '../api/peer-client';
 import type { Policy, StatusDocument, VmErrorInfo, VmStatus } from '../core/types';
 
@@ -58,19 +59,6 @@ export interface FleetDocument {
   hosts: FleetHost[];
   guests: FleetGuest[];
   summary: { worst: State; exitCode: number };
-}
-
-/** Bytes as the largest whole binary unit that reads well: "47 GiB", "1.5 TiB". */
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  const text = Number.isInteger(v) ? String(v) : v.toFixed(v < 10 ? 2 : 1).replace(/\.?0+$/, '');
-  return `${text} ${units[i]}`;
 }
 
 /** This host plus each peer, in config order. */

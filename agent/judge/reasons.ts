@@ -2,6 +2,7 @@
  * The catalogue of verdict reasons: every stable code, its default severity, and the builders of
  * the sentence an operator reads. docs/reasons.md lists every code here (a test checks it).
  */
+import { formatBytes, hex } from '../core/format';
 import type { PciRegionFact, Reason, Severity } from '../core/types';
 
 export type ReasonCode =
@@ -61,24 +62,6 @@ export function byDescendingSeverity(a: Reason, b: Reason): number {
 }
 
 // ---- numbers in sentences -------------------------------------------------------------------
-
-const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'];
-
-/** 70368744177664 → "64 TiB"; 1.5 GiB → "1.5 GiB". */
-export function formatBytes(n: number): string {
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < UNITS.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  const text = Number.isInteger(v) ? String(v) : v.toFixed(1).replace(/\.0$/, '');
-  return `${text} ${UNITS[i]}`;
-}
-
-export function hex(n: number): string {
-  return `0x${n.toString(16)}`;
-}
 
 /** The smallest width whose address space holds the exclusive end `end` (2^bits >= end). */
 export function bitsNeeded(end: number): number {

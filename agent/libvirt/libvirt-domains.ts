@@ -22,18 +22,6 @@ function tooMany(max: number): AgentError {
   return new AgentError('LIBVIRT_TOO_MANY_DOMAINS', `libvirt lists more than ${max} running domains`);
 }
 
-/** `virsh list --name` output: one name a line, blank lines ignored. */
-export function parseDomainNames(stdout: string, maxDomains = MAX_DOMAINS_DEFAULT): string[] {
-  const names: string[] = [];
-  for (const line of stdout.split('\n')) {
-    const name = line.trim();
-    if (!name) continue;
-    if (names.length >= maxDomains) throw tooMany(maxDomains);
-    names.push(name);
-  }
-  return names;
-}
-
 /** `virsh list --uuid --name` output: "UUID NAME" a line (a name may contain spaces). */
 export function parseUuidNames(stdout: string, maxDomains = MAX_DOMAINS_DEFAULT): RunningDomain[] {
   const out: RunningDomain[] = [];
@@ -48,11 +36,6 @@ export function parseUuidNames(stdout: string, maxDomains = MAX_DOMAINS_DEFAULT)
     out.push({ uuid: uuid.toLowerCase(), name: space < 0 ? '' : t.slice(space + 1).trim() });
   }
   return out;
-}
-
-/** Names of the running (and paused) domains of `uri`: `virsh -c URI list --name`. */
-export async function listRunningDomains(uri: string, opts: DomainsOptions = {}): Promise<string[]> {
-  return parseDomainNames(await runVirsh(uri, ['list', '--name'], opts), opts.maxDomains);
 }
 
 /** Running domains with their UUIDs, which identify a domain even when its name is all digits. */

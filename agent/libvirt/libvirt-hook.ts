@@ -14,7 +14,7 @@ import { qemuHostPhysBits } from '../judge/host-limit';
 import type { Config } from '../core/config';
 import type { GuestFacts, HostFacts, Reason } from '../core/types';
 import { computeVerdict } from '../judge/verdict';
-import { formatBytes } from '../judge/reasons';
+import { formatBytes } from '../core/format';
 import { parseDomainXml, resolvePhysBits, type DomainFacts } from './domain-xml';
 
 export interface LibvirtEvent {

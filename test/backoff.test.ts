@@ -1,7 +1,8 @@
 import test from 'ava';
-import { backoffDelay } from '../agent/alerts/backoff';
+import { backoffDelay, DEFAULT_BACKOFF } from '../agent/core/backoff';
 
-const policy = { baseMs: 1000, maxMs: 300_000 };
+/** Alert delivery's policy: equal jitter. */
+const policy = { baseMs: 1000, maxMs: 300_000, jitter: 0.5 };
 
 test('delays double from the base and stop at the cap (full step)', (t) => {
   const full = () => 1;
@@ -37,7 +38,27 @@ test('negative or fractional attempts and odd random values stay in range', (t) 
     1000,
   );
   t.is(
-    backoffDelay(0, { baseMs: 1000, maxMs: 400 }, () => 1),
+    backoffDelay(0, { baseMs: 1000, maxMs: 400, jitter: 0.5 }, () => 1),
     400,
+  );
+});
+
+test('the jitter is a parameter: none gives the exact step, the reconnect default takes up to a fifth off', (t) => {
+  const exact = { baseMs: 100, maxMs: 400, jitter: 0 };
+  t.deepEqual(
+    [0, 1, 2, 3].map((a) => backoffDelay(a, exact, () => 0)),
+    [100, 200, 400, 400],
+  );
+  t.is(
+    backoffDelay(0, DEFAULT_BACKOFF, () => 1),
+    250,
+  );
+  t.is(
+    backoffDelay(0, DEFAULT_BACKOFF, () => 0),
+    200,
+  );
+  t.is(
+    backoffDelay(30, DEFAULT_BACKOFF, () => 1),
+    30000,
   );
 });
