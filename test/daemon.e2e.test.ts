@@ -1,6 +1,7 @@
 /**
- * End to end: physbitsd as a process on a temp config, real paused TCG guests (QEMU 7.2), and
- * physbitsctl as the operator runs it. Discovery, reconnection, hung sockets, SIGHUP, SIGTERM, the
+ * End to end: physbitsd as a process on a temp config, real paused TCG guests, and physbitsctl as
+ * the operator runs it; the guard's DIMM rule and two clients on one guarded socket on both QEMUs
+ * (this machine's 7.2 and Debian 13's 10.0, test/helpers/qemu.ts), the rest on this machine's. Discovery, reconnection, hung sockets, SIGHUP, SIGTERM, the
  * status document, watch, check-migration, the API socket's mode, exit codes and the guard.
  */
 import test from 'ava';
@@ -22,18 +23,17 @@ import {
 } from './helpers/daemon';
 import { freePort } from './helpers/alertmanager';
 import { startFakeQmp } from './helpers/fake-qmp';
-import { startGuest, type Guest } from './helpers/qemu';
-import { tempDir } from './helpers/tmp';
+import { HOST_QEMU, QEMUS, startGuest, type Guest, type Qemu } from './helpers/qemu';
 
 const GiB = 2 ** 30;
 
-function guestIn(dir: string, name: string, cpu: string, extra: { memory?: string } = {}): Promise<Guest> {
-  return startGuest({ dir: join(dir, 'vms'), name, cpu, memory: extra.memory });
+function guestIn(dir: string, name: string, cpu: string, extra: { memory?: string; qemu?: Qemu } = {}): Promise<Guest> {
+  return startGuest({ dir: join(dir, 'vms'), name, cpu, memory: extra.memory, qemu: extra.qemu });
 }
 
-/** A temp dir with the vms/ directory the config's glob watches. */
-function e2eDir(): string {
-  const dir = tempDir('physbits-e2e-');
+/** A temp dir with the vms/ directory the config's glob watches, where `qemu` reaches it. */
+function e2eDir(qemu: Qemu = HOST_QEMU): string {
+  const dir = qemu.tempDir('physbits-e2e-');
   mkdirSync(join(dir, 'vms'));
   return dir;
 }
@@ -387,105 +387,124 @@ test('a bad config file: physbitsd exits 78 with one line naming the key', async
   t.false(existsSync(join(dir, 'api.sock')));
 });
 
-test.serial("guard: a DIMM above 2^host.physBits is refused with the client's own id, and counted", async (t) => {
-  const dir = e2eDir();
-  const guest = await guestIn(dir, 'hotplug', '', { memory: '128M,slots=4,maxmem=8G' });
-  t.teardown(() => guest.kill());
-  const d = await startDaemon({ dir, config: { host: { physBits: 33 } } });
-  t.teardown(() => d.kill());
-  await d.waitForStatus((s) => hasVerdict(vmNamed(s, 'hotplug')), 'verdict');
-  const guarded = join(dir, 'guard', 'hotplug.qmp');
-  await waitUntil(() => existsSync(guarded), 'guarded socket');
-  const { client, greeting } = await LineClient.negotiated(guarded);
-  t.teardown(() => client.close());
-  t.like(greeting, { QMP: { version: { qemu: { major: 7, minor: 2 } } } });
+/** { major, minor } of a label "QEMU 10.0". */
+function labelVersion(qemu: Qemu): { major: number; minor: number } {
+  const m = /(\d+)\.(\d+)/.exec(qemu.label);
+  return { major: Number(m?.[1]), minor: Number(m?.[2]) };
+}
 
-  for (const [id, size] of [
-    ['m1', 3 * GiB],
-    ['m2', 2 * GiB],
-    ['m3', GiB],
-  ] as const) {
-    t.deepEqual(
-      await client.command(
-        JSON.stringify({
-          execute: 'object-add',
-          arguments: { 'qom-type': 'memory-backend-ram', id, size, reserve: false },
-          id: `add-${id}`,
-        }),
-        `add-${id}`,
-      ),
-      { return: {}, id: `add-${id}` },
-    );
-  }
-  // 3 GiB first fit at 4 GiB ends at 7 GiB, below 8 GiB: forwarded, and QEMU plugs it.
-  t.deepEqual(
-    await client.command(
-      '{"execute":"device_add","arguments":{"driver":"pc-dimm","id":"d1","memdev":"m1"},"id":{"mine":[1,2]}}',
-      { mine: [1, 2] },
-    ),
-    { return: {}, id: { mine: [1, 2] } },
-  );
-  // 2 GiB would be placed at [7 GiB, 9 GiB): refused, with the id as the client wrote it.
-  const r2 = await client.command(
-    '{"execute":"device_add","arguments":{"driver":"pc-dimm","id":"d2","memdev":"m2"},"id":"client-7"}',
-    'client-7',
-  );
-  t.deepEqual(Object.keys(r2).sort(), ['error', 'id']);
-  t.is(r2.id, 'client-7');
-  t.like(r2.error, { class: 'GenericError' });
-  t.regex((r2.error as { desc: string }).desc, /^refused by physbits guard: .*REFUSED_MEMORY_ABOVE_HOST_LIMIT/);
-  // An explicit address at 8 GiB: refused; a numeric id comes back as a number.
-  const r3 = await client.command(
-    `{"execute":"device_add","arguments":{"driver":"pc-dimm","id":"d3","memdev":"m3","addr":${8 * GiB}},"id":42}`,
-    42,
-  );
-  t.is(r3.id, 42);
-  t.regex((r3.error as { desc: string }).desc, /^refused by physbits guard: /);
-  // Nothing refused reached QEMU.
-  const devs = await client.command('{"execute":"query-memory-devices","id":"q"}', 'q');
-  t.deepEqual(
-    (devs.return as Array<{ data: { id: string; addr: number } }>).map((x) => [x.data.id, x.data.addr]),
-    [['d1', 4 * GiB]],
-  );
+for (const qemu of QEMUS) {
+  test.serial(
+    `${qemu.label}: guard: a DIMM that fits is plugged, one above 2^host.physBits is refused with the client's own id, and counted`,
+    async (t) => {
+      const dir = e2eDir(qemu);
+      const guest = await guestIn(dir, 'hotplug', '', { memory: '128M,slots=4,maxmem=8G', qemu });
+      t.teardown(() => guest.kill());
+      const d = await startDaemon({ dir, config: { host: { physBits: 33 } } });
+      t.teardown(() => d.kill());
+      await d.waitForStatus((s) => hasVerdict(vmNamed(s, 'hotplug')), 'verdict');
+      const guarded = join(dir, 'guard', 'hotplug.qmp');
+      await waitUntil(() => existsSync(guarded), 'guarded socket');
+      const { client, greeting } = await LineClient.negotiated(guarded);
+      t.teardown(() => client.close());
+      t.like(greeting, { QMP: { version: { qemu: labelVersion(qemu) } } });
+      // The daemon read the device-memory region on this QEMU too (8.2+ has no device-memory-region-size).
+      const vm = vmNamed(await d.status(), 'hotplug');
+      t.deepEqual(vm?.guest?.layout?.deviceMemory, { base: 4 * GiB, size: 8 * GiB - 128 * 2 ** 20 + 4 * GiB });
+      t.is(vm?.guest?.unreadable, undefined);
 
-  const metrics = await waitUntil(
-    async () => {
-      const text = await d.metrics();
-      return /physbits_refused_commands_total\{vm="hotplug",command="device_add"\} 2/.test(text) ? text : null;
+      for (const [id, size] of [
+        ['m1', 3 * GiB],
+        ['m2', 2 * GiB],
+        ['m3', GiB],
+      ] as const) {
+        t.deepEqual(
+          await client.command(
+            JSON.stringify({
+              execute: 'object-add',
+              arguments: { 'qom-type': 'memory-backend-ram', id, size, reserve: false },
+              id: `add-${id}`,
+            }),
+            `add-${id}`,
+          ),
+          { return: {}, id: `add-${id}` },
+        );
+      }
+      // 3 GiB first fit at 4 GiB ends at 7 GiB, below 8 GiB: forwarded, and QEMU plugs it.
+      t.deepEqual(
+        await client.command(
+          '{"execute":"device_add","arguments":{"driver":"pc-dimm","id":"d1","memdev":"m1"},"id":{"mine":[1,2]}}',
+          { mine: [1, 2] },
+        ),
+        { return: {}, id: { mine: [1, 2] } },
+      );
+      // 2 GiB would be placed at [7 GiB, 9 GiB): refused, with the id as the client wrote it.
+      const r2 = await client.command(
+        '{"execute":"device_add","arguments":{"driver":"pc-dimm","id":"d2","memdev":"m2"},"id":"client-7"}',
+        'client-7',
+      );
+      t.deepEqual(Object.keys(r2).sort(), ['error', 'id']);
+      t.is(r2.id, 'client-7');
+      t.like(r2.error, { class: 'GenericError' });
+      t.regex((r2.error as { desc: string }).desc, /^refused by physbits guard: .*REFUSED_MEMORY_ABOVE_HOST_LIMIT/);
+      // An explicit address at 8 GiB: refused; a numeric id comes back as a number.
+      const r3 = await client.command(
+        `{"execute":"device_add","arguments":{"driver":"pc-dimm","id":"d3","memdev":"m3","addr":${8 * GiB}},"id":42}`,
+        42,
+      );
+      t.is(r3.id, 42);
+      t.regex((r3.error as { desc: string }).desc, /^refused by physbits guard: /);
+      // Nothing refused reached QEMU.
+      const devs = await client.command('{"execute":"query-memory-devices","id":"q"}', 'q');
+      t.deepEqual(
+        (devs.return as Array<{ data: { id: string; addr: number } }>).map((x) => [x.data.id, x.data.addr]),
+        [['d1', 4 * GiB]],
+      );
+
+      const metrics = await waitUntil(
+        async () => {
+          const text = await d.metrics();
+          return /physbits_refused_commands_total\{vm="hotplug",command="device_add"\} 2/.test(text) ? text : null;
+        },
+        'refusals in /metrics',
+        5000,
+      );
+      t.regex(metrics, /physbits_host_phys_bits\{host="[^"]+"\} 33/);
+      t.regex(metrics, /physbits_guest_phys_bits\{vm="hotplug",host="[^"]+",accelerator="tcg"\} 40/);
     },
-    'refusals in /metrics',
-    5000,
   );
-  t.regex(metrics, /physbits_host_phys_bits\{host="[^"]+"\} 33/);
-  t.regex(metrics, /physbits_guest_phys_bits\{vm="hotplug",host="[^"]+",accelerator="tcg"\} 40/);
-});
 
-test.serial('two clients on one guarded socket both get their replies and the RESUME event after cont', async (t) => {
-  const dir = e2eDir();
-  const guest = await guestIn(dir, 'shared', 'phys-bits=40');
-  t.teardown(() => guest.kill());
-  const d = await startDaemon({ dir });
-  t.teardown(() => d.kill());
-  const guarded = join(dir, 'guard', 'shared.qmp');
-  await waitUntil(() => existsSync(guarded), 'guarded socket');
-  const a = (await LineClient.negotiated(guarded)).client;
-  const b = (await LineClient.negotiated(guarded)).client;
-  t.teardown(() => Promise.all([a.close(), b.close()]));
-  // The same id on both: each gets its own reply.
-  a.send('{"execute":"query-status","id":1}');
-  b.send('{"execute":"query-status","id":1}');
-  const [ra, rb] = await Promise.all([a.next((m) => m.id === 1), b.next((m) => m.id === 1)]);
-  t.deepEqual(ra, { return: { status: 'prelaunch', singlestep: false, running: false }, id: 1 });
-  t.deepEqual(rb, ra);
-  t.deepEqual(await a.command('{"execute":"cont","id":"go"}', 'go'), { return: {}, id: 'go' });
-  const [ea, eb] = await Promise.all([a.next((m) => m.event === 'RESUME'), b.next((m) => m.event === 'RESUME')]);
-  t.deepEqual(ea, eb);
-  t.like(await b.command('{"execute":"query-status","id":"b2"}', 'b2'), {
-    return: { status: 'running', running: true },
-  });
-  // The daemon saw the event too and re-read the facts.
-  await d.waitForStatus((s) => vmNamed(s, 'shared')?.guest?.runState === 'running', 'runState running');
-});
+  test.serial(
+    `${qemu.label}: two clients on one guarded socket both get their replies and the RESUME event after cont`,
+    async (t) => {
+      const dir = e2eDir(qemu);
+      const guest = await guestIn(dir, 'shared', 'phys-bits=40', { qemu });
+      t.teardown(() => guest.kill());
+      const d = await startDaemon({ dir });
+      t.teardown(() => d.kill());
+      const guarded = join(dir, 'guard', 'shared.qmp');
+      await waitUntil(() => existsSync(guarded), 'guarded socket');
+      const a = (await LineClient.negotiated(guarded)).client;
+      const b = (await LineClient.negotiated(guarded)).client;
+      t.teardown(() => Promise.all([a.close(), b.close()]));
+      // The same id on both: each gets its own reply.
+      a.send('{"execute":"query-status","id":1}');
+      b.send('{"execute":"query-status","id":1}');
+      const [ra, rb] = await Promise.all([a.next((m) => m.id === 1), b.next((m) => m.id === 1)]);
+      // QEMU 7.2 adds singlestep: false; 10.0 drops it.
+      t.like(ra, { return: { status: 'prelaunch', running: false }, id: 1 });
+      t.deepEqual(rb, ra);
+      t.deepEqual(await a.command('{"execute":"cont","id":"go"}', 'go'), { return: {}, id: 'go' });
+      const [ea, eb] = await Promise.all([a.next((m) => m.event === 'RESUME'), b.next((m) => m.event === 'RESUME')]);
+      t.deepEqual(ea, eb);
+      t.like(await b.command('{"execute":"query-status","id":"b2"}', 'b2'), {
+        return: { status: 'running', running: true },
+      });
+      // The daemon saw the event too and re-read the facts.
+      await d.waitForStatus((s) => vmNamed(s, 'shared')?.guest?.runState === 'running', 'runState running');
+    },
+  );
+}
 
 test.serial(
   'poll mode: a client connecting every 100 ms is never delayed past one short read; no guarded socket',

@@ -5,7 +5,8 @@
  *
  * Two QEMUs: this machine's (`HOST_QEMU`, QEMU 7.2 on Debian 12) and Debian 13's QEMU 10 with its
  * SeaBIOS and OVMF (`TRIXIE_QEMU`), run as `chroot <tree> qemu-system-x86_64 ...` from the tree
- * contrib/debian13-tree.sh builds (PHYSBITS_TEST_TRIXIE, default /var/cache/physbits-test/trixie).
+ * contrib/debian13-tree.sh builds (PHYSBITS_TEST_TRIXIE, default /var/cache/physbits-test/trixie),
+ * with /proc and /sys mounted in a mount namespace of its own.
  * A chrooted guest's sockets live inside the tree and are reached through the tree's path:
  * `qemu.tempDir()` gives a directory both sides see. When the tree is missing, every guest started
  * on it fails with one line saying so; nothing is skipped.
@@ -66,7 +67,17 @@ export const HOST_QEMU: Qemu = {
 
 function trixieQemu(tree: string): Qemu {
   const complete = existsSync(join(tree, TREE_MARKER));
-  const command = ['chroot', tree, 'qemu-system-x86_64'];
+  // In a private mount namespace, with the host's /proc and /sys mounted into the tree (QEMU reads
+  // e.g. /proc/sys/vm/overcommit_memory for reserve=off backends); gone when QEMU exits. Each step
+  // execs the next, so the child's pid is QEMU's.
+  const command = [
+    'unshare',
+    '--mount',
+    'sh',
+    '-c',
+    'mount -t proc proc "$0/proc" && mount -t sysfs sysfs "$0/sys" && exec chroot "$0" qemu-system-x86_64 "$@"',
+    tree,
+  ];
   const label = (complete && versionLabel(command)) || 'QEMU 10 (Debian 13 tree)';
   return {
     label,
