@@ -9,12 +9,17 @@
 # apt's own sources, deb822 or sources.list), then reused. The tree is built beside DIR and renamed
 # into place only when complete, so a killed build never leaves a tree that looks complete; a lock
 # keeps two builds from racing. On failure: one line on stderr saying why, exit 1.
+#
+# The package test (test/package.e2e.test.ts) builds a second tree the same way, for installing the
+# .deb into: TREE_PACKAGES adds packages to the list, TREE_DOCS=keep installs /usr/share/doc and man
+# pages (dropped by default, to keep the QEMU tree small).
 set -euo pipefail
 
 DIR="${1:-${PHYSBITS_TEST_TRIXIE:-/var/cache/physbits-test/trixie}}"
-PACKAGES="qemu-system-x86,ovmf,seabios"
+PACKAGES="qemu-system-x86,ovmf,seabios${TREE_PACKAGES:+,$TREE_PACKAGES}"
+DOCS="${TREE_DOCS:-drop}"
 # What a complete tree records; a different package list rebuilds it.
-STAMP="physbits-test-tree suite=trixie packages=$PACKAGES"
+STAMP="physbits-test-tree suite=trixie packages=$PACKAGES${TREE_DOCS:+ docs=$DOCS}"
 MARKER=".physbits-tree-complete"
 
 fail() {
@@ -48,9 +53,10 @@ log="$DIR.log"
 trap 'rm -rf "$work"' EXIT
 rm -rf "$DIR" "$DIR".building.*
 echo "building the Debian 13 QEMU tree at $DIR from $archive (about a minute, 300 MB; log: $log)"
-if ! mmdebstrap --variant=apt --include="$PACKAGES" \
-  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
-  --dpkgopt='path-exclude=/usr/share/locale/*' \
+excludes=(--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*'
+  --dpkgopt='path-exclude=/usr/share/locale/*')
+[ "$DOCS" = keep ] && excludes=()
+if ! mmdebstrap --variant=apt --include="$PACKAGES" "${excludes[@]}" \
   trixie "$work" "deb $archive trixie main" >"$log" 2>&1; then
   fail "mmdebstrap failed: $(grep -E '^E:' "$log" | tail -n 1 || tail -n 1 "$log")"
 fi

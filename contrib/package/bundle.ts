@@ -1,0 +1,66 @@
+/**
+ * The packaged programs: one JavaScript file per program (esbuild, target Node 20), every npm
+ * dependency inside it, the version and commit embedded (agent/core/version.ts). A command's module
+ * stays behind a lazy `import()` in the bundle too (esbuild wraps it in an initialiser run on first
+ * use), so `--help` and `--version` evaluate almost nothing of the file.
+ */
+import { build, type Metafile, type Plugin } from 'esbuild';
+import { chmodSync } from 'node:fs';
+import { join } from 'node:path';
+import type { BuildInfo } from '../../agent/core/version';
+import { REPO_ROOT } from './build-info';
+
+export const PROGRAMS = ['physbitsctl', 'physbitsd'] as const;
+export type Program = (typeof PROGRAMS)[number];
+
+export interface Bundle {
+  /** Program → the bundle's path. */
+  files: Record<Program, string>;
+  metafile: Metafile;
+}
+
+/**
+ * zod re-exports every locale's messages (`export * as locales` in v4/core/index.js and
+ * v4/classic/external.js): 370 kB in the bundle that physbits never selects; the schemas import
+ * English themselves (v4/classic/schemas.js). Only English stays.
+ */
+const englishOnly: Plugin = {
+  name: 'zod-english-only',
+  setup(b) {
+    b.onResolve({ filter: /\/locales\/index\.js$/ }, (args) =>
+      /[\\/]node_modules[\\/]zod[\\/]/.test(args.importer) ? { path: 'zod-locales', namespace: 'physbits' } : undefined,
+    );
+    b.onLoad({ filter: /^zod-locales$/, namespace: 'physbits' }, () => ({
+      contents: `export { default as en } from './en.js';`,
+      resolveDir: join(REPO_ROOT, 'node_modules', 'zod', 'v4', 'locales'),
+      loader: 'js',
+    }));
+  },
+};
+
+/** Writes OUT_DIR/physbitsctl.js and OUT_DIR/physbitsd.js, each starting `#!/usr/bin/node`. */
+export async function bundle(outDir: string, info: BuildInfo): Promise<Bundle> {
+  const result = await build({
+    entryPoints: Object.fromEntries(PROGRAMS.map((p) => [p, join(REPO_ROOT, 'agent', 'bin', `${p}.ts`)])),
+    outdir: outDir,
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    format: 'cjs',
+    // The sources start with `#!/usr/bin/env node`; esbuild keeps it. Debian runs /usr/bin/node.
+    banner: { js: '' },
+    define: { PHYSBITS_BUILD_INFO: JSON.stringify(info) },
+    // Optional native helpers of ws: absent, ws uses its JavaScript fallbacks.
+    external: ['bufferutil', 'utf-8-validate'],
+    legalComments: 'none',
+    minifySyntax: true,
+    minifyWhitespace: true,
+    plugins: [englishOnly],
+    treeShaking: true,
+    metafile: true,
+    logLevel: 'warning',
+  });
+  const files = Object.fromEntries(PROGRAMS.map((p) => [p, join(outDir, `${p}.js`)])) as Record<Program, string>;
+  for (const f of Object.values(files)) chmodSync(f, 0o755);
+  return { files, metafile: result.metafile };
+}
