@@ -70,10 +70,11 @@ export interface ExecuteOptions {
   signal?: AbortSignal;
 }
 
-/** A reply and the exact line it arrived as (the line still carries this client's id). */
+/** A reply and the exact line it arrived as (the line still carries this client's id, `id`). */
 export interface RawReply {
   reply: QmpReply;
   text: string;
+  id: string;
 }
 
 export const ID_PREFIX = '__physbits#';
@@ -200,9 +201,12 @@ export class QmpClient extends EventEmitter {
     const c = classifyMessage(msg);
     if (c.kind !== 'command')
       return Promise.reject(new ProtocolError(`${this.address}: not a command: ${excerpt(JSON.stringify(msg) ?? '')}`));
-    const copy: Record<string, unknown> = { ...(msg as Record<string, unknown>) };
-    delete copy.id;
-    return this.request(copy, c.name, { ...opts, oob: c.oob });
+    let command = msg as Record<string, unknown>;
+    if (c.hasId) {
+      command = { ...command };
+      delete command.id;
+    }
+    return this.request(command, c.name, c.oob === !!opts.oob ? opts : { ...opts, oob: c.oob });
   }
 
   /** Resolves with the next event that matches; rejects on timeout or close. */
@@ -394,7 +398,7 @@ export class QmpClient extends EventEmitter {
         );
       }
       const entry = typeof m.id === 'string' ? this.pending.get(m.id) : undefined;
-      if (entry) return entry.settle({ reply: m.reply, text });
+      if (entry) return entry.settle({ reply: m.reply, text, id: m.id as string });
       if (typeof m.id === 'string' && this.abandoned.delete(m.id)) {
         this.logger.debug('late QMP reply dropped', { socket: this.address, id: m.id });
       } else {

@@ -20,7 +20,7 @@ import {
   SlowPeerError,
   StateError,
 } from './errors';
-import { decodeLine, DEFAULT_MAX_LINE_BYTES, encodeLine, jsonText, LineFramer } from './framing';
+import { decodeLine, DEFAULT_MAX_LINE_BYTES, jsonText, LineFramer } from './framing';
 
 export type RunState = 'idle' | 'connecting' | 'running' | 'disconnecting';
 
@@ -77,6 +77,14 @@ export declare interface LineConnection {
   on(event: 'close', listener: (err?: QmpError) => void): this;
   once(event: 'close', listener: (err?: QmpError) => void): this;
 }
+
+/**
+ * The buffer every dialled-out connection reads into. Reads happen one at a time on this thread, and
+ * the framer hands each complete line on (decoded at once) and copies any unterminated rest before
+ * the read returns, so nothing keeps a view of it past one read.
+ */
+const READ_BUFFER_BYTES = 64 * 1024;
+const sharedReadBuffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
 
 export class LineConnection extends EventEmitter {
   private runState: RunState = 'idle';
@@ -136,10 +144,20 @@ export class LineConnection extends EventEmitter {
     this.localClose = false;
     this.closeReason = undefined;
     this.socketError = undefined;
+    // Reads go straight into the shared buffer (net's `onread`): no allocation per read and no
+    // stream machinery; 'data' is then never emitted. Nothing arrives before attach(): the
+    // connection is attached in the microtask that follows 'connect', before the loop reads again.
+    const onread = {
+      buffer: sharedReadBuffer,
+      callback: (n: number, buf: Uint8Array): boolean => {
+        this.onData(Buffer.from(buf.buffer, buf.byteOffset, n));
+        return true;
+      },
+    };
     const socket =
       address.kind === 'unix'
-        ? net.createConnection({ path: address.path })
-        : net.createConnection({ host: address.host, port: address.port });
+        ? net.createConnection({ path: address.path, onread })
+        : net.createConnection({ host: address.host, port: address.port, onread });
     await new Promise<void>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
       const cleanup = (): void => {
@@ -171,7 +189,7 @@ export class LineConnection extends EventEmitter {
         timer = setTimeout(() => fail(new ConnectError(`${label}: cannot connect: timed out after ${ms} ms`)), ms);
     });
     if (address.kind === 'tcp') socket.setNoDelay(true);
-    this.attach(socket);
+    this.attach(socket, true);
   }
 
   /** Queues one message. Returns false when it was not sent (not running, or the peer was dropped). */
@@ -191,7 +209,9 @@ export class LineConnection extends EventEmitter {
       );
       return false;
     }
-    socket.write(encodeLine(text));
+    // A string goes to the kernel without a Buffer of its own (encodeLine's check, not its copy).
+    if (text.includes('\n')) throw new ProtocolError('a message must not contain a raw newline');
+    socket.write(text + '\n');
     return true;
   }
 
@@ -230,10 +250,10 @@ export class LineConnection extends EventEmitter {
     return this.closing;
   }
 
-  private attach(socket: net.Socket): void {
+  private attach(socket: net.Socket, dialled = false): void {
     this.socket = socket;
     this.framer = new LineFramer(this.maxLineBytes);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    if (!dialled) socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (e: NodeJS.ErrnoException) => {
       this.socketError ??= e;
     });

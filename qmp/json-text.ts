@@ -156,3 +156,54 @@ export function withTopLevelId(text: string, idText: string | undefined): string
   const last = members[members.length - 1];
   return text.slice(0, last.valueEnd) + `, "id": ${idText}` + text.slice(last.valueEnd);
 }
+
+/** A JSON string of these characters is written as they are: no escape can spell one differently. */
+const PLAIN_ID = /^[A-Za-z0-9_#.:-]+$/;
+const isJsonSpace = (c: number): boolean => c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
+
+/**
+ * withTopLevelId for an object text whose top-level "id" is already known to be the string
+ * `knownId` (an id this side chose and routed the reply by), without scanning the text: the
+ * proxy's per-reply fast path. It applies only when the text holds no backslash at all (so no
+ * string in it is escaped and every quote is a token boundary), `knownId` is plain, its JSON form
+ * occurs exactly once, and that occurrence follows `"id"` and a colon. The top-level id is then
+ * written in exactly that form, and it is the only occurrence, so it is the member found. In any
+ * other case the text is scanned (withTopLevelId). The result is the same either way.
+ */
+export function withKnownTopLevelId(text: string, knownId: string, idText: string | undefined): string {
+  const fast = PLAIN_ID.test(knownId) && !text.includes('\\') ? knownIdMember(text, `"${knownId}"`) : null;
+  if (!fast) return withTopLevelId(text, idText);
+  const { keyStart, valueStart, valueEnd } = fast;
+  if (idText !== undefined) return text.slice(0, valueStart) + idText + text.slice(valueEnd);
+  // Removal, as withTopLevelId removes a member: up to the next key, or from the end of the previous value.
+  let after = valueEnd;
+  while (after < text.length && isJsonSpace(text.charCodeAt(after))) after++;
+  if (text.charCodeAt(after) === 0x2c) {
+    let next = after + 1;
+    while (next < text.length && isJsonSpace(text.charCodeAt(next))) next++;
+    return text.slice(0, keyStart) + text.slice(next);
+  }
+  let before = keyStart;
+  while (before > 0 && isJsonSpace(text.charCodeAt(before - 1))) before--;
+  if (text.charCodeAt(before - 1) !== 0x2c) return text.slice(0, keyStart) + text.slice(valueEnd);
+  let prevEnd = before - 1;
+  while (prevEnd > 0 && isJsonSpace(text.charCodeAt(prevEnd - 1))) prevEnd--;
+  return text.slice(0, prevEnd) + text.slice(valueEnd);
+}
+
+/** The single `"id": <needle>` member of an unescaped text, or null when it is not there exactly once. */
+function knownIdMember(
+  text: string,
+  needle: string,
+): { keyStart: number; valueStart: number; valueEnd: number } | null {
+  const valueStart = text.indexOf(needle);
+  if (valueStart < 0 || text.indexOf(needle, valueStart + 1) >= 0) return null;
+  let i = valueStart;
+  while (i > 0 && isJsonSpace(text.charCodeAt(i - 1))) i--;
+  if (text.charCodeAt(i - 1) !== 0x3a) return null;
+  i--;
+  while (i > 0 && isJsonSpace(text.charCodeAt(i - 1))) i--;
+  const keyStart = i - 4;
+  if (keyStart < 0 || text.slice(keyStart, i) !== '"id"') return null;
+  return { keyStart, valueStart, valueEnd: valueStart + needle.length };
+}

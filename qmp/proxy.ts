@@ -255,8 +255,8 @@ export class QmpProxy extends EventEmitter {
     if (cmd.arguments !== undefined) msg.arguments = cmd.arguments;
     this.stats.forwarded++;
     try {
-      const { text } = await this.upstream.forward(msg, { timeoutMs: this.opts.commandTimeoutMs ?? 0 });
-      return { replyText: text };
+      const { text, id } = await this.upstream.forward(msg, { timeoutMs: this.opts.commandTimeoutMs ?? 0 });
+      return { replyText: text, replyId: id };
     } catch (err) {
       return { error: { class: 'GenericError', desc: (err as Error).message } };
     }

@@ -15,7 +15,7 @@ import type { QmpLogger } from './client';
 import { LineConnection } from './connection';
 import { SlowPeerError, type ProtocolError, type QmpError } from './errors';
 import { jsonText } from './framing';
-import { MAX_JSON_NESTING, scanJson, withTopLevelId } from './json-text';
+import { MAX_JSON_NESTING, scanJson, withKnownTopLevelId, withTopLevelId } from './json-text';
 import { checkCommand, type QmpEvent, type QmpVersion } from './messages';
 
 export interface ServerCommand {
@@ -34,7 +34,11 @@ export type CommandOutcome =
   | { return: unknown }
   | { error: { class: string; desc: string } }
   /** A reply produced elsewhere (e.g. by QEMU); its top-level id is replaced by the client's own. */
-  | { replyText: string }
+  | {
+      replyText: string;
+      /** The reply's top-level id when this side knows it (the upstream client's own), for a splice without a scan. */
+      replyId?: string;
+    }
   | { noReply: true };
 
 export type CommandHandler = (
@@ -248,7 +252,9 @@ export class QmpServerSession extends EventEmitter {
     if ('noReply' in outcome) return;
     let text: string;
     try {
-      text = 'replyText' in outcome ? withTopLevelId(outcome.replyText, idText) : replyLine(outcome, idText);
+      if (!('replyText' in outcome)) text = replyLine(outcome, idText);
+      else if (outcome.replyId === undefined) text = withTopLevelId(outcome.replyText, idText);
+      else text = withKnownTopLevelId(outcome.replyText, outcome.replyId, idText);
     } catch (err) {
       this.opts.logger?.warn('QMP reply could not be encoded', { error: (err as Error).message });
       text = replyLine({ error: { class: 'GenericError', desc: 'the reply could not be encoded' } }, idText);

@@ -377,3 +377,51 @@ test('real QEMU: qom-get phys-bits returns what -cpu set; a second client is nev
   t.is(err?.errorClass, 'DeviceNotFound');
   await t.throwsAsync(QmpClient.connect(guest.socket, { greetingTimeoutMs: 500 }), { instanceOf: NoGreetingError });
 });
+
+test('many connections reading at once: replies larger than a read, cut anywhere, each reaches its own client whole', async (t) => {
+  // Every dialled-out connection reads into one shared buffer: a reply bigger than that buffer, written
+  // in odd pieces by several servers at once, must come out whole and to the right client.
+  const servers: net.Server[] = [];
+  const clients: QmpClient[] = [];
+  t.teardown(async () => {
+    await Promise.all(clients.map((c) => c.close()));
+    await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  });
+  const big = (n: number, i: number) => ({ who: n, at: i, blob: `${n}:${i}:`.repeat(9000 + n * 777 + i) });
+  for (let n = 0; n < 4; n++) {
+    const server = net.createServer((socket) => {
+      socket.on('error', () => undefined);
+      let buf = '';
+      // One reply after the other on this socket, each in odd pieces with a pause after every piece,
+      // so that the reads of all connections interleave.
+      let queue = Promise.resolve();
+      const send = (text: string) => {
+        queue = queue.then(async () => {
+          for (let at = 0, k = n; at < text.length && !socket.destroyed; k++) {
+            const size = 1 + ((k * 7919) % 50000);
+            await new Promise<void>((r) => socket.write(text.slice(at, at + size), () => setImmediate(r)));
+            at += size;
+          }
+        });
+      };
+      socket.on('data', (d: Buffer) => {
+        buf += d.toString('utf8');
+        for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+          const msg = JSON.parse(buf.slice(0, nl)) as { execute: string; id: string; arguments?: { at: number } };
+          buf = buf.slice(nl + 1);
+          const ret = msg.execute === 'qmp_capabilities' ? {} : big(n, msg.arguments!.at);
+          send(JSON.stringify({ return: ret, id: msg.id }) + '\r\n');
+        }
+      });
+      send(JSON.stringify({ QMP: { version: QEMU_72_VERSION, capabilities: [] } }) + '\r\n');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    servers.push(server);
+    clients.push(await QmpClient.connect(`127.0.0.1:${(server.address() as net.AddressInfo).port}`));
+  }
+  const results = await Promise.all(
+    clients.flatMap((c) => [0, 1, 2].map((i) => c.execute('big', { at: i }).then((r) => [clients.indexOf(c), i, r]))),
+  );
+  t.is(results.length, 12);
+  for (const [n, i, r] of results as Array<[number, number, unknown]>) t.deepEqual(r, big(n, i));
+});

@@ -2,7 +2,7 @@ import test from 'ava';
 import fc from 'fast-check';
 import { LineTooLongError, ProtocolError } from '../qmp/errors';
 import { decodeLine, encodeLine, encodeMessage, LineFramer } from '../qmp/framing';
-import { scanJson, topLevelIdText, withTopLevelId } from '../qmp/json-text';
+import { scanJson, topLevelIdText, withKnownTopLevelId, withTopLevelId } from '../qmp/json-text';
 import { checkCommand, classifyMessage } from '../qmp/messages';
 
 /** Feeds `bytes` cut at `cuts` and returns every decoded value. */
@@ -176,6 +176,48 @@ test('property: withTopLevelId agrees with JSON.parse on any object, any id, whe
       if (oldId !== undefined && newId !== undefined) t.is(topLevelIdText(out), JSON.stringify(newId));
     }),
     { numRuns: 500 },
+  );
+});
+
+test('withKnownTopLevelId: the known id replaced or removed as withTopLevelId does, nested look-alikes untouched', (t) => {
+  const id = '__physbits#00042';
+  const cases = [
+    '{"return": {"status": "running"}, "id": "__physbits#00042"}',
+    '{"id": "__physbits#00042", "return": {}}',
+    '{ "return" : 1 , "id" : "__physbits#00042" , "x" : [ ] }',
+    '{"id":"__physbits#00042"}',
+    // A nested member with the same id: not unique, so the text is scanned.
+    '{"return": {"id": "__physbits#00042"}, "id": "__physbits#00042"}',
+    // Escapes anywhere: scanned.
+    '{"return": "a\\"b", "id": "__physbits#00042"}',
+    '{"return": "\\"id\\": \\"__physbits#00042\\"", "id": "__physbits#00042"}',
+  ];
+  for (const text of cases) {
+    t.is(JSON.parse(text).id, id, text);
+    for (const idText of ['7', '"client"', '{"a": [1]}', undefined])
+      t.is(withKnownTopLevelId(text, id, idText), withTopLevelId(text, idText), `${text} with ${idText}`);
+  }
+  t.is(withKnownTopLevelId(cases[4], id, '1'), '{"return": {"id": "__physbits#00042"}, "id": 1}');
+});
+
+test('property: withKnownTopLevelId equals withTopLevelId on any object holding the known id', (t) => {
+  const entries = fc.uniqueArray(
+    fc.tuple(
+      fc.string().filter((k) => k !== 'id' && k !== '__proto__'),
+      fc.oneof(fc.jsonValue({ maxDepth: 3 }), fc.constant({ id: '__physbits#00007' }), fc.constant('__physbits#00007')),
+    ),
+    { selector: (e) => e[0], maxLength: 5 },
+  );
+  const newId = fc.option(fc.jsonValue({ maxDepth: 2 }), { nil: undefined });
+  fc.assert(
+    fc.property(entries, fc.nat(), newId, fc.constantFrom('', ' ', '\t', ' \r\n '), (list, at, id, space) => {
+      const pairs = list.map(([k, v]) => `${JSON.stringify(k)}${space}:${space}${JSON.stringify(v)}`);
+      pairs.splice(at % (pairs.length + 1), 0, `"id"${space}:${space}"__physbits#00007"`);
+      const text = `{${space}${pairs.join(`${space},${space}`)}${space}}`;
+      const idText = id === undefined ? undefined : JSON.stringify(id);
+      t.is(withKnownTopLevelId(text, '__physbits#00007', idText), withTopLevelId(text, idText));
+    }),
+    { numRuns: 1000 },
   );
 });
 
