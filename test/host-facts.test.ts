@@ -14,8 +14,10 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { cpuidPosition } from '../agent/facts/cpuid';
 import { HostFactsError } from '../agent/core/errors';
+import type { HostSource } from '../agent/core/types';
 import { parseModuleBool, readCpuid, readCpuidLeaf, readHostFacts } from '../agent/facts/host-facts';
 import { kvmUsable, startGuest } from './helpers/qemu';
+import { hostTree } from './helpers/host-tree';
 import { tempDir } from './helpers/tmp';
 
 const HOSTS = join(__dirname, '..', '..', 'test', 'fixtures', 'hosts');
@@ -310,4 +312,49 @@ kvmTest('QEMU under KVM sizes host-phys-bits=on guests from the raw CPUID width 
   const path = (cpus as Array<{ 'qom-path': string }>)[0]['qom-path'];
   const [bits] = await qmp(guest.socket, [{ execute: 'qom-get', arguments: { path, property: 'phys-bits' } }]);
   t.is(bits, readHostFacts({ name: 'self' }).cpuidPhysBits);
+});
+
+/** Every fixture host tree, read as the daemon reads it, and the limit it gives. */
+const TREES: Array<{
+  name: string;
+  physBits: number;
+  source: HostSource;
+  cpuinfo: number;
+  cpuid: number;
+  note?: RegExp;
+}> = [
+  { name: 'amd-sme-48', physBits: 48, source: 'cpuid', cpuinfo: 43, cpuid: 48 },
+  { name: 'amd-52-la57', physBits: 52, source: 'cpuid', cpuinfo: 52, cpuid: 52 },
+  { name: 'amd-52-4level', physBits: 48, source: 'tdp-levels', cpuinfo: 52, cpuid: 52 },
+  { name: 'intel-52-ept5', physBits: 52, source: 'cpuid', cpuinfo: 46, cpuid: 52 },
+  { name: 'intel-52-ept4', physBits: 48, source: 'tdp-levels', cpuinfo: 46, cpuid: 52 },
+  { name: 'intel-46', physBits: 46, source: 'cpuid', cpuinfo: 46, cpuid: 46 },
+  { name: 'nested-l1', physBits: 46, source: 'cpuid', cpuinfo: 46, cpuid: 46, note: /this host is itself a guest/ },
+];
+
+for (const tree of TREES) {
+  test(`fixture tree ${tree.name}: limit ${tree.physBits} (${tree.source})`, (t) => {
+    const facts = readHostFacts({ ...hostTree(t, tree.name), name: tree.name });
+    t.is(facts.physBits, tree.physBits, facts.reasoning.join('; '));
+    t.is(facts.physBitsSource, tree.source);
+    t.is(facts.cpuinfoPhysBits, tree.cpuinfo);
+    t.is(facts.cpuidPhysBits, tree.cpuid);
+    t.deepEqual(facts.limit.problems, []);
+    t.is(facts.limit.nestedPaging, true);
+    if (tree.note) t.regex(facts.limit.notes.join(' '), tree.note);
+    else t.deepEqual(facts.limit.notes, []);
+  });
+}
+
+test('fixture tree with an unreadable npt parameter: a problem named, the conservative width', (t) => {
+  const roots = hostTree(t, 'amd-sme-48');
+  const sys = tempDir('physbits-sys-');
+  t.teardown(() => rmSync(sys, { recursive: true, force: true }));
+  mkdirSync(join(sys, 'module', 'kvm_amd', 'parameters'), { recursive: true });
+  const facts = readHostFacts({ ...roots, sysRoot: sys, name: 'epyc' });
+  t.is(facts.physBits, 43);
+  t.deepEqual(facts.limit.problems, ['kvm_amd is loaded but its npt parameter could not be read']);
+  const overridden = readHostFacts({ ...roots, sysRoot: sys, name: 'epyc', physBitsOverride: 48 });
+  t.is(overridden.physBits, 48);
+  t.is(overridden.physBitsSource, 'config');
 });
