@@ -5,10 +5,18 @@ import {
   deviceAlignment,
   memoryDeviceSize,
   numberArg,
+  parseHugePageSize,
   predictPlacement,
+  readDefaultHugePageSize,
   resolveDeviceSize,
   resolveMemoryDevice,
+  sizeArg,
 } from '../agent/facts/memory-placement';
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { QmpClient } from '../qmp/client';
+import { startGuest } from './helpers/qemu';
+import { tempDir } from './helpers/tmp';
 import type { QmpExecutor } from '../agent/facts/guest-facts';
 
 const M = 2 ** 20;
@@ -220,4 +228,84 @@ test('addressHint: pc-dimm and nvdimm use addr; virtio devices use memaddr (thei
   t.is(addressHint({ driver: 'nvdimm', addr: 0 }), null);
   t.is(addressHint({ driver: 'virtio-mem-pci', addr: '0x5', memaddr: 0x200000000 }), 0x200000000);
   t.is(addressHint({ driver: 'virtio-pmem-pci', addr: 4 }), null);
+});
+
+test('nvdimm: ALIGN_DOWN(size - label-size, backend alignment); label-size takes size suffixes', (t) => {
+  const memdevs = [{ id: 'nv', size: 130 * M }];
+  // 130 MiB - 128 KiB on a 2 MiB-aligned (RAM backend) region: 128 MiB, not 129.875 MiB.
+  t.is(memoryDeviceSize({ driver: 'nvdimm', memdev: 'nv', 'label-size': '128K' }, memdevs, 2 * M), 128 * M);
+  t.is(memoryDeviceSize({ driver: 'nvdimm', memdev: 'nv', 'label-size': '128K' }, memdevs, 4096), 130 * M - 128 * 1024);
+  t.is(memoryDeviceSize({ driver: 'nvdimm', memdev: 'nv', 'label-size': '1.5m' }, memdevs, 4096), 130 * M - 1.5 * M);
+  t.is(
+    memoryDeviceSize({ driver: 'nvdimm', memdev: 'nv', 'label-size': '0x20000' }, memdevs, 4096),
+    130 * M - 128 * 1024,
+  );
+  t.is(memoryDeviceSize({ driver: 'nvdimm', memdev: 'nv' }, memdevs, 2 * M), 130 * M);
+  // QEMU refuses a label that leaves nothing, and a size it cannot parse.
+  t.is(memoryDeviceSize({ driver: 'nvdimm', memdev: 'nv', 'label-size': '130M' }, memdevs, 4096), null);
+  t.is(memoryDeviceSize({ driver: 'nvdimm', memdev: 'nv', 'label-size': '12 apples' }, memdevs, 4096), null);
+  t.is(sizeArg('2G'), 2 * G);
+  t.is(sizeArg('1.5'), null);
+  t.is(sizeArg('0x1000'), 4096);
+  t.is(sizeArg(' 64k '), 64 * 1024);
+});
+
+test('memfd hugetlbsize=0 is the host default huge page size (from /proc/meminfo)', async (t) => {
+  t.is(parseHugePageSize('MemTotal:       16303400 kB\nHugepagesize:    1048576 kB\n'), G);
+  t.is(parseHugePageSize('MemTotal: 1 kB\n'), null);
+  const q = scripted({
+    'query-memdev': [{ id: 'f', size: 4 * G }],
+    'qom-get /objects/f type': 'memory-backend-memfd',
+    'qom-get /objects/f hugetlb': true,
+    'qom-get /objects/f hugetlbsize': 0,
+  });
+  const r = await resolveMemoryDevice(q, { driver: 'pc-dimm', memdev: 'f' }, { defaultHugePageSize: async () => G });
+  t.is(r?.align, G);
+  const proc = tempDir('physbits-meminfo-');
+  t.teardown(() => rmSync(proc, { recursive: true, force: true }));
+  writeFileSync(join(proc, 'meminfo'), 'Hugepagesize:       2048 kB\n');
+  t.is(await readDefaultHugePageSize(proc), 2 * M);
+  t.is(await readDefaultHugePageSize(join(proc, 'absent')), null);
+});
+
+test("a mem-path is measured in QEMU's mount namespace (/proc/<pid>/root)", async (t) => {
+  const q = scripted({
+    'query-memdev': [{ id: 'h', size: 2 * G }],
+    'qom-get /objects/h type': 'memory-backend-file',
+    'qom-get /objects/h align': 0,
+    'qom-get /objects/h mem-path': '/dev/hugepages/vm',
+  });
+  const asked: string[] = [];
+  const r = await resolveMemoryDevice(
+    q,
+    { driver: 'pc-dimm', memdev: 'h' },
+    {
+      qemuRoot: '/proc/4242/root',
+      pageSizeOf: async (p) => {
+        asked.push(p);
+        return G;
+      },
+    },
+  );
+  t.deepEqual(asked, ['/proc/4242/root/dev/hugepages/vm']);
+  t.is(r?.align, G);
+});
+
+test('real QEMU: the nvdimm QEMU plugs has the size memoryDeviceSize predicts', async (t) => {
+  const guest = await startGuest({
+    name: 'nv',
+    memory: '64M,slots=2,maxmem=1G',
+    extraArgs: ['-machine', 'nvdimm=on'],
+  });
+  t.teardown(() => guest.kill());
+  const client = await QmpClient.connect(guest.socket, { timeoutMs: 20000 });
+  t.teardown(() => client.close());
+  await client.execute('object-add', { 'qom-type': 'memory-backend-ram', id: 'nv', size: 130 * M });
+  const args = { driver: 'nvdimm', id: 'n1', memdev: 'nv', 'label-size': '128K' };
+  const predicted = (await resolveMemoryDevice(client, args))!.size;
+  await client.execute('device_add', args);
+  const devices = await client.execute<Array<{ type: string; data: { size: number } }>>('query-memory-devices');
+  t.is(devices[0].type, 'nvdimm');
+  t.is(devices[0].data.size, predicted);
+  t.is(predicted, 128 * M);
 });

@@ -21,7 +21,8 @@
  *    first device that starts past the candidate's end. Fails when the candidate leaves the region.
  *  - the size must be a multiple of the alignment; base misalignment only warns (7.2).
  */
-import { statfs } from 'node:fs/promises';
+import { readFile, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
 import { hex } from '../core/format';
 import { alignUp, MiB } from './guest-layout';
 import type { QmpExecutor } from './guest-facts';
@@ -153,6 +154,34 @@ export function numberArg(v: unknown): number | null {
   return null;
 }
 
+const SIZE_SUFFIX: Readonly<Record<string, number>> = {
+  b: 1,
+  k: 2 ** 10,
+  m: 2 ** 20,
+  g: 2 ** 30,
+  t: 2 ** 40,
+  p: 2 ** 50,
+  e: 2 ** 60,
+};
+
+/**
+ * A size property (qdev "size", e.g. nvdimm label-size) as QEMU reads it (util/cutils.c
+ * qemu_strtosz): a number, or a string: decimal with an optional fraction and a B/K/M/G/T/P/E
+ * suffix (either case, bytes without one), or a hex integer without suffix. Null where QEMU refuses.
+ */
+export function sizeArg(v: unknown): number | null {
+  if (typeof v === 'number') return Number.isSafeInteger(v) && v >= 0 ? v : null;
+  if (typeof v !== 'string' || v.length > 64) return null;
+  const text = v.trim();
+  if (/^0[xX][0-9a-fA-F]{1,13}$/.test(text)) return Number(text);
+  const m = /^(\d{1,16})(?:\.(\d{1,16}))?([bBkKmMgGtTpPeE]?)$/.exec(text);
+  if (!m) return null;
+  const unit = m[3] ? SIZE_SUFFIX[m[3].toLowerCase()] : 1;
+  if (m[2] !== undefined && unit === 1) return null; // a fraction needs a unit
+  const n = Math.floor(Number(`${m[1]}.${m[2] ?? '0'}`) * unit);
+  return Number.isSafeInteger(n) ? n : null;
+}
+
 /** The address hint of a device_add: pc-dimm/nvdimm `addr`, virtio-mem/pmem `memaddr`; 0 means none. */
 export function addressHint(args: Record<string, unknown>): number | null {
   // On virtio-mem-pci / virtio-pmem-pci `addr` is the PCI slot; their address is `memaddr`.
@@ -162,21 +191,28 @@ export function addressHint(args: Record<string, unknown>): number | null {
 }
 
 /**
- * The size a memory device takes in guest-physical space: its backend's size (query-memdev), less
- * nvdimm's label-size (hw/mem/nvdimm.c). Null when the driver is not a memory device or the
- * backend is not in the list.
+ * The size a memory device takes in guest-physical space: its backend's size (query-memdev); for
+ * nvdimm, the size less label-size, aligned down to the backend region's alignment `align`
+ * (hw/mem/nvdimm.c nvdimm_prepare_memory_region: pmem_size = QEMU_ALIGN_DOWN(size - label_size,
+ * align)). Null when the driver is not a memory device, the backend is not in the list, or an
+ * nvdimm's label-size cannot be read or leaves no memory (QEMU refuses such a device).
  */
 export function memoryDeviceSize(
   args: Record<string, unknown>,
   memdevs: readonly { id?: string; size: number }[],
+  align = 1,
 ): number | null {
   if (!isMemoryDeviceDriver(args.driver)) return null;
   const id = memdevId(args);
   if (!id) return null;
   const backend = memdevs.find((m) => m.id === id);
   if (!backend || !Number.isSafeInteger(backend.size)) return null;
-  const label = args.driver === 'nvdimm' ? (numberArg(args['label-size']) ?? 0) : 0;
-  return backend.size - label;
+  if (args.driver !== 'nvdimm') return backend.size;
+  const label = args['label-size'] === undefined ? 0 : sizeArg(args['label-size']);
+  if (label === null || label >= backend.size) return null;
+  const unit = align > 0 ? align : 1;
+  const pmem = Math.floor((backend.size - label) / unit) * unit;
+  return pmem > 0 ? pmem : null;
 }
 
 export interface BackendFacts {
@@ -227,7 +263,11 @@ export function deviceAlignment(
 const asNumber = (v: unknown): number | null => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : null);
 
 /** Asks QEMU for the size of the memory device `args` (device_add arguments) would plug; null if unknown. */
-export async function resolveDeviceSize(q: QmpExecutor, args: Record<string, unknown>): Promise<number | null> {
+export async function resolveDeviceSize(
+  q: QmpExecutor,
+  args: Record<string, unknown>,
+  align = 1,
+): Promise<number | null> {
   if (!isMemoryDeviceDriver(args.driver)) return null;
   const id = memdevId(args);
   if (!id) return null;
@@ -238,7 +278,7 @@ export async function resolveDeviceSize(q: QmpExecutor, args: Record<string, unk
         .slice(0, 4096)
         .map((m) => ({ id: (m as { id?: unknown }).id, size: (m as { size?: unknown }).size }))
         .filter((m): m is { id: string; size: number } => typeof m.id === 'string' && asNumber(m.size) !== null);
-      const size = memoryDeviceSize(args, entries);
+      const size = memoryDeviceSize(args, entries, align);
       if (size !== null) return size;
     }
   } catch {
@@ -247,7 +287,7 @@ export async function resolveDeviceSize(q: QmpExecutor, args: Record<string, unk
   try {
     const size = asNumber(await q.execute('qom-get', { path: `/objects/${id}`, property: 'size' }));
     if (size === null) return null;
-    return memoryDeviceSize(args, [{ id, size }]);
+    return memoryDeviceSize(args, [{ id, size }], align);
   } catch {
     return null;
   }
@@ -265,6 +305,28 @@ export interface ResolveOptions {
   pageSizeOf?: (path: string) => Promise<number | null>;
   /** x86 machine type 2.1 or older: pc-dimm/nvdimm use the 4 KiB legacy alignment. */
   legacyAlign?: boolean;
+  /**
+   * QEMU's view of the file system, `/proc/<pid>/root`: a mem-path names a file in QEMU's mount
+   * namespace (a chrooted or containerised QEMU), so it is measured there. Default: this one.
+   */
+  qemuRoot?: string;
+  /** The host's default huge page size (memfd hugetlbsize=0); default: /proc/meminfo Hugepagesize. */
+  defaultHugePageSize?: () => Promise<number | null>;
+}
+
+/** "Hugepagesize:    2048 kB" of /proc/meminfo, in bytes; null when absent. */
+export function parseHugePageSize(meminfo: string): number | null {
+  const m = /^Hugepagesize:\s+(\d{1,10}) kB$/m.exec(meminfo);
+  return m ? Number(m[1]) * 1024 : null;
+}
+
+/** The host's default huge page size from `<procRoot>/meminfo`; null when unreadable. */
+export async function readDefaultHugePageSize(procRoot = '/proc'): Promise<number | null> {
+  try {
+    return parseHugePageSize((await readFile(join(procRoot, 'meminfo'), 'utf8')).slice(0, 64 * 1024));
+  } catch {
+    return null;
+  }
 }
 
 /** Page size of `path` from statfs: the block size on hugetlbfs, else 4 KiB; null when unreadable. */
@@ -286,12 +348,17 @@ async function readBackend(q: QmpExecutor, id: string, opts: ResolveOptions): Pr
     const [align, memPath] = await Promise.all([get('align'), get('mem-path')]);
     backend.align = asNumber(align) ?? 0;
     if (typeof memPath === 'string' && memPath.length > 0) {
-      backend.pageSize = (await (opts.pageSizeOf ?? hostPageSize)(memPath)) ?? PAGE_SIZE;
+      const where = opts.qemuRoot ? join(opts.qemuRoot, memPath) : memPath;
+      backend.pageSize = (await (opts.pageSizeOf ?? hostPageSize)(where)) ?? PAGE_SIZE;
     }
   } else if (backend.type === 'memory-backend-memfd') {
     const [hugetlb, hugetlbsize] = await Promise.all([get('hugetlb'), get('hugetlbsize')]);
-    // hugetlbsize 0 means the host's default huge page size, 2 MiB on x86-64.
-    if (hugetlb === true) backend.pageSize = asNumber(hugetlbsize) || 2 * MiB;
+    // hugetlbsize 0 means the host's default huge page size (backends/hostmem-memfd.c passes 0 to
+    // memfd_create's MFD_HUGETLB, and the kernel uses default_hstate): /proc/meminfo Hugepagesize.
+    if (hugetlb === true) {
+      const asked = asNumber(hugetlbsize);
+      backend.pageSize = asked || ((await (opts.defaultHugePageSize ?? readDefaultHugePageSize)()) ?? 2 * MiB);
+    }
   }
   return backend;
 }
@@ -308,7 +375,8 @@ export async function resolveMemoryDevice(
 ): Promise<ResolvedMemoryDevice | null> {
   const id = memdevId(args);
   if (!isMemoryDeviceDriver(args.driver) || !id) return null;
-  const [size, backend] = await Promise.all([resolveDeviceSize(q, args), readBackend(q, id, opts)]);
+  const backend = await readBackend(q, id, opts);
+  const size = await resolveDeviceSize(q, args, backendAlignment(backend));
   if (size === null) return null;
   const align = deviceAlignment(args.driver as string, backend, {
     blockSize: numberArg(args['block-size']),
