@@ -294,3 +294,21 @@ test('machine types', (t) => {
   t.deepEqual(classifyMachine('microvm'), { machine: 'other', version: null });
   t.deepEqual(classifyMachine(null), { machine: 'other', version: null });
 });
+
+test("under KVM a named model shows the host's vendor unless <vendor> says otherwise (the AMD 1 TiB relocation follows it)", (t) => {
+  const xml = (type: string, cpu: string) =>
+    `<domain type='${type}'><name>t</name><memory unit='MiB'>64</memory>` +
+    `<maxMemory slots='4' unit='MiB'>995840</maxMemory><os><type arch='x86_64' machine='pc-q35-7.2'>hvm</type></os>` +
+    `${cpu}</domain>`;
+  const intelModel = "<cpu mode='custom'><model>Skylake-Server</model></cpu>";
+  // KVM on an AMD host: Skylake-Server shows AuthenticAMD, so RAM above 4 GiB moves to 1 TiB.
+  t.is(parseDomainXml(xml('kvm', intelModel), { hostVendor: 'AuthenticAMD' }).layout!.above4gStart, 1024 * GiB);
+  // <vendor> overrides the host's.
+  const forced = "<cpu mode='custom'><model>Skylake-Server</model><vendor>Intel</vendor></cpu>";
+  t.is(parseDomainXml(xml('kvm', forced), { hostVendor: 'AuthenticAMD' }).layout!.above4gStart, 4 * GiB);
+  // TCG keeps the model's own vendor.
+  t.is(parseDomainXml(xml('qemu', intelModel), { hostVendor: 'AuthenticAMD' }).layout!.above4gStart, 4 * GiB);
+  const amdModel = "<cpu mode='custom'><model>EPYC</model></cpu>";
+  t.is(parseDomainXml(xml('kvm', amdModel), { hostVendor: 'GenuineIntel' }).layout!.above4gStart, 4 * GiB);
+  t.is(parseDomainXml(xml('qemu', amdModel), { hostVendor: 'GenuineIntel' }).layout!.above4gStart, 1024 * GiB);
+});

@@ -316,7 +316,11 @@ export function parseDomainXml(xml: string, opts: DomainXmlOptions = {}): Domain
     let vendor: string | undefined;
     if (vendorText !== undefined)
       vendor = vendorText === 'AMD' ? 'AuthenticAMD' : vendorText === 'Intel' ? 'GenuineIntel' : vendorText;
-    else if (cpuModel === 'max' && accelerator !== 'kvm') vendor = 'AuthenticAMD';
+    // Under KVM every model shows the host's vendor unless <vendor> sets one (target/i386/cpu.c
+    // x86_cpu_load_model: vendor = host vendor when accel_uses_host_cpuid()); the AMD 1 TiB
+    // relocation of RAM above 4 GiB (hw/i386/pc.c) follows that vendor.
+    else if (accelerator === 'kvm') vendor = opts.hostVendor;
+    else if (cpuModel === 'max') vendor = 'AuthenticAMD';
     else if (cpuModel === 'host' || cpuModel === 'max' || cpuMode === 'host-model') vendor = opts.hostVendor;
     else if (cpuModel !== null && AMD_MODELS.test(cpuModel)) vendor = 'AuthenticAMD';
     const version = machineVersion ? `${machineVersion.major}.${machineVersion.minor}` : undefined;
