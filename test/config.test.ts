@@ -32,6 +32,10 @@ test('config.example.json names every key the schema knows (the strict schema re
     'api.tokenFile',
     'alerts.generatorURL',
     'fleet.pool',
+    'fleet.prometheus',
+    'fleet.tokenFile',
+    'fleet.tenant',
+    'schedulers.nfdFeatureFile',
   ];
   for (const key of [...keyPaths(parseConfig({})), ...optional])
     t.true(documented.has(key), `${key} missing from config.example.json`);

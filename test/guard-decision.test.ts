@@ -73,7 +73,11 @@ const peerList: PeerConfig[] = [
 function staticPeers(): PeerLookup {
   return {
     findByAddress: (h) => peerList.find((p) => p.address === h) ?? null,
-    facts: async (p) => ({ name: p.name, physBits: (p as { physBits: number }).physBits, reachable: true }),
+    facts: async (p) => ({
+      name: p.name,
+      physBits: peerList.find((x) => x.name === p.name)?.physBits ?? null,
+      reachable: true,
+    }),
   };
 }
 

@@ -3,7 +3,9 @@
  * With no daemon: one line on stderr and exit 3 (unknown).
  */
 import { apiRequest } from '../api/api-client';
-import { loadConfig } from '../core/config';
+import { existsSync } from 'node:fs';
+import { DEFAULT_CONFIG_PATH, loadConfig, type Config } from '../core/config';
+import { UsageError } from '../core/errors';
 import { EXIT } from '../core/exit-codes';
 import { renderStatus } from './render-status';
 import type { StatusDocument } from '../core/types';
@@ -66,10 +68,38 @@ function usage(io: CliIo, message: string): number {
   return EXIT.USAGE;
 }
 
+/**
+ * The Prometheus-compatible query API to read the fleet from: `--prometheus URL`, else the config's
+ * fleet.prometheus (the default config file when there is one); undefined: ask the daemon.
+ */
+function prometheusSource(command: string, url: string | undefined, configPath: string | undefined) {
+  if (url !== undefined && !/^https?:\/\/[^/\s]+/.test(url))
+    throw new UsageError(`${command}: --prometheus takes an http:// or https:// URL, got ${JSON.stringify(url)}`);
+  if (url === undefined && configPath === undefined && !existsSync(DEFAULT_CONFIG_PATH)) return undefined;
+  const config = loadConfig(configPath);
+  const base = url ?? config.fleet.prometheus;
+  return base === undefined ? undefined : { url: base, config };
+}
+
+/** The fleet view's input from Prometheus alone, no daemon: every host and guest it knows. */
+async function prometheusFleetInput(source: { url: string; config: Config }) {
+  const { prometheusClient, readPrometheusFleet } = await import('../api/prometheus-fleet');
+  const client = await prometheusClient(source.config.fleet, source.url);
+  const { peers, source: from } = await readPrometheusFleet(client, source.config.fleet);
+  return { input: { peers, policy: source.config.policy }, from };
+}
+
 export async function fleetCommand(args: string[], io: CliIo): Promise<number> {
-  const { values } = parse('fleet', args, common);
+  const { values } = parse('fleet', args, { ...common, prometheus: { type: 'string' } });
   const { renderFleet } = await import('./render-fleet');
-  const { fleetExitCode } = await import('../judge/fleet');
+  const { fleetExitCode, buildFleet } = await import('../judge/fleet');
+  const prom = prometheusSource('fleet', values.prometheus, values.config);
+  if (prom) {
+    const { input, from } = await prometheusFleetInput(prom);
+    const doc = { ...buildFleet(input), prometheus: from };
+    io.stdout(values.json ? JSON.stringify(doc, null, 2) : renderFleet(doc));
+    return fleetExitCode(doc);
+  }
   const doc = await apiRequest<Parameters<typeof renderFleet>[0]>(
     { socketPath: apiSocket(values.api, values.config) },
     'GET',
@@ -85,12 +115,28 @@ export async function adviseCommand(args: string[], io: CliIo): Promise<number> 
   const { values, positionals } = parse(
     'advise',
     args,
-    { ...common, 'pool-bits': { type: 'string' } },
+    { ...common, 'pool-bits': { type: 'string' }, prometheus: { type: 'string' } },
     { min: 0, max: 1 },
   );
   const poolBits = intOption('advise', 'pool-bits', values['pool-bits'], 32, 52);
   const { renderAdvice } = await import('./render-fleet');
-  const { adviceExitCode } = await import('../judge/advise');
+  const { adviceExitCode, advise, AdviceError } = await import('../judge/advise');
+  const prom = prometheusSource('advise', values.prometheus, values.config);
+  if (prom) {
+    const { input, from } = await prometheusFleetInput(prom);
+    let doc: import('../judge/advise').AdviceDocument;
+    try {
+      doc = { ...advise({ fleet: input, vm: positionals[0], poolBits }), prometheus: from };
+    } catch (err) {
+      if (err instanceof AdviceError) {
+        io.stderr(`physbitsctl: ${err.code}: ${err.message}`);
+        return err.exitCode;
+      }
+      throw err;
+    }
+    io.stdout(values.json ? JSON.stringify(doc, null, 2) : renderAdvice(doc));
+    return adviceExitCode(doc);
+  }
   const q = new URLSearchParams();
   if (positionals[0]) q.set('vm', positionals[0]);
   if (poolBits !== undefined) q.set('poolBits', String(poolBits));

@@ -21,6 +21,10 @@ const API = [
 ] as [string, string];
 const CONFIG = ['--config FILE', 'config file (default /etc/physbits/config.json)'] as [string, string];
 const JSON_OPT = ['--json', 'print the JSON document instead of a table'] as [string, string];
+const PROMETHEUS = [
+  '--prometheus URL',
+  "read the fleet from this Prometheus-compatible query API (Prometheus, Thanos, Mimir, VictoriaMetrics) alone, no daemon asked (default: the config's fleet.prometheus)",
+] as [string, string];
 const WIDE = ['--wide', 'print the REASON column whole instead of cutting it to the terminal width'] as [
   string,
   string,
@@ -68,23 +72,32 @@ export const COMMANDS: CommandHelp[] = [
     name: 'check-migration',
     synopsis: 'check-migration VM --to PEER [--json] [--api SOCKET] [--config FILE]',
     summary: 'may VM migrate to PEER?',
-    description: 'Asks the daemon whether the guest VM may migrate to the peer host PEER (config peers[].name).',
-    options: [['--to PEER', 'the destination host, as named in peers[] (required)'], JSON_OPT, API, CONFIG],
+    description:
+      'Asks the daemon whether the guest VM may migrate to the peer host PEER (config peers[].name, or a\n' +
+      'host fleet.prometheus lists: the lower of the two widths decides).',
+    options: [
+      ['--to PEER', 'the destination host, as named in peers[] or in Prometheus (required)'],
+      JSON_OPT,
+      API,
+      CONFIG,
+    ],
     exit: '0 allowed, 2 refused, 3 the daemon cannot be reached, 64 usage (unknown VM or peer), 78 config',
     example: 'physbitsctl check-migration web1 --to hv2',
   },
   {
     name: 'fleet',
-    synopsis: 'fleet [--json] [--api SOCKET] [--config FILE]',
+    synopsis: 'fleet [--json] [--api SOCKET] [--config FILE] [--prometheus URL]',
     summary: 'every guest x every host: fits or not',
-    description: "Every guest of this host and its live peers against every host's limit, from the daemon.",
-    options: [JSON_OPT, API, CONFIG],
-    exit: '0 every guest fits, 2 a guest does not fit a reachable host, 3 a host unreachable or the daemon down, 64 usage, 78 config',
-    example: 'physbitsctl fleet',
+    description:
+      "Every guest of this host and its live peers against every host's limit, from the daemon; or, with\n" +
+      '--prometheus (or fleet.prometheus), every host and guest a Prometheus-compatible API has scraped.',
+    options: [JSON_OPT, API, CONFIG, PROMETHEUS],
+    exit: '0 every guest fits, 2 a guest does not fit a reachable host, 3 a host unreachable or the daemon (or Prometheus) down, 64 usage, 78 config',
+    example: 'physbitsctl fleet --prometheus http://prometheus:9090',
   },
   {
     name: 'advise',
-    synopsis: 'advise [VM] [--pool-bits N] [--json] [--api SOCKET] [--config FILE]',
+    synopsis: 'advise [VM] [--pool-bits N] [--json] [--api SOCKET] [--config FILE] [--prometheus URL]',
     summary: 'the setting that makes each guest safe across its pool',
     description:
       'For each guest (or only VM), the phys-bits setting that fits every host of its pool, written for\n' +
@@ -94,8 +107,9 @@ export const COMMANDS: CommandHelp[] = [
       JSON_OPT,
       API,
       CONFIG,
+      PROMETHEUS,
     ],
-    exit: '0 every guest already safe, 1 a guest needs the change, 3 a host or guest unknown or the daemon down, 64 usage, 78 config',
+    exit: '0 every guest already safe, 1 a guest needs the change, 3 a host or guest unknown or the daemon (or Prometheus) down, 64 usage, 78 config',
     example: 'physbitsctl advise web1 --pool-bits 39',
   },
   {

@@ -29,7 +29,9 @@ function cell(fits: boolean | null | undefined, opts: RenderOptions): string {
 
 function hostLabel(h: FleetDocument['hosts'][number]): string {
   const bits = h.physBits === null ? 'width unknown' : `${h.physBits} bits`;
-  const how = h.source === 'local' ? ', this host' : h.source === 'static' ? ', configured' : '';
+  const how =
+    (h.source === 'local' ? ', this host' : h.source === 'static' ? ', configured' : '') +
+    (h.pool !== undefined ? `, pool ${h.pool}` : '');
   const reach = h.reachable ? '' : `, UNREACHABLE${h.error ? ` (${h.error})` : ''}`;
   return `${h.name}: ${bits}${how}${reach}`;
 }
@@ -38,8 +40,12 @@ function guestLabel(g: FleetGuest): string {
   return `${g.host}/${g.vm}`;
 }
 
+function sourceLines(doc: Pick<FleetDocument, 'prometheus'>): string[] {
+  return doc.prometheus ? [`from Prometheus ${doc.prometheus.url} at ${doc.prometheus.time}`] : [];
+}
+
 export function renderFleet(doc: FleetDocument, opts: RenderOptions = {}): string {
-  const lines = ['hosts:', ...doc.hosts.map((h) => `  ${hostLabel(h)}`)];
+  const lines = [...sourceLines(doc), 'hosts:', ...doc.hosts.map((h) => `  ${hostLabel(h)}`)];
   if (doc.guests.length === 0) {
     lines.push('no guests');
     return finish(lines.join('\n'), opts);
@@ -110,7 +116,7 @@ export function renderAdvice(doc: AdviceDocument, opts: RenderOptions = {}): str
     doc.poolBits === null
       ? 'unknown'
       : `${doc.poolBits} bits (${doc.poolBitsSource === 'requested' ? 'requested' : 'narrowest host'})`;
-  const lines = [`pool width: ${width}`];
+  const lines = [...sourceLines(doc), `pool width: ${width}`];
   if (doc.pool.unreachable.length)
     lines.push(`unreachable: ${doc.pool.unreachable.join(', ')} (the pool may be narrower than shown)`);
   if (doc.guests.length === 0) lines.push('no guests');

@@ -148,12 +148,60 @@ export const configSchema = z
     peers: z.array(z.union([livePeer, staticPeer])).default([]),
     fleet: z
       .object({
+        /** Base URL of a Prometheus-compatible query API (Prometheus, Thanos, Mimir, VictoriaMetrics). */
+        prometheus: z
+          .string()
+          .url()
+          .regex(/^https?:\/\//, 'expected an http:// or https:// URL')
+          .nullish()
+          .transform((v) => v ?? undefined),
+        /** A file holding a bearer token for the query API (one line). */
+        tokenFile: z
+          .string()
+          .min(1)
+          .nullish()
+          .transform((v) => v ?? undefined),
+        /** Sent as X-Scope-OrgID (Mimir, Cortex, Loki-style multi-tenancy). */
+        tenant: z
+          .string()
+          .min(1)
+          .max(256)
+          .nullish()
+          .transform((v) => v ?? undefined),
         /** This host's pool: the `pool` label of physbits_host_info and the series a fleet query joins. */
         pool: z
           .string()
           .min(1)
           .max(128)
           .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
+          .nullish()
+          .transform((v) => v ?? undefined),
+        timeoutMs: z.number().int().min(100).max(120000).default(5000),
+        maxResponseBytes: z
+          .number()
+          .int()
+          .min(64 * 1024)
+          .max(1024 * 1024 * 1024)
+          .default(64 * 1024 * 1024),
+        cacheSeconds: z.number().min(0).max(3600).default(5),
+        /** A host seen within this window but not up now is listed as unreachable. */
+        lookbackSeconds: z
+          .number()
+          .int()
+          .min(60)
+          .max(30 * 86400)
+          .default(3600),
+        /** A host whose newest width sample is older than this is stale: unknown. */
+        staleSeconds: z.number().int().min(5).max(86400).default(300),
+      })
+      .strict()
+      .prefault({}),
+    schedulers: z
+      .object({
+        /** A Kubernetes Node Feature Discovery local feature file kept current with this host's limit. */
+        nfdFeatureFile: z
+          .string()
+          .min(1)
           .nullish()
           .transform((v) => v ?? undefined),
       })

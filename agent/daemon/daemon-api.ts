@@ -5,7 +5,9 @@ import type { Logger } from '../core/logger';
 import type { HostFacts, VmStatus } from '../core/types';
 import { buildStatusDocument } from '../judge/status-document';
 import { checkMigration } from '../guard/migration-rule';
-import { buildFleet } from '../judge/fleet';
+import { buildFleet, type FleetInput, type PrometheusSource } from '../judge/fleet';
+import { prometheusClient, readPrometheusFleet } from '../api/prometheus-fleet';
+import { PrometheusError } from '../api/prometheus-client';
 import { advise, AdviceError } from '../judge/advise';
 import type { LivePeers } from './live-peers';
 import type { VmSupervisor } from './vm-supervisor';
@@ -44,8 +46,14 @@ export class DaemonApi implements ApiHandlers {
       throw apiError(400, 'API_BAD_REQUEST', 'expected {"vm": NAME, "peer": PEER}');
     const vm = this.deps.findVm(body.vm);
     if (!vm) throw apiError(404, 'VM_NOT_FOUND', `no VM named '${body.vm}'`);
-    const peerConfig = this.deps.peers.findByName(body.peer) ?? this.deps.peers.findByAddress(body.peer);
-    if (!peerConfig) throw apiError(404, 'PEER_NOT_FOUND', `no peer named '${body.peer}' in the config`);
+    const peerConfig =
+      (await this.deps.peers.findByName(body.peer)) ?? (await this.deps.peers.findByAddress(body.peer));
+    if (!peerConfig)
+      throw apiError(
+        404,
+        'PEER_NOT_FOUND',
+        `no peer named '${body.peer}' in the config${this.deps.config().fleet.prometheus ? ' or in fleet.prometheus' : ''}`,
+      );
     const guest = vm.facts();
     if (!guest) {
       return {
@@ -57,24 +65,45 @@ export class DaemonApi implements ApiHandlers {
       };
     }
     const facts = await this.deps.peers.factsOf(peerConfig);
-    const peer = facts.physBits === null ? null : { name: peerConfig.name, physBits: facts.physBits };
+    const peer = { name: peerConfig.name, physBits: facts.physBits, why: facts.why };
     const answer = checkMigration({ guest, host: this.deps.host(), peer, policy: this.deps.config().policy });
-    return { vm: vm.name, peer: peerConfig.name, peerPhysBits: facts.physBits, reachable: facts.reachable, ...answer };
+    return {
+      vm: vm.name,
+      peer: peerConfig.name,
+      peerPhysBits: facts.physBits,
+      reachable: facts.reachable,
+      source: facts.source,
+      ...(facts.prometheus ? { prometheus: facts.prometheus } : {}),
+      ...answer,
+    };
   }
 
-  private async fleetInput() {
+  /** With fleet.prometheus: every host Prometheus sees (this one included); else this host and its peers. */
+  private async fleetInput(): Promise<{ input: FleetInput; prometheus?: PrometheusSource }> {
+    const cfg = this.deps.config();
+    if (cfg.fleet.prometheus) {
+      try {
+        const client = await prometheusClient(cfg.fleet, cfg.fleet.prometheus);
+        const { peers, source } = await readPrometheusFleet(client, cfg.fleet);
+        return { input: { peers, policy: cfg.policy }, prometheus: source };
+      } catch (err) {
+        if (err instanceof PrometheusError) throw apiError(503, err.code, err.message);
+        throw err;
+      }
+    }
     const peers = await this.deps.peers.statuses();
-    return { local: this.status(), localName: this.deps.host().name, peers, policy: this.deps.config().policy };
+    return { input: { local: this.status(), localName: this.deps.host().name, peers, policy: cfg.policy } };
   }
 
   async fleet() {
-    return buildFleet(await this.fleetInput());
+    const { input, prometheus } = await this.fleetInput();
+    return { ...buildFleet(input), ...(prometheus ? { prometheus } : {}) };
   }
 
   async advise(vm: string | undefined, poolBits: number | undefined) {
-    const fleet = await this.fleetInput();
+    const { input: fleet, prometheus } = await this.fleetInput();
     try {
-      return advise({ fleet, vm, poolBits });
+      return { ...advise({ fleet, vm, poolBits }), ...(prometheus ? { prometheus } : {}) };
     } catch (err) {
       if (err instanceof AdviceError) {
         // 404/400: the operator named something wrong (exit 64); 503: a host that might hold it is unreachable (exit 3).

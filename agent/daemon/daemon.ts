@@ -25,6 +25,7 @@ import { VmSupervisor } from './vm-supervisor';
 import { createGuardAttach } from './guard-attach';
 import { LivePeers } from './live-peers';
 import { groupId } from '../core/unix-groups';
+import { nfdFeatureText, writeNfdFeatureFile } from './nfd-feature-file';
 
 export interface DaemonOptions {
   config: Config;
@@ -109,6 +110,7 @@ export class Daemon {
     if ((await probeSocketPath(resolve(config.api.socket))) === 'live')
       throw new SocketInUseError(resolve(config.api.socket));
     this.metrics.setHost(this.host, config.fleet.pool);
+    await this.publishLimit();
     await this.alerts.start();
     this.metricsAddress = await this.metrics.listen(config.metrics.listen);
     this.logger.info('metrics listening', { address: this.metricsAddress });
@@ -118,6 +120,18 @@ export class Daemon {
     await this.discovery?.rescan();
     this.startLibvirt();
     this.verifyTask = cron.schedule(config.verify.schedule, () => void this.verifyAll(), { noOverlap: true });
+  }
+
+  /** schedulers.nfdFeatureFile: the host's limit as Node Feature Discovery labels; a failure is logged, never fatal. */
+  private async publishLimit(): Promise<void> {
+    const file = this.config.schedulers.nfdFeatureFile;
+    if (!file) return;
+    try {
+      if (await writeNfdFeatureFile(file, nfdFeatureText(this.host)))
+        this.logger.info('NFD feature file written', { file, physBits: this.host.physBits });
+    } catch (err) {
+      this.logger.error('NFD feature file not written', { file, error: (err as Error).message });
+    }
   }
 
   private async startApi(): Promise<void> {
@@ -312,6 +326,7 @@ export class Daemon {
     } catch (err) {
       this.logger.error('host facts unreadable; keeping the last ones', { error: (err as Error).message });
     }
+    await this.publishLimit();
     await this.peers.refresh();
     await Promise.all([...this.supervisors.values()].map((supervisor) => supervisor.refresh().catch(() => undefined)));
   }
@@ -327,6 +342,7 @@ export class Daemon {
     this.config = next;
     this.host = this.readHost(next);
     this.metrics.setHost(this.host, this.config.fleet.pool);
+    await this.publishLimit();
     this.alerts.reconfigure();
     const sameDiscovery =
       JSON.stringify(prev.discovery) === JSON.stringify(next.discovery) &&

@@ -5,9 +5,12 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 
-import { ConfigError, type Config, type PeerConfig } from '../core/config';
+import { ConfigError, type Config } from '../core/config';
 import { collectPeers, type FleetPeerInput } from '../judge/fleet';
 import { PeerResolver, type PeerFactsResult } from '../guard/peer-resolver';
+import { CachedHosts, FleetPeers, type FleetPeerFacts, type HostsSource } from '../guard/fleet-peers';
+import type { PeerRef } from '../guard/migration-rule';
+import { prometheusClient, readPrometheusHosts } from '../api/prometheus-fleet';
 import type { Logger } from '../core/logger';
 import type { Timers } from '../core/timers';
 import type { PeerFacts } from '../core/types';
@@ -18,6 +21,9 @@ export class LivePeers {
   private resolver: PeerResolver;
   private resolverFor: Config['peers'] | null = null;
   private known: PeerFacts[] = [];
+  private prometheus: HostsSource | null = null;
+  private prometheusFor: Config['fleet'] | null = null;
+  private readonly fleetPeers: FleetPeers;
 
   constructor(
     private readonly config: () => Config,
@@ -25,6 +31,26 @@ export class LivePeers {
     private readonly timers: Pick<Timers, 'now'>,
   ) {
     this.resolver = this.build();
+    this.fleetPeers = new FleetPeers({ resolver: () => this.current(), prometheus: () => this.prometheusHosts() });
+  }
+
+  /** fleet.prometheus's hosts, cached for fleet.cacheSeconds; rebuilt when the fleet settings change. */
+  private prometheusHosts(): HostsSource | null {
+    const fleet = this.config().fleet;
+    if (fleet === this.prometheusFor) return this.prometheus;
+    this.prometheusFor = fleet;
+    const url = fleet.prometheus;
+    this.prometheus = url
+      ? new CachedHosts({
+          read: async () => {
+            const client = await prometheusClient(fleet, url);
+            return (await readPrometheusHosts(client, fleet)).hosts;
+          },
+          clock: () => Date.now(),
+          cacheSeconds: fleet.cacheSeconds,
+        })
+      : null;
+    return this.prometheus;
   }
 
   private build(): PeerResolver {
@@ -57,21 +83,24 @@ export class LivePeers {
     return text;
   }
 
-  findByName(name: string): PeerConfig | null {
-    return this.current().findByName(name);
+  /** A configured peer, else a host fleet.prometheus lists under that name. */
+  findByName(name: string): Promise<PeerRef | null> {
+    return this.fleetPeers.findByName(name);
   }
 
-  findByAddress(address: string): PeerConfig | null {
-    return this.current().findByAddress(address);
+  /** A configured peer by address, else the one host fleet.prometheus lists at that address. */
+  findByAddress(address: string): Promise<PeerRef | null> {
+    return this.fleetPeers.findByAddress(address);
   }
 
-  factsOf(peer: PeerConfig): Promise<PeerFactsResult> {
-    return this.current().facts(peer);
+  /** The lower of the config's (or live agent's) width and Prometheus's, each when known. */
+  factsOf(peer: PeerRef): Promise<FleetPeerFacts> {
+    return this.fleetPeers.facts(peer);
   }
 
-  /** The resolver the guard asks (it caches live answers for guard.peerCacheSeconds). */
-  lookup(): PeerResolver {
-    return this.current();
+  /** What the guard asks: configured peers (live answers cached for guard.peerCacheSeconds) and fleet.prometheus's hosts. */
+  lookup(): FleetPeers {
+    return this.fleetPeers;
   }
 
   /** Peers' widths as last refreshed, for verdicts. */

@@ -6,7 +6,6 @@
 import type { GuestFacts, HostFacts, Policy } from '../core/types';
 import { describeTarget, type MigrationTarget } from './migration-target';
 import type { PeerFactsResult } from './peer-resolver';
-import type { PeerConfig } from '../core/config';
 import { hex } from '../core/format';
 import { quote, REFUSED } from './refusal';
 
@@ -25,7 +24,7 @@ export interface MigrationInput {
   guest: GuestFacts;
   host: HostFacts;
   /** null: not a configured peer, or its width is unknown. */
-  peer: { name: string; physBits: number | null } | null;
+  peer: { name: string; physBits: number | null; why?: string } | null;
   policy: MigrationPolicy;
   /** The destination as the command named it, for messages. */
   target?: string;
@@ -58,7 +57,8 @@ export function checkMigration(input: MigrationInput): MigrationCheck {
   if (peer.physBits === null)
     return unknownPeer(
       input,
-      `the width of peer ${peer.name} is unknown (its agent did not answer and no static physBits is configured)`,
+      peer.why ??
+        `the width of peer ${peer.name} is unknown (its agent did not answer and no static physBits is configured)`,
     );
   const limit = 2 ** peer.physBits;
   if (guest.physBits > peer.physBits) {
@@ -83,10 +83,15 @@ export function checkMigration(input: MigrationInput): MigrationCheck {
   };
 }
 
-/** What the guard needs of the peer list (PeerResolver has it). */
+/** A peer as the guard names it: a configured one, or a host known from Prometheus. */
+export interface PeerRef {
+  name: string;
+}
+
+/** What the guard needs of the peer list (PeerResolver has it; agent/guard/fleet-peers.ts adds Prometheus). */
 export interface PeerLookup {
-  findByAddress(host: string): PeerConfig | null;
-  facts(peer: PeerConfig): Promise<Pick<PeerFactsResult, 'name' | 'physBits' | 'reachable'>>;
+  findByAddress(host: string): PeerRef | null | Promise<PeerRef | null>;
+  facts(peer: PeerRef): Promise<Pick<PeerFactsResult, 'name' | 'physBits' | 'reachable'> & { why?: string }>;
 }
 
 /** Every destination of one `migrate`: the first refusal wins; allowed when all are. */
@@ -111,14 +116,14 @@ export async function decideMigration(input: {
         unknownReason: `the migration destination cannot be read: ${t.reason}`,
       });
     } else {
-      const cfg = input.peers.findByAddress(t.host);
+      const cfg = await input.peers.findByAddress(t.host);
       if (!cfg) {
         result = checkMigration({ ...input, peer: null, target: quote(target) });
       } else {
         const facts = await input.peers.facts(cfg);
         result = checkMigration({
           ...input,
-          peer: { name: cfg.name, physBits: facts.physBits },
+          peer: { name: cfg.name, physBits: facts.physBits, why: facts.why },
           target: quote(target),
         });
       }

@@ -19,8 +19,11 @@ export interface PeerFactsResult {
   physBits: number | null;
   /** Static peers: true (nothing to reach). Live peers: whether the agent answered. */
   reachable: boolean;
-  /** 'static' config value, 'live' agent answer, 'fallback' static value after a failed ask, 'none'. */
-  source: 'static' | 'live' | 'fallback' | 'none';
+  /**
+   * 'static' config value, 'live' agent answer, 'fallback' static value after a failed ask, 'none';
+   * 'prometheus' a host known only from Prometheus (agent/guard/fleet-peers.ts).
+   */
+  source: 'static' | 'live' | 'fallback' | 'none' | 'prometheus';
   /** The live agent's host document. */
   host?: Record<string, unknown>;
   /** Why a live peer could not be asked (PEER_* code). */

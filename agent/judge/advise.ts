@@ -12,7 +12,7 @@
 import { AgentError } from '../core/errors';
 import { EXIT, exitCodeFor, worstState, type State } from '../core/exit-codes';
 import { formatBytes } from '../core/format';
-import { fleetHosts, fleetVms, isBound, type FleetInput } from './fleet';
+import { fleetHosts, fleetVms, isBound, type FleetHost, type FleetInput, type PrometheusSource } from './fleet';
 import type { GuestFacts, GuestLayout, VmErrorInfo, VmStatus } from '../core/types';
 
 /** An advice request that cannot be answered. `exitCode` is what the CLI exits with. */
@@ -109,6 +109,7 @@ export interface AdviceDocument {
   pool: { hosts: Array<{ name: string; physBits: number | null; reachable: boolean }>; unreachable: string[] };
   guests: GuestAdvice[];
   summary: { worst: State; exitCode: number };
+  prometheus?: PrometheusSource;
 }
 
 const MIB = 2 ** 20;
@@ -363,8 +364,18 @@ export function advise(request: AdviseInput): AdviceDocument {
       );
     }
   }
-  const poolHosts = hosts.map((h) => h.name);
-  const guests = vms.map(({ host, vm }) => guestAdvice(host, vm, poolBits, poolHosts, input));
+  const guests = vms.map(({ host, vm }) => {
+    // Hosts that carry a pool label (from Prometheus) are advised within their own pool.
+    const pool = poolOf(hosts, host);
+    const bits = input.poolBits ?? (pool === hosts ? poolBits : narrowest(pool));
+    return guestAdvice(
+      host,
+      vm,
+      bits,
+      pool.map((h) => h.name),
+      input,
+    );
+  });
   const states: State[] = guests.map((g) => g.state);
   if (unreachable.length) states.push('unknown');
   const worst = worstState(states);
@@ -375,6 +386,18 @@ export function advise(request: AdviseInput): AdviceDocument {
     guests,
     summary: { worst, exitCode: exitCodeFor(worst) },
   };
+}
+
+/** The hosts of `host`'s pool: every host, unless hosts carry `pool` labels. */
+function poolOf(hosts: FleetHost[], host: string): FleetHost[] {
+  if (!hosts.some((h) => h.pool !== undefined)) return hosts;
+  const pool = hosts.find((h) => h.name === host)?.pool;
+  return hosts.filter((h) => h.pool === pool);
+}
+
+function narrowest(hosts: FleetHost[]): number | null {
+  const known = hosts.map((h) => h.physBits).filter((b): b is number => b !== null);
+  return known.length ? Math.min(...known) : null;
 }
 
 function guestAdvice(

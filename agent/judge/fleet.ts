@@ -13,16 +13,21 @@ import type { Policy, StatusDocument, VmErrorInfo, VmStatus } from '../core/type
 /** A peer as the fleet view sees it: static (width only) or live (its status document when reached). */
 export interface FleetPeerInput {
   name: string;
-  /** Static width, or the static fallback of a live peer; null when unknown. */
+  /** Static width, or the static fallback of a live peer (the last width Prometheus saw); null when unknown. */
   physBits: number | null;
   reachable: boolean;
   status?: StatusDocument | null;
   error?: string;
+  /** Where the host is known from, when it is not the config: 'prometheus' (agent/judge/fleet-prometheus.ts). */
+  source?: 'prometheus';
+  /** The host's `pool` label (fleet.pool); hosts of one pool are each other's migration targets. */
+  pool?: string;
 }
 
 export interface FleetInput {
-  local: StatusDocument;
-  localName: string;
+  /** This host's status; absent when the whole fleet comes from Prometheus. */
+  local?: StatusDocument;
+  localName?: string;
   peers: FleetPeerInput[];
   policy: Pick<Policy, 'accelerators'>;
 }
@@ -31,8 +36,12 @@ export interface FleetHost {
   name: string;
   physBits: number | null;
   reachable: boolean;
-  /** 'local' this host; 'live' a peer agent's own report; 'static' the configured width. */
-  source: 'local' | 'live' | 'static';
+  /**
+   * 'local' this host; 'live' a peer agent's own report; 'static' the configured width;
+   * 'prometheus' the host's own series in Prometheus (the last width seen when it is not up).
+   */
+  source: 'local' | 'live' | 'static' | 'prometheus';
+  pool?: string;
   error?: string;
 }
 
@@ -55,25 +64,36 @@ export interface FleetGuest {
   error?: VmErrorInfo;
 }
 
+/** Where a fleet or advice document read from Prometheus came from: the server, the evaluation time, the queries. */
+export interface PrometheusSource {
+  url: string;
+  /** The instant every query was evaluated at (ISO 8601) and the same in Unix seconds. */
+  time: string;
+  unixTime: number;
+  queries: Record<string, string>;
+}
+
 export interface FleetDocument {
   hosts: FleetHost[];
   guests: FleetGuest[];
   summary: { worst: State; exitCode: number };
+  prometheus?: PrometheusSource;
 }
 
 /** This host plus each peer, in config order. */
 export function fleetHosts(input: Pick<FleetInput, 'local' | 'localName' | 'peers'>): FleetHost[] {
-  const hosts: FleetHost[] = [
-    { name: input.localName, physBits: input.local.host.physBits, reachable: true, source: 'local' },
-  ];
+  const hosts: FleetHost[] = input.local
+    ? [{ name: input.localName ?? 'localhost', physBits: input.local.host.physBits, reachable: true, source: 'local' }]
+    : [];
   for (const p of input.peers) {
     const live = p.reachable && p.status ? p.status.host.physBits : null;
     const host: FleetHost = {
       name: p.name,
       physBits: live ?? p.physBits ?? null,
       reachable: p.reachable,
-      source: live !== null ? 'live' : 'static',
+      source: p.source ?? (live !== null ? 'live' : 'static'),
     };
+    if (p.pool !== undefined) host.pool = p.pool;
     if (p.error) host.error = p.error;
     hosts.push(host);
   }
@@ -84,7 +104,8 @@ export function fleetHosts(input: Pick<FleetInput, 'local' | 'localName' | 'peer
 export function fleetVms(
   input: Pick<FleetInput, 'local' | 'localName' | 'peers'>,
 ): Array<{ host: string; vm: VmStatus }> {
-  const out = input.local.vms.map((vm) => ({ host: input.localName, vm }));
+  const local = input.local;
+  const out = local ? local.vms.map((vm) => ({ host: input.localName ?? 'localhost', vm })) : [];
   for (const p of input.peers) {
     if (!p.reachable || !p.status) continue;
     for (const vm of p.status.vms) out.push({ host: p.name, vm });
@@ -102,7 +123,11 @@ export function fitOnHost(
   guest: { physBits: number; highestAddress: number | null; accelerator: string; bound: boolean },
   host: FleetHost,
 ): { fits: boolean | null; why: string } {
-  const fallback = host.reachable ? '' : ' (configured width; host unreachable)';
+  const fallback = host.reachable
+    ? ''
+    : host.source === 'prometheus'
+      ? ' (last width Prometheus saw; host unreachable)'
+      : ' (configured width; host unreachable)';
   if (!guest.bound) {
     return { fits: true, why: `${guest.accelerator} guest: host widths do not bind it (policy.accelerators)` };
   }
