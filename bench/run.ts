@@ -3,7 +3,7 @@
  * `npm run bench`: every benchmark in one run, on this machine, each figure next to its baseline
  * from the same run; writes the results into docs/BENCHMARKS.md below the hand-written preface.
  *
- *   node build/bench/run.js [--only scan,guard,alert,scale] [--no-write] [--quick]
+ *   node build/bench/run.js [--only scan,guard,alert,scale,growth] [--no-write] [--quick] [--growth-sizes 100,1000,5000]
  *
  * --quick: fewer runs and smaller fleets, for a look while working on the benchmarks themselves
  * (the document is then not written unless --write is also given).
@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { kvmUsable } from '../test/helpers/qemu';
 import { runAlertBench } from './alert-latency-bench';
+import { runGrowthBench } from './growth-bench';
 import { runGuardBench } from './guard-bench';
 import { describeMachine, machineMarkdown } from './machine';
 import { targetTable, type Section } from './report';
@@ -50,11 +51,14 @@ async function main(): Promise<void> {
       quick: { type: 'boolean' },
       'scale-vms': { type: 'string' },
       'scale-runs': { type: 'string' },
+      'growth-sizes': { type: 'string' },
+      'growth-runs': { type: 'string' },
     },
   });
-  const only = new Set((values.only ?? 'scan,guard,alert,scale').split(',').map((s) => s.trim()));
+  const all = ['scan', 'guard', 'alert', 'scale', 'growth'];
+  const only = new Set((values.only ?? all.join(',')).split(',').map((s) => s.trim()));
   const quick = !!values.quick;
-  const write = values.write || (!values['no-write'] && !quick && only.size === 4);
+  const write = values.write || (!values['no-write'] && !quick && all.every((s) => only.has(s)));
   const began = wallMs();
   const kvm = kvmUsable();
   const machine = describeMachine(kvm);
@@ -72,6 +76,11 @@ async function main(): Promise<void> {
     const vms = Number(values['scale-vms'] ?? (quick ? 200 : 1000));
     const runs = Number(values['scale-runs'] ?? (quick ? 1 : 3));
     sections.push(await runScaleBench({ vms, runs, idleMs: quick ? 5000 : 10000, idleSlices: 5, log }));
+  }
+  if (only.has('growth')) {
+    const sizes = (values['growth-sizes'] ?? (quick ? '50,200' : '100,1000,5000')).split(',').map(Number);
+    const runs = Number(values['growth-runs'] ?? (quick ? 1 : 2));
+    sections.push(await runGrowthBench({ sizes, runs, idleMs: quick ? 5000 : 10000, idleSlices: 5, log }));
   }
 
   const totalS = (wallMs() - began) / 1000;

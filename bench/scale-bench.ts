@@ -96,7 +96,7 @@ interface FloorRun {
   idleUncapped: IdleWindow;
 }
 
-async function floorWindow(
+export async function floorWindow(
   fleetDir: string,
   fleet: ChildProcess,
   opts: ScaleOptions,
