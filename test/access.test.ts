@@ -240,6 +240,7 @@ test('physbitsctl watch shows control characters in VM names and messages as esc
     time: '2026-01-01T00:00:00.000Z',
     vm: HOSTILE_NAME,
     command: 'device_add',
+    effective: 'device_add',
     code: 'REFUSED_X',
     message: 'a\u001b]0;title\u0007b\u009bc',
   });

@@ -26,21 +26,23 @@ function recordingLogger(lines: string[]): Logger {
   return l;
 }
 
+/** Routing fixtures: the server only serializes what the handlers answer, so partial documents do. */
 function handlers(calls: string[]): ApiHandlers {
-  return {
+  const fixtures = {
     status: () => ({ host: { physBits: 40 }, vms: [] }),
     host: () => ({ physBits: 40 }),
-    vm: (name) => (calls.push(`vm ${name}`), name === 'web 1' ? { name } : null),
-    checkMigration: async (body) => {
+    vm: (name: string) => (calls.push(`vm ${name}`), name === 'web 1' ? { name } : null),
+    checkMigration: async (body: { vm?: unknown }) => {
       calls.push(`check ${JSON.stringify(body)}`);
       if (body.vm === 'boom') throw new Error('exploded');
       if (body.vm === 'missing') throw apiError(404, 'VM_NOT_FOUND', "no VM named 'missing'");
       return { allowed: true };
     },
     fleet: async () => ({ hosts: [], guests: [] }),
-    advise: async (vm, poolBits) => ({ vm: vm ?? null, poolBits: poolBits ?? null }),
-    libvirtEvent: (body) => void calls.push(`libvirt ${JSON.stringify(body)}`),
+    advise: async (vm?: string, poolBits?: number) => ({ vm: vm ?? null, poolBits: poolBits ?? null }),
+    libvirtEvent: (body: unknown) => void calls.push(`libvirt ${JSON.stringify(body)}`),
   };
+  return fixtures as unknown as ApiHandlers;
 }
 
 interface Served {
@@ -240,7 +242,14 @@ test('event stream: every event to every client; a client that does not read is 
   // Publish in small steps the reader keeps up with, until the deaf one is dropped.
   let n = 0;
   while (!s.logs.includes('warn dropping a slow event-stream client') && n < 5000) {
-    s.events.publish({ type: 'refusal', vm: 'web1', n: ++n, pad: 'x'.repeat(1000) });
+    s.events.publish({
+      type: 'refusal',
+      vm: 'web1',
+      command: 'device_add',
+      effective: 'device_add',
+      code: 'REFUSED_ABOVE_HOST_LIMIT',
+      message: `${++n} ${'x'.repeat(1000)}`,
+    });
     if (n % 4 === 0) await new Promise((r) => setTimeout(r, 2));
   }
   t.true(s.logs.includes('warn dropping a slow event-stream client'), `${n} events`);
@@ -249,7 +258,7 @@ test('event stream: every event to every client; a client that does not read is 
   t.is(reader.readyState, WebSocket.OPEN);
   t.is(got.length, n + 1);
   t.deepEqual(
-    got.slice(1).map((e) => e.n),
+    got.slice(1).map((e) => parseInt(String(e.message), 10)),
     Array.from({ length: n }, (_, i) => i + 1),
   );
   // Room again below maxEventClients: two more connect; the third is turned away.

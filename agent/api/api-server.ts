@@ -9,22 +9,15 @@ import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { listenUnixSocket } from '../../qmp/unix-server';
 import { AgentError } from '../core/errors';
-import type { DaemonEvent, EventBus } from '../daemon/event-bus';
+import type { ApiHandlers, DaemonEvent } from './api-types';
 import type { Logger } from '../core/logger';
 
-export interface ApiHandlers {
-  status(): unknown;
-  host(): unknown;
-  vm(name: string): unknown | null;
-  checkMigration(body: { vm?: unknown; peer?: unknown }): Promise<unknown>;
-  fleet(): Promise<unknown>;
-  advise(vm: string | undefined, poolBits: number | undefined): Promise<unknown>;
-  libvirtEvent(body: unknown): void;
-}
+export type { ApiHandlers } from './api-types';
 
 export interface ApiServerOptions {
   handlers: ApiHandlers;
-  events: EventBus;
+  /** Where the event stream's events come from (the daemon's EventBus). */
+  events: { subscribe(fn: (ev: DaemonEvent) => void): () => void };
   logger: Logger;
   maxBodyBytes: number;
   maxEventClients: number;

@@ -8,7 +8,7 @@ import { DEFAULT_CONFIG_PATH, loadConfig, type Config } from '../core/config';
 import { UsageError } from '../core/errors';
 import { EXIT } from '../core/exit-codes';
 import { renderStatus } from './render-status';
-import type { StatusDocument } from '../core/types';
+import type { AdviceDocument, FleetDocument, MigrationCheck, StatusDocument } from '../api/api-types';
 import { intOption, parse } from './args';
 import type { CliIo } from './cli-io';
 
@@ -33,14 +33,6 @@ export async function statusCommand(args: string[], io: CliIo): Promise<number> 
   return doc.summary?.exitCode ?? EXIT.UNKNOWN;
 }
 
-interface MigrationAnswer {
-  vm: string;
-  peer: string;
-  allowed: boolean;
-  code?: string;
-  message: string;
-}
-
 export async function checkMigrationCommand(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parse(
     'check-migration',
@@ -49,7 +41,7 @@ export async function checkMigrationCommand(args: string[], io: CliIo): Promise<
     { min: 1, max: 1 },
   );
   if (!values.to) return usage(io, 'check-migration: --to PEER is required');
-  const answer = await apiRequest<MigrationAnswer>(
+  const answer = await apiRequest<MigrationCheck>(
     { socketPath: apiSocket(values.api, values.config) },
     'POST',
     '/v1/check-migration',
@@ -100,7 +92,7 @@ export async function fleetCommand(args: string[], io: CliIo): Promise<number> {
     io.stdout(values.json ? JSON.stringify(doc, null, 2) : renderFleet(doc));
     return fleetExitCode(doc);
   }
-  const doc = await apiRequest<Parameters<typeof renderFleet>[0]>(
+  const doc = await apiRequest<FleetDocument>(
     { socketPath: apiSocket(values.api, values.config) },
     'GET',
     '/v1/fleet',
@@ -140,7 +132,7 @@ export async function adviseCommand(args: string[], io: CliIo): Promise<number> 
   const q = new URLSearchParams();
   if (positionals[0]) q.set('vm', positionals[0]);
   if (poolBits !== undefined) q.set('poolBits', String(poolBits));
-  const doc = await apiRequest<Parameters<typeof renderAdvice>[0]>(
+  const doc = await apiRequest<AdviceDocument>(
     { socketPath: apiSocket(values.api, values.config) },
     'GET',
     `/v1/advise${q.size ? `?${q}` : ''}`,

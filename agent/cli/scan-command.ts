@@ -11,8 +11,11 @@ import { mapLimit } from '../core/async-limits';
 import { renderStatus } from './render-status';
 import { expandSocketGlobs, socketPatterns } from '../core/socket-globs';
 import { buildStatusDocument } from '../judge/status-document';
-import type { PeerFacts, StatusDocument } from '../core/types';
-import { probeVm } from '../facts/vm-probe';
+import type { HostFacts, PeerFacts, StatusDocument, VmStatus } from '../core/types';
+import { errorInfo } from '../core/errors';
+import { nameFromSocket } from '../core/vm-name';
+import { visitVm } from '../facts/vm-visit';
+import { judgeVm } from '../judge/vm-status';
 import { parse } from './args';
 import type { CliIo } from './cli-io';
 
@@ -55,10 +58,19 @@ export async function scan(config: Config, sockets: string[]): Promise<StatusDoc
     ? await socketArgs(sockets)
     : (await expandSocketGlobs(socketPatterns(config.discovery))).map((s) => s.path);
   const peers = staticPeerFacts(config).filter((p) => p.reachable);
-  const vms = await mapLimit(paths, config.qmp.concurrency, (socket) =>
-    probeVm(socket, { config, host, peers, mode: 'scan' }),
-  );
+  const vms = await mapLimit(paths, config.qmp.concurrency, (socket) => scanOne(socket, config, host, peers));
   return buildStatusDocument(host, vms);
+}
+
+/** One VM visited and judged; never rejects: a failure becomes the VM's `error`. */
+async function scanOne(socket: string, config: Config, host: HostFacts, peers: PeerFacts[]): Promise<VmStatus> {
+  try {
+    const guest = await visitVm(socket, { qmp: config.qmp });
+    const checkedAt = new Date().toISOString();
+    return judgeVm({ socket, mode: 'scan', guest, host, peers, policy: config.policy, checkedAt });
+  } catch (err) {
+    return { socket, name: nameFromSocket(socket), mode: 'scan', error: errorInfo(err) };
+  }
 }
 
 export async function scanCommand(args: string[], io: CliIo): Promise<number> {

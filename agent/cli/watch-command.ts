@@ -7,12 +7,7 @@ import { parse } from './args';
 import type { CliIo } from './cli-io';
 import { apiSocket } from './daemon-commands';
 
-export interface DaemonEvent {
-  type: string;
-  time: string;
-  vm?: string;
-  [key: string]: unknown;
-}
+import type { DaemonEvent } from '../api/api-types';
 
 /** Control characters (a VM's name, QEMU's messages) shown as escapes, never sent to the terminal. */
 
@@ -21,7 +16,7 @@ export function describeEvent(ev: DaemonEvent): string {
 }
 
 function describeRaw(ev: DaemonEvent): string {
-  const who = ev.vm ? ` ${ev.vm}` : '';
+  const who = 'vm' in ev && ev.vm ? ` ${ev.vm}` : '';
   switch (ev.type) {
     case 'verdict':
       return `${ev.time}${who}: ${ev.previous ?? 'new'} → ${ev.severity} (${ev.relation})${ev.reason ? ` ${ev.reason}` : ''}`;
@@ -32,7 +27,8 @@ function describeRaw(ev: DaemonEvent): string {
     case 'vm-error':
       return `${ev.time}${who}: unreachable: ${ev.code}: ${ev.message}`;
     default:
-      return `${ev.time}${who}: ${ev.type}${ev.message ? `: ${ev.message}` : ''}`;
+      // The daemon may send types this CLI does not know yet: their name and message.
+      return `${ev.time}${who}: ${(ev as { type: string }).type}${'message' in ev && ev.message ? `: ${ev.message}` : ''}`;
   }
 }
 

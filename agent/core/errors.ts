@@ -38,3 +38,10 @@ export class ConfigError extends AgentError {
     super('CONFIG_INVALID', message);
   }
 }
+
+/** The stable code and message of any error: QmpError, AgentError and system errors carry a string code. */
+export function errorInfo(err: unknown): { code: string; message: string } {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (err instanceof Error && typeof code === 'string') return { code, message: err.message };
+  return { code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) };
+}

@@ -13,6 +13,7 @@ import type { Config } from '../core/config';
 import { DaemonApi } from './daemon-api';
 import { Discovery } from './discovery';
 import { EventBus } from './event-bus';
+import { statusEvents, statusState } from './status-events';
 import { hostFactsFromConfig } from '../facts/host-facts';
 import type { Logger } from '../core/logger';
 import { LibvirtWatch } from './libvirt-watch';
@@ -267,51 +268,14 @@ export class Daemon {
     }
     this.metrics.setVm(now);
     this.alerts.setVm(now);
-    const before = prev.error ? 'unknown' : prev.verdict?.severity;
-    const after = now.error ? 'unknown' : now.verdict?.severity;
-    const reasonsChanged =
-      (prev.verdict?.reasons.map((r) => r.code).join() ?? '') !==
-      (now.verdict?.reasons.map((r) => r.code).join() ?? '');
-    if (now.error) {
-      if (prev.error?.code !== now.error.code)
-        this.events.publish({
-          type: 'vm-error',
-          vm: now.name,
-          socket: supervisor.socket,
-          code: now.error.code,
-          message: now.error.message,
-        });
-      if (before !== after)
-        this.events.publish({
-          type: 'verdict',
-          vm: now.name,
-          socket: supervisor.socket,
-          previous: prev.error?.code === 'PENDING' ? null : before,
-          severity: 'unknown',
-          relation: null,
-        });
-      return;
-    }
-    if (before !== after || reasonsChanged) {
-      const verdict = now.verdict!;
-      if (before !== after)
-        this.logger.info('verdict', {
-          vm: now.name,
-          severity: verdict.severity,
-          relation: verdict.relation,
-          reason: verdict.reasons[0]?.code,
-        });
-      this.events.publish({
-        type: 'verdict',
+    if (!now.error && now.verdict && statusState(prev) !== statusState(now))
+      this.logger.info('verdict', {
         vm: now.name,
-        socket: supervisor.socket,
-        previous: prev.error?.code === 'PENDING' ? null : (before ?? null),
-        severity: verdict.severity,
-        relation: verdict.relation,
-        reason: verdict.reasons[0]?.code,
-        reasons: verdict.reasons,
+        severity: now.verdict.severity,
+        relation: now.verdict.relation,
+        reason: now.verdict.reasons[0]?.code,
       });
-    }
+    for (const event of statusEvents(supervisor.socket, prev, now)) this.events.publish(event);
   }
 
   private onQmpEvent(supervisor: VmSupervisor, ev: { event: string; data?: unknown }): void {

@@ -3,13 +3,7 @@
  * such as the WebSocket stream. Keeps no history; each subscriber bounds its own buffer.
  */
 import { EventEmitter } from 'node:events';
-
-export interface DaemonEvent {
-  type: 'verdict' | 'refusal' | 'alert' | 'vm-error' | 'vm-added' | 'vm-removed' | 'migration' | 'config';
-  time: string;
-  vm?: string;
-  [key: string]: unknown;
-}
+import type { DaemonEvent, PublishedEvent } from '../api/api-types';
 
 export class EventBus {
   private readonly emitter = new EventEmitter();
@@ -18,7 +12,7 @@ export class EventBus {
     this.emitter.setMaxListeners(0);
   }
 
-  publish(ev: Omit<DaemonEvent, 'time'> & { time?: string }): void {
+  publish(ev: PublishedEvent): void {
     const full = { ...ev, time: ev.time ?? new Date().toISOString() } as DaemonEvent;
     this.emitter.emit('event', full);
   }

@@ -1,0 +1,145 @@
+/**
+ * The control API's documents and events, as the daemon serves them (agent/api/api-server.ts,
+ * agent/daemon/daemon-api.ts) and the CLI reads them (agent/cli/). The contract names the status,
+ * fleet and advice documents; the rest is documented in docs/daemon.md.
+ */
+import type { AlertSeverity } from '../alerts/alert-model';
+import type { State } from '../core/exit-codes';
+import type { HostFacts, Reason, Relation, Severity, StatusDocument, VmStatus } from '../core/types';
+import type { AdviceDocument } from '../judge/advise';
+import type { FleetDocument } from '../judge/fleet';
+
+export type { AdviceDocument, FleetDocument, HostFacts, StatusDocument, VmStatus };
+
+/** `POST /v1/check-migration`'s answer. */
+export interface MigrationCheck {
+  vm: string;
+  peer: string;
+  allowed: boolean;
+  code?: string;
+  message: string;
+  /** The peer's limit as last known (null: unknown); absent when the VM's facts are not known. */
+  peerPhysBits?: number | null;
+  reachable?: boolean;
+}
+
+/** Every answer with HTTP status 400 or above. */
+export interface ApiErrorBody {
+  error: { code: string; message: string };
+}
+
+/** What the API answers, route by route. */
+export interface ApiHandlers {
+  /** GET /v1/status */
+  status(): StatusDocument;
+  /** GET /v1/host */
+  host(): HostFacts;
+  /** GET /v1/vms/NAME (null: 404) */
+  vm(name: string): VmStatus | null;
+  /** POST /v1/check-migration */
+  checkMigration(body: { vm?: unknown; peer?: unknown }): Promise<MigrationCheck>;
+  /** GET /v1/fleet */
+  fleet(): Promise<FleetDocument>;
+  /** GET /v1/advise[?vm=NAME][&poolBits=N] */
+  advise(vm: string | undefined, poolBits: number | undefined): Promise<AdviceDocument>;
+  /** POST /v1/libvirt-events (answered 202 { accepted: true }) */
+  libvirtEvent(body: unknown): void;
+}
+
+/** The daemon's events, on `GET /v1/events` (WebSocket), one JSON object a message. */
+export type DaemonEvent =
+  | VerdictEvent
+  | VmErrorEvent
+  | VmAddedEvent
+  | VmRemovedEvent
+  | RefusalEvent
+  | AlertChangeEvent
+  | MigrationEvent
+  | ConfigEvent;
+
+interface EventBase {
+  /** ISO time the daemon published it. */
+  time: string;
+}
+
+/** A VM's severity changed, or its reasons did. */
+export interface VerdictEvent extends EventBase {
+  type: 'verdict';
+  vm: string;
+  socket: string;
+  /** null: the VM's first verdict. */
+  previous: State | null;
+  severity: State;
+  /** null while the VM is unknown. */
+  relation: Relation | null;
+  /** The first (most severe) reason's code. */
+  reason?: string;
+  reasons?: Reason[];
+}
+
+/** A VM became unreachable, or failed with another code. */
+export interface VmErrorEvent extends EventBase {
+  type: 'vm-error';
+  vm: string;
+  socket: string;
+  code: string;
+  message: string;
+}
+
+export interface VmAddedEvent extends EventBase {
+  type: 'vm-added';
+  vm: string;
+  socket: string;
+  mode: string;
+}
+
+export interface VmRemovedEvent extends EventBase {
+  type: 'vm-removed';
+  vm: string;
+  socket: string;
+}
+
+/** The guard refused a command. */
+export interface RefusalEvent extends EventBase {
+  type: 'refusal';
+  vm: string;
+  /** The QMP command the client sent (`human-monitor-command` for the HMP forms). */
+  command: string;
+  effective: 'device_add' | 'migrate';
+  code: string;
+  message: string;
+}
+
+/** An alert changed state. */
+export interface AlertChangeEvent extends EventBase {
+  type: 'alert';
+  vm: string;
+  status: 'firing' | 'resolved';
+  change: 'fired' | 'resolved' | 'updated' | 'refused';
+  alertname: string;
+  severity: AlertSeverity;
+  reason: string;
+  summary: string;
+}
+
+/** A migration started that the guard did not see. */
+export interface MigrationEvent extends EventBase {
+  type: 'migration';
+  vm: string;
+  status: string;
+  verified: false;
+  severity: Severity;
+  message: string;
+}
+
+export interface ConfigEvent extends EventBase {
+  type: 'config';
+  message: string;
+}
+
+/** An event as published: the bus stamps the time when it is not given. */
+export type PublishedEvent = DaemonEvent extends infer E
+  ? E extends DaemonEvent
+    ? Omit<E, 'time'> & { time?: string }
+    : never
+  : never;

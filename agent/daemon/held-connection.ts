@@ -1,0 +1,252 @@
+/**
+ * Facts over a held QMP connection: the daemon is the VM's sole QMP client, listens to its events,
+ * re-reads the facts they change, pings it so a hung QEMU turns `unknown` quickly, reconnects with
+ * backoff, and (through `attach`) serves the guarded socket while connected.
+ */
+import { QmpClient } from '../../qmp/client';
+import { QmpError, TimeoutError } from '../../qmp/errors';
+import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from '../core/backoff';
+import type { Config } from '../core/config';
+import type { Logger } from '../core/logger';
+import type { Timers } from '../core/timers';
+import { readGuestFacts } from '../facts/guest-facts';
+import type { FactReport, FactSource } from './fact-source';
+
+/** Events after which facts may have changed. */
+export const REREAD_EVENTS = new Set([
+  'STOP',
+  'RESUME',
+  'RESET',
+  'SHUTDOWN',
+  'POWERDOWN',
+  'MIGRATION',
+  'MIGRATION_PASS',
+  'DEVICE_DELETED',
+  'MEMORY_DEVICE_SIZE_CHANGE',
+  'MEM_UNPLUG_ERROR',
+  'DEVICE_UNPLUG_GUEST_ERROR',
+  'ACPI_DEVICE_OST',
+]);
+
+/** What runs beside a held connection (the guard's proxy); closed when the connection ends. */
+export interface Attachment {
+  close(): Promise<void>;
+}
+
+export interface HeldConnectionOptions {
+  socket: string;
+  /** The VM's name for logs. */
+  name: () => string;
+  config: () => Config;
+  logger: Logger;
+  timers: Timers;
+  backoff?: BackoffOptions;
+  /** Called once per connection (the guard); its close() runs when the connection ends. */
+  attach?: (client: QmpClient) => Promise<Attachment | null>;
+  /** Milliseconds between heartbeats; default qmp.heartbeatMs. */
+  heartbeatInterval?: () => number;
+  observe?: (seconds: number) => void;
+  report: FactReport;
+}
+
+export class HeldConnection implements FactSource {
+  private client: QmpClient | null = null;
+  private attachment: Attachment | null = null;
+  private reconnectTimer: unknown = null;
+  private heartbeat: unknown = null;
+  private rereadTimer: unknown = null;
+  private attempt = 0;
+  private stopped = false;
+  /** Whether the last read over the connection succeeded. */
+  private lastReadOk = false;
+  private reading: Promise<void> | null = null;
+  /** The connection attempt under way, so that stop() can wait for what it creates. */
+  private connecting: Promise<void> | null = null;
+
+  constructor(private readonly opts: HeldConnectionOptions) {}
+
+  start(): void {
+    void this.connect();
+  }
+
+  async refresh(): Promise<void> {
+    if (this.client) return this.read();
+  }
+
+  /** A reconnect waiting out its backoff goes now; a connected VM is left alone. */
+  kick(): void {
+    if (this.stopped || !this.reconnectTimer || this.client) return;
+    this.opts.timers.clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.attempt = 0;
+    void this.connect();
+  }
+
+  rereadSoon(delayMs: number): void {
+    if (this.stopped || this.rereadTimer) return;
+    this.rereadTimer = this.opts.timers.setTimeout(() => {
+      this.rereadTimer = null;
+      void this.read();
+    }, delayMs);
+  }
+
+  upstream(): QmpClient | null {
+    return this.client;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of [this.reconnectTimer, this.heartbeat, this.rereadTimer]) if (t) this.opts.timers.clearTimeout(t);
+    this.reconnectTimer = this.heartbeat = this.rereadTimer = null;
+    const client = this.client;
+    this.client = null;
+    await client?.close().catch(() => undefined);
+    // A connection being set up (its guarded socket half made) finishes and is torn down before
+    // stop() returns, so nothing it created outlives the daemon.
+    // (Bounded: a QEMU that never greets must not hold up the daemon's exit.)
+    if (this.connecting) {
+      let t: unknown;
+      await Promise.race([
+        this.connecting.catch(() => undefined),
+        new Promise<void>((r) => (t = this.opts.timers.setTimeout(r, 2000))),
+      ]);
+      this.opts.timers.clearTimeout(t);
+    }
+    await this.detach();
+  }
+
+  private connect(): Promise<void> {
+    if (this.connecting) return this.connecting;
+    this.connecting = this.connectOnce().finally(() => {
+      this.connecting = null;
+    });
+    return this.connecting;
+  }
+
+  private async connectOnce(): Promise<void> {
+    if (this.stopped) return;
+    const config = this.opts.config();
+    let client: QmpClient;
+    try {
+      // Guarded-socket clients share this connection: each has at most one in-band command and a few
+      // out-of-band ones in flight, on top of the daemon's own reads.
+      client = await QmpClient.connect(this.opts.socket, {
+        timeoutMs: config.qmp.timeoutMs,
+        maxLineBytes: config.qmp.maxLineBytes,
+        maxPending: config.qmp.maxPending + (this.opts.attach ? config.guard.maxClients * 4 : 0),
+      });
+    } catch (err) {
+      this.opts.report.failed(err);
+      this.scheduleReconnect();
+      return;
+    }
+    if (this.stopped) {
+      await client.close().catch(() => undefined);
+      return;
+    }
+    this.client = client;
+    client.on('event', (ev: { event: string; data?: unknown }) => this.onEvent(ev));
+    client.on('close', (err?: QmpError) => this.onClose(client, err));
+    await this.read();
+    if (this.client !== client || this.stopped) return;
+    if (this.lastReadOk) this.attempt = 0;
+    if (this.opts.attach) {
+      try {
+        this.attachment = await this.opts.attach(client);
+      } catch (err) {
+        this.opts.logger.error('guard could not start', { vm: this.opts.name(), error: (err as Error).message });
+      }
+      if (this.client !== client) await this.detach();
+    }
+    this.scheduleHeartbeat();
+  }
+
+  private async detach(): Promise<void> {
+    const attachment = this.attachment;
+    this.attachment = null;
+    await attachment?.close().catch(() => undefined);
+  }
+
+  private onClose(client: QmpClient, err?: QmpError): void {
+    if (this.client !== client) return;
+    this.client = null;
+    if (this.heartbeat) this.opts.timers.clearTimeout(this.heartbeat);
+    this.heartbeat = null;
+    void this.detach();
+    if (this.stopped) return;
+    this.opts.report.failed(err ?? new QmpError('QMP_CLOSED', `${this.opts.socket}: connection closed`));
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.stopped || this.reconnectTimer) return;
+    const delay = backoffDelay(this.attempt++, this.opts.backoff ?? DEFAULT_BACKOFF);
+    this.reconnectTimer = this.opts.timers.setTimeout(() => {
+      this.reconnectTimer = null;
+      void this.connect();
+    }, delay);
+  }
+
+  private onEvent(ev: { event: string; data?: unknown }): void {
+    this.opts.report.event(ev);
+    if (!REREAD_EVENTS.has(ev.event) || this.rereadTimer) return;
+    this.rereadTimer = this.opts.timers.setTimeout(() => {
+      this.rereadTimer = null;
+      void this.read();
+    }, 50);
+  }
+
+  /** Reads facts over the held connection; overlapping calls share one read. */
+  private read(): Promise<void> {
+    if (this.reading) return this.reading;
+    const client = this.client;
+    if (!client) return Promise.resolve();
+    const started = process.hrtime.bigint();
+    this.reading = (async () => {
+      try {
+        const guest = await readGuestFacts(client, { timeoutMs: this.opts.config().qmp.timeoutMs });
+        this.opts.observe?.(Number(process.hrtime.bigint() - started) / 1e9);
+        if (this.client === client && !this.stopped) {
+          this.lastReadOk = true;
+          this.opts.report.read(guest);
+        }
+      } catch (err) {
+        if (this.client === client && !this.stopped) {
+          this.lastReadOk = false;
+          this.opts.report.failed(err);
+        }
+      }
+    })().finally(() => {
+      this.reading = null;
+    });
+    return this.reading;
+  }
+
+  private scheduleHeartbeat(): void {
+    if (this.stopped || !this.client) return;
+    const config = this.opts.config();
+    this.heartbeat = this.opts.timers.setTimeout(async () => {
+      this.heartbeat = null;
+      const client = this.client;
+      if (!client) return;
+      try {
+        await client.execute('query-status', undefined, { timeoutMs: config.qmp.heartbeatTimeoutMs });
+        // Back from a stall: the facts are re-read, since events may have been missed meanwhile.
+        if (!this.lastReadOk && this.client === client) await this.read();
+      } catch (err) {
+        if (this.client !== client) return;
+        if (err instanceof TimeoutError) {
+          // A stalled QEMU: report it, drop the connection and reconnect with backoff.
+          this.lastReadOk = false;
+          this.opts.report.failed(err);
+          this.client = null;
+          await this.detach();
+          await client.close().catch(() => undefined);
+          this.scheduleReconnect();
+          return;
+        }
+      }
+      this.scheduleHeartbeat();
+    }, this.opts.heartbeatInterval?.() ?? config.qmp.heartbeatMs);
+  }
+}
