@@ -3,7 +3,7 @@
 # socat, Prometheus (promtool), Alertmanager and libvirt (for the tests and the demo), and the
 # Debian 13 tree whose QEMU 10 the tests run beside this machine's QEMU (contrib/debian13-tree.sh).
 set -euo pipefail
-pkgs=(qemu-system-x86 qemu-utils socat prometheus prometheus-alertmanager libvirt-daemon-system libvirt-clients ovmf mmdebstrap)
+pkgs=(qemu-system-x86 qemu-utils socat prometheus prometheus-alertmanager libvirt-daemon-system libvirt-clients ovmf mmdebstrap lintian)
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 missing=()
@@ -19,3 +19,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 bash "$(dirname "$0")/debian13-tree.sh"
+# A second Debian 13 tree for installing the package into (test/package.e2e.test.ts): Node.js,
+# systemd (systemd-analyze), man-db and procps from Debian 13, documentation kept.
+TREE_PACKAGES=nodejs,systemd,init-system-helpers,procps,man-db TREE_DOCS=keep \
+  bash "$(dirname "$0")/debian13-tree.sh" "${PHYSBITS_TEST_TRIXIE_PACKAGE:-/var/cache/physbits-test/trixie-package}"

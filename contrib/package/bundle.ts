@@ -38,6 +38,60 @@ const englishOnly: Plugin = {
   },
 };
 
+/**
+ * The large npm packages a command may not need, kept in the bundle as text and compiled on first
+ * use: V8 parses every function of a file at load (lazily, but still every byte), and these are most
+ * of the file (zod alone about 380 kB). `--version`, `--help` and `scan --socket` then parse a
+ * fraction of it. Each becomes one CommonJS module built by esbuild, compiled with
+ * vm.compileFunction when first required; its stack frames name `<bundle>#<package>`.
+ */
+export const DEFERRED = ['zod', 'ws', 'fast-glob', 'fast-xml-parser'];
+
+function deferred(target: string): Plugin {
+  const filter = new RegExp(`^(${DEFERRED.join('|')})$`);
+  return {
+    name: 'deferred-packages',
+    setup(b) {
+      b.onResolve({ filter }, async (args) => {
+        if (args.pluginData === 'deferred-inner') return undefined;
+        const found = await b.resolve(args.path, {
+          kind: 'import-statement',
+          resolveDir: args.resolveDir,
+          pluginData: 'deferred-inner',
+        });
+        if (found.errors.length) return { errors: found.errors };
+        return { path: args.path, namespace: 'deferred', pluginData: found.path };
+      });
+      b.onLoad({ filter: /.*/, namespace: 'deferred' }, async (args) => {
+        const inner = await build({
+          entryPoints: [args.pluginData as string],
+          bundle: true,
+          platform: 'node',
+          target,
+          format: 'cjs',
+          write: false,
+          external: ['bufferutil', 'utf-8-validate'],
+          legalComments: 'none',
+          minifySyntax: true,
+          minifyWhitespace: true,
+          plugins: [englishOnly, deferred('node20')],
+          logLevel: 'warning',
+        });
+        const code = inner.outputFiles[0].text;
+        const contents = [
+          `const code = ${JSON.stringify(code)};`,
+          "const compiled = require('node:vm').compileFunction(code, ['exports', 'require', 'module', '__filename', '__dirname'],",
+          `  { filename: __filename + '#${args.path}' });`,
+          'const inner = { exports: {} };',
+          'compiled.call(inner.exports, inner.exports, require, inner, __filename, __dirname);',
+          'module.exports = inner.exports;',
+        ].join('\n');
+        return { contents, loader: 'js', resolveDir: REPO_ROOT };
+      });
+    },
+  };
+}
+
 /** Writes OUT_DIR/physbitsctl.js and OUT_DIR/physbitsd.js, each starting `#!/usr/bin/node`. */
 export async function bundle(outDir: string, info: BuildInfo): Promise<Bundle> {
   const result = await build({
@@ -55,7 +109,7 @@ export async function bundle(outDir: string, info: BuildInfo): Promise<Bundle> {
     legalComments: 'none',
     minifySyntax: true,
     minifyWhitespace: true,
-    plugins: [englishOnly],
+    plugins: [englishOnly, deferred('node20')],
     treeShaking: true,
     metafile: true,
     logLevel: 'warning',

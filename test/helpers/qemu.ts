@@ -65,7 +65,8 @@ export const HOST_QEMU: Qemu = {
   firmware: hostFirmware,
 };
 
-function trixieQemu(tree: string): Qemu {
+/** The QEMU of a Debian 13 tree built by contrib/debian13-tree.sh, run chrooted in it. */
+export function trixieQemu(tree: string): Qemu {
   const complete = existsSync(join(tree, TREE_MARKER));
   // In a private mount namespace, with the host's /proc and /sys mounted into the tree (QEMU reads
   // e.g. /proc/sys/vm/overcommit_memory for reserve=off backends); gone when QEMU exits. Each step
