@@ -6,7 +6,7 @@
  * whose width equals the host's stays within the host limit however high firmware put the window.
  */
 import test from 'ava';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StatusDocument } from '../agent/core/types';
 import { ctl } from './helpers/daemon';
@@ -21,7 +21,10 @@ for (const qemu of QEMUS) {
     test(`${qemu.label}, ${firmware}: the layout is the one firmware produced; equal width is not past the host limit`, async (t) => {
       const dir = qemu.tempDir('physbits-fw-');
       const fw = await startFirmwareGuest({ qemu, firmware, name: `fw-${firmware}`, dir, cpu: `phys-bits=${BITS}` });
-      t.teardown(() => fw.kill());
+      t.teardown(async () => {
+        await fw.kill();
+        rmSync(dir, { recursive: true, force: true });
+      });
       const config = join(dir, 'config.json');
       writeFileSync(
         config,
