@@ -2,13 +2,17 @@
  * Listening on a UNIX socket path with a given mode and owner, with no moment at which the socket
  * is reachable under wider permissions:
  *
- *  1. the socket is bound inside a fresh private directory (mkdtemp, 0700) next to the target, with
- *     the process umask set to exactly `~mode` for the synchronous bind(), so it is born with `mode`;
+ *  1. the socket is bound inside a fresh private directory (mkdtemp, 0700) next to the target, which
+ *     nobody but this process's user can enter;
  *  2. it is chown'ed and chmod'ed there, where nobody else can reach it;
  *  3. rename(2) puts it in place atomically, replacing a stale socket in one step.
  *
  * A path that exists and is not a socket is never replaced; a socket some live process still
  * accepts on is never replaced either (SocketInUseError).
+ *
+ * The process umask is never changed: it is shared by every thread, libuv's threadpool included,
+ * so a mkdir or open running there during the bind would be created under the socket's umask
+ * (a 0600 directory, or a file wider than the daemon's own umask allows).
  */
 import { chmod, chown, lstat, mkdtemp, rename, rm, unlink } from 'node:fs/promises';
 import net from 'node:net';
@@ -102,13 +106,7 @@ export async function listenUnixSocket(
       };
       server.once('error', onError);
       server.once('listening', onListening);
-      // bind(2) runs synchronously inside listen(), so the umask is restored before any other code runs.
-      const old = process.umask(~mode & 0o777);
-      try {
-        server.listen({ path: tmp, backlog: opts.backlog });
-      } finally {
-        process.umask(old);
-      }
+      server.listen({ path: tmp, backlog: opts.backlog });
     });
     bound = true;
     if (opts.uid !== undefined || opts.gid !== undefined) await chown(tmp, opts.uid ?? -1, opts.gid ?? -1);

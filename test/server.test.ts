@@ -1,6 +1,7 @@
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
 import net from 'node:net';
 import { join } from 'node:path';
 import { ListenError, SlowPeerError, SocketInUseError, type QmpError } from '../qmp/errors';
@@ -356,4 +357,29 @@ test('listenUnixSocket: the socket appears with exactly the mode, replaces a sta
   await t.throwsAsync(listenUnixSocket(net.createServer(), join(sub, 'missing', 'x.sock'), { mode: 0o600 }), {
     instanceOf: ListenError,
   });
+});
+
+test('listenUnixSocket leaves the process umask alone: files and directories created meanwhile keep their modes', async (t) => {
+  // The umask belongs to the whole process, libuv's threadpool included: a mkdir or open running
+  // there while a bind happened under another umask would get that umask's modes.
+  const dir = tempDir();
+  const umask = process.umask();
+  const want = 0o700 & ~umask;
+  let listening = true;
+  const made: string[] = [];
+  const makeDirs = async (): Promise<void> => {
+    while (listening) made.push(await mkdtemp(join(dir, 'd-')));
+  };
+  const makers = Array.from({ length: 4 }, () => makeDirs());
+  const handles = [];
+  for (let i = 0; i < 200; i++) {
+    handles.push(await listenUnixSocket(net.createServer(), join(dir, `s${i}.sock`), { mode: 0o600 }));
+  }
+  listening = false;
+  await Promise.all(makers);
+  for (const h of handles) await h.close();
+  const wrong = made.filter((p) => (lstatSync(p).mode & 0o777) !== want);
+  t.log(`${made.length} directories made while 200 sockets were bound`);
+  t.true(made.length > 200);
+  t.deepEqual(wrong, []);
 });
