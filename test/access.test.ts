@@ -28,12 +28,13 @@ interface Seen {
  * A separate process that lists `dirs` (and any .sock-* directory inside them) as fast as it can,
  * recording every socket and temporary directory it sees with its mode, until stopped.
  */
-function watchModes(dirs: string[]): { stop(): Promise<{ seen: Seen[]; passes: number }> } {
+function watchModes(dirs: string[]): { stop(): Promise<{ seen: Seen[]; passes: number }>; kill(): Promise<void> } {
   const script = `
     const fs = require('fs'), path = require('path');
     const dirs = JSON.parse(process.argv[1]);
     const seen = new Map(); let passes = 0; let stop = false;
     process.on('message', () => { stop = true; });
+    process.on('disconnect', () => process.exit(0));
     const look = (p) => { try { const st = fs.lstatSync(p); const type = st.isSocket() ? 'socket' : st.isDirectory() ? 'dir' : null;
       if (type) seen.set(p + ' ' + (st.mode & 0o777), { path: p, type, mode: st.mode & 0o777 }); return st; } catch { return null; } };
     const pass = () => { for (const d of dirs) { let names = []; try { names = fs.readdirSync(d); } catch {}
@@ -48,10 +49,15 @@ function watchModes(dirs: string[]): { stop(): Promise<{ seen: Seen[]; passes: n
   const result = new Promise<{ seen: Seen[]; passes: number }>((resolve) =>
     child.once('message', (m) => resolve(m as { seen: Seen[]; passes: number })),
   );
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   return {
     async stop() {
       child.send('stop');
       return result;
+    },
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
     },
   };
 }
@@ -67,6 +73,7 @@ test('sockets are reachable only with their final modes; the umask is left alone
   for (const g of guests) chmodSync(g.socket, modes[g.socket.replace(/^.*\/(m\d+)\.qmp$/, '$1')]);
 
   const watcher = watchModes([dir, join(dir, 'guard')]);
+  t.teardown(() => watcher.kill());
   const umaskBefore = process.umask(0o022);
   process.umask(umaskBefore);
   const d = await startDaemon({ dir, config: { api: { mode: '0660' } } });

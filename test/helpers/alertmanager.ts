@@ -168,7 +168,7 @@ export async function startAlertmanager(opts: AlertmanagerOptions = {}): Promise
     }
     if (Date.now() > deadline) {
       await stop();
-      throw new Error(`alertmanager not ready on ${url}: ${stderr.trim()}`);
+      throw new Error(`timed out after 30000 ms waiting for alertmanager to be ready on ${url}: ${stderr.trim()}`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -194,7 +194,7 @@ export async function waitFor<T>(
   for (;;) {
     const v = await check();
     if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }

@@ -334,7 +334,7 @@ export async function startDaemon(opts: StartDaemonOptions): Promise<DaemonProce
   };
   if (opts.waitReady ?? true) {
     try {
-      await waitForLog((l) => l.message === 'ready', opts.timeoutMs ?? 20000);
+      await waitForLog((l) => l.message === 'ready', opts.timeoutMs ?? 60000);
     } catch (err) {
       await d.kill();
       throw err;
@@ -357,6 +357,7 @@ export function ctl(args: string[], timeoutMs = 20000): Promise<CtlResult> {
       [PHYSBITSCTL, ...args],
       { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 },
       (err, stdout, stderr) => {
+        if (err?.killed) stderr += `\n(physbitsctl ${args.join(' ')} killed after ${timeoutMs} ms without exiting)`;
         const code = err
           ? typeof (err as { code?: unknown }).code === 'number'
             ? (err as { code: number }).code
@@ -387,6 +388,8 @@ export class LineClient {
 
   private constructor(
     readonly socket: net.Socket,
+    /** The socket path, named in errors. */
+    readonly path: string,
     private readonly maxMessages: number,
   ) {
     this.ended = new Promise((r) =>
@@ -420,11 +423,11 @@ export class LineClient {
       const s = net.createConnection({ path });
       const timer = setTimeout(() => {
         s.destroy();
-        reject(new Error(`${path}: no connection within ${opts.timeoutMs ?? 5000} ms`));
+        reject(new Error(`timed out after ${opts.timeoutMs ?? 5000} ms waiting for a connection to ${path}`));
       }, opts.timeoutMs ?? 5000);
       s.once('connect', () => {
         clearTimeout(timer);
-        resolveClient(new LineClient(s, opts.maxMessages ?? 10000));
+        resolveClient(new LineClient(s, path, opts.maxMessages ?? 10000));
       });
       s.once('error', (e) => {
         clearTimeout(timer);
@@ -440,9 +443,9 @@ export class LineClient {
     maxMessages?: number,
   ): Promise<{ client: LineClient; greeting: JsonObject }> {
     const client = await LineClient.connect(path, { timeoutMs, maxMessages });
-    const greeting = await client.next((m) => 'QMP' in m, timeoutMs);
+    const greeting = await client.next((m) => 'QMP' in m, timeoutMs, 'the QMP greeting');
     client.send('{"execute": "qmp_capabilities", "id": "neg"}');
-    await client.next((m) => m.id === 'neg' && 'return' in m, timeoutMs);
+    await client.next((m) => m.id === 'neg' && 'return' in m, timeoutMs, 'the qmp_capabilities reply');
     return { client, greeting };
   }
 
@@ -450,8 +453,15 @@ export class LineClient {
     this.socket.write(line.endsWith('\n') ? line : `${line}\n`);
   }
 
-  /** The first message not yet taken that matches; taken from now on. */
-  next(pred: (m: JsonObject) => boolean, timeoutMs = 10000): Promise<JsonObject> {
+  /**
+   * The first message not yet taken that matches; taken from now on. `what` names it in the error
+   * when the connection closes or `timeoutMs` passes first (default: the predicate's source).
+   */
+  next(
+    pred: (m: JsonObject) => boolean,
+    timeoutMs = 10000,
+    what = `a message matching ${String(pred)}`,
+  ): Promise<JsonObject> {
     return new Promise((resolveMsg, reject) => {
       const check = (): boolean => {
         const m = this.messages.find((x) => !this.taken.has(x) && pred(x));
@@ -463,7 +473,11 @@ export class LineClient {
         }
         if (this.closed) {
           finish();
-          reject(new Error('connection closed before a matching message arrived'));
+          reject(
+            new Error(
+              `${this.path}: connection closed while waiting for ${what}; last messages ${JSON.stringify(this.messages.slice(-3)).slice(0, 600)}`,
+            ),
+          );
           return true;
         }
         return false;
@@ -475,7 +489,11 @@ export class LineClient {
       const onData = (): void => void check();
       const timer = setTimeout(() => {
         this.waiters.delete(onData);
-        reject(new Error(`no matching message within ${timeoutMs} ms; got ${JSON.stringify(this.messages.slice(-5))}`));
+        reject(
+          new Error(
+            `${this.path}: timed out after ${timeoutMs} ms waiting for ${what}; last messages ${JSON.stringify(this.messages.slice(-5)).slice(0, 1000)}`,
+          ),
+        );
       }, timeoutMs);
       this.waiters.add(onData);
       check();
@@ -486,7 +504,11 @@ export class LineClient {
   async command(line: string, id: unknown, timeoutMs = 10000): Promise<JsonObject> {
     this.send(line);
     const want = JSON.stringify(id);
-    return this.next((m) => ('return' in m || 'error' in m) && JSON.stringify(m.id) === want, timeoutMs);
+    return this.next(
+      (m) => ('return' in m || 'error' in m) && JSON.stringify(m.id) === want,
+      timeoutMs,
+      `the reply to ${line.slice(0, 120)}`,
+    );
   }
 
   close(): Promise<void> {

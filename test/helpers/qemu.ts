@@ -226,14 +226,17 @@ export async function startGuest(opts: GuestOptions = {}): Promise<Guest> {
     }
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
-      throw new Error(`qemu did not create ${socket} in time: ${stderr.trim()}`);
+      throw new Error(`timed out after 15000 ms waiting for qemu to create ${socket}: ${stderr.trim()}`);
     }
     await new Promise((r) => setTimeout(r, 20));
   }
   // The socket file appears a moment before QEMU listens on it: wait until a connection is taken.
   while (!(await accepts(socket))) {
-    if (child.exitCode !== null || Date.now() > deadline)
-      throw new Error(`qemu is not listening on ${socket}: ${stderr.trim()}`);
+    if (child.exitCode !== null) throw new Error(`qemu exited before listening on ${socket}: ${stderr.trim()}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`timed out after 15000 ms waiting for qemu to accept on ${socket}: ${stderr.trim()}`);
+    }
     await new Promise((r) => setTimeout(r, 20));
   }
   return {
