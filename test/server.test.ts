@@ -9,6 +9,7 @@ import { topLevelIdText } from '../qmp/json-text';
 import { QmpServerSession, type CommandHandler, type ServerCommand } from '../qmp/server';
 import { listenUnixSocket, probeSocketPath } from '../qmp/unix-server';
 import { QEMU_72_VERSION } from './helpers/fake-qmp';
+import { waitUntil } from './helpers/daemon';
 import { startGuest } from './helpers/qemu';
 import { tempDir } from './helpers/tmp';
 
@@ -45,7 +46,8 @@ class LineClient {
   async next(timeoutMs = 10000): Promise<string> {
     const deadline = Date.now() + timeoutMs;
     while (this.lines.length === 0) {
-      if (this.socket.destroyed || Date.now() > deadline) throw new Error('no line');
+      if (this.socket.destroyed) throw new Error('connection closed while waiting for a line');
+      if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for a line`);
       await new Promise<void>((r) => {
         this.waiters.push(r);
         setTimeout(r, 50);
@@ -235,9 +237,11 @@ test('events go only to negotiated clients', async (t) => {
 test('reading pauses while commands queue up, and every queued command is answered in order', async (t) => {
   let release!: () => void;
   const gate = new Promise<void>((r) => (release = r));
+  let handled = 0;
   const s = await serve(
     t,
     async (cmd) => {
+      handled++;
       await gate;
       return { return: cmd.arguments?.n };
     },
@@ -251,8 +255,9 @@ test('reading pauses while commands queue up, and every queued command is answer
   let batch = '';
   for (let i = 0; i < n; i++) batch += `{"execute":"w","arguments":{"n":${i}},"id":${i}}\n`;
   c.socket.write(batch);
-  await new Promise((r) => setTimeout(r, 300));
-  t.true(s.sockets[0].isPaused(), 'the server stopped reading');
+  // The first command holds the handler, two more fill the queue: reading pauses and stays paused.
+  await waitUntil(() => s.sockets[0].isPaused(), 'the server to stop reading', 10000, 5);
+  t.is(handled, 1);
   release();
   for (let i = 0; i < n; i++) t.is(await c.next(), `{"return":${i},"id":${i}}`);
 });
@@ -324,7 +329,7 @@ test('listenUnixSocket: the socket appears with exactly the mode, replaces a sta
     stdio: 'ignore',
   });
   t.teardown(() => void child.kill('SIGKILL'));
-  while (!existsSync(stale)) await new Promise((r) => setTimeout(r, 10));
+  await waitUntil(() => existsSync(stale), `the child to listen on ${stale}`, 10000, 10);
   child.kill('SIGKILL');
   await new Promise((r) => child.once('exit', r));
   t.is(await probeSocketPath(stale), 'stale');
