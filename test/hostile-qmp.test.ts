@@ -10,7 +10,7 @@ import { mkdirSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import type { StatusDocument } from '../agent/core/types';
-import { LineClient, startDaemon, vmNamed, sleep } from './helpers/daemon';
+import { LineClient, startDaemon, vmNamed, type JsonObject } from './helpers/daemon';
 import { startFakeQmp } from './helpers/fake-qmp';
 import { startGuest } from './helpers/qemu';
 import { tempDir } from './helpers/tmp';
@@ -178,7 +178,12 @@ test('hostile QMP peers each end in their own error code; the real guest and the
 
   const d = await startDaemon({
     dir,
-    config: { peers: [], qmp: { timeoutMs: 1000, heartbeatMs: 500, heartbeatTimeoutMs: 1500 } },
+    // Stalled and silent peers are caught by the command timeout of the fact reads. It is the default
+    // 5 s: the hostile peers write from this process, and on a loaded machine 1 MiB of the giant line
+    // can take longer than 1 s to arrive (a QMP_TIMEOUT would then win over QMP_LINE_TOO_LONG). The
+    // heartbeat waits longer still: the flood below keeps this process's event loop busy, and a
+    // heartbeat timeout would drop the flooded VM's guarded clients along with its connection.
+    config: { peers: [], qmp: { timeoutMs: 5000, heartbeatMs: 500, heartbeatTimeoutMs: 30000 } },
   });
   t.teardown(() => d.kill());
   const expected: Record<string, string> = {
@@ -197,7 +202,7 @@ test('hostile QMP peers each end in their own error code; the real guest and the
       !!vmNamed(s, 'calm')?.verdict &&
       !!vmNamed(s, 'flood')?.verdict,
     'every VM judged',
-    20000,
+    60000,
   );
   const before = d.memory();
   const got = Object.fromEntries(Object.keys(expected).map((vm) => [vm, errorOf(doc, vm)]));
@@ -221,17 +226,19 @@ test('hostile QMP peers each end in their own error code; the real guest and the
   const EVENTS = 300_000;
   const names = ['RTC_CHANGE', 'BALLOON_CHANGE', 'STOP', 'RESUME', 'VSERPORT_CHANGE'];
   const floodStart = Date.now();
+  // Paced by the client that reads: each batch of 2000 events (about 300 KiB) reaches it before the
+  // next is sent, so it is never more than a batch behind however slowly this process reads, while
+  // the queue of the client that does not read only grows.
+  const offsetIs = (offset: number) => (m: JsonObject) =>
+    (m.data as { offset?: number } | undefined)?.offset === offset;
   for (let i = 0; i < EVENTS; i++) {
     flood.emitEvent(names[i % names.length], { offset: i, padding: 'x'.repeat(64) });
-    if (i % 2000 === 1999) await sleep(1);
+    if (i % 2000 === 1999) await reader.next(offsetIs(i), 60000, `flood event ${i}`);
   }
   const floodMs = Date.now() - floodStart;
   await d.waitForLog((l) => l.message === 'QMP proxy client dropped' && l.fields.code === 'QMP_SLOW_PEER', 30000);
   // The reading client got the tail of the flood, in order.
-  await reader.next(
-    (m) => m.event === 'VSERPORT_CHANGE' && (m.data as { offset: number }).offset === EVENTS - 1,
-    60000,
-  );
+  await reader.next(offsetIs(EVENTS - 1), 60000, `the last flood event (${EVENTS - 1})`);
   t.like(await reader.command('{"execute":"query-status","id":"after-flood"}', 'after-flood', 10000), {
     id: 'after-flood',
   });

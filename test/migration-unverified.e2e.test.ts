@@ -7,7 +7,7 @@ import test from 'ava';
 import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { LineClient, startDaemon, waitUntil, type DaemonProcess } from './helpers/daemon';
+import { EventStream, LineClient, startDaemon, vmNamed, waitUntil, type DaemonProcess } from './helpers/daemon';
 import { QEMU, startGuest } from './helpers/qemu';
 import { freePort } from './helpers/net';
 import { tempDir } from './helpers/tmp';
@@ -54,7 +54,14 @@ test('an unseen migration turns the guest critical and, with guard.cancelUnsafe,
     rmSync(dir, { recursive: true, force: true });
   });
   daemon = await startDaemon({ dir, config: { host: { physBits: 48 }, guard: { cancelUnsafe: true } } });
-  await daemon.waitForStatus((d) => d.vms.some((v) => v.name === 'sneaky' && v.guest), 'the guest read');
+  const before = await daemon.waitForStatus(
+    (d) => d.vms.some((v) => v.name === 'sneaky' && v.verdict),
+    'the guest judged',
+  );
+  // The reason lives from QEMU's MIGRATION event until the daemon's migrate_cancel takes effect, a
+  // round trip: too short to catch by polling the status, so the daemon's events are read instead.
+  const events = await EventStream.open(daemon.apiSocket);
+  t.teardown(() => events.close());
 
   const other = await waitUntil(
     () => LineClient.negotiated(join(side, 'other.qmp')).catch(() => null),
@@ -72,14 +79,22 @@ test('an unseen migration turns the guest critical and, with guard.cancelUnsafe,
   c.send(`{"execute": "migrate", "arguments": {"uri": "tcp:127.0.0.3:${port}"}, "id": 3}`);
   t.deepEqual(await c.next((m) => m.id === 3), { return: {}, id: 3 });
 
-  const doc = await daemon.waitForStatus(
-    (d) => !!d.vms.find((v) => v.name === 'sneaky')?.verdict?.reasons.some((r) => r.code === 'MIGRATION_UNVERIFIED'),
-    'MIGRATION_UNVERIFIED in the status',
+  const unverified = await events.next(
+    (e) => e.type === 'migration' && e.vm === 'sneaky',
+    'the migration event of sneaky',
     15000,
   );
-  const vm = doc.vms.find((v) => v.name === 'sneaky')!;
-  t.is(vm.verdict!.severity, 'critical');
-  t.regex(vm.verdict!.reasons.find((r) => r.code === 'MIGRATION_UNVERIFIED')!.message, /narrow \(39 bits\)/);
+  t.like(unverified, { verified: false, severity: 'critical' });
+  t.regex(String(unverified.message), /narrow \(39 bits\)/);
+  const verdict = await events.next(
+    (e) => e.type === 'verdict' && e.vm === 'sneaky' && e.severity === 'critical',
+    'the verdict of sneaky turning critical',
+    15000,
+  );
+  t.is(vmNamed(before, 'sneaky')!.verdict!.severity, 'warning');
+  t.like(verdict, { previous: 'warning', severity: 'critical', reason: 'MIGRATION_UNVERIFIED' });
+  const reasons = verdict.reasons as Array<{ code: string; message: string }>;
+  t.regex(reasons.find((r) => r.code === 'MIGRATION_UNVERIFIED')!.message, /narrow \(39 bits\)/);
   const cancelled = await c.next(
     (m) => m.event === 'MIGRATION' && (m.data as { status: string }).status === 'cancelled',
     20000,

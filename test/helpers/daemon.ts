@@ -12,6 +12,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join, resolve } from 'node:path';
+import WebSocket from 'ws';
 import { apiRequest } from '../../agent/api/api-client';
 import type { StatusDocument } from '../../agent/core/types';
 
@@ -369,6 +370,81 @@ export function ctl(args: string[], timeoutMs = 20000): Promise<CtlResult> {
   });
 }
 
+/**
+ * The daemon's event stream (`/v1/events` on the API socket), kept as it arrives, for states too
+ * short-lived to catch by polling the status (a reason set and cleared within a round trip).
+ */
+export class EventStream {
+  readonly events: JsonObject[] = [];
+  private readonly taken = new WeakSet<JsonObject>();
+  private readonly waiters = new Set<() => void>();
+  private closed = false;
+
+  private constructor(private readonly ws: WebSocket) {
+    ws.on('message', (data: Buffer) => {
+      this.events.push(JSON.parse(data.toString('utf8')) as JsonObject);
+      for (const w of [...this.waiters]) w();
+    });
+    ws.once('close', () => {
+      this.closed = true;
+      for (const w of [...this.waiters]) w();
+    });
+  }
+
+  static open(apiSocket: string, timeoutMs = 10000): Promise<EventStream> {
+    return new Promise((resolveStream, reject) => {
+      const ws = new WebSocket(`ws+unix://${apiSocket}:/v1/events`);
+      const timer = setTimeout(() => {
+        ws.terminate();
+        reject(new Error(`timed out after ${timeoutMs} ms waiting for the event stream on ${apiSocket}`));
+      }, timeoutMs);
+      ws.once('open', () => {
+        clearTimeout(timer);
+        resolveStream(new EventStream(ws));
+      });
+      ws.once('error', (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+    });
+  }
+
+  /** The first event not yet taken that matches; `what` names it when the stream closes or time runs out. */
+  next(pred: (e: JsonObject) => boolean, what: string, timeoutMs = 10000): Promise<JsonObject> {
+    return new Promise((resolveEvent, reject) => {
+      const finish = (): void => {
+        clearTimeout(timer);
+        this.waiters.delete(check);
+      };
+      const check = (): void => {
+        const e = this.events.find((x) => !this.taken.has(x) && pred(x));
+        if (e) {
+          this.taken.add(e);
+          finish();
+          resolveEvent(e);
+        } else if (this.closed) {
+          finish();
+          reject(new Error(`the event stream closed while waiting for ${what}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        finish();
+        reject(
+          new Error(
+            `timed out after ${timeoutMs} ms waiting for ${what}; last events ${JSON.stringify(this.events.slice(-5)).slice(0, 1000)}`,
+          ),
+        );
+      }, timeoutMs);
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  close(): void {
+    this.ws.terminate();
+  }
+}
+
 /** A VM's entry in a status document, by name. */
 export function vmNamed(doc: StatusDocument, name: string) {
   return doc.vms.find((v) => v.name === name);
@@ -376,10 +452,15 @@ export function vmNamed(doc: StatusDocument, name: string) {
 
 /**
  * A raw line client for a QMP socket (guarded or not): the test writes the exact lines, ids
- * included, and reads every message as it arrives. Holds at most `maxMessages` (oldest dropped).
+ * included, and reads every message as it arrives. Holds the last `maxMessages` at least (the
+ * oldest are dropped in batches). A waiter looks at each message once, so a client that receives
+ * hundreds of thousands of messages costs this process little (the fake QMP servers of a test share
+ * its event loop).
  */
 export class LineClient {
   readonly messages: JsonObject[] = [];
+  /** How many messages were dropped from the front of `messages`. */
+  private dropped = 0;
   private readonly taken = new WeakSet<JsonObject>();
   private readonly waiters = new Set<() => void>();
   private buf = '';
@@ -412,7 +493,11 @@ export class LineClient {
         } catch {
           this.messages.push({ unparsable: line });
         }
-        if (this.messages.length > this.maxMessages) this.messages.shift();
+      }
+      if (this.messages.length > 2 * this.maxMessages) {
+        const excess = this.messages.length - this.maxMessages;
+        this.messages.splice(0, excess);
+        this.dropped += excess;
       }
       for (const w of [...this.waiters]) w();
     });
@@ -463,14 +548,19 @@ export class LineClient {
     what = `a message matching ${String(pred)}`,
   ): Promise<JsonObject> {
     return new Promise((resolveMsg, reject) => {
+      /** Absolute index (counting dropped messages) of the first message this waiter has not looked at. */
+      let seen = 0;
       const check = (): boolean => {
-        const m = this.messages.find((x) => !this.taken.has(x) && pred(x));
-        if (m) {
+        const start = Math.max(seen - this.dropped, 0);
+        for (let i = start; i < this.messages.length; i++) {
+          const m = this.messages[i];
+          if (this.taken.has(m) || !pred(m)) continue;
           this.taken.add(m);
           finish();
           resolveMsg(m);
           return true;
         }
+        seen = this.dropped + this.messages.length;
         if (this.closed) {
           finish();
           reject(
