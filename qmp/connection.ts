@@ -75,6 +75,7 @@ export declare interface LineConnection {
   on(event: 'invalid', listener: (err: ProtocolError) => void): this;
   on(event: 'state', listener: (state: RunState) => void): this;
   on(event: 'close', listener: (err?: QmpError) => void): this;
+  on(event: 'end', listener: () => void): this;
   once(event: 'close', listener: (err?: QmpError) => void): this;
 }
 
@@ -258,6 +259,9 @@ export class LineConnection extends EventEmitter {
       this.socketError ??= e;
     });
     socket.on('close', () => this.onSocketClose());
+    // The peer finished sending (a half-close, on sockets made with allowHalfOpen): lines it sent
+    // before are all delivered by now.
+    socket.on('end', () => this.emit('end'));
     if (socket.destroyed) {
       queueMicrotask(() => this.onSocketClose());
     }

@@ -147,7 +147,8 @@ export class QmpProxy extends EventEmitter {
   async listen(path: string, opts: UnixListenOptions): Promise<void> {
     if (this.shut || this.listener)
       throw new ClosedError(`${this.label}: proxy already ${this.shut ? 'closed' : 'listening'}`);
-    const server = net.createServer((socket) => this.handleConnection(socket));
+    // allowHalfOpen: a client that shuts down its sending side still gets every reply (`printf … | socat`).
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => this.handleConnection(socket));
     server.on('error', (err) =>
       this.opts.logger?.warn('QMP proxy listener error', { proxy: this.label, error: err.message }),
     );

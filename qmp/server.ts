@@ -88,6 +88,9 @@ export class QmpServerSession extends EventEmitter {
   private readonly queue: Item[] = [];
   private running = false;
   private paused = false;
+  /** The client half-closed: answer what it sent, then close (QEMU's monitor does the same). */
+  private inputEnded = false;
+  private oobRunning = 0;
 
   constructor(socket: net.Socket, opts: QmpServerSessionOptions) {
     super();
@@ -115,6 +118,10 @@ export class QmpServerSession extends EventEmitter {
           }, limit)
         : null;
     timer?.unref();
+    this.conn.on('end', () => {
+      this.inputEnded = true;
+      this.closeWhenAnswered();
+    });
     this.conn.on('close', (err) => {
       if (timer) clearTimeout(timer);
       this.queue.length = 0;
@@ -173,7 +180,11 @@ export class QmpServerSession extends EventEmitter {
       text,
     };
     if (cmd.oob) {
-      void this.dispatch(cmd);
+      this.oobRunning++;
+      void this.dispatch(cmd).finally(() => {
+        this.oobRunning--;
+        this.closeWhenAnswered();
+      });
       return;
     }
     this.enqueue({ kind: 'command', cmd });
@@ -204,6 +215,12 @@ export class QmpServerSession extends EventEmitter {
     } finally {
       this.running = false;
     }
+    this.closeWhenAnswered();
+  }
+
+  private closeWhenAnswered(): void {
+    if (this.inputEnded && !this.running && this.oobRunning === 0 && this.queue.length === 0 && this.open)
+      void this.close();
   }
 
   private async dispatch(cmd: ServerCommand): Promise<void> {

@@ -5,7 +5,9 @@
  *  1. the socket is bound inside a fresh private directory (mkdtemp, 0700) next to the target, which
  *     nobody but this process's user can enter;
  *  2. it is chown'ed and chmod'ed there, where nobody else can reach it;
- *  3. rename(2) puts it in place atomically, replacing a stale socket in one step.
+ *  3. link(2) publishes it under the target name, which fails when anything is there: a stale
+ *     socket found there is removed first (and only when it is still the one found stale), so a
+ *     live socket, even one bound a moment before, is never replaced (rename(2) would).
  *
  * A path that exists and is not a socket is never replaced; a socket some live process still
  * accepts on is never replaced either (SocketInUseError).
@@ -14,7 +16,7 @@
  * so a mkdir or open running there during the bind would be created under the socket's umask
  * (a 0600 directory, or a file wider than the daemon's own umask allows).
  */
-import { chmod, chown, lstat, mkdtemp, rename, rm, unlink } from 'node:fs/promises';
+import { chmod, chown, link, lstat, mkdtemp, rm, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { MAX_UNIX_PATH_BYTES } from './address';
@@ -66,6 +68,31 @@ export async function probeSocketPath(path: string, timeoutMs = 1000): Promise<'
   });
 }
 
+/** Links the bound socket `tmp` in at `target`, removing only a stale socket found there. */
+async function publish(tmp: string, target: string, probeTimeoutMs: number | undefined): Promise<void> {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    try {
+      await link(tmp, target);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    let found;
+    try {
+      found = await lstat(target);
+    } catch {
+      continue; // gone meanwhile: link again
+    }
+    const state = await probeSocketPath(target, probeTimeoutMs);
+    if (state === 'live') throw new SocketInUseError(target);
+    if (state === 'stale') {
+      const now = await lstat(target).catch(() => null);
+      if (now && now.ino === found.ino && now.dev === found.dev) await unlink(target).catch(() => undefined);
+    }
+  }
+  throw new ListenError(`${target}: kept being re-created while this socket was being published`);
+}
+
 /** Binds `server` (a net.Server or http.Server) to `path` as described above. */
 export async function listenUnixSocket(
   server: net.Server,
@@ -111,11 +138,11 @@ export async function listenUnixSocket(
     bound = true;
     if (opts.uid !== undefined || opts.gid !== undefined) await chown(tmp, opts.uid ?? -1, opts.gid ?? -1);
     await chmod(tmp, mode);
-    await rename(tmp, target);
+    await publish(tmp, target, opts.probeTimeoutMs);
   } catch (err) {
     if (bound) await new Promise<void>((r) => server.close(() => r()));
     await rm(tmpDir, { recursive: true, force: true });
-    if (err instanceof ListenError) throw err;
+    if (err instanceof ListenError || err instanceof SocketInUseError) throw err;
     throw new ListenError(
       `${target}: cannot listen: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
       { cause: err },

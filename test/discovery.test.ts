@@ -63,7 +63,7 @@ test('sockets appear, vanish and are replaced within a second; other files are i
   const log = recorder(d);
   await d.start();
   t.deepEqual(log, [['added', join(dir, 'a.qmp')]]);
-  t.deepEqual(d.sockets(), [{ path: join(dir, 'a.qmp'), mode: 'poll' }]);
+  t.deepEqual(d.sockets(), [{ path: join(dir, 'a.qmp'), mode: 'poll', base: dir }]);
 
   const b = await listen(join(dir, 'b.qmp'));
   const addMs = await until('b added', () => log.length === 2);

@@ -92,6 +92,11 @@ export const configSchema = z
       .object({
         enabled: z.boolean().default(true),
         socketDir: z.string().default('/run/physbits/guard'),
+        socketGroup: z
+          .string()
+          .min(1)
+          .nullish()
+          .transform((v) => v ?? undefined),
         unknownPeer: z.enum(['refuse', 'allow']).default('refuse'),
         onUnknown: z.enum(['refuse', 'allow']).default('refuse'),
         holdMs: z.number().int().min(0).max(60000).default(3000),

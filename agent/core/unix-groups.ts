@@ -10,8 +10,8 @@ export function parseGroupFile(text: string, name: string): number | null {
   return null;
 }
 
-/** A group name or number → gid; an unknown name is a config error naming api.group. */
-export function groupId(group: string, groupFile = '/etc/group'): number {
+/** A group name or number → gid; an unknown name is a config error naming the key. */
+export function groupId(group: string, key = 'api.group', groupFile = '/etc/group'): number {
   if (/^\d+$/.test(group)) return Number(group);
   let text = '';
   try {
@@ -20,6 +20,6 @@ export function groupId(group: string, groupFile = '/etc/group'): number {
     /* falls through to the error below */
   }
   const gid = parseGroupFile(text, group);
-  if (gid === null) throw new ConfigError(`api.group: no group named '${group}'`);
+  if (gid === null) throw new ConfigError(`${key}: no group named '${group}'`);
   return gid;
 }

@@ -42,6 +42,8 @@ export class Daemon {
   private readonly timers: Timers;
   /** One supervisor per VM, by upstream socket path (or `libvirt:<domain>`). */
   private readonly supervisors = new Map<string, VmSupervisor>();
+  /** Upstream socket → the fixed part of the glob that found it (its guarded socket mirrors the rest). */
+  private readonly globBases = new Map<string, string>();
   private readonly peers: LivePeers;
   private discovery: Discovery | null = null;
   private libvirt: LibvirtWatch | null = null;
@@ -59,6 +61,7 @@ export class Daemon {
     this.logger = opts.logger;
     this.timers = opts.timers ?? realTimers;
     this.host = this.readHost(this.config);
+    if (this.config.guard.socketGroup) groupId(this.config.guard.socketGroup, 'guard.socketGroup');
     this.peers = new LivePeers(() => this.config, this.logger, this.timers);
     this.metrics = new DaemonMetrics();
     this.alerts = new DaemonAlerts({
@@ -92,6 +95,7 @@ export class Daemon {
         });
       },
       migrationApproved: (socket) => this.alerts.migrationApproved(socket),
+      globBase: (socket) => this.globBases.get(socket),
     });
   }
 
@@ -179,6 +183,7 @@ export class Daemon {
     this.discovery.on('added', (found: FoundSocket) => {
       // Never supervise our own guarded sockets, should a glob also match them.
       if (resolve(found.path).startsWith(guardDir)) return;
+      this.globBases.set(found.path, found.base);
       this.addVm(found.path, found.mode);
     });
     this.discovery.on('removed', (found: FoundSocket) => void this.removeVm(found.path));
@@ -255,6 +260,7 @@ export class Daemon {
     if (!supervisor) return;
     this.supervisors.delete(socket);
     await supervisor.stop();
+    this.globBases.delete(socket);
     this.logger.info('VM gone', { socket, vm: supervisor.name });
     this.metrics.removeVm(supervisor.name);
     this.alerts.dropVm(supervisor.name);

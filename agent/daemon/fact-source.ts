@@ -15,6 +15,8 @@ export interface FactReport {
   failed(err: unknown): void;
   /** An event from the held connection. */
   event(ev: { event: string; data?: unknown }): void;
+  /** The guarded socket could not be served (a message) or is served again (null); held connections only. */
+  guard?(error: string | null): void;
 }
 
 export interface FactSource {

@@ -153,8 +153,23 @@ export class HeldConnection implements FactSource {
     if (this.opts.attach) {
       try {
         this.attachment = await this.opts.attach(client);
+        this.opts.report.guard?.(null);
       } catch (err) {
-        this.opts.logger.error('guard could not start', { vm: this.opts.name(), error: (err as Error).message });
+        // Holding QEMU's only monitor with no guarded socket in front of it would lock every tool
+        // out: let go of it, say so, and try again with backoff.
+        this.opts.logger.error('guard could not start; QEMU socket released', {
+          vm: this.opts.name(),
+          error: (err as Error).message,
+        });
+        if (this.client === client) {
+          this.client = null;
+          if (this.heartbeat) this.opts.timers.clearTimeout(this.heartbeat);
+          this.heartbeat = null;
+          await client.close().catch(() => undefined);
+          this.opts.report.guard?.((err as Error).message);
+          this.scheduleReconnect();
+        }
+        return;
       }
       if (this.client !== client) await this.detach();
     }

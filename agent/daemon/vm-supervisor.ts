@@ -53,6 +53,8 @@ export class VmSupervisor extends EventEmitter {
   private readonly gate: FactsGate;
   /** Reasons the daemon adds from what it saw happen (an unverified migration), kept until cleared. */
   private extra: Reason[] = [];
+  /** GUARD_UNAVAILABLE while the last attempt to serve the guarded socket failed. */
+  private guardReason: Reason | null = null;
 
   constructor(private readonly opts: SupervisorOptions) {
     super();
@@ -74,6 +76,7 @@ export class VmSupervisor extends EventEmitter {
       read: (guest) => this.setStatus(this.judged(guest)),
       failed: (err) => this.fail(err),
       event: (ev) => this.emit('qmp-event', ev),
+      guard: (error) => this.setGuardReason(error),
     };
     if (opts.mode === 'hold') {
       const attach = opts.attach;
@@ -163,6 +166,19 @@ export class VmSupervisor extends EventEmitter {
     this.rejudge();
   }
 
+  private setGuardReason(error: string | null): void {
+    if (error === null && this.guardReason === null) return;
+    this.guardReason =
+      error === null
+        ? null
+        : {
+            code: 'GUARD_UNAVAILABLE',
+            severity: 'critical',
+            message: `No guarded socket for this VM (${error}); physbits released QEMU's socket, so nothing guards it until the cause is fixed.`,
+          };
+    this.rejudge();
+  }
+
   extraReasons(): readonly Reason[] {
     return this.extra;
   }
@@ -185,7 +201,7 @@ export class VmSupervisor extends EventEmitter {
       host: this.opts.host(),
       peers: this.opts.peers(),
       policy: this.opts.config().policy,
-      extraReasons: this.extra,
+      extraReasons: this.guardReason ? [...this.extra, this.guardReason] : this.extra,
       checkedAt: new Date(this.opts.timers.now()).toISOString(),
     });
   }

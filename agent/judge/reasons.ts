@@ -20,7 +20,8 @@ export type ReasonCode =
   | 'MIGRATION_PEER_NARROWER'
   | 'MIGRATION_PEER_LAYOUT'
   | 'PEER_UNREACHABLE'
-  | 'MIGRATION_UNVERIFIED';
+  | 'MIGRATION_UNVERIFIED'
+  | 'GUARD_UNAVAILABLE';
 
 /** Code → default severity. A builder may lower it where docs/reasons.md says so. */
 export const REASON_SEVERITY: Readonly<Record<ReasonCode, Severity>> = {
@@ -41,6 +42,8 @@ export const REASON_SEVERITY: Readonly<Record<ReasonCode, Severity>> = {
   // Raised by the daemon (agent/daemon/daemon-alerts.ts) on a MIGRATION event the guard did not see;
   // critical when a configured peer is narrower than the guest, warning otherwise.
   MIGRATION_UNVERIFIED: 'critical',
+  // Raised by the daemon (agent/daemon/vm-supervisor.ts) while a held VM's guarded socket cannot be served.
+  GUARD_UNAVAILABLE: 'critical',
 };
 
 export const REASON_CODES: readonly ReasonCode[] = Object.freeze(Object.keys(REASON_SEVERITY) as ReasonCode[]);

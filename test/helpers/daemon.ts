@@ -215,6 +215,8 @@ export interface StartDaemonOptions {
   waitReady?: boolean;
   timeoutMs?: number;
   env?: NodeJS.ProcessEnv;
+  /** A command the daemon runs under, e.g. ['strace', '-f', '-o', FILE]; `pid` is then the wrapper's. */
+  wrapper?: string[];
 }
 
 export async function startDaemon(opts: StartDaemonOptions): Promise<DaemonProcess> {
@@ -227,7 +229,9 @@ export async function startDaemon(opts: StartDaemonOptions): Promise<DaemonProce
   delete env.JOURNAL_STREAM;
   delete env.NOTIFY_SOCKET;
   Object.assign(env, opts.env);
-  const proc = spawn(process.execPath, [PHYSBITSD, '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const argv = [process.execPath, PHYSBITSD, '--config', configPath];
+  const [cmd, ...args] = [...(opts.wrapper ?? []), ...argv];
+  const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   const kept: LogLine[] = [];
   let count = 0;
   let stderr = '';
