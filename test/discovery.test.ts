@@ -81,7 +81,7 @@ test('sockets appear, vanish and are replaced within a second; other files are i
   servers[0].close();
   const removeMs = await until('a removed', () => log.length === 4);
   t.deepEqual(log[3], ['removed', join(dir, 'a.qmp')]);
-  t.deepEqual(d.sockets(), [{ path: join(dir, 'b.qmp'), mode: 'poll' }]);
+  t.deepEqual(d.sockets(), [{ path: join(dir, 'b.qmp'), mode: 'poll', base: dir }]);
   t.log(`added after ${addMs} ms, replaced after ${replaceMs} ms, removed after ${removeMs} ms`);
   for (const ms of [addMs, replaceMs, removeMs]) t.true(ms < 1000);
 
