@@ -127,16 +127,24 @@ test('the daemon under strace makes no system call the unit denies, and writes o
     },
     timeoutMs: 60000,
   });
-  t.teardown(() => d.kill());
+  // strace's only child is the daemon; killing strace alone would leave it running, detached.
+  const daemonPid = Number(readFileSync(`/proc/${d.pid}/task/${d.pid}/children`, 'utf8').trim().split(/\s+/)[0]);
+  t.teardown(async () => {
+    try {
+      process.kill(daemonPid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+    await d.kill();
+  });
   const doc = await d.waitForStatus((s) => !!s.vms[0]?.guardSocket, 'the guarded socket', 30000);
   t.is(doc.vms[0].verdict?.severity, 'critical');
   const { client } = await LineClient.negotiated(doc.vms[0].guardSocket!);
   t.like(await client.command('{"execute": "query-status", "id": 1}', 1), { return: { status: 'prelaunch' } });
   await client.close();
-  t.regex(await d.metrics(), /physbits_guest_phys_bits\{vm="traced"\} 42/);
+  t.regex(await d.metrics(), /physbits_guest_phys_bits\{vm="traced"[^}]*\} 42/);
   await waitFor('a webhook', () => receiver.requests[0], 30000);
   // A reload, then the end: SIGTERM to the daemon itself (strace's only child).
-  const daemonPid = Number(readFileSync(`/proc/${d.pid}/task/${d.pid}/children`, 'utf8').trim().split(/\s+/)[0]);
   process.kill(daemonPid, 'SIGHUP');
   await d.waitForLog((l) => l.message === 'configuration reloaded', 20000);
   process.kill(daemonPid, 'SIGTERM');
