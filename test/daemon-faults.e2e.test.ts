@@ -191,8 +191,8 @@ test.serial(
       const t1 = Date.now();
       await d.waitForStatus((s) => victims.every((vm) => judged(s, vm)), `round ${r}: victims back`, 60000);
       recover.push(Date.now() - t1);
-      await waitUntil(
-        () => victims.every((vm) => existsSync(join(dir, 'guard', `${vm}.qmp`))),
+      await d.waitForStatus(
+        (s) => victims.every((vm) => !!vmNamed(s, vm)?.guardSocket && existsSync(join(dir, 'guard', `${vm}.qmp`))),
         `round ${r}: guarded sockets back`,
         30000,
       );
@@ -231,7 +231,13 @@ test.serial(
     t.teardown(() => rx.close());
     const t2 = Date.now();
     d = await startDaemon({ dir, config });
-    await d.waitForStatus((s) => everyone.every((vm) => judged(s, vm)), 'all 20 verdicts after the restart', 90000);
+    // A VM is judged before its guarded socket is published (the stale file of the killed daemon is
+    // still there until then): wait for both.
+    await d.waitForStatus(
+      (s) => everyone.every((vm) => judged(s, vm) && !!vmNamed(s, vm)?.guardSocket),
+      'all 20 verdicts and guarded sockets after the restart',
+      90000,
+    );
     await allGuardedAnswer(dir);
     const restartMs = Date.now() - t2;
     const delivered = new Set<string>();
