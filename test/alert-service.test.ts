@@ -117,7 +117,14 @@ test('fires, re-sends to Alertmanager only, resolves; events and metrics follow'
       endsAt: iso(T0 + 240_000),
     },
   ]);
-  t.true(verifySignature(hook.requests[0].body, 'k', hook.requests[0].headers['x-physbits-signature'] as string));
+  t.true(
+    verifySignature(
+      hook.requests[0].body,
+      'k',
+      hook.requests[0].headers['x-physbits-timestamp'] as string,
+      hook.requests[0].headers['x-physbits-signature'] as string,
+    ),
+  );
   t.deepEqual(
     hookAlerts(hook).map((a) => [a.status, a.labels.reason, a.endsAt]),
     [['firing', 'GUEST_WIDER_THAN_HOST', null]],

@@ -19,18 +19,18 @@ const wider = conditionAlert(
 );
 const http = { timeoutMs: 2000, timers: realTimers };
 
-test('HMAC signature: known vector, and verification is exact', (t) => {
-  // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?"
-  t.is(
-    sign('what do ya want for nothing?', 'Jefe'),
-    'sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843',
-  );
+test('HMAC signature over "<timestamp>.<body>": known vector, and verification is exact', (t) => {
+  // printf '1700000000.{"a":1}' | openssl dgst -sha256 -hmac s3cret
   const body = '{"a":1}';
-  t.true(verifySignature(body, 's3cret', sign(body, 's3cret')));
-  t.false(verifySignature(body + ' ', 's3cret', sign(body, 's3cret')));
-  t.false(verifySignature(body, 'other', sign(body, 's3cret')));
-  t.false(verifySignature(body, 's3cret', undefined));
-  t.false(verifySignature(body, 's3cret', 'sha256=00'));
+  t.is(sign(1700000000, body, 's3cret'), 'sha256=1698a50bc74d1ff1db85c4e0a5297c2ad9fdba245d5737cdb789e4cc6e098940');
+  const sig = sign(1700000000, body, 's3cret');
+  t.true(verifySignature(body, 's3cret', '1700000000', sig));
+  t.false(verifySignature(body, 's3cret', '1700000001', sig), 'another timestamp does not verify');
+  t.false(verifySignature(body + ' ', 's3cret', '1700000000', sig));
+  t.false(verifySignature(body, 'other', '1700000000', sig));
+  t.false(verifySignature(body, 's3cret', undefined, sig));
+  t.false(verifySignature(body, 's3cret', '1700000000', undefined));
+  t.false(verifySignature(body, 's3cret', '1700000000', 'sha256=00'));
 });
 
 test('webhook: a loopback receiver gets the documented body, signed over the raw bytes', async (t) => {
@@ -59,7 +59,15 @@ test('webhook: a loopback receiver gets the documented body, signed over the raw
   const req = rx.requests[0];
   t.is(req.path, '/hook?token=abc');
   t.is(req.headers['content-type'], 'application/json');
-  t.true(verifySignature(req.body, 'k3y', req.headers['x-physbits-signature'] as string));
+  t.is(req.headers['x-physbits-timestamp'], String(Math.floor((T0 + 120_000) / 1000)), 'the send time, Unix seconds');
+  t.true(
+    verifySignature(
+      req.body,
+      'k3y',
+      req.headers['x-physbits-timestamp'] as string,
+      req.headers['x-physbits-signature'] as string,
+    ),
+  );
   t.deepEqual(JSON.parse(req.body), {
     version: '1',
     sender: 'physbits',

@@ -146,7 +146,14 @@ test('Alertmanager down and physbits restarted meanwhile: the alert arrives exac
   t.is(hook.requests.length, 1);
   const req = hook.requests[0];
   t.is(req.path, '/physbits');
-  t.true(verifySignature(req.body, 'shared-secret', req.headers['x-physbits-signature'] as string));
+  t.true(
+    verifySignature(
+      req.body,
+      'shared-secret',
+      req.headers['x-physbits-timestamp'] as string,
+      req.headers['x-physbits-signature'] as string,
+    ),
+  );
   const body = JSON.parse(req.body) as { alerts: Array<{ id: string; status: string; startsAt: string }> };
   t.deepEqual(
     body.alerts.map((a) => [a.id, a.status, a.startsAt]),

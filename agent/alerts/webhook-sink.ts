@@ -1,7 +1,8 @@
 /**
  * A generic JSON webhook: every state change (fired, resolved, refused) is POSTed once, in order,
- * in the body documented in docs/alerts.md. With a secret the body is signed:
- * `X-Physbits-Signature: sha256=<hex HMAC-SHA256 of the raw body bytes, keyed with the secret>`.
+ * in the body documented in docs/alerts.md. With a secret each request is signed with its send time,
+ * so a receiver can refuse a replayed request: `X-Physbits-Timestamp: <Unix seconds>` and
+ * `X-Physbits-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<raw body>", keyed with the secret>`.
  */
 import { createHmac } from 'node:crypto';
 import { isFiring, type AlertLabels, type AlertAnnotations } from './alert-model';
@@ -9,6 +10,7 @@ import { postJson, redactUrl } from './http-post';
 import type { AlertSink, HttpSinkOptions, SinkItem } from './alertmanager-sink';
 
 export const SIGNATURE_HEADER = 'X-Physbits-Signature';
+export const TIMESTAMP_HEADER = 'X-Physbits-Timestamp';
 export const WEBHOOK_VERSION = '1';
 
 export interface WebhookAlert {
@@ -30,9 +32,9 @@ export interface WebhookBody {
   alerts: WebhookAlert[];
 }
 
-/** "sha256=<hex>" of the raw body. */
-export function sign(body: string | Buffer, secret: string): string {
-  return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
+/** "sha256=<hex>" of "<timestamp>.<raw body>" (timestamp in Unix seconds). */
+export function sign(timestamp: number, body: string | Buffer, secret: string): string {
+  return `sha256=${createHmac('sha256', secret).update(`${timestamp}.`).update(body).digest('hex')}`;
 }
 
 export function webhookBody(host: string, items: SinkItem[], sendTime: number, generatorURL?: string): WebhookBody {
@@ -74,7 +76,11 @@ export class WebhookSink implements AlertSink {
   send(items: SinkItem[], sendTime: number, signal: AbortSignal): Promise<void> {
     const body = JSON.stringify(webhookBody(this.opts.host, items, sendTime, this.opts.generatorURL));
     const headers: Record<string, string> = {};
-    if (this.secret) headers[SIGNATURE_HEADER] = sign(body, this.secret);
+    if (this.secret) {
+      const timestamp = Math.floor(sendTime / 1000);
+      headers[TIMESTAMP_HEADER] = String(timestamp);
+      headers[SIGNATURE_HEADER] = sign(timestamp, body, this.secret);
+    }
     return postJson({
       url: this.url,
       body,
