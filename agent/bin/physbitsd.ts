@@ -69,11 +69,11 @@ async function main(): Promise<void> {
   const { loadConfig } = await import('../core/config');
   const { Daemon } = await import('../daemon/daemon');
   const { createLogger } = await import('../core/logger');
-  const { secretFiles, worldReadableWarnings } = await import('../core/secret-files');
+  const { resolveWebhookSecrets, secretFiles, worldReadableWarnings } = await import('../core/secret-files');
   const configPath = args.values.config;
   let config;
   try {
-    config = loadConfig(configPath);
+    config = resolveWebhookSecrets(loadConfig(configPath));
   } catch (err) {
     if (err instanceof ConfigError) fatal(`config: ${err.message}`, EXIT.CONFIG);
     throw err;
@@ -106,7 +106,7 @@ async function main(): Promise<void> {
   process.on('SIGHUP', () => {
     let next;
     try {
-      next = loadConfig(configPath);
+      next = resolveWebhookSecrets(loadConfig(configPath));
     } catch (err) {
       logger.error('reload refused: keeping the running configuration', { error: (err as Error).message });
       return;

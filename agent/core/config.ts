@@ -223,7 +223,16 @@ export const configSchema = z
       .object({
         alertmanagers: z.array(z.string().url()).default([]),
         webhooks: z
-          .array(z.object({ url: z.string().url(), secret: z.string().min(1).optional() }).strict())
+          .array(
+            z
+              .object({
+                url: z.string().url(),
+                secret: z.string().min(1).optional(),
+                /** A root-owned file (mode 0600 or narrower) holding the secret; read by the daemon. */
+                secretFile: z.string().min(1).optional(),
+              })
+              .strict(),
+          )
           .default([]),
         spoolDir: z.string().default('/var/lib/physbits/spool'),
         spoolMaxEntries: z.number().int().min(1).max(1000000).default(10000),
@@ -259,6 +268,14 @@ export const configSchema = z
     if (cfg.api.listen && !cfg.api.tokenFile) {
       ctx.addIssue({ code: 'custom', path: ['api', 'tokenFile'], message: 'required when api.listen is set' });
     }
+    cfg.alerts.webhooks.forEach((hook, i) => {
+      if (hook.secret !== undefined && hook.secretFile !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['alerts', 'webhooks', i, 'secretFile'],
+          message: 'give secret or secretFile, not both',
+        });
+    });
   });
 
 export type Config = z.infer<typeof configSchema>;

@@ -1,12 +1,16 @@
 /** Files that hold secrets should not be readable by everyone: say so when they are. */
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import type { Config } from './config';
+import { ConfigError } from './errors';
 
 /** The files of this config that hold secrets, each with the key that names it. */
 export function secretFiles(config: Config, configPath: string | undefined): Array<{ key: string; path: string }> {
   const out: Array<{ key: string; path: string }> = [];
   if (configPath && config.alerts.webhooks.some((w) => w.secret))
     out.push({ key: 'alerts.webhooks[].secret (the config file)', path: configPath });
+  config.alerts.webhooks.forEach((w, i) => {
+    if (w.secretFile) out.push({ key: `alerts.webhooks[${i}].secretFile`, path: w.secretFile });
+  });
   if (config.api.tokenFile) out.push({ key: 'api.tokenFile', path: config.api.tokenFile });
   config.peers.forEach((p, i) => {
     if ('tokenFile' in p) out.push({ key: `peers[${i}].tokenFile`, path: p.tokenFile });
@@ -33,4 +37,46 @@ export function worldReadableWarnings(
       );
   }
   return warnings;
+}
+
+/** What resolveWebhookSecrets needs of the file system (injected by tests). */
+export interface SecretFileAccess {
+  stat(path: string): { uid: number; mode: number; isFile(): boolean };
+  read(path: string): string;
+}
+
+const realAccess: SecretFileAccess = { stat: (p) => statSync(p), read: (p) => readFileSync(p, 'utf8') };
+
+/**
+ * The config with each webhook's `secretFile` read into its `secret`. The file must be a regular file
+ * owned by root and not readable or writable by group or others; anything else is a ConfigError
+ * naming the file (the daemon exits 78, or refuses a reload).
+ */
+export function resolveWebhookSecrets(config: Config, fs: SecretFileAccess = realAccess): Config {
+  if (!config.alerts.webhooks.some((w) => w.secretFile)) return config;
+  const webhooks = config.alerts.webhooks.map((hook, i) => {
+    if (!hook.secretFile) return hook;
+    const key = `alerts.webhooks[${i}].secretFile`;
+    const path = hook.secretFile;
+    let st;
+    try {
+      st = fs.stat(path);
+    } catch (err) {
+      throw new ConfigError(`${key}: ${path}: cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+    const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
+    if (!st.isFile()) throw new ConfigError(`${key}: ${path}: not a regular file`);
+    if (st.uid !== 0) throw new ConfigError(`${key}: ${path}: must be owned by root (owner uid ${st.uid})`);
+    if (st.mode & 0o077)
+      throw new ConfigError(`${key}: ${path}: must not be open to group or others (mode ${mode}); chmod 0600 it`);
+    let secret: string;
+    try {
+      secret = fs.read(path).trim();
+    } catch (err) {
+      throw new ConfigError(`${key}: ${path}: cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+    if (!secret) throw new ConfigError(`${key}: ${path}: is empty`);
+    return { url: hook.url, secret };
+  });
+  return { ...config, alerts: { ...config.alerts, webhooks } };
 }

@@ -1,0 +1,81 @@
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseConfig } from '../agent/core/config';
+import { ConfigError } from '../agent/core/errors';
+import { resolveWebhookSecrets, type SecretFileAccess } from '../agent/core/secret-files';
+import { PHYSBITSD } from './helpers/daemon';
+
+const withHook = (hook: Record<string, unknown>) =>
+  parseConfig({ alerts: { webhooks: [{ url: 'http://127.0.0.1:9/hook', ...hook }] } }, 'test');
+
+const fakeFs = (st: { uid: number; mode: number; file?: boolean }, text = 's3cret\n'): SecretFileAccess => ({
+  stat: () => ({ uid: st.uid, mode: st.mode, isFile: () => st.file ?? true }),
+  read: () => text,
+});
+
+test('secretFile: a root-owned 0600 file becomes the secret, trimmed', (t) => {
+  const cfg = resolveWebhookSecrets(
+    withHook({ secretFile: '/etc/physbits/hook.secret' }),
+    fakeFs({ uid: 0, mode: 0o100600 }),
+  );
+  t.deepEqual(cfg.alerts.webhooks, [{ url: 'http://127.0.0.1:9/hook', secret: 's3cret' }]);
+});
+
+test('secretFile: wrong owner, open modes, not a file, empty, missing: a ConfigError naming the key and file', (t) => {
+  const cases: Array<[SecretFileAccess, RegExp]> = [
+    [fakeFs({ uid: 1000, mode: 0o100600 }), /owned by root \(owner uid 1000\)/],
+    [fakeFs({ uid: 0, mode: 0o100640 }), /not be open to group or others \(mode 0640\)/],
+    [fakeFs({ uid: 0, mode: 0o100604 }), /mode 0604/],
+    [fakeFs({ uid: 0, mode: 0o100620 }), /mode 0620/],
+    [fakeFs({ uid: 0, mode: 0o040700, file: false }), /not a regular file/],
+    [fakeFs({ uid: 0, mode: 0o100600 }, '  \n'), /is empty/],
+    [
+      {
+        stat: () => {
+          throw Object.assign(new Error('gone'), { code: 'ENOENT' });
+        },
+        read: () => '',
+      },
+      /cannot read: ENOENT/,
+    ],
+  ];
+  for (const [fs, message] of cases) {
+    const err = t.throws(() => resolveWebhookSecrets(withHook({ secretFile: '/x/hook.secret' }), fs), {
+      instanceOf: ConfigError,
+    });
+    t.regex(err!.message, /^alerts\.webhooks\[0\]\.secretFile: \/x\/hook\.secret: /);
+    t.regex(err!.message, message);
+  }
+});
+
+test('secret and secretFile together are refused by the config', (t) => {
+  t.throws(() => withHook({ secret: 'a', secretFile: '/x' }), {
+    instanceOf: ConfigError,
+    message: /alerts\.webhooks\[0\]\.secretFile: give secret or secretFile, not both/,
+  });
+});
+
+test('physbitsd exits 78 with one line naming a group-readable secret file', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'physbits-secret-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const secret = join(dir, 'hook.secret');
+  writeFileSync(secret, 'k\n');
+  chmodSync(secret, 0o640);
+  const cfg = join(dir, 'cfg.json');
+  writeFileSync(
+    cfg,
+    JSON.stringify({
+      discovery: { sockets: [join(dir, '*.qmp')] },
+      api: { socket: join(dir, 'api.sock') },
+      alerts: { webhooks: [{ url: 'http://127.0.0.1:9/hook', secretFile: secret }], spoolDir: join(dir, 'spool') },
+    }),
+  );
+  const run = spawnSync(process.execPath, [PHYSBITSD, '--config', cfg], { encoding: 'utf8', timeout: 30000 });
+  t.is(run.status, 78, run.stderr);
+  const lines = run.stderr.trim().split('\n');
+  t.is(lines.length, 1, run.stderr);
+  t.regex(lines[0], new RegExp(`alerts\\.webhooks\\[0\\]\\.secretFile: ${secret.replace(/[.]/g, '\\.')}: .*mode 0640`));
+});
