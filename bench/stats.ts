@@ -23,7 +23,10 @@ export function spread(samples: readonly number[]): Spread {
   if (samples.length === 0) return { n: 0, min: NaN, median: NaN, max: NaN };
   const sorted = [...samples].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
-  const median = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  // Halves first so two huge samples do not overflow to Infinity; clamped so rounding of tiny
+  // (subnormal) halves cannot fall outside the two middle samples.
+  const median =
+    sorted.length % 2 ? sorted[mid] : between(sorted[mid - 1] / 2 + sorted[mid] / 2, sorted[mid - 1], sorted[mid]);
   return { n: sorted.length, min: sorted[0], median, max: sorted[sorted.length - 1] };
 }
 
@@ -67,4 +70,8 @@ export function runRatios(runs: readonly number[], baselineRuns: readonly number
 
 export function fmtRatio(r: number): string {
   return Number.isFinite(r) ? `${r >= 10 ? r.toFixed(1) : r.toFixed(2)}×` : 'n/a';
+}
+
+function between(x: number, low: number, high: number): number {
+  return Math.min(Math.max(x, low), high);
 }

@@ -146,6 +146,12 @@ for (const [r, expected] of ratioFormats) {
   });
 }
 
+test('median of two samples near the largest double is not Infinity, nor outside subnormal neighbours', (t) => {
+  t.is(spread([1.7e308, 1.7e308]).median, 1.7e308);
+  t.is(spread([-1.7e308, 1.7e308]).median, 0);
+  t.is(spread([5e-324, 5e-324]).median, 5e-324);
+});
+
 test('property: min ≤ median ≤ max, and every percentile is one of the samples, rising with p', (t) => {
   fc.assert(
     fc.property(
