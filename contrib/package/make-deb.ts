@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * `npm run package`: dist/physbits_<version>_all.deb, built with dpkg-deb from the esbuild bundle
+ * `npm run package`: dist/physbits_<version>_all.deb (<version> is package.json's, unchanged: a native
+ * Debian package, built from this repository and carrying no Debian revision), with dpkg-deb from the esbuild bundle
  * (bundle.ts) and the files kept in the repository:
  *
  *   /usr/lib/physbits/{physbitsctl,physbitsd}.js   the programs, one file each (#!/usr/bin/node)
@@ -12,7 +13,7 @@
  *   /usr/share/man/man5/physbits-config.5.gz        from docs/configuration.md (config-man.ts)
  *   /usr/share/bash-completion/completions/physbitsctl
  *   /usr/share/doc/physbits/                        copyright (with every bundled npm package's
- *                                                   licence), changelog.Debian.gz, README, docs
+ *                                                   licence), changelog.gz, README, docs
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -35,11 +36,13 @@ import { bundle } from './bundle';
 import { configManPage } from './config-man';
 
 const HERE = join(REPO_ROOT, 'contrib', 'package');
-/** The package's revision: the upstream version is package.json's. */
-export const DEBIAN_REVISION = '1';
-
+/**
+ * The package's version is package.json's exactly: the repository is its own Debian source (a native
+ * package, no `-<revision>`), so the changelog is `changelog.gz`, not `changelog.Debian.gz`
+ * (Debian Policy 12.7; lintian's `wrong-name-for-changelog-of-native-package`).
+ */
 export function debianVersion(info: BuildInfo): string {
-  return `${info.version}-${DEBIAN_REVISION}`;
+  return info.version;
 }
 
 export function debFileName(info: BuildInfo): string {
@@ -160,7 +163,7 @@ export async function makeDeb(outDir = join(REPO_ROOT, 'dist')): Promise<string>
   const date = git(['log', '-1', '--format=%cD']) ?? new Date().toUTCString().replace('GMT', '+0000');
   put(
     stage,
-    `${doc}/changelog.Debian.gz`,
+    `${doc}/changelog.gz`,
     gz(
       readFileSync(join(HERE, 'debian', 'changelog.in'), 'utf8')
         .replace(/@VERSION@/g, version)
