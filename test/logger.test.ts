@@ -46,3 +46,23 @@ test('text format is timestamped; level filtering applies', async (t) => {
   t.is(out.length, 1);
   t.regex(out[0], /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO shown$/);
 });
+
+test('C1 controls and U+2028/2029 are escaped in values and messages, in every format', async (t) => {
+  const hostile = 'a\u001b[2J\u009b31m\u0085b\u2028c\u2029d';
+  const shown = 'a\\u001b[2J\\u009b31m\\u0085b\\u2028c\\u2029d';
+  const raw = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+  for (const format of ['journal', 'text', 'json'] as const) {
+    const { log, out } = capture(format);
+    log.info(`peer said ${hostile}`, { vm: hostile });
+    await tick();
+    t.is(out.length, 1, format);
+    t.false(raw.test(out[0]), `${format}: ${JSON.stringify(out[0])}`);
+    if (format === 'json') {
+      t.like(JSON.parse(out[0]), { message: `peer said ${hostile}`, vm: hostile });
+    } else {
+      t.true(out[0].endsWith(`peer said ${shown} vm="${shown}"`), `${format}: ${out[0]}`);
+    }
+  }
+  t.is(safeValue('x\u0085y'), '"x\\u0085y"');
+  t.is(safeValue('web\u2028'), '"web\\u2028"');
+});

@@ -1,3 +1,5 @@
+import { printableLines } from '../core/printable';
+
 /** What a CLI command gets from its caller: arguments and where to write. Tests pass their own. */
 export interface CliIo {
   stdout: (text: string) => void;
@@ -19,9 +21,20 @@ export function terminalColumns(
   return Number.isInteger(n) && n > 0 ? n : undefined;
 }
 
+/**
+ * One line or several, ending in a newline, every control character but the newlines escaped: the
+ * last guard for text a command did not escape itself (a daemon's error message naming a VM, a
+ * peer's answer). JSON stays JSON: the characters it leaves raw (C1, U+2028/2029) only occur inside
+ * strings, where the \uXXXX escape decodes to the same text.
+ */
+export function terminalText(text: string): string {
+  const safe = printableLines(text);
+  return safe.endsWith('\n') ? safe : `${safe}\n`;
+}
+
 export const processIo: CliIo = {
-  stdout: (t) => void process.stdout.write(t.endsWith('\n') ? t : `${t}\n`),
-  stderr: (t) => void process.stderr.write(t.endsWith('\n') ? t : `${t}\n`),
+  stdout: (t) => void process.stdout.write(terminalText(t)),
+  stderr: (t) => void process.stderr.write(terminalText(t)),
   env: process.env,
   columns: terminalColumns(process.stdout, process.env),
   readStdin: async () => {

@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { DEFAULT_CONFIG_PATH, loadConfig, type Config } from '../core/config';
 import { UsageError } from '../core/errors';
 import { EXIT } from '../core/exit-codes';
+import { printable } from '../core/printable';
 import { renderStatus } from './render-status';
 import type { AdviceDocument, FleetDocument, MigrationCheck, StatusDocument } from '../api/api-types';
 import { intOption, parse } from './args';
@@ -51,7 +52,8 @@ export async function checkMigrationCommand(args: string[], io: CliIo): Promise<
     },
   );
   if (values.json) io.stdout(JSON.stringify(answer, null, 2));
-  else io.stdout(`${answer.allowed ? 'allowed' : 'refused'}: ${answer.vm} → ${answer.peer}: ${answer.message}`);
+  else
+    io.stdout(printable(`${answer.allowed ? 'allowed' : 'refused'}: ${answer.vm} → ${answer.peer}: ${answer.message}`));
   return answer.allowed ? EXIT.OK : EXIT.CRITICAL;
 }
 

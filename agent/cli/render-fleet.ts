@@ -1,6 +1,11 @@
-/** The fleet and advice documents for people: a guest × host matrix, and one block per guest. */
+/**
+ * The fleet and advice documents for people: a guest × host matrix, and one block per guest. Names
+ * and messages come from VMs and peers: every cell and line is escaped (agent/core/printable.ts)
+ * before it is measured or printed, so none can move the cursor, recolour or forge a row.
+ */
 import type { AdviceDocument, GuestAdvice, LayoutAdvice } from '../judge/advise';
 import { formatBytes } from '../core/format';
+import { printable, printableLines } from '../core/printable';
 import type { FleetDocument, FleetGuest } from '../judge/fleet';
 import { renderTable } from './render-status';
 
@@ -15,8 +20,8 @@ const UNICODE_TO_ASCII: Array<[RegExp, string]> = [
 ];
 
 function finish(text: string, opts: RenderOptions): string {
-  if (!opts.ascii) return text;
-  let out = text;
+  let out = printableLines(text);
+  if (!opts.ascii) return out;
   for (const [re, to] of UNICODE_TO_ASCII) out = out.replace(re, to);
   return out;
 }
@@ -41,31 +46,33 @@ function guestLabel(g: FleetGuest): string {
 }
 
 function sourceLines(doc: Pick<FleetDocument, 'prometheus'>): string[] {
-  return doc.prometheus ? [`from Prometheus ${doc.prometheus.url} at ${doc.prometheus.time}`] : [];
+  return doc.prometheus ? [printable(`from Prometheus ${doc.prometheus.url} at ${doc.prometheus.time}`)] : [];
 }
 
 export function renderFleet(doc: FleetDocument, opts: RenderOptions = {}): string {
-  const lines = [...sourceLines(doc), 'hosts:', ...doc.hosts.map((h) => `  ${hostLabel(h)}`)];
+  const lines = [...sourceLines(doc), 'hosts:', ...doc.hosts.map((h) => `  ${printable(hostLabel(h))}`)];
   if (doc.guests.length === 0) {
     lines.push('no guests');
     return finish(lines.join('\n'), opts);
   }
-  const header = ['GUEST', 'BITS', ...doc.hosts.map((h) => h.name), 'NOTE'];
-  const rows = doc.guests.map((g) => [
-    guestLabel(g),
-    g.physBits === null ? '-' : String(g.physBits),
-    ...doc.hosts.map((h) => cell(g.fits[h.name], opts)),
-    g.error
-      ? `${g.error.code}: ${g.error.message}`
-      : g.bound === false
-        ? `${g.accelerator}: not bound by host widths`
-        : '',
-  ]);
+  const header = ['GUEST', 'BITS', ...doc.hosts.map((h) => printable(h.name)), 'NOTE'];
+  const rows = doc.guests.map((g) =>
+    [
+      guestLabel(g),
+      g.physBits === null ? '-' : String(g.physBits),
+      ...doc.hosts.map((h) => cell(g.fits[h.name], opts)),
+      g.error
+        ? `${g.error.code}: ${g.error.message}`
+        : g.bound === false
+          ? `${g.accelerator}: not bound by host widths`
+          : '',
+    ].map(printable),
+  );
   lines.push('', renderTable(rows, header));
   const misfits: string[] = [];
   for (const g of doc.guests) {
     for (const h of doc.hosts) {
-      if (g.fits[h.name] === false) misfits.push(`  ${guestLabel(g)} → ${h.name}: ${g.why[h.name]}`);
+      if (g.fits[h.name] === false) misfits.push(printable(`  ${guestLabel(g)} → ${h.name}: ${g.why[h.name]}`));
     }
   }
   if (misfits.length) lines.push('', 'does not fit:', ...misfits);
@@ -118,8 +125,8 @@ export function renderAdvice(doc: AdviceDocument, opts: RenderOptions = {}): str
       : `${doc.poolBits} bits (${doc.poolBitsSource === 'requested' ? 'requested' : 'narrowest host'})`;
   const lines = [...sourceLines(doc), `pool width: ${width}`];
   if (doc.pool.unreachable.length)
-    lines.push(`unreachable: ${doc.pool.unreachable.join(', ')} (the pool may be narrower than shown)`);
+    lines.push(printable(`unreachable: ${doc.pool.unreachable.join(', ')} (the pool may be narrower than shown)`));
   if (doc.guests.length === 0) lines.push('no guests');
-  for (const g of doc.guests) lines.push('', ...adviceBlock(g));
+  for (const g of doc.guests) lines.push('', ...adviceBlock(g).map(printable));
   return finish(lines.join('\n'), opts);
 }

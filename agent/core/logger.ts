@@ -4,9 +4,13 @@
  * one; elsewhere a timestamped text line. Context (vm, socket) is appended as key=value pairs.
  */
 import winston from 'winston';
+import { printable } from './printable';
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 export type LogFormat = 'auto' | 'journal' | 'text' | 'json';
+
+/** Where winston's formats leave the finished line (triple-beam's MESSAGE). */
+const MESSAGE = Symbol.for('message');
 
 /** syslog priorities for sd-daemon prefixes. */
 const PRIORITY: Record<string, number> = { error: 3, warn: 4, info: 6, debug: 7 };
@@ -19,11 +23,14 @@ export interface Logger {
   child(meta: Record<string, unknown>): Logger;
 }
 
-/** Values that came from VMs or clients: quoted, control characters escaped, length bounded. */
+/**
+ * Values that came from VMs or clients: quoted, control characters escaped (C0 by JSON, C1 and
+ * U+2028/2029, which JSON leaves raw, by printable), length bounded.
+ */
 export function safeValue(v: unknown): string {
   let s = typeof v === 'string' ? v : (JSON.stringify(v) ?? String(v));
   if (s.length > 256) s = `${s.slice(0, 256)}…`;
-  return /^[\w./:@+-]*$/.test(s) && s !== '' ? s : JSON.stringify(s);
+  return /^[\w./:@+-]*$/.test(s) && s !== '' ? s : printable(JSON.stringify(s));
 }
 
 function contextOf(info: Record<string | symbol, unknown>): string {
@@ -35,9 +42,17 @@ function contextOf(info: Record<string | symbol, unknown>): string {
   return parts.length ? ` ${parts.join(' ')}` : '';
 }
 
+/** A message on one line: line breaks shown as ⏎, every other control character escaped. */
 function oneLine(s: unknown): string {
-  return String(s).replace(/[\r\n]+/g, ' ⏎ ');
+  return printable(String(s).replace(/[\r\n]+/g, ' ⏎ '));
 }
+
+/** JSON lines with C1 and U+2028/2029 escaped too (JSON.stringify leaves them raw; the escape decodes the same). */
+const escapedJson = winston.format((info) => {
+  const line = (info as Record<symbol, unknown>)[MESSAGE];
+  if (typeof line === 'string') (info as Record<symbol, unknown>)[MESSAGE] = printable(line);
+  return info;
+});
 
 export function createLogger(
   opts: { level?: LogLevel; format?: LogFormat; stream?: NodeJS.WritableStream } = {},
@@ -51,7 +66,7 @@ export function createLogger(
       f.timestamp(),
       f.printf((info) => `${info.timestamp} ${info.level.toUpperCase()} ${oneLine(info.message)}${contextOf(info)}`),
     ),
-    json: f.combine(f.timestamp(), f.json()),
+    json: f.combine(f.timestamp(), f.json(), escapedJson()),
   };
   const transport = new winston.transports.Stream({ stream: opts.stream ?? process.stderr });
   const w = winston.createLogger({
