@@ -9,6 +9,7 @@ import test from 'ava';
 import { spawn } from 'node:child_process';
 import { chmodSync, lstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import { describeEvent } from '../agent/cli/watch-command';
@@ -157,7 +158,7 @@ function get(url: string, opts: { method?: string; token?: string } = {}): Promi
 
 test('the TCP API: 401 without the right token, 403 for anything but GET', async (t) => {
   const dir = tempDir('physbits-access-');
-  const token = 'peer-token-0123456789-abcdef';
+  const token = 'peer-token-0123456789-abcdef-0123456789';
   writeFileSync(join(dir, 'token'), `${token}\n`, { mode: 0o600 });
   const d = await startDaemon({ dir, config: { api: { listen: '127.0.0.1:0', tokenFile: join(dir, 'token') } } });
   t.teardown(() => d.kill());
@@ -199,6 +200,66 @@ test('the TCP API: 401 without the right token, 403 for anything but GET', async
     ws.once('error', reject);
   });
   t.is(ws.readyState, WebSocket.OPEN);
+});
+
+test('the TCP API: a silent connection is closed within the default 10 s window, a slow-headers one gets 408, an address past api.maxConnectionsPerAddress is cut', async (t) => {
+  const dir = tempDir('physbits-access-');
+  writeFileSync(join(dir, 'token'), `${'t'.repeat(40)}\n`, { mode: 0o600 });
+  const d = await startDaemon({
+    dir,
+    config: { api: { listen: '127.0.0.1:0', tokenFile: join(dir, 'token'), maxConnectionsPerAddress: 3 } },
+  });
+  t.teardown(() => d.kill());
+  const addr = (await d.waitForLog((l) => l.message === 'peer API listening')).fields.address;
+  const port = Number(addr.split(':')[1]);
+  const open = (localAddress: string) =>
+    new Promise<{ socket: net.Socket; text: () => string; closed: Promise<number> }>((resolve, reject) => {
+      const started = Date.now();
+      const socket = net.connect({ host: '127.0.0.1', port, localAddress });
+      t.teardown(() => socket.destroy());
+      let text = '';
+      socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+      const closed = new Promise<number>((done) => socket.once('close', () => done(Date.now() - started)));
+      socket.once('connect', () => {
+        socket.on('error', () => undefined);
+        resolve({ socket, text: () => text, closed });
+      });
+      socket.once('error', reject);
+    });
+  const within = async (c: { closed: Promise<number> }, ms: number, what: string) => {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        c.closed,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`${what}: still open after ${ms} ms`)), ms);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  // Per address: three from 127.0.0.7 are held, the fourth is closed on arrival, 127.0.0.1 is still served.
+  const held = [await open('127.0.0.7'), await open('127.0.0.7'), await open('127.0.0.7')];
+  const fourth = await open('127.0.0.7');
+  await within(fourth, 10_000, 'the fourth connection from 127.0.0.7');
+  t.is(fourth.text(), '');
+  const other = await get(`http://${addr}/v1/host`, { token: `Bearer ${'t'.repeat(40)}` });
+  t.is(other.status, 200, 'another address is still served');
+  // The default window: the silent ones close, and a client sending headers a byte a second gets 408.
+  held[2].socket.write('GET /v1/host HTTP/1.1\r\n');
+  const drip = setInterval(() => held[2].socket.write('X'), 1000);
+  t.teardown(() => clearInterval(drip));
+  // Generous bound: twice the default 10 s (0.1 kept a silent connection 30 s, slow headers ~32 s).
+  const times = [
+    await within(held[0], 20_000, 'a silent connection'),
+    await within(held[1], 20_000, 'a second silent connection'),
+    await within(held[2], 20_000, 'a slow-headers connection'),
+  ];
+  clearInterval(drip);
+  t.log(`closed after (ms, default window 10000): ${times.join(', ')}`);
+  t.regex(held[2].text(), /^HTTP\/1\.1 408 /);
+  await d.waitForLog((l) => l.message === 'API connection refused: api.maxConnectionsPerAddress reached', 5000);
 });
 
 const HOSTILE_NAME = 'evil\nINJECTED level=error\r\u001b[31m$(reboot);`id`|rm -rf /\u0000';

@@ -8,12 +8,12 @@ import http from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
 import WebSocket from 'ws';
-import { ApiServer, apiError, tokenMatches, type ApiHandlers } from '../agent/api/api-server';
+import { ApiServer, apiError, remoteKey, tokenMatches, type ApiHandlers } from '../agent/api/api-server';
 import { EventBus } from '../agent/daemon/event-bus';
 import type { Logger } from '../agent/core/logger';
 import { tempDir } from './helpers/tmp';
 
-const TOKEN = 'tok-0123456789abcdef';
+const TOKEN = 'tok-0123456789abcdef-0123456789abcdef';
 
 function recordingLogger(lines: string[]): Logger {
   const l: Logger = {
@@ -55,7 +55,15 @@ interface Served {
 
 async function serve(
   t: { teardown(fn: () => unknown): void },
-  opts: { maxBodyBytes?: number; eventBufferBytes?: number; maxEventClients?: number; mode?: number } = {},
+  opts: {
+    maxBodyBytes?: number;
+    eventBufferBytes?: number;
+    maxEventClients?: number;
+    mode?: number;
+    idleTimeoutMs?: number;
+    maxConnections?: number;
+    maxConnectionsPerAddress?: number;
+  } = {},
 ): Promise<Served> {
   const dir = tempDir('physbits-api-');
   const calls: string[] = [];
@@ -68,6 +76,9 @@ async function serve(
     maxBodyBytes: opts.maxBodyBytes ?? 1024,
     maxEventClients: opts.maxEventClients ?? 4,
     eventBufferBytes: opts.eventBufferBytes ?? 64 * 1024,
+    idleTimeoutMs: opts.idleTimeoutMs,
+    maxConnections: opts.maxConnections,
+    maxConnectionsPerAddress: opts.maxConnectionsPerAddress,
   });
   const socket = join(dir, 'api.sock');
   await api.listenUnix(socket, opts.mode ?? 0o660);
@@ -293,4 +304,183 @@ test('close(): clients are cut, the socket file goes, later events are harmless'
   t.false(existsSync(s.socket));
   t.notThrows(() => s.events.publish({ type: 'config', message: 'after close' }));
   await t.throwsAsync(call({ socketPath: s.socket }, 'GET', '/v1/status'), { code: 'ENOENT' });
+});
+
+/** A raw client socket: what it received, and a promise of its close. */
+interface Raw {
+  socket: net.Socket;
+  received: () => string;
+  closed: Promise<number>;
+}
+
+/** Connects to 127.0.0.1:port (from `localAddress` when given); resolves once connected. */
+function connectRaw(t: { teardown(fn: () => void): void }, port: number, localAddress?: string): Promise<Raw> {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const socket = net.connect({ host: '127.0.0.1', port, localAddress });
+    t.teardown(() => socket.destroy());
+    let text = '';
+    socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+    socket.on('error', () => undefined);
+    const closed = new Promise<number>((done) => socket.once('close', () => done(Date.now() - started)));
+    socket.once('connect', () => resolve({ socket, received: () => text, closed }));
+    socket.once('error', reject);
+  });
+}
+
+/** The milliseconds until `raw` closed; fails naming `what` when it is still open after `boundMs`. */
+async function closedWithin(raw: Raw, boundMs: number, what: string): Promise<number> {
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: still open after ${boundMs} ms`)), boundMs);
+  });
+  try {
+    return await Promise.race([raw.closed, bound]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Writes `text` to `raw` one byte every 100 ms, round and round, until it closes. */
+function trickle(raw: Raw, text: string): void {
+  let i = 0;
+  const timer = setInterval(() => {
+    if (!raw.socket.destroyed) raw.socket.write(text[i++ % text.length]);
+  }, 100);
+  void raw.closed.then(() => clearInterval(timer));
+}
+
+/** One keep-alive GET /v1/host on `raw`; resolves with the status line once the body has arrived. */
+function getOn(raw: Raw): Promise<string> {
+  const before = raw.received().length;
+  raw.socket.write(`GET /v1/host HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`);
+  return new Promise((resolve, reject) => {
+    const onData = () => {
+      const text = raw.received().slice(before);
+      if (!text.endsWith('{"physBits":40}')) return;
+      raw.socket.off('data', onData);
+      resolve(text.split('\r\n')[0]);
+    };
+    raw.socket.on('data', onData);
+    void raw.closed.then(() => reject(new Error(`connection closed before a reply: ${raw.received().slice(before)}`)));
+  });
+}
+
+test('TCP: a connection without a complete request within api.idleTimeoutMs is closed: silent, slow headers, a slow second request', async (t) => {
+  const idleTimeoutMs = 1000;
+  const s = await serve(t, { idleTimeoutMs });
+  const { port } = await s.api.listenTcp('127.0.0.1:0', TOKEN);
+  const silent = await connectRaw(t, port);
+  const slowHeaders = await connectRaw(t, port);
+  slowHeaders.socket.write('GET /v1/host HTTP/1.1\r\nHost: x\r\n');
+  trickle(slowHeaders, 'X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n');
+  const keptAlive = await connectRaw(t, port);
+  t.is(await getOn(keptAlive), 'HTTP/1.1 200 OK');
+  keptAlive.socket.write('GET /v1/host HTTP/1.1\r\n');
+  trickle(keptAlive, 'X-Slow: b\r\n');
+
+  // Generous bound: ten times the configured window (0.1 kept such connections 30 s and more).
+  const bound = 10 * idleTimeoutMs;
+  const times = {
+    silent: await closedWithin(silent, bound, 'a connection that never sent a byte'),
+    slowHeaders: await closedWithin(slowHeaders, bound, 'a connection sending its headers a byte at a time'),
+    keptAlive: await closedWithin(keptAlive, bound, 'a keep-alive connection trickling its second request'),
+  };
+  t.log(`closed after (ms, window ${idleTimeoutMs}): ${JSON.stringify(times)}`);
+  t.regex(silent.received(), /^(HTTP\/1\.1 408 |$)/, 'a silent connection gets no more than a 408');
+  t.regex(slowHeaders.received(), /^HTTP\/1\.1 408 /);
+  t.deepEqual(s.calls, [], 'no handler saw the incomplete requests');
+});
+
+test('UNIX socket: a silent connection and a slow body are closed too', async (t) => {
+  const s = await serve(t, { idleTimeoutMs: 1000 });
+  const connectUnix = () =>
+    new Promise<Raw>((resolve, reject) => {
+      const started = Date.now();
+      const socket = net.connect(s.socket);
+      t.teardown(() => socket.destroy());
+      let text = '';
+      socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+      socket.on('error', () => undefined);
+      const closed = new Promise<number>((done) => socket.once('close', () => done(Date.now() - started)));
+      socket.once('connect', () => resolve({ socket, received: () => text, closed }));
+      socket.once('error', reject);
+    });
+  const silent = await connectUnix();
+  const slowBody = await connectUnix();
+  slowBody.socket.write('POST /v1/check-migration HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\n\r\n');
+  trickle(slowBody, ' ');
+  const times = {
+    silent: await closedWithin(silent, 10_000, 'a silent UNIX-socket client'),
+    slowBody: await closedWithin(slowBody, 10_000, 'a UNIX-socket client sending its body a byte at a time'),
+  };
+  t.log(`closed after (ms, window 1000): ${JSON.stringify(times)}`);
+  t.regex(slowBody.received(), /^HTTP\/1\.1 408 /);
+  t.deepEqual(s.calls, [], 'the handler never got the incomplete body');
+});
+
+test('TCP: api.maxConnections: past it a connection is closed on arrival, the others are served, a freed slot is reused', async (t) => {
+  const s = await serve(t, { idleTimeoutMs: 60_000, maxConnections: 3, maxConnectionsPerAddress: 3 });
+  const { port } = await s.api.listenTcp('127.0.0.1:0', TOKEN);
+  const open = [
+    await connectRaw(t, port),
+    await connectRaw(t, port, '127.0.0.2'),
+    await connectRaw(t, port, '127.0.0.3'),
+  ];
+  const extra = await connectRaw(t, port, '127.0.0.4');
+  await closedWithin(extra, 10_000, 'the connection past api.maxConnections');
+  t.is(extra.received(), '');
+  for (const raw of open) t.is(await getOn(raw), 'HTTP/1.1 200 OK');
+  t.true(
+    s.logs.some((l) => l.startsWith('warn API connection refused: api.maxConnections reached')),
+    s.logs.join('\n'),
+  );
+
+  open[0].socket.destroy();
+  await open[0].closed;
+  // The server hears of the close a moment later: a new connection is served once it has.
+  const served = await retryUntilServed(t, port, '127.0.0.4');
+  t.is(served, 'HTTP/1.1 200 OK');
+});
+
+test('TCP: api.maxConnectionsPerAddress: one address past it is closed on arrival, another address is served', async (t) => {
+  const s = await serve(t, { idleTimeoutMs: 60_000, maxConnections: 10, maxConnectionsPerAddress: 2 });
+  const { port } = await s.api.listenTcp('127.0.0.1:0', TOKEN);
+  const mine = [await connectRaw(t, port, '127.0.0.5'), await connectRaw(t, port, '127.0.0.5')];
+  const third = await connectRaw(t, port, '127.0.0.5');
+  await closedWithin(third, 10_000, 'the third connection from 127.0.0.5');
+  t.is(third.received(), '');
+  const other = await connectRaw(t, port, '127.0.0.6');
+  t.is(await getOn(other), 'HTTP/1.1 200 OK');
+  for (const raw of mine) t.is(await getOn(raw), 'HTTP/1.1 200 OK');
+  t.true(
+    s.logs.some((l) => l.startsWith('warn API connection refused: api.maxConnectionsPerAddress reached')),
+    s.logs.join('\n'),
+  );
+});
+
+/** Connects from `localAddress` until a request is served (the server may not have seen a close yet). */
+async function retryUntilServed(
+  t: { teardown(fn: () => void): void },
+  port: number,
+  localAddress: string,
+): Promise<string> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const raw = await connectRaw(t, port, localAddress);
+    try {
+      return await getOn(raw);
+    } catch (err) {
+      raw.socket.destroy();
+      if (Date.now() > deadline)
+        throw new Error(`no connection from ${localAddress} served within 10 s: ${String(err)}`);
+    }
+  }
+}
+
+test('remoteKey: an IPv4-mapped IPv6 address is its IPv4 address', (t) => {
+  t.is(remoteKey('::ffff:10.0.0.1'), '10.0.0.1');
+  t.is(remoteKey('10.0.0.1'), '10.0.0.1');
+  t.is(remoteKey('2001:DB8::1'), '2001:db8::1');
+  t.is(remoteKey(undefined), '?');
 });

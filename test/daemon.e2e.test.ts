@@ -357,11 +357,21 @@ test.serial('the API socket is created 0660 with api.group; no daemon: one line 
 
 test('a bad config file: physbitsd exits 78 with one line naming the key', async (t) => {
   const dir = e2eDir();
+  const shortToken = join(dir, 'short-token');
+  writeFileSync(shortToken, `${'s'.repeat(31)}\n`, { mode: 0o600 });
   const cases: Array<[JsonObject | string, RegExp]> = [
     [mergeConfig(baseConfig(dir), { host: { physBits: 'forty' } }), /host\.physBits/],
     [mergeConfig(baseConfig(dir), { discovery: { pollIntervalSeconds: 0 } }), /discovery\.pollIntervalSeconds/],
     [mergeConfig(baseConfig(dir), { api: { lisen: '127.0.0.1:1' } }), /api\.lisen: unknown key/],
     [mergeConfig(baseConfig(dir), { api: { listen: '127.0.0.1:9' } }), /api\.tokenFile/],
+    [
+      mergeConfig(baseConfig(dir), { api: { listen: '127.0.0.1:0', tokenFile: shortToken } }),
+      /api\.tokenFile: .*short-token: the token must be at least 32 characters \(it has 31\)$/m,
+    ],
+    [
+      mergeConfig(baseConfig(dir), { api: { maxConnections: 4, maxConnectionsPerAddress: 5 } }),
+      /api\.maxConnectionsPerAddress: must not exceed api\.maxConnections \(4\)/,
+    ],
     ['{"host": ', /not valid JSON/],
   ];
   for (const [i, [cfg, key]] of cases.entries()) {

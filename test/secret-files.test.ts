@@ -5,7 +5,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig } from '../agent/core/config';
 import { ConfigError } from '../agent/core/errors';
-import { resolveWebhookSecrets, type SecretFileAccess } from '../agent/core/secret-files';
+import {
+  API_TOKEN_MIN_LENGTH,
+  readApiToken,
+  resolveWebhookSecrets,
+  type SecretFileAccess,
+} from '../agent/core/secret-files';
 import { PHYSBITSD } from './helpers/daemon';
 
 const withHook = (hook: Record<string, unknown>) =>
@@ -78,4 +83,31 @@ test('physbitsd exits 78 with one line naming a group-readable secret file', (t)
   const lines = run.stderr.trim().split('\n');
   t.is(lines.length, 1, run.stderr);
   t.regex(lines[0], new RegExp(`alerts\\.webhooks\\[0\\]\\.secretFile: ${secret.replace(/[.]/g, '\\.')}: .*mode 0640`));
+});
+
+test('api.tokenFile: at least 32 characters after trimming, else a ConfigError naming the key and file', (t) => {
+  t.is(API_TOKEN_MIN_LENGTH, 32);
+  const files: Record<string, string> = {
+    '/t/ok': `${'a'.repeat(32)}\n`,
+    '/t/long': ` ${'b'.repeat(64)} \n`,
+    '/t/short': `${'c'.repeat(31)}\n`,
+    '/t/padded': `   ${'d'.repeat(20)}            \n`,
+    '/t/empty': '',
+  };
+  const read = (p: string) => {
+    if (p in files) return files[p];
+    throw Object.assign(new Error('no such file'), { code: 'ENOENT' });
+  };
+  t.is(readApiToken('/t/ok', read), 'a'.repeat(32));
+  t.is(readApiToken('/t/long', read), 'b'.repeat(64));
+  const table: Array<[string, string]> = [
+    ['/t/short', 'api.tokenFile: /t/short: the token must be at least 32 characters (it has 31)'],
+    ['/t/padded', 'api.tokenFile: /t/padded: the token must be at least 32 characters (it has 20)'],
+    ['/t/empty', 'api.tokenFile: /t/empty: the token must be at least 32 characters (it has 0)'],
+    ['/t/missing', 'api.tokenFile: /t/missing: cannot read: ENOENT'],
+  ];
+  for (const [path, message] of table) {
+    const err = t.throws(() => readApiToken(path, read), { instanceOf: ConfigError }, path);
+    t.is(err?.message, message);
+  }
 });

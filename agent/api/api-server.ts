@@ -2,10 +2,16 @@
  * The control API: HTTP + a WebSocket event stream, on the UNIX socket `api.socket` (local, guarded
  * by the socket's mode and group) and optionally on TCP `api.listen` for peer agents, where every
  * request must carry the shared bearer token and only reads are allowed.
+ *
+ * Connections are bounded before anyone is authenticated: a connection that has not completed a
+ * request within `idleTimeoutMs` (no byte at all, slow headers, a slow body) is closed by Node's
+ * `headersTimeout`/`requestTimeout`, checked every second (`connectionsCheckingInterval`). On TCP, `maxConnections` bounds the
+ * whole listener (Node's `server.maxConnections`: past it a new connection is closed on arrival) and
+ * `maxConnectionsPerAddress` each remote address.
  */
 import { timingSafeEqual, createHash } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { listenUnixSocket } from '../../qmp/unix-server';
 import { AgentError } from '../core/errors';
@@ -22,6 +28,22 @@ export interface ApiServerOptions {
   maxBodyBytes: number;
   maxEventClients: number;
   eventBufferBytes: number;
+  /** api.idleTimeoutMs: a connection without a complete request is closed after this (default 10 s). */
+  idleTimeoutMs?: number;
+  /** api.maxConnections: open TCP connections in all (default 256). */
+  maxConnections?: number;
+  /** api.maxConnectionsPerAddress: open TCP connections from one remote address (default 16). */
+  maxConnectionsPerAddress?: number;
+}
+
+export const API_DEFAULTS = { idleTimeoutMs: 10_000, maxConnections: 256, maxConnectionsPerAddress: 16 } as const;
+/** How often Node checks headersTimeout and requestTimeout on open connections. */
+const CONNECTION_CHECK_MS = 1000;
+
+/** One remote address: "::ffff:10.0.0.1" and "10.0.0.1" are the same peer. */
+export function remoteKey(address: string | undefined): string {
+  if (!address) return '?';
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address.toLowerCase();
 }
 
 class HttpError extends AgentError {
@@ -69,6 +91,7 @@ export class ApiServer {
     const host = hostPort.slice(0, i).replace(/^\[|\]$/g, '');
     const port = Number(hostPort.slice(i + 1));
     const server = this.makeServer(token);
+    this.capConnections(server);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, host, () => resolve());
@@ -78,13 +101,23 @@ export class ApiServer {
   }
 
   private makeServer(token: string | null): http.Server {
+    // Node measures headersTimeout and requestTimeout from a connection's first byte wait (a
+    // connection that never sends one included) and checks them every `check` ms; the sum stays
+    // within api.idleTimeoutMs. A slow client is answered 408 and closed.
+    const idleMs = this.opts.idleTimeoutMs ?? API_DEFAULTS.idleTimeoutMs;
+    const check = Math.min(CONNECTION_CHECK_MS, Math.floor(idleMs / 2));
     const server = http.createServer(
-      { requestTimeout: 30000, headersTimeout: 10000, maxHeaderSize: 16384 },
+      {
+        headersTimeout: idleMs - check,
+        requestTimeout: idleMs - check,
+        connectionsCheckingInterval: check,
+        maxHeaderSize: 16384,
+      },
       (req, res) => {
         void this.handle(req, res, token);
       },
     );
-    server.keepAliveTimeout = 5000;
+    server.keepAliveTimeout = Math.min(5000, idleMs - check);
     server.on('upgrade', (req, socket, head) => {
       if (token !== null && !tokenMatches(req.headers.authorization, token)) {
         socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n\r\n');
@@ -102,6 +135,43 @@ export class ApiServer {
     });
     this.servers.push(server);
     return server;
+  }
+
+  /** api.maxConnections over the listener, api.maxConnectionsPerAddress per remote address. */
+  private capConnections(server: http.Server): void {
+    server.maxConnections = this.opts.maxConnections ?? API_DEFAULTS.maxConnections;
+    const perAddress = this.opts.maxConnectionsPerAddress ?? API_DEFAULTS.maxConnectionsPerAddress;
+    const open = new Map<string, number>();
+    let lastWarning = -Infinity;
+    const warnOnce = (message: string, meta: Record<string, unknown>) => {
+      // Once a minute at most: a flood of refused connections must not become a flood of log lines.
+      const now = Date.now();
+      if (now - lastWarning < 60_000) return;
+      lastWarning = now;
+      this.opts.logger.warn(message, meta);
+    };
+    // Node closes a connection past server.maxConnections on arrival and says so with 'drop'.
+    server.on('drop', (data?: { remoteAddress?: string }) =>
+      warnOnce('API connection refused: api.maxConnections reached', {
+        limit: server.maxConnections,
+        address: remoteKey(data?.remoteAddress),
+      }),
+    );
+    server.on('connection', (socket: Socket) => {
+      const key = remoteKey(socket.remoteAddress);
+      const n = open.get(key) ?? 0;
+      if (n >= perAddress) {
+        warnOnce('API connection refused: api.maxConnectionsPerAddress reached', { limit: perAddress, address: key });
+        socket.destroy();
+        return;
+      }
+      open.set(key, n + 1);
+      socket.once('close', () => {
+        const left = (open.get(key) ?? 1) - 1;
+        if (left > 0) open.set(key, left);
+        else open.delete(key);
+      });
+    });
   }
 
   private addClient(ws: WebSocket): void {

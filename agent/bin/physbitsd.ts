@@ -69,11 +69,14 @@ async function main(): Promise<void> {
   const { loadConfig } = await import('../core/config');
   const { Daemon } = await import('../daemon/daemon');
   const { createLogger } = await import('../core/logger');
-  const { resolveWebhookSecrets, secretFiles, worldReadableWarnings } = await import('../core/secret-files');
+  const { readApiToken, resolveWebhookSecrets, secretFiles, worldReadableWarnings } =
+    await import('../core/secret-files');
   const configPath = args.values.config;
   let config;
   try {
     config = resolveWebhookSecrets(loadConfig(configPath));
+    // A token too short to be a secret stops the daemon before it opens anything.
+    if (config.api.listen && config.api.tokenFile) readApiToken(config.api.tokenFile);
   } catch (err) {
     if (err instanceof ConfigError) fatal(`config: ${err.message}`, EXIT.CONFIG);
     throw err;

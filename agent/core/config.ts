@@ -143,6 +143,12 @@ export const configSchema = z
           .min(1024)
           .max(16 * 1024 * 1024)
           .default(64 * 1024),
+        /** A connection without a complete request (idle, slow headers, slow body) is closed after this. */
+        idleTimeoutMs: z.number().int().min(500).max(600000).default(10000),
+        /** Open connections to api.listen in all; past it a new one is closed on arrival. */
+        maxConnections: z.number().int().min(1).max(65536).default(256),
+        /** Open connections to api.listen from one remote address. */
+        maxConnectionsPerAddress: z.number().int().min(1).max(65536).default(16),
       })
       .strict()
       .prefault({}),
@@ -267,6 +273,13 @@ export const configSchema = z
   .superRefine((cfg, ctx) => {
     if (cfg.api.listen && !cfg.api.tokenFile) {
       ctx.addIssue({ code: 'custom', path: ['api', 'tokenFile'], message: 'required when api.listen is set' });
+    }
+    if (cfg.api.maxConnectionsPerAddress > cfg.api.maxConnections) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['api', 'maxConnectionsPerAddress'],
+        message: `must not exceed api.maxConnections (${cfg.api.maxConnections})`,
+      });
     }
     cfg.alerts.webhooks.forEach((hook, i) => {
       if (hook.secret !== undefined && hook.secretFile !== undefined)

@@ -80,3 +80,25 @@ export function resolveWebhookSecrets(config: Config, fs: SecretFileAccess = rea
   });
   return { ...config, alerts: { ...config.alerts, webhooks } };
 }
+
+/** The shortest bearer token api.tokenFile may hold (SECURITY.md: at least 32 random characters). */
+export const API_TOKEN_MIN_LENGTH = 32;
+
+/**
+ * The token this daemon's TCP API demands, from api.tokenFile: its content without surrounding
+ * whitespace, at least API_TOKEN_MIN_LENGTH characters. Anything else is a ConfigError naming the
+ * key and the file (the daemon exits 78 before it opens a socket).
+ */
+export function readApiToken(path: string, read: (p: string) => string = (p) => readFileSync(p, 'utf8')): string {
+  let text: string;
+  try {
+    text = read(path).trim();
+  } catch (err) {
+    throw new ConfigError(`api.tokenFile: ${path}: cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  if (text.length < API_TOKEN_MIN_LENGTH)
+    throw new ConfigError(
+      `api.tokenFile: ${path}: the token must be at least ${API_TOKEN_MIN_LENGTH} characters (it has ${text.length})`,
+    );
+  return text;
+}

@@ -26,6 +26,7 @@ import { VmSupervisor } from './vm-supervisor';
 import { createGuardAttach } from './guard-attach';
 import { LivePeers } from './live-peers';
 import { groupId } from '../core/unix-groups';
+import { readApiToken } from '../core/secret-files';
 import { nfdFeatureText, writeNfdFeatureFile } from './nfd-feature-file';
 
 export interface DaemonOptions {
@@ -156,6 +157,9 @@ export class Daemon {
       maxBodyBytes: config.api.maxBodyBytes,
       maxEventClients: config.api.maxEventClients,
       eventBufferBytes: config.api.eventBufferBytes,
+      idleTimeoutMs: config.api.idleTimeoutMs,
+      maxConnections: config.api.maxConnections,
+      maxConnectionsPerAddress: config.api.maxConnectionsPerAddress,
     });
     mkdirSync(dirname(config.api.socket), { recursive: true, mode: 0o755 });
     await this.api.listenUnix(
@@ -165,7 +169,7 @@ export class Daemon {
     );
     this.logger.info('API listening', { socket: config.api.socket });
     if (config.api.listen && config.api.tokenFile) {
-      const token = this.peers.readToken(config.api.tokenFile);
+      const token = readApiToken(config.api.tokenFile);
       const addr = await this.api.listenTcp(config.api.listen, token);
       this.apiTcpAddress = joinHostPort(addr.address, addr.port);
       this.logger.info('peer API listening', { address: this.apiTcpAddress });

@@ -2,10 +2,9 @@
  * The daemon's view of its migration peers: a PeerResolver over the current config (rebuilt on
  * reload), the last known widths for verdicts, and peers' status documents for the fleet view.
  */
-import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 
-import { ConfigError, type Config } from '../core/config';
+import type { Config } from '../core/config';
 import { collectPeers, type FleetPeerInput } from '../judge/fleet';
 import { PeerResolver, type PeerFactsResult } from '../guard/peer-resolver';
 import { CachedHosts, FleetPeers, type FleetPeerFacts, type HostsSource } from '../guard/fleet-peers';
@@ -69,18 +68,6 @@ export class LivePeers {
   private current(): PeerResolver {
     if (this.resolverFor !== this.config().peers) this.resolver = this.build();
     return this.resolver;
-  }
-
-  /** The token this daemon's own TCP API demands (api.tokenFile). */
-  readToken(file: string): string {
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8').trim();
-    } catch (err) {
-      throw new ConfigError(`api.tokenFile: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`);
-    }
-    if (text.length < 16) throw new ConfigError(`api.tokenFile: ${file} must hold a token of at least 16 characters`);
-    return text;
   }
 
   /** A configured peer, else a host fleet.prometheus lists under that name. */
