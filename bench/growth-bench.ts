@@ -16,7 +16,7 @@ import { heartbeats, idleOf, idleWindow } from './heartbeat-load';
 import { memoryMiB, stopChild } from './proc';
 import { compareTable, type CompareRow, type Section } from './report';
 import { floorWindow, startFleet } from './scale-bench';
-import { fmt, sleep, spread, wallMs } from './stats';
+import { fitLine, fmt, sleep, spread, wallMs } from './stats';
 
 export interface GrowthOptions {
   sizes: number[];
@@ -38,18 +38,6 @@ interface SizeRun {
   rss: number;
   idle: number;
   pingsPerSecond: number;
-}
-
-/** Least-squares line through (x, y): intercept a, slope b, and the largest residual. */
-export function fitLine(points: Array<[number, number]>): { a: number; b: number; maxResidual: number } {
-  const n = points.length;
-  const mx = points.reduce((s, [x]) => s + x, 0) / n;
-  const my = points.reduce((s, [, y]) => s + y, 0) / n;
-  const sxx = points.reduce((s, [x]) => s + (x - mx) ** 2, 0);
-  const b = sxx === 0 ? 0 : points.reduce((s, [x, y]) => s + (x - mx) * (y - my), 0) / sxx;
-  const a = my - b * mx;
-  const maxResidual = Math.max(...points.map(([x, y]) => Math.abs(y - (a + b * x))));
-  return { a, b, maxResidual };
 }
 
 async function sizeRun(vms: number, run: number, opts: GrowthOptions): Promise<SizeRun> {

@@ -72,6 +72,23 @@ export function fmtRatio(r: number): string {
   return Number.isFinite(r) ? `${r >= 10 ? r.toFixed(1) : r.toFixed(2)}×` : 'n/a';
 }
 
+/**
+ * Least-squares line y = a + b·x through the points: intercept a, slope b, and the largest absolute
+ * residual (how far the worst point lies from the line). All x equal: slope 0 through the mean;
+ * no points: NaN throughout.
+ */
+export function fitLine(points: Array<[number, number]>): { a: number; b: number; maxResidual: number } {
+  const n = points.length;
+  if (n === 0) return { a: NaN, b: NaN, maxResidual: NaN };
+  const mx = points.reduce((s, [x]) => s + x, 0) / n;
+  const my = points.reduce((s, [, y]) => s + y, 0) / n;
+  const sxx = points.reduce((s, [x]) => s + (x - mx) ** 2, 0);
+  const b = sxx === 0 ? 0 : points.reduce((s, [x, y]) => s + (x - mx) * (y - my), 0) / sxx;
+  const a = my - b * mx;
+  const maxResidual = Math.max(...points.map(([x, y]) => Math.abs(y - (a + b * x))));
+  return { a, b, maxResidual };
+}
+
 function between(x: number, low: number, high: number): number {
   return Math.min(Math.max(x, low), high);
 }

@@ -1,6 +1,6 @@
 import test from 'ava';
 import fc from 'fast-check';
-import { fmt, fmtRatio, fmtSpread, percentile, ratio, runRatios, spread, type Spread } from '../bench/stats';
+import { fitLine, fmt, fmtRatio, fmtSpread, percentile, ratio, runRatios, spread, type Spread } from '../bench/stats';
 
 const ONE_TO_TEN = [7, 3, 10, 1, 5, 9, 2, 8, 6, 4];
 const THIRTY = Array.from({ length: 30 }, (_, i) => (i * 7) % 30);
@@ -170,6 +170,106 @@ test('property: min ≤ median ≤ max, and every percentile is one of the sampl
           s.min === percentile(xs, 0) &&
           s.max === percentile(xs, 100)
         );
+      },
+    ),
+  );
+  t.pass();
+});
+
+const lines: Array<[string, Array<[number, number]>, { a: number; b: number; maxResidual: number }]> = [
+  // The growth section's sizes on an exact line: 40 MiB + 0.1 MiB per VM.
+  [
+    'three sizes on a line',
+    [
+      [100, 50],
+      [1000, 140],
+      [5000, 540],
+    ],
+    { a: 40, b: 0.1, maxResidual: 0 },
+  ],
+  // Mean x 1, mean y 1/3, Σ(x−x̄)(y−ȳ) = 0: flat through the mean, the middle point 2/3 above it.
+  [
+    'a peak in the middle fits flat',
+    [
+      [0, 0],
+      [1, 1],
+      [2, 0],
+    ],
+    { a: 1 / 3, b: 0, maxResidual: 2 / 3 },
+  ],
+  // x̄ 2, ȳ 3, Sxx 8, Sxy 10: slope 1.25, intercept 0.5; residuals 0.5, −1, 0.5 at x 0, 2, 4.
+  [
+    'least squares, not through the end points',
+    [
+      [0, 1],
+      [2, 2],
+      [4, 6],
+    ],
+    { a: 0.5, b: 1.25, maxResidual: 1 },
+  ],
+  ['one point: flat through it', [[1000, 7]], { a: 7, b: 0, maxResidual: 0 }],
+  [
+    'the same x twice: flat through the mean',
+    [
+      [5, 1],
+      [5, 3],
+    ],
+    { a: 2, b: 0, maxResidual: 1 },
+  ],
+  [
+    'order does not matter',
+    [
+      [5000, 540],
+      [100, 50],
+      [1000, 140],
+    ],
+    { a: 40, b: 0.1, maxResidual: 0 },
+  ],
+];
+
+for (const [name, points, expected] of lines) {
+  test(`fitLine: ${name}`, (t) => {
+    const fit = fitLine(points);
+    t.true(Math.abs(fit.a - expected.a) < 1e-9, `intercept ${fit.a}, expected ${expected.a}`);
+    t.true(Math.abs(fit.b - expected.b) < 1e-12, `slope ${fit.b}, expected ${expected.b}`);
+    t.true(Math.abs(fit.maxResidual - expected.maxResidual) < 1e-9, `residual ${fit.maxResidual}`);
+  });
+}
+
+test('fitLine of no points is NaN throughout', (t) => {
+  const fit = fitLine([]);
+  t.true(Number.isNaN(fit.a) && Number.isNaN(fit.b) && Number.isNaN(fit.maxResidual));
+});
+
+test('property: points on a line give that line back, with no residual to speak of', (t) => {
+  fc.assert(
+    fc.property(
+      fc.double({ min: -1e3, max: 1e3, noNaN: true }),
+      fc.double({ min: -10, max: 10, noNaN: true }),
+      fc.uniqueArray(fc.integer({ min: 0, max: 10000 }), { minLength: 2, maxLength: 8 }),
+      (a, b, xs) => {
+        const fit = fitLine(xs.map((x) => [x, a + b * x]));
+        const scale = 1 + Math.abs(a) + Math.abs(b) * 10000;
+        return (
+          Math.abs(fit.a - a) <= 1e-6 * scale && Math.abs(fit.b - b) <= 1e-9 * scale && fit.maxResidual <= 1e-6 * scale
+        );
+      },
+    ),
+  );
+  t.pass();
+});
+
+test('property: the residuals of a fit sum to zero and the line passes through the means', (t) => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(fc.integer({ min: 0, max: 10000 }), fc.double({ min: -1e4, max: 1e4, noNaN: true })), {
+        minLength: 1,
+        maxLength: 12,
+      }),
+      (points: Array<[number, number]>) => {
+        const { a, b } = fitLine(points);
+        const sum = points.reduce((s, [x, y]) => s + (y - (a + b * x)), 0);
+        return Math.abs(sum) <= 1e-6 * (1 + points.reduce((s, [, y]) => s + Math.abs(y), 0));
       },
     ),
   );

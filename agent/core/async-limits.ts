@@ -24,3 +24,32 @@ export function withDeadline<T>(p: Promise<T>, ms: number, onTimeout: () => Erro
   });
   return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
 }
+
+/**
+ * Runs tasks with at most `limit()` of them at once; the others wait their turn, in order. What
+ * waits is bounded by the callers (the daemon has at most one read per VM).
+ */
+export class ConcurrencyGate {
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private readonly limit: () => number) {}
+
+  /** Tasks running now, and waiting for a turn. */
+  get counts(): { running: number; waiting: number } {
+    return { running: this.running, waiting: this.waiting.length };
+  }
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.running < Math.max(1, this.limit())) this.running++;
+    // A finishing task hands its turn over without giving it up.
+    else await new Promise<void>((resolve) => this.waiting.push(resolve));
+    try {
+      return await task();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.running--;
+    }
+  }
+}

@@ -14,3 +14,55 @@ export const realTimers: Timers = {
   },
   clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
 };
+
+/**
+ * Timers that gather their callbacks into slots of `slotMs()` on the clock of `base`: a callback
+ * asked for in `ms` runs at the start of the slot its due time falls in (never later than asked, at
+ * most one slot early), and every callback of one slot runs from a single timer of `base`. Many
+ * VMs' heartbeats then wake the process once per slot, together, instead of once each: the
+ * wake-ups, timer bookkeeping and socket polls of a batch are shared. A delay shorter than a slot
+ * is kept as asked (its own slot).
+ */
+export function slottedTimers(base: Timers, slotMs: () => number): Timers {
+  interface Entry {
+    fn: () => void;
+    slot: Slot;
+  }
+  interface Slot {
+    at: number;
+    handle: unknown;
+    entries: Set<Entry>;
+  }
+  const slots = new Map<number, Slot>();
+  const fire = (slot: Slot): void => {
+    slots.delete(slot.at);
+    for (const entry of slot.entries) entry.fn();
+    slot.entries.clear();
+  };
+  return {
+    now: () => base.now(),
+    setTimeout: (fn, ms) => {
+      const now = base.now();
+      const width = Math.max(1, slotMs());
+      const at = ms < width ? now + ms : Math.floor((now + ms) / width) * width;
+      let slot = slots.get(at);
+      if (!slot) {
+        const created: Slot = { at, handle: null, entries: new Set() };
+        created.handle = base.setTimeout(() => fire(created), at - now);
+        slots.set(at, created);
+        slot = created;
+      }
+      const entry: Entry = { fn, slot };
+      slot.entries.add(entry);
+      return entry;
+    },
+    clearTimeout: (handle) => {
+      const entry = handle as Entry | null | undefined;
+      if (!entry?.slot) return;
+      const slot = entry.slot;
+      if (!slot.entries.delete(entry) || slot.entries.size > 0 || slots.get(slot.at) !== slot) return;
+      base.clearTimeout(slot.handle);
+      slots.delete(slot.at);
+    },
+  };
+}

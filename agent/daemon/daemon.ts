@@ -20,7 +20,8 @@ import { LibvirtWatch } from './libvirt-watch';
 import { DaemonAlerts } from './daemon-alerts';
 import { DaemonMetrics } from './daemon-metrics';
 import { socketPatterns, type FoundSocket } from '../core/socket-globs';
-import { realTimers, type Timers } from '../core/timers';
+import { realTimers, slottedTimers, type Timers } from '../core/timers';
+import { ConcurrencyGate } from '../core/async-limits';
 import type { GuestFacts, HostFacts, VmStatus } from '../core/types';
 import { VmSupervisor } from './vm-supervisor';
 import { createGuardAttach } from './guard-attach';
@@ -41,8 +42,21 @@ export class Daemon {
   private readonly events = new EventBus();
   private readonly logger: Logger;
   private readonly timers: Timers;
+  /**
+   * Every held VM's heartbeat runs on these: slots of qmp.heartbeatMs, so that the VMs due in one
+   * slot are pinged together from one wake-up (agent/core/timers.ts slottedTimers).
+   */
+  private readonly heartbeatTimers: Timers;
+  /**
+   * Held VMs' full reads take turns, qmp.concurrency at once: at start-up and at each re-verify every
+   * VM is read, and a thousand reads in flight together keep their replies alive long enough to be
+   * promoted into V8's old generation, which then grows to several times the live heap.
+   */
+  private readonly reads = new ConcurrencyGate(() => this.config.qmp.concurrency);
   /** One supervisor per VM, by upstream socket path (or `libvirt:<domain>`). */
   private readonly supervisors = new Map<string, VmSupervisor>();
+  /** How many of them hold their VM's connection (mode `hold`): kept on add and remove, read on every heartbeat. */
+  private heldCount = 0;
   /** Upstream socket → the fixed part of the glob that found it (its guarded socket mirrors the rest). */
   private readonly globBases = new Map<string, string>();
   private readonly peers: LivePeers;
@@ -61,6 +75,7 @@ export class Daemon {
     this.config = opts.config;
     this.logger = opts.logger;
     this.timers = opts.timers ?? realTimers;
+    this.heartbeatTimers = slottedTimers(this.timers, () => this.config.qmp.heartbeatMs);
     this.host = this.readHost(this.config);
     if (this.config.guard.socketGroup) groupId(this.config.guard.socketGroup, 'guard.socketGroup');
     this.peers = new LivePeers(() => this.config, this.logger, this.timers);
@@ -223,10 +238,8 @@ export class Daemon {
    * under qmp.heartbeatsPerSecond (a host with 1000 guests pings each every 5 s by default).
    */
   private heartbeatInterval(): number {
-    let held = 0;
-    for (const supervisor of this.supervisors.values()) if (supervisor.mode === 'hold') held++;
     const qmp = this.config.qmp;
-    return Math.max(qmp.heartbeatMs, Math.ceil((1000 * held) / qmp.heartbeatsPerSecond));
+    return Math.max(qmp.heartbeatMs, Math.ceil((1000 * this.heldCount) / qmp.heartbeatsPerSecond));
   }
 
   private addVm(
@@ -248,11 +261,14 @@ export class Daemon {
       probe,
       attach: useGuard ? this.guardAttach : undefined,
       heartbeatInterval: () => this.heartbeatInterval(),
+      heartbeatTimers: this.heartbeatTimers,
+      readTurn: (read) => this.reads.run(read),
       observe: (seconds) => this.metrics.observeQmp(supervisor.name, seconds),
     });
     supervisor.on('status', (now: VmStatus, prev: VmStatus) => this.onStatus(supervisor, now, prev));
     supervisor.on('qmp-event', (ev: { event: string; data?: unknown }) => this.onQmpEvent(supervisor, ev));
     this.supervisors.set(socket, supervisor);
+    if (mode === 'hold') this.heldCount++;
     this.logger.info('VM found', { socket, mode });
     this.events.publish({ type: 'vm-added', vm: supervisor.name, socket, mode });
     supervisor.start();
@@ -263,6 +279,7 @@ export class Daemon {
     const supervisor = this.supervisors.get(socket);
     if (!supervisor) return;
     this.supervisors.delete(socket);
+    if (supervisor.mode === 'hold') this.heldCount--;
     await supervisor.stop();
     this.globBases.delete(socket);
     this.logger.info('VM gone', { socket, vm: supervisor.name });
@@ -360,6 +377,7 @@ export class Daemon {
     this.libvirt?.stop();
     await Promise.all([...this.supervisors.values()].map((supervisor) => supervisor.stop()));
     this.supervisors.clear();
+    this.heldCount = 0;
     await this.api?.close();
     await this.metrics.close();
     await this.alerts.stop();

@@ -45,6 +45,10 @@ export interface HeldConnectionOptions {
   attach?: (client: QmpClient) => Promise<Attachment | null>;
   /** Milliseconds between heartbeats; default qmp.heartbeatMs. */
   heartbeatInterval?: () => number;
+  /** Takes a turn for each full read (the daemon reads at most qmp.concurrency VMs at once); default none. */
+  readTurn?: <T>(read: () => Promise<T>) => Promise<T>;
+  /** The timers heartbeats are scheduled on (the daemon gathers many VMs' into one wake-up); default `timers`. */
+  heartbeatTimers?: Timers;
   observe?: (seconds: number) => void;
   report: FactReport;
 }
@@ -96,8 +100,9 @@ export class HeldConnection implements FactSource {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    for (const t of [this.reconnectTimer, this.heartbeat, this.rereadTimer]) if (t) this.opts.timers.clearTimeout(t);
-    this.reconnectTimer = this.heartbeat = this.rereadTimer = null;
+    for (const t of [this.reconnectTimer, this.rereadTimer]) if (t) this.opts.timers.clearTimeout(t);
+    this.reconnectTimer = this.rereadTimer = null;
+    this.clearHeartbeat();
     const client = this.client;
     this.client = null;
     await client?.close().catch(() => undefined);
@@ -163,8 +168,7 @@ export class HeldConnection implements FactSource {
         });
         if (this.client === client) {
           this.client = null;
-          if (this.heartbeat) this.opts.timers.clearTimeout(this.heartbeat);
-          this.heartbeat = null;
+          this.clearHeartbeat();
           await client.close().catch(() => undefined);
           this.opts.report.guard?.((err as Error).message);
           this.scheduleReconnect();
@@ -185,8 +189,7 @@ export class HeldConnection implements FactSource {
   private onClose(client: QmpClient, err?: QmpError): void {
     if (this.client !== client) return;
     this.client = null;
-    if (this.heartbeat) this.opts.timers.clearTimeout(this.heartbeat);
-    this.heartbeat = null;
+    this.clearHeartbeat();
     void this.detach();
     if (this.stopped) return;
     this.opts.report.failed(err ?? new QmpError('QMP_CLOSED', `${this.opts.socket}: connection closed`));
@@ -216,11 +219,15 @@ export class HeldConnection implements FactSource {
     if (this.reading) return this.reading;
     const client = this.client;
     if (!client) return Promise.resolve();
-    const started = process.hrtime.bigint();
+    const readOnce = async () => {
+      const started = process.hrtime.bigint();
+      const guest = await readGuestFacts(client, { timeoutMs: this.opts.config().qmp.timeoutMs });
+      this.opts.observe?.(Number(process.hrtime.bigint() - started) / 1e9);
+      return guest;
+    };
     this.reading = (async () => {
       try {
-        const guest = await readGuestFacts(client, { timeoutMs: this.opts.config().qmp.timeoutMs });
-        this.opts.observe?.(Number(process.hrtime.bigint() - started) / 1e9);
+        const guest = await (this.opts.readTurn ? this.opts.readTurn(readOnce) : readOnce());
         if (this.client === client && !this.stopped) {
           this.lastReadOk = true;
           this.opts.report.read(guest);
@@ -237,31 +244,41 @@ export class HeldConnection implements FactSource {
     return this.reading;
   }
 
+  private clearHeartbeat(): void {
+    if (this.heartbeat) (this.opts.heartbeatTimers ?? this.opts.timers).clearTimeout(this.heartbeat);
+    this.heartbeat = null;
+  }
+
   private scheduleHeartbeat(): void {
     if (this.stopped || !this.client) return;
-    const config = this.opts.config();
-    this.heartbeat = this.opts.timers.setTimeout(async () => {
-      this.heartbeat = null;
-      const client = this.client;
-      if (!client) return;
-      try {
-        await client.execute('query-status', undefined, { timeoutMs: config.qmp.heartbeatTimeoutMs });
-        // Back from a stall: the facts are re-read, since events may have been missed meanwhile.
-        if (!this.lastReadOk && this.client === client) await this.read();
-      } catch (err) {
-        if (this.client !== client) return;
-        if (err instanceof TimeoutError) {
-          // A stalled QEMU: report it, drop the connection and reconnect with backoff.
-          this.lastReadOk = false;
-          this.opts.report.failed(err);
-          this.client = null;
-          await this.detach();
-          await client.close().catch(() => undefined);
-          this.scheduleReconnect();
-          return;
-        }
-      }
-      this.scheduleHeartbeat();
-    }, this.opts.heartbeatInterval?.() ?? config.qmp.heartbeatMs);
+    this.heartbeat = (this.opts.heartbeatTimers ?? this.opts.timers).setTimeout(
+      this.beat,
+      this.opts.heartbeatInterval?.() ?? this.opts.config().qmp.heartbeatMs,
+    );
   }
+
+  /** One heartbeat: query-status within qmp.heartbeatTimeoutMs, then the next one (one function for every beat). */
+  private readonly beat = async (): Promise<void> => {
+    this.heartbeat = null;
+    const client = this.client;
+    if (!client) return;
+    try {
+      await client.execute('query-status', undefined, { timeoutMs: this.opts.config().qmp.heartbeatTimeoutMs });
+      // Back from a stall: the facts are re-read, since events may have been missed meanwhile.
+      if (!this.lastReadOk && this.client === client) await this.read();
+    } catch (err) {
+      if (this.client !== client) return;
+      if (err instanceof TimeoutError) {
+        // A stalled QEMU: report it, drop the connection and reconnect with backoff.
+        this.lastReadOk = false;
+        this.opts.report.failed(err);
+        this.client = null;
+        await this.detach();
+        await client.close().catch(() => undefined);
+        this.scheduleReconnect();
+        return;
+      }
+    }
+    this.scheduleHeartbeat();
+  };
 }

@@ -39,6 +39,10 @@ export interface SupervisorOptions {
   observe?: (seconds: number) => void;
   /** Milliseconds between heartbeats; default qmp.heartbeatMs (the daemon spreads them over many VMs). */
   heartbeatInterval?: () => number;
+  /** Hold mode: takes a turn for each full read (bounded concurrency); default none. */
+  readTurn?: <T>(read: () => Promise<T>) => Promise<T>;
+  /** The timers heartbeats are scheduled on; default `timers`. */
+  heartbeatTimers?: Timers;
   /** Poll modes: how to read the facts, when not by visiting `socket` (libvirt's monitor). */
   probe?: () => Promise<GuestFacts>;
 }
@@ -89,6 +93,8 @@ export class VmSupervisor extends EventEmitter {
         backoff: opts.backoff,
         attach: attach && ((client) => attach(client, this)),
         heartbeatInterval: opts.heartbeatInterval,
+        heartbeatTimers: opts.heartbeatTimers,
+        readTurn: opts.readTurn,
         observe: opts.observe,
         report,
       });
