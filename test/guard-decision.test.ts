@@ -131,11 +131,12 @@ test('harmless commands are forwarded at once, without facts or QMP', async (t) 
   const s = setup({ facts: null });
   for (const c of [
     cmd('query-status'),
-    cmd('device_add', { driver: 'virtio-net-pci', id: 'n1', addr: '0x5' }),
+    cmd('device_add', { driver: 'e1000e', id: 'n1', addr: '0x5' }),
+    cmd('device_add', { driver: 'virtio-net-pci', id: 'n0', 'disable-modern': 'on' }),
     cmd('object-add', { 'qom-type': 'memory-backend-ram', id: 'm9', size: 64 * GiB }),
     hmp('info status'),
     hmp('object_add memory-backend-ram,id=m9,size=64G'),
-    hmp('device_add virtio-net-pci,id=n2'),
+    hmp('device_add e1000,id=n2'),
     cmd('human-monitor-command', {}),
     cmd('migrate_cancel'),
   ]) {
@@ -302,7 +303,83 @@ test("concurrent DIMMs: the second sees the first one's placement; the reservati
   );
 });
 
+/** A firmware-booted guest: root port rp1's prefetchable window at 768 GiB, rp2's below 4 GiB. */
+const firmwareBooted = guestFacts({
+  layout: layout({
+    deviceMemory: null,
+    pciHole64: { start: 768 * GiB, end: 800 * GiB },
+    highestAddress: 800 * GiB,
+    pciBars: [],
+    pciBridges: [
+      {
+        address: '00:01.0',
+        bus: 0,
+        slot: 1,
+        function: 0,
+        id: 'rp1',
+        secondaryBus: 1,
+        memory: null,
+        prefetchable: { start: 768 * GiB, end: 768 * GiB + 2 ** 29 },
+      },
+      {
+        address: '00:02.0',
+        bus: 0,
+        slot: 2,
+        function: 0,
+        id: 'rp2',
+        secondaryBus: 2,
+        memory: null,
+        prefetchable: { start: 0xfe000000, end: 0xfe200000 },
+      },
+    ],
+  }),
+});
+
+test('device_add of a PCI device with a 64-bit BAR into a window above the limit is refused (QMP and HMP)', async (t) => {
+  const s = setup({ facts: firmwareBooted });
+  for (const c of [
+    cmd('device_add', { driver: 'virtio-rng-pci', id: 'hot1', bus: 'rp1' }),
+    hmp('device_add ivshmem-plain,memdev=sh,bus=rp1,id=sh1'),
+    cmd('device_add', { driver: 'vfio-pci', host: '0000:01:00.0' }),
+  ]) {
+    const a = await s.guard(c);
+    t.like(a, { action: 'reply-error', code: 'REFUSED_PCI_WINDOW_ABOVE_HOST_LIMIT' }, JSON.stringify(c));
+    t.regex((a as { desc: string }).desc, /^refused by physbits guard: .*37-bit physical addresses/);
+  }
+  t.regex(
+    s.refusals[0].desc,
+    /virtio-rng-pci "hot1" on bus "rp1" .*prefetchable window of bridge "rp1" \(00:01.0\), 0xc000000000-0xc01fffffff/,
+  );
+  t.regex(s.refusals[1].desc, /ivshmem-plain "sh1"/);
+  t.regex(s.refusals[2].desc, /root bus's 64-bit PCI hole \(no bus= given/);
+  t.deepEqual(
+    s.refusals.map((r) => [r.command, r.effective]),
+    [
+      ['device_add', 'device_add'],
+      ['human-monitor-command', 'device_add'],
+      ['device_add', 'device_add'],
+    ],
+  );
+  t.deepEqual(await s.guard(cmd('device_add', { driver: 'virtio-rng-pci', id: 'ok', bus: 'rp2' })), {
+    action: 'forward',
+  });
+  t.deepEqual(s.q.calls, [], 'decided from the facts alone');
+});
+
+test('a PCI window that is not known follows guard.onUnknown', async (t) => {
+  const c = cmd('device_add', { driver: 'virtio-rng-pci', id: 'hot1', bus: 'hotplugged-bridge' });
+  const refused = await setup({ facts: firmwareBooted }).guard(c);
+  t.like(refused, { action: 'reply-error', code: 'REFUSED_PCI_WINDOW_UNKNOWN' });
+  t.regex((refused as { desc: string }).desc, /no PCI bridge with id "hotplugged-bridge".*guard.onUnknown is 'refuse'/);
+  const allowed = await setup({ facts: firmwareBooted, config: { guard: { onUnknown: 'allow' } } }).guard(c);
+  t.deepEqual(allowed, { action: 'forward' });
+});
+
 test('classifyCommand', (t) => {
+  t.like(classifyCommand(cmd('device_add', { driver: 'vfio-pci', bus: 'rp1' })), { kind: 'pci', via: 'qmp' });
+  t.like(classifyCommand(hmp('device_add virtio-net-pci,bus=rp1')), { kind: 'pci', via: 'hmp' });
+  // virtio-mem-pci is a memory device first.
+  t.is(classifyCommand(cmd('device_add', { driver: 'virtio-mem-pci', memdev: 'm' })).kind, 'memory');
   t.deepEqual(classifyCommand(cmd('query-cpus-fast')), { kind: 'safe' });
   t.is(classifyCommand(cmd('device_add', { driver: 'nvdimm', memdev: 'm' })).kind, 'memory');
   t.is(classifyCommand(hmp('device_add nvdimm,memdev=m')).kind, 'memory');

@@ -33,6 +33,22 @@ const FIRMWARE_HOLE64: Record<string, { start: number; end: number }> = {
   '10.0-ovmf': { start: 768 * G, end: 800 * G },
 };
 
+/**
+ * What query-pci showed once firmware ran (phys-bits=40, 3 root ports, virtio-rng-pci "rng64" on rp1):
+ * the 64-bit BAR 4 of rng64 (null: not mapped when recorded) and root port rp2's prefetchable window.
+ */
+const FIRMWARE_PCI: Record<string, { bar: number | null; rp2: { start: number; end: number } }> = {
+  // SeaBIOS 1.16.2: 2 MiB windows below 4 GiB.
+  '7.2-seabios': { bar: 0xfea00000, rp2: { start: 0xfe800000, end: 0xfea00000 } },
+  // OVMF 2022.11: 512 MiB windows from 896 GiB.
+  '7.2-ovmf': { bar: 0xe000000000, rp2: { start: 0xe020000000, end: 0xe040000000 } },
+  // SeaBIOS 1.16.3: 512 MiB windows (2^(40-11), src/fw/pciinit.c) from 768 GiB, rp3 lowest.
+  '10.0-seabios': { bar: 0xc040000000, rp2: { start: 0xc020000000, end: 0xc040000000 } },
+  // OVMF 2025.02 placed rng64 at 768 GiB, then turned its memory decoding off again (no driver
+  // bound it): the BAR reads -1 while rp1's window stays.
+  '10.0-ovmf': { bar: null, rp2: { start: 0xc020000000, end: 0xc040000000 } },
+};
+
 test('every transcript is present and was recorded on the QEMU its name says', (t) => {
   for (const v of VERSIONS) {
     for (const s of SCENARIOS) {
@@ -70,6 +86,9 @@ for (const v of VERSIONS) {
       usedEnd: 4 * G + 128 * M,
       memoryConfig: { size: 64 * M, maxSize: G, slots: 4 },
       pciHole64Size: 32 * G,
+      // Paused before firmware: q35 has no bridge and nothing on the root bus has a 64-bit BAR.
+      pciBars: [],
+      pciBridges: [],
     });
     // The guard's reads for a second DIMM, and where it predicts QEMU puts it.
     const dev = await resolveMemoryDevice(q, { driver: 'pc-dimm', id: 'd2', memdev: 'm2' });
@@ -111,6 +130,50 @@ for (const v of VERSIONS) {
         verdict.reasons.map((r) => r.code),
         ['GUEST_EQUALS_HOST'],
       );
+      // The BARs and bridge windows firmware placed: within 2^40 like the window that holds them.
+      const pci = FIRMWARE_PCI[`${v}-${fw}`];
+      const layout = f.layout!;
+      t.deepEqual(
+        layout.pciBars,
+        pci.bar === null
+          ? []
+          : [
+              {
+                address: '01:00.0',
+                bus: 1,
+                slot: 0,
+                function: 0,
+                id: 'rng64',
+                bar: 4,
+                base: pci.bar,
+                size: 16 * 1024,
+                prefetchable: true,
+              },
+            ],
+      );
+      t.deepEqual(
+        layout.pciBridges!.map((b) => [b.id, b.address, b.secondaryBus]),
+        [
+          ['rp1', '00:01.0', 1],
+          ['rp2', '00:02.0', 2],
+          ['rp3', '00:03.0', 3],
+        ],
+      );
+      t.deepEqual(layout.pciBridges![1].prefetchable, pci.rp2);
+      for (const b of layout.pciBridges!) t.true(b.prefetchable!.end <= 2 ** 40 && b.memory!.end <= 4 * G);
+      // A 39-bit host: a BAR placed at or above 512 GiB is named.
+      const narrow = computeVerdict({
+        host: hostFacts(39),
+        guest: { ...f, accelerator: 'kvm' },
+        policy: { accelerators: ['kvm'], narrowerSeverity: 'ok' },
+      });
+      const barReason = narrow.reasons.find((r) => r.code === 'PCI_BAR_BEYOND_HOST_LIMIT');
+      if (pci.bar !== null && pci.bar >= 2 ** 39) {
+        t.is(barReason?.severity, 'critical');
+        t.regex(barReason!.message, new RegExp(`BAR 4 of 01:00.0 \\("rng64"\\) at 0x${pci.bar.toString(16)}-`));
+      } else {
+        t.is(barReason, undefined);
+      }
     });
   }
 }
@@ -121,8 +184,8 @@ test('the guest facts of QEMU 7.2 and 10.0 are the same for the same guest', asy
     if (s === 'paused-dimm') t.deepEqual({ ...a, qemuVersion: '' }, { ...b, qemuVersion: '' });
     else
       t.deepEqual(
-        { ...a.layout, pciHole64: null, highestAddress: 0 },
-        { ...b.layout, pciHole64: null, highestAddress: 0 },
+        { ...a.layout, pciHole64: null, highestAddress: 0, pciBars: [], pciBridges: [] },
+        { ...b.layout, pciHole64: null, highestAddress: 0, pciBars: [], pciBridges: [] },
         s,
       );
   }
@@ -168,9 +231,17 @@ test('what differs between QEMU 7.2 and 10.0 in the answers to what physbits sen
   const firmwarePlaced = [
     'qom-get {"path":"/machine/q35","property":"pci-hole64-end"}',
     'qom-get {"path":"/machine/q35","property":"pci-hole64-start"}',
+    // Where firmware put BARs and bridge windows; the devices and their BAR sizes are the same.
+    'query-pci',
   ];
   t.deepEqual(differing('seabios'), [...common, ...firmwarePlaced].sort());
   t.deepEqual(differing('ovmf'), [...common, ...firmwarePlaced].sort());
+  // query-pci differs only in the addresses firmware chose.
+  const placementless = (v: string, s: string): string =>
+    JSON.stringify(transcript(v, s).exchanges.find((e) => e.execute === 'query-pci')!.return, (k, x: unknown) =>
+      k === 'address' || k === 'base' || k === 'limit' ? 0 : x,
+    );
+  for (const s of SCENARIOS) t.is(placementless('7.2', s), placementless('10.0', s), s);
 });
 
 test('every command physbits sends or guards exists in both schemas; migrate takes channels from 10.0', (t) => {

@@ -7,6 +7,7 @@ import { computeVerdict, maxSeverity, REASON_CODES, severityRank } from '../agen
 import type {
   GuestFacts,
   GuestLayout,
+  PciBarFact,
   HostFacts,
   HostFlags,
   HostKvm,
@@ -65,6 +66,11 @@ function layout(highest: number, used = 4 * GiB): GuestLayout {
 }
 
 const POLICY: Policy = { accelerators: ['kvm'], narrowerSeverity: 'ok' };
+
+/** A 16 KiB prefetchable 64-bit BAR 4 of "rng64" at 01:00.0. */
+function bar(base: number, id: string | null = 'rng64'): PciBarFact {
+  return { address: '01:00.0', bus: 1, slot: 0, function: 0, id, bar: 4, base, size: 16 * 1024, prefetchable: true };
+}
 
 interface Row {
   name: string;
@@ -395,6 +401,38 @@ const ROWS: Row[] = [
     codes: ['LAYOUT_BEYOND_HOST_LIMIT', 'GUEST_EQUALS_HOST'],
   },
   {
+    name: 'a 64-bit BAR mapped above 2^46 is named besides the layout',
+    host: host(),
+    guest: guest({ layout: { ...layout(2 ** 46 + 32 * GiB), pciBars: [bar(2 ** 46)] } }),
+    relation: 'equal',
+    severity: 'critical',
+    codes: ['LAYOUT_BEYOND_HOST_LIMIT', 'PCI_BAR_BEYOND_HOST_LIMIT', 'GUEST_EQUALS_HOST'],
+  },
+  {
+    name: 'a BAR ending exactly at 2^46 fits',
+    host: host(),
+    guest: guest({ layout: { ...layout(2 ** 46), pciBars: [bar(2 ** 46 - 16 * 1024)] } }),
+    relation: 'equal',
+    severity: 'ok',
+    codes: ['GUEST_EQUALS_HOST'],
+  },
+  {
+    name: 'a BAR above the limit under tcg is info',
+    host: host(),
+    guest: guest({ physBits: 48, accelerator: 'tcg', layout: { ...layout(2 ** 47), pciBars: [bar(2 ** 47 - GiB)] } }),
+    relation: 'wider',
+    severity: 'info',
+    codes: ['GUEST_WIDER_NOT_ENFORCED', 'LAYOUT_BEYOND_HOST_LIMIT', 'PCI_BAR_BEYOND_HOST_LIMIT'],
+  },
+  {
+    name: 'a BAR above a lower guest-phys-bits is named',
+    host: host(),
+    guest: guest({ guestPhysBits: 44, layout: { ...layout(2 ** 45), pciBars: [bar(2 ** 45 - GiB), bar(2 ** 40)] } }),
+    relation: 'equal',
+    severity: 'critical',
+    codes: ['LAYOUT_BEYOND_HOST_LIMIT', 'PCI_BAR_BEYOND_HOST_LIMIT', 'GUEST_PHYS_BITS_SET', 'GUEST_EQUALS_HOST'],
+  },
+  {
     name: 'no layout read: no layout reason',
     host: host(),
     guest: guest({ layout: null }),
@@ -666,6 +704,30 @@ test('messages: layout reach versus memory already placed', (t) => {
   const used = verdict(host(), guest({ layout: layout(2 ** 47, 2 ** 46 + 8 * GiB) })).reasons[0];
   t.regex(used.message, /^guest memory is already placed up to 0x400200000000, beyond the host's 46-bit limit/);
   t.regex(used.message, /migrate the guest to a host with at least that width or restart it with less memory$/);
+});
+
+test('messages: a BAR above the limit names the device, the BAR and its addresses', (t) => {
+  const one = verdict(
+    host({ physBits: 39 }),
+    guest({ physBits: 40, layout: { ...layout(800 * GiB), pciBars: [bar(0xc040000000)] } }),
+  );
+  t.is(
+    one.reasons.find((r) => r.code === 'PCI_BAR_BEYOND_HOST_LIMIT')!.message,
+    'PCI BAR is mapped above the host\'s 39-bit limit (0x8000000000): BAR 4 of 01:00.0 ("rng64") at ' +
+      '0xc040000000-0xc040003fff; KVM cannot map it (QEMU aborts the VM when it registers such a slot, or the ' +
+      'device does not work): restart the guest with phys-bits=39 so that firmware places its 64-bit window ' +
+      'below 0x8000000000, or migrate it to a host with at least 40 bits',
+  );
+  const bars = [0, 1, 2, 3, 4, 5].map((i) => bar(2 ** 39 + i * GiB, i % 2 ? null : `d${i}`));
+  const many = verdict(
+    host({ physBits: 39 }),
+    guest({ physBits: 40, layout: { ...layout(800 * GiB), pciBars: bars } }),
+  );
+  const message = many.reasons.find((r) => r.code === 'PCI_BAR_BEYOND_HOST_LIMIT')!.message;
+  t.regex(
+    message,
+    /^PCI BARs are mapped above .*BAR 4 of 01:00.0 \("d0"\) at 0x8000000000-.*; BAR 4 of 01:00.0 at 0x8040000000-.* and 2 more; KVM cannot map them/,
+  );
 });
 
 test('messages: KVM smaller MAXPHYADDR names the bits and both fixes', (t) => {

@@ -109,24 +109,50 @@ export interface GuestLayout {
    */
   pciHole64Size?: number | null;
   /**
-   * 64-bit memory BARs and bridge windows firmware or the guest OS placed, from `query-pci`
-   * (agent/facts/pci-layout.ts); absent when not read.
+   * The 64-bit memory BARs firmware or the guest OS placed, from `query-pci`
+   * (agent/facts/pci-layout.ts); absent when query-pci was not answered.
    */
-  pciBars?: PciRegionFact[];
+  pciBars?: PciBarFact[];
+  /** Every PCI bridge (root ports included) with the windows it forwards, from `query-pci`. */
+  pciBridges?: PciBridgeFact[];
 }
 
-/** One placed PCI region: a device's 64-bit memory BAR, or a bridge's memory/prefetchable window. */
-export interface PciRegionFact {
-  kind: 'bar' | 'bridge-window';
-  /** "00:02.0" (bus:slot.function); with the qdev id when it has one: "00:02.0 (rp1)". */
-  device: string;
-  /** The qdev id, when the device has one. */
-  id: string | null;
-  /** The BAR number, or 'prefetchable' / 'memory' for a bridge window. */
-  region: number | 'prefetchable' | 'memory';
+/** A guest-physical range [start, end): end is exclusive. */
+export interface AddressRange {
   start: number;
-  /** Exclusive end. */
   end: number;
+}
+
+/** One placed 64-bit memory BAR. */
+export interface PciBarFact {
+  /** "00:02.0": bus:slot.function, hexadecimal like lspci. */
+  address: string;
+  bus: number;
+  slot: number;
+  function: number;
+  /** The device's qdev id (`-device ...,id=`), null when it has none. */
+  id: string | null;
+  /** The BAR number (0-5). */
+  bar: number;
+  base: number;
+  size: number;
+  prefetchable: boolean;
+}
+
+/** One PCI-to-PCI bridge (pcie-root-port, pci-bridge, ...) and the windows it forwards to its bus. */
+export interface PciBridgeFact {
+  address: string;
+  bus: number;
+  slot: number;
+  function: number;
+  /** The bridge's qdev id: the name `device_add ...,bus=` uses for the bus behind it. */
+  id: string | null;
+  /** The bus behind it (0 until firmware numbers it). */
+  secondaryBus: number;
+  /** The non-prefetchable memory window (32-bit by the PCI spec), null when disabled (base > limit). */
+  memory: AddressRange | null;
+  /** The prefetchable memory window (64-bit capable), null when disabled. */
+  prefetchable: AddressRange | null;
 }
 
 export interface GuestMemoryEncryption {

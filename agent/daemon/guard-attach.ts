@@ -121,8 +121,8 @@ export function createGuardAttach(deps: GuardAttachDeps) {
         if (action.action === 'forward') {
           const kind = classifyCommand(cmd).kind;
           if (kind === 'migrate') deps.migrationApproved(supervisor.socket);
-          // QEMU sends no event when a memory device is plugged: read the layout again after it.
-          if (kind === 'memory') supervisor.rereadSoon();
+          // QEMU sends no event when a memory or PCI device is plugged: read the layout again after it.
+          if (kind === 'memory' || kind === 'pci') supervisor.rereadSoon();
         }
         return action;
       },

@@ -9,6 +9,7 @@
  */
 import { AgentError } from '../core/errors';
 import { computeLayout } from './guest-layout';
+import { parseQueryPci, pciEnd } from './pci-layout';
 import { qemuVersionString } from './qemu-version';
 import type { GuestFacts, GuestLayout, GuestMemoryEncryption, MemoryDeviceFact } from '../core/types';
 
@@ -170,6 +171,7 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     summary,
     cgsPath,
     memoryOpts,
+    pci,
   ] = await Promise.all([
     soft('query-name'),
     soft('query-version'),
@@ -186,6 +188,8 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     qomGet('/machine', 'confidential-guest-support'),
     // -m size,slots,maxmem as the machine holds it (hw/core/machine.c "memory" property).
     qomGet('/machine', 'memory'),
+    // 64-bit BARs and bridge windows as firmware or the guest OS placed them (pci-layout.ts).
+    soft('query-pci'),
   ]);
   const cpuPath = await cpusP.then(firstCpuPath, (err) => rethrow(err, 'query-cpus-fast failed'));
 
@@ -259,6 +263,12 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     layout.memoryConfig =
       m && size !== null ? { size, maxSize: num(m['max-size']) ?? size, slots: num(m.slots) ?? 0 } : null;
     layout.pciHole64Size = num(hole64Size);
+    if (Array.isArray(pci)) {
+      const placed = parseQueryPci(pci);
+      layout.pciBars = placed.bars;
+      layout.pciBridges = placed.bridges;
+      layout.highestAddress = Math.max(layout.highestAddress, pciEnd(placed));
+    }
   }
 
   return {

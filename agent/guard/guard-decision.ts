@@ -1,7 +1,8 @@
 /**
  * The guard's interceptor: for each command a client sends through the guarded socket, forward it
- * or answer it with a refusal. Only memory `device_add`, `migrate` and their HMP forms are looked
- * at; everything else is forwarded at once, without waiting for anything.
+ * or answer it with a refusal. Only `device_add` of a memory device or of a PCI device with a 64-bit
+ * BAR, `migrate` and their HMP forms are looked at; everything else is forwarded at once, without
+ * waiting for anything.
  */
 import type { Config } from '../core/config';
 import type { QmpExecutor } from '../facts/guest-facts';
@@ -10,6 +11,7 @@ import type { GuestFacts, HostFacts } from '../core/types';
 import { parseHmpCommandLine } from './hmp-command';
 import { decideMemoryHotplug, memoryDeviceRequest, type MemoryDeviceRequest } from './memory-hotplug-rule';
 import { decideMigration, type PeerLookup } from './migration-rule';
+import { decidePciHotplug, pciDeviceRequest, type PciDeviceRequest } from './pci-hotplug-rule';
 import { migrateTargets, parseMigrateUri, type MigrationTarget } from './migration-target';
 import { refusalDesc, REFUSED } from './refusal';
 
@@ -50,17 +52,24 @@ export interface GuardContext {
 export type Classified =
   | { kind: 'safe' }
   | { kind: 'memory'; via: 'qmp' | 'hmp'; device: MemoryDeviceRequest }
+  | { kind: 'pci'; via: 'qmp' | 'hmp'; device: PciDeviceRequest }
   | { kind: 'migrate'; via: 'qmp' | 'hmp'; targets: MigrationTarget[] }
   | { kind: 'hmp-unparsable'; name: 'device_add' | 'migrate'; reason: string };
+
+/** A device_add's rule: memory devices first (virtio-mem-pci is one), then PCI devices with a 64-bit BAR. */
+function classifyDeviceAdd(args: Record<string, unknown> | undefined, via: 'qmp' | 'hmp'): Classified {
+  const memory = memoryDeviceRequest(args);
+  if (memory) return { kind: 'memory', via, device: memory };
+  const pci = pciDeviceRequest(args);
+  return pci ? { kind: 'pci', via, device: pci } : { kind: 'safe' };
+}
 
 /** Pure: which rule, if any, a command meets. */
 export function classifyCommand(cmd: Pick<GuardCommand, 'execute' | 'arguments'>): Classified {
   const args = cmd.arguments;
   switch (cmd.execute) {
-    case 'device_add': {
-      const device = memoryDeviceRequest(args);
-      return device ? { kind: 'memory', via: 'qmp', device } : { kind: 'safe' };
-    }
+    case 'device_add':
+      return classifyDeviceAdd(args, 'qmp');
     case 'migrate':
       return { kind: 'migrate', via: 'qmp', targets: migrateTargets(args) };
     case 'human-monitor-command': {
@@ -69,10 +78,7 @@ export function classifyCommand(cmd: Pick<GuardCommand, 'execute' | 'arguments'>
       const hmp = parseHmpCommandLine(line);
       if (hmp.kind === 'unparsable') return { kind: 'hmp-unparsable', name: hmp.name, reason: hmp.reason };
       if (hmp.kind === 'migrate') return { kind: 'migrate', via: 'hmp', targets: [parseMigrateUri(hmp.uri)] };
-      if (hmp.kind === 'device_add') {
-        const device = memoryDeviceRequest(hmp.args);
-        return device ? { kind: 'memory', via: 'hmp', device } : { kind: 'safe' };
-      }
+      if (hmp.kind === 'device_add') return classifyDeviceAdd(hmp.args, 'hmp');
       return { kind: 'safe' };
     }
     default:
@@ -163,7 +169,7 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
         `the human-monitor-command line for ${c.name} cannot be read as QEMU would read it (${c.reason}); send the QMP command ${c.name} instead`,
       );
     }
-    const effective = c.kind === 'memory' ? 'device_add' : 'migrate';
+    const effective = c.kind === 'migrate' ? 'migrate' : 'device_add';
     const holdMs = ctx.config().guard.holdMs;
     const guest = ctx.facts() ?? (await ctx.waitForFacts(holdMs).catch(() => null));
     if (!guest) {
@@ -180,6 +186,14 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
         const run = memoryQueue.then(() => memory(cmd, c.device, guest));
         memoryQueue = run.catch(() => undefined);
         return await run;
+      }
+      if (c.kind === 'pci') {
+        const decision = decidePciHotplug({ device: c.device, guest, host: ctx.host(), policy: ctx.config().policy });
+        if (decision.outcome === 'refuse')
+          return refuse(cmd, 'device_add', REFUSED.PCI_WINDOW_ABOVE_HOST_LIMIT, decision.message);
+        if (decision.outcome === 'unknown')
+          return undecided(cmd, 'device_add', REFUSED.PCI_WINDOW_UNKNOWN, decision.message);
+        return FORWARD;
       }
       const verdict = await decideMigration({
         targets: c.targets,

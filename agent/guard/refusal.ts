@@ -11,6 +11,10 @@ export const REFUSED = {
   MEMORY_ABOVE_HOST_LIMIT: 'REFUSED_MEMORY_ABOVE_HOST_LIMIT',
   /** A memory device's address or size could not be told (guard.onUnknown). */
   MEMORY_PLACEMENT_UNKNOWN: 'REFUSED_MEMORY_PLACEMENT_UNKNOWN',
+  /** A PCI device's 64-bit BAR would be placed in a window that reaches above 2^host.physBits. */
+  PCI_WINDOW_ABOVE_HOST_LIMIT: 'REFUSED_PCI_WINDOW_ABOVE_HOST_LIMIT',
+  /** The window a PCI device's 64-bit BAR would land in is not known (guard.onUnknown). */
+  PCI_WINDOW_UNKNOWN: 'REFUSED_PCI_WINDOW_UNKNOWN',
   /** The migration peer's phys-bits are below the guest's. */
   MIGRATION_PEER_NARROWER: 'REFUSED_MIGRATION_PEER_NARROWER',
   /** The guest's layout reaches above 2^peer.physBits. */

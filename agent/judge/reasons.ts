@@ -3,7 +3,8 @@
  * the sentence an operator reads. docs/reasons.md lists every code here (a test checks it).
  */
 import { formatBytes, hex } from '../core/format';
-import type { PciRegionFact, Reason, Severity } from '../core/types';
+import { describeBar } from '../facts/pci-layout';
+import type { PciBarFact, Reason, Severity } from '../core/types';
 
 export type ReasonCode =
   | 'GUEST_EQUALS_HOST'
@@ -12,6 +13,7 @@ export type ReasonCode =
   | 'GUEST_WIDER_NOT_ENFORCED'
   | 'GUEST_WIDER_BY_MEMORY_ENCRYPTION'
   | 'LAYOUT_BEYOND_HOST_LIMIT'
+  | 'PCI_BAR_BEYOND_HOST_LIMIT'
   | 'KVM_SMALLER_MAXPHYADDR_NOT_ALLOWED'
   | 'HOST_PHYS_BITS_LIMITED'
   | 'GUEST_PHYS_BITS_SET'
@@ -31,6 +33,7 @@ export const REASON_SEVERITY: Readonly<Record<ReasonCode, Severity>> = {
   GUEST_WIDER_NOT_ENFORCED: 'info',
   GUEST_WIDER_BY_MEMORY_ENCRYPTION: 'info',
   LAYOUT_BEYOND_HOST_LIMIT: 'critical',
+  PCI_BAR_BEYOND_HOST_LIMIT: 'critical',
   KVM_SMALLER_MAXPHYADDR_NOT_ALLOWED: 'info',
   HOST_PHYS_BITS_LIMITED: 'ok',
   GUEST_PHYS_BITS_SET: 'warning',
@@ -179,18 +182,10 @@ export interface LayoutContext {
   byGuestPhysBits?: boolean;
   enforced: boolean;
   accelerator: string;
-  /** A PCI BAR or bridge window firmware placed above the limit, named in the message. */
-  placedAbove?: PciRegionFact | null;
-}
-
-function describePciRegion(r: PciRegionFact): string {
-  const what = typeof r.region === 'number' ? `BAR ${r.region}` : `${r.region} window`;
-  return `${what} of PCI device ${r.device} at ${hex(r.start)}-${hex(r.end - 1)}`;
 }
 
 export function layoutBeyondHostLimit(ctx: LayoutContext): Reason {
   const limit = formatBytes(2 ** ctx.limitBits);
-  const bar = ctx.placedAbove ? `; ${describePciRegion(ctx.placedAbove)} is placed above it` : '';
   const what = ctx.used
     ? `guest memory is already placed up to ${hex(ctx.end)}`
     : `the guest's address layout (RAM, hot-plug region, 64-bit PCI hole, placed BARs) reaches ${hex(ctx.end)}`;
@@ -201,7 +196,7 @@ export function layoutBeyondHostLimit(ctx: LayoutContext): Reason {
   if (!ctx.enforced) {
     return reason(
       'LAYOUT_BEYOND_HOST_LIMIT',
-      `${what}, beyond the ${whose} (${limit})${bar}, but ${ctx.accelerator} is not bound by it; ` +
+      `${what}, beyond the ${whose} (${limit}), but ${ctx.accelerator} is not bound by it; ` +
         `it needs ${need} under an enforced accelerator`,
       'info',
     );
@@ -209,7 +204,45 @@ export function layoutBeyondHostLimit(ctx: LayoutContext): Reason {
   const fix = ctx.used
     ? 'migrate the guest to a host with at least that width or restart it with less memory'
     : 'lower maxmem or pci-hole64-size so the layout ends below the limit';
-  return reason('LAYOUT_BEYOND_HOST_LIMIT', `${what}, beyond the ${whose} (${limit})${bar}; it needs ${need}: ${fix}`);
+  return reason('LAYOUT_BEYOND_HOST_LIMIT', `${what}, beyond the ${whose} (${limit}); it needs ${need}: ${fix}`);
+}
+
+/** At most this many BARs are named in one PCI_BAR_BEYOND_HOST_LIMIT message. */
+export const MAX_NAMED_BARS = 4;
+
+export interface PciBarContext {
+  /** The BARs whose end is above the limit (non-empty). */
+  bars: readonly PciBarFact[];
+  limitBits: number;
+  byGuestPhysBits?: boolean;
+  enforced: boolean;
+  accelerator: string;
+}
+
+/** Critical (info when not enforced): 64-bit BARs mapped where the host's page tables cannot reach. */
+export function pciBarBeyondHostLimit(ctx: PciBarContext): Reason {
+  const limit = 2 ** ctx.limitBits;
+  const named = ctx.bars
+    .slice(0, MAX_NAMED_BARS)
+    .map((b) => `${describeBar(b)} at ${hex(b.base)}-${hex(b.base + b.size - 1)}`);
+  const more = ctx.bars.length > MAX_NAMED_BARS ? ` and ${ctx.bars.length - MAX_NAMED_BARS} more` : '';
+  const whose = ctx.byGuestPhysBits
+    ? `guest-phys-bits limit of ${ctx.limitBits} bits`
+    : `host's ${ctx.limitBits}-bit limit`;
+  const what = `PCI ${ctx.bars.length > 1 ? 'BARs are' : 'BAR is'} mapped above the ${whose} (${hex(limit)}): ${named.join('; ')}${more}`;
+  if (!ctx.enforced) {
+    return reason(
+      'PCI_BAR_BEYOND_HOST_LIMIT',
+      `${what}; ${ctx.accelerator} is not bound by the limit, but under an enforced accelerator KVM could not map ${ctx.bars.length > 1 ? 'them' : 'it'}`,
+      'info',
+    );
+  }
+  return reason(
+    'PCI_BAR_BEYOND_HOST_LIMIT',
+    `${what}; KVM cannot map ${ctx.bars.length > 1 ? 'them' : 'it'} (QEMU aborts the VM when it registers such a slot, or the device does not work): ` +
+      `restart the guest with phys-bits=${ctx.limitBits} so that firmware places its 64-bit window below ${hex(limit)}, ` +
+      `or migrate it to a host with at least ${bitsNeeded(Math.max(...ctx.bars.map((b) => b.base + b.size)))} bits`,
+  );
 }
 
 export function kvmSmallerMaxphyaddrNotAllowed(guestBits: number, hostCpuBits: number): Reason {

@@ -101,8 +101,17 @@ function layoutReason(host: HostFacts, guest: GuestFacts, enforced: boolean): Re
     byGuestPhysBits,
     enforced,
     accelerator: guest.accelerator,
-    placedAbove: layout.pciBars?.find((b) => b.end > limit) ?? null,
   });
+}
+
+/** The 64-bit BARs mapped above the layout's limit (QEMU registers each as a memory slot under KVM). */
+function pciBarReason(host: HostFacts, guest: GuestFacts, enforced: boolean): Reason | null {
+  const bars = guest.layout?.pciBars;
+  if (!bars?.length) return null;
+  const { bits: limitBits, byGuestPhysBits } = layoutLimitBits(host, guest);
+  const above = bars.filter((b) => b.base + b.size > 2 ** limitBits);
+  if (above.length === 0) return null;
+  return R.pciBarBeyondHostLimit({ bars: above, limitBits, byGuestPhysBits, enforced, accelerator: guest.accelerator });
 }
 
 function smallerMaxphyaddrReason(host: HostFacts, guest: GuestFacts): Reason | null {
@@ -170,6 +179,7 @@ export function computeVerdict(input: VerdictInput): Verdict {
     relationReason(host, guest, policy, enforced),
     memoryEncryptionReason(host, guest, enforced),
     layoutReason(host, guest, enforced),
+    pciBarReason(host, guest, enforced),
     hostFactsReason(host, enforced),
     smallerMaxphyaddrReason(host, guest),
     hostPhysBitsLimitedReason(host, guest, peers),
