@@ -312,3 +312,64 @@ test("under KVM a named model shows the host's vendor unless <vendor> says other
   t.is(parseDomainXml(xml('kvm', amdModel), { hostVendor: 'GenuineIntel' }).layout!.above4gStart, 4 * GiB);
   t.is(parseDomainXml(xml('qemu', amdModel), { hostVendor: 'GenuineIntel' }).layout!.above4gStart, 1024 * GiB);
 });
+
+/** Names every JavaScript object has or that parsers treat specially. */
+const OBJECT_NAMES = [
+  '__proto__',
+  'constructor',
+  'prototype',
+  'hasOwnProperty',
+  'toString',
+  'valueOf',
+  'isPrototypeOf',
+  'propertyIsEnumerable',
+  'toLocaleString',
+  '__defineGetter__',
+  '__lookupSetter__',
+];
+
+/** Places in a domain document where libvirt (or a hand-written file) can carry any name. */
+const PLACES: Array<[string, (xml: string, name: string) => string]> = [
+  [
+    'metadata',
+    (x, n) => x.replace('</domain>', `<metadata><${n}><memory unit='TiB'>9</memory></${n}></metadata></domain>`),
+  ],
+  [
+    'namespaced metadata',
+    (x, n) =>
+      x.replace('</domain>', `<metadata><${n} xmlns="http://example.org/${n}"><cpu/></${n}></metadata></domain>`),
+  ],
+  ['domain child', (x, n) => x.replace('</domain>', `<${n}/><${n}>twice</${n}></domain>`)],
+  ['cpu child', (x, n) => x.replace('</cpu>', `<${n} bits='64'/></cpu>`)],
+  [
+    'inside maxphysaddr',
+    (x, n) =>
+      x.replace(
+        "<maxphysaddr mode='emulate' bits='42'/>",
+        `<maxphysaddr mode='emulate' bits='42'><${n}/></maxphysaddr>`,
+      ),
+  ],
+  [
+    'devices child',
+    (x, n) => x.replace('</devices>', `<${n}><target><size unit='GiB'>1</size></target></${n}></devices>`),
+  ],
+  [
+    'attribute',
+    (x, n) =>
+      x.replace("<domain type='qemu'", `<domain ${n}='1' type='qemu'`).replace('<cpu mode', `<cpu ${n}='x' mode`),
+  ],
+];
+
+for (const [place, insert] of PLACES) {
+  test(`any element or attribute name is judged, in ${place} (Object.prototype names, __proto__ included)`, (t) => {
+    const base = fixture('live-emulate-42.xml');
+    const want = parseDomainXml(base);
+    for (const name of OBJECT_NAMES) {
+      const xml = insert(base, name);
+      t.not(xml, base, `${name} was inserted`);
+      t.deepEqual(parseDomainXml(xml), want, `${place}: ${name}`);
+    }
+    t.is(({} as Record<string, unknown>).memory, undefined, 'Object.prototype is untouched');
+    t.is(Object.getPrototypeOf({}), Object.prototype);
+  });
+}

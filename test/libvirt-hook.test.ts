@@ -1,10 +1,19 @@
 import test from 'ava';
-import { readFileSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
-import { parseConfig, type Config } from '../agent/core/config';
-import { runLibvirtHook, type LibvirtEvent, type LibvirtHookDeps } from '../agent/libvirt/libvirt-hook';
+import { ConfigError, parseConfig, type Config } from '../agent/core/config';
+import {
+  FAIL_CLOSED_DEFAULT,
+  failClosedOf,
+  runHookEntry,
+  runLibvirtHook,
+  type LibvirtEvent,
+  type LibvirtHookDeps,
+} from '../agent/libvirt/libvirt-hook';
 import type { HostFacts } from '../agent/core/types';
+import { PHYSBITSCTL } from './helpers/daemon';
 import { hostFacts } from './helpers/facts';
 import { tempDir } from './helpers/tmp';
 
@@ -177,39 +186,117 @@ test('a failing or hanging daemon never changes the exit code', async (t) => {
   t.true(Date.now() - started < 2000);
 });
 
-test('physbits broken: allow and say why, or refuse with failClosed', async (t) => {
+test('physbits cannot judge: refuse and say why by default, allow with failClosed false', async (t) => {
   const bad = await run(['broken', 'prepare', 'begin', '-'], fixture('malformed.xml'));
-  t.is(bad.code, 0);
+  t.is(bad.code, 1);
   t.is(bad.lines.length, 1);
   t.regex(
     bad.lines[0],
-    /^physbits cannot check domain 'broken' \(DOMAIN_XML_MALFORMED: domain XML is not well-formed: .*\); allowing$/,
+    /^physbits cannot check domain 'broken' \(DOMAIN_XML_MALFORMED: domain XML is not well-formed: .*\); refusing because libvirtHook\.failClosed is on$/,
   );
-
-  const noHost = await run(['web1', 'prepare', 'begin', '-'], fixture('live-emulate-42.xml'), {
-    host: () => {
-      throw Object.assign(new Error('no physical address width found'), { code: 'HOST_FACTS_UNAVAILABLE' });
-    },
-  });
+  const noHostWidth = () => {
+    throw Object.assign(new Error('no physical address width found'), { code: 'HOST_FACTS_UNAVAILABLE' });
+  };
+  const noHost = await run(['web1', 'migrate', 'begin', '-'], fixture('live-emulate-42.xml'), { host: noHostWidth });
   t.deepEqual(noHost.lines, [
-    "physbits cannot check domain 'web1' (HOST_FACTS_UNAVAILABLE: no physical address width found); allowing",
+    "physbits cannot check domain 'web1' (HOST_FACTS_UNAVAILABLE: no physical address width found); refusing because libvirtHook.failClosed is on",
   ]);
-  t.is(noHost.code, 0);
+  t.is(noHost.code, 1);
 
-  const closed = await run(['broken', 'prepare', 'begin', '-'], fixture('malformed.xml'), {
-    config: { libvirtHook: { failClosed: true } },
+  const open = { policy: { accelerators: ['kvm', 'tcg'] }, libvirtHook: { failClosed: false } };
+  const allowed = await run(['broken', 'prepare', 'begin', '-'], fixture('malformed.xml'), { config: open });
+  t.is(allowed.code, 0);
+  t.regex(allowed.lines[0], /\); allowing because libvirtHook\.failClosed is false$/);
+  const allowedNoHost = await run(['web1', 'prepare', 'begin', '-'], fixture('live-emulate-42.xml'), {
+    config: open,
+    host: noHostWidth,
   });
-  t.is(closed.code, 1);
-  t.regex(closed.lines[0], /refusing because libvirtHook\.failClosed is set$/);
+  t.is(allowedNoHost.code, 0);
+  t.is(allowedNoHost.lines.length, 1);
 
-  const tooFew = await run(['web1'], '');
+  const tooFew = await run(['web1'], '', { config: open });
   t.deepEqual(tooFew, {
     code: 0,
     lines: [
-      "physbits cannot check domain 'web1' (expected DOMAIN OPERATION SUB-OPERATION EXTRA, got 1 arguments); allowing",
+      "physbits cannot check domain 'web1' (expected DOMAIN OPERATION SUB-OPERATION EXTRA, got 1 arguments); allowing because libvirtHook.failClosed is false",
     ],
     events: [],
   });
+});
+
+test('a too-wide guest whose XML carries __proto__, constructor, toString... elements is judged and refused', async (t) => {
+  const wide = fixture('live-emulate-42.xml');
+  for (const name of ['__proto__', 'constructor', 'prototype', 'hasOwnProperty', 'toString']) {
+    const xml = wide.replace(
+      '</domain>',
+      `<metadata><${name}><${name}/></${name}></metadata><${name} ${name}='1'/></domain>`,
+    );
+    const r = await run(['web1', 'prepare', 'begin', '-'], xml, {
+      config: { policy: { accelerators: ['tcg'] }, libvirtHook: { failClosed: false } },
+    });
+    t.is(r.code, 1, name);
+    t.regex(r.lines[0], /^physbits refused the start of domain 'web1': GUEST_WIDER_THAN_HOST: /, name);
+    const narrow = await run(['web1', 'migrate', 'begin', '-'], xml.replace("bits='42'", "bits='39'"));
+    t.deepEqual(narrow, { code: 0, lines: [], events: [] }, name);
+  }
+});
+
+/** runHookEntry with a config `text` at /etc/physbits/test.json that fails to load. */
+async function entryWithBrokenConfig(args: string[], text: string | null) {
+  const lines: string[] = [];
+  const code = await runHookEntry(args, fixture('live-emulate-42.xml'), {
+    configPath: '/etc/physbits/test.json',
+    loadConfig: (path) => {
+      if (text === null) throw new ConfigError(`${path}: cannot read: ENOENT`);
+      return parseConfig(JSON.parse(text), path);
+    },
+    readText: () => text,
+    hostFacts: host(48),
+    notify: async () => {},
+    stderr: (l) => lines.push(l),
+  });
+  return { code, lines };
+}
+
+test('a config that cannot be loaded: prepare and migrate begin follow libvirtHook.failClosed as the file says, else refuse; one line naming the problem', async (t) => {
+  const badKey = '{"host": {"physBits": "wide"}}';
+  const badKeyOpen = '{"host": {"physBits": "wide"}, "libvirtHook": {"failClosed": false}}';
+  const badKeyClosed = '{"host": {"physBits": "wide"}, "libvirtHook": {"failClosed": true}}';
+  const table: Array<[string[], string | null, number, RegExp]> = [
+    [
+      ['web1', 'prepare', 'begin', '-'],
+      badKey,
+      78,
+      /^physbits: hook: config: \/etc\/physbits\/test\.json: host\.physBits: .*; refusing the start of domain 'web1' because libvirtHook\.failClosed is on$/,
+    ],
+    [
+      ['web1', 'migrate', 'begin', '-'],
+      null,
+      78,
+      /^physbits: hook: config: \/etc\/physbits\/test\.json: cannot read: ENOENT; refusing the incoming migration of domain 'web1' because libvirtHook\.failClosed is on$/,
+    ],
+    [['web1', 'prepare', 'begin', '-'], badKeyClosed, 78, /refusing the start of domain 'web1'/],
+    [
+      ['web1', 'prepare', 'begin', '-'],
+      badKeyOpen,
+      0,
+      /^physbits: hook: config: .*host\.physBits: .*; allowing the start of domain 'web1' because libvirtHook\.failClosed is false$/,
+    ],
+    [['web1', 'started', 'begin', '-'], badKey, 0, /^physbits: hook: config: .*; allowing 'started' of domain 'web1'$/],
+    [['web1', 'prepare', 'end', '-'], badKey, 0, /; allowing 'prepare' of domain 'web1'$/],
+  ];
+  for (const [args, text, code, line] of table) {
+    const r = await entryWithBrokenConfig(args, text);
+    t.is(r.code, code, `${args.join(' ')} with ${text}`);
+    t.is(r.lines.length, 1, r.lines.join('\n'));
+    t.regex(r.lines[0], line);
+  }
+  // Not JSON at all: the default (refuse).
+  t.is(failClosedOf('{"libvirtHook": '), true);
+  t.is(failClosedOf('{"libvirtHook": {"failClosed": "no"}}'), true);
+  t.is(failClosedOf('{"libvirtHook": {"failClosed": false, "$comment": "x"}, "bad": 1}'), false);
+  t.is(failClosedOf(null), FAIL_CLOSED_DEFAULT);
+  t.is(parseConfig({}).libvirtHook.failClosed, FAIL_CLOSED_DEFAULT);
 });
 
 test('default host facts: read through the config roots, with host.physBits applied', async (t) => {
@@ -291,3 +378,61 @@ test('default notify: POST /v1/libvirt-events on api.socket; no daemon is not an
   );
   t.deepEqual(lines, []);
 });
+
+/** Runs a hook program as libvirt does: arguments, the XML on stdin; its exit code and stderr. */
+function runHookProcess(argv: string[], xml: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c));
+    child.stderr.on('data', (c: Buffer) => (stderr += c));
+    child.once('error', reject);
+    child.once('exit', (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(xml);
+  });
+}
+
+const HOOK_PROGRAMS: Array<[string, string[]]> = [
+  ['test/helpers/libvirt-hook-entry.js', [join(__dirname, 'helpers', 'libvirt-hook-entry.js')]],
+  ['physbitsctl libvirt-hook', [PHYSBITSCTL, 'libvirt-hook']],
+];
+
+for (const [label, program] of HOOK_PROGRAMS) {
+  test(`${label}: a broken config refuses prepare begin in one line (78); __proto__ and constructor elements are judged; XML it cannot judge refuses`, async (t) => {
+    const dir = tempDir();
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const good = join(dir, 'good.json');
+    writeFileSync(good, JSON.stringify({ host: { physBits: 39 }, policy: { accelerators: ['tcg'] } }));
+    const broken = join(dir, 'broken.json');
+    writeFileSync(broken, JSON.stringify({ host: { physBits: 'wide' }, policy: { accelerators: ['tcg'] } }));
+    const wide = fixture('live-emulate-42.xml').replace(
+      '</domain>',
+      '<metadata><__proto__><constructor>x</constructor></__proto__><toString/></metadata></domain>',
+    );
+    const args = (config: string, op: string) => [...program, '--config', config, 'web1', op, 'begin', '-'];
+
+    const configFailed = await runHookProcess(args(broken, 'prepare'), wide);
+    t.is(configFailed.code, 78, configFailed.stderr);
+    t.is(configFailed.stdout, '');
+    t.regex(
+      configFailed.stderr,
+      /^physbits: hook: config: \S+broken\.json: host\.physBits: [^\n]*; refusing the start of domain 'web1' because libvirtHook\.failClosed is on\n$/,
+    );
+
+    const refused = await runHookProcess(args(good, 'prepare'), wide);
+    t.is(refused.code, 1, refused.stderr);
+    t.is(refused.stdout, '');
+    t.regex(refused.stderr, /^physbits refused the start of domain 'web1': GUEST_WIDER_THAN_HOST: [^\n]*\n$/);
+
+    const fits = await runHookProcess(args(good, 'migrate'), wide.replace("bits='42'", "bits='39'"));
+    t.deepEqual(fits, { code: 0, stdout: '', stderr: '' });
+
+    const cannotJudge = await runHookProcess(args(good, 'migrate'), wide.replace("mode='emulate'", "mode='sideways'"));
+    t.is(cannotJudge.code, 1, cannotJudge.stderr);
+    t.regex(
+      cannotJudge.stderr,
+      /^physbits cannot check domain 'web1' \(DOMAIN_XML_INVALID: [^\n]*\); refusing because libvirtHook\.failClosed is on\n$/,
+    );
+  });
+}

@@ -118,10 +118,10 @@ export const COMMANDS: CommandHelp[] = [
     summary: "/etc/libvirt/hooks/qemu's entry point (domain XML on stdin)",
     description:
       'Called by libvirt with the domain XML on standard input. Refuses `prepare` and `migrate` of a guest\n' +
-      'wider than this host by exiting non-zero; every other operation is allowed. A broken physbits\n' +
-      'configuration allows, unless libvirtHook.failClosed is set.',
+      'wider than this host by exiting non-zero; every other operation is allowed. XML it cannot judge\n' +
+      'and a config that cannot be loaded refuse those two, unless libvirtHook.failClosed is false.',
     options: [CONFIG],
-    exit: '0 allowed, 1 refused (libvirt shows the message on stderr)',
+    exit: '0 allowed, 1 refused, 78 refused because the config cannot be loaded (libvirt shows the one line on stderr)',
     example: 'printf \'#!/bin/sh\\nexec physbitsctl libvirt-hook "$@"\\n\' > /etc/libvirt/hooks/qemu',
   },
   {

@@ -255,8 +255,8 @@ export const configSchema = z
       .prefault({}),
     libvirtHook: z
       .object({
-        /** Refuse when physbits itself cannot decide (unreadable XML, unknown host). Default: allow. */
-        failClosed: z.boolean().default(false),
+        /** Refuse when physbits itself cannot decide (XML it cannot judge, no host width). Default: refuse. */
+        failClosed: z.boolean().default(true),
         notifyTimeoutMs: z.number().int().min(10).max(10000).default(500),
       })
       .strict()

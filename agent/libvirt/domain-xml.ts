@@ -181,6 +181,17 @@ export function classifyMachine(type: string | null): {
   return { machine, version: machine === 'other' ? null : mt!.version };
 }
 
+/**
+ * Names that would meet Object.prototype (or that fast-xml-parser refuses outright: `__proto__`,
+ * `constructor`, `prototype`) get a NUL in front, a character no XML name can hold: any well-formed
+ * document parses, such an element can never be mistaken for one physbits reads, and no parsed
+ * object gets a key that shadows or replaces what every object inherits.
+ */
+const ESCAPE = '\u0000';
+export function escapeXmlName(name: string): string {
+  return name in Object.prototype || name === 'prototype' || name.startsWith(ESCAPE) ? ESCAPE + name : name;
+}
+
 const parser = new XMLParser({
   ignoreAttributes: false,
   attributeNamePrefix: '@_',
@@ -188,6 +199,8 @@ const parser = new XMLParser({
   parseAttributeValue: false,
   processEntities: false,
   htmlEntities: false,
+  transformTagName: escapeXmlName,
+  transformAttributeName: escapeXmlName,
   isArray: (_name, jpath) =>
     jpath === 'domain.cpu.numa.cell' || jpath === 'domain.devices.memory' || jpath === 'domain.devices.controller',
 });
@@ -211,7 +224,14 @@ export function parseDomainXml(xml: string, opts: DomainXmlOptions = {}): Domain
     const e = valid.err;
     throw new DomainXmlError('DOMAIN_XML_MALFORMED', `domain XML is not well-formed: line ${e.line}: ${e.msg}`);
   }
-  const doc = obj(parser.parse(xml));
+  let parsed: unknown;
+  try {
+    parsed = parser.parse(xml);
+  } catch (err) {
+    // The validator passed it; whatever the parser still objects to is the document's form.
+    throw new DomainXmlError('DOMAIN_XML_MALFORMED', `domain XML cannot be parsed: ${(err as Error).message}`);
+  }
+  const doc = obj(parsed);
   const domain = obj(doc?.domain);
   if (!domain) throw new DomainXmlError('DOMAIN_XML_MALFORMED', 'the document is not a <domain>');
 

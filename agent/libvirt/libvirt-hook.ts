@@ -11,7 +11,8 @@
  * `migrate` and `restore`, libvirt would take stdout as a replacement domain XML.
  */
 import { qemuHostPhysBits } from '../judge/host-limit';
-import type { Config } from '../core/config';
+import { DEFAULT_CONFIG_PATH, stripComments, type Config } from '../core/config';
+import { EXIT } from '../core/exit-codes';
 import type { GuestFacts, HostFacts, Reason } from '../core/types';
 import { computeVerdict } from '../judge/verdict';
 import { formatBytes } from '../core/format';
@@ -38,7 +39,16 @@ const CHECKED: Readonly<Record<string, string>> = { prepare: 'begin', migrate: '
 /** Operations the daemon hears about. */
 const NOTIFIED: ReadonlySet<string> = new Set(['started', 'stopped', 'release', 'reconnect']);
 
-export const HOOK_EXIT = { ALLOW: 0, REFUSE: 1 } as const;
+/** 78: refused because the config could not be loaded (libvirt only asks for non-zero). */
+export const HOOK_EXIT = { ALLOW: 0, REFUSE: 1, CONFIG: EXIT.CONFIG } as const;
+
+/**
+ * libvirtHook.failClosed's default: refuse a start or incoming migration physbits cannot judge. A
+ * guest that is let through too wide can crash or lose memory once it touches addresses the host
+ * cannot back, which is what physbits exists to prevent; a refusal costs a start and says on one
+ * line what to fix. The guard's guard.onUnknown defaults to refuse for the same reason.
+ */
+export const FAIL_CLOSED_DEFAULT = true;
 
 async function defaultHostFacts(config: Config): Promise<HostFacts> {
   const { hostFactsFromConfig } = await import('../facts/host-facts');
@@ -135,15 +145,15 @@ async function notifyDaemon(deps: LibvirtHookDeps, event: LibvirtEvent): Promise
   }
 }
 
-/** physbits cannot decide: allow and say why, unless libvirtHook.failClosed. */
+/** physbits cannot decide: refuse and say why, or allow when libvirtHook.failClosed is false. */
 function undecided(deps: LibvirtHookDeps, domain: string, err: unknown): number {
   const code = (err as { code?: unknown }).code;
   const why = `${typeof code === 'string' ? `${code}: ` : ''}${err instanceof Error ? err.message : String(err)}`;
   if (deps.config.libvirtHook.failClosed) {
-    deps.stderr(`physbits cannot check domain '${domain}' (${why}); refusing because libvirtHook.failClosed is set`);
+    deps.stderr(`physbits cannot check domain '${domain}' (${why}); refusing because libvirtHook.failClosed is on`);
     return HOOK_EXIT.REFUSE;
   }
-  deps.stderr(`physbits cannot check domain '${domain}' (${why}); allowing`);
+  deps.stderr(`physbits cannot check domain '${domain}' (${why}); allowing because libvirtHook.failClosed is false`);
   return HOOK_EXIT.ALLOW;
 }
 
@@ -181,4 +191,58 @@ export async function runLibvirtHook(args: string[], stdin: string, deps: Libvir
   if (CHECKED[operation] === subOperation) return check(operation, stdin, deps, domain);
   if (NOTIFIED.has(operation)) await notifyDaemon(deps, { domain, operation, subOperation });
   return HOOK_EXIT.ALLOW;
+}
+
+/**
+ * libvirtHook.failClosed as a config file that does not load as a whole still says it: the value
+ * when the file is JSON and the key a boolean, else FAIL_CLOSED_DEFAULT.
+ */
+export function failClosedOf(configText: string | null): boolean {
+  if (configText === null) return FAIL_CLOSED_DEFAULT;
+  let raw: unknown;
+  try {
+    raw = stripComments(JSON.parse(configText));
+  } catch {
+    return FAIL_CLOSED_DEFAULT;
+  }
+  const hook = (raw as { libvirtHook?: unknown } | null)?.libvirtHook;
+  const value = hook !== null && typeof hook === 'object' ? (hook as { failClosed?: unknown }).failClosed : undefined;
+  return typeof value === 'boolean' ? value : FAIL_CLOSED_DEFAULT;
+}
+
+export interface HookEntryDeps extends Omit<LibvirtHookDeps, 'config'> {
+  /** --config; undefined: the default path. */
+  configPath?: string;
+  /** Loads and validates the config (agent/core/config.ts loadConfig); throws when it cannot. */
+  loadConfig(path: string | undefined): Config;
+  /** The file's text, or null when it cannot be read. */
+  readText(path: string): string | null;
+}
+
+/**
+ * The hook as libvirt runs it: load the config, then runLibvirtHook. A config that cannot be loaded
+ * is one line on stderr naming the problem; for `prepare begin` and `migrate begin` it refuses
+ * (HOOK_EXIT.CONFIG) unless the file itself sets libvirtHook.failClosed to false; every other
+ * operation is allowed.
+ */
+export async function runHookEntry(args: string[], stdin: string, deps: HookEntryDeps): Promise<number> {
+  let config: Config;
+  try {
+    config = deps.loadConfig(deps.configPath);
+  } catch (err) {
+    const [domain = '(none)', operation = '', subOperation = ''] = args;
+    const problem = `physbits: hook: config: ${err instanceof Error ? err.message : String(err)}`;
+    if (CHECKED[operation] !== subOperation) {
+      deps.stderr(`${problem}; allowing '${operation}' of domain '${domain}'`);
+      return HOOK_EXIT.ALLOW;
+    }
+    const what = operation === 'migrate' ? 'incoming migration' : 'start';
+    if (failClosedOf(deps.readText(deps.configPath ?? DEFAULT_CONFIG_PATH))) {
+      deps.stderr(`${problem}; refusing the ${what} of domain '${domain}' because libvirtHook.failClosed is on`);
+      return HOOK_EXIT.CONFIG;
+    }
+    deps.stderr(`${problem}; allowing the ${what} of domain '${domain}' because libvirtHook.failClosed is false`);
+    return HOOK_EXIT.ALLOW;
+  }
+  return runLibvirtHook(args, stdin, { ...deps, config });
 }

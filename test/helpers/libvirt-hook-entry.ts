@@ -1,11 +1,11 @@
 /**
  * `node build/test/helpers/libvirt-hook-entry.js [--config FILE] DOMAIN OPERATION SUBOP EXTRA`:
- * runLibvirtHook behind a process boundary, as /etc/libvirt/hooks/qemu runs it, for tests that
+ * runHookEntry behind a process boundary, as /etc/libvirt/hooks/qemu runs it, for tests that
  * must not depend on the physbitsctl command line.
  */
 import { readFileSync } from 'node:fs';
 import { loadConfig } from '../../agent/core/config';
-import { runLibvirtHook } from '../../agent/libvirt/libvirt-hook';
+import { runHookEntry } from '../../agent/libvirt/libvirt-hook';
 
 const argv = process.argv.slice(2);
 let configPath: string | undefined;
@@ -14,15 +14,23 @@ if (argv[0] === '--config') {
   argv.splice(0, 2);
 }
 const stdin = readFileSync(0, 'utf8');
-runLibvirtHook(argv, stdin, {
-  config: loadConfig(configPath),
+runHookEntry(argv, stdin, {
+  configPath,
+  loadConfig,
+  readText: (path) => {
+    try {
+      return readFileSync(path, 'utf8');
+    } catch {
+      return null;
+    }
+  },
   stderr: (line) => process.stderr.write(`${line}\n`),
 }).then(
   (code) => {
     process.exitCode = code;
   },
   (err: unknown) => {
-    process.stderr.write(`physbits: hook failed: ${(err as Error).message}; allowing\n`);
-    process.exitCode = 0;
+    process.stderr.write(`physbits: hook failed: ${(err as Error).message}\n`);
+    process.exitCode = 1;
   },
 );
