@@ -55,7 +55,8 @@ export type DaemonEvent =
   | RefusalEvent
   | AlertChangeEvent
   | MigrationEvent
-  | ConfigEvent;
+  | ConfigEvent
+  | LogEvent;
 
 interface EventBase {
   /** ISO time the daemon published it. */
@@ -134,6 +135,12 @@ export interface MigrationEvent extends EventBase {
 
 export interface ConfigEvent extends EventBase {
   type: 'config';
+  message: string;
+}
+
+/** The daemon's log stream failed for good (EPIPE, …); its lines are dropped from then on. */
+export interface LogEvent extends EventBase {
+  type: 'log';
   message: string;
 }
 

@@ -11,6 +11,7 @@ import type { AlertSeverity } from '../alerts/alert-model';
 import type { DeliveryResult } from '../alerts/sink-worker';
 import type { DropReason } from '../alerts/spool';
 import type { GuestFacts, HostFacts, Relation, Severity, Verdict } from '../core/types';
+import type { LogStreamHealth } from '../core/log-stream';
 
 /** Distinct `command` / `code` values kept per VM; further ones are counted as "other". */
 export const MAX_LABEL_VALUES_PER_VM = 32;
@@ -30,6 +31,8 @@ export interface MetricsOptions {
   version: string;
   /** process_* and nodejs_* metrics of prom-client (default true). */
   defaultMetrics?: boolean;
+  /** The daemon's log stream: physbits_log_stream_up and physbits_log_lines_dropped_total. */
+  logHealth?: LogStreamHealth;
 }
 
 interface VmState {
@@ -183,6 +186,26 @@ export class Metrics implements AlertMetrics {
       labelNames: ['sink', 'result'],
       registers: r,
     });
+    const log = opts.logHealth;
+    if (log) {
+      new Gauge({
+        name: 'physbits_log_stream_up',
+        help: '1 while the log stream (stderr, the journal) takes lines; 0 once it failed for good.',
+        registers: r,
+        collect() {
+          this.set(log.failure() === null ? 1 : 0);
+        },
+      });
+      new Counter({
+        name: 'physbits_log_lines_dropped_total',
+        help: 'Log lines dropped because the log stream had failed or was full.',
+        registers: r,
+        collect() {
+          this.reset();
+          this.inc(log.dropped());
+        },
+      });
+    }
     if (opts.defaultMetrics !== false) {
       // The event-loop lag monitor samples every 10 ms by default: a hundred wake-ups a second of
       // an otherwise idle daemon. Once a second is plenty for a scrape every 15 s or more.

@@ -27,7 +27,8 @@ signals:
   SIGHUP         reload the configuration; a bad file is logged and the running one kept
   SIGTERM, SIGINT  stop: close every connection, remove the sockets it made, exit 0
 
-exit: 0 stopped by a signal, 1 could not start, 64 usage, 78 config
+exit: 0 stopped by a signal, 1 could not start, 64 usage, 70 internal error (an uncaught exception
+      or unhandled rejection, logged; systemd restarts the daemon), 78 config
 example: physbitsd --config /etc/physbits/config.json`;
 
 function fatal(message: string, code: number): never {
@@ -69,6 +70,7 @@ async function main(): Promise<void> {
   const { loadConfig } = await import('../core/config');
   const { Daemon } = await import('../daemon/daemon');
   const { createLogger } = await import('../core/logger');
+  const { LogStream } = await import('../core/log-stream');
   const { readApiToken, resolveWebhookSecrets, secretFiles, worldReadableWarnings } =
     await import('../core/secret-files');
   const configPath = args.values.config;
@@ -81,11 +83,19 @@ async function main(): Promise<void> {
     if (err instanceof ConfigError) fatal(`config: ${err.message}`, EXIT.CONFIG);
     throw err;
   }
-  const logger = createLogger({ level: config.log.level, format: config.log.format });
+  // The log goes to stderr through a fuse: a stream that fails or fills never stops the daemon
+  // (agent/core/log-stream.ts). What is lost is counted in the metrics and told where it still can be.
+  let daemonRef: Daemon | null = null;
+  const logStream = new LogStream(process.stderr, {
+    onFailure: (reason) => daemonRef?.logStreamFailed(reason),
+    onRecovered: (dropped) => logger.warn('the log stream was full; lines were dropped', { dropped }),
+  });
+  const logger = createLogger({ level: config.log.level, format: config.log.format, stream: logStream });
   for (const w of worldReadableWarnings(secretFiles(config, configPath))) logger.warn(w);
   let daemon: Daemon;
   try {
-    daemon = new Daemon({ config, logger });
+    daemon = new Daemon({ config, logger, logHealth: logStream });
+    daemonRef = daemon;
   } catch (err) {
     const e = err as Error & { code?: string };
     fatal(`${e.code ? `${e.code}: ` : ''}${e.message}`, e instanceof ConfigError ? EXIT.CONFIG : 1);
@@ -116,12 +126,24 @@ async function main(): Promise<void> {
     }
     daemon.reload(next).catch((err) => logger.error('reload failed', { error: (err as Error).message }));
   });
-  process.on('uncaughtException', (err) => {
-    logger.error('uncaught exception', { error: err.stack ?? String(err) });
-  });
-  process.on('unhandledRejection', (err) => {
-    logger.error('unhandled rejection', { error: err instanceof Error ? (err.stack ?? err.message) : String(err) });
-  });
+  // A fault nothing caught leaves the daemon in a state nobody knows: say so once, release what it
+  // holds (QEMU's sockets, its own), and exit for the service manager to restart it
+  // (Restart=on-failure). A second fault while stopping exits at once.
+  let faulted = false;
+  const fault = (what: string, err: unknown) => {
+    if (faulted) process.exit(EXIT.SOFTWARE);
+    faulted = true;
+    logger.error(`${what}; exiting`, { error: err instanceof Error ? (err.stack ?? err.message) : String(err) });
+    notifySystemd('STOPPING=1');
+    process.exitCode = EXIT.SOFTWARE;
+    setTimeout(() => process.exit(EXIT.SOFTWARE), 3000);
+    daemon
+      .stop()
+      .catch(() => undefined)
+      .finally(() => process.exit(EXIT.SOFTWARE));
+  };
+  process.on('uncaughtException', (err) => fault('uncaught exception', err));
+  process.on('unhandledRejection', (err) => fault('unhandled rejection', err));
   try {
     await daemon.start();
   } catch (err) {

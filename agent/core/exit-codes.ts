@@ -1,7 +1,10 @@
 import type { Severity } from './types';
 
-/** Monitoring-plugin exit codes, plus sysexits for usage and config mistakes. */
-export const EXIT = { OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3, USAGE: 64, CONFIG: 78 } as const;
+/**
+ * Monitoring-plugin exit codes, plus sysexits for usage and config mistakes and for the daemon's
+ * internal errors (EX_SOFTWARE: an uncaught exception or unhandled rejection).
+ */
+export const EXIT = { OK: 0, WARNING: 1, CRITICAL: 2, UNKNOWN: 3, USAGE: 64, SOFTWARE: 70, CONFIG: 78 } as const;
 
 export type State = Severity | 'unknown';
 

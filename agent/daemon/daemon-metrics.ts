@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Metrics, startMetricsServer, type MetricsServer } from '../api/metrics';
 import type { HostFacts, VmStatus } from '../core/types';
+import type { LogStreamHealth } from '../core/log-stream';
 import { joinHostPort } from '../../qmp/address';
 
 export function packageVersion(): string {
@@ -14,9 +15,13 @@ export function packageVersion(): string {
 }
 
 export class DaemonMetrics {
-  readonly metrics = new Metrics({ version: packageVersion() });
+  readonly metrics: Metrics;
   private server: MetricsServer | null = null;
   private lastError = new Map<string, string>();
+
+  constructor(logHealth?: LogStreamHealth) {
+    this.metrics = new Metrics({ version: packageVersion(), logHealth });
+  }
 
   async listen(listen: string): Promise<string> {
     this.server = await startMetricsServer(this.metrics, listen);

@@ -16,6 +16,7 @@ import { EventBus } from './event-bus';
 import { statusEvents, statusState } from './status-events';
 import { hostFactsFromConfig } from '../facts/host-facts';
 import type { Logger } from '../core/logger';
+import type { LogStreamHealth } from '../core/log-stream';
 import { LibvirtWatch } from './libvirt-watch';
 import { DaemonAlerts } from './daemon-alerts';
 import { DaemonMetrics } from './daemon-metrics';
@@ -34,6 +35,8 @@ export interface DaemonOptions {
   config: Config;
   logger: Logger;
   timers?: Timers;
+  /** The log stream's state, for the metrics (agent/core/log-stream.ts). */
+  logHealth?: LogStreamHealth;
 }
 
 export class Daemon {
@@ -79,7 +82,7 @@ export class Daemon {
     this.host = this.readHost(this.config);
     if (this.config.guard.socketGroup) groupId(this.config.guard.socketGroup, 'guard.socketGroup');
     this.peers = new LivePeers(() => this.config, this.logger, this.timers);
-    this.metrics = new DaemonMetrics();
+    this.metrics = new DaemonMetrics(opts.logHealth);
     this.alerts = new DaemonAlerts({
       config: () => this.config,
       host: () => this.host,
@@ -353,6 +356,17 @@ export class Daemon {
     for (const supervisor of this.supervisors.values()) supervisor.rejudge();
     this.events.publish({ type: 'config', message: 'configuration reloaded' });
     this.logger.info('configuration reloaded');
+  }
+
+  /**
+   * The log stream failed for good: the one place left to say so is the event stream (`watch`);
+   * the metrics show it too (physbits_log_stream_up 0).
+   */
+  logStreamFailed(reason: string): void {
+    this.events.publish({
+      type: 'log',
+      message: `the log stream failed (${reason}): log lines are dropped; the daemon goes on`,
+    });
   }
 
   /** How many VMs are supervised. */

@@ -15,6 +15,7 @@ import { join, resolve } from 'node:path';
 import WebSocket from 'ws';
 import { apiRequest } from '../../agent/api/api-client';
 import type { StatusDocument } from '../../agent/core/types';
+import { DIE_WITH_PARENT } from './die-with-parent';
 
 /** The compiled programs (this file runs from build/test/helpers/). */
 export const PHYSBITSD = resolve(__dirname, '..', '..', 'agent', 'bin', 'physbitsd.js');
@@ -219,6 +220,12 @@ export interface StartDaemonOptions {
   wrapper?: string[];
 }
 
+/** Every daemon still running, killed when the test worker exits (and by DIE_WITH_PARENT when it is killed). */
+const runningDaemons = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const p of runningDaemons) p.kill('SIGKILL');
+});
+
 export async function startDaemon(opts: StartDaemonOptions): Promise<DaemonProcess> {
   const { dir } = opts;
   mkdirSync(join(dir, 'vms'), { recursive: true });
@@ -230,8 +237,9 @@ export async function startDaemon(opts: StartDaemonOptions): Promise<DaemonProce
   delete env.NOTIFY_SOCKET;
   Object.assign(env, opts.env);
   const argv = [process.execPath, PHYSBITSD, '--config', configPath];
-  const [cmd, ...args] = [...(opts.wrapper ?? []), ...argv];
+  const [cmd, ...args] = [...DIE_WITH_PARENT, ...(opts.wrapper ?? []), ...argv];
   const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+  runningDaemons.add(proc);
   const kept: LogLine[] = [];
   let count = 0;
   let stderr = '';
@@ -253,7 +261,12 @@ export async function startDaemon(opts: StartDaemonOptions): Promise<DaemonProce
   };
   proc.stderr!.on('data', onText);
   proc.stdout!.on('data', onText);
-  const exited = new Promise<ExitStatus>((r) => proc.once('exit', (code, signal) => r({ code, signal })));
+  const exited = new Promise<ExitStatus>((r) =>
+    proc.once('exit', (code, signal) => {
+      runningDaemons.delete(proc);
+      r({ code, signal });
+    }),
+  );
 
   const waitForLog = (match: RegExp | ((l: LogLine) => boolean), timeoutMs = 10000): Promise<LogLine> => {
     const test = typeof match === 'function' ? match : (l: LogLine) => match.test(l.raw);

@@ -16,6 +16,7 @@ import { accessSync, constants, copyFileSync, existsSync, mkdirSync, mkdtempSync
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve, sep } from 'node:path';
+import { DIE_WITH_PARENT } from './die-with-parent';
 
 export const QEMU = process.env.PHYSBITS_TEST_QEMU ?? 'qemu-system-x86_64';
 export const TRIXIE_TREE = process.env.PHYSBITS_TEST_TRIXIE ?? '/var/cache/physbits-test/trixie';
@@ -207,7 +208,9 @@ export async function startGuest(opts: GuestOptions = {}): Promise<Guest> {
     ...(opts.name ? ['-name', opts.name] : []),
     ...(opts.extraArgs ?? []),
   ];
-  const child = spawn(qemu.command[0], [...qemu.command.slice(1), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // Dies with the test worker however it ends (test/helpers/die-with-parent.ts).
+  const [cmd, ...prefix] = [...DIE_WITH_PARENT, ...qemu.command];
+  const child = spawn(cmd, [...prefix, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => {
     if (stderr.length < 8192) stderr += d.toString();
