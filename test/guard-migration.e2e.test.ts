@@ -7,11 +7,10 @@
  * destination as `channels` (QEMU 8.2+), which the guard reads like `uri`.
  */
 import test from 'ava';
-import { spawn } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { LineClient, startDaemon, waitUntil, type DaemonProcess } from './helpers/daemon';
-import { QEMUS, startGuest } from './helpers/qemu';
+import { QEMUS, startGuest, startMigrationTarget, type Guest } from './helpers/qemu';
 import { freePort } from './helpers/net';
 
 /** The `channels` form of a tcp destination (qapi/migration.json MigrationChannel, QEMU 8.2+). */
@@ -24,37 +23,25 @@ for (const qemu of QEMUS) {
     const dir = qemu.tempDir('physbits-migrate-');
     const vms = join(dir, 'vms');
     mkdirSync(vms, { recursive: true });
-    const source = await startGuest({ name: 'mover', dir: vms, cpu: 'phys-bits=42', memory: '32M', qemu });
-    const port = await freePort('127.0.0.3');
-    // The destination: same machine and CPU, waiting for the stream on 127.0.0.3 (outside the discovery glob).
-    const dest = spawn(
-      qemu.command[0],
-      [
-        ...qemu.command.slice(1),
-        '-machine',
-        'q35,accel=tcg',
-        '-cpu',
-        'qemu64,phys-bits=42',
-        '-m',
-        '32M',
-        '-S',
-        '-nodefaults',
-        '-display',
-        'none',
-        '-no-user-config',
-        '-name',
-        'mover',
-        '-incoming',
-        `tcp:127.0.0.3:${port}`,
-      ],
-      { stdio: 'ignore' },
-    );
     let daemon: DaemonProcess | null = null;
+    let source: Guest | null = null;
+    let dest: Guest | null = null;
     t.teardown(async () => {
       await daemon?.stop();
-      dest.kill('SIGKILL');
-      await source.kill();
+      await dest?.kill();
+      await source?.kill();
       rmSync(dir, { recursive: true, force: true });
+    });
+    source = await startGuest({ name: 'mover', dir: vms, cpu: 'phys-bits=42', memory: '32M', qemu });
+    const port = await freePort('127.0.0.3');
+    // The destination: same machine and CPU, waiting for the stream on 127.0.0.3 (outside the discovery glob).
+    dest = await startMigrationTarget({
+      name: 'mover',
+      cpu: 'phys-bits=42',
+      memory: '32M',
+      qemu,
+      ip: '127.0.0.3',
+      port,
     });
     daemon = await startDaemon({
       dir,

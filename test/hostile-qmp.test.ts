@@ -11,7 +11,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import type { StatusDocument } from '../agent/core/types';
 import { LineClient, startDaemon, vmNamed, type JsonObject } from './helpers/daemon';
-import { startFakeQmp } from './helpers/fake-qmp';
+import { DEFAULT_COMMANDS, startFakeQmp } from './helpers/fake-qmp';
 import { startGuest } from './helpers/qemu';
 import { tempDir } from './helpers/tmp';
 
@@ -105,30 +105,12 @@ test('hostile QMP peers each end in their own error code; the real guest and the
   t.teardown(() => Promise.all(closers.map((c) => c())));
   const garbage = await startFakeQmp({ dir: vms, socketName: 'garbage.qmp', greeting: 'garbage' });
   const notQmp = await startFakeQmp({ dir: vms, socketName: 'notqmp.qmp', greeting: { hello: 'world', version: 1 } });
-  const commands = [
-    'query-version',
-    'query-name',
-    'query-kvm',
-    'query-status',
-    'query-cpus-fast',
-    'query-hotpluggable-cpus',
-    'qom-get',
-    'qom-list',
-    'query-sev',
-    'query-memory-devices',
-    'query-memdev',
-    'query-memory-size-summary',
-    'query-machines',
-    'query-commands',
-    'x-query-jit',
-    'human-monitor-command',
-  ];
   let bogusReplies = 0;
   const unknownIds = await startFakeQmp({
     dir: vms,
     socketName: 'unknownids.qmp',
     script: Object.fromEntries(
-      commands.map((c) => [
+      DEFAULT_COMMANDS.map((c) => [
         c,
         () => {
           bogusReplies++;

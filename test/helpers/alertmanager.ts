@@ -35,7 +35,7 @@ export function requireTool(
   return false;
 }
 
-import { freePort } from './net';
+import { freePort, waitHttpReady } from './net';
 
 export { freePort };
 
@@ -153,24 +153,17 @@ export async function startAlertmanager(opts: AlertmanagerOptions = {}): Promise
     await exited;
     rmSync(dir, { recursive: true, force: true });
   };
-  const deadline = Date.now() + 30000;
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      await stop();
-      throw new Error(`alertmanager exited early (${child.exitCode ?? child.signalCode}): ${stderr.trim()}`);
-    }
-    try {
-      const res = await fetch(`${url}/-/ready`);
-      await res.body?.cancel();
-      if (res.ok) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`timed out after 30000 ms waiting for alertmanager to be ready on ${url}: ${stderr.trim()}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
+  try {
+    await waitHttpReady({
+      name: 'alertmanager',
+      url,
+      exited: () => child.exitCode !== null || child.signalCode !== null,
+      describe: () => `${child.exitCode ?? child.signalCode ?? 'running'}: ${stderr.trim()}`,
+      timeoutMs: 30000,
+    });
+  } catch (err) {
+    await stop();
+    throw err;
   }
   return {
     url,

@@ -305,7 +305,8 @@ export function qemuBehaviour(cmd: FakeCommand, fake: FakeQmp): FakeAction {
   }
 }
 
-const DEFAULT_COMMANDS = [
+/** The commands the fake answers like QEMU (its `query-commands` list, with any scripted ones). */
+export const DEFAULT_COMMANDS: readonly string[] = [
   'qmp_capabilities',
   'query-version',
   'query-name',

@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from './net';
+import { freePort, waitHttpReady } from './net';
 
 export const PROMETHEUS = process.env.PHYSBITS_TEST_PROMETHEUS ?? 'prometheus';
 
@@ -69,24 +69,19 @@ export async function startPrometheus(opts: PrometheusOptions): Promise<Promethe
     await exited;
     rmSync(dir, { recursive: true, force: true });
   };
-  const deadline = Date.now() + (opts.readyTimeoutMs ?? 60000);
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      await stop();
-      throw new Error(`prometheus exited early (${child.exitCode ?? child.signalCode}): ${stderr.trim()}`);
-    }
-    try {
-      const res = await fetch(`${url}/-/ready`);
-      await res.body?.cancel();
-      if (res.ok) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`prometheus not ready on ${url}: ${stderr.trim()}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
+  const describe = (): string => `${child.exitCode ?? child.signalCode ?? 'running'}: ${stderr.trim()}`;
+  try {
+    await waitHttpReady({
+      name: 'prometheus',
+      url,
+      exited: () => child.exitCode !== null || child.signalCode !== null,
+      describe,
+      timeoutMs: opts.readyTimeoutMs ?? 60000,
+      intervalMs: 100,
+    });
+  } catch (err) {
+    await stop();
+    throw err;
   }
   return {
     url,

@@ -17,6 +17,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve, sep } from 'node:path';
 import { DIE_WITH_PARENT } from './die-with-parent';
+import { tcpListening } from './net';
 
 export const QEMU = process.env.PHYSBITS_TEST_QEMU ?? 'qemu-system-x86_64';
 export const TRIXIE_TREE = process.env.PHYSBITS_TEST_TRIXIE ?? '/var/cache/physbits-test/trixie';
@@ -255,4 +256,26 @@ export async function startGuest(opts: GuestOptions = {}): Promise<Guest> {
       if (ownDir) rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * The destination of a migration: a guest like startGuest's (same machine, paused, its QMP socket
+ * in `dir`) that waits for the stream on `tcp:<ip>:<port>` (`-incoming`); resolves once that port
+ * listens (read from /proc/net/tcp: a connection would be taken for the stream).
+ */
+export async function startMigrationTarget(opts: GuestOptions & { ip: string; port: number }): Promise<Guest> {
+  const { ip, port, ...guest } = opts;
+  const target = await startGuest({
+    ...guest,
+    extraArgs: [...(guest.extraArgs ?? []), '-incoming', `tcp:${ip}:${port}`],
+  });
+  const deadline = Date.now() + 15000;
+  while (!tcpListening(ip, port)) {
+    if (target.process.exitCode !== null || Date.now() > deadline) {
+      await target.kill();
+      throw new Error(`timed out after 15000 ms waiting for the migration target to listen on ${ip}:${port}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return target;
 }
