@@ -14,7 +14,7 @@ import {
 import { estimatePcLayout } from '../agent/facts/guest-layout';
 import { predictPlacement, resolveMemoryDevice } from '../agent/facts/memory-placement';
 import { atLeast, parseVersion } from '../agent/facts/qemu-version';
-import { kvmUsable, startGuest, type GuestOptions } from './helpers/qemu';
+import { kvmUsable, QEMUS, startGuest, type GuestOptions } from './helpers/qemu';
 
 const M = 2 ** 20;
 const G = 2 ** 30;
@@ -34,88 +34,6 @@ function expectGuestPhysBits(t: ExecutionContext, version: string, value: number
   if (atLeast(v!, 9, 1)) t.is(typeof value, 'number');
   else t.is(value, null);
 }
-
-for (const bits of [39, 46, 48]) {
-  test(`TCG guest with phys-bits=${bits}: every fact read exactly`, async (t) => {
-    const c = await connect(t, { cpu: `phys-bits=${bits}`, name: `pb${bits}` });
-    const f = await readGuestFacts(c, { timeoutMs: 20000 });
-    t.is(f.physBits, bits);
-    t.is(f.hostPhysBits, false);
-    t.is(f.hostPhysBitsLimit, 0);
-    t.is(f.accelerator, 'tcg');
-    t.is(f.name, `pb${bits}`);
-    t.is(f.cpuModel, 'qemu64');
-    t.is(f.runState, 'prelaunch');
-    t.regex(f.qemuVersion, /^\d+\.\d+\.\d+$/);
-    expectGuestPhysBits(t, f.qemuVersion, f.guestPhysBits);
-    t.deepEqual(f.memoryEncryption, { active: false, type: null, reducedPhysBits: null });
-    t.deepEqual(f.layout, {
-      ramBelow4g: 64 * M,
-      ramAbove4g: 0,
-      deviceMemory: null,
-      memoryDevices: [],
-      pciHole64: { start: 4 * G, end: 36 * G },
-      highestAddress: 36 * G,
-      usedEnd: 64 * M,
-      memoryConfig: { size: 64 * M, maxSize: 64 * M, slots: 0 },
-      pciHole64Size: 32 * G,
-    });
-  });
-}
-
-test('TCG ignores host-phys-bits (target/i386/host-cpu.c runs for KVM only): 40 bits, flags still reported', async (t) => {
-  const [plain, limited] = await Promise.all([
-    connect(t, { cpu: 'host-phys-bits=on' }),
-    connect(t, { cpu: 'host-phys-bits=on,host-phys-bits-limit=39' }),
-  ]);
-  const a = await readGuestFacts(plain);
-  t.like(a, { physBits: 40, hostPhysBits: true, hostPhysBitsLimit: 0, accelerator: 'tcg' });
-  const b = await readGuestFacts(limited);
-  t.like(b, { physBits: 40, hostPhysBits: true, hostPhysBitsLimit: 39, accelerator: 'tcg' });
-});
-
-test('KVM guests: accelerator kvm, host-phys-bits-limit applied', async (t) => {
-  if (!kvmUsable()) {
-    t.log('skipped: /dev/kvm cannot be opened here, so no KVM guest can start');
-    t.pass();
-    return;
-  }
-  const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
-  const hostBits = Number(/address sizes\s*:\s*(\d+) bits physical/.exec(cpuinfo)?.[1]);
-  const [limited, fixed] = await Promise.all([
-    connect(t, { accel: 'kvm', cpu: 'host-phys-bits=on,host-phys-bits-limit=39' }),
-    connect(t, { accel: 'kvm', cpu: 'phys-bits=46' }),
-  ]);
-  t.like(await readGuestFacts(limited), {
-    accelerator: 'kvm',
-    physBits: Math.min(hostBits, 39),
-    hostPhysBits: true,
-    hostPhysBitsLimit: 39,
-  });
-  t.like(await readGuestFacts(fixed), { accelerator: 'kvm', physBits: 46, hostPhysBits: false });
-});
-
-test('-m 64M,slots=4,maxmem=1G: device memory where QEMU put it, as estimatePcLayout predicts', async (t) => {
-  const c = await connect(t, { cpu: 'phys-bits=46', memory: '64M,slots=4,maxmem=1G' });
-  const f = await readGuestFacts(c);
-  t.deepEqual(f.layout?.deviceMemory, { base: 4 * G, size: 0x13c000000 });
-  t.deepEqual(f.layout?.pciHole64, { start: 0x240000000, end: 0xa40000000 });
-  const est = estimatePcLayout({
-    machine: 'q35',
-    ramBytes: 64 * M,
-    maxRamBytes: G,
-    slots: 4,
-    vendor: 'AuthenticAMD',
-    physBits: 46,
-  });
-  t.like(f.layout, {
-    ramBelow4g: est.ramBelow4g,
-    ramAbove4g: est.ramAbove4g,
-    deviceMemory: est.deviceMemory,
-    pciHole64: est.pciHole64,
-    highestAddress: est.highestAddress,
-  });
-});
 
 /** object-add + device_add pc-dimm; returns QEMU's address next to the one predicted just before. */
 async function plugDimm(c: QmpExecutor, id: string, size: number, addr?: number) {
@@ -137,70 +55,154 @@ async function plugDimm(c: QmpExecutor, id: string, size: number, addr?: number)
   return { predicted, actual: plugged?.addr, dev };
 }
 
-test('hot-plugged DIMMs land where predictPlacement says: two in a row, a hint, then the gap', async (t) => {
-  const c = await connect(t, { cpu: 'phys-bits=46', memory: '64M,slots=4,maxmem=1G' });
-  const a = await plugDimm(c, 'd1', 128 * M);
-  t.like(a.dev, { size: 128 * M, align: 2 * M, hint: null });
-  t.deepEqual(a.predicted, { addr: 4 * G });
-  t.is(a.actual, 4 * G);
-  const b = await plugDimm(c, 'd2', 64 * M);
-  t.deepEqual(b.predicted, { addr: 4 * G + 128 * M });
-  t.is(b.actual, 4 * G + 128 * M);
-  const hinted = await plugDimm(c, 'd3', 32 * M, 4 * G + 512 * M);
-  t.deepEqual(hinted.predicted, { addr: 4 * G + 512 * M });
-  t.is(hinted.actual, 4 * G + 512 * M);
-  const gap = await plugDimm(c, 'd4', 64 * M);
-  t.deepEqual(gap.predicted, { addr: 4 * G + 192 * M });
-  t.is(gap.actual, 4 * G + 192 * M);
-  const f = await readGuestFacts(c);
-  t.deepEqual(
-    f.layout?.memoryDevices.map((d) => [d.type, d.id, d.addr, d.size]),
-    [
-      ['dimm', 'd1', 4 * G, 128 * M],
-      ['dimm', 'd2', 4 * G + 128 * M, 64 * M],
-      ['dimm', 'd4', 4 * G + 192 * M, 64 * M],
-      ['dimm', 'd3', 4 * G + 512 * M, 32 * M],
-    ],
-  );
-  t.is(f.layout?.usedEnd, 4 * G + 544 * M);
-});
+for (const qemu of QEMUS) {
+  for (const bits of [39, 46, 48]) {
+    test(`${qemu.label}: TCG guest with phys-bits=${bits}: every fact read exactly`, async (t) => {
+      const c = await connect(t, { cpu: `phys-bits=${bits}`, name: `pb${bits}` });
+      const f = await readGuestFacts(c, { timeoutMs: 20000 });
+      t.is(f.physBits, bits);
+      t.is(f.hostPhysBits, false);
+      t.is(f.hostPhysBitsLimit, 0);
+      t.is(f.accelerator, 'tcg');
+      t.is(f.name, `pb${bits}`);
+      t.is(f.cpuModel, 'qemu64');
+      t.is(f.runState, 'prelaunch');
+      t.regex(f.qemuVersion, /^\d+\.\d+\.\d+$/);
+      expectGuestPhysBits(t, f.qemuVersion, f.guestPhysBits);
+      t.deepEqual(f.memoryEncryption, { active: false, type: null, reducedPhysBits: null });
+      t.deepEqual(f.layout, {
+        ramBelow4g: 64 * M,
+        ramAbove4g: 0,
+        deviceMemory: null,
+        memoryDevices: [],
+        pciHole64: { start: 4 * G, end: 36 * G },
+        highestAddress: 36 * G,
+        usedEnd: 64 * M,
+        memoryConfig: { size: 64 * M, maxSize: 64 * M, slots: 0 },
+        pciHole64Size: 32 * G,
+      });
+    });
+  }
 
-test('AMD vCPU with maxmem=1000G: QEMU moves device memory to 1 TiB, and the first DIMM with it', async (t) => {
-  const c = await connect(t, { cpu: 'phys-bits=48', memory: '64M,slots=1,maxmem=1000G' });
-  const f = await readGuestFacts(c);
-  t.deepEqual(f.layout?.deviceMemory, { base: 2 ** 40, size: 1074748456960 });
-  const est = estimatePcLayout({
-    machine: 'q35',
-    ramBytes: 64 * M,
-    maxRamBytes: 1000 * G,
-    slots: 1,
-    vendor: 'AuthenticAMD',
-    physBits: 48,
+  test(`${qemu.label}: TCG ignores host-phys-bits (target/i386/host-cpu.c runs for KVM only): 40 bits, flags still reported`, async (t) => {
+    const [plain, limited] = await Promise.all([
+      connect(t, { cpu: 'host-phys-bits=on', qemu }),
+      connect(t, { cpu: 'host-phys-bits=on,host-phys-bits-limit=39', qemu }),
+    ]);
+    const a = await readGuestFacts(plain);
+    t.like(a, { physBits: 40, hostPhysBits: true, hostPhysBitsLimit: 0, accelerator: 'tcg' });
+    const b = await readGuestFacts(limited);
+    t.like(b, { physBits: 40, hostPhysBits: true, hostPhysBitsLimit: 39, accelerator: 'tcg' });
   });
-  t.deepEqual(est.deviceMemory, f.layout?.deviceMemory);
-  t.deepEqual(est.pciHole64, f.layout?.pciHole64);
-  const d = await plugDimm(c, 'big', 128 * M);
-  t.deepEqual(d.predicted, { addr: 2 ** 40 });
-  t.is(d.actual, 2 ** 40);
-});
 
-test('i440fx 7.2 without below/above-4g properties: split computed like pc_piix.c', async (t) => {
-  const c = await connect(t, { memory: '3584M', extraArgs: ['-machine', 'pc'] });
-  const f = await readGuestFacts(c);
-  const est = estimatePcLayout({ machine: 'pc', ramBytes: 3584 * M, maxRamBytes: 0, slots: 0 });
-  t.deepEqual(f.layout, {
-    ramBelow4g: 3 * G,
-    ramAbove4g: 512 * M,
-    deviceMemory: null,
-    memoryDevices: [],
-    pciHole64: est.pciHole64,
-    highestAddress: est.highestAddress,
-    usedEnd: 4 * G + 512 * M,
-    memoryConfig: { size: 3584 * M, maxSize: 3584 * M, slots: 0 },
-    pciHole64Size: 2 * G,
+  test(`${qemu.label}: KVM guests: accelerator kvm, host-phys-bits-limit applied`, async (t) => {
+    if (!kvmUsable()) {
+      t.log('skipped: /dev/kvm cannot be opened here, so no KVM guest can start');
+      t.pass();
+      return;
+    }
+    const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
+    const hostBits = Number(/address sizes\s*:\s*(\d+) bits physical/.exec(cpuinfo)?.[1]);
+    const [limited, fixed] = await Promise.all([
+      connect(t, { accel: 'kvm', cpu: 'host-phys-bits=on,host-phys-bits-limit=39', qemu }),
+      connect(t, { accel: 'kvm', cpu: 'phys-bits=46', qemu }),
+    ]);
+    t.like(await readGuestFacts(limited), {
+      accelerator: 'kvm',
+      physBits: Math.min(hostBits, 39),
+      hostPhysBits: true,
+      hostPhysBitsLimit: 39,
+    });
+    t.like(await readGuestFacts(fixed), { accelerator: 'kvm', physBits: 46, hostPhysBits: false });
   });
-  t.deepEqual(est.pciHole64, { start: 0x140000000, end: 0x1c0000000 });
-});
+
+  test(`${qemu.label}: -m 64M,slots=4,maxmem=1G: device memory where QEMU put it, as estimatePcLayout predicts`, async (t) => {
+    const c = await connect(t, { cpu: 'phys-bits=46', memory: '64M,slots=4,maxmem=1G', qemu });
+    const f = await readGuestFacts(c);
+    t.deepEqual(f.layout?.deviceMemory, { base: 4 * G, size: 0x13c000000 });
+    t.deepEqual(f.layout?.pciHole64, { start: 0x240000000, end: 0xa40000000 });
+    const est = estimatePcLayout({
+      machine: 'q35',
+      ramBytes: 64 * M,
+      maxRamBytes: G,
+      slots: 4,
+      vendor: 'AuthenticAMD',
+      physBits: 46,
+    });
+    t.like(f.layout, {
+      ramBelow4g: est.ramBelow4g,
+      ramAbove4g: est.ramAbove4g,
+      deviceMemory: est.deviceMemory,
+      pciHole64: est.pciHole64,
+      highestAddress: est.highestAddress,
+    });
+  });
+
+  test(`${qemu.label}: hot-plugged DIMMs land where predictPlacement says: two in a row, a hint, then the gap`, async (t) => {
+    const c = await connect(t, { cpu: 'phys-bits=46', memory: '64M,slots=4,maxmem=1G', qemu });
+    const a = await plugDimm(c, 'd1', 128 * M);
+    t.like(a.dev, { size: 128 * M, align: 2 * M, hint: null });
+    t.deepEqual(a.predicted, { addr: 4 * G });
+    t.is(a.actual, 4 * G);
+    const b = await plugDimm(c, 'd2', 64 * M);
+    t.deepEqual(b.predicted, { addr: 4 * G + 128 * M });
+    t.is(b.actual, 4 * G + 128 * M);
+    const hinted = await plugDimm(c, 'd3', 32 * M, 4 * G + 512 * M);
+    t.deepEqual(hinted.predicted, { addr: 4 * G + 512 * M });
+    t.is(hinted.actual, 4 * G + 512 * M);
+    const gap = await plugDimm(c, 'd4', 64 * M);
+    t.deepEqual(gap.predicted, { addr: 4 * G + 192 * M });
+    t.is(gap.actual, 4 * G + 192 * M);
+    const f = await readGuestFacts(c);
+    t.deepEqual(
+      f.layout?.memoryDevices.map((d) => [d.type, d.id, d.addr, d.size]),
+      [
+        ['dimm', 'd1', 4 * G, 128 * M],
+        ['dimm', 'd2', 4 * G + 128 * M, 64 * M],
+        ['dimm', 'd4', 4 * G + 192 * M, 64 * M],
+        ['dimm', 'd3', 4 * G + 512 * M, 32 * M],
+      ],
+    );
+    t.is(f.layout?.usedEnd, 4 * G + 544 * M);
+  });
+
+  test(`${qemu.label}: AMD vCPU with maxmem=1000G: QEMU moves device memory to 1 TiB, and the first DIMM with it`, async (t) => {
+    const c = await connect(t, { cpu: 'phys-bits=48', memory: '64M,slots=1,maxmem=1000G', qemu });
+    const f = await readGuestFacts(c);
+    t.deepEqual(f.layout?.deviceMemory, { base: 2 ** 40, size: 1074748456960 });
+    const est = estimatePcLayout({
+      machine: 'q35',
+      ramBytes: 64 * M,
+      maxRamBytes: 1000 * G,
+      slots: 1,
+      vendor: 'AuthenticAMD',
+      physBits: 48,
+    });
+    t.deepEqual(est.deviceMemory, f.layout?.deviceMemory);
+    t.deepEqual(est.pciHole64, f.layout?.pciHole64);
+    const d = await plugDimm(c, 'big', 128 * M);
+    t.deepEqual(d.predicted, { addr: 2 ** 40 });
+    t.is(d.actual, 2 ** 40);
+  });
+
+  test(`${qemu.label}: i440fx: the RAM split like pc_piix.c (computed on 7.2, which lacks below/above-4g-mem-size; read from 8.1)`, async (t) => {
+    const c = await connect(t, { memory: '3584M', extraArgs: ['-machine', 'pc'], qemu });
+    const f = await readGuestFacts(c);
+    const est = estimatePcLayout({ machine: 'pc', ramBytes: 3584 * M, maxRamBytes: 0, slots: 0 });
+    t.deepEqual(f.layout, {
+      ramBelow4g: 3 * G,
+      ramAbove4g: 512 * M,
+      deviceMemory: null,
+      memoryDevices: [],
+      pciHole64: est.pciHole64,
+      highestAddress: est.highestAddress,
+      usedEnd: 4 * G + 512 * M,
+      memoryConfig: { size: 3584 * M, maxSize: 3584 * M, slots: 0 },
+      pciHole64Size: 2 * G,
+    });
+    t.deepEqual(est.pciHole64, { start: 0x140000000, end: 0x1c0000000 });
+  });
+}
 
 // Literal replies of QEMU 7.2 (TCG, q35, -m 64M,slots=4,maxmem=1G, phys-bits=46).
 const REPLIES: Record<string, unknown> = {

@@ -2,7 +2,9 @@
  * End to end with the real libvirt 9 daemon and QEMU (TCG): the hook refuses a guest wider than
  * the configured host width, lets a fitting one start and tells the daemon socket about it; the
  * LibvirtExecutor reads the running guest through libvirt's monitor. libvirt's socket and hook
- * path are global, so the cases run serially.
+ * path are global, so the cases run serially. On this machine's QEMU (7.2) only, as the titles say:
+ * libvirt 9.0 starts the system's emulator with paths and descriptors of the host (its monitor
+ * socket, /dev), which Debian 13's QEMU, run chrooted in its own tree, would not see.
  */
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
@@ -23,6 +25,7 @@ import {
   virsh,
   type LibvirtdHandle,
 } from './helpers/libvirtd';
+import { HOST_QEMU } from './helpers/qemu';
 import { tempDir } from './helpers/tmp';
 
 const REPO = join(__dirname, '..', '..');
@@ -32,6 +35,8 @@ const NARROW = `${prefix}-narrow`;
 const OFF = `${prefix}-off`;
 const ODD = `${prefix} a;b"c\\d 'e'`;
 
+/** Which QEMU libvirt runs the guests on, for the titles. */
+const ON = `${HOST_QEMU.label}, libvirt 9.0`;
 const unavailable = libvirtUnavailable();
 const serial = unavailable ? test.serial.skip : test.serial;
 if (unavailable) test.serial(`libvirt end-to-end tests are skipped: ${unavailable}`, (t) => t.pass());
@@ -177,7 +182,7 @@ test.after.always(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-serial("virsh create of a 42-bit guest fails with the hook's message", async (t) => {
+serial(`${ON}: virsh create of a 42-bit guest fails with the hook's message`, async (t) => {
   const xmlPath = join(dir, 'wide.xml');
   writeFileSync(xmlPath, tcgDomainXml(WIDE, "<maxphysaddr mode='emulate' bits='42'/>"));
   daemon!.createdDomains.add(WIDE);
@@ -193,7 +198,7 @@ serial("virsh create of a 42-bit guest fails with the hook's message", async (t)
   t.false((await runningDomainNames()).includes(WIDE));
 });
 
-serial('a 39-bit guest starts, and the daemon socket hears "started"', async (t) => {
+serial(`${ON}: a 39-bit guest starts, and the daemon socket hears "started"`, async (t) => {
   const xmlPath = join(dir, 'narrow.xml');
   writeFileSync(xmlPath, tcgDomainXml(NARROW, "<maxphysaddr mode='emulate' bits='39'/>"));
   daemon!.createdDomains.add(NARROW);
@@ -207,7 +212,7 @@ serial('a 39-bit guest starts, and the daemon socket hears "started"', async (t)
   });
 });
 
-serial('LibvirtExecutor reads phys-bits 39 through qemu-monitor-command', async (t) => {
+serial(`${ON}: LibvirtExecutor reads phys-bits 39 through qemu-monitor-command`, async (t) => {
   const q = new LibvirtExecutor(LIBVIRT_URI, NARROW);
   const cpus = await q.execute<Array<{ 'qom-path': string }>>('query-cpus-fast');
   t.is(await q.execute('qom-get', { path: cpus[0]['qom-path'], property: 'phys-bits' }), 39);
@@ -222,7 +227,7 @@ serial('LibvirtExecutor reads phys-bits 39 through qemu-monitor-command', async 
   t.is(err!.errorClass, 'GenericError');
 });
 
-serial('missing and stopped domains are typed errors', async (t) => {
+serial(`${ON}: missing and stopped domains are typed errors`, async (t) => {
   const missing = await t.throwsAsync(new LibvirtExecutor(LIBVIRT_URI, `${prefix}-absent`).execute('query-status'), {
     instanceOf: VirshError,
   });
@@ -244,7 +249,7 @@ serial('missing and stopped domains are typed errors', async (t) => {
   );
 });
 
-serial('a domain named with digits is reached by UUID, not taken for a domain ID', async (t) => {
+serial(`${ON}: a domain named with digits is reached by UUID, not taken for a domain ID`, async (t) => {
   const id = (await virsh(['domid', `--domain=${NARROW}`])).stdout.trim();
   t.regex(id, /^\d+$/);
   const xmlPath = join(dir, 'digits.xml');
@@ -257,7 +262,7 @@ serial('a domain named with digits is reached by UUID, not taken for a domain ID
   t.is(await q.execute('qom-get', { path: cpus[0]['qom-path'], property: 'phys-bits' }), 36);
 });
 
-serial('names and values with spaces, quotes and semicolons survive the batched command string', async (t) => {
+serial(`${ON}: names and values with spaces, quotes and semicolons survive the batched command string`, async (t) => {
   const xmlPath = join(dir, 'odd.xml');
   writeFileSync(
     xmlPath,
@@ -282,7 +287,7 @@ serial('names and values with spaces, quotes and semicolons survive the batched 
   t.is(facts.status === 'fulfilled' ? facts.value.physBits : null, 37);
 });
 
-serial('virsh list and dominfo keep working with the hook installed', async (t) => {
+serial(`${ON}: virsh list and dominfo keep working with the hook installed`, async (t) => {
   const list = await virsh(['list', '--all']);
   t.is(list.code, 0);
   t.true(list.stdout.includes(NARROW));
@@ -292,7 +297,7 @@ serial('virsh list and dominfo keep working with the hook installed', async (t) 
   t.regex(info.stdout, /State:\s+paused/);
 });
 
-serial('physbitsctl libvirt-hook gives the same answer as the hook libvirt ran', (t) => {
+serial(`${ON}: physbitsctl libvirt-hook gives the same answer as the hook libvirt ran`, (t) => {
   const xml = tcgDomainXml(WIDE, "<maxphysaddr mode='emulate' bits='42'/>");
   const cli = join(REPO, 'build', 'agent', 'bin', 'physbitsctl.js');
   const r = spawnSync(process.execPath, [cli, 'libvirt-hook', '--config', configPath, WIDE, 'prepare', 'begin', '-'], {
@@ -309,7 +314,7 @@ serial('physbitsctl libvirt-hook gives the same answer as the hook libvirt ran',
 });
 
 serial(
-  'physbitsd with discovery.libvirt shows the running domain in status and metrics; virsh keeps working',
+  `${ON}: physbitsd with discovery.libvirt shows the running domain in status and metrics; virsh keeps working`,
   async (t) => {
     const ddir = tempDir('physbits-libvirt-daemon-');
     const apiSocket = join(ddir, 'api.sock');
@@ -382,7 +387,7 @@ serial(
   },
 );
 
-serial('destroying the guest is reported as stopped and release', async (t) => {
+serial(`${ON}: destroying the guest is reported as stopped and release`, async (t) => {
   t.is((await virsh(['destroy', `--domain=${NARROW}`])).code, 0);
   daemon!.createdDomains.delete(NARROW);
   t.deepEqual(await waitForEvent((e) => e.domain === NARROW && e.operation === 'stopped'), {

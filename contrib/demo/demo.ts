@@ -1,7 +1,9 @@
 /**
- * `npm run demo`: real paused guests for the three cases, the daemon on a demo config, its view,
- * a refused hot-plug through the guard and a refused migration check; then the daemon's events
- * until Ctrl-C (at once when standard input is not a terminal). Everything started is stopped.
+ * `npm run demo`: real paused guests for the three cases on this machine's QEMU and one on Debian
+ * 13's QEMU 10 (from the tree contrib/debian13-tree.sh builds; said and left out when it is
+ * missing), the daemon on a demo config, its view, a refused hot-plug and one taken through the
+ * guard, and a refused migration check; then the daemon's events until Ctrl-C (at once when
+ * standard input is not a terminal). Everything started is stopped.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -9,7 +11,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readHostFacts } from '../../agent/facts/host-facts';
-import { startGuest, kvmUsable, type Guest } from '../../test/helpers/qemu';
+import { startGuest, kvmUsable, TRIXIE_QEMU, type Guest } from '../../test/helpers/qemu';
 
 const root = join(__dirname, '..', '..');
 const daemonJs = join(root, 'agent', 'bin', 'physbitsd.js');
@@ -69,6 +71,8 @@ async function main(): Promise<void> {
   const hostBits = host.physBits;
   const dir = mkdtempSync(join(tmpdir(), 'physbits-demo-'));
   const vms = join(dir, 'vms');
+  // The QEMU 10 guest's socket lives inside the Debian 13 tree, where that QEMU runs chrooted.
+  const recentVms = TRIXIE_QEMU.unavailable ? null : TRIXIE_QEMU.tempDir('physbits-demo-');
   const guests: Guest[] = [];
   let daemon: ChildProcess | null = null;
   let cleaned = false;
@@ -81,6 +85,7 @@ async function main(): Promise<void> {
     }
     await Promise.all(guests.map((g) => g.kill()));
     rmSync(dir, { recursive: true, force: true });
+    if (recentVms) rmSync(recentVms, { recursive: true, force: true });
   };
   process.once('SIGINT', () => void cleanup().then(() => process.exit(0)));
   process.once('SIGTERM', () => void cleanup().then(() => process.exit(0)));
@@ -99,13 +104,29 @@ async function main(): Promise<void> {
       );
       console.log(`started guest '${c.name}' with -cpu qemu64,phys-bits=${c.bits} (TCG, paused)`);
     }
+    if (recentVms) {
+      guests.push(
+        await startGuest({
+          qemu: TRIXIE_QEMU,
+          name: 'recent',
+          dir: recentVms,
+          cpu: `phys-bits=${hostBits}`,
+          memory: '64M,slots=2,maxmem=2G',
+        }),
+      );
+      console.log(
+        `started guest 'recent' on ${TRIXIE_QEMU.label} with -cpu qemu64,phys-bits=${hostBits} (TCG, paused)`,
+      );
+    } else {
+      console.log(`no guest on QEMU 10: ${TRIXIE_QEMU.unavailable}`);
+    }
     if (kvmUsable()) {
       guests.push(await startGuest({ name: 'kvm-host-bits', dir: vms, accel: 'kvm', cpu: 'host-phys-bits=on' }));
       console.log("started guest 'kvm-host-bits' under KVM with host-phys-bits=on");
     }
     const config = {
       host: { name: 'demo-host' },
-      discovery: { sockets: [join(vms, '*.qmp')] },
+      discovery: { sockets: [join(vms, '*.qmp'), ...(recentVms ? [join(recentVms, '*.qmp')] : [])] },
       guard: { socketDir: join(dir, 'guard') },
       api: { socket: join(dir, 'api.sock') },
       metrics: { listen: '127.0.0.1:0' },
@@ -147,6 +168,20 @@ async function main(): Promise<void> {
       },
     ]);
     console.log(lines[lines.length - 1]);
+
+    if (recentVms) {
+      say(`hot-plugging a 128 MiB DIMM, no address, through the guarded socket of 'recent' (${TRIXIE_QEMU.label})`);
+      await waitFor(join(config.guard.socketDir, 'recent.qmp'), 10000);
+      const taken = await qmpSession(join(config.guard.socketDir, 'recent.qmp'), [
+        { execute: 'qmp_capabilities' },
+        {
+          execute: 'object-add',
+          arguments: { 'qom-type': 'memory-backend-ram', id: 'demo-mem', size: 128 * 1024 * 1024 },
+        },
+        { execute: 'device_add', arguments: { driver: 'pc-dimm', id: 'demo-dimm', memdev: 'demo-mem' }, id: 'demo-2' },
+      ]);
+      console.log(taken[taken.length - 1]);
+    }
 
     say('physbitsctl check-migration wide --to small-hv');
     ctl(['check-migration', 'wide', '--to', 'small-hv', '--api', config.api.socket]);
