@@ -80,6 +80,8 @@ for (const qemu of QEMUS) {
         usedEnd: 64 * M,
         memoryConfig: { size: 64 * M, maxSize: 64 * M, slots: 0 },
         pciHole64Size: 32 * G,
+        pciBars: [],
+        pciBridges: [],
       });
     });
   }
@@ -199,6 +201,8 @@ for (const qemu of QEMUS) {
       usedEnd: 4 * G + 512 * M,
       memoryConfig: { size: 3584 * M, maxSize: 3584 * M, slots: 0 },
       pciHole64Size: 2 * G,
+      pciBars: [],
+      pciBridges: [],
     });
     t.deepEqual(est.pciHole64, { start: 0x140000000, end: 0x1c0000000 });
   });
