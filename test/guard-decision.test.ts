@@ -185,7 +185,7 @@ test('HMP device_add meets the same rule', async (t) => {
 });
 
 test('migrate (QMP uri, QMP channels, HMP) to a narrower peer is refused; to a wider one forwarded', async (t) => {
-  const s = setup({ facts: guestFacts({ physBits: 46 }) });
+  const s = setup({ facts: guestFacts({ physBits: 46, qemuVersion: '10.0.2' }) });
   const refused = [
     cmd('migrate', { uri: 'tcp:10.0.0.2:4444' }),
     cmd('migrate', {
@@ -209,6 +209,26 @@ test('migrate (QMP uri, QMP channels, HMP) to a narrower peer is refused; to a w
   );
   t.deepEqual(await s.guard(cmd('migrate', { uri: 'tcp:10.0.0.3:4444' })), { action: 'forward' });
   t.deepEqual(await s.guard(hmp('migrate tcp:10.0.0.3:4444')), { action: 'forward' });
+});
+
+test("migrate uris are read as the guest's QEMU reads them: tcp:tcp:HOST:PORT goes to HOST on 7.2, to host 'tcp' on 10.0", async (t) => {
+  const on72 = setup({ facts: guestFacts({ physBits: 46, qemuVersion: '7.2.0' }) });
+  const on10 = setup({ facts: guestFacts({ physBits: 46, qemuVersion: '10.0.2' }) });
+  const code = (r: { action: string; code?: string }) => (r.action === 'reply-error' ? r.code : r.action);
+  // 10.0.0.2 is the narrower peer: QEMU 7.2 would really migrate there.
+  t.is(code(await on72.guard(cmd('migrate', { uri: 'tcp:tcp:10.0.0.2:4444' }))), 'REFUSED_MIGRATION_PEER_NARROWER');
+  t.is(code(await on72.guard(hmp('migrate -d tcp:tcp:10.0.0.2:4444'))), 'REFUSED_MIGRATION_PEER_NARROWER');
+  // QEMU 10.0 would connect to a host named "tcp": not a peer.
+  t.is(code(await on10.guard(cmd('migrate', { uri: 'tcp:tcp:10.0.0.3:4444' }))), 'REFUSED_MIGRATION_UNKNOWN_PEER');
+  // On 7.2 the same uri toward the wide peer 10.0.0.3 goes through.
+  t.is(code(await on72.guard(cmd('migrate', { uri: 'tcp:tcp:10.0.0.3:4444' }))), 'forward');
+  // channels do not exist on 7.2.
+  const channels = [
+    { 'channel-type': 'main', addr: { transport: 'socket', type: 'inet', host: '10.0.0.3', port: '4444' } },
+  ];
+  t.is(code(await on72.guard(cmd('migrate', { channels }))), 'REFUSED_MIGRATION_UNKNOWN_PEER');
+  t.regex(on72.refusals.at(-1)!.desc, /QEMU before 8\.2 takes no channels argument/);
+  t.is(code(await on10.guard(cmd('migrate', { channels }))), 'forward');
 });
 
 test('unknown peers follow guard.unknownPeer', async (t) => {

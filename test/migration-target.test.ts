@@ -8,56 +8,116 @@ import {
   type MigrationTarget,
 } from '../agent/guard/migration-target';
 
-const uriTable: Array<[string, MigrationTarget]> = [
-  ['tcp:hv2:4444', { kind: 'network', transport: 'tcp', host: 'hv2', port: '4444' }],
-  ['tcp:10.0.0.7:49152', { kind: 'network', transport: 'tcp', host: '10.0.0.7', port: '49152' }],
-  ['tcp:hv2.example.com:4444,ipv4', { kind: 'network', transport: 'tcp', host: 'hv2.example.com', port: '4444' }],
-  ['tcp:hv2:4444,to=4450,ipv6', { kind: 'network', transport: 'tcp', host: 'hv2', port: '4444' }],
-  ['tcp:[2001:db8::7]:4444', { kind: 'network', transport: 'tcp', host: '2001:db8::7', port: '4444' }],
-  ['tcp:[fe80::1%eth0]:4444,ipv6', { kind: 'network', transport: 'tcp', host: 'fe80::1%eth0', port: '4444' }],
-  ['tcp:[::1]:1', { kind: 'network', transport: 'tcp', host: '::1', port: '1' }],
-  ['rdma:192.168.5.2:4444', { kind: 'network', transport: 'rdma', host: '192.168.5.2', port: '4444' }],
-  ['rdma:[2001:db8::9]:4444', { kind: 'network', transport: 'rdma', host: '2001:db8::9', port: '4444' }],
-  ['unix:/run/migrate.sock', { kind: 'local', transport: 'unix', detail: '/run/migrate.sock' }],
-  ['exec:ssh hv2 nc -U /run/in.sock', { kind: 'local', transport: 'exec', detail: 'ssh hv2 nc -U /run/in.sock' }],
-  ['fd:migfd', { kind: 'local', transport: 'fd', detail: 'migfd' }],
+type T = MigrationTarget;
+const net = (host: string, port: string, transport: 'tcp' | 'rdma' = 'tcp'): T => ({
+  kind: 'network',
+  transport,
+  host,
+  port,
+});
+const loc = (transport: 'unix' | 'fd' | 'exec' | 'file' | 'vsock', detail: string): T => ({
+  kind: 'local',
+  transport,
+  detail,
+});
+const bad = (reason: string): T => ({ kind: 'invalid', reason });
+const UNKNOWN_7 = bad('not a migration uri QEMU 7.2 knows (tcp:, rdma:, unix:, fd:, exec:, vsock:)');
+const UNKNOWN_8 = bad('not a migration uri QEMU knows (tcp:, rdma:, unix:, fd:, exec:, file:, vsock:)');
+const NO_ADDR = bad('cannot read the address of tcp: uri');
+
+/** uri → [as QEMU 7.2 reads it, as QEMU 10.0 reads it]. */
+const uriTable: Array<[string, T, T]> = [
+  ['tcp:hv2:4444', net('hv2', '4444'), net('hv2', '4444')],
+  ['tcp:10.0.0.7:49152', net('10.0.0.7', '49152'), net('10.0.0.7', '49152')],
+  ['tcp:hv2.example.com:4444,ipv4', net('hv2.example.com', '4444'), net('hv2.example.com', '4444')],
+  ['tcp:hv2:4444,ipv4=on', net('hv2', '4444'), net('hv2', '4444')],
+  ['tcp:hv2:4444,to=4450,ipv6=off,keep-alive,mptcp=on', net('hv2', '4444'), net('hv2', '4444')],
+  ['tcp:hv2:4444,numeric,whatever=1', net('hv2', '4444'), net('hv2', '4444')],
+  ['tcp:hv2:4444,ipv4=yes', bad("tcp: uri: error parsing 'ipv4' flag"), bad("tcp: uri: error parsing 'ipv4' flag")],
+  ['tcp:hv2:4444,ipv6=on,,x', bad("tcp: uri: error parsing 'ipv6' flag"), bad("tcp: uri: error parsing 'ipv6' flag")],
+  ['tcp:hv2:4444,to=x', bad('tcp: uri: error parsing to= argument'), bad('tcp: uri: error parsing to= argument')],
+  ['tcp:hv2:4444,to=12x', bad('tcp: uri: error parsing to= argument'), bad('tcp: uri: error parsing to= argument')],
+  ['tcp:[2001:db8::7]:4444', net('2001:db8::7', '4444'), net('2001:db8::7', '4444')],
+  ['tcp:[::1]:4444', net('::1', '4444'), net('::1', '4444')],
+  ['tcp:[fe80::1%eth0]:4444,ipv6', net('fe80::1%eth0', '4444'), net('fe80::1%eth0', '4444')],
+  ['tcp:hv2:44:44', net('hv2', '44:44'), net('hv2', '44:44')],
+  // The two readings that differ: QEMU 7.2 strips "tcp:" before socket_parse, which strips it again.
+  ['tcp:tcp:hv2:4444', net('hv2', '4444'), net('tcp', 'hv2:4444')],
+  ['tcp:unix:/run/x.sock', loc('unix', '/run/x.sock'), net('unix', '/run/x.sock')],
+  ['tcp:fd:migfd', loc('fd', 'migfd'), net('fd', 'migfd')],
+  ['tcp:vsock:3:4444', loc('vsock', '3:4444'), net('vsock', '3:4444')],
+  ['tcp:tcp:tcp:hv2:4444', net('tcp', 'hv2:4444'), net('tcp', 'tcp:hv2:4444')],
+  ['rdma:192.168.5.2:4444', net('192.168.5.2', '4444', 'rdma'), net('192.168.5.2', '4444', 'rdma')],
+  ['rdma:[2001:db8::9]:4444', net('2001:db8::9', '4444', 'rdma'), net('2001:db8::9', '4444', 'rdma')],
+  ['rdma:', bad('cannot read the address of rdma: uri'), bad('cannot read the address of rdma: uri')],
+  ['unix:/run/migrate.sock', loc('unix', '/run/migrate.sock'), loc('unix', '/run/migrate.sock')],
+  ['unix:', bad('invalid Unix socket address'), bad('invalid Unix socket address')],
   [
-    'file:/var/lib/state.mig,offset=0x1000',
-    { kind: 'local', transport: 'file', detail: '/var/lib/state.mig,offset=0x1000' },
+    'exec:ssh hv2 nc -U /run/in.sock',
+    loc('exec', 'ssh hv2 nc -U /run/in.sock'),
+    loc('exec', 'ssh hv2 nc -U /run/in.sock'),
   ],
-  ['vsock:3:4444', { kind: 'local', transport: 'vsock', detail: '3:4444' }],
-  ['tcp::4444', { kind: 'invalid', reason: 'tcp: uri names no host' }],
-  ['tcp:hv2', { kind: 'invalid', reason: 'cannot read the address of tcp: uri' }],
-  ['tcp:hv2:', { kind: 'invalid', reason: 'cannot read the address of tcp: uri' }],
-  ['tcp:hv2:,ipv4', { kind: 'invalid', reason: 'cannot read the address of tcp: uri' }],
-  ['tcp:[2001:db8::7:4444', { kind: 'invalid', reason: 'cannot read the address of tcp: uri' }],
-  ['tcp:[]:4444', { kind: 'invalid', reason: 'cannot read the address of tcp: uri' }],
-  ['tcp:[::1]4444', { kind: 'invalid', reason: 'cannot read the address of tcp: uri' }],
-  [
-    'hv2:4444',
-    { kind: 'invalid', reason: 'not a migration uri QEMU knows (tcp:, rdma:, unix:, fd:, exec:, file:, vsock:)' },
-  ],
-  [
-    'TCP:hv2:4444',
-    { kind: 'invalid', reason: 'not a migration uri QEMU knows (tcp:, rdma:, unix:, fd:, exec:, file:, vsock:)' },
-  ],
-  ['', { kind: 'invalid', reason: 'not a migration uri QEMU knows (tcp:, rdma:, unix:, fd:, exec:, file:, vsock:)' }],
+  ['exec:', loc('exec', ''), loc('exec', '')],
+  ['fd:migfd', loc('fd', 'migfd'), loc('fd', 'migfd')],
+  ['fd:', bad("no file descriptor named ''"), bad('invalid file descriptor address')],
+  ['file:/var/lib/state.mig,offset=0x1000', UNKNOWN_7, loc('file', '/var/lib/state.mig,offset=0x1000')],
+  ['file:/var/lib/state.mig,offset=junk', UNKNOWN_7, bad('file: uri: invalid offset')],
+  ['vsock:3:4444', loc('vsock', '3:4444'), loc('vsock', '3:4444')],
+  ['vsock:', bad('cannot read the address of vsock: uri'), bad('cannot read the address of vsock: uri')],
+  ['vsock:3:4444,x', bad('cannot read the address of vsock: uri'), bad('cannot read the address of vsock: uri')],
+  ['tcp::4444', bad('tcp: uri names no host'), bad('tcp: uri names no host')],
+  ['tcp:hv2', NO_ADDR, NO_ADDR],
+  ['tcp:hv2:', NO_ADDR, NO_ADDR],
+  ['tcp:hv2:,ipv4', NO_ADDR, NO_ADDR],
+  ['tcp:[2001:db8::7:4444', NO_ADDR, NO_ADDR],
+  ['tcp:[]:4444', NO_ADDR, NO_ADDR],
+  ['tcp:[::1]4444', NO_ADDR, NO_ADDR],
+  ['hv2:4444', UNKNOWN_7, UNKNOWN_8],
+  ['TCP:hv2:4444', UNKNOWN_7, UNKNOWN_8],
+  ['', UNKNOWN_7, UNKNOWN_8],
 ];
 
-for (const [uri, want] of uriTable) {
-  test(`migrate uri ${JSON.stringify(uri)}`, (t) => {
-    t.deepEqual(parseMigrateUri(uri), want);
+for (const [uri, qemu7, qemu10] of uriTable) {
+  test(`migrate uri ${JSON.stringify(uri)} as QEMU 7.2 and 10.0 read it`, (t) => {
+    t.deepEqual(parseMigrateUri(uri, '7.2.22'), qemu7, 'QEMU 7.2');
+    t.deepEqual(parseMigrateUri(uri, '10.0.2'), qemu10, 'QEMU 10.0');
+    t.deepEqual(parseMigrateUri(uri, '8.2.0'), qemu10, 'QEMU 8.2 reads as 10.0 does');
+    t.deepEqual(parseMigrateUri(uri, '8.1.5'), qemu7, 'QEMU 8.1 reads as 7.2 does');
+    // Without a version: the common reading, else invalid.
+    const unknown = parseMigrateUri(uri);
+    if (JSON.stringify(qemu7) === JSON.stringify(qemu10)) t.deepEqual(unknown, qemu10);
+    else if (qemu7.kind === 'invalid' && qemu10.kind === 'invalid') t.deepEqual(unknown, qemu10);
+    else {
+      t.is(unknown.kind, 'invalid');
+      t.regex(
+        (unknown as { reason: string }).reason,
+        /^QEMU before 8\.2 reads this uri as .* and later ones as .*; the guest's QEMU version is not known$/,
+      );
+    }
   });
 }
 
 test('inet_parse bounds: a 64-character host is read, a 65-character one is not; the port keeps 32 characters', (t) => {
   const h64 = 'a'.repeat(64);
-  t.deepEqual(parseInetAddress(`${h64}:1`), { host: h64, port: '1' });
+  t.deepEqual(parseInetAddress(`${h64}:1`), { host: h64, port: '1', rest: '' });
   t.is(parseInetAddress(`${h64}a:1`), null);
-  t.deepEqual(parseInetAddress(`h:${'9'.repeat(40)}`), { host: 'h', port: '9'.repeat(32) });
-  t.deepEqual(parseInetAddress(`[${'f'.repeat(64)}]:2`), { host: 'f'.repeat(64), port: '2' });
+  t.deepEqual(parseInetAddress(`h:${'9'.repeat(40)}`), { host: 'h', port: '9'.repeat(32), rest: '9'.repeat(8) });
+  t.deepEqual(parseInetAddress(`[${'f'.repeat(64)}]:2`), { host: 'f'.repeat(64), port: '2', rest: '' });
   t.is(parseInetAddress(`[${'f'.repeat(65)}]:2`), null);
-  t.deepEqual(parseInetAddress(':80'), { host: '', port: '80' });
+  t.deepEqual(parseInetAddress(':80,ipv4'), { host: '', port: '80', rest: ',ipv4' });
+});
+
+test('channels: refused for QEMU 7.2 (no such argument), and with a uri beside them', (t) => {
+  const channels = [{ 'channel-type': 'main', addr: { transport: 'socket', type: 'inet', host: 'hv3', port: '1' } }];
+  t.deepEqual(migrateTargets({ channels }, '7.2.22'), [
+    { kind: 'invalid', reason: 'QEMU before 8.2 takes no channels argument' },
+  ]);
+  t.deepEqual(migrateTargets({ channels }, '10.0.2'), [
+    { kind: 'network', transport: 'tcp', host: 'hv3', port: '1', channel: 'main' },
+  ]);
+  t.deepEqual(migrateTargets({ uri: 'tcp:hv2:1', channels }, '10.0.2'), [
+    { kind: 'invalid', reason: "QEMU takes either 'uri' or 'channels', not both" },
+  ]);
 });
 
 test('channels: the main socket channel names the host (inet, IPv6 without brackets)', (t) => {
@@ -120,14 +180,7 @@ test('channels: local transports and malformed addresses', (t) => {
   t.deepEqual(migrateTargets({ channels: [null] }), [{ kind: 'invalid', reason: 'channel is not an object' }]);
 });
 
-test('uri and channels together are both judged; neither is invalid', (t) => {
-  t.deepEqual(
-    migrateTargets({
-      uri: 'tcp:hv2:1',
-      channels: [{ 'channel-type': 'main', addr: { transport: 'socket', type: 'inet', host: 'hv9', port: '2' } }],
-    }).map(describeTarget),
-    ['tcp:hv2:1', 'tcp:hv9:2'],
-  );
+test('neither uri nor channels, or a uri that is not a string, is invalid', (t) => {
   t.deepEqual(migrateTargets({}), [{ kind: 'invalid', reason: 'neither uri nor channels given' }]);
   t.deepEqual(migrateTargets(undefined), [{ kind: 'invalid', reason: 'neither uri nor channels given' }]);
   t.deepEqual(migrateTargets({ uri: 5 }), [{ kind: 'invalid', reason: 'uri is not a string' }]);

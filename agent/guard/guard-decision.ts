@@ -65,19 +65,20 @@ function classifyDeviceAdd(args: Record<string, unknown> | undefined, via: 'qmp'
 }
 
 /** Pure: which rule, if any, a command meets. */
-export function classifyCommand(cmd: Pick<GuardCommand, 'execute' | 'arguments'>): Classified {
+export function classifyCommand(cmd: Pick<GuardCommand, 'execute' | 'arguments'>, qemuVersion?: string): Classified {
   const args = cmd.arguments;
   switch (cmd.execute) {
     case 'device_add':
       return classifyDeviceAdd(args, 'qmp');
     case 'migrate':
-      return { kind: 'migrate', via: 'qmp', targets: migrateTargets(args) };
+      return { kind: 'migrate', via: 'qmp', targets: migrateTargets(args, qemuVersion) };
     case 'human-monitor-command': {
       const line = args?.['command-line'];
       if (typeof line !== 'string') return { kind: 'safe' };
       const hmp = parseHmpCommandLine(line);
       if (hmp.kind === 'unparsable') return { kind: 'hmp-unparsable', name: hmp.name, reason: hmp.reason };
-      if (hmp.kind === 'migrate') return { kind: 'migrate', via: 'hmp', targets: [parseMigrateUri(hmp.uri)] };
+      if (hmp.kind === 'migrate')
+        return { kind: 'migrate', via: 'hmp', targets: [parseMigrateUri(hmp.uri, qemuVersion)] };
       if (hmp.kind === 'device_add') return classifyDeviceAdd(hmp.args, 'hmp');
       return { kind: 'safe' };
     }
@@ -195,8 +196,10 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
           return undecided(cmd, 'device_add', REFUSED.PCI_WINDOW_UNKNOWN, decision.message);
         return FORWARD;
       }
+      // The uri as this guest's QEMU reads it (QEMU 7.2 and 8.2+ differ: migration-target.ts).
+      const asRead = classifyCommand(cmd, guest.qemuVersion);
       const verdict = await decideMigration({
-        targets: c.targets,
+        targets: asRead.kind === 'migrate' ? asRead.targets : c.targets,
         guest,
         host: ctx.host(),
         policy: { accelerators: ctx.config().policy.accelerators, unknownPeer: ctx.config().guard.unknownPeer },
