@@ -3,7 +3,7 @@
  * `npm run bench`: every benchmark in one run, on this machine, each figure next to its baseline
  * from the same run; writes the results into docs/BENCHMARKS.md below the hand-written preface.
  *
- *   node build/bench/run.js [--only scan,guard,alert,scale,growth] [--no-write] [--quick] [--growth-sizes 100,1000,5000]
+ *   node build/bench/run.js [--only scan,guard,alert,scale,growth,fleet] [--no-write] [--quick] [--growth-sizes 100,1000,5000]
  *
  * --quick: fewer runs and smaller fleets, for a look while working on the benchmarks themselves
  * (the document is then not written unless --write is also given).
@@ -20,6 +20,7 @@ import { targetTable, type Section } from './report';
 import { killTracked } from './proc';
 import { runScaleBench } from './scale-bench';
 import { runScanBench } from './scan-bench';
+import { runFleetPrometheusBench } from './fleet-prometheus-bench';
 import { fmt, wallMs } from './stats';
 
 export const RESULTS_MARKER = '<!-- Everything below this line is written by `npm run bench`. -->';
@@ -55,7 +56,7 @@ async function main(): Promise<void> {
       'growth-runs': { type: 'string' },
     },
   });
-  const all = ['scan', 'guard', 'alert', 'scale', 'growth'];
+  const all = ['scan', 'guard', 'alert', 'scale', 'growth', 'fleet'];
   const only = new Set((values.only ?? all.join(',')).split(',').map((s) => s.trim()));
   const quick = !!values.quick;
   const write = values.write || (!values['no-write'] && !quick && all.every((s) => only.has(s)));
@@ -82,6 +83,17 @@ async function main(): Promise<void> {
     const runs = Number(values['growth-runs'] ?? (quick ? 1 : 2));
     sections.push(await runGrowthBench({ sizes, runs, idleMs: quick ? 5000 : 10000, idleSlices: 5, log }));
   }
+
+  if (only.has('fleet'))
+    sections.push(
+      await runFleetPrometheusBench({
+        hosts: quick ? 100 : 1000,
+        guests: 20,
+        meshHosts: 10,
+        runs: quick ? 1 : 3,
+        log,
+      }),
+    );
 
   const totalS = (wallMs() - began) / 1000;
   const targets = sections.flatMap((s) => s.targets);
