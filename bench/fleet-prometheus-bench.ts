@@ -129,6 +129,13 @@ export async function runFleetPrometheusBench(opts: {
       const reachable = doc.hosts.filter((h) => h.reachable).length;
       if (reachable !== opts.hosts || doc.guests.length !== opts.hosts * opts.guests)
         throw new Error(`fleet --prometheus: ${reachable} reachable hosts, ${doc.guests.length} guests; ${r.stderr}`);
+      // Hosts are 39, 42, 45 or 48 bits wide, guests 39 to 48: a guest of n bits fits the hosts of n bits and wider.
+      for (const g of doc.guests) {
+        const fits = doc.hosts.filter((h) => h.physBits! >= g.physBits!).length;
+        if (g.fitCount.fits !== fits || g.fitCount.doesNot !== opts.hosts - fits)
+          throw new Error(`fleet --prometheus: ${g.host}/${g.vm} fits ${JSON.stringify(g.fitCount)}, expected ${fits}`);
+      }
+
       promMs.push(r.ms);
       promMiB.push(maxRssMiB(r.stderr));
       opts.log(`fleet --prometheus run ${i + 1}: ${fmt(r.ms)} ms, ${fmt(promMiB[i])} MiB`);

@@ -24,6 +24,8 @@ import { classifyMessage, type QmpEvent, type QmpGreeting, type QmpReply } from 
 
 export interface QmpLogger {
   debug(message: string, meta?: Record<string, unknown>): void;
+  /** What happened as planned (a connection closed by this side, or after QEMU's SHUTDOWN event). */
+  info?(message: string, meta?: Record<string, unknown>): void;
   warn(message: string, meta?: Record<string, unknown>): void;
 }
 

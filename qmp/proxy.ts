@@ -110,11 +110,25 @@ export class QmpProxy extends EventEmitter {
   private nextClientId = 1;
   private shut: Promise<void> | null = null;
   private listener: { server: net.Server; handle: UnixListenHandle } | null = null;
-  private readonly onEvent = (_ev: unknown, text: string): void => {
+  /** QEMU announced its end (a SHUTDOWN event): the upstream closing after it is expected. */
+  private upstreamShutdown: string | null = null;
+  private readonly onEvent = (ev: unknown, text: string): void => {
+    if ((ev as { event?: unknown } | null)?.event === 'SHUTDOWN') {
+      const reason = (ev as { data?: { reason?: unknown } }).data?.reason;
+      this.upstreamShutdown = typeof reason === 'string' ? reason : 'shutdown';
+    }
     for (const s of this.sessions.values()) if (s.sendEvent(text)) this.stats.events++;
   };
   private readonly onUpstreamClose = (err?: QmpError): void => {
-    this.opts.logger?.warn('QMP proxy upstream closed', { proxy: this.label, error: err?.message });
+    // Closed by this side (err undefined: the daemon stopping or letting the VM go; its owner says so),
+    // or by QEMU after its SHUTDOWN event (INFO): planned. Anything else is a lost connection.
+    if (!err) this.opts.logger?.debug('QMP proxy closed with its upstream connection', { proxy: this.label });
+    else if (this.upstreamShutdown !== null)
+      this.opts.logger?.info?.('QMP proxy closed: QEMU shut down', {
+        proxy: this.label,
+        reason: this.upstreamShutdown,
+      });
+    else this.opts.logger?.warn('QMP proxy upstream closed', { proxy: this.label, error: err.message });
     this.emit('upstream-closed', err);
     void this.close();
   };

@@ -93,7 +93,7 @@ test('fleet from samples: guests of reachable hosts, a guest not answering is un
     ],
   );
   t.deepEqual(
-    doc.guests.map((x) => [x.vm, x.physBits, x.state, x.fits.hv1, x.fits.hv3]),
+    doc.guests.map((x) => [x.vm, x.physBits, x.state, x.fits!.hv1, x.fits!.hv3]),
     [
       ['ci', 46, 'unknown', true, true],
       ['gone', null, 'unknown', undefined, undefined],
@@ -101,8 +101,8 @@ test('fleet from samples: guests of reachable hosts, a guest not answering is un
     ],
   );
   const web1 = doc.guests.find((x) => x.vm === 'web1')!;
-  t.is(web1.fits.hv2, false, 'its layout ends above 2^39');
-  t.is(web1.why.hv2, 'layout ends at 513 GiB > 2^39 (512 GiB) (last width Prometheus saw; host unreachable)');
+  t.is(web1.fits!.hv2, false, 'its layout ends above 2^39');
+  t.is(web1.why!.hv2, 'layout ends at 513 GiB > 2^39 (512 GiB) (last width Prometheus saw; host unreachable)');
   t.is(doc.guests.find((x) => x.vm === 'gone')!.error?.code, 'PROM_VM_DOWN');
   t.is(doc.summary.exitCode, 3);
 });

@@ -192,7 +192,7 @@ for (const qemu of QEMUS) {
         t.is(g.host, g.vm.replace(/-vm$/, ''));
         t.is(g.physBits, guestBits[g.vm]);
         for (const h of Object.keys(width)) {
-          t.is(g.fits[h], guestBits[g.vm] <= width[h], `${n.name}: ${g.vm} on ${h}`);
+          t.is(g.fits![h], guestBits[g.vm] <= width[h], `${n.name}: ${g.vm} on ${h}`);
         }
       }
       // hvA-vm (46 bits) does not fit hvB (39 bits): critical.

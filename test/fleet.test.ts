@@ -83,8 +83,8 @@ test('a 46-bit guest fits its 46-bit host, not a 39-bit live peer nor a 44-bit s
       ['hv2', 'db1', 39, { hv1: true, hv2: true, hv3: true }, 'ok'],
     ],
   );
-  t.is(doc.guests[0].why.hv2, 'guest 46 bits > host 39 bits');
-  t.is(doc.guests[0].why.hv1, 'guest 46 bits <= host 46 bits, layout ends at 36 GiB');
+  t.is(doc.guests[0].why!.hv2, 'guest 46 bits > host 39 bits');
+  t.is(doc.guests[0].why!.hv1, 'guest 46 bits <= host 46 bits, layout ends at 36 GiB');
   t.deepEqual(doc.summary, { worst: 'critical', exitCode: 2 });
   t.is(fleetExitCode(doc), 2);
 });
@@ -93,8 +93,8 @@ test('a guest whose layout ends above a host limit does not fit there even when 
   const doc = buildFleet(
     input([{ name: 'hv2', physBits: 39, reachable: true }], [vm('big', 39, { highest: 539 * GIB })]),
   );
-  t.deepEqual(doc.guests[0].fits, { hv1: true, hv2: false });
-  t.is(doc.guests[0].why.hv2, 'layout ends at 539 GiB > 2^39 (512 GiB)');
+  t.deepEqual(doc.guests[0].fits!, { hv1: true, hv2: false });
+  t.is(doc.guests[0].why!.hv2, 'layout ends at 539 GiB > 2^39 (512 GiB)');
   t.is(doc.guests[0].highestAddress, 539 * GIB);
 });
 
@@ -102,15 +102,15 @@ test('both reasons are given when width and layout both fail', (t) => {
   const doc = buildFleet(
     input([{ name: 'hv2', physBits: 39, reachable: true }], [vm('wide', 46, { highest: 600 * GIB })]),
   );
-  t.is(doc.guests[0].why.hv2, 'guest 46 bits > host 39 bits; layout ends at 600 GiB > 2^39 (512 GiB)');
+  t.is(doc.guests[0].why!.hv2, 'guest 46 bits > host 39 bits; layout ends at 600 GiB > 2^39 (512 GiB)');
 });
 
 test('a guest whose layout was not read is judged on its width alone', (t) => {
   const doc = buildFleet(
     input([{ name: 'hv2', physBits: 46, reachable: true }], [vm('nolayout', 40, { highest: null })]),
   );
-  t.deepEqual(doc.guests[0].fits, { hv1: true, hv2: true });
-  t.is(doc.guests[0].why.hv2, 'guest 40 bits <= host 46 bits, layout not read');
+  t.deepEqual(doc.guests[0].fits!, { hv1: true, hv2: true });
+  t.is(doc.guests[0].why!.hv2, 'guest 40 bits <= host 46 bits, layout not read');
   t.is(doc.guests[0].highestAddress, null);
 });
 
@@ -133,9 +133,9 @@ test('an unreachable live peer is reported, not fatal: its configured width is s
     source: 'static',
     error: 'PEER_UNREACHABLE: http://10.0.0.3:9740/v1/status: ECONNREFUSED',
   });
-  t.deepEqual(doc.guests[0].fits, { hv1: true, hv2: true, hv3: true });
+  t.deepEqual(doc.guests[0].fits!, { hv1: true, hv2: true, hv3: true });
   t.is(
-    doc.guests[0].why.hv3,
+    doc.guests[0].why!.hv3,
     'guest 46 bits <= host 46 bits, layout ends at 36 GiB (configured width; host unreachable)',
   );
   t.is(doc.guests[0].state, 'unknown');
@@ -151,15 +151,15 @@ test('an unreachable peer with no configured width gives fits null; a misfit els
     ]),
   );
   t.is(doc.hosts[2].physBits, null);
-  t.deepEqual(doc.guests[0].fits, { hv1: true, hv2: false, hv4: null });
-  t.is(doc.guests[0].why.hv4, 'width of hv4 unknown (unreachable)');
+  t.deepEqual(doc.guests[0].fits!, { hv1: true, hv2: false, hv4: null });
+  t.is(doc.guests[0].why!.hv4, 'width of hv4 unknown (unreachable)');
   t.is(doc.guests[0].state, 'critical');
   t.is(fleetExitCode(doc), 2);
 });
 
 test('a guest that does not fit an unreachable host only is unknown, not critical', (t) => {
   const doc = buildFleet(input([{ name: 'hv3', physBits: 39, reachable: false }]));
-  t.deepEqual(doc.guests[0].fits, { hv1: true, hv3: false });
+  t.deepEqual(doc.guests[0].fits!, { hv1: true, hv3: false });
   t.is(doc.guests[0].state, 'unknown');
   t.is(fleetExitCode(doc), 3);
 });
@@ -191,6 +191,9 @@ test('a VM the agent could not read is listed with physBits null and fits {}, st
     highestAddress: null,
     fits: {},
     why: {},
+    fitsByWidth: {},
+    whyByWidth: {},
+    fitCount: { fits: 0, doesNot: 0, unknown: 2 },
     state: 'unknown',
     error: { code: 'QMP_CONNECT_FAILED', message: 'ECONNREFUSED' },
   });
@@ -202,7 +205,7 @@ test('a TCG guest is not bound by host widths unless policy.accelerators names t
   const free = buildFleet({ ...input(peers, [vm('lab', 46, { accel: 'tcg' })]) });
   t.deepEqual(free.guests[0].fits, { hv1: true, hv2: true });
   t.is(free.guests[0].bound, false);
-  t.is(free.guests[0].why.hv2, 'tcg guest: host widths do not bind it (policy.accelerators)');
+  t.is(free.guests[0].why!.hv2, 'tcg guest: host widths do not bind it (policy.accelerators)');
   t.is(fleetExitCode(free), 0);
   const bound = buildFleet({
     ...input(peers, [vm('lab', 46, { accel: 'tcg' })]),
@@ -210,6 +213,60 @@ test('a TCG guest is not bound by host widths unless policy.accelerators names t
   });
   t.deepEqual(bound.guests[0].fits, { hv1: true, hv2: false });
   t.is(fleetExitCode(bound), 2);
+});
+
+test('every guest carries its fit by host width and the count of hosts; the by-width answers equal the cells', (t) => {
+  const doc = buildFleet(
+    input(
+      [
+        { name: 'hv2', physBits: 39, reachable: true },
+        { name: 'hv3', physBits: 46, reachable: true },
+        { name: 'hv4', physBits: null, reachable: false, error: 'PEER_TIMEOUT: x' },
+      ],
+      [vm('web1', 46), vm('big', 39, { highest: 539 * GIB })],
+    ),
+  );
+  t.is(doc.matrix, 'full');
+  t.deepEqual(doc.widths, { '46': 2, '39': 1, unknown: 1 });
+  t.deepEqual(doc.guests[0].fitsByWidth, { '46': true, '39': false, unknown: null });
+  t.deepEqual(doc.guests[0].whyByWidth, {
+    '46': 'guest 46 bits <= host 46 bits, layout ends at 36 GiB',
+    '39': 'guest 46 bits > host 39 bits',
+    unknown: 'host width unknown',
+  });
+  t.deepEqual(doc.guests[0].fitCount, { fits: 2, doesNot: 1, unknown: 1 });
+  t.deepEqual(doc.guests[1].fitsByWidth, { '46': true, '39': false, unknown: null });
+  for (const g of doc.guests)
+    for (const h of doc.hosts) {
+      t.is(
+        g.fits![h.name],
+        g.fitsByWidth[h.physBits === null ? 'unknown' : String(h.physBits)],
+        `${g.vm} on ${h.name}`,
+      );
+    }
+});
+
+test('above fleet.maxMatrixCells the matrix is given by width only: no fits or why, the same states and exit code', (t) => {
+  const peers: FleetPeerInput[] = [
+    { name: 'hv2', physBits: 39, reachable: true },
+    { name: 'hv3', physBits: 44, reachable: false, error: 'PEER_TIMEOUT: x' },
+  ];
+  const vms = [vm('web1', 46), vm('db1', 39)];
+  const full = buildFleet({ ...input(peers, vms), maxMatrixCells: 6 });
+  const byWidth = buildFleet({ ...input(peers, vms), maxMatrixCells: 5 });
+  t.is(full.matrix, 'full');
+  t.is(byWidth.matrix, 'by-width');
+  for (const [i, g] of byWidth.guests.entries()) {
+    t.false('fits' in g);
+    t.false('why' in g);
+    const { fits: _fits, why: _why, ...rest } = full.guests[i];
+    t.deepEqual(g, rest);
+  }
+  // The unreachable 46-bit host's answer is given for its width, without the note on where the width came from.
+  t.is(byWidth.guests[0].whyByWidth['44'], 'guest 46 bits > host 44 bits');
+  t.is(full.guests[0].why!.hv3, 'guest 46 bits > host 44 bits (configured width; host unreachable)');
+  t.deepEqual(byWidth.summary, full.summary);
+  t.is(fleetExitCode(byWidth), 2);
 });
 
 test('fleetExitCode: 0 all fit; 2 beats 3', (t) => {
@@ -258,6 +315,32 @@ test('renderFleet: matrix with marks, unreachable hosts and the reasons for each
   t.true(ascii.includes('hv1/web1  46    yes  NO   ?'));
   t.true(ascii.includes('  hv1/web1 -> hv2: guest 46 bits > host 39 bits'));
   t.false(/[^\x00-\x7f]/.test(ascii));
+});
+
+test('renderFleet by width: a column per host width, the count of hosts each guest fits, unreachable hosts listed', (t) => {
+  const doc = buildFleet({
+    ...input(
+      [
+        { name: 'hv2', physBits: 39, reachable: true },
+        { name: 'hv3', physBits: 39, reachable: true },
+        { name: 'hv4', physBits: null, reachable: false, error: 'PEER_TIMEOUT: slow' },
+      ],
+      [vm('web1', 46), vm('db1', 39)],
+    ),
+    maxMatrixCells: 0,
+  });
+  const expected = [
+    'hosts: 4 (3 reachable); by width: 39 bits: 2, 46 bits: 1, width unknown: 1',
+    '  hv4: width unknown, configured, UNREACHABLE (PEER_TIMEOUT: slow)',
+    '',
+    'GUEST     BITS  39b  46b  ?b  HOSTS FIT  NOTE',
+    'hv1/web1  46    ✗    ✓    ?   1/4',
+    'hv1/db1   39    ✓    ✓    ?   3/4',
+    '',
+    'does not fit:',
+    '  hv1/web1 → hosts of 39 bits (2): guest 46 bits > host 39 bits',
+  ].join('\n');
+  t.is(renderFleet(doc), expected);
 });
 
 test('parseStatusDocument accepts a status document and rejects other shapes with PEER_BAD_RESPONSE', (t) => {

@@ -32,13 +32,14 @@ const verdictEvent = (
   reason: reasons[0]?.code,
   reasons,
 });
-const unknownEvent = (previous: string | null): PublishedEvent => ({
+const unknownEvent = (previous: string | null, code: string): PublishedEvent => ({
   type: 'verdict',
   vm: 'web1',
   socket: SOCKET,
   previous: previous as never,
   severity: 'unknown',
   relation: null,
+  reason: code,
 });
 const errorEvent = (code: string): PublishedEvent => ({
   type: 'vm-error',
@@ -72,7 +73,7 @@ const table: Array<[string, VmStatus, VmStatus, PublishedEvent[]]> = [
     'a judged VM turns unreachable: the error, then unknown',
     judged('ok', [EQUAL]),
     failed('QMP_CLOSED'),
-    [errorEvent('QMP_CLOSED'), unknownEvent('ok')],
+    [errorEvent('QMP_CLOSED'), unknownEvent('ok', 'QMP_CLOSED')],
   ],
   [
     'the first read fails: the error only (a pending VM is already unknown)',

@@ -276,8 +276,27 @@ export class ApiServer {
 
   async close(): Promise<void> {
     this.unsubscribe();
-    for (const ws of this.clients) ws.terminate();
+    // Event-stream clients are told why (1001 "going away", RFC 6455 7.4.1), then cut off: a client
+    // that does not answer the close within a second is not waited for.
+    const clients = [...this.clients];
     this.clients.clear();
+    await Promise.all(
+      clients.map(
+        (ws) =>
+          new Promise<void>((done) => {
+            if (ws.readyState === ws.CLOSED) return done();
+            const timer = setTimeout(() => {
+              ws.terminate();
+              done();
+            }, 1000);
+            ws.once('close', () => {
+              clearTimeout(timer);
+              done();
+            });
+            ws.close(1001, 'physbitsd is stopping');
+          }),
+      ),
+    );
     for (const s of this.servers) s.closeAllConnections?.();
     await Promise.all(this.closing.map((c) => c()));
     this.closing = [];

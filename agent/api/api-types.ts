@@ -73,7 +73,7 @@ export interface VerdictEvent extends EventBase {
   severity: State;
   /** null while the VM is unknown. */
   relation: Relation | null;
-  /** The first (most severe) reason's code. */
+  /** The first (most severe) reason's code; for severity `unknown`, the error's code (docs/errors.md). */
   reason?: string;
   reasons?: Reason[];
 }

@@ -111,7 +111,12 @@ async function main(): Promise<void> {
       process.exit(1);
     }, 8000);
     force.unref();
+    const began = Date.now();
     await daemon.stop().catch((err) => logger.error('error while stopping', { error: (err as Error).message }));
+    logger.info('stopped', { signal, ms: Date.now() - began });
+    // The logger hands lines to stderr on the next ticks: let them out before exiting.
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));

@@ -80,7 +80,10 @@ async function prometheusFleetInput(source: { url: string; config: Config }) {
   const { prometheusClient, readPrometheusFleet } = await import('../api/prometheus-fleet');
   const client = await prometheusClient(source.config.fleet, source.url);
   const { peers, source: from } = await readPrometheusFleet(client, source.config.fleet);
-  return { input: { peers, policy: source.config.policy }, from };
+  return {
+    input: { peers, policy: source.config.policy, maxMatrixCells: source.config.fleet.maxMatrixCells },
+    from,
+  };
 }
 
 export async function fleetCommand(args: string[], io: CliIo): Promise<number> {

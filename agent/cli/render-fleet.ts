@@ -49,7 +49,52 @@ function sourceLines(doc: Pick<FleetDocument, 'prometheus'>): string[] {
   return doc.prometheus ? [printable(`from Prometheus ${doc.prometheus.url} at ${doc.prometheus.time}`)] : [];
 }
 
+function note(g: FleetGuest): string {
+  return g.error
+    ? `${g.error.code}: ${g.error.message}`
+    : g.bound === false
+      ? `${g.accelerator}: not bound by host widths`
+      : '';
+}
+
+/** Host widths, narrowest first, "unknown" last. */
+function widthKeys(doc: Pick<FleetDocument, 'widths'>): string[] {
+  return Object.keys(doc.widths).sort((a, b) => (a === 'unknown' ? 1 : b === 'unknown' ? -1 : Number(a) - Number(b)));
+}
+
+/** A fleet too large for a column per host: a column per host width, and each guest's count of hosts. */
+function renderByWidth(doc: FleetDocument, opts: RenderOptions): string[] {
+  const keys = widthKeys(doc);
+  const reachable = doc.hosts.filter((h) => h.reachable).length;
+  const unreachable = doc.hosts.filter((h) => !h.reachable);
+  const label = (k: string) => (k === 'unknown' ? 'width unknown' : `${k} bits`);
+  const lines = [
+    `hosts: ${doc.hosts.length} (${reachable} reachable); by width: ${keys.map((k) => `${label(k)}: ${doc.widths[k]}`).join(', ')}`,
+    ...unreachable.map((h) => `  ${printable(hostLabel(h))}`),
+  ];
+  if (doc.guests.length === 0) return [...lines, 'no guests'];
+  const header = ['GUEST', 'BITS', ...keys.map((k) => (k === 'unknown' ? '?b' : `${k}b`)), 'HOSTS FIT', 'NOTE'];
+  const rows = doc.guests.map((g) =>
+    [
+      guestLabel(g),
+      g.physBits === null ? '-' : String(g.physBits),
+      ...keys.map((k) => cell(g.fitsByWidth[k], opts)),
+      `${g.fitCount.fits}/${doc.hosts.length}`,
+      note(g),
+    ].map(printable),
+  );
+  lines.push('', renderTable(rows, header));
+  const misfits: string[] = [];
+  for (const g of doc.guests)
+    for (const k of keys)
+      if (g.fitsByWidth[k] === false)
+        misfits.push(printable(`  ${guestLabel(g)} → hosts of ${label(k)} (${doc.widths[k]}): ${g.whyByWidth[k]}`));
+  if (misfits.length) lines.push('', 'does not fit:', ...misfits);
+  return lines;
+}
+
 export function renderFleet(doc: FleetDocument, opts: RenderOptions = {}): string {
+  if (doc.matrix === 'by-width') return finish([...sourceLines(doc), ...renderByWidth(doc, opts)].join('\n'), opts);
   const lines = [...sourceLines(doc), 'hosts:', ...doc.hosts.map((h) => `  ${printable(hostLabel(h))}`)];
   if (doc.guests.length === 0) {
     lines.push('no guests');
@@ -60,19 +105,15 @@ export function renderFleet(doc: FleetDocument, opts: RenderOptions = {}): strin
     [
       guestLabel(g),
       g.physBits === null ? '-' : String(g.physBits),
-      ...doc.hosts.map((h) => cell(g.fits[h.name], opts)),
-      g.error
-        ? `${g.error.code}: ${g.error.message}`
-        : g.bound === false
-          ? `${g.accelerator}: not bound by host widths`
-          : '',
+      ...doc.hosts.map((h) => cell(g.fits?.[h.name], opts)),
+      note(g),
     ].map(printable),
   );
   lines.push('', renderTable(rows, header));
   const misfits: string[] = [];
   for (const g of doc.guests) {
     for (const h of doc.hosts) {
-      if (g.fits[h.name] === false) misfits.push(printable(`  ${guestLabel(g)} → ${h.name}: ${g.why[h.name]}`));
+      if (g.fits?.[h.name] === false) misfits.push(printable(`  ${guestLabel(g)} → ${h.name}: ${g.why?.[h.name]}`));
     }
   }
   if (misfits.length) lines.push('', 'does not fit:', ...misfits);

@@ -204,6 +204,8 @@ export const configSchema = z
           .default(3600),
         /** A host whose newest width sample is older than this is stale: unknown. */
         staleSeconds: z.number().int().min(5).max(86400).default(300),
+        /** Above this many cells (hosts × guests) the fleet document gives its matrix by host width only. */
+        maxMatrixCells: z.number().int().min(0).max(100_000_000).default(200_000),
       })
       .strict()
       .prefault({}),

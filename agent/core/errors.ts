@@ -32,6 +32,18 @@ export class DaemonUnreachableError extends AgentError {
   }
 }
 
+/**
+ * QEMU ended as asked: a SHUTDOWN event (QMP `quit`, the guest powering off, a signal to QEMU), then
+ * the end of its monitor connection. The VM is unknown until it runs again; nothing is broken.
+ */
+export class VmShutDownError extends AgentError {
+  readonly reason: string;
+  constructor(socket: string, reason: string) {
+    super('VM_SHUT_DOWN', `${socket}: QEMU shut down (${reason})`);
+    this.reason = reason;
+  }
+}
+
 /** A bad configuration: exit 78. The message names the offending key. */
 export class ConfigError extends AgentError {
   constructor(message: string) {

@@ -85,14 +85,22 @@ export class DaemonApi implements ApiHandlers {
       try {
         const client = await prometheusClient(cfg.fleet, cfg.fleet.prometheus);
         const { peers, source } = await readPrometheusFleet(client, cfg.fleet);
-        return { input: { peers, policy: cfg.policy }, prometheus: source };
+        return { input: { peers, policy: cfg.policy, maxMatrixCells: cfg.fleet.maxMatrixCells }, prometheus: source };
       } catch (err) {
         if (err instanceof PrometheusError) throw apiError(503, err.code, err.message);
         throw err;
       }
     }
     const peers = await this.deps.peers.statuses();
-    return { input: { local: this.status(), localName: this.deps.host().name, peers, policy: cfg.policy } };
+    return {
+      input: {
+        local: this.status(),
+        localName: this.deps.host().name,
+        peers,
+        policy: cfg.policy,
+        maxMatrixCells: cfg.fleet.maxMatrixCells,
+      },
+    };
   }
 
   async fleet() {

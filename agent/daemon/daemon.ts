@@ -354,7 +354,7 @@ export class Daemon {
     this.verifyTask = cron.schedule(next.verify.schedule, () => void this.verifyAll(), { noOverlap: true });
     await this.peers.refresh();
     for (const supervisor of this.supervisors.values()) supervisor.rejudge();
-    this.events.publish({ type: 'config', message: 'configuration reloaded' });
+    this.events.publish({ type: 'config', message: 'the daemon reloaded its configuration' });
     this.logger.info('configuration reloaded');
   }
 
@@ -389,7 +389,12 @@ export class Daemon {
     this.verifyTask = null;
     this.discovery?.stop();
     this.libvirt?.stop();
-    await Promise.all([...this.supervisors.values()].map((supervisor) => supervisor.stop()));
+    await Promise.all(
+      [...this.supervisors.values()].map(async (supervisor) => {
+        await supervisor.stop();
+        this.logger.info('VM released', { vm: supervisor.name, socket: supervisor.socket });
+      }),
+    );
     this.supervisors.clear();
     this.heldCount = 0;
     await this.api?.close();

@@ -7,6 +7,7 @@ import { QmpClient } from '../../qmp/client';
 import { QmpError, TimeoutError } from '../../qmp/errors';
 import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from '../core/backoff';
 import type { Config } from '../core/config';
+import { VmShutDownError } from '../core/errors';
 import type { Logger } from '../core/logger';
 import type { Timers } from '../core/timers';
 import { readGuestFacts } from '../facts/guest-facts';
@@ -64,6 +65,8 @@ export class HeldConnection implements FactSource {
   /** Whether the last read over the connection succeeded. */
   private lastReadOk = false;
   private reading: Promise<void> | null = null;
+  /** QEMU's SHUTDOWN reason on the current connection: its closing after it is a planned end. */
+  private shutdownReason: string | null = null;
   /** The connection attempt under way, so that stop() can wait for what it creates. */
   private connecting: Promise<void> | null = null;
 
@@ -150,6 +153,7 @@ export class HeldConnection implements FactSource {
       return;
     }
     this.client = client;
+    this.shutdownReason = null;
     client.on('event', (ev: { event: string; data?: unknown }) => this.onEvent(ev));
     client.on('close', (err?: QmpError) => this.onClose(client, err));
     await this.read();
@@ -192,7 +196,11 @@ export class HeldConnection implements FactSource {
     this.clearHeartbeat();
     void this.detach();
     if (this.stopped) return;
-    this.opts.report.failed(err ?? new QmpError('QMP_CLOSED', `${this.opts.socket}: connection closed`));
+    // QEMU closes its monitor after the SHUTDOWN event of a `quit` (or of the guest powering off):
+    // whatever the socket reports then (end of file, ECONNRESET) is the planned end, not a fault.
+    if (this.shutdownReason !== null)
+      this.opts.report.failed(new VmShutDownError(this.opts.socket, this.shutdownReason));
+    else this.opts.report.failed(err ?? new QmpError('QMP_CLOSED', `${this.opts.socket}: connection closed`));
     this.scheduleReconnect();
   }
 
@@ -206,6 +214,11 @@ export class HeldConnection implements FactSource {
   }
 
   private onEvent(ev: { event: string; data?: unknown }): void {
+    if (ev.event === 'SHUTDOWN') {
+      // qapi/run-state.json: SHUTDOWN { guest, reason: ShutdownCause } (QEMU 4.0+; 'shutdown' before).
+      const reason = (ev.data as { reason?: unknown } | undefined)?.reason;
+      this.shutdownReason = typeof reason === 'string' ? reason : 'shutdown';
+    }
     this.opts.report.event(ev);
     if (!REREAD_EVENTS.has(ev.event) || this.rereadTimer) return;
     this.rereadTimer = this.opts.timers.setTimeout(() => {

@@ -14,7 +14,8 @@ export function statusState(status: VmStatus): State | undefined {
 const reasonCodes = (status: VmStatus): string => status.verdict?.reasons.map((r) => r.code).join() ?? '';
 
 /**
- * - A new error code: `vm-error`; a VM turning unknown: `verdict` with severity `unknown`.
+ * - A new error code: `vm-error`; a VM turning unknown: `verdict` with severity `unknown`, no
+ *   relation, and the error's code as its reason.
  * - A new severity or another set of reasons: `verdict` with the first reason and all of them.
  * - `previous` is null for the VM's first verdict (the status before was the initial PENDING).
  */
@@ -27,7 +28,15 @@ export function statusEvents(socket: string, prev: VmStatus, now: VmStatus): Pub
     if (prev.error?.code !== now.error.code)
       events.push({ type: 'vm-error', vm: now.name, socket, code: now.error.code, message: now.error.message });
     if (before !== after)
-      events.push({ type: 'verdict', vm: now.name, socket, previous, severity: 'unknown', relation: null });
+      events.push({
+        type: 'verdict',
+        vm: now.name,
+        socket,
+        previous,
+        severity: 'unknown',
+        relation: null,
+        reason: now.error.code,
+      });
     return events;
   }
   const verdict = now.verdict;

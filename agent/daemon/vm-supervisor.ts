@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import type { QmpClient } from '../../qmp/client';
 import type { BackoffOptions } from '../core/backoff';
 import type { Config } from '../core/config';
-import { errorInfo } from '../core/errors';
+import { errorInfo, type VmShutDownError } from '../core/errors';
 import type { Logger } from '../core/logger';
 import type { Timers } from '../core/timers';
 import type { GuestFacts, HostFacts, PeerFacts, Reason, VmStatus } from '../core/types';
@@ -223,7 +223,18 @@ export class VmSupervisor extends EventEmitter {
   private fail(err: unknown): void {
     if (this.stopped) return;
     const info = errorInfo(err);
-    if (this.current.error?.code !== info.code)
+    if (info.code === 'VM_SHUT_DOWN') {
+      if (this.current.error?.code !== info.code)
+        this.opts.logger.info('VM shut down', {
+          vm: this.name,
+          socket: this.socket,
+          reason: (err as VmShutDownError).reason,
+        });
+    } else if (this.current.error?.code === 'VM_SHUT_DOWN' && info.code === 'QMP_CONNECT_FAILED') {
+      // After a planned end, the socket is gone or refuses until QEMU runs again: that is the
+      // expected state, not news; the status keeps saying the VM shut down.
+      return;
+    } else if (this.current.error?.code !== info.code)
       this.opts.logger.warn('VM unreachable', {
         vm: this.name,
         socket: this.socket,

@@ -30,6 +30,8 @@ export interface FleetInput {
   localName?: string;
   peers: FleetPeerInput[];
   policy: Pick<Policy, 'accelerators'>;
+  /** Above this many cells (hosts × guests) the matrix is given by width only (fleet.maxMatrixCells). */
+  maxMatrixCells?: number;
 }
 
 export interface FleetHost {
@@ -47,6 +49,24 @@ export interface FleetHost {
 
 export type FleetGuestState = 'ok' | 'critical' | 'unknown';
 
+/**
+ * How the document gives the guest × host matrix. 'full': `fits` and `why` per host name, for fleets
+ * of at most `maxMatrixCells` cells (hosts × guests). 'by-width': `fits` and `why` are left out and
+ * every answer is in `fitsByWidth`/`whyByWidth`: a cell depends only on the host's width
+ * (fitOnHost), so `fitsByWidth[String(host.physBits)]` (or `["unknown"]` for a host of unknown
+ * width) is the answer for every host of that width. 1,000 hosts × 20,000 guests is 20 million
+ * cells by host and at most a few dozen by width.
+ */
+export type FleetMatrix = 'full' | 'by-width';
+
+/** Above this many cells (hosts × guests) the document gives the matrix by width only. */
+export const DEFAULT_MAX_MATRIX_CELLS = 200_000;
+
+/** The key of a host width in `fitsByWidth`/`whyByWidth` and `FleetDocument.widths`. */
+export function widthKey(physBits: number | null): string {
+  return physBits === null ? 'unknown' : String(physBits);
+}
+
 export interface FleetGuest {
   host: string;
   vm: string;
@@ -56,10 +76,16 @@ export interface FleetGuest {
   bound: boolean | null;
   /** One past the highest guest-physical address its layout can use; null when not read. */
   highestAddress: number | null;
-  /** Per host: true fits, false does not, null unknown (no width, or the guest was not read). */
-  fits: Record<string, boolean | null>;
-  /** Per host: the sentence behind each `fits` value. */
-  why: Record<string, string>;
+  /** Per host: true fits, false does not, null unknown (no width, or the guest was not read). Only in a 'full' matrix. */
+  fits?: Record<string, boolean | null>;
+  /** Per host: the sentence behind each `fits` value. Only in a 'full' matrix. */
+  why?: Record<string, string>;
+  /** Per host width (widthKey): the same answer for every host of that width. */
+  fitsByWidth: Record<string, boolean | null>;
+  /** Per host width: the sentence behind it (without the note on unreachable hosts). */
+  whyByWidth: Record<string, string>;
+  /** How many hosts it fits, does not fit, and is unknown on. */
+  fitCount: { fits: number; doesNot: number; unknown: number };
   state: FleetGuestState;
   error?: VmErrorInfo;
 }
@@ -75,6 +101,9 @@ export interface PrometheusSource {
 
 export interface FleetDocument {
   hosts: FleetHost[];
+  /** How many hosts have each width (widthKey), reachable or not. */
+  widths: Record<string, number>;
+  matrix: FleetMatrix;
   guests: FleetGuest[];
   summary: { worst: State; exitCode: number };
   prometheus?: PrometheusSource;
@@ -145,23 +174,57 @@ export function fitOnHost(
   return { fits: true, why: `guest ${guest.physBits} bits <= host ${host.physBits} bits, ${layout}${fallback}` };
 }
 
+/**
+ * Hosts that answer alike for every guest: one width, reachable or not, and the same kind of
+ * fallback width. fitOnHost is asked once per guest and class, not once per cell.
+ */
+interface HostClass {
+  sample: FleetHost;
+  names: string[];
+}
+
+function hostClasses(hosts: FleetHost[]): HostClass[] {
+  const byKey = new Map<string, HostClass>();
+  for (const h of hosts) {
+    const key = `${widthKey(h.physBits)}|${h.reachable}|${h.source === 'prometheus'}`;
+    const c = byKey.get(key);
+    if (c) c.names.push(h.name);
+    else byKey.set(key, { sample: h, names: [h.name] });
+  }
+  return [...byKey.values()];
+}
+
 /** Pure: the fleet document for this host's status and what is known of its peers. */
 export function buildFleet(input: FleetInput): FleetDocument {
   const hosts = fleetHosts(input);
-  const guests = fleetVms(input).map(({ host, vm }) => fleetGuest(host, vm, hosts, input.policy));
+  const vms = fleetVms(input);
+  const maxCells = input.maxMatrixCells ?? DEFAULT_MAX_MATRIX_CELLS;
+  const matrix: FleetMatrix = hosts.length * vms.length <= maxCells ? 'full' : 'by-width';
+  const classes = hostClasses(hosts);
+  const guests = vms.map(({ host, vm }) => fleetGuest(host, vm, classes, input.policy, matrix));
+  const widths: Record<string, number> = {};
+  for (const h of hosts) widths[widthKey(h.physBits)] = (widths[widthKey(h.physBits)] ?? 0) + 1;
   const states: State[] = guests.map((g) => g.state);
   if (hosts.some((h) => !h.reachable)) states.push('unknown');
   const worst = worstState(states);
-  return { hosts, guests, summary: { worst, exitCode: exitCodeFor(worst) } };
+  return { hosts, widths, matrix, guests, summary: { worst, exitCode: exitCodeFor(worst) } };
 }
 
-function fleetGuest(host: string, vm: VmStatus, hosts: FleetHost[], policy: Pick<Policy, 'accelerators'>): FleetGuest {
+function fleetGuest(
+  host: string,
+  vm: VmStatus,
+  classes: HostClass[],
+  policy: Pick<Policy, 'accelerators'>,
+  matrix: FleetMatrix,
+): FleetGuest {
   const g = vm.guest;
+  const fitCount = { fits: 0, doesNot: 0, unknown: 0 };
   if (vm.error || !g) {
     const error = vm.error ?? {
       code: 'GUEST_FACTS_MISSING',
       message: 'the status document has no guest facts for this VM',
     };
+    for (const c of classes) fitCount.unknown += c.names.length;
     return {
       host,
       vm: vm.name,
@@ -169,8 +232,10 @@ function fleetGuest(host: string, vm: VmStatus, hosts: FleetHost[], policy: Pick
       accelerator: vm.accelerator ?? null,
       bound: null,
       highestAddress: null,
-      fits: {},
-      why: {},
+      ...(matrix === 'full' ? { fits: {}, why: {} } : {}),
+      fitsByWidth: {},
+      whyByWidth: {},
+      fitCount,
       state: 'unknown',
       error,
     };
@@ -184,11 +249,31 @@ function fleetGuest(host: string, vm: VmStatus, hosts: FleetHost[], policy: Pick
   };
   const fits: Record<string, boolean | null> = {};
   const why: Record<string, string> = {};
+  const fitsByWidth: Record<string, boolean | null> = {};
+  const whyByWidth: Record<string, string> = {};
   let state: FleetGuestState = 'ok';
-  for (const h of hosts) {
+  for (const c of classes) {
+    const h = c.sample;
     const cell = fitOnHost(facts, h);
-    fits[h.name] = cell.fits;
-    why[h.name] = cell.why;
+    const key = widthKey(h.physBits);
+    if (!(key in fitsByWidth) || h.reachable) {
+      fitsByWidth[key] = cell.fits;
+      whyByWidth[key] =
+        h.physBits === null && cell.fits === null
+          ? 'host width unknown'
+          : h.reachable
+            ? cell.why
+            : fitOnHost(facts, { ...h, reachable: true }).why;
+    }
+    if (matrix === 'full') {
+      for (const name of c.names) {
+        fits[name] = cell.fits;
+        why[name] = cell.why;
+      }
+    }
+    if (cell.fits === true) fitCount.fits += c.names.length;
+    else if (cell.fits === false) fitCount.doesNot += c.names.length;
+    else fitCount.unknown += c.names.length;
     if (cell.fits === false && h.reachable) state = 'critical';
     else if ((cell.fits === null || !h.reachable) && state === 'ok') state = 'unknown';
   }
@@ -199,8 +284,10 @@ function fleetGuest(host: string, vm: VmStatus, hosts: FleetHost[], policy: Pick
     accelerator,
     bound: facts.bound,
     highestAddress: facts.highestAddress,
-    fits,
-    why,
+    ...(matrix === 'full' ? { fits, why } : {}),
+    fitsByWidth,
+    whyByWidth,
+    fitCount,
     state,
   };
 }
