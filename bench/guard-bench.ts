@@ -263,6 +263,16 @@ export async function runGuardBench(opts: GuardOptions): Promise<Section> {
     target(sec, '8 clients p50 vs direct pipelined', '≤ 1.2×', r[3], '×', r[3] <= 1.2),
     target(sec, '8 clients p99 vs direct pipelined', '≤ 1.5×', r[4], '×', r[4] <= 1.5),
     target(sec, '8 clients throughput vs direct pipelined', '≥ 0.85×', r[5], '×', r[5] >= 0.85),
+    // Issue 19: the guard's hop against a byte-pipe hop (the last rows).
+    target(sec, '1 client p50 vs the bare pipe proxy', '≤ 1.1×', r[rows.length - 3], '×', r[rows.length - 3] <= 1.1),
+    target(
+      sec,
+      '1 client throughput vs the bare pipe proxy',
+      '≥ 0.9×',
+      r[rows.length - 1],
+      '×',
+      r[rows.length - 1] >= 0.9,
+    ),
   ];
   // One held VM: the heartbeatsPerSecond cap does not bind.
   const heartbeatMs = heartbeatIntervalFor(1, parseConfig({}).qmp);

@@ -203,12 +203,26 @@ export class QmpClient extends EventEmitter {
     const c = classifyMessage(msg);
     if (c.kind !== 'command')
       return Promise.reject(new ProtocolError(`${this.address}: not a command: ${excerpt(JSON.stringify(msg) ?? '')}`));
-    let command = msg as Record<string, unknown>;
-    if (c.hasId) {
-      command = { ...command };
-      delete command.id;
-    }
+    // A copy: request() writes this client's id into it.
+    const command: Record<string, unknown> = { ...msg };
+    if (c.hasId) delete command.id;
     return this.request(command, c.name, c.oob === !!opts.oob ? opts : { ...opts, oob: c.oob });
+  }
+
+  /**
+   * Sends a command this side has already checked (the proxy's): `name`, its arguments, exec-oob or
+   * not; resolves with the reply and its exact text, like forward(), without building or checking
+   * the command object again.
+   */
+  forwardCommand(
+    name: string,
+    args: Record<string, unknown> | undefined,
+    oob: boolean,
+    opts: Omit<ExecuteOptions, 'oob'> = {},
+  ): Promise<RawReply> {
+    const msg: Record<string, unknown> = { [oob ? 'exec-oob' : 'execute']: name };
+    if (args !== undefined) msg.arguments = args;
+    return this.request(msg, name, oob ? { ...opts, oob } : opts);
   }
 
   /** Resolves with the next event that matches; rejects on timeout or close. */
@@ -333,7 +347,9 @@ export class QmpClient extends EventEmitter {
     const id = `${ID_PREFIX}${String(++this.seq).padStart(5, '0')}`;
     let line: string;
     try {
-      line = jsonText({ ...msg, id });
+      // The caller's object gets this client's id (it is the caller's own copy, see forward()).
+      msg.id = id;
+      line = jsonText(msg);
     } catch (err) {
       return Promise.reject(
         new ProtocolError(`${this.address}: ${command}: the command has no JSON form: ${(err as Error).message}`, {

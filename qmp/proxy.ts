@@ -235,7 +235,11 @@ export class QmpProxy extends EventEmitter {
     return this.shut;
   }
 
-  private async onCommand(client: number, cmd: ServerCommand): Promise<CommandOutcome> {
+  /**
+   * One client command: refused here, or forwarded. A verdict the interceptor gives at once (every
+   * command its rules do not look at) is acted on in the same turn, without a promise between.
+   */
+  private onCommand(client: number, cmd: ServerCommand): CommandOutcome | Promise<CommandOutcome> {
     if (FD_COMMANDS.has(cmd.name)) {
       return this.refuse(
         client,
@@ -244,21 +248,23 @@ export class QmpProxy extends EventEmitter {
         `${cmd.name} cannot pass through this QMP proxy (file descriptors do not cross it); send it on the upstream socket ${this.upstream.address}`,
       );
     }
-    let verdict: InterceptResult = { action: 'forward' };
-    if (this.opts.interceptor) {
-      try {
-        verdict = await this.opts.interceptor(
-          { execute: cmd.name, arguments: cmd.arguments, oob: cmd.oob },
-          { id: client },
-        );
-      } catch (err) {
-        verdict = {
-          action: 'reply-error',
-          errorClass: 'GenericError',
-          desc: `${cmd.name} refused: its check failed: ${(err as Error).message}`,
-        };
-      }
+    const interceptor = this.opts.interceptor;
+    if (!interceptor) return this.forward(cmd);
+    let verdict: InterceptResult | Promise<InterceptResult>;
+    try {
+      verdict = interceptor({ execute: cmd.name, arguments: cmd.arguments, oob: cmd.oob }, { id: client });
+    } catch (err) {
+      return this.act(client, cmd, checkFailed(cmd, err));
     }
+    if (verdict instanceof Promise)
+      return verdict.then(
+        (v) => this.act(client, cmd, v),
+        (err) => this.act(client, cmd, checkFailed(cmd, err)),
+      );
+    return this.act(client, cmd, verdict);
+  }
+
+  private act(client: number, cmd: ServerCommand, verdict: InterceptResult): CommandOutcome | Promise<CommandOutcome> {
     if (verdict?.action !== 'forward') {
       // Anything but an explicit 'forward' refuses: a broken interceptor must not let commands through.
       const v = verdict as { errorClass?: unknown; desc?: unknown } | undefined;
@@ -266,15 +272,18 @@ export class QmpProxy extends EventEmitter {
       const desc = typeof v?.desc === 'string' ? v.desc : `${cmd.name} refused`;
       return this.refuse(client, cmd.name, errorClass, desc);
     }
-    const msg: Record<string, unknown> = { [cmd.oob ? 'exec-oob' : 'execute']: cmd.name };
-    if (cmd.arguments !== undefined) msg.arguments = cmd.arguments;
+    return this.forward(cmd);
+  }
+
+  /** The command as checked (name, arguments, oob), under the upstream client's own id. */
+  private forward(cmd: ServerCommand): Promise<CommandOutcome> {
     this.stats.forwarded++;
-    try {
-      const { text, id } = await this.upstream.forward(msg, { timeoutMs: this.opts.commandTimeoutMs ?? 0 });
-      return { replyText: text, replyId: id };
-    } catch (err) {
-      return { error: { class: 'GenericError', desc: (err as Error).message } };
-    }
+    return this.upstream
+      .forwardCommand(cmd.name, cmd.arguments, cmd.oob, { timeoutMs: this.opts.commandTimeoutMs ?? 0 })
+      .then(
+        ({ text, id }): CommandOutcome => ({ replyText: text, replyId: id }),
+        (err: unknown): CommandOutcome => ({ error: { class: 'GenericError', desc: (err as Error).message } }),
+      );
   }
 
   private refuse(client: number, command: string, errorClass: string, desc: string): CommandOutcome {
@@ -282,4 +291,12 @@ export class QmpProxy extends EventEmitter {
     this.emit('refused', { client, command, errorClass, desc });
     return { error: { class: errorClass, desc } };
   }
+}
+
+function checkFailed(cmd: ServerCommand, err: unknown): InterceptResult {
+  return {
+    action: 'reply-error',
+    errorClass: 'GenericError',
+    desc: `${cmd.name} refused: its check failed: ${(err as Error)?.message ?? String(err)}`,
+  };
 }

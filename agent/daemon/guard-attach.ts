@@ -15,7 +15,7 @@ import { groupId } from '../core/unix-groups';
 import type { Config } from '../core/config';
 import type { Logger } from '../core/logger';
 import type { HostFacts } from '../core/types';
-import { classifyCommand, createGuardInterceptor, type RefusalEvent } from '../guard/guard-decision';
+import { classifyCommand, createGuardInterceptor, type GuardAction, type RefusalEvent } from '../guard/guard-decision';
 import type { PeerLookup } from '../guard/migration-rule';
 import type { Attachment, VmSupervisor } from './vm-supervisor';
 
@@ -116,15 +116,19 @@ export function createGuardAttach(deps: GuardAttachDeps) {
       clientQueueBytes: config.guard.clientQueueBytes,
       maxLineBytes: config.qmp.maxLineBytes,
       logger,
-      interceptor: async (cmd) => {
-        const action = await decide(cmd);
-        if (action.action === 'forward') {
-          const kind = classifyCommand(cmd).kind;
-          if (kind === 'migrate') deps.migrationApproved(supervisor.socket);
-          // QEMU sends no event when a memory or PCI device is plugged: read the layout again after it.
-          if (kind === 'memory' || kind === 'pci') supervisor.rereadSoon();
-        }
-        return action;
+      interceptor: (cmd) => {
+        const approved = (action: GuardAction): GuardAction => {
+          if (action.action === 'forward') {
+            const kind = classifyCommand(cmd).kind;
+            if (kind === 'migrate') deps.migrationApproved(supervisor.socket);
+            // QEMU sends no event when a memory or PCI device is plugged: read the layout again after it.
+            if (kind === 'memory' || kind === 'pci') supervisor.rereadSoon();
+          }
+          return action;
+        };
+        // Commands no rule looks at are decided at once and forwarded in the same turn.
+        const action = decide(cmd);
+        return action instanceof Promise ? action.then(approved) : approved(action);
       },
     });
     // Only root may give a socket away; otherwise it stays ours, with the mode worked out above.

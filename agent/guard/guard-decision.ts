@@ -93,7 +93,11 @@ export const MAX_RESERVATIONS = 64;
 
 const FORWARD: GuardAction = { action: 'forward' };
 
-export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) => Promise<GuardAction> {
+/**
+ * The guard's decision for each command: at once (not a promise) for every command no rule looks at,
+ * so that the proxy forwards those in the same turn; a promise for the ones a rule decides.
+ */
+export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) => GuardAction | Promise<GuardAction> {
   const clock = ctx.clock ?? Date.now;
   let reservations: { addr: number; size: number; until: number }[] = [];
   let memoryQueue: Promise<unknown> = Promise.resolve();
@@ -159,9 +163,7 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
     return FORWARD;
   };
 
-  return async (cmd: GuardCommand): Promise<GuardAction> => {
-    const c = classifyCommand(cmd);
-    if (c.kind === 'safe') return FORWARD;
+  const decideRuled = async (cmd: GuardCommand, c: Exclude<Classified, { kind: 'safe' }>): Promise<GuardAction> => {
     if (c.kind === 'hmp-unparsable') {
       return refuse(
         cmd,
@@ -221,5 +223,10 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
         `the guard could not decide (${String((err as Error)?.message ?? err).slice(0, 200)})`,
       );
     }
+  };
+
+  return (cmd: GuardCommand): GuardAction | Promise<GuardAction> => {
+    const c = classifyCommand(cmd);
+    return c.kind === 'safe' ? FORWARD : decideRuled(cmd, c);
   };
 }
