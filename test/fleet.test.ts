@@ -476,9 +476,10 @@ test('fetchPeerStatus times out on a body that stalls', async (t) => {
     res.write('{"host":');
   });
   t.teardown(() => s.close());
-  const err = await peerError(t, fetchPeerStatus({ url: s.url, tokenFile: tokenFile(t) }, { timeoutMs: 300 }));
+  // Long enough for the headers to arrive on a loaded machine: the stall is in the body.
+  const err = await peerError(t, fetchPeerStatus({ url: s.url, tokenFile: tokenFile(t) }, { timeoutMs: 3000 }));
   t.is(err.code, 'PEER_TIMEOUT');
-  t.is(err.message, `${s.url}/v1/status: response not complete within 300 ms`);
+  t.is(err.message, `${s.url}/v1/status: response not complete within 3000 ms`);
 });
 
 test('fetchPeerStatus: closed port, unreadable or empty token, bad JSON', async (t) => {
