@@ -2,9 +2,11 @@
 # Installs what physbits needs on a Debian machine, only where missing: Node.js and npm, QEMU,
 # socat, Prometheus (promtool), Alertmanager and libvirt (for the tests and the demo), and the
 # Debian 13 tree whose QEMU 10 the tests run beside this machine's QEMU (contrib/debian13-tree.sh);
-# strace and systemd-analyze (the unit's system-call filter is tested against what the daemon calls).
+# strace and systemd-analyze (the unit's system-call filter is tested against what the daemon calls);
+# openssl (throwaway certificate authorities for the https peer tests); util-linux's setpriv (test
+# daemons and guests die with their test worker).
 set -euo pipefail
-pkgs=(qemu-system-x86 qemu-utils socat prometheus prometheus-alertmanager libvirt-daemon-system libvirt-clients ovmf mmdebstrap lintian strace util-linux systemd)
+pkgs=(qemu-system-x86 qemu-utils socat prometheus prometheus-alertmanager libvirt-daemon-system libvirt-clients ovmf mmdebstrap lintian strace util-linux systemd openssl)
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 missing=()

@@ -157,7 +157,7 @@ for (const qemu of QEMUS) {
   test(`${qemu.label}: three daemons: fleet matrix for every pair, advice for a 46-bit guest in a 39-bit pool, an unreachable peer`, async (t) => {
     const shared = tempDir('physbits-e2e-token-');
     const tokenFile = join(shared, 'token');
-    writeFileSync(tokenFile, `${TOKEN}\n`);
+    writeFileSync(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
     const ports = new Map<string, number>();
     for (const p of PLANS) ports.set(p.name, await freePort());
     const nodes: Node[] = [];

@@ -1,12 +1,13 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfig } from '../agent/core/config';
 import { ConfigError } from '../agent/core/errors';
 import {
   API_TOKEN_MIN_LENGTH,
+  checkPeerFiles,
   readApiToken,
   resolveWebhookSecrets,
   type SecretFileAccess,
@@ -109,5 +110,109 @@ test('api.tokenFile: at least 32 characters after trimming, else a ConfigError n
   for (const [path, message] of table) {
     const err = t.throws(() => readApiToken(path, read), { instanceOf: ConfigError }, path);
     t.is(err?.message, message);
+  }
+});
+
+const livePeer = (over: Record<string, unknown> = {}) =>
+  parseConfig(
+    {
+      tls: { caFile: '/etc/physbits/ca.pem' },
+      peers: [
+        { name: 'static', address: '10.0.0.1', physBits: 40 },
+        {
+          name: 'live',
+          address: '10.0.0.2',
+          url: 'https://10.0.0.2:9740',
+          tokenFile: '/etc/physbits/peer.token',
+          ...over,
+        },
+      ],
+    },
+    'test',
+  );
+
+test('peers[].tokenFile is checked like a webhook secretFile; the CA file (own or tls.caFile) must hold a certificate', (t) => {
+  const PEM = '-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----\n';
+  const fs = (st: { uid: number; mode: number }, files: Record<string, string>): SecretFileAccess => ({
+    stat: () => ({ uid: st.uid, mode: st.mode, isFile: () => true }),
+    read: (p) => {
+      if (p in files) return files[p];
+      throw Object.assign(new Error('gone'), { code: 'ENOENT' });
+    },
+  });
+  const good = { '/etc/physbits/peer.token': 'tok\n', '/etc/physbits/ca.pem': PEM, '/etc/physbits/own.pem': PEM };
+  t.notThrows(() => checkPeerFiles(livePeer(), fs({ uid: 0, mode: 0o100600 }, good)));
+  const cases: Array<[ReturnType<typeof livePeer>, SecretFileAccess, string]> = [
+    [
+      livePeer(),
+      fs({ uid: 0, mode: 0o100644 }, good),
+      'peers[1].tokenFile: /etc/physbits/peer.token: must not be open to group or others (mode 0644); chmod 0600 it',
+    ],
+    [
+      livePeer(),
+      fs({ uid: 65534, mode: 0o100600 }, good),
+      'peers[1].tokenFile: /etc/physbits/peer.token: must be owned by root (owner uid 65534)',
+    ],
+    [
+      livePeer(),
+      fs({ uid: 0, mode: 0o100600 }, { ...good, '/etc/physbits/ca.pem': 'junk' }),
+      'tls.caFile (for peers[1]): /etc/physbits/ca.pem: holds no PEM certificate',
+    ],
+    [
+      livePeer({ caFile: '/etc/physbits/missing.pem' }),
+      fs({ uid: 0, mode: 0o100600 }, good),
+      'peers[1].caFile: /etc/physbits/missing.pem: cannot read: ENOENT',
+    ],
+  ];
+  for (const [cfg, access, message] of cases) {
+    const err = t.throws(() => checkPeerFiles(cfg, access), { instanceOf: ConfigError });
+    t.is(err?.message, message);
+  }
+  // An http peer has no CA file to check; caFile on one is a config error.
+  t.notThrows(() =>
+    checkPeerFiles(
+      livePeer({ url: 'http://10.0.0.2:9740' }),
+      fs({ uid: 0, mode: 0o100600 }, { ...good, '/etc/physbits/ca.pem': 'junk' }),
+    ),
+  );
+  t.throws(() => livePeer({ url: 'http://10.0.0.2:9740', caFile: '/x.pem' }), {
+    instanceOf: ConfigError,
+    message: /peers\[1\]\.caFile: only for an https:\/\/ url/,
+  });
+});
+
+test("physbitsd exits 78 with one line naming a peer token file that is group-readable or not root's", (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'physbits-peer-token-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const token = join(dir, 'peer.token');
+  writeFileSync(token, `${'t'.repeat(40)}\n`, { mode: 0o600 });
+  const cfg = join(dir, 'cfg.json');
+  writeFileSync(
+    cfg,
+    JSON.stringify({
+      discovery: { sockets: [join(dir, '*.qmp')] },
+      api: { socket: join(dir, 'api.sock') },
+      alerts: { spoolDir: join(dir, 'spool') },
+      peers: [{ name: 'hv2', address: '127.0.0.2', url: 'http://127.0.0.1:9', tokenFile: token }],
+    }),
+  );
+  const run = () => spawnSync(process.execPath, [PHYSBITSD, '--config', cfg], { encoding: 'utf8', timeout: 30000 });
+  for (const [prepare, expected] of [
+    [
+      () => chmodSync(token, 0o640),
+      `config: peers[0].tokenFile: ${token}: must not be open to group or others (mode 0640); chmod 0600 it`,
+    ],
+    [
+      () => {
+        chmodSync(token, 0o600);
+        chownSync(token, 65534, 65534);
+      },
+      `config: peers[0].tokenFile: ${token}: must be owned by root (owner uid 65534)`,
+    ],
+  ] as const) {
+    prepare();
+    const r = run();
+    t.is(r.status, 78, r.stderr);
+    t.is(r.stderr, `physbitsd: ${expected}\n`);
   }
 });

@@ -1,12 +1,22 @@
 /**
  * Asking a live peer agent: GET {url}/<path> with the shared bearer token read from the peer's
  * tokenFile, bounded in time (headers and body) and in size (declared and streamed), redirects never
- * followed so the token is sent nowhere else. Every failure is a PeerError with a stable code
- * (docs/fleet-and-advice.md, docs/guard.md); what the document must hold is the caller's check.
+ * followed so the token is sent nowhere else. An https peer's certificate is verified, always: against
+ * the peer's CA file when one is configured (it then replaces the system's roots), else Node's roots,
+ * and its name against the url's host; a certificate that does not verify is PEER_TLS_UNTRUSTED and
+ * the token is never sent. Every failure is a PeerError with a stable code (docs/fleet-and-advice.md,
+ * docs/guard.md); what the document must hold is the caller's check.
  */
+import http from 'node:http';
+import https from 'node:https';
+import { Readable } from 'node:stream';
 import { AgentError } from '../core/errors';
 
-/** Why a live peer could not be asked: PEER_TOKEN_UNREADABLE, PEER_UNREACHABLE, PEER_TIMEOUT, PEER_UNAUTHORIZED, PEER_HTTP_STATUS, PEER_RESPONSE_TOO_LARGE, PEER_BAD_RESPONSE. */
+/**
+ * Why a live peer could not be asked: PEER_TOKEN_UNREADABLE, PEER_CA_UNREADABLE, PEER_UNREACHABLE,
+ * PEER_TLS_UNTRUSTED, PEER_TIMEOUT, PEER_UNAUTHORIZED, PEER_HTTP_STATUS, PEER_RESPONSE_TOO_LARGE,
+ * PEER_BAD_RESPONSE.
+ */
 export class PeerError extends AgentError {}
 
 /** The part of fetch a peer request uses; the global fetch fits. */
@@ -26,7 +36,71 @@ export interface PeerGetOptions {
   /** Largest response body accepted. */
   maxBytes: number;
   readFile: ReadTextFile;
-  fetch: PeerFetch;
+  /** Default: node's http/https client, verifying https peers against the peer's caFile (nodePeerFetch). */
+  fetch?: PeerFetch;
+}
+
+/** What a live peer is asked with. */
+export interface PeerTarget {
+  url: string;
+  tokenFile: string;
+  /** PEM certificates that verify an https peer; Node's roots when absent. */
+  caFile?: string;
+}
+
+/**
+ * GET over node's http or https client. For https the server's certificate chain and name are
+ * verified (rejectUnauthorized is never turned off); `ca`, when given, is the only trust anchor. No
+ * connection is kept or pooled: peers are asked rarely.
+ */
+export function nodePeerFetch(tls: { ca?: string } = {}): PeerFetch {
+  return (url, init) =>
+    new Promise((resolve, reject) => {
+      const target = new URL(url);
+      const secure = target.protocol === 'https:';
+      if (!secure && target.protocol !== 'http:') {
+        reject(new Error(`unsupported protocol ${target.protocol}`));
+        return;
+      }
+      const options: https.RequestOptions = {
+        method: 'GET',
+        headers: init.headers,
+        signal: init.signal,
+        agent: false,
+        ...(secure ? { rejectUnauthorized: true, ...(tls.ca ? { ca: tls.ca } : {}) } : {}),
+      };
+      const req = (secure ? https : http).request(target, options, (res) => {
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: {
+            get: (name) => {
+              const v = res.headers[name.toLowerCase()];
+              return v === undefined ? null : Array.isArray(v) ? v.join(', ') : v;
+            },
+          },
+          body: Readable.toWeb(res) as ReadableStream<Uint8Array>,
+        });
+      });
+      req.once('error', reject);
+      req.end();
+    });
+}
+
+/** OpenSSL's and node's codes for a certificate that does not verify (chain, name, dates). */
+const TLS_VERIFY_CODE = /CERT|SIGNATURE|ISSUER|SELF_SIGNED|ALTNAME|UNABLE_TO_GET|UNABLE_TO_VERIFY/;
+
+/** The PEM text of a peer's CA file. */
+async function readCa(caFile: string, readFile: ReadTextFile): Promise<string> {
+  let text: string;
+  try {
+    text = String(await readFile(caFile));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? String(err);
+    throw new PeerError('PEER_CA_UNREADABLE', `${caFile}: cannot read the CA file: ${code}`, { cause: err });
+  }
+  if (!text.includes('-----BEGIN CERTIFICATE-----'))
+    throw new PeerError('PEER_CA_UNREADABLE', `${caFile}: holds no PEM certificate`);
+  return text;
 }
 
 /** A token longer than this is not a bearer token. */
@@ -54,28 +128,34 @@ export function peerUrl(base: string, path: string): string {
 }
 
 /** GET {peer.url}/{path} as JSON: the parsed document, of any shape. */
-export async function getPeerJson(
-  peer: { url: string; tokenFile: string },
-  path: string,
-  opts: PeerGetOptions,
-): Promise<unknown> {
+export async function getPeerJson(peer: PeerTarget, path: string, opts: PeerGetOptions): Promise<unknown> {
   const token = await readPeerToken(peer.tokenFile, opts.readFile);
   const url = peerUrl(peer.url, path);
+  const fetchPeer =
+    opts.fetch ?? nodePeerFetch({ ca: peer.caFile ? await readCa(peer.caFile, opts.readFile) : undefined });
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), opts.timeoutMs);
   timer.unref?.();
   try {
     let res: Awaited<ReturnType<PeerFetch>>;
     try {
-      res = await opts.fetch(url, {
+      res = await fetchPeer(url, {
         headers: { authorization: `Bearer ${token}`, accept: 'application/json' },
         redirect: 'manual',
         signal: abort.signal,
       });
     } catch (err) {
       if (abort.signal.aborted) throw new PeerError('PEER_TIMEOUT', `${url}: no answer within ${opts.timeoutMs} ms`);
-      const cause = (err as { cause?: { code?: string; message?: string } })?.cause;
-      const detail = cause?.code ?? cause?.message ?? (err as Error)?.message ?? String(err);
+      const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
+      const code = e?.cause?.code ?? e?.code;
+      if (code && TLS_VERIFY_CODE.test(code)) {
+        throw new PeerError(
+          'PEER_TLS_UNTRUSTED',
+          `${url}: the peer's certificate does not verify (${code}); the token was not sent. Check peers[].caFile or tls.caFile`,
+          { cause: err },
+        );
+      }
+      const detail = code ?? e?.cause?.message ?? e?.message ?? String(err);
       throw new PeerError('PEER_UNREACHABLE', `${url}: ${detail}`, { cause: err });
     }
     if (res.status === 401 || res.status === 403) {

@@ -71,12 +71,18 @@ async function main(): Promise<void> {
   const { Daemon } = await import('../daemon/daemon');
   const { createLogger } = await import('../core/logger');
   const { LogStream } = await import('../core/log-stream');
-  const { readApiToken, resolveWebhookSecrets, secretFiles, worldReadableWarnings } =
+  const { checkPeerFiles, readApiToken, resolveWebhookSecrets, secretFiles, worldReadableWarnings } =
     await import('../core/secret-files');
+  // The config with webhook secrets read and peers' token and CA files checked (at start and on SIGHUP).
+  const loadDaemonConfig = (path: string | undefined) => {
+    const loaded = resolveWebhookSecrets(loadConfig(path));
+    checkPeerFiles(loaded);
+    return loaded;
+  };
   const configPath = args.values.config;
   let config;
   try {
-    config = resolveWebhookSecrets(loadConfig(configPath));
+    config = loadDaemonConfig(configPath);
     // A token too short to be a secret stops the daemon before it opens anything.
     if (config.api.listen && config.api.tokenFile) readApiToken(config.api.tokenFile);
   } catch (err) {
@@ -124,7 +130,7 @@ async function main(): Promise<void> {
   process.on('SIGHUP', () => {
     let next;
     try {
-      next = resolveWebhookSecrets(loadConfig(configPath));
+      next = loadDaemonConfig(configPath);
     } catch (err) {
       logger.error('reload refused: keeping the running configuration', { error: (err as Error).message });
       return;

@@ -25,9 +25,14 @@ const livePeer = z
   .object({
     name: z.string().min(1),
     address: z.string().min(1),
-    url: z.string().url(),
+    url: z
+      .string()
+      .url()
+      .regex(/^https?:\/\//, 'expected an http:// or https:// URL'),
     tokenFile: z.string().min(1),
-    /** Used when the live agent cannot be reached (optional). */
+    /** PEM certificates that verify an https peer (else tls.caFile, else the system's roots). */
+    caFile: z.string().min(1).optional(),
+    /** The width when the live agent cannot be reached, and a ceiling on what it says (optional). */
     physBits: bits.optional(),
   })
   .strict();
@@ -157,6 +162,17 @@ export const configSchema = z
       .strict()
       .prefault({}),
     peers: z.array(z.union([livePeer, staticPeer])).default([]),
+    tls: z
+      .object({
+        /** PEM certificates that verify https peers without a caFile of their own. */
+        caFile: z
+          .string()
+          .min(1)
+          .nullish()
+          .transform((v) => v ?? undefined),
+      })
+      .strict()
+      .prefault({}),
     fleet: z
       .object({
         /** Base URL of a Prometheus-compatible query API (Prometheus, Thanos, Mimir, VictoriaMetrics). */
@@ -283,6 +299,10 @@ export const configSchema = z
         message: `must not exceed api.maxConnections (${cfg.api.maxConnections})`,
       });
     }
+    cfg.peers.forEach((peer, i) => {
+      if ('url' in peer && peer.caFile !== undefined && !peer.url.startsWith('https://'))
+        ctx.addIssue({ code: 'custom', path: ['peers', i, 'caFile'], message: 'only for an https:// url' });
+    });
     cfg.alerts.webhooks.forEach((hook, i) => {
       if (hook.secret !== undefined && hook.secretFile !== undefined)
         ctx.addIssue({
@@ -295,6 +315,20 @@ export const configSchema = z
 
 export type Config = z.infer<typeof configSchema>;
 export type PeerConfig = Config['peers'][number];
+
+/** The CA file that verifies a live peer's certificate: its own caFile, else tls.caFile for an https url. */
+export function peerCaFile(peer: PeerConfig, config: Pick<Config, 'tls'>): string | undefined {
+  if (!('url' in peer) || !peer.url.startsWith('https://')) return undefined;
+  return peer.caFile ?? config.tls.caFile;
+}
+
+/** The configured peers with each https peer's effective caFile filled in. */
+export function peersWithCaFiles(config: Pick<Config, 'peers' | 'tls'>): PeerConfig[] {
+  return config.peers.map((p) => {
+    const caFile = peerCaFile(p, config);
+    return caFile && 'url' in p && p.caFile !== caFile ? { ...p, caFile } : p;
+  });
+}
 
 /** "a.b[2].c" from a zod issue path. */
 function keyName(path: ReadonlyArray<PropertyKey>): string {

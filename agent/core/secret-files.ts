@@ -1,6 +1,9 @@
-/** Files that hold secrets should not be readable by everyone: say so when they are. */
+/**
+ * Files that hold secrets: webhook secrets and peers' tokens must be root's alone (a config error
+ * otherwise); other secret files should not be readable by everyone (a warning).
+ */
 import { readFileSync, statSync } from 'node:fs';
-import type { Config } from './config';
+import { peerCaFile, type Config } from './config';
 import { ConfigError } from './errors';
 
 /** The files of this config that hold secrets, each with the key that names it. */
@@ -12,9 +15,6 @@ export function secretFiles(config: Config, configPath: string | undefined): Arr
     if (w.secretFile) out.push({ key: `alerts.webhooks[${i}].secretFile`, path: w.secretFile });
   });
   if (config.api.tokenFile) out.push({ key: 'api.tokenFile', path: config.api.tokenFile });
-  config.peers.forEach((p, i) => {
-    if ('tokenFile' in p) out.push({ key: `peers[${i}].tokenFile`, path: p.tokenFile });
-  });
   return out;
 }
 
@@ -56,29 +56,58 @@ export function resolveWebhookSecrets(config: Config, fs: SecretFileAccess = rea
   if (!config.alerts.webhooks.some((w) => w.secretFile)) return config;
   const webhooks = config.alerts.webhooks.map((hook, i) => {
     if (!hook.secretFile) return hook;
-    const key = `alerts.webhooks[${i}].secretFile`;
-    const path = hook.secretFile;
-    let st;
-    try {
-      st = fs.stat(path);
-    } catch (err) {
-      throw new ConfigError(`${key}: ${path}: cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-    }
-    const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
-    if (!st.isFile()) throw new ConfigError(`${key}: ${path}: not a regular file`);
-    if (st.uid !== 0) throw new ConfigError(`${key}: ${path}: must be owned by root (owner uid ${st.uid})`);
-    if (st.mode & 0o077)
-      throw new ConfigError(`${key}: ${path}: must not be open to group or others (mode ${mode}); chmod 0600 it`);
-    let secret: string;
-    try {
-      secret = fs.read(path).trim();
-    } catch (err) {
-      throw new ConfigError(`${key}: ${path}: cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-    }
-    if (!secret) throw new ConfigError(`${key}: ${path}: is empty`);
-    return { url: hook.url, secret };
+    return { url: hook.url, secret: readSecretFile(`alerts.webhooks[${i}].secretFile`, hook.secretFile, fs) };
   });
   return { ...config, alerts: { ...config.alerts, webhooks } };
+}
+
+/**
+ * A file that holds a secret, checked and read: a regular file owned by root, not readable or
+ * writable by group or others, not empty. Anything else is a ConfigError naming the key and the file.
+ */
+export function readSecretFile(key: string, path: string, fs: SecretFileAccess = realAccess): string {
+  let st;
+  try {
+    st = fs.stat(path);
+  } catch (err) {
+    throw new ConfigError(`${key}: ${path}: cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
+  if (!st.isFile()) throw new ConfigError(`${key}: ${path}: not a regular file`);
+  if (st.uid !== 0) throw new ConfigError(`${key}: ${path}: must be owned by root (owner uid ${st.uid})`);
+  if (st.mode & 0o077)
+    throw new ConfigError(`${key}: ${path}: must not be open to group or others (mode ${mode}); chmod 0600 it`);
+  let secret: string;
+  try {
+    secret = fs.read(path).trim();
+  } catch (err) {
+    throw new ConfigError(`${key}: ${path}: cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  if (!secret) throw new ConfigError(`${key}: ${path}: is empty`);
+  return secret;
+}
+
+/**
+ * The files of the live peers, checked when the daemon starts and on every reload: each tokenFile as
+ * a secret (readSecretFile), each https peer's CA file (its own or tls.caFile) readable and holding a
+ * PEM certificate. The token is read again for every request, so a new token needs no reload.
+ */
+export function checkPeerFiles(config: Config, fs: SecretFileAccess = realAccess): void {
+  config.peers.forEach((peer, i) => {
+    if (!('url' in peer)) return;
+    readSecretFile(`peers[${i}].tokenFile`, peer.tokenFile, fs);
+    const caFile = peerCaFile(peer, config);
+    if (!caFile) return;
+    const key = peer.caFile ? `peers[${i}].caFile` : `tls.caFile (for peers[${i}])`;
+    let pem: string;
+    try {
+      pem = fs.read(caFile);
+    } catch (err) {
+      throw new ConfigError(`${key}: ${caFile}: cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+    if (!pem.includes('-----BEGIN CERTIFICATE-----'))
+      throw new ConfigError(`${key}: ${caFile}: holds no PEM certificate`);
+  });
 }
 
 /** The shortest bearer token api.tokenFile may hold (SECURITY.md: at least 32 random characters). */

@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 
-import type { Config } from '../core/config';
+import { peersWithCaFiles, type Config } from '../core/config';
 import { collectPeers, type FleetPeerInput } from '../judge/fleet';
 import { PeerResolver, type PeerFactsResult } from '../guard/peer-resolver';
 import { CachedHosts, FleetPeers, type FleetPeerFacts, type HostsSource } from '../guard/fleet-peers';
@@ -56,9 +56,8 @@ export class LivePeers {
     const cfg = this.config();
     this.resolverFor = cfg.peers;
     return new PeerResolver({
-      peers: cfg.peers,
+      peers: peersWithCaFiles(cfg),
       readFile: (p) => readFile(p, 'utf8'),
-      fetch: (url, init) => fetch(url, init) as never,
       clock: () => this.timers.now(),
       cacheSeconds: cfg.guard.peerCacheSeconds,
       timeoutMs: PEER_TIMEOUT_MS,
@@ -124,6 +123,6 @@ export class LivePeers {
 
   /** Every peer's status document (live peers asked now), for the fleet view. */
   statuses(): Promise<FleetPeerInput[]> {
-    return collectPeers(this.config().peers, { timeoutMs: PEER_TIMEOUT_MS });
+    return collectPeers(peersWithCaFiles(this.config()), { timeoutMs: PEER_TIMEOUT_MS });
   }
 }

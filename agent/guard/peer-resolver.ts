@@ -1,7 +1,8 @@
 /**
  * The configured migration peers: lookup by the address a `migrate` names, and each peer's width,
  * either from the config (static peers) or asked live from its agent (GET {url}/v1/host with the
- * shared bearer token), cached for guard.peerCacheSeconds on an injected clock.
+ * shared bearer token; https verified against the peer's CA file), cached for guard.peerCacheSeconds
+ * on an injected clock. A live peer that also has a configured physBits gets the lower of the two.
  *
  * Address matching is deliberately plain: the target host string equals a peer's `address` after
  * trimming, dropping IPv6 brackets and one trailing dot, ignoring case. Nothing is resolved through
@@ -36,7 +37,8 @@ export type FetchLike = PeerFetch;
 export interface PeerResolverOptions {
   peers: readonly PeerConfig[];
   readFile: (path: string) => Promise<string> | string;
-  fetch: FetchLike;
+  /** Default: node's http/https client, verifying https peers against their caFile. */
+  fetch?: FetchLike;
   /** Milliseconds, as Date.now(). */
   clock: () => number;
   cacheSeconds: number;
@@ -108,8 +110,10 @@ export class PeerResolver {
   private async askLive(peer: Extract<PeerConfig, { url: string }>): Promise<PeerFactsResult> {
     try {
       const host = await this.fetchHost(peer);
-      const physBits = physBitsOfHostDocument(host);
-      if (physBits === null) throw new PeerError('PEER_BAD_RESPONSE', 'the host document has no valid physBits');
+      const live = physBitsOfHostDocument(host);
+      if (live === null) throw new PeerError('PEER_BAD_RESPONSE', 'the host document has no valid physBits');
+      // A configured physBits is a ceiling: the agent may report less, never more.
+      const physBits = peer.physBits === undefined ? live : Math.min(live, peer.physBits);
       return { name: peer.name, physBits, reachable: true, source: 'live', host };
     } catch (err) {
       // docs/guard.md reports an answer past maxBodyBytes as PEER_BAD_RESPONSE.

@@ -7,7 +7,7 @@ import type { PeerConfig } from '../core/config';
 import { exitCodeFor, worstState, type State } from '../core/exit-codes';
 import { mapLimit } from '../core/async-limits';
 import { formatBytes } from '../core/format';
-import { getPeerJson, PeerError, peerUrl } from '../api/peer-client';
+import { getPeerJson, PeerError, peerUrl, type PeerFetch, type PeerTarget } from '../api/peer-client';
 import type { Policy, StatusDocument, VmErrorInfo, VmStatus } from '../core/types';
 
 /** A peer as the fleet view sees it: static (width only) or live (its status document when reached). */
@@ -116,9 +116,11 @@ export function fleetHosts(input: Pick<FleetInput, 'local' | 'localName' | 'peer
     : [];
   for (const p of input.peers) {
     const live = p.reachable && p.status ? p.status.host.physBits : null;
+    // A live width and a configured one: the lower wins (the peer cannot claim more than the config allows).
+    const known = [live, p.physBits].filter((b): b is number => b !== null && b !== undefined);
     const host: FleetHost = {
       name: p.name,
-      physBits: live ?? p.physBits ?? null,
+      physBits: known.length ? Math.min(...known) : null,
       reachable: p.reachable,
       source: p.source ?? (live !== null ? 'live' : 'static'),
     };
@@ -312,22 +314,20 @@ export interface FetchPeerOptions {
   /** Largest response body accepted, default 16 MiB. */
   maxBytes?: number;
   readFile?: (path: string) => Promise<string>;
-  fetch?: typeof fetch;
+  /** Default: node's http/https client, verifying https peers against their caFile. */
+  fetch?: PeerFetch;
 }
 
 const DEFAULT_MAX_BYTES = 16 * 1024 * 1024;
 const STATUS_PATH = 'v1/status';
 
 /** GET {url}/v1/status with the peer's bearer token; bounded in time and size; typed failures (agent/api/peer-client.ts). */
-export async function fetchPeerStatus(
-  peer: { url: string; tokenFile: string },
-  opts: FetchPeerOptions,
-): Promise<StatusDocument> {
+export async function fetchPeerStatus(peer: PeerTarget, opts: FetchPeerOptions): Promise<StatusDocument> {
   const doc = await getPeerJson(peer, STATUS_PATH, {
     timeoutMs: opts.timeoutMs,
     maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES,
     readFile: opts.readFile ?? ((p: string) => fsReadFile(p, 'utf8')),
-    fetch: opts.fetch ?? fetch,
+    fetch: opts.fetch,
   });
   return statusDocumentOf(doc, peerUrl(peer.url, STATUS_PATH));
 }
@@ -382,8 +382,9 @@ export async function collectPeers(peers: PeerConfig[], opts: CollectPeersOption
   return mapLimit(peers, opts.concurrency ?? 8, async (p): Promise<FleetPeerInput> => {
     if (!('url' in p)) return { name: p.name, physBits: p.physBits, reachable: true };
     try {
-      const status = await fetchPeerStatus({ url: p.url, tokenFile: p.tokenFile }, opts);
-      return { name: p.name, physBits: status.host.physBits, reachable: true, status };
+      const status = await fetchPeerStatus({ url: p.url, tokenFile: p.tokenFile, caFile: p.caFile }, opts);
+      // The configured width, when there is one, is a ceiling: fleetHosts takes the lower of it and the live one.
+      return { name: p.name, physBits: p.physBits ?? status.host.physBits, reachable: true, status };
     } catch (err) {
       const code = (err as { code?: string }).code ?? 'PEER_UNREACHABLE';
       return {
