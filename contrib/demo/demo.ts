@@ -9,7 +9,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { readHostFacts } from '../../agent/facts/host-facts';
 import { startGuest, kvmUsable, TRIXIE_QEMU, type Guest } from '../../test/helpers/qemu';
 
@@ -21,8 +21,16 @@ function say(text: string): void {
   process.stdout.write(`\n\x1b[1m== ${text}\x1b[0m\n`);
 }
 
+/** The width the demo's tables are cut to, whatever the terminal: README.md shows this output as printed. */
+const DEMO_COLUMNS = 100;
+
 function ctl(args: string[]): number {
-  const r = spawnSync(process.execPath, [ctlJs, ...args], { stdio: 'inherit' });
+  const r = spawnSync(process.execPath, [ctlJs, ...args], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    encoding: 'utf8',
+    env: { ...process.env, COLUMNS: String(DEMO_COLUMNS) },
+  });
+  process.stdout.write(r.stdout);
   return r.status ?? 3;
 }
 
@@ -79,13 +87,23 @@ async function main(): Promise<void> {
   const cleanup = async () => {
     if (cleaned) return;
     cleaned = true;
+    const stopped: string[] = [];
     if (daemon && daemon.exitCode === null) {
+      const pid = daemon.pid;
       daemon.kill('SIGTERM');
-      await new Promise((r) => daemon!.once('exit', r));
+      const code = await new Promise((r) => daemon!.once('exit', (c, sig) => r(c ?? sig)));
+      stopped.push(`physbitsd (pid ${pid}): SIGTERM, exit ${String(code)}`);
     }
     await Promise.all(guests.map((g) => g.kill()));
+    for (const g of guests) stopped.push(`guest '${basename(g.socket, '.qmp')}' (QEMU pid ${g.pid}): killed`);
     rmSync(dir, { recursive: true, force: true });
-    if (recentVms) rmSync(recentVms, { recursive: true, force: true });
+    stopped.push(`removed ${dir}`);
+    if (recentVms) {
+      rmSync(recentVms, { recursive: true, force: true });
+      stopped.push(`removed ${recentVms}`);
+    }
+    say('stopped what the demo started');
+    for (const line of stopped) console.log(`  ${line}`);
   };
   process.once('SIGINT', () => void cleanup().then(() => process.exit(0)));
   process.once('SIGTERM', () => void cleanup().then(() => process.exit(0)));
