@@ -1,8 +1,5 @@
 import test from 'ava';
-import { spawn } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
 import net from 'node:net';
-import { join } from 'node:path';
 import {
   AdviceError,
   adviceExitCode,
@@ -19,8 +16,7 @@ import { renderAdvice } from '../agent/cli/render-fleet';
 import type { GuestFacts, GuestLayout, HostFacts, StatusDocument, VmStatus } from '../agent/core/types';
 import { withDeadline } from '../agent/core/async-limits';
 import { guestFacts, hostFacts } from './helpers/facts';
-import { QEMU, startGuest } from './helpers/qemu';
-import { tempDir } from './helpers/tmp';
+import { QEMUS, startGuest, type Guest, type Qemu } from './helpers/qemu';
 
 const GIB = 2 ** 30;
 
@@ -40,7 +36,7 @@ const SMALL: GuestLayout = {
   pciHole64Size: 32 * GIB,
 };
 
-/** q35 with -m 1G,slots=4,maxmem=500G as QEMU 7.2 lays it out (read over QMP, see the last test). */
+/** q35 with -m 1G,slots=4,maxmem=500G as QEMU 7.2 and 10.0 lay it out (read over QMP, see the last tests). */
 const HOTPLUG: GuestLayout = {
   ramBelow4g: GIB,
   ramAbove4g: 0,
@@ -549,87 +545,71 @@ async function qmp(socket: string, commands: Array<{ execute: string; arguments?
 }
 
 /**
- * Starts a paused 39-bit TCG guest and reports whether QEMU got past machine set-up: 'started' once
- * it answers query-status (commands run only after set-up), 'refused' when it exits saying phys-bits
- * are too low, else QEMU's own words.
+ * Starts a paused 39-bit TCG guest on `qemu` and reports whether QEMU got past machine set-up:
+ * 'started' once it answers query-status (commands run only after set-up), 'refused' when it exits
+ * saying phys-bits are too low, else QEMU's own words.
  */
-async function boot(memory: string, extra: string[] = []): Promise<string> {
-  const dir = tempDir('physbits-advise-');
-  const socket = join(dir, 'vm.qmp');
-  const args = [
-    '-machine',
-    'q35,accel=tcg',
-    '-cpu',
-    'qemu64,phys-bits=39',
-    '-m',
-    memory,
-    '-S',
-    '-nodefaults',
-    '-display',
-    'none',
-    '-no-user-config',
-  ];
-  const child = spawn(QEMU, [...args, '-qmp', `unix:${socket},server=on,wait=off`, ...extra], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    if (stderr.length < 8192) stderr += d.toString();
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  let gone = false;
-  void exited.then(() => (gone = true));
+async function boot(qemu: Qemu, memory: string, extra: string[] = []): Promise<string> {
+  const verdict = (words: string): string => (/phys-bits too low \(39\)/.test(words) ? 'refused' : words.trim());
+  let guest: Guest;
   try {
-    const answered = (async () => {
-      while (!existsSync(socket)) {
-        if (gone) return false;
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      await qmp(socket, [{ execute: 'query-status' }]);
-      return true;
-    })().catch(() => false);
-    if (await Promise.race([answered, exited.then(() => false)])) return 'started';
-    await withDeadline(exited, 20000, () => new Error('qemu neither answered nor exited'));
-    return /phys-bits too low \(39\)/.test(stderr) ? 'refused' : stderr.trim();
+    guest = await startGuest({ qemu, cpu: 'phys-bits=39', memory, extraArgs: extra });
+  } catch (err) {
+    return verdict((err as Error).message);
+  }
+  try {
+    await qmp(guest.socket, [{ execute: 'query-status' }]);
+    return 'started';
+  } catch {
+    // The monitor's socket is bound before the machine is set up: QEMU may have refused since.
+    const gone = new Promise<void>((resolve) =>
+      guest.process.exitCode !== null ? resolve() : guest.process.once('exit', () => resolve()),
+    );
+    await withDeadline(gone, 20000, () => new Error('qemu neither answered nor exited'));
+    return verdict(guest.stderr());
   } finally {
-    if (!gone) child.kill('SIGKILL');
-    await exited;
-    rmSync(dir, { recursive: true, force: true });
+    await guest.kill();
   }
 }
 
-test('real QEMU: the largest maxmem and pci-hole64-size advised for 39 bits start, one GiB more is refused', async (t) => {
-  const big = await startGuest({ cpu: 'phys-bits=46', memory: '1G,slots=4,maxmem=500G' });
-  t.teardown(() => big.kill());
-  const [mem, devSize, holeStart, holeEnd, holeSize] = (await qmp(big.socket, [
-    { execute: 'qom-get', arguments: { path: '/machine', property: 'memory' } },
-    { execute: 'qom-get', arguments: { path: '/machine', property: 'device-memory-region-size' } },
-    { execute: 'qom-get', arguments: { path: '/machine/q35', property: 'pci-hole64-start' } },
-    { execute: 'qom-get', arguments: { path: '/machine/q35', property: 'pci-hole64-end' } },
-    { execute: 'qom-get', arguments: { path: '/machine/q35', property: 'pci-hole64-size' } },
-  ])) as [{ size: number; 'max-size': number; slots: number }, number, number, number, number];
-  const layout: GuestLayout = {
-    ramBelow4g: mem.size,
-    ramAbove4g: 0,
-    deviceMemory: { base: 4 * GIB, size: devSize },
-    memoryDevices: [],
-    pciHole64: { start: holeStart, end: holeEnd },
-    highestAddress: holeEnd,
-    usedEnd: mem.size,
-    memoryConfig: { size: mem.size, maxSize: mem['max-size'], slots: mem.slots },
-    pciHole64Size: holeSize,
-  };
-  t.deepEqual(layout, HOTPLUG, 'QEMU 7.2 lays out -m 1G,slots=4,maxmem=500G as the HOTPLUG fixture says');
-  await big.kill();
+for (const qemu of QEMUS) {
+  test(`${qemu.label}: the largest maxmem and pci-hole64-size advised for 39 bits start, one GiB more is refused`, async (t) => {
+    const big = await startGuest({ cpu: 'phys-bits=46', memory: '1G,slots=4,maxmem=500G', qemu });
+    t.teardown(() => big.kill());
+    const [mem, devSize, holeStart, holeEnd, holeSize] = (await qmp(big.socket, [
+      { execute: 'qom-get', arguments: { path: '/machine', property: 'memory' } },
+      // The region's own size: QEMU 8.2 dropped the machine property device-memory-region-size.
+      { execute: 'qom-get', arguments: { path: '/machine/device-memory[0]', property: 'size' } },
+      { execute: 'qom-get', arguments: { path: '/machine/q35', property: 'pci-hole64-start' } },
+      { execute: 'qom-get', arguments: { path: '/machine/q35', property: 'pci-hole64-end' } },
+      { execute: 'qom-get', arguments: { path: '/machine/q35', property: 'pci-hole64-size' } },
+    ])) as [{ size: number; 'max-size': number; slots: number }, number, number, number, number];
+    const layout: GuestLayout = {
+      ramBelow4g: mem.size,
+      ramAbove4g: 0,
+      deviceMemory: { base: 4 * GIB, size: devSize },
+      memoryDevices: [],
+      pciHole64: { start: holeStart, end: holeEnd },
+      highestAddress: holeEnd,
+      usedEnd: mem.size,
+      memoryConfig: { size: mem.size, maxSize: mem['max-size'], slots: mem.slots },
+      pciHole64Size: holeSize,
+    };
+    t.deepEqual(layout, HOTPLUG, `${qemu.label} lays out -m 1G,slots=4,maxmem=500G as the HOTPLUG fixture says`);
+    await big.kill();
 
-  const l = layoutAdvice(layout, 39);
-  const maxmem = l.fixes.find((f) => f.setting === 'maxmem')!.atMost!;
-  const hole = l.fixes.find((f) => f.setting === 'pci-hole64-size')!.atMost!;
-  t.is(await boot(`1G,slots=4,maxmem=${qemuSize(maxmem)}`), 'started');
-  t.is(await boot(`1G,slots=4,maxmem=${qemuSize(maxmem + GIB)}`), 'refused');
-  t.is(await boot('1G,slots=4,maxmem=500G', ['-global', `q35-pcihost.pci-hole64-size=${qemuSize(hole)}`]), 'started');
-  t.is(
-    await boot('1G,slots=4,maxmem=500G', ['-global', `q35-pcihost.pci-hole64-size=${qemuSize(hole + GIB)}`]),
-    'refused',
-  );
-});
+    const l = layoutAdvice(layout, 39);
+    const maxmem = l.fixes.find((f) => f.setting === 'maxmem')!.atMost!;
+    const hole = l.fixes.find((f) => f.setting === 'pci-hole64-size')!.atMost!;
+    t.is(await boot(qemu, `1G,slots=4,maxmem=${qemuSize(maxmem)}`), 'started');
+    t.is(await boot(qemu, `1G,slots=4,maxmem=${qemuSize(maxmem + GIB)}`), 'refused');
+    t.is(
+      await boot(qemu, '1G,slots=4,maxmem=500G', ['-global', `q35-pcihost.pci-hole64-size=${qemuSize(hole)}`]),
+      'started',
+    );
+    t.is(
+      await boot(qemu, '1G,slots=4,maxmem=500G', ['-global', `q35-pcihost.pci-hole64-size=${qemuSize(hole + GIB)}`]),
+      'refused',
+    );
+  });
+}

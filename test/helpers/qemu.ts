@@ -157,6 +157,8 @@ export interface Guest {
   pid: number;
   process: ChildProcess;
   args: string[];
+  /** What QEMU wrote to standard error so far (the first 8 KiB). */
+  stderr(): string;
   /** SIGKILL and wait for exit; removes the temp dir when it created one. */
   kill(): Promise<void>;
 }
@@ -250,6 +252,7 @@ export async function startGuest(opts: GuestOptions = {}): Promise<Guest> {
     pid: child.pid!,
     process: child,
     args,
+    stderr: () => stderr,
     async kill() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       await exited;
