@@ -134,9 +134,7 @@ export async function runGrowthBench(opts: GrowthOptions): Promise<Section> {
     const d = fitLine(pts(f.daemon));
     const fl = fitLine(pts(f.floor));
     const per = (x: number) =>
-      f.unit === 'MiB'
-        ? `${fmt(x * 1024, 1)} KiB`
-        : `${fmt(x * (f.unit === 'ms' ? 1000 : 1), 3)} ${f.unit === 'ms' ? 'µs' : f.unit}`;
+      f.unit === 'MiB' ? `${fmt(x * 1024, 1)} KiB` : f.unit === 'ms' ? `${fmt(x * 1000)} µs` : `${fmt(x, 4)} ${f.unit}`;
     fits.push(
       `| ${f.name} | ${fmt(d.a)} ${f.unit} + ${per(d.b)} per VM | ${fmt(fl.a)} ${f.unit} + ${per(fl.b)} per VM | ${fmt(d.maxResidual)} / ${fmt(fl.maxResidual)} ${f.unit} |`,
     );
