@@ -53,9 +53,7 @@ test('callbacks due in the same slot run together from one timer, at the start o
 });
 
 test('never later than asked, at most one slot early', (t) => {
-  const clock = new HandClock();
   const slot = 700;
-  const slotted = slottedTimers(clock, () => slot);
   for (const [start, ms] of [
     [0, 700],
     [1, 700],
@@ -63,6 +61,8 @@ test('never later than asked, at most one slot early', (t) => {
     [12345, 5000],
     [999, 1401],
   ]) {
+    const clock = new HandClock();
+    const slotted = slottedTimers(clock, () => slot);
     clock.time = start;
     let ranAt = -1;
     slotted.setTimeout(() => (ranAt = clock.time), ms);
@@ -133,4 +133,25 @@ test('the slot width is read at each call (a reloaded qmp.heartbeatMs)', (t) => 
   clock.advance(5000);
   t.deepEqual(ran, [1000, 1000]);
   t.is(slotted.now(), 5000);
+});
+
+test('a base timer that fires before its slot on the clock does not run a callback twice in that slot', (t) => {
+  const clock = new HandClock();
+  const slotted = slottedTimers(clock, () => 1000);
+  const ran: number[] = [];
+  // The base runs the slot at 999: its clock lags the slot by a millisecond.
+  const early: Timers = {
+    now: () => clock.now(),
+    setTimeout: (fn, ms) => clock.setTimeout(fn, Math.max(0, ms - 1)),
+    clearTimeout: (h) => clock.clearTimeout(h),
+  };
+  const lagging = slottedTimers(early, () => 1000);
+  const beat = (): void => {
+    ran.push(clock.time);
+    if (ran.length < 4) lagging.setTimeout(beat, 1000);
+  };
+  lagging.setTimeout(beat, 1000);
+  clock.advance(10000);
+  t.deepEqual(ran, [999, 1999, 2999, 3999], 'once per slot, each a slot after the last');
+  t.is(slotted.now(), 10000);
 });

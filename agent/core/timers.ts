@@ -18,7 +18,7 @@ export const realTimers: Timers = {
 /**
  * Timers that gather their callbacks into slots of `slotMs()` on the clock of `base`: a callback
  * asked for in `ms` runs at the start of the slot its due time falls in (never later than asked, at
- * most one slot early), and every callback of one slot runs from a single timer of `base`. Many
+ * most one slot early; counted from the last slot run when the clock has not reached it yet), and every callback of one slot runs from a single timer of `base`. Many
  * VMs' heartbeats then wake the process once per slot, together, instead of once each: the
  * wake-ups, timer bookkeeping and socket polls of a batch are shared. A delay shorter than a slot
  * is kept as asked (its own slot).
@@ -34,7 +34,14 @@ export function slottedTimers(base: Timers, slotMs: () => number): Timers {
     entries: Set<Entry>;
   }
   const slots = new Map<number, Slot>();
+  /**
+   * The last slot that ran. A base timer may fire a little before `base.now()` reaches its slot (the
+   * event loop's clock is not the wall clock): a callback set again from within that slot must still
+   * land in a later one, or it would run twice in one slot.
+   */
+  let lastFired = -Infinity;
   const fire = (slot: Slot): void => {
+    lastFired = Math.max(lastFired, slot.at);
     slots.delete(slot.at);
     for (const entry of slot.entries) entry.fn();
     slot.entries.clear();
@@ -44,11 +51,11 @@ export function slottedTimers(base: Timers, slotMs: () => number): Timers {
     setTimeout: (fn, ms) => {
       const now = base.now();
       const width = Math.max(1, slotMs());
-      const at = ms < width ? now + ms : Math.floor((now + ms) / width) * width;
+      const at = ms < width ? now + ms : Math.floor((Math.max(now, lastFired) + ms) / width) * width;
       let slot = slots.get(at);
       if (!slot) {
         const created: Slot = { at, handle: null, entries: new Set() };
-        created.handle = base.setTimeout(() => fire(created), at - now);
+        created.handle = base.setTimeout(() => fire(created), Math.max(0, at - now));
         slots.set(at, created);
         slot = created;
       }
