@@ -48,6 +48,10 @@ for (const qemu of QEMUS) {
         t.deepEqual(layout.pciHole64, { start: 5 * G, end: 37 * G });
       }
       t.true(layout.highestAddress <= 2 ** BITS);
+      // The BARs and bridge windows query-pci shows are inside the same 2^40, wherever firmware put them.
+      t.true(layout.pciBridges!.length === 3);
+      for (const b of layout.pciBars!) t.true(b.base + b.size <= 2 ** BITS, `${b.address} BAR ${b.bar}`);
+      for (const w of layout.pciBridges!) t.true((w.prefetchable?.end ?? 0) <= 2 ** BITS, `${w.address} window`);
       t.like(vm.verdict, { relation: 'equal', severity: 'ok' });
       t.deepEqual(
         vm.verdict!.reasons.map((x) => x.code),
