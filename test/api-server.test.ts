@@ -41,6 +41,10 @@ function handlers(calls: string[]): ApiHandlers {
     fleet: async () => ({ hosts: [], guests: [] }),
     advise: async (vm?: string, poolBits?: number) => ({ vm: vm ?? null, poolBits: poolBits ?? null }),
     libvirtEvent: (body: unknown) => void calls.push(`libvirt ${JSON.stringify(body)}`),
+    incoming: (notice: unknown) => (
+      calls.push(`incoming ${JSON.stringify(notice)}`),
+      { accepted: true, matched: null }
+    ),
   };
   return fixtures as unknown as ApiHandlers;
 }
@@ -207,9 +211,26 @@ test('TCP: the bearer token on every request and on the event stream; reads only
   t.is((await call(tcp, 'GET', '/v1/status', undefined, auth)).status, 200);
   t.deepEqual(await call(tcp, 'POST', '/v1/libvirt-events', '{}', auth), {
     status: 403,
-    json: { error: { code: 'API_READ_ONLY', message: 'the TCP API only serves reads' } },
+    json: { error: { code: 'API_READ_ONLY', message: 'the TCP API only serves reads and POST /v1/incoming' } },
   });
   t.deepEqual(s.calls, []);
+  // The one write peers may send: a guard's notice of a guest migrating here, with the token, bounded.
+  const notice = '{"vm": "web1", "port": "4444", "physBits": 46, "from": "hv1"}';
+  t.is((await call(tcp, 'POST', '/v1/incoming', notice)).status, 401);
+  t.deepEqual(await call(tcp, 'POST', '/v1/incoming', notice, auth), {
+    status: 202,
+    json: { accepted: true, matched: null },
+  });
+  t.deepEqual(s.calls, ['incoming {"vm":"web1","port":"4444","physBits":46,"from":"hv1"}']);
+  t.deepEqual(await call(tcp, 'POST', '/v1/incoming', '{"vm": "web1", "physBits": 65}', auth), {
+    status: 400,
+    json: {
+      error: { code: 'API_BAD_REQUEST', message: 'incoming notice: physBits must be a whole number from 1 to 64' },
+    },
+  });
+  const big = JSON.stringify({ vm: 'web1', physBits: 46, pad: 'x'.repeat(5000) });
+  t.is((await call(tcp, 'POST', '/v1/incoming', big, auth)).status, 413);
+  t.is(s.calls.length, 1);
   const status = await new Promise<number>((resolve) => {
     const ws = new WebSocket(`ws://127.0.0.1:${addr.port}/v1/events`);
     ws.on('unexpected-response', (_q, res) => resolve(res.statusCode ?? 0));

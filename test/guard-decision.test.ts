@@ -7,6 +7,7 @@ import {
   createGuardInterceptor,
   RESERVATION_MS,
   type GuardCommand,
+  type GuardContext,
   type RefusalEvent,
 } from '../agent/guard/guard-decision';
 import type { PeerLookup } from '../agent/guard/migration-rule';
@@ -95,6 +96,7 @@ function setup(
     peers?: PeerLookup;
     waitForFacts?: (ms: number) => Promise<GuestFacts | null>;
     clock?: () => number;
+    notifyIncoming?: GuardContext['notifyIncoming'];
   } = {},
 ): Setup {
   const config: Config = parseConfig({ policy: { accelerators: ['kvm'] }, ...opts.config });
@@ -115,6 +117,7 @@ function setup(
     peers: opts.peers ?? staticPeers(),
     onRefusal: (r) => refusals.push(r),
     clock: opts.clock,
+    notifyIncoming: opts.notifyIncoming,
   });
   return { guard, refusals, waits, q };
 }
@@ -230,6 +233,34 @@ test("migrate uris are read as the guest's QEMU reads them: tcp:tcp:HOST:PORT go
   t.is(code(await on72.guard(cmd('migrate', { channels }))), 'REFUSED_MIGRATION_UNKNOWN_PEER');
   t.regex(on72.refusals.at(-1)!.desc, /QEMU before 8\.2 takes no channels argument/);
   t.is(code(await on10.guard(cmd('migrate', { channels }))), 'forward');
+});
+
+test('an allowed migrate of a host-phys-bits=on guest tells each destination peer its width first; a refused one tells none', async (t) => {
+  const told: Array<[string, unknown]> = [];
+  const notifyIncoming = async (peer: string, notice: unknown) => {
+    told.push([peer, notice]);
+    return peer === 'hv3' ? null : 'PEER_UNREACHABLE: no answer';
+  };
+  const s = setup({ facts: guestFacts({ physBits: 39, hostPhysBits: true }), notifyIncoming });
+  t.deepEqual(await s.guard(cmd('migrate', { uri: 'tcp:10.0.0.3:4444' })), { action: 'forward' });
+  t.deepEqual(told, [['hv3', { vm: 'web1', port: '4444', physBits: 39, from: 'hv1' }]]);
+  // A peer that cannot be told does not stop the migration.
+  told.length = 0;
+  t.deepEqual(await s.guard(cmd('migrate', { uri: 'tcp:10.0.0.2:5555' })), { action: 'forward' });
+  t.deepEqual(
+    told.map(([peer, n]) => [peer, (n as { port: string }).port]),
+    [['hv2', '5555']],
+  );
+  // Refused (wider than hv2 would be for a 46-bit guest): nobody is told.
+  told.length = 0;
+  const wide = setup({ facts: guestFacts({ physBits: 46, hostPhysBits: true }), notifyIncoming });
+  const r = await wide.guard(cmd('migrate', { uri: 'tcp:10.0.0.2:4444' }));
+  t.is(r.action === 'reply-error' && r.code, 'REFUSED_MIGRATION_PEER_NARROWER');
+  t.deepEqual(told, []);
+  // A fixed phys-bits guest keeps its width on any host: nothing to tell.
+  const fixed = setup({ facts: guestFacts({ physBits: 39 }), notifyIncoming });
+  t.deepEqual(await fixed.guard(cmd('migrate', { uri: 'tcp:10.0.0.3:4444' })), { action: 'forward' });
+  t.deepEqual(told, []);
 });
 
 test('unknown peers follow guard.unknownPeer', async (t) => {

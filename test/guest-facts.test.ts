@@ -6,6 +6,7 @@ import {
   acceleratorFrom,
   cpuModelFromType,
   findHostBridge,
+  incomingMigrationFrom,
   memoryEncryptionFrom,
   parseMemoryDevices,
   readGuestFacts,
@@ -406,3 +407,35 @@ test('reply parsers on literal replies', (t) => {
     reducedPhysBits: null,
   });
 });
+
+// query-migrate and query-status as QEMU 7.2 answered them on a destination (-incoming) before and
+// after the stream, and on the source after it.
+const incomingTable: Array<[string, unknown, string | null, unknown]> = [
+  [
+    'destination waiting for the stream',
+    { 'socket-address': [{ port: '47311', ipv4: true, host: '127.0.0.1', type: 'inet' }] },
+    'inmigrate',
+    { state: 'pending', port: '47311' },
+  ],
+  ['destination, stream loaded', { status: 'completed' }, 'prelaunch', { state: 'completed', port: null }],
+  ['destination, stream loaded, running', { status: 'completed' }, 'running', { state: 'completed', port: null }],
+  [
+    'source after the migration (ram statistics)',
+    { status: 'completed', 'setup-time': 11, 'total-time': 1418, ram: { total: 67641344 } },
+    'postmigrate',
+    null,
+  ],
+  ['a guest never migrated', {}, 'running', null],
+  ['query-migrate failed', undefined, 'running', null],
+  [
+    'waiting, on a unix: address',
+    { 'socket-address': [{ path: '/run/in.sock', type: 'unix' }] },
+    'inmigrate',
+    { state: 'pending', port: null },
+  ],
+];
+for (const [title, reply, runState, want] of incomingTable) {
+  test(`incomingMigrationFrom: ${title}`, (t) => {
+    t.deepEqual(incomingMigrationFrom(reply, runState), want);
+  });
+}

@@ -1,7 +1,8 @@
 /**
  * The control API: HTTP + a WebSocket event stream, on the UNIX socket `api.socket` (local, guarded
  * by the socket's mode and group) and optionally on TCP `api.listen` for peer agents, where every
- * request must carry the shared bearer token and only reads are allowed.
+ * request must carry the shared bearer token and only reads are allowed, and a peer guard's notice
+ * of a guest migrating here (POST /v1/incoming, at most MAX_NOTICE_BYTES).
  *
  * Connections are bounded before anyone is authenticated: a connection that has not completed a
  * request within `idleTimeoutMs` (no byte at all, slow headers, a slow body) is closed by Node's
@@ -16,6 +17,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { listenUnixSocket } from '../../qmp/unix-server';
 import { AgentError } from '../core/errors';
 import type { ApiHandlers, DaemonEvent } from './api-types';
+import { MAX_NOTICE_BYTES, parseIncomingNotice } from './incoming-notice';
 import type { Logger } from '../core/logger';
 
 export type { ApiHandlers } from './api-types';
@@ -197,13 +199,15 @@ export class ApiServer {
     }
   }
 
-  private async readBody(req: http.IncomingMessage): Promise<unknown> {
+  private async readBody(req: http.IncomingMessage, maxBytes = this.opts.maxBodyBytes): Promise<unknown> {
+    const declared = Number(req.headers['content-length']);
+    if (Number.isFinite(declared) && declared > maxBytes)
+      throw new HttpError(413, 'API_BODY_TOO_LARGE', `request body larger than ${maxBytes} bytes`);
     const chunks: Buffer[] = [];
     let size = 0;
     for await (const c of req) {
       size += (c as Buffer).length;
-      if (size > this.opts.maxBodyBytes)
-        throw new HttpError(413, 'API_BODY_TOO_LARGE', `request body larger than ${this.opts.maxBodyBytes} bytes`);
+      if (size > maxBytes) throw new HttpError(413, 'API_BODY_TOO_LARGE', `request body larger than ${maxBytes} bytes`);
       chunks.push(c as Buffer);
     }
     if (size === 0) return {};
@@ -230,8 +234,9 @@ export class ApiServer {
       const url = new URL(req.url ?? '/', 'http://x');
       const path = url.pathname;
       const method = req.method ?? 'GET';
-      if (token !== null && method !== 'GET')
-        throw new HttpError(403, 'API_READ_ONLY', 'the TCP API only serves reads');
+      // Peers only read, except to tell this host the width of a guest migrating here.
+      if (token !== null && method !== 'GET' && !(method === 'POST' && path === '/v1/incoming'))
+        throw new HttpError(403, 'API_READ_ONLY', 'the TCP API only serves reads and POST /v1/incoming');
       const h = this.opts.handlers;
       if (method === 'GET' && path === '/v1/status') return send(200, h.status());
       if (method === 'GET' && path === '/v1/host') return send(200, h.host());
@@ -257,6 +262,11 @@ export class ApiServer {
       if (method === 'POST' && path === '/v1/check-migration') {
         const body = (await this.readBody(req)) as { vm?: unknown; peer?: unknown };
         return send(200, await h.checkMigration(body));
+      }
+      if (method === 'POST' && path === '/v1/incoming') {
+        const notice = parseIncomingNotice(await this.readBody(req, MAX_NOTICE_BYTES));
+        if ('error' in notice) throw new HttpError(400, 'API_BAD_REQUEST', `incoming notice: ${notice.error}`);
+        return send(202, h.incoming(notice));
       }
       if (method === 'POST' && path === '/v1/libvirt-events') {
         h.libvirtEvent(await this.readBody(req));

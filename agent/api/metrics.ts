@@ -101,7 +101,7 @@ export class Metrics implements AlertMetrics {
     });
     this.guestPhysBits = new Gauge({
       name: 'physbits_guest_phys_bits',
-      help: "The guest CPU's phys-bits as QEMU resolved it.",
+      help: "The guest's width: its CPU's phys-bits as QEMU resolved it, or a migrated host-phys-bits guest's booted width.",
       labelNames: ['vm', 'host', 'pool', 'accelerator'],
       registers: r,
     });

@@ -1,5 +1,5 @@
 /**
- * Asking a live peer agent: GET {url}/<path> with the shared bearer token read from the peer's
+ * Asking a live peer agent: GET {url}/<path> (or POST a small JSON document) with the shared bearer token read from the peer's
  * tokenFile, bounded in time (headers and body) and in size (declared and streamed), redirects never
  * followed so the token is sent nowhere else. An https peer's certificate is verified, always: against
  * the peer's CA file when one is configured (it then replaces the system's roots), else Node's roots,
@@ -22,7 +22,13 @@ export class PeerError extends AgentError {}
 /** The part of fetch a peer request uses; the global fetch fits. */
 export type PeerFetch = (
   url: string,
-  init: { headers: Record<string, string>; signal: AbortSignal; redirect: 'manual' },
+  init: {
+    headers: Record<string, string>;
+    signal: AbortSignal;
+    redirect: 'manual';
+    method?: 'GET' | 'POST';
+    body?: string;
+  },
 ) => Promise<{
   status: number;
   headers?: { get(name: string): string | null };
@@ -63,7 +69,7 @@ export function nodePeerFetch(tls: { ca?: string } = {}): PeerFetch {
         return;
       }
       const options: https.RequestOptions = {
-        method: 'GET',
+        method: init.method ?? 'GET',
         headers: init.headers,
         signal: init.signal,
         agent: false,
@@ -82,7 +88,7 @@ export function nodePeerFetch(tls: { ca?: string } = {}): PeerFetch {
         });
       });
       req.once('error', reject);
-      req.end();
+      req.end(init.body);
     });
 }
 
@@ -128,7 +134,21 @@ export function peerUrl(base: string, path: string): string {
 }
 
 /** GET {peer.url}/{path} as JSON: the parsed document, of any shape. */
-export async function getPeerJson(peer: PeerTarget, path: string, opts: PeerGetOptions): Promise<unknown> {
+export function getPeerJson(peer: PeerTarget, path: string, opts: PeerGetOptions): Promise<unknown> {
+  return requestPeerJson(peer, path, undefined, opts);
+}
+
+/** POST `body` as JSON to {peer.url}/{path}; the answer (2xx) as JSON, bounded like a GET's. */
+export function postPeerJson(peer: PeerTarget, path: string, body: unknown, opts: PeerGetOptions): Promise<unknown> {
+  return requestPeerJson(peer, path, JSON.stringify(body), opts);
+}
+
+async function requestPeerJson(
+  peer: PeerTarget,
+  path: string,
+  body: string | undefined,
+  opts: PeerGetOptions,
+): Promise<unknown> {
   const token = await readPeerToken(peer.tokenFile, opts.readFile);
   const url = peerUrl(peer.url, path);
   const fetchPeer =
@@ -139,10 +159,13 @@ export async function getPeerJson(peer: PeerTarget, path: string, opts: PeerGetO
   try {
     let res: Awaited<ReturnType<PeerFetch>>;
     try {
+      const headers: Record<string, string> = { authorization: `Bearer ${token}`, accept: 'application/json' };
+      if (body !== undefined) headers['content-type'] = 'application/json';
       res = await fetchPeer(url, {
-        headers: { authorization: `Bearer ${token}`, accept: 'application/json' },
+        headers,
         redirect: 'manual',
         signal: abort.signal,
+        ...(body !== undefined ? { method: 'POST' as const, body } : {}),
       });
     } catch (err) {
       if (abort.signal.aborted) throw new PeerError('PEER_TIMEOUT', `${url}: no answer within ${opts.timeoutMs} ms`);
@@ -162,7 +185,7 @@ export async function getPeerJson(peer: PeerTarget, path: string, opts: PeerGetO
       await res.body?.cancel().catch(() => undefined);
       throw new PeerError('PEER_UNAUTHORIZED', `${url}: HTTP ${res.status}: the peer refused the token`);
     }
-    if (res.status !== 200) {
+    if (body === undefined ? res.status !== 200 : res.status < 200 || res.status > 299) {
       await res.body?.cancel().catch(() => undefined);
       throw new PeerError('PEER_HTTP_STATUS', `${url}: HTTP ${res.status}`);
     }

@@ -163,11 +163,37 @@ export interface GuestMemoryEncryption {
   reducedPhysBits: number | null;
 }
 
+/** A QEMU that received its guest by migration (read for host-phys-bits=on guests only). */
+export interface GuestIncoming {
+  /** 'pending': started with -incoming, the stream not loaded yet; 'completed': the guest arrived. */
+  state: 'pending' | 'completed';
+  /** The TCP port QEMU listens on for the stream, while it is known (pending). */
+  port: string | null;
+}
+
+/**
+ * A host-phys-bits=on guest that arrived by migration: the width it booted with (which it keeps)
+ * beside the width QEMU here reports (this host's). docs/guard.md "host-phys-bits=on guests after a
+ * migration".
+ */
+export interface GuestMigratedIn {
+  /** The width the guest booted with, as the source's guard told this agent; null: not told. */
+  bootedPhysBits: number | null;
+  /** What QEMU here reports (qom-get phys-bits): this host's width, which the guest takes at its next reset. */
+  qemuPhysBits: number;
+  /** The source host's name, when told. */
+  from: string | null;
+}
+
 export interface GuestFacts {
   name: string | null;
   qemuVersion: string;
   accelerator: string; // 'kvm' | 'tcg' | ...
-  /** The CPU's phys-bits as QEMU resolved it (qom-get phys-bits on the first CPU). */
+  /**
+   * The width the guest uses: the CPU's phys-bits as QEMU resolved it (qom-get phys-bits on the
+   * first CPU), except for a host-phys-bits=on guest that arrived by migration, whose booted width
+   * the source's guard told (`migratedIn`).
+   */
   physBits: number;
   hostPhysBits: boolean;
   /** 0 when unset. */
@@ -184,6 +210,10 @@ export interface GuestFacts {
    * the layout lacks what they would have given; the verdict names each (GUEST_FACT_UNREADABLE).
    */
   unreadable?: string[];
+  /** Set when this QEMU received its guest by migration (host-phys-bits=on guests only). */
+  incoming?: GuestIncoming;
+  /** A host-phys-bits=on guest that arrived by migration and has not been reset since. */
+  migratedIn?: GuestMigratedIn;
 }
 
 export interface Policy {

@@ -9,6 +9,7 @@ import { buildFleet, type FleetInput, type PrometheusSource } from '../judge/fle
 import { prometheusClient, readPrometheusFleet } from '../api/prometheus-fleet';
 import { PrometheusError } from '../api/prometheus-client';
 import { advise, AdviceError } from '../judge/advise';
+import type { IncomingNotice } from '../api/incoming-notice';
 import type { LivePeers } from './live-peers';
 import type { VmSupervisor } from './vm-supervisor';
 
@@ -24,6 +25,8 @@ export interface DaemonApiDeps {
   findVm: (name: string) => Pick<VmSupervisor, 'name' | 'status' | 'facts'> | null;
   /** Libvirt's hook said something changed. */
   libvirtChanged: () => void;
+  /** A peer guard's notice of a guest migrating here: kept, and matched now when its VM is here. */
+  incoming: (notice: IncomingNotice) => string | null;
 }
 
 export class DaemonApi implements ApiHandlers {
@@ -119,6 +122,18 @@ export class DaemonApi implements ApiHandlers {
       }
       throw err;
     }
+  }
+
+  incoming(notice: IncomingNotice) {
+    const matched = this.deps.incoming(notice);
+    this.deps.logger.info('incoming migration notice', {
+      vm: notice.vm,
+      physBits: notice.physBits,
+      from: notice.from ?? undefined,
+      port: notice.port ?? undefined,
+      matched: matched ?? undefined,
+    });
+    return { accepted: true as const, matched };
   }
 
   libvirtEvent(body: unknown) {

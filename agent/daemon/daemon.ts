@@ -27,6 +27,8 @@ import type { GuestFacts, HostFacts, VmStatus } from '../core/types';
 import { VmSupervisor } from './vm-supervisor';
 import { createGuardAttach } from './guard-attach';
 import { LivePeers } from './live-peers';
+import { IncomingNotices } from './incoming-notices';
+import type { IncomingNotice } from '../api/incoming-notice';
 import { groupId } from '../core/unix-groups';
 import { readApiToken } from '../core/secret-files';
 import { nfdFeatureText, writeNfdFeatureFile } from './nfd-feature-file';
@@ -70,6 +72,8 @@ export class Daemon {
   private readonly metrics: DaemonMetrics;
   private readonly alerts: DaemonAlerts;
   private readonly guardAttach: ReturnType<typeof createGuardAttach>;
+  /** Peer guards' notices of guests migrating here, until their VM arrives. */
+  private readonly incoming: IncomingNotices;
   /** Bound addresses, for logs and tests. */
   metricsAddress: string | null = null;
   apiTcpAddress: string | null = null;
@@ -82,6 +86,7 @@ export class Daemon {
     this.host = this.readHost(this.config);
     if (this.config.guard.socketGroup) groupId(this.config.guard.socketGroup, 'guard.socketGroup');
     this.peers = new LivePeers(() => this.config, this.logger, this.timers);
+    this.incoming = new IncomingNotices(() => this.timers.now());
     this.metrics = new DaemonMetrics(opts.logHealth);
     this.alerts = new DaemonAlerts({
       config: () => this.config,
@@ -114,6 +119,7 @@ export class Daemon {
         });
       },
       migrationApproved: (socket) => this.alerts.migrationApproved(socket),
+      notifyIncoming: (peer, notice) => this.peers.notifyIncoming(peer, notice),
       globBase: (socket) => this.globBases.get(socket),
     });
   }
@@ -169,6 +175,7 @@ export class Daemon {
         statuses: () => this.status(),
         findVm: (name) => this.findVm(name),
         libvirtChanged: () => this.libvirtChanged(),
+        incoming: (notice) => this.noticeReceived(notice),
       }),
       events: this.events,
       logger: this.logger.child({ component: 'api' }),
@@ -231,6 +238,13 @@ export class Daemon {
     this.libvirt.start();
   }
 
+  /** A peer guard's notice: kept, and given to the VM it names when that VM is already here. */
+  private noticeReceived(notice: IncomingNotice): string | null {
+    this.incoming.add(notice);
+    for (const supervisor of this.supervisors.values()) if (supervisor.offerNotice()) return supervisor.name;
+    return null;
+  }
+
   /** Libvirt's hook said something changed: look again now. */
   private libvirtChanged(): void {
     void this.libvirt?.rescan();
@@ -262,6 +276,7 @@ export class Daemon {
       logger,
       timers: this.timers,
       probe,
+      claimNotice: (vm) => this.incoming.take(vm),
       attach: useGuard ? this.guardAttach : undefined,
       heartbeatInterval: () => this.heartbeatInterval(),
       heartbeatTimers: this.heartbeatTimers,

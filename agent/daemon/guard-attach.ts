@@ -17,6 +17,7 @@ import type { Logger } from '../core/logger';
 import type { HostFacts } from '../core/types';
 import { classifyCommand, createGuardInterceptor, type GuardAction, type RefusalEvent } from '../guard/guard-decision';
 import type { PeerLookup } from '../guard/migration-rule';
+import type { IncomingNotice } from '../api/incoming-notice';
 import type { Attachment, VmSupervisor } from './vm-supervisor';
 
 /** The guard could not start for a VM (its path is another VM's, or the socket cannot be made). */
@@ -65,6 +66,8 @@ export interface GuardAttachDeps {
   refused(vm: string, refusal: RefusalEvent): void;
   /** A `migrate` from this upstream socket passed the guard. */
   migrationApproved(socket: string): void;
+  /** Tells a peer's agent the booted width of a guest migrating there (null: told; else why not). */
+  notifyIncoming?(peer: string, notice: IncomingNotice): Promise<string | null>;
   /** The fixed directory part of the glob that found this upstream socket, when a glob did. */
   globBase(socket: string): string | undefined;
 }
@@ -108,6 +111,7 @@ export function createGuardAttach(deps: GuardAttachDeps) {
       peers: deps.peers(),
       logger,
       onRefusal: (refusal: RefusalEvent) => deps.refused(supervisor.name, refusal),
+      notifyIncoming: deps.notifyIncoming,
     });
     const proxy = new QmpProxy({
       upstream: client,

@@ -64,6 +64,8 @@ export class HeldConnection implements FactSource {
   private stopped = false;
   /** Whether the last read over the connection succeeded. */
   private lastReadOk = false;
+  /** The run state the last read saw; a heartbeat that sees another one reads again. */
+  private lastRunState: string | null = null;
   private reading: Promise<void> | null = null;
   /** QEMU's SHUTDOWN reason on the current connection: its closing after it is a planned end. */
   private shutdownReason: string | null = null;
@@ -243,6 +245,7 @@ export class HeldConnection implements FactSource {
         const guest = await (this.opts.readTurn ? this.opts.readTurn(readOnce) : readOnce());
         if (this.client === client && !this.stopped) {
           this.lastReadOk = true;
+          this.lastRunState = guest.runState;
           this.opts.report.read(guest);
         }
       } catch (err) {
@@ -276,9 +279,14 @@ export class HeldConnection implements FactSource {
     const client = this.client;
     if (!client) return;
     try {
-      await client.execute('query-status', undefined, { timeoutMs: this.opts.config().qmp.heartbeatTimeoutMs });
+      const status = await client.execute<{ status?: unknown }>('query-status', undefined, {
+        timeoutMs: this.opts.config().qmp.heartbeatTimeoutMs,
+      });
       // Back from a stall: the facts are re-read, since events may have been missed meanwhile.
-      if (!this.lastReadOk && this.client === client) await this.read();
+      // So are they when the run state changed without an event QEMU sends (an incoming migration
+      // that completes into a paused guest leaves `inmigrate` silently).
+      const changed = typeof status?.status === 'string' && status.status !== this.lastRunState;
+      if ((!this.lastReadOk || changed) && this.client === client) await this.read();
     } catch (err) {
       if (this.client !== client) return;
       if (err instanceof TimeoutError) {

@@ -10,6 +10,8 @@ import { PeerResolver, type PeerFactsResult } from '../guard/peer-resolver';
 import { CachedHosts, FleetPeers, type FleetPeerFacts, type HostsSource } from '../guard/fleet-peers';
 import type { PeerRef } from '../guard/migration-rule';
 import { prometheusClient, readPrometheusHosts } from '../api/prometheus-fleet';
+import { PeerError, postPeerJson } from '../api/peer-client';
+import { MAX_NOTICE_BYTES, type IncomingNotice } from '../api/incoming-notice';
 import type { Logger } from '../core/logger';
 import type { Timers } from '../core/timers';
 import type { PeerFacts } from '../core/types';
@@ -119,6 +121,27 @@ export class LivePeers {
       }
     }
     this.known = all.map((f) => ({ name: f.name, physBits: f.physBits, reachable: f.reachable }));
+  }
+
+  /**
+   * Tells a live peer's agent the width a guest migrating there booted with (POST /v1/incoming).
+   * Null when told; else why not (a static peer has no agent to tell, or the agent did not answer).
+   */
+  async notifyIncoming(peerName: string, notice: IncomingNotice): Promise<string | null> {
+    const peer = this.config().peers.find((p) => p.name === peerName);
+    if (!peer || typeof (peer as { url?: unknown }).url !== 'string')
+      return `peer ${peerName} has no agent url to tell`;
+    try {
+      await postPeerJson(peer as { url: string; tokenFile: string }, 'v1/incoming', notice, {
+        timeoutMs: PEER_TIMEOUT_MS,
+        maxBytes: MAX_NOTICE_BYTES,
+        readFile: (p) => readFile(p, 'utf8'),
+        fetch: (url, init) => fetch(url, init) as never,
+      });
+      return null;
+    } catch (err) {
+      return err instanceof PeerError ? `${err.code}: ${err.message}` : String((err as Error)?.message ?? err);
+    }
   }
 
   /** Every peer's status document (live peers asked now), for the fleet view. */

@@ -15,7 +15,9 @@ import type { GuestFacts, HostFacts, PeerFacts, Reason, VmStatus } from '../core
 import { nameFromSocket } from '../core/vm-name';
 import { visitVm } from '../facts/vm-visit';
 import { FactsGate } from '../guard/facts-gate';
-import { judgeVm } from '../judge/vm-status';
+import { judgeVm, type Arrival } from '../judge/vm-status';
+import type { IncomingNotice } from '../api/incoming-notice';
+import type { IncomingVm } from './incoming-notices';
 import { FactPoller } from './fact-poller';
 import type { FactReport, FactSource } from './fact-source';
 import { HeldConnection, type Attachment } from './held-connection';
@@ -45,6 +47,8 @@ export interface SupervisorOptions {
   heartbeatTimers?: Timers;
   /** Poll modes: how to read the facts, when not by visiting `socket` (libvirt's monitor). */
   probe?: () => Promise<GuestFacts>;
+  /** The peer guard's notice for a guest that arrived here by migration (agent/daemon/incoming-notices.ts). */
+  claimNotice?: (vm: IncomingVm) => IncomingNotice | null;
 }
 
 export class VmSupervisor extends EventEmitter {
@@ -59,6 +63,14 @@ export class VmSupervisor extends EventEmitter {
   private extra: Reason[] = [];
   /** GUARD_UNAVAILABLE while the last attempt to serve the guarded socket failed. */
   private guardReason: Reason | null = null;
+  /** The facts as QEMU gave them, before the arrival is applied. */
+  private raw: GuestFacts | null = null;
+  /** A host-phys-bits=on guest received by migration and not reset since, with the notice when claimed. */
+  private arrival: Arrival | null = null;
+  /** The -incoming port seen while QEMU waited for the stream. */
+  private incomingPort: string | null = null;
+  /** A RESET since the guest arrived: it has re-read CPUID and now uses QEMU's width. */
+  private resetSinceArrival = false;
 
   constructor(private readonly opts: SupervisorOptions) {
     super();
@@ -77,9 +89,21 @@ export class VmSupervisor extends EventEmitter {
   private createSource(): FactSource {
     const opts = this.opts;
     const report: FactReport = {
-      read: (guest) => this.setStatus(this.judged(guest)),
+      read: (guest) => {
+        this.raw = guest;
+        this.trackArrival(guest);
+        this.setStatus(this.judged(guest));
+      },
       failed: (err) => this.fail(err),
-      event: (ev) => this.emit('qmp-event', ev),
+      event: (ev) => {
+        if (ev.event === 'RESET' && this.arrival) {
+          // The guest reboots and reads CPUID again: from now on it uses QEMU's width.
+          this.resetSinceArrival = true;
+          this.arrival = null;
+          this.rejudge();
+        }
+        this.emit('qmp-event', ev);
+      },
       guard: (error) => this.setGuardReason(error),
     };
     if (opts.mode === 'hold') {
@@ -162,8 +186,48 @@ export class VmSupervisor extends EventEmitter {
 
   /** Re-judges the last facts (host or peers changed) without asking the VM. */
   rejudge(): void {
-    const guest = this.facts();
-    if (guest) this.setStatus(this.judged(guest));
+    if (this.raw && !this.current.error) this.setStatus(this.judged(this.raw));
+  }
+
+  /**
+   * Keeps track of a host-phys-bits=on guest that QEMU received by migration: from the facts'
+   * `incoming` until the guest is reset, or a read shows a QEMU that did not receive one.
+   */
+  private trackArrival(guest: GuestFacts): void {
+    const incoming = guest.hostPhysBits ? guest.incoming : undefined;
+    if (!incoming) {
+      this.arrival = null;
+      this.incomingPort = null;
+      this.resetSinceArrival = false;
+      return;
+    }
+    if (incoming.state === 'pending') {
+      this.resetSinceArrival = false;
+      if (incoming.port !== null) this.incomingPort = incoming.port;
+    }
+    if (this.resetSinceArrival) return;
+    this.arrival ??= { notice: null };
+    this.claim(guest.name || this.name);
+  }
+
+  private claim(name: string): boolean {
+    if (!this.arrival || this.arrival.notice || !this.opts.claimNotice) return false;
+    const notice = this.opts.claimNotice({ name, port: this.incomingPort });
+    if (!notice) return false;
+    this.opts.logger.info('booted width of a migrated guest', {
+      vm: name,
+      physBits: notice.physBits,
+      from: notice.from ?? undefined,
+    });
+    this.arrival = { notice: { physBits: notice.physBits, from: notice.from } };
+    return true;
+  }
+
+  /** A peer's guard sent a notice: claims it when it is this VM's, and re-judges. */
+  offerNotice(): boolean {
+    if (!this.raw || !this.claim(this.raw.name || this.name)) return false;
+    this.rejudge();
+    return true;
   }
 
   /** Sets the daemon's own reasons for this VM and re-judges it. */
@@ -208,6 +272,7 @@ export class VmSupervisor extends EventEmitter {
       peers: this.opts.peers(),
       policy: this.opts.config().policy,
       extraReasons: this.guardReason ? [...this.extra, this.guardReason] : this.extra,
+      arrival: this.arrival,
       checkedAt: new Date(this.opts.timers.now()).toISOString(),
     });
   }

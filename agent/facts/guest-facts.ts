@@ -11,7 +11,7 @@ import { AgentError } from '../core/errors';
 import { computeLayout } from './guest-layout';
 import { parseQueryPci, pciEnd } from './pci-layout';
 import { qemuVersionString } from './qemu-version';
-import type { GuestFacts, GuestLayout, GuestMemoryEncryption, MemoryDeviceFact } from '../core/types';
+import type { GuestFacts, GuestIncoming, GuestLayout, GuestMemoryEncryption, MemoryDeviceFact } from '../core/types';
 
 /** What readGuestFacts needs of a QMP connection: the QmpClient, or a libvirt monitor passthrough. */
 export interface QmpExecutor {
@@ -228,6 +228,9 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
   if (physBits === null || physBits === 0) {
     throw new GuestFactsError(`${cpuPath} reported no phys-bits value`);
   }
+  // Only a host-phys-bits=on guest can keep a width other than QEMU's after a migration: ask then.
+  const runState = str(obj(status)?.status);
+  const incoming = hostPhysBits === true ? incomingMigrationFrom(await soft('query-migrate'), runState) : null;
 
   const memoryDevices = parseMemoryDevices(memDevs);
   const deviceMemory = deviceMemorySizeFrom({
@@ -281,10 +284,30 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     guestPhysBits: guestPhysBitsFrom(guestPhysBits),
     cpuModel: cpuModelFromType(cpuType),
     memoryEncryption: memoryEncryptionFrom({ sev, cgsType: str(cgsType), reducedPhysBits }),
-    runState: str(obj(status)?.status),
+    runState,
     layout,
+    ...(incoming ? { incoming } : {}),
     ...(unreadable.length > 0 ? { unreadable } : {}),
   };
+}
+
+/**
+ * Whether this QEMU received its guest by migration, from `query-migrate` and the run state.
+ * A QEMU started with `-incoming` runs in state `inmigrate` until the stream is loaded; meanwhile
+ * query-migrate lists the address it listens on (`socket-address`, QEMU 4.0+). Once loaded, the
+ * destination answers only `{"status": "completed"}`: migration/migration.c
+ * fill_destination_migration_info sets the status alone, while a source's answer also carries its
+ * `ram` statistics and `total-time` (fill_source_migration_info). Null: not received by migration.
+ */
+export function incomingMigrationFrom(reply: unknown, runState: string | null): GuestIncoming | null {
+  const r = obj(reply);
+  const addresses = Array.isArray(r?.['socket-address']) ? (r['socket-address'] as unknown[]) : [];
+  const inet = addresses.map(obj).find((a) => a?.type === 'inet' && str(a.port) !== null);
+  const port = inet ? str(inet.port) : null;
+  if (runState === 'inmigrate') return { state: 'pending', port };
+  if (r?.status === 'completed' && r.ram === undefined && r['total-time'] === undefined)
+    return { state: 'completed', port };
+  return null;
 }
 
 /**

@@ -10,8 +10,9 @@ import type { Logger } from '../core/logger';
 import type { GuestFacts, HostFacts } from '../core/types';
 import { parseHmpCommandLine } from './hmp-command';
 import { decideMemoryHotplug, memoryDeviceRequest, type MemoryDeviceRequest } from './memory-hotplug-rule';
-import { decideMigration, type PeerLookup } from './migration-rule';
+import { decideMigration, type AllowedDestination, type PeerLookup } from './migration-rule';
 import { decidePciHotplug, pciDeviceRequest, type PciDeviceRequest } from './pci-hotplug-rule';
+import type { IncomingNotice } from '../api/incoming-notice';
 import { migrateTargets, parseMigrateUri, type MigrationTarget } from './migration-target';
 import { refusalDesc, REFUSED } from './refusal';
 
@@ -44,6 +45,11 @@ export interface GuardContext {
   config: () => Config;
   peers: PeerLookup;
   onRefusal(r: RefusalEvent): void;
+  /**
+   * Tells a peer's agent the width a host-phys-bits=on guest migrating there booted with (POST
+   * /v1/incoming); resolves with null when told, else why not. Bounded by the peer timeout.
+   */
+  notifyIncoming?(peer: string, notice: IncomingNotice): Promise<string | null>;
   logger?: Logger;
   /** Milliseconds, for how long an approved placement stays reserved (default Date.now). */
   clock?: () => number;
@@ -84,6 +90,27 @@ export function classifyCommand(cmd: Pick<GuardCommand, 'execute' | 'arguments'>
     }
     default:
       return { kind: 'safe' };
+  }
+}
+
+/**
+ * Before an allowed `migrate` of a host-phys-bits=on guest goes to QEMU, each destination peer's
+ * agent is told the width the guest booted with: QEMU there will report its own host's width, which
+ * the guest does not take until it is reset. A peer that cannot be told does not stop the
+ * migration; its agent reports the width as unverified (MIGRATED_WIDTH_UNVERIFIED).
+ */
+async function notifyDestinations(
+  ctx: GuardContext,
+  guest: GuestFacts,
+  destinations: readonly AllowedDestination[],
+): Promise<void> {
+  if (!guest.hostPhysBits || !ctx.notifyIncoming) return;
+  const from = ctx.host().name;
+  for (const d of destinations) {
+    const notice: IncomingNotice = { vm: ctx.vm, port: d.port, physBits: guest.physBits, from };
+    const failure = await ctx.notifyIncoming(d.peer, notice).catch((err: unknown) => String(err));
+    if (failure === null) ctx.logger?.info('told the destination the booted width', { vm: ctx.vm, peer: d.peer });
+    else ctx.logger?.warn('destination not told the booted width', { vm: ctx.vm, peer: d.peer, error: failure });
   }
 }
 
@@ -207,9 +234,10 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
         policy: { accelerators: ctx.config().policy.accelerators, unknownPeer: ctx.config().guard.unknownPeer },
         peers: ctx.peers,
       });
-      return verdict.allowed
-        ? FORWARD
-        : refuse(cmd, 'migrate', verdict.code ?? REFUSED.MIGRATION_UNKNOWN_PEER, verdict.message);
+      if (!verdict.allowed)
+        return refuse(cmd, 'migrate', verdict.code ?? REFUSED.MIGRATION_UNKNOWN_PEER, verdict.message);
+      await notifyDestinations(ctx, guest, verdict.destinations ?? []);
+      return FORWARD;
     } catch (err) {
       ctx.logger?.error('guard rule failed', {
         vm: ctx.vm,

@@ -20,6 +20,12 @@ export interface MigrationCheck {
   message: string;
 }
 
+/** A peer a `migrate` was allowed to, and the port it named (the destination QEMU's -incoming port). */
+export interface AllowedDestination {
+  peer: string;
+  port: string;
+}
+
 export interface MigrationInput {
   guest: GuestFacts;
   host: HostFacts;
@@ -101,8 +107,9 @@ export async function decideMigration(input: {
   host: HostFacts;
   policy: MigrationPolicy;
   peers: PeerLookup;
-}): Promise<MigrationCheck> {
+}): Promise<MigrationCheck & { destinations?: AllowedDestination[] }> {
   const messages: string[] = [];
+  const destinations: AllowedDestination[] = [];
   for (const t of input.targets) {
     const target = describeTarget(t);
     let result: MigrationCheck;
@@ -126,10 +133,11 @@ export async function decideMigration(input: {
           peer: { name: cfg.name, physBits: facts.physBits, why: facts.why },
           target: quote(target),
         });
+        if (result.allowed) destinations.push({ peer: cfg.name, port: t.port });
       }
     }
     if (!result.allowed) return result;
     messages.push(result.message);
   }
-  return { allowed: true, message: messages.join('; ') };
+  return { allowed: true, message: messages.join('; '), destinations };
 }

@@ -19,6 +19,8 @@ export type ReasonCode =
   | 'GUEST_PHYS_BITS_SET'
   | 'HOST_FACTS_CONTRADICTORY'
   | 'GUEST_FACT_UNREADABLE'
+  | 'MIGRATED_WIDTH_NOTIFIED'
+  | 'MIGRATED_WIDTH_UNVERIFIED'
   | 'MIGRATION_PEER_NARROWER'
   | 'MIGRATION_PEER_LAYOUT'
   | 'PEER_UNREACHABLE'
@@ -39,6 +41,8 @@ export const REASON_SEVERITY: Readonly<Record<ReasonCode, Severity>> = {
   GUEST_PHYS_BITS_SET: 'warning',
   HOST_FACTS_CONTRADICTORY: 'warning',
   GUEST_FACT_UNREADABLE: 'warning',
+  MIGRATED_WIDTH_NOTIFIED: 'info',
+  MIGRATED_WIDTH_UNVERIFIED: 'warning',
   MIGRATION_PEER_NARROWER: 'warning',
   MIGRATION_PEER_LAYOUT: 'warning',
   PEER_UNREACHABLE: 'info',
@@ -294,6 +298,25 @@ export function guestFactUnreadable(read: string): Reason {
     `this QEMU did not answer ${read}, so the guest's layout lacks what it gives (the device-memory ` +
       `region's size): layout checks and hot-plug predictions that need it cannot be made; ` +
       `see docs/guest-facts.md, "Supported QEMU versions"`,
+  );
+}
+
+export function migratedWidthNotified(bootedBits: number, qemuBits: number, from: string | null): Reason {
+  return reason(
+    'MIGRATED_WIDTH_NOTIFIED',
+    `host-phys-bits=on guest that arrived by migration${from ? ` from ${from}` : ''}: it keeps the ${bootedBits} bits it booted with ` +
+      `(the source's guard told this host), not the ${qemuBits} bits QEMU here reports, which it takes at its next reset; ` +
+      `every rule here judges ${bootedBits} bits`,
+  );
+}
+
+export function migratedWidthUnverified(qemuBits: number): Reason {
+  return reason(
+    'MIGRATED_WIDTH_UNVERIFIED',
+    `host-phys-bits=on guest that arrived by migration: it keeps the width it booted with on the source, which QEMU here ` +
+      `does not report (it reports ${qemuBits} bits, this host's width), and no guard told this host the booted width; ` +
+      `the rules here use ${qemuBits} bits, which may not be the guest's. Migrate through a guarded socket whose peer is ` +
+      `this agent (url), or reset the guest so that it takes ${qemuBits} bits`,
   );
 }
 

@@ -5,7 +5,7 @@
  */
 import type { GuestFacts, HostFacts, PeerFacts, Policy, Reason, VmStatus } from '../core/types';
 import { nameFromSocket } from '../core/vm-name';
-import { byDescendingSeverity, maxSeverity } from './reasons';
+import { byDescendingSeverity, maxSeverity, migratedWidthNotified, migratedWidthUnverified } from './reasons';
 import { computeVerdict } from './verdict';
 
 export interface VmJudgement {
@@ -18,14 +18,52 @@ export interface VmJudgement {
   policy: Policy;
   /** Reasons from outside the facts, kept until cleared. */
   extraReasons?: readonly Reason[];
+  /**
+   * The guest arrived by migration and has not been reset since (the daemon's supervisor keeps
+   * this): `notice` is what the source's guard told this agent (POST /v1/incoming), null if nothing.
+   */
+  arrival?: Arrival | null;
   /** ISO time of the read. */
   checkedAt: string;
 }
 
+export interface Arrival {
+  notice: { physBits: number; from: string | null } | null;
+}
+
+/**
+ * A host-phys-bits=on guest keeps the width it booted with across a migration, while QEMU here
+ * reports this host's (target/i386/host-cpu.c host_cpu_adjust_phys_bits sets phys-bits from the
+ * host at realize; CPUID is not part of the migration stream). With the source guard's notice the
+ * guest is judged by its booted width; without one, the width QEMU reports is unverified.
+ */
+export function applyArrival(
+  guest: GuestFacts,
+  arrival: Arrival | null | undefined,
+): { guest: GuestFacts; reason: Reason | null } {
+  if (!arrival || !guest.hostPhysBits || !guest.incoming) return { guest, reason: null };
+  const qemuPhysBits = guest.physBits;
+  const notice = arrival.notice;
+  if (notice) {
+    const booted = notice.physBits;
+    return {
+      guest: { ...guest, physBits: booted, migratedIn: { bootedPhysBits: booted, qemuPhysBits, from: notice.from } },
+      reason: booted !== qemuPhysBits ? migratedWidthNotified(booted, qemuPhysBits, notice.from) : null,
+    };
+  }
+  if (guest.incoming.state !== 'completed') return { guest, reason: null };
+  return {
+    guest: { ...guest, migratedIn: { bootedPhysBits: null, qemuPhysBits, from: null } },
+    reason: migratedWidthUnverified(qemuPhysBits),
+  };
+}
+
 export function judgeVm(input: VmJudgement): VmStatus {
-  const { socket, guest, host, peers, policy } = input;
+  const { socket, host, peers, policy } = input;
+  const arrived = applyArrival(input.guest, input.arrival);
+  const guest = arrived.guest;
   let verdict = computeVerdict({ host, guest, policy, peers });
-  const extra = input.extraReasons ?? [];
+  const extra = arrived.reason ? [...(input.extraReasons ?? []), arrived.reason] : (input.extraReasons ?? []);
   if (extra.length) {
     const reasons = [...verdict.reasons, ...extra].sort(byDescendingSeverity);
     verdict = {
