@@ -10,7 +10,7 @@ import { PeerResolver, type PeerFactsResult } from '../guard/peer-resolver';
 import { CachedHosts, FleetPeers, type FleetPeerFacts, type HostsSource } from '../guard/fleet-peers';
 import type { PeerRef } from '../guard/migration-rule';
 import { prometheusClient, readPrometheusHosts } from '../api/prometheus-fleet';
-import { PeerError, postPeerJson } from '../api/peer-client';
+import { PeerError, postPeerJson, type PeerTarget } from '../api/peer-client';
 import { MAX_NOTICE_BYTES, type IncomingNotice } from '../api/incoming-notice';
 import type { Logger } from '../core/logger';
 import type { Timers } from '../core/timers';
@@ -132,11 +132,11 @@ export class LivePeers {
     if (!peer || typeof (peer as { url?: unknown }).url !== 'string')
       return `peer ${peerName} has no agent url to tell`;
     try {
-      await postPeerJson(peer as { url: string; tokenFile: string }, 'v1/incoming', notice, {
+      // Node's http/https client (nodePeerFetch): an https peer is verified against its caFile.
+      await postPeerJson(peer as PeerTarget, 'v1/incoming', notice, {
         timeoutMs: PEER_TIMEOUT_MS,
         maxBytes: MAX_NOTICE_BYTES,
         readFile: (p) => readFile(p, 'utf8'),
-        fetch: (url, init) => fetch(url, init) as never,
       });
       return null;
     } catch (err) {
