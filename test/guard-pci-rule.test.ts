@@ -160,6 +160,14 @@ test('decision: refused when the window reaches above 2^host.physBits, naming de
   );
 });
 
+test('decision: a window ending exactly at 2^host.physBits fits (exclusive end); one byte more does not', (t) => {
+  const at = (end: number) =>
+    guestFacts({ layout: firmwareLayout({ pciBridges: [bridge('rp1', 1, { start: end - 2 ** 29, end })] }) });
+  const device = pciDeviceRequest({ driver: 'ivshmem-plain', bus: 'rp1' })!;
+  t.is(decidePciHotplug({ device, guest: at(2 ** 39), host: hostFacts(39), policy: ENFORCED }).outcome, 'allow');
+  t.is(decidePciHotplug({ device, guest: at(2 ** 39 + 1), host: hostFacts(39), policy: ENFORCED }).outcome, 'refuse');
+});
+
 test('decision: a guest under an accelerator not in policy.accelerators is not checked', (t) => {
   const d = decidePciHotplug({
     device: pciDeviceRequest({ driver: 'vfio-pci', bus: 'nowhere' })!,
