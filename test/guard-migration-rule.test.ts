@@ -124,7 +124,11 @@ test('decideMigration: the uri host is looked up among the peers', async (t) => 
   t.regex(unix.message, /^a unix: destination does not say which host receives the guest \("unix:\/run\/m.sock"\)/);
   const bad = await d({ uri: 'hv2:4444' });
   t.is(bad.code, 'REFUSED_MIGRATION_UNKNOWN_PEER');
-  t.regex(bad.message, /^the migration destination cannot be read: not a migration uri/);
+  t.regex(bad.message, /^the migration destination cannot be read as the guest's QEMU reads it: not a migration uri/);
+  // Refused even where guard.unknownPeer allows unknown destinations: QEMU would not read it as physbits does.
+  const badAllowed = await d({ uri: 'rdma:' }, lookup(peers), 'allow');
+  t.false(badAllowed.allowed);
+  t.regex(badAllowed.message, /refused whatever guard\.unknownPeer says$/);
 });
 
 test('decideMigration: live peer widths come from the lookup; an unknown width follows unknownPeer', async (t) => {

@@ -117,11 +117,13 @@ export async function decideMigration(input: {
       const unknownReason = `a ${t.transport}: destination does not say which host receives the guest`;
       result = checkMigration({ ...input, peer: null, target: quote(target), unknownReason });
     } else if (t.kind === 'invalid') {
-      result = checkMigration({
-        ...input,
-        peer: null,
-        unknownReason: `the migration destination cannot be read: ${t.reason}`,
-      });
+      // A destination this QEMU would not read as physbits does, or would reject (QEMU 10.0 exits
+      // on a malformed rdma: uri), is refused whatever the accelerator or guard.unknownPeer.
+      result = {
+        allowed: false,
+        code: REFUSED.MIGRATION_UNKNOWN_PEER,
+        message: `the migration destination cannot be read as the guest's QEMU reads it: ${t.reason}; refused whatever guard.unknownPeer says`,
+      };
     } else {
       const cfg = await input.peers.findByAddress(t.host);
       if (!cfg) {

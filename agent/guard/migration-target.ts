@@ -4,23 +4,26 @@
  *
  * The uri is read exactly as the guest's QEMU reads it, or refused as invalid:
  *
- * - QEMU before 8.2 (7.2: migration/migration.c qmp_migrate): "tcp:" is stripped and the rest goes
- *   to socket_parse, as do whole "unix:" and "vsock:" uris; "rdma:" rest to inet_parse
+ * - QEMU 7.2 (migration/migration.c qmp_migrate): "tcp:" is stripped and the rest goes to
+ *   socket_parse, as do whole "unix:" and "vsock:" uris; "rdma:" rest to inet_parse
  *   (migration/rdma.c qemu_rdma_data_init); "exec:" and "fd:" rest are a command and a descriptor
- *   name; anything else is "not a valid migration protocol". So `tcp:tcp:hv2:4444` goes to
- *   hv2:4444 and `tcp:unix:/run/x.sock` to a UNIX socket.
+ *   name; anything else is "not a valid migration protocol". 7.2's socket_parse has no "tcp:"
+ *   branch, so `tcp:tcp:hv2:4444` names host "tcp", port "hv2:4444", while `tcp:unix:/run/x.sock`
+ *   is a UNIX socket (both seen on QEMU 7.2.22: test/migrate-uri.e2e.test.ts).
+ * - QEMU 8.0 and 8.1: qmp_migrate as in 7.2, but socket_parse strips a "tcp:" too (so
+ *   `tcp:tcp:hv2:4444` would reach hv2); not run here, so read as "version unknown".
  * - QEMU 8.2 and later (10.0: migration/migration.c migrate_uri_parse): "tcp:", "unix:", "vsock:"
  *   and "fd:" uris go to socket_parse whole, "rdma:" rest to inet_parse, "exec:" and "file:" (with
  *   file_parse_offset) are local; anything else is "unknown migration protocol". So
- *   `tcp:tcp:hv2:4444` names host "tcp", port "hv2:4444" (a connection that fails) and
- *   `tcp:unix:/run/x.sock` host "unix".
- * - util/qemu-sockets.c socket_parse (the same in 7.2 and 10.0): "unix:" needs a path, "fd:" a
- *   name, "vsock:" goes to vsock_parse ("%32[^:]:%32[^,]" and nothing after), "tcp:" rest and
- *   anything else to inet_parse: ":port", "[v6]:port" ("[%64[^]]]:%32[^,]") or "host:port"
- *   ("%64[^:]:%32[^,]"), then the options after the port: ",to=" an integer, ",ipv4", ",ipv6",
- *   ",keep-alive", ",mptcp" each bare, "=on" or "=off" (inet_parse_flag), others ignored.
+ *   `tcp:unix:/run/x.sock` is host "unix" (and a connection that fails).
+ * - util/qemu-sockets.c socket_parse: "unix:" needs a path, "fd:" a name, "vsock:" goes to
+ *   vsock_parse ("%32[^:]:%32[^,]" and nothing after), "tcp:" rest (8.0+) and anything else to
+ *   inet_parse: ":port", "[v6]:port" ("[%64[^]]]:%32[^,]") or "host:port" ("%64[^:]:%32[^,]"),
+ *   then the options after the port: ",to=" an integer, ",ipv4", ",ipv6", ",keep-alive", ",mptcp"
+ *   each bare, "=on" or "=off" (inet_parse_flag), others ignored.
  *
- * When the guest's QEMU version is not known and the two readings differ, the uri is invalid.
+ * When the guest's QEMU version is not known (or is 8.0/8.1) and the readings differ, the uri is
+ * invalid.
  * Scheme prefixes are case-sensitive (strstart); a bare "host:port" is no migration uri.
  */
 
@@ -42,14 +45,15 @@ const MAX_PORT = 32;
 /** More channels than this is not a migration QEMU would start. */
 export const MAX_CHANNELS = 8;
 
-/** Which QEMU reads the uri: before 8.2 (qmp_migrate) or 8.2 and later (migrate_uri_parse). */
+/** Which QEMU reads the uri: 7.x (qmp_migrate, socket_parse without "tcp:") or 8.2+ (migrate_uri_parse). */
 export type UriDialect = 'qemu-7' | 'qemu-8.2';
 
-/** The dialect of a QEMU version string ("7.2.22"); null when unknown. */
+/** The dialect of a QEMU version string ("7.2.22"); null when unknown or 8.0/8.1. */
 export function uriDialect(qemuVersion: string | undefined): UriDialect | null {
   const v = qemuVersion === undefined ? null : parseVersion(qemuVersion);
   if (!v) return null;
-  return atLeast(v, 8, 2) ? 'qemu-8.2' : 'qemu-7';
+  if (atLeast(v, 8, 2)) return 'qemu-8.2';
+  return atLeast(v, 8, 0) ? null : 'qemu-7';
 }
 
 /**
@@ -122,15 +126,15 @@ function vsockTarget(text: string): MigrationTarget {
   return { kind: 'local', transport: 'vsock', detail: text };
 }
 
-/** util/qemu-sockets.c socket_parse. */
-function socketParse(text: string): MigrationTarget {
+/** util/qemu-sockets.c socket_parse; `tcpBranch`: it strips "tcp:" (QEMU 8.0 and later). */
+function socketParse(text: string, tcpBranch: boolean): MigrationTarget {
   let rest: string | null;
   if ((rest = strip(text, 'unix:')) !== null)
     return rest === '' ? { kind: 'invalid', reason: 'invalid Unix socket address' } : local('unix', rest);
   if ((rest = strip(text, 'fd:')) !== null)
     return rest === '' ? { kind: 'invalid', reason: 'invalid file descriptor address' } : local('fd', rest);
   if ((rest = strip(text, 'vsock:')) !== null) return vsockTarget(rest);
-  if ((rest = strip(text, 'tcp:')) !== null) return inetTarget('tcp', rest);
+  if (tcpBranch && (rest = strip(text, 'tcp:')) !== null) return inetTarget('tcp', rest);
   return inetTarget('tcp', text);
 }
 
@@ -145,11 +149,11 @@ function strip(text: string, prefix: string): string | null {
 const UNKNOWN_7 = 'not a migration uri QEMU 7.2 knows (tcp:, rdma:, unix:, fd:, exec:, vsock:)';
 const UNKNOWN_8 = 'not a migration uri QEMU knows (tcp:, rdma:, unix:, fd:, exec:, file:, vsock:)';
 
-/** QEMU 7.2 migration/migration.c qmp_migrate. */
-function parseUri7(uri: string): MigrationTarget {
+/** QEMU 7.2 (and 8.0/8.1, `tcpBranch`) migration/migration.c qmp_migrate. */
+function parseUri7(uri: string, tcpBranch = false): MigrationTarget {
   let rest: string | null;
-  if ((rest = strip(uri, 'tcp:')) !== null) return socketParse(rest);
-  if (uri.startsWith('unix:') || uri.startsWith('vsock:')) return socketParse(uri);
+  if ((rest = strip(uri, 'tcp:')) !== null) return socketParse(rest, tcpBranch);
+  if (uri.startsWith('unix:') || uri.startsWith('vsock:')) return socketParse(uri, tcpBranch);
   if ((rest = strip(uri, 'rdma:')) !== null) return inetTarget('rdma', rest);
   if ((rest = strip(uri, 'exec:')) !== null) return local('exec', rest);
   if ((rest = strip(uri, 'fd:')) !== null)
@@ -162,7 +166,7 @@ function parseUri8(uri: string): MigrationTarget {
   let rest: string | null;
   if ((rest = strip(uri, 'exec:')) !== null) return local('exec', rest);
   if ((rest = strip(uri, 'rdma:')) !== null) return inetTarget('rdma', rest);
-  if (['tcp:', 'unix:', 'vsock:', 'fd:'].some((p) => uri.startsWith(p))) return socketParse(uri);
+  if (['tcp:', 'unix:', 'vsock:', 'fd:'].some((p) => uri.startsWith(p))) return socketParse(uri, true);
   if ((rest = strip(uri, 'file:')) !== null) {
     // migration/file.c file_parse_offset: ",offset=" a size.
     const at = rest.lastIndexOf(',offset=');
@@ -175,19 +179,19 @@ function parseUri8(uri: string): MigrationTarget {
 
 /**
  * One migrate uri → its target, as the guest's QEMU (`qemuVersion`, "7.2.22") reads it; without a
- * version, the reading both dialects agree on, else invalid.
+ * version (or for 8.0/8.1), the reading every dialect agrees on, else invalid.
  */
 export function parseMigrateUri(uri: string, qemuVersion?: string): MigrationTarget {
   const dialect = uriDialect(qemuVersion);
   if (dialect === 'qemu-7') return parseUri7(uri);
   if (dialect === 'qemu-8.2') return parseUri8(uri);
-  const old = parseUri7(uri);
-  const current = parseUri8(uri);
-  if (isDeepStrictEqual(old, current)) return current;
-  if (old.kind === 'invalid' && current.kind === 'invalid') return current;
+  const readings = [parseUri7(uri), parseUri7(uri, true), parseUri8(uri)];
+  const current = readings[2];
+  if (readings.every((r) => isDeepStrictEqual(r, current) || (r.kind === 'invalid' && current.kind === 'invalid')))
+    return current;
   return {
     kind: 'invalid',
-    reason: `QEMU before 8.2 reads this uri as ${describeTarget(old)} and later ones as ${describeTarget(current)}; the guest's QEMU version is not known`,
+    reason: `QEMU releases read this uri differently (7.2: ${describeTarget(readings[0])}, 8.0: ${describeTarget(readings[1])}, 8.2+: ${describeTarget(current)}) and the guest's QEMU version is not known`,
   };
 }
 
