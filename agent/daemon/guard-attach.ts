@@ -18,6 +18,8 @@ import type { HostFacts } from '../core/types';
 import { classifyCommand, createGuardInterceptor, type GuardAction, type RefusalEvent } from '../guard/guard-decision';
 import type { PeerLookup } from '../guard/migration-rule';
 import type { IncomingNotice } from '../api/incoming-notice';
+import { qemuRootOf } from '../facts/qemu-process';
+import { readDefaultHugePageSize, type ResolveOptions } from '../facts/memory-placement';
 import type { Attachment, VmSupervisor } from './vm-supervisor';
 
 /** The guard could not start for a VM (its path is another VM's, or the socket cannot be made). */
@@ -72,6 +74,19 @@ export interface GuardAttachDeps {
   globBase(socket: string): string | undefined;
 }
 
+/**
+ * A backend's mem-path is measured in QEMU's root and mount namespace (`<procRoot>/<pid>/root`,
+ * the pid found from its QMP socket: agent/facts/qemu-process.ts), and memfd's default huge page
+ * size read from `<procRoot>/meminfo`. When QEMU's process cannot be found, paths are measured here.
+ */
+async function qemuResolveOptions(socket: string, procRoot: string): Promise<ResolveOptions> {
+  const qemuRoot = await qemuRootOf(socket, procRoot);
+  return {
+    ...(qemuRoot ? { qemuRoot } : {}),
+    defaultHugePageSize: () => readDefaultHugePageSize(procRoot),
+  };
+}
+
 export function createGuardAttach(deps: GuardAttachDeps) {
   /** Guarded socket path → the upstream socket it serves: two VMs never share one. */
   const claims = new Map<string, string>();
@@ -101,6 +116,8 @@ export function createGuardAttach(deps: GuardAttachDeps) {
       if (claims.get(path) === supervisor.socket) claims.delete(path);
     };
     const logger = deps.logger.child({ vm: supervisor.name, component: 'guard' });
+    // QEMU's root, looked up once per connection, when a memory device first needs it.
+    let qemuView: Promise<ResolveOptions> | undefined;
     const decide = createGuardInterceptor({
       vm: supervisor.name,
       host: deps.host,
@@ -112,6 +129,7 @@ export function createGuardAttach(deps: GuardAttachDeps) {
       logger,
       onRefusal: (refusal: RefusalEvent) => deps.refused(supervisor.name, refusal),
       notifyIncoming: deps.notifyIncoming,
+      resolveOptions: () => (qemuView ??= qemuResolveOptions(supervisor.socket, config.host.procRoot)),
     });
     const proxy = new QmpProxy({
       upstream: client,

@@ -13,6 +13,7 @@ import { decideMemoryHotplug, memoryDeviceRequest, type MemoryDeviceRequest } fr
 import { decideMigration, type AllowedDestination, type PeerLookup } from './migration-rule';
 import { decidePciHotplug, pciDeviceRequest, type PciDeviceRequest } from './pci-hotplug-rule';
 import type { IncomingNotice } from '../api/incoming-notice';
+import type { ResolveOptions } from '../facts/memory-placement';
 import { migrateTargets, parseMigrateUri, type MigrationTarget } from './migration-target';
 import { refusalDesc, REFUSED } from './refusal';
 
@@ -50,6 +51,8 @@ export interface GuardContext {
    * /v1/incoming); resolves with null when told, else why not. Bounded by the peer timeout.
    */
   notifyIncoming?(peer: string, notice: IncomingNotice): Promise<string | null>;
+  /** Where QEMU's paths (a backend's mem-path) are measured: its root, `/proc/<pid>/root`. */
+  resolveOptions?: () => Promise<ResolveOptions>;
   logger?: Logger;
   /** Milliseconds, for how long an approved placement stays reserved (default Date.now). */
   clock?: () => number;
@@ -175,6 +178,7 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
       policy: ctx.config().policy,
       q: ctx.q,
       reserved: reservations,
+      resolveOptions: ctx.resolveOptions,
     });
     if (decision.outcome === 'refuse') return refuse(cmd, 'device_add', decision.code, decision.message);
     if (decision.outcome === 'unknown')

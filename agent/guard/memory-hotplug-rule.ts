@@ -13,7 +13,7 @@
  * refuses any device outside that region.
  */
 import { parseMemoryDevices, type QmpExecutor } from '../facts/guest-facts';
-import { predictPlacement, resolveMemoryDevice } from '../facts/memory-placement';
+import { predictPlacement, resolveMemoryDevice, type ResolveOptions } from '../facts/memory-placement';
 import type { GuestFacts, HostFacts, Policy } from '../core/types';
 import { formatBytes, hex } from '../core/format';
 import { quote, REFUSED } from './refusal';
@@ -143,6 +143,8 @@ export interface MemoryRuleInput {
   reserved?: readonly { addr: number; size: number }[];
   /** Device resolution, injectable (default: memory-placement.ts resolveMemoryDevice). */
   resolve?: typeof resolveMemoryDevice;
+  /** Where QEMU's paths are measured (its root, `/proc/<pid>/root`) and the host's huge page size. */
+  resolveOptions?: () => Promise<ResolveOptions>;
 }
 
 /** The memory rule for one device_add (QMP or HMP). */
@@ -169,7 +171,10 @@ export async function decideMemoryHotplug(input: MemoryRuleInput): Promise<Memor
   if (dev.addr.kind === 'invalid') {
     return { outcome: 'unknown', message: `cannot read ${dev.addrProperty} of ${name(dev)} as QEMU would` };
   }
-  const resolved = dev.driver === 'hv-balloon' ? null : await (input.resolve ?? resolveMemoryDevice)(input.q, dev.args);
+  const resolved =
+    dev.driver === 'hv-balloon'
+      ? null
+      : await (input.resolve ?? resolveMemoryDevice)(input.q, dev.args, await (input.resolveOptions?.() ?? {}));
   const size = resolved && resolved.size > 0 ? resolved.size : null;
   if (dev.addr.kind === 'value') return checkMemoryEnd(dev, dev.addr.value, size, host.physBits, false);
   if (!resolved || size === null) {
