@@ -1,16 +1,33 @@
 import { readFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
+import { createServer } from 'node:net';
 
-/** A port that was free a moment ago on `host` (default 127.0.0.1). */
+/**
+ * Ports handed to tests are drawn below the kernel's ephemeral range (ip_local_port_range, 32768–60999 by
+ * default), so no listener bound to port 0 and no outgoing connection elsewhere in the suite can take one
+ * between the moment it is chosen and the moment the program under test binds it.
+ */
+const FIXED_PORTS = { low: 20000, high: 32767 };
+const handedOut = new Set<number>();
+
+/** A port that was free a moment ago on `host` (default 127.0.0.1), never handed out twice in one process. */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = FIXED_PORTS.low + Math.floor(Math.random() * (FIXED_PORTS.high - FIXED_PORTS.low + 1));
+    if (handedOut.has(port)) continue;
+    if (await canBind(port, host)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error(`freePort: no free port between ${FIXED_PORTS.low} and ${FIXED_PORTS.high} on ${host}`);
+}
+
+function canBind(port: number, host: string): Promise<boolean> {
   const s = createServer();
-  await new Promise<void>((resolve, reject) => {
-    s.once('error', reject);
-    s.listen(0, host, resolve);
+  return new Promise((resolve) => {
+    s.once('error', () => resolve(false));
+    s.listen({ port, host, exclusive: true }, () => s.close(() => resolve(true)));
   });
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
 }
 
 /** What waitHttpReady needs of the server it waits for. */
