@@ -63,7 +63,8 @@ export const COMMANDS: CommandHelp[] = [
     summary: "stream the daemon's events",
     description:
       "Follows the daemon's events (verdict changes, refusals, alerts, VMs coming and going), one line\n" +
-      'each, until interrupted. Says when it is connected, and when the daemon goes away.',
+      'each on stdout, until interrupted. Says on stderr when it is connected and when the daemon goes\n' +
+      'away, so that stdout holds events only.',
     options: [['--json', 'one JSON object per event'], API, CONFIG],
     exit: '0 stopped by Ctrl-C or SIGTERM, 3 the daemon cannot be reached or went away, 64 usage, 78 config',
     example: 'physbitsctl watch',
