@@ -183,7 +183,9 @@ test('the TCP API: 401 without the right token, 403 for anything but GET', async
   t.is(JSON.parse(ok.body).host.physBits, 40);
   const post = await get(`${base}/v1/check-migration`, { method: 'POST', token: `Bearer ${token}` });
   t.is(post.status, 403);
-  t.deepEqual(JSON.parse(post.body), { error: { code: 'API_READ_ONLY', message: 'the TCP API only serves reads' } });
+  t.deepEqual(JSON.parse(post.body), {
+    error: { code: 'API_READ_ONLY', message: 'the TCP API only serves reads and POST /v1/incoming' },
+  });
   const postNoToken = await get(`${base}/v1/libvirt-events`, { method: 'POST' });
   t.is(postNoToken.status, 401);
   // The event stream over TCP wants the token too.
