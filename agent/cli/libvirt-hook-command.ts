@@ -2,9 +2,8 @@
  * `physbitsctl libvirt-hook [--config FILE] DOMAIN OPERATION SUBOP EXTRA`, the entry point of
  * /etc/libvirt/hooks/qemu. The decision lives in agent/libvirt/libvirt-hook.ts.
  */
-import { readFileSync } from 'node:fs';
 import { loadConfig } from '../core/config';
-import { runHookEntry } from '../libvirt/libvirt-hook';
+import { readTextOrNull, runHookEntry } from '../libvirt/libvirt-hook';
 import { parse } from './args';
 import type { CliIo } from './cli-io';
 
@@ -14,13 +13,7 @@ export async function libvirtHookCommand(args: string[], io: CliIo): Promise<num
   return runHookEntry(positionals, stdin, {
     configPath: values.config,
     loadConfig,
-    readText: (path) => {
-      try {
-        return readFileSync(path, 'utf8');
-      } catch {
-        return null;
-      }
-    },
+    readText: readTextOrNull,
     stderr: io.stderr,
   });
 }

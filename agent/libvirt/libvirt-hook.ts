@@ -10,6 +10,7 @@
  * and `reconnect` are passed on to the running daemon. The hook prints nothing on stdout: for
  * `migrate` and `restore`, libvirt would take stdout as a replacement domain XML.
  */
+import { readFileSync } from 'node:fs';
 import { qemuHostPhysBits } from '../judge/host-limit';
 import { DEFAULT_CONFIG_PATH, stripComments, type Config } from '../core/config';
 import { EXIT } from '../core/exit-codes';
@@ -217,6 +218,15 @@ export interface HookEntryDeps extends Omit<LibvirtHookDeps, 'config'> {
   loadConfig(path: string | undefined): Config;
   /** The file's text, or null when it cannot be read. */
   readText(path: string): string | null;
+}
+
+/** HookEntryDeps.readText from the file system. */
+export function readTextOrNull(path: string): string | null {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return null;
+  }
 }
 
 /**

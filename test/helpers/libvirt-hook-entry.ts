@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { loadConfig } from '../../agent/core/config';
-import { runHookEntry } from '../../agent/libvirt/libvirt-hook';
+import { readTextOrNull, runHookEntry } from '../../agent/libvirt/libvirt-hook';
 
 const argv = process.argv.slice(2);
 let configPath: string | undefined;
@@ -17,13 +17,7 @@ const stdin = readFileSync(0, 'utf8');
 runHookEntry(argv, stdin, {
   configPath,
   loadConfig,
-  readText: (path) => {
-    try {
-      return readFileSync(path, 'utf8');
-    } catch {
-      return null;
-    }
-  },
+  readText: readTextOrNull,
   stderr: (line) => process.stderr.write(`${line}\n`),
 }).then(
   (code) => {
