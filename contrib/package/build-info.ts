@@ -10,7 +10,8 @@ import type { BuildInfo } from '../../agent/core/version';
 
 export const REPO_ROOT = join(__dirname, '..', '..', '..');
 
-function git(args: string[]): string | null {
+/** `git -C <repo> ARGS` trimmed, or null where there is no git or no checkout. */
+export function git(args: string[]): string | null {
   try {
     return execFileSync('git', ['-C', REPO_ROOT, ...args], {
       encoding: 'utf8',

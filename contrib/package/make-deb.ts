@@ -31,7 +31,7 @@ import {
 import { dirname, join, relative } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { BuildInfo } from '../../agent/core/version';
-import { readBuildInfo, REPO_ROOT } from './build-info';
+import { git, readBuildInfo, REPO_ROOT } from './build-info';
 import { bundle } from './bundle';
 import { configManPage } from './config-man';
 
@@ -47,17 +47,6 @@ export function debianVersion(info: BuildInfo): string {
 
 export function debFileName(info: BuildInfo): string {
   return `physbits_${debianVersion(info)}_all.deb`;
-}
-
-function git(args: string[]): string | null {
-  try {
-    return execFileSync('git', ['-C', REPO_ROOT, ...args], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'ignore'],
-    }).trim();
-  } catch {
-    return null;
-  }
 }
 
 function put(root: string, path: string, content: string | Buffer, mode = 0o644): void {
