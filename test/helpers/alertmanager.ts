@@ -3,8 +3,8 @@
  * its own temp storage and a minimal config; plus a loopback HTTP receiver that records every
  * request (Alertmanager's webhook notifications, or physbits' own webhooks).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -35,7 +35,7 @@ export function requireTool(
   return false;
 }
 
-import { freePort, waitHttpReady } from './net';
+import { freePort, startReadyServer } from './net';
 
 export { freePort };
 
@@ -131,40 +131,22 @@ export async function startAlertmanager(opts: AlertmanagerOptions = {}): Promise
   const dir = mkdtempSync(join(tmpdir(), 'physbits-am-'));
   const configFile = join(dir, 'alertmanager.yml');
   writeFileSync(configFile, alertmanagerConfig(opts));
-  const child: ChildProcess = spawn(
-    ALERTMANAGER,
-    [
+  const server = await startReadyServer({
+    name: 'alertmanager',
+    command: ALERTMANAGER,
+    args: [
       `--config.file=${configFile}`,
       `--storage.path=${join(dir, 'data')}`,
       `--web.listen-address=127.0.0.1:${port}`,
       '--cluster.listen-address=',
       '--log.level=warn',
     ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    if (stderr.length < 16384) stderr += d.toString();
+    port,
+    dir,
+    stderrBytes: 16384,
+    timeoutMs: 30000,
   });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const url = `http://127.0.0.1:${port}`;
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    await exited;
-    rmSync(dir, { recursive: true, force: true });
-  };
-  try {
-    await waitHttpReady({
-      name: 'alertmanager',
-      url,
-      exited: () => child.exitCode !== null || child.signalCode !== null,
-      describe: () => `${child.exitCode ?? child.signalCode ?? 'running'}: ${stderr.trim()}`,
-      timeoutMs: 30000,
-    });
-  } catch (err) {
-    await stop();
-    throw err;
-  }
+  const { url } = server;
   return {
     url,
     port,
@@ -173,7 +155,7 @@ export async function startAlertmanager(opts: AlertmanagerOptions = {}): Promise
       if (!res.ok) throw new Error(`GET /api/v2/alerts: HTTP ${res.status}`);
       return (await res.json()) as AmAlert[];
     },
-    stop,
+    stop: server.stop,
   };
 }
 

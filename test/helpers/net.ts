@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 
 /**
@@ -30,41 +31,69 @@ function canBind(port: number, host: string): Promise<boolean> {
   });
 }
 
-/** What waitHttpReady needs of the server it waits for. */
-export interface ReadyWait {
-  /** For the error: "prometheus", "alertmanager". */
+/** A server process such as Prometheus or Alertmanager, to be started and waited for. */
+export interface ReadyServerOptions {
+  /** For errors: "prometheus", "alertmanager". */
   name: string;
-  /** The server's base URL; `${url}/-/ready` is asked. */
-  url: string;
-  /** Whether the process has exited (then waiting is over). */
-  exited(): boolean;
-  /** Its exit code or signal and what it printed, for the error. */
-  describe(): string;
+  command: string;
+  args: string[];
+  /** The loopback port it was told to listen on. */
+  port: number;
+  /** Its own temporary directory, removed by stop(). */
+  dir: string;
+  /** How much of its stderr is kept for errors and checks. */
+  stderrBytes: number;
   timeoutMs: number;
   intervalMs?: number;
 }
 
+export interface ReadyServer {
+  url: string;
+  pid: number;
+  /** Kills it (SIGKILL) and removes its directory. */
+  stop(): Promise<void>;
+  stderr(): string;
+}
+
 /**
- * Waits until `${url}/-/ready` answers 2xx (the readiness endpoint of Prometheus and Alertmanager,
- * web/web.go `ready`); rejects with one line when the process exits first or after `timeoutMs`.
+ * Starts `command` and waits until `http://127.0.0.1:<port>/-/ready` answers 2xx (the readiness
+ * endpoint of Prometheus and Alertmanager, web/web.go `ready`); when the process exits first or
+ * `timeoutMs` passes, it is stopped and the promise rejects with one line naming the server.
  */
-export async function waitHttpReady(w: ReadyWait): Promise<void> {
-  const deadline = Date.now() + w.timeoutMs;
+export async function startReadyServer(o: ReadyServerOptions): Promise<ReadyServer> {
+  const child: ChildProcess = spawn(o.command, o.args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    if (stderr.length < o.stderrBytes) stderr += d.toString();
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const hasExited = () => child.exitCode !== null || child.signalCode !== null;
+  const url = `http://127.0.0.1:${o.port}`;
+  const stop = async () => {
+    if (!hasExited()) child.kill('SIGKILL');
+    await exited;
+    rmSync(o.dir, { recursive: true, force: true });
+  };
+  const describe = (): string => `${child.exitCode ?? child.signalCode ?? 'running'}: ${stderr.trim()}`;
+  const deadline = Date.now() + o.timeoutMs;
   for (;;) {
-    if (w.exited()) throw new Error(`${w.name} exited early (${w.describe()})`);
+    if (hasExited()) {
+      await stop();
+      throw new Error(`${o.name} exited early (${describe()})`);
+    }
     try {
-      const res = await fetch(`${w.url}/-/ready`);
+      const res = await fetch(`${url}/-/ready`);
       await res.body?.cancel();
-      if (res.ok) return;
+      if (res.ok) return { url, pid: child.pid!, stop, stderr: () => stderr };
     } catch {
       // not listening yet
     }
     if (Date.now() > deadline) {
-      throw new Error(
-        `timed out after ${w.timeoutMs} ms waiting for ${w.name} to be ready on ${w.url}: ${w.describe()}`,
-      );
+      const message = `timed out after ${o.timeoutMs} ms waiting for ${o.name} to be ready on ${url}: ${describe()}`;
+      await stop();
+      throw new Error(message);
     }
-    await new Promise((r) => setTimeout(r, w.intervalMs ?? 50));
+    await new Promise((r) => setTimeout(r, o.intervalMs ?? 50));
   }
 }
 

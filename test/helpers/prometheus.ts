@@ -3,11 +3,10 @@
  * no port 0), with its own temp storage, scraping the given targets every `scrapeInterval`; killed
  * and its storage removed by stop().
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, waitHttpReady } from './net';
+import { freePort, startReadyServer } from './net';
 
 export const PROMETHEUS = process.env.PHYSBITS_TEST_PROMETHEUS ?? 'prometheus';
 
@@ -47,53 +46,34 @@ export async function startPrometheus(opts: PrometheusOptions): Promise<Promethe
   const dir = mkdtempSync(join(tmpdir(), 'physbits-prom-'));
   const configFile = join(dir, 'prometheus.yml');
   writeFileSync(configFile, prometheusConfig(opts));
-  const child: ChildProcess = spawn(
-    PROMETHEUS,
-    [
+  const server = await startReadyServer({
+    name: 'prometheus',
+    command: PROMETHEUS,
+    args: [
       `--config.file=${configFile}`,
       `--storage.tsdb.path=${opts.storageDir ?? join(dir, 'data')}`,
       `--web.listen-address=127.0.0.1:${port}`,
       '--log.level=warn',
       ...(opts.extraArgs ?? []),
     ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    if (stderr.length < 32768) stderr += d.toString();
+    port,
+    dir,
+    stderrBytes: 32768,
+    timeoutMs: opts.readyTimeoutMs ?? 60000,
+    intervalMs: 100,
   });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const url = `http://127.0.0.1:${port}`;
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    await exited;
-    rmSync(dir, { recursive: true, force: true });
-  };
-  const describe = (): string => `${child.exitCode ?? child.signalCode ?? 'running'}: ${stderr.trim()}`;
-  try {
-    await waitHttpReady({
-      name: 'prometheus',
-      url,
-      exited: () => child.exitCode !== null || child.signalCode !== null,
-      describe,
-      timeoutMs: opts.readyTimeoutMs ?? 60000,
-      intervalMs: 100,
-    });
-  } catch (err) {
-    await stop();
-    throw err;
-  }
+  const { url } = server;
   return {
     url,
     port,
-    pid: child.pid!,
+    pid: server.pid,
     async query(q: string) {
       const res = await fetch(`${url}/api/v1/query?${new URLSearchParams({ query: q })}`);
       const doc = (await res.json()) as { status: string; data: { result: [] }; error?: string };
       if (doc.status !== 'success') throw new Error(`${q}: ${doc.error}`);
       return doc.data.result;
     },
-    stop,
-    stderr: () => stderr,
+    stop: server.stop,
+    stderr: server.stderr,
   };
 }
