@@ -2,11 +2,13 @@
  * The Debian package as installed: `npm run package`'s .deb goes into a fresh Debian 13 tree
  * (contrib/debian13-tree.sh with nodejs, systemd, init-system-helpers, procps and man-db from Debian 13, cached at
  * PHYSBITS_TEST_TRIXIE_PACKAGE), through an overlay so the cached tree stays clean. apt installs it;
- * the programs answer; `physbitsctl scan` reads a guest of the tree's own QEMU 10; systemd-analyze
- * verifies the installed unit; purge leaves nothing of the package behind.
+ * the programs answer; `physbitsctl scan` reads a guest of the tree's own QEMU 10; the installed
+ * physbitsd, started with its unit's ExecStart, holds such a guest and refuses a migration through
+ * its guarded socket; systemd-analyze verifies the installed unit; purge leaves nothing of the
+ * package behind.
  */
 import test from 'ava';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import {
   copyFileSync,
   existsSync,
@@ -23,6 +25,7 @@ import { basename, join } from 'node:path';
 import type { StatusDocument } from '../agent/core/types';
 import { REPO_ROOT } from '../contrib/package/build-info';
 import { makeDeb } from '../contrib/package/make-deb';
+import { LineClient, waitUntil } from './helpers/daemon';
 import { startGuest, trixieQemu, type Guest } from './helpers/qemu';
 
 const TREE = process.env.PHYSBITS_TEST_TRIXIE_PACKAGE ?? '/var/cache/physbits-test/trixie-package';
@@ -39,6 +42,7 @@ const work = mkdtempSync(join(tmpdir(), 'physbits-package-'));
 const root = join(work, 'root');
 const mounts: string[] = [];
 let guest: Guest | undefined;
+let daemon: ChildProcess | undefined;
 let deb = '';
 
 /** A command inside the installed tree. */
@@ -83,6 +87,7 @@ test.before(async () => {
 });
 
 test.after.always(async () => {
+  daemon?.kill('SIGKILL');
   await guest?.kill();
   for (const m of mounts.reverse()) {
     try {
@@ -198,6 +203,63 @@ test.serial("physbitsctl scan reads a guest of the tree's QEMU 10", async (t) =>
   await guest.kill();
   guest = undefined;
 });
+
+test.serial(
+  'the installed physbitsd, started as its unit starts it, holds a QEMU 10 guest and guards it',
+  async (t) => {
+    const unit = readFileSync(join(root, 'usr/lib/systemd/system/physbitsd.service'), 'utf8');
+    const execStart = /^ExecStart=(.*)$/m.exec(unit)?.[1].trim().split(/\s+/) ?? [];
+    t.is(execStart.at(-1), '/etc/physbits/config.json', unit);
+    const qemu = trixieQemu(root);
+    const dir = qemu.tempDir('physbits-package-daemon-');
+    guest = await startGuest({ qemu, name: 'held', dir, cpu: 'phys-bits=46' });
+    const run = join(dir, 'run');
+    mkdirSync(run);
+    writeFileSync(
+      join(root, 'etc/physbits/config.json'),
+      JSON.stringify({
+        host: { physBits: 40, name: 'hv-deb' },
+        policy: { accelerators: ['tcg'] },
+        discovery: { sockets: [qemu.inner(guest.socket)] },
+        api: { socket: qemu.inner(join(run, 'api.sock')) },
+        guard: { socketDir: qemu.inner(join(run, 'guard')) },
+        metrics: { listen: '127.0.0.1:0' },
+      }),
+    );
+    let stderr = '';
+    daemon = spawn('chroot', [root, ...execStart], { stdio: ['ignore', 'ignore', 'pipe'] });
+    daemon.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+    const exited = new Promise<number | null>((done) => daemon!.once('exit', (code) => done(code)));
+    const status = await Promise.race([
+      waitUntil(async () => {
+        const r = await inTree(['physbitsctl', 'status', '--json', '--api', qemu.inner(join(run, 'api.sock'))]);
+        const doc = r.code === 2 ? (JSON.parse(r.stdout) as StatusDocument) : null;
+        return doc?.vms[0]?.verdict ? doc : null;
+      }, 'a verdict from the installed daemon'),
+      exited.then((code) => {
+        throw new Error(`the installed physbitsd exited (${code}): ${stderr}`);
+      }),
+    ]);
+    t.like(status.vms[0], {
+      name: 'held',
+      guest: { physBits: 46 },
+      verdict: { relation: 'wider', severity: 'critical' },
+    });
+    const { client } = await LineClient.negotiated(join(run, 'guard', 'held.qmp'));
+    t.teardown(() => client.socket.destroy());
+    client.send('{"execute": "query-status", "id": 1}');
+    t.is(typeof ((await client.next((m) => m.id === 1)).return as { status?: unknown }).status, 'string');
+    client.send('{"execute": "migrate", "arguments": {"uri": "tcp:192.0.2.9:4444"}, "id": 2}');
+    const refused = await client.next((m) => m.id === 2);
+    t.regex((refused.error as { desc: string }).desc, /\[REFUSED_MIGRATION_UNKNOWN_PEER\]$/);
+    daemon.kill('SIGTERM');
+    t.is(await exited, 0, stderr);
+    daemon = undefined;
+    t.false(existsSync(join(run, 'guard', 'held.qmp')), 'the guarded socket removed at stop');
+    await guest.kill();
+    guest = undefined;
+  },
+);
 
 /** Every path under `dir` (relative), for what the overlay's upper layer holds. */
 function walk(dir: string, prefix = ''): string[] {

@@ -39,6 +39,31 @@ const englishOnly: Plugin = {
 };
 
 /**
+ * npm packages resolved as Node resolves them for the compiled program: by `require` (tsc emits
+ * CommonJS), so a package's `exports` give their "require" entry, as at run time from build/. esbuild
+ * would otherwise take the "import" entry for an `import` statement; node-cron's is an ES module that
+ * reads `import.meta.url` at load, which a CommonJS bundle leaves undefined (the daemon then failed
+ * before its first line of work).
+ */
+const asRequired: Plugin = {
+  name: 'resolve-as-required',
+  setup(b) {
+    b.onResolve({ filter: /^[^./]/ }, async (args) => {
+      // pluginData marks a resolution another plugin asked for (deferred's own): left to it.
+      if (args.kind !== 'import-statement' || args.pluginData !== undefined || args.path.startsWith('node:'))
+        return undefined;
+      const found = await b.resolve(args.path, {
+        kind: 'require-call',
+        resolveDir: args.resolveDir,
+        importer: args.importer,
+        pluginData: 'as-required',
+      });
+      return found.errors.length ? { errors: found.errors } : found;
+    });
+  },
+};
+
+/**
  * The large npm packages a command may not need, kept in the bundle as text and compiled on first
  * use: V8 parses every function of a file at load (lazily, but still every byte), and these are most
  * of the file (zod alone about 380 kB). `--version`, `--help` and `scan --socket` then parse a
@@ -109,7 +134,7 @@ export async function bundle(outDir: string, info: BuildInfo): Promise<Bundle> {
     legalComments: 'none',
     minifySyntax: true,
     minifyWhitespace: true,
-    plugins: [englishOnly, deferred('node20')],
+    plugins: [englishOnly, deferred('node20'), asRequired],
     treeShaking: true,
     metafile: true,
     logLevel: 'warning',
