@@ -7,7 +7,15 @@
  *  2. it is chown'ed and chmod'ed there, where nobody else can reach it;
  *  3. link(2) publishes it under the target name, which fails when anything is there: a stale
  *     socket found there is removed first (and only when it is still the one found stale), so a
- *     live socket, even one bound a moment before, is never replaced (rename(2) would).
+ *     live socket, even one bound a moment before, is never replaced (rename(2) would);
+ *  4. the temporary name and directory are removed (unlink, rmdir); the socket file keeps the inode
+ *     read in step 2, by which close() knows it is still its own.
+ *
+ * What is at the target is looked at only when link(2) finds something there: a fresh path costs
+ * no probe (the daemon binds one guarded socket per VM, a thousand at start on a large host). The
+ * steps are synchronous calls, as bind(2) itself is in Node (net.Server.listen on a path): metadata
+ * operations in the socket's own directory, microseconds on the tmpfs of /run, where a round trip
+ * through libuv's thread pool and a promise for each cost the daemon more than the calls.
  *
  * A path that exists and is not a socket is never replaced; a socket some live process still
  * accepts on is never replaced either (SocketInUseError).
@@ -16,7 +24,8 @@
  * so a mkdir or open running there during the bind would be created under the socket's umask
  * (a 0600 directory, or a file wider than the daemon's own umask allows).
  */
-import { chmod, chown, link, lstat, mkdtemp, rm, unlink } from 'node:fs/promises';
+import { chmodSync, chownSync, linkSync, lstatSync, mkdtempSync, rmdirSync, unlinkSync } from 'node:fs';
+import { link, lstat, rm, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { MAX_UNIX_PATH_BYTES } from './address';
@@ -68,6 +77,17 @@ export async function probeSocketPath(path: string, timeoutMs = 1000): Promise<'
   });
 }
 
+/** link(2) of `tmp` at `target`: false when something is there already (EEXIST). */
+function linkedAt(tmp: string, target: string): boolean {
+  try {
+    linkSync(tmp, target);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  }
+}
+
 /** Links the bound socket `tmp` in at `target`, removing only a stale socket found there. */
 async function publish(tmp: string, target: string, probeTimeoutMs: number | undefined): Promise<void> {
   for (let attempt = 0; attempt < 5; attempt++) {
@@ -103,11 +123,10 @@ export async function listenUnixSocket(
   const mode = opts.mode & 0o777;
   if (Buffer.byteLength(target) > MAX_UNIX_PATH_BYTES)
     throw new ListenError(`${target}: a socket path holds at most ${MAX_UNIX_PATH_BYTES} bytes`);
-  if ((await probeSocketPath(target, opts.probeTimeoutMs)) === 'live') throw new SocketInUseError(target);
 
   let tmpDir: string;
   try {
-    tmpDir = await mkdtemp(join(dirname(target), '.sock-'));
+    tmpDir = mkdtempSync(join(dirname(target), '.sock-'));
   } catch (err) {
     throw new ListenError(
       `${target}: cannot create a temporary directory beside it: ${(err as NodeJS.ErrnoException).code}`,
@@ -116,6 +135,7 @@ export async function listenUnixSocket(
   }
   const tmp = join(tmpDir, 's');
   let bound = false;
+  let st;
   try {
     if (Buffer.byteLength(tmp) > MAX_UNIX_PATH_BYTES) {
       throw new ListenError(
@@ -136,9 +156,10 @@ export async function listenUnixSocket(
       server.listen({ path: tmp, backlog: opts.backlog });
     });
     bound = true;
-    if (opts.uid !== undefined || opts.gid !== undefined) await chown(tmp, opts.uid ?? -1, opts.gid ?? -1);
-    await chmod(tmp, mode);
-    await publish(tmp, target, opts.probeTimeoutMs);
+    if (opts.uid !== undefined || opts.gid !== undefined) chownSync(tmp, opts.uid ?? -1, opts.gid ?? -1);
+    chmodSync(tmp, mode);
+    st = lstatSync(tmp);
+    if (!linkedAt(tmp, target)) await publish(tmp, target, opts.probeTimeoutMs);
   } catch (err) {
     if (bound) await new Promise<void>((r) => server.close(() => r()));
     await rm(tmpDir, { recursive: true, force: true });
@@ -148,8 +169,12 @@ export async function listenUnixSocket(
       { cause: err },
     );
   }
-  await rm(tmpDir, { recursive: true, force: true });
-  const st = await lstat(target);
+  try {
+    unlinkSync(tmp);
+    rmdirSync(tmpDir);
+  } catch {
+    await rm(tmpDir, { recursive: true, force: true });
+  }
 
   let closed: Promise<void> | null = null;
   return {

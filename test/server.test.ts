@@ -379,6 +379,8 @@ test('listenUnixSocket leaves the process umask alone: files and directories cre
   const handles = [];
   for (let i = 0; i < 50; i++) {
     handles.push(await listenUnixSocket(net.createServer(), join(dir, `s${i}.sock`), { mode: 0o600 }));
+    // The bind's own steps are synchronous: a turn of the loop lets the makers queue more meanwhile.
+    await new Promise((r) => setImmediate(r));
   }
   listening = false;
   await Promise.all(makers);

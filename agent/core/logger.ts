@@ -78,12 +78,16 @@ export function createLogger(
   return wrap(w);
 }
 
+/**
+ * A line below the logger's level is dropped here: winston would build it and pass it through its
+ * streams before its level check (winston/lib/winston/logger.js `_transform`).
+ */
 function wrap(w: winston.Logger): Logger {
   return {
     error: (m, meta) => void w.error(m, meta),
-    warn: (m, meta) => void w.warn(m, meta),
-    info: (m, meta) => void w.info(m, meta),
-    debug: (m, meta) => void w.debug(m, meta),
+    warn: (m, meta) => void (w.isLevelEnabled('warn') && w.warn(m, meta)),
+    info: (m, meta) => void (w.isLevelEnabled('info') && w.info(m, meta)),
+    debug: (m, meta) => void (w.isLevelEnabled('debug') && w.debug(m, meta)),
     child: (meta) => wrap(w.child(meta)),
   };
 }

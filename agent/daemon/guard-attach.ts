@@ -49,6 +49,8 @@ export function guardSocketOwner(upstream: GuardSocketOwner, socketGroupId: numb
 /** Creates the directories of a guarded path, each `0755` whatever the umask (clients must traverse them). */
 function makeGuardDirs(socketDir: string, path: string): void {
   for (const dir of [socketDir, ...guardSubdirs(socketDir, path)]) {
+    // Already there (every VM after the first): one stat, no EEXIST error built and thrown.
+    if (statSync(dir, { throwIfNoEntry: false })?.isDirectory()) continue;
     try {
       mkdirSync(dir, { mode: 0o755 });
       chmodSync(dir, 0o755);
