@@ -1,18 +1,22 @@
 /**
- * The real daemon as the benchmarks run it: `node [the unit's node flags] build/agent/bin/physbitsd.js
- * --config FILE`, its log in a file, its API read over the UNIX control socket. The node flags are
- * read from systemd/physbitsd.service's ExecStart, so the benchmark measures the daemon as installed.
+ * The real daemon as the benchmarks run it, as the package installs it: `node [the unit's node flags]
+ * physbitsd.js --config FILE`, where physbitsd.js is the packaged bundle (contrib/package/bundle.ts,
+ * /usr/lib/physbits/physbitsd.js once installed), built once per benchmark run; its log in a file,
+ * its API read over the UNIX control socket. The node flags are read from
+ * systemd/physbitsd.service's ExecStart.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { StatusDocument } from '../agent/core/types';
+import { readBuildInfo } from '../contrib/package/build-info';
+import { bundle } from '../contrib/package/bundle';
 import { stopChild, track } from './proc';
 import { sleep, wallMs } from './stats';
 
 export const BUILD = join(__dirname, '..');
-export const PHYSBITSD = join(BUILD, 'agent', 'bin', 'physbitsd.js');
 export const PHYSBITSCTL = join(BUILD, 'agent', 'bin', 'physbitsctl.js');
 export const UNIT_FILE = join(BUILD, '..', 'systemd', 'physbitsd.service');
 
@@ -38,6 +42,18 @@ export function nodeFlagsOfUnit(unitText: string): string[] {
   const bad = flags.find((f) => !/^--[a-z0-9-]+(=\S+)?$/.test(f));
   if (bad !== undefined) throw new Error(`ExecStart node option "${bad}" is not of the form --name[=value]`);
   return flags;
+}
+
+let packaged: Promise<{ physbitsd: string; physbitsctl: string }> | null = null;
+
+/** The packaged programs (the .deb's /usr/lib/physbits/*.js), bundled on first use in this process. */
+export function packagedPrograms(): Promise<{ physbitsd: string; physbitsctl: string }> {
+  packaged ??= (async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'physbits-bench-bundle-'));
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+    return (await bundle(dir, readBuildInfo())).files;
+  })();
+  return packaged;
 }
 
 /** The node options systemd/physbitsd.service starts the daemon with. */
@@ -79,16 +95,17 @@ export function writeConfig(path: string, cfg: Record<string, unknown>): void {
   writeFileSync(path, JSON.stringify(cfg, null, 2));
 }
 
-/** Starts physbitsd; `nodeArgs` default to the unit's node flags. */
+/** Starts the packaged physbitsd; `nodeArgs` default to the unit's node flags. */
 export async function startDaemon(
   configPath: string,
   apiSocket: string,
   logPath: string,
   nodeArgs: string[] = unitNodeFlags(),
 ): Promise<DaemonProc> {
+  const { physbitsd } = await packagedPrograms();
   const fd = openSync(logPath, 'a');
   const spawnedAt = wallMs();
-  const child = spawn(process.execPath, [...nodeArgs, PHYSBITSD, '--config', configPath], {
+  const child = spawn(process.execPath, [...nodeArgs, physbitsd, '--config', configPath], {
     stdio: ['ignore', fd, fd],
   });
   closeSync(fd);

@@ -71,7 +71,7 @@ async function sizeRun(vms: number, run: number, opts: GrowthOptions): Promise<S
       );
       const startMs = lastCheckedAt(doc) - d.spawnedAt;
       await sleep(SETTLE_MS);
-      const idle = await idleWindow([d.pid], fleet.child, opts);
+      const idle = await idleWindow([d.pid], fleet.child, { ...opts, periodMs: hb.capped });
       const mem = memoryMiB(d.pid);
       const out: SizeRun = {
         floorReadyMs: floor.readyMs,
@@ -154,7 +154,7 @@ export async function runGrowthBench(opts: GrowthOptions): Promise<Section> {
     '',
     fits.join('\n'),
     '',
-    `- Heartbeats received by the servers during the daemon's idle windows: ${pings}. Up to \`qmp.heartbeatsPerSecond\` (200) VMs each is pinged every second; above it the total stays at 200 a second, ` +
+    `- Heartbeats received by the servers during the daemon's idle windows (each a whole number of per-VM intervals, started between bursts): ${pings}. Up to \`qmp.heartbeatsPerSecond\` (200) VMs each is pinged every second; above it the total stays at 200 a second, ` +
       'so idle CPU is not a straight line in VMs: it rises with the VMs up to the cap and then only with what each held VM costs beyond its heartbeat.',
   ].join('\n');
   return { title: 'Growth: 100 to 5000 VMs', markdown, targets: [], seconds: (wallMs() - began) / 1000 };

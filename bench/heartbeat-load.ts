@@ -70,24 +70,60 @@ export async function clearOfMinuteBoundary(windowMs: number): Promise<void> {
 }
 
 /**
+ * The moment of a heartbeat burst: the servers' count polled every 20 ms until it rises after a
+ * poll at which it did not; NaN when none comes within `periodMs` + 2 s. The daemon pings every
+ * held VM due in a slot from one wake-up per second (agent/core/timers.ts slottedTimers), the floor
+ * all its VMs together once per interval: the pings arrive in bursts, not evenly.
+ */
+async function burstAt(fleet: ChildProcess, periodMs: number): Promise<number> {
+  const deadline = wallMs() + periodMs + 2000;
+  let last = await queryStatusCount(fleet);
+  let quiet = false;
+  while (wallMs() < deadline) {
+    await sleep(20);
+    const now = await queryStatusCount(fleet);
+    if (now > last && quiet) return wallMs();
+    quiet = now === last;
+    last = now;
+  }
+  return NaN;
+}
+
+/**
  * CPU % of one core used by each pid over `idleSlices` consecutive slices of the window, and the
  * pings meanwhile. CPU is the threads' scheduler run time (threadCpuMs), and the window starts only
  * when it can end before the next minute's scheduled work (clearOfMinuteBoundary).
+ *
+ * With `periodMs` (the per-VM heartbeat interval) the window lasts a whole number of periods, at
+ * least `idleMs`, and starts half a second after a burst (between two, for bursts a whole number of
+ * seconds apart): it then holds exactly as many bursts, each VM's pings and their CPU, whatever the
+ * phase. A window of arbitrary phase and length held one burst more or fewer (110 pings a second
+ * counted from 100 VMs pinged once a second, 10 % more CPU).
  */
 export async function idleWindow(
   pids: number[],
   fleet: ChildProcess | null,
-  opts: { idleMs: number; idleSlices: number },
+  opts: { idleMs: number; idleSlices: number; periodMs?: number },
 ): Promise<IdleWindow> {
   const slices: number[][] = pids.map(() => []);
-  const slice = opts.idleMs / opts.idleSlices;
-  await clearOfMinuteBoundary(opts.idleMs + 1000);
+  const period = opts.periodMs;
+  const windowMs = period ? Math.ceil(opts.idleMs / period) * period : opts.idleMs;
+  const slice = windowMs / opts.idleSlices;
+  await clearOfMinuteBoundary(windowMs + (period && fleet ? period + 3000 : 1000));
+  if (period && fleet) {
+    const burst = await burstAt(fleet, period);
+    if (Number.isFinite(burst)) {
+      let at = burst + 500;
+      while (at < wallMs()) at += 1000;
+      await sleep(at - wallMs());
+    }
+  }
   const q0 = fleet ? await queryStatusCount(fleet) : 0;
   const began = wallMs();
   for (let s = 0; s < opts.idleSlices; s++) {
     const c0 = pids.map(threadCpuMs);
     const t0 = wallMs();
-    await sleep(slice);
+    await sleep(began + (s + 1) * slice - t0);
     const dt = wallMs() - t0;
     pids.forEach((pid, i) => slices[i].push(((threadCpuMs(pid) - c0[i]) / dt) * 100));
   }

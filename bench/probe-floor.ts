@@ -43,8 +43,11 @@ async function probeMinimal(c: WireClient): Promise<{ physBits: number | null; c
   return { physBits: typeof pb.return === 'number' ? pb.return : null, commands: 3 };
 }
 
-/** The same commands as agent/facts/guest-facts.ts readGuestFacts, in its two rounds. */
-async function probeFull(c: WireClient): Promise<{ physBits: number | null; commands: number }> {
+/**
+ * The same commands as agent/facts/guest-facts.ts readGuestFacts, in its two rounds, decided by the
+ * same replies (test/probe-floor.test.ts holds the two lists equal against a scripted QEMU).
+ */
+export async function probeFull(c: WireClient): Promise<{ physBits: number | null; commands: number }> {
   const get = (path: string, property: string) => c.command('qom-get', { path, property });
   const r1 = await Promise.all([
     c.command('query-cpus-fast'),
@@ -60,12 +63,16 @@ async function probeFull(c: WireClient): Promise<{ physBits: number | null; comm
     c.command('query-memory-devices'),
     c.command('query-memory-size-summary'),
     get(MACHINE, 'confidential-guest-support'),
+    get(MACHINE, 'memory'),
+    c.command('query-pci'),
   ]);
   const cpu = (r1[0].return as Array<{ 'qom-path': string }> | undefined)?.[0]?.['qom-path'];
   if (!cpu) return { physBits: null, commands: 1 + r1.length };
   const kvm = (r1[3].return as { enabled?: boolean } | undefined)?.enabled === true;
   const bridge = bridgeFrom(r1[7].return);
-  const dm = typeof r1[8].return === 'number' && r1[8].return > 0;
+  const dm =
+    (typeof r1[8].return === 'number' && r1[8].return > 0) ||
+    (Array.isArray(r1[7].return) && r1[7].return.some((p: { name?: string }) => p?.name === 'device-memory[0]'));
   const cgs = typeof r1[12].return === 'string' && r1[12].return ? r1[12].return : null;
   const round2 = [
     get(cpu, 'phys-bits'),
@@ -80,12 +87,14 @@ async function probeFull(c: WireClient): Promise<{ physBits: number | null; comm
           get(bridge, p),
         )
       : []),
-    ...(dm ? [get(`${MACHINE}/device-memory[0]`, 'addr')] : []),
+    ...(dm ? [get(`${MACHINE}/device-memory[0]`, 'addr'), get(`${MACHINE}/device-memory[0]`, 'size')] : []),
     ...(cgs ? [get(cgs, 'type'), get(cgs, 'reduced-phys-bits')] : []),
   ];
   const r2 = await Promise.all(round2);
   const pb = r2[0].return;
-  return { physBits: typeof pb === 'number' ? pb : null, commands: 1 + r1.length + r2.length };
+  // Only a host-phys-bits=on guest is asked about an incoming migration.
+  const extra = r2[1].return === true ? [await c.command('query-migrate')] : [];
+  return { physBits: typeof pb === 'number' ? pb : null, commands: 1 + r1.length + r2.length + extra.length };
 }
 
 async function probe(socket: string, full: boolean, hold: boolean): Promise<ProbeResult> {
@@ -151,4 +160,4 @@ async function main(): Promise<void> {
   process.once('SIGTERM', () => process.exit(0));
 }
 
-void main();
+if (require.main === module) void main();

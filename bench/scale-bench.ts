@@ -4,8 +4,8 @@
  * no judging, no guard, no API) over the same sockets, in the same run.
  *
  * Per run: the floor (start → all read; idle CPU pinging at the daemon's default per-VM interval
- * for this many VMs, then every second); then the daemon, started with the node flags of
- * systemd/physbitsd.service: start → every VM has a verdict in GET /v1/status; SIGHUP with another
+ * for this many VMs, then every second); then the daemon as packaged (bench/daemon-proc.ts), started
+ * with the node flags of systemd/physbitsd.service: start → every VM has a verdict in GET /v1/status; SIGHUP with another
  * host.physBits → every verdict changed (re-judged from the facts held, no QMP); a scheduled full
  * re-read (verify.schedule set by that SIGHUP to fire once, at a known second) → every VM read
  * again, and the CPU it took, up to SETTLE_MS after it; idle CPU with the default heartbeat
@@ -115,7 +115,7 @@ export async function floorWindow(
     const readCpuMs = threadCpuMs(floor.pid!);
     if (report.ok !== opts.vms) throw new Error(`probe floor read ${report.ok}/${opts.vms} VMs`);
     await sleep(START_SETTLE_MS);
-    const idle = await idleWindow([floor.pid!], fleet, opts);
+    const idle = await idleWindow([floor.pid!], fleet, { ...opts, periodMs: pingMs });
     const mem = memoryMiB(floor.pid!);
     return { readyMs, readCpuMs, hwm: mem.hwm, rss: mem.rss, idle };
   } finally {
@@ -306,7 +306,7 @@ async function daemonRun(
     if (!idle) return out;
 
     // Every heartbeat timer was armed after the SIGHUP above, at the default interval for this many VMs.
-    out.idleCapped = await idleWindow([d.pid], fleet, opts);
+    out.idleCapped = await idleWindow([d.pid], fleet, { ...opts, periodMs: hb.capped });
     // Discovery's re-scan at the next minute boundary (kept out of the idle windows), with the defaults.
     out.rescanCpuMs = await rescanWindow(d.pid);
 
@@ -314,7 +314,7 @@ async function daemonRun(
     writeConfig(configPath, cfg(39, schedule, { heartbeatsPerSecond: UNCAPPED_HEARTBEATS_PER_SECOND }));
     d.child.kill('SIGHUP');
     await sleep(hb.capped + START_SETTLE_MS);
-    out.idleUncapped = await idleWindow([d.pid], fleet, opts);
+    out.idleUncapped = await idleWindow([d.pid], fleet, { ...opts, periodMs: hb.uncapped });
     const mem = memoryMiB(d.pid);
     return { ...out, hwm: mem.hwm, rss: mem.rss };
   } finally {
@@ -628,7 +628,8 @@ export function scaleSection(
       're-verify (the SIGHUP sets `verify.schedule` to fire once, a few seconds later): from that second to the last VM read again over its held connection. ' +
       "Both are compared with the floor's full read, which also pays for starting a process and connecting.",
     `- **Idle CPU** is the run time of the process's threads as the scheduler accounts it (/proc/<pid>/task/*/schedstat, nanoseconds; bench/proc.ts \`threadCpuMs\`), as % of one core, ` +
-      `over ${window} per run and heartbeat setting, ${(opts.idleMs * opts.runs) / 1000} s per setting over the whole run. Every idle window measures the process alone: ` +
+      `over ${window} per run and heartbeat setting (lengthened to a whole number of the setting's per-VM heartbeat intervals, and started half a second after a burst of pings, ` +
+      `so that every window holds the same number of bursts whatever its phase: bench/heartbeat-load.ts \`idleWindow\`). Every idle window measures the process alone: ` +
       `it starts ${START_SETTLE_MS / 1000} s after the process was ready (the floor's report, the daemon's API socket) or ${settleS} s after the daemon's re-read, ` +
       `and ${MINUTE_MARGIN_MS / 1000} s clear of every minute boundary, where the daemon's scheduled work runs (discovery's re-scan, the re-verify); that work is measured on its own. ` +
       `With the defaults a minute costs ${fmt(idleMed * 0.6, 2)} CPU-seconds. Not in the windows: discovery's re-scan of all ${n} sockets once a minute costs ${fmt(rescanCpu)} ms of CPU per pass ` +

@@ -8,9 +8,7 @@
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StatusDocument } from '../agent/core/types';
-import { bundle } from '../contrib/package/bundle';
-import { readBuildInfo } from '../contrib/package/build-info';
-import { PHYSBITSCTL } from './daemon-proc';
+import { PHYSBITSCTL, packagedPrograms } from './daemon-proc';
 import { runtimeDir } from './dirs';
 import { startGuests } from './guests';
 import { timed } from './proc';
@@ -133,7 +131,7 @@ export async function runScanBench(opts: ScanOptions): Promise<Section> {
   opts.log(`scan: ${max} paused TCG guests started in ${fmt(fleet.ms / 1000)} s`);
   const bySize = new Map<number, ScanRun[]>();
   let start: Startup;
-  const bundled = (await bundle(join(dir, 'bundle'), readBuildInfo())).files.physbitsctl;
+  const bundled = (await packagedPrograms()).physbitsctl;
   try {
     start = await startup(Math.max(10, opts.runs), bundled);
     for (const n of opts.sizes) {
