@@ -1,55 +1,24 @@
 import test from 'ava';
-import {
-  accessSync,
-  closeSync,
-  constants,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeSync,
-} from 'node:fs';
+import { accessSync, closeSync, constants, mkdirSync, openSync, rmSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { cpuidPosition } from '../agent/facts/cpuid';
 import { HostFactsError } from '../agent/core/errors';
 import type { HostSource } from '../agent/core/types';
 import { parseModuleBool, readCpuid, readCpuidLeaf, readHostFacts } from '../agent/facts/host-facts';
 import { kvmUsable, startGuest } from './helpers/qemu';
-import { hostTree } from './helpers/host-tree';
+import { HOSTS, fixtureLeaves, hostTree, writeCpuidDevice } from './helpers/host-tree';
 import { tempDir } from './helpers/tmp';
-
-const HOSTS = join(__dirname, '..', '..', 'test', 'fixtures', 'hosts');
 
 function roots(host: string) {
   return { procRoot: join(HOSTS, host, 'proc'), sysRoot: join(HOSTS, host, 'sys') };
 }
 
-/**
- * Builds `<dir>/cpu/0/cpuid` as a sparse regular file holding each leaf's registers at the offset
- * the cpuid device uses, from a fixture's cpuid-leaves.json ({ "0x80000008": [eax, ebx, ecx, edx] }).
- */
+/** A dev root holding only `<dir>/cpu/0/cpuid` built from `leaves` (helpers/host-tree.ts). */
 function cpuidDevRoot(t: { teardown(fn: () => void): void }, leaves: Record<string, string[]>): string {
   const dir = tempDir('physbits-dev-');
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  mkdirSync(join(dir, 'cpu', '0'), { recursive: true });
-  const fd = openSync(join(dir, 'cpu', '0', 'cpuid'), 'w');
-  try {
-    for (const [key, values] of Object.entries(leaves)) {
-      const [leaf, subleaf] = key.split('.').map((s) => Number(s));
-      const buf = Buffer.alloc(16);
-      values.forEach((v, i) => buf.writeUInt32LE(Number(v) >>> 0, i * 4));
-      writeSync(fd, buf, 0, 16, Number(cpuidPosition(leaf, subleaf ?? 0)));
-    }
-  } finally {
-    closeSync(fd);
-  }
+  writeCpuidDevice(dir, leaves);
   return dir;
-}
-
-function fixtureLeaves(host: string): Record<string, string[]> {
-  return JSON.parse(readFileSync(join(HOSTS, host, 'cpuid-leaves.json'), 'utf8'));
 }
 
 function emptyDir(t: { teardown(fn: () => void): void }): string {
