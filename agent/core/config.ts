@@ -14,6 +14,10 @@ export const DEFAULT_CONFIG_PATH = '/etc/physbits/config.json';
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port');
 const bits = z.number().int().min(1).max(64);
 const cronExpr = z.string().min(1);
+/** A key that may be left out or set to null: either reads as undefined. */
+const optional = <T extends z.ZodType>(schema: T) => schema.nullish().transform((v) => v ?? undefined);
+/** An optional non-empty string (a name, a path, a group). */
+const optionalText = optional(z.string().min(1));
 
 const discoveryPattern = z.union([
   z.string().min(1),
@@ -41,12 +45,8 @@ export const configSchema = z
   .object({
     host: z
       .object({
-        physBits: bits.nullish().transform((v) => v ?? undefined),
-        name: z
-          .string()
-          .min(1)
-          .nullish()
-          .transform((v) => v ?? undefined),
+        physBits: optional(bits),
+        name: optionalText,
         procRoot: z.string().default('/proc'),
         sysRoot: z.string().default('/sys'),
         devRoot: z.string().default('/dev'),
@@ -60,11 +60,7 @@ export const configSchema = z
         defaultMode: z.enum(['hold', 'poll']).default('hold'),
         schedule: cronExpr.default('*/1 * * * *'),
         pollIntervalSeconds: z.number().min(1).max(86400).default(30),
-        libvirt: z
-          .string()
-          .min(1)
-          .nullish()
-          .transform((v) => v ?? undefined),
+        libvirt: optionalText,
         libvirtPollSeconds: z.number().min(1).max(86400).default(30),
         virsh: z.string().default('virsh'),
       })
@@ -97,11 +93,7 @@ export const configSchema = z
       .object({
         enabled: z.boolean().default(true),
         socketDir: z.string().default('/run/physbits/guard'),
-        socketGroup: z
-          .string()
-          .min(1)
-          .nullish()
-          .transform((v) => v ?? undefined),
+        socketGroup: optionalText,
         unknownPeer: z.enum(['refuse', 'allow']).default('refuse'),
         onUnknown: z.enum(['refuse', 'allow']).default('refuse'),
         holdMs: z.number().int().min(0).max(60000).default(3000),
@@ -120,21 +112,13 @@ export const configSchema = z
     api: z
       .object({
         socket: z.string().default('/run/physbits/api.sock'),
-        group: z
-          .string()
-          .min(1)
-          .nullish()
-          .transform((v) => v ?? undefined),
+        group: optionalText,
         mode: z
           .string()
           .regex(/^0?[0-7]{3}$/)
           .default('0660'),
-        listen: hostPort.nullish().transform((v) => v ?? undefined),
-        tokenFile: z
-          .string()
-          .min(1)
-          .nullish()
-          .transform((v) => v ?? undefined),
+        listen: optional(hostPort),
+        tokenFile: optionalText,
         maxEventClients: z.number().int().min(1).max(10000).default(64),
         eventBufferBytes: z
           .number()
@@ -165,44 +149,31 @@ export const configSchema = z
     tls: z
       .object({
         /** PEM certificates that verify https peers without a caFile of their own. */
-        caFile: z
-          .string()
-          .min(1)
-          .nullish()
-          .transform((v) => v ?? undefined),
+        caFile: optionalText,
       })
       .strict()
       .prefault({}),
     fleet: z
       .object({
         /** Base URL of a Prometheus-compatible query API (Prometheus, Thanos, Mimir, VictoriaMetrics). */
-        prometheus: z
-          .string()
-          .url()
-          .regex(/^https?:\/\//, 'expected an http:// or https:// URL')
-          .nullish()
-          .transform((v) => v ?? undefined),
+        prometheus: optional(
+          z
+            .string()
+            .url()
+            .regex(/^https?:\/\//, 'expected an http:// or https:// URL'),
+        ),
         /** A file holding a bearer token for the query API (one line). */
-        tokenFile: z
-          .string()
-          .min(1)
-          .nullish()
-          .transform((v) => v ?? undefined),
+        tokenFile: optionalText,
         /** Sent as X-Scope-OrgID (Mimir, Cortex, Loki-style multi-tenancy). */
-        tenant: z
-          .string()
-          .min(1)
-          .max(256)
-          .nullish()
-          .transform((v) => v ?? undefined),
+        tenant: optional(z.string().min(1).max(256)),
         /** This host's pool: the `pool` label of physbits_host_info and the series a fleet query joins. */
-        pool: z
-          .string()
-          .min(1)
-          .max(128)
-          .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
-          .nullish()
-          .transform((v) => v ?? undefined),
+        pool: optional(
+          z
+            .string()
+            .min(1)
+            .max(128)
+            .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces'),
+        ),
         timeoutMs: z.number().int().min(100).max(120000).default(5000),
         maxResponseBytes: z
           .number()
@@ -228,11 +199,7 @@ export const configSchema = z
     schedulers: z
       .object({
         /** A Kubernetes Node Feature Discovery local feature file kept current with this host's limit. */
-        nfdFeatureFile: z
-          .string()
-          .min(1)
-          .nullish()
-          .transform((v) => v ?? undefined),
+        nfdFeatureFile: optionalText,
       })
       .strict()
       .prefault({}),
@@ -264,10 +231,7 @@ export const configSchema = z
         resendSeconds: z.number().min(1).max(86400).default(60),
         timeoutMs: z.number().int().min(100).max(120000).default(5000),
         retryMaxSeconds: z.number().min(1).max(86400).default(300),
-        generatorURL: z
-          .string()
-          .nullish()
-          .transform((v) => v ?? undefined),
+        generatorURL: optional(z.string()),
       })
       .strict()
       .prefault({}),
