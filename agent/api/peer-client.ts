@@ -95,15 +95,19 @@ export function nodePeerFetch(tls: { ca?: string } = {}): PeerFetch {
 /** OpenSSL's and node's codes for a certificate that does not verify (chain, name, dates). */
 const TLS_VERIFY_CODE = /CERT|SIGNATURE|ISSUER|SELF_SIGNED|ALTNAME|UNABLE_TO_GET|UNABLE_TO_VERIFY/;
 
+/** The text of `path`, or PeerError `code` naming the file (`what`) and why it could not be read. */
+async function readPeerFile(path: string, readFile: ReadTextFile, code: string, what: string): Promise<string> {
+  try {
+    return String(await readFile(path));
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code ?? String(err);
+    throw new PeerError(code, `${path}: cannot read the ${what}: ${reason}`, { cause: err });
+  }
+}
+
 /** The PEM text of a peer's CA file. */
 async function readCa(caFile: string, readFile: ReadTextFile): Promise<string> {
-  let text: string;
-  try {
-    text = String(await readFile(caFile));
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? String(err);
-    throw new PeerError('PEER_CA_UNREADABLE', `${caFile}: cannot read the CA file: ${code}`, { cause: err });
-  }
+  const text = await readPeerFile(caFile, readFile, 'PEER_CA_UNREADABLE', 'CA file');
   if (!text.includes('-----BEGIN CERTIFICATE-----'))
     throw new PeerError('PEER_CA_UNREADABLE', `${caFile}: holds no PEM certificate`);
   return text;
@@ -114,13 +118,7 @@ const TOKEN_MAX_CHARS = 4096;
 
 /** The peer's bearer token: the token file's one line without surrounding white space. */
 export async function readPeerToken(tokenFile: string, readFile: ReadTextFile): Promise<string> {
-  let text: string;
-  try {
-    text = String(await readFile(tokenFile));
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? String(err);
-    throw new PeerError('PEER_TOKEN_UNREADABLE', `${tokenFile}: cannot read the token file: ${code}`, { cause: err });
-  }
+  const text = await readPeerFile(tokenFile, readFile, 'PEER_TOKEN_UNREADABLE', 'token file');
   const token = text.trim();
   if (!token || /[\r\n]/.test(token) || token.length > TOKEN_MAX_CHARS) {
     throw new PeerError('PEER_TOKEN_UNREADABLE', `${tokenFile}: the token file must hold one non-empty line`);
