@@ -25,7 +25,7 @@
  * (a 0600 directory, or a file wider than the daemon's own umask allows).
  */
 import { chmodSync, chownSync, linkSync, lstatSync, mkdtempSync, rmdirSync, unlinkSync } from 'node:fs';
-import { link, lstat, rm, unlink } from 'node:fs/promises';
+import { lstat, rm, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { MAX_UNIX_PATH_BYTES } from './address';
@@ -91,12 +91,7 @@ function linkedAt(tmp: string, target: string): boolean {
 /** Links the bound socket `tmp` in at `target`, removing only a stale socket found there. */
 async function publish(tmp: string, target: string, probeTimeoutMs: number | undefined): Promise<void> {
   for (let attempt = 0; attempt < 5; attempt++) {
-    try {
-      await link(tmp, target);
-      return;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
+    if (linkedAt(tmp, target)) return;
     let found;
     try {
       found = await lstat(target);
@@ -159,7 +154,7 @@ export async function listenUnixSocket(
     if (opts.uid !== undefined || opts.gid !== undefined) chownSync(tmp, opts.uid ?? -1, opts.gid ?? -1);
     chmodSync(tmp, mode);
     st = lstatSync(tmp);
-    if (!linkedAt(tmp, target)) await publish(tmp, target, opts.probeTimeoutMs);
+    await publish(tmp, target, opts.probeTimeoutMs);
   } catch (err) {
     if (bound) await new Promise<void>((r) => server.close(() => r()));
     await rm(tmpDir, { recursive: true, force: true });
