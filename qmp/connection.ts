@@ -87,23 +87,6 @@ export declare interface LineConnection {
 const READ_BUFFER_BYTES = 64 * 1024;
 const sharedReadBuffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
 
-/**
- * Lines queued in one turn of the event loop go out together: the second line a connection queues in
- * a turn corks its socket, and one process.nextTick per turn (for every connection) uncorks them all,
- * so a burst of commands (a facts read sends 15 at once) is one writev(2), not one write(2) each. A
- * lone line (a guarded client's command, a heartbeat) is written at once, as before.
- */
-let turn = 0;
-let turnOpen = false;
-const corkedThisTurn: net.Socket[] = [];
-
-function endTurn(): void {
-  turnOpen = false;
-  turn++;
-  for (const socket of corkedThisTurn) if (!socket.destroyed) socket.uncork();
-  corkedThisTurn.length = 0;
-}
-
 export class LineConnection extends EventEmitter {
   private runState: RunState = 'idle';
   private socket: net.Socket | null = null;
@@ -119,8 +102,6 @@ export class LineConnection extends EventEmitter {
   private readonly maxWriteBufferBytes: number;
   private readonly invalidLines: 'close' | 'report';
   private readonly closeTimeoutMs: number;
-  /** The turn (see endTurn) of this connection's last line; -1: none yet. */
-  private lastWriteTurn = -1;
   label: string;
 
   constructor(opts: LineConnectionOptions = {}) {
@@ -231,18 +212,6 @@ export class LineConnection extends EventEmitter {
     }
     // A string goes to the kernel without a Buffer of its own (encodeLine's check, not its copy).
     if (text.includes('\n')) throw new ProtocolError('a message must not contain a raw newline');
-    if (!turnOpen) {
-      turnOpen = true;
-      process.nextTick(endTurn);
-    }
-    if (this.lastWriteTurn === turn) {
-      if (socket.writableCorked === 0) {
-        socket.cork();
-        corkedThisTurn.push(socket);
-      }
-    } else {
-      this.lastWriteTurn = turn;
-    }
     socket.write(text + '\n');
     return true;
   }
