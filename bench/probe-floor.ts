@@ -45,7 +45,7 @@ async function probeMinimal(c: WireClient): Promise<{ physBits: number | null; c
 
 /**
  * The same commands as agent/facts/guest-facts.ts readGuestFacts, in its two rounds, decided by the
- * same replies (test/probe-floor.test.ts holds the two lists equal against a scripted QEMU).
+ * same replies (test/bench/probe-floor.test.ts holds the two lists equal against a scripted QEMU).
  */
 export async function probeFull(c: WireClient): Promise<{ physBits: number | null; commands: number }> {
   const get = (path: string, property: string) => c.command('qom-get', { path, property });

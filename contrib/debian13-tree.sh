@@ -10,7 +10,7 @@
 # into place only when complete, so a killed build never leaves a tree that looks complete; a lock
 # keeps two builds from racing. On failure: one line on stderr saying why, exit 1.
 #
-# The package test (test/package.e2e.test.ts) builds a second tree the same way, for installing the
+# The package test (test/e2e/package.test.ts) builds a second tree the same way, for installing the
 # .deb into: TREE_PACKAGES adds packages to the list, TREE_DOCS=keep installs /usr/share/doc and man
 # pages (dropped by default, to keep the QEMU tree small).
 set -euo pipefail

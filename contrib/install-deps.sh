@@ -22,7 +22,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 bash "$(dirname "$0")/debian13-tree.sh"
-# A second Debian 13 tree for installing the package into (test/package.e2e.test.ts): Node.js,
+# A second Debian 13 tree for installing the package into (test/e2e/package.test.ts): Node.js,
 # systemd (systemd-analyze), man-db and procps from Debian 13, documentation kept.
 TREE_PACKAGES=nodejs,systemd,init-system-helpers,procps,man-db TREE_DOCS=keep \
   bash "$(dirname "$0")/debian13-tree.sh" "${PHYSBITS_TEST_TRIXIE_PACKAGE:-/var/cache/physbits-test/trixie-package}"

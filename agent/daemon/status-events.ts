@@ -1,6 +1,6 @@
 /**
  * What a VM's status change means on the event stream. Pure: (previous status, new status) → the
- * events to publish, tested as a table in test/status-events.test.ts.
+ * events to publish, tested as a table in test/daemon/status-events.test.ts.
  */
 import type { PublishedEvent } from '../api/api-types';
 import type { State } from '../core/exit-codes';

@@ -9,7 +9,7 @@
  *   (migration/rdma.c qemu_rdma_data_init); "exec:" and "fd:" rest are a command and a descriptor
  *   name; anything else is "not a valid migration protocol". 7.2's socket_parse has no "tcp:"
  *   branch, so `tcp:tcp:hv2:4444` names host "tcp", port "hv2:4444", while `tcp:unix:/run/x.sock`
- *   is a UNIX socket (both seen on QEMU 7.2.22: test/migrate-uri.e2e.test.ts).
+ *   is a UNIX socket (both seen on QEMU 7.2.22: test/e2e/migrate-uri.test.ts).
  * - QEMU 8.0 and 8.1: qmp_migrate as in 7.2, but socket_parse strips a "tcp:" too (so
  *   `tcp:tcp:hv2:4444` would reach hv2); not run here, so read as "version unknown".
  * - QEMU 8.2 and later (10.0: migration/migration.c migrate_uri_parse): "tcp:", "unix:", "vsock:"

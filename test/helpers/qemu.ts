@@ -12,7 +12,7 @@
  * on it fails with one line saying so; nothing is skipped.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, constants, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve, sep } from 'node:path';
@@ -70,7 +70,7 @@ export const HOST_QEMU: Qemu = {
 /** The QEMU of a Debian 13 tree built by contrib/debian13-tree.sh, run chrooted in it. */
 export function trixieQemu(tree: string): Qemu {
   const complete = existsSync(join(tree, TREE_MARKER));
-  // In a private mount namespace, with the host's /proc and /sys mounted into the tree (QEMU reads
+  // In a private mount namespace, with the host's /proc, /sys and /dev/kvm mounted into the tree (QEMU reads
   // e.g. /proc/sys/vm/overcommit_memory for reserve=off backends); gone when QEMU exits. Each step
   // execs the next, so the child's pid is QEMU's.
   const command = [
@@ -78,7 +78,10 @@ export function trixieQemu(tree: string): Qemu {
     '--mount',
     'sh',
     '-c',
-    'mount -t proc proc "$0/proc" && mount -t sysfs sysfs "$0/sys" && exec chroot "$0" qemu-system-x86_64 "$@"',
+    'mount -t proc proc "$0/proc" && mount -t sysfs sysfs "$0/sys" && ' +
+      // The host's /dev/kvm, where there is one, bound over a node the tree keeps for it.
+      '{ [ ! -c /dev/kvm ] || { : >>"$0/dev/kvm" && mount --bind /dev/kvm "$0/dev/kvm"; }; } && ' +
+      'exec chroot "$0" qemu-system-x86_64 "$@"',
     tree,
   ];
   const label = (complete && versionLabel(command)) || 'QEMU 10 (Debian 13 tree)';
@@ -119,8 +122,10 @@ process.once('exit', () => {
 });
 
 export function kvmUsable(): boolean {
+  // The node can exist without the kvm module behind it (a VM image without nested virtualization):
+  // only an open tells.
   try {
-    accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
+    closeSync(openSync('/dev/kvm', constants.O_RDWR));
     return true;
   } catch {
     return false;

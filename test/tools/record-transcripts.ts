@@ -6,7 +6,7 @@
  *
  *   npm run record-transcripts
  *
- * The unit tests in test/qmp-transcripts.test.ts replay them; after re-recording, a fact that a new
+ * The unit tests in test/facts/qmp-transcripts.test.ts replay them; after re-recording, a fact that a new
  * QEMU answers differently shows there as a failing assertion.
  */
 import { writeFileSync } from 'node:fs';

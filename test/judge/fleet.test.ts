@@ -1,0 +1,542 @@
+import test from 'ava';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { writeFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  buildFleet,
+  collectPeers,
+  fetchPeerStatus,
+  fleetExitCode,
+  parseStatusDocument,
+  type FleetInput,
+  type FleetPeerInput,
+} from '../../agent/judge/fleet';
+import { renderFleet } from '../../agent/cli/render-fleet';
+import type { GuestLayout, HostFacts, StatusDocument, VmStatus } from '../../agent/core/types';
+import { guestFacts, hostFacts } from '../helpers/facts';
+import { tempDir } from '../helpers/tmp';
+
+const GIB = 2 ** 30;
+
+function host(name: string, physBits: number): HostFacts {
+  return hostFacts(physBits, name, { sources: {} });
+}
+
+function layout(highestAddress: number): GuestLayout {
+  return {
+    ramAbove4g: 0,
+    ramBelow4g: GIB,
+    deviceMemory: null,
+    memoryDevices: [],
+    pciHole64: { start: 4 * GIB, end: 4 * GIB + 32 * GIB },
+    highestAddress,
+    usedEnd: 4 * GIB,
+  };
+}
+
+function vm(name: string, physBits: number, opts: { accel?: string; highest?: number | null } = {}): VmStatus {
+  const accel = opts.accel ?? 'kvm';
+  const guest = guestFacts({
+    name,
+    qemuVersion: '7.2.22',
+    accelerator: accel,
+    physBits,
+    runState: 'paused',
+    layout: opts.highest === null ? null : layout(opts.highest ?? 36 * GIB),
+  });
+  return {
+    socket: `/run/qemu/${name}.qmp`,
+    name,
+    accelerator: accel,
+    guest,
+    verdict: { relation: 'equal', severity: 'ok', reasons: [] },
+  };
+}
+
+function status(hostName: string, bits: number, vms: VmStatus[]): StatusDocument {
+  return { host: host(hostName, bits), vms };
+}
+
+const policy = { accelerators: ['kvm'] };
+
+function input(peers: FleetPeerInput[], localVms: VmStatus[] = [vm('web1', 46)]): FleetInput {
+  return { local: status('hv1', 46, localVms), localName: 'hv1', peers, policy };
+}
+
+test('a 46-bit guest fits its 46-bit host, not a 39-bit live peer nor a 44-bit static one', (t) => {
+  const doc = buildFleet(
+    input([
+      { name: 'hv2', physBits: null, reachable: true, status: status('hv2-real-hostname', 39, [vm('db1', 39)]) },
+      { name: 'hv3', physBits: 44, reachable: true },
+    ]),
+  );
+  t.deepEqual(doc.hosts, [
+    { name: 'hv1', physBits: 46, reachable: true, source: 'local' },
+    { name: 'hv2', physBits: 39, reachable: true, source: 'live' },
+    { name: 'hv3', physBits: 44, reachable: true, source: 'static' },
+  ]);
+  t.deepEqual(
+    doc.guests.map((g) => [g.host, g.vm, g.physBits, g.fits, g.state]),
+    [
+      ['hv1', 'web1', 46, { hv1: true, hv2: false, hv3: false }, 'critical'],
+      ['hv2', 'db1', 39, { hv1: true, hv2: true, hv3: true }, 'ok'],
+    ],
+  );
+  t.is(doc.guests[0].why!.hv2, 'guest 46 bits > host 39 bits');
+  t.is(doc.guests[0].why!.hv1, 'guest 46 bits <= host 46 bits, layout ends at 36 GiB');
+  t.deepEqual(doc.summary, { worst: 'critical', exitCode: 2 });
+  t.is(fleetExitCode(doc), 2);
+});
+
+test('a guest whose layout ends above a host limit does not fit there even when its width does', (t) => {
+  const doc = buildFleet(
+    input([{ name: 'hv2', physBits: 39, reachable: true }], [vm('big', 39, { highest: 539 * GIB })]),
+  );
+  t.deepEqual(doc.guests[0].fits!, { hv1: true, hv2: false });
+  t.is(doc.guests[0].why!.hv2, 'layout ends at 539 GiB > 2^39 (512 GiB)');
+  t.is(doc.guests[0].highestAddress, 539 * GIB);
+});
+
+test('both reasons are given when width and layout both fail', (t) => {
+  const doc = buildFleet(
+    input([{ name: 'hv2', physBits: 39, reachable: true }], [vm('wide', 46, { highest: 600 * GIB })]),
+  );
+  t.is(doc.guests[0].why!.hv2, 'guest 46 bits > host 39 bits; layout ends at 600 GiB > 2^39 (512 GiB)');
+});
+
+test('a guest whose layout was not read is judged on its width alone', (t) => {
+  const doc = buildFleet(
+    input([{ name: 'hv2', physBits: 46, reachable: true }], [vm('nolayout', 40, { highest: null })]),
+  );
+  t.deepEqual(doc.guests[0].fits!, { hv1: true, hv2: true });
+  t.is(doc.guests[0].why!.hv2, 'guest 40 bits <= host 46 bits, layout not read');
+  t.is(doc.guests[0].highestAddress, null);
+});
+
+test('an unreachable live peer is reported, not fatal: its configured width is still used, exit 3', (t) => {
+  const doc = buildFleet(
+    input([
+      { name: 'hv2', physBits: 46, reachable: true },
+      {
+        name: 'hv3',
+        physBits: 46,
+        reachable: false,
+        error: 'PEER_UNREACHABLE: http://10.0.0.3:9740/v1/status: ECONNREFUSED',
+      },
+    ]),
+  );
+  t.deepEqual(doc.hosts[2], {
+    name: 'hv3',
+    physBits: 46,
+    reachable: false,
+    source: 'static',
+    error: 'PEER_UNREACHABLE: http://10.0.0.3:9740/v1/status: ECONNREFUSED',
+  });
+  t.deepEqual(doc.guests[0].fits!, { hv1: true, hv2: true, hv3: true });
+  t.is(
+    doc.guests[0].why!.hv3,
+    'guest 46 bits <= host 46 bits, layout ends at 36 GiB (configured width; host unreachable)',
+  );
+  t.is(doc.guests[0].state, 'unknown');
+  t.is(fleetExitCode(doc), 3);
+  t.deepEqual(doc.summary, { worst: 'unknown', exitCode: 3 });
+});
+
+test('an unreachable peer with no configured width gives fits null; a misfit elsewhere still makes it critical', (t) => {
+  const doc = buildFleet(
+    input([
+      { name: 'hv2', physBits: 39, reachable: true },
+      { name: 'hv4', physBits: null, reachable: false, error: 'PEER_TIMEOUT: x' },
+    ]),
+  );
+  t.is(doc.hosts[2].physBits, null);
+  t.deepEqual(doc.guests[0].fits!, { hv1: true, hv2: false, hv4: null });
+  t.is(doc.guests[0].why!.hv4, 'width of hv4 unknown (unreachable)');
+  t.is(doc.guests[0].state, 'critical');
+  t.is(fleetExitCode(doc), 2);
+});
+
+test('a guest that does not fit an unreachable host only is unknown, not critical', (t) => {
+  const doc = buildFleet(input([{ name: 'hv3', physBits: 39, reachable: false }]));
+  t.deepEqual(doc.guests[0].fits!, { hv1: true, hv3: false });
+  t.is(doc.guests[0].state, 'unknown');
+  t.is(fleetExitCode(doc), 3);
+});
+
+test('the guests of an unreachable peer are absent; a peer status is ignored when marked unreachable', (t) => {
+  const doc = buildFleet(
+    input([{ name: 'hv2', physBits: 39, reachable: false, status: status('hv2', 39, [vm('db1', 39)]) }]),
+  );
+  t.deepEqual(
+    doc.guests.map((g) => `${g.host}/${g.vm}`),
+    ['hv1/web1'],
+  );
+  t.is(doc.hosts[1].source, 'static');
+});
+
+test('a VM the agent could not read is listed with physBits null and fits {}, state unknown', (t) => {
+  const broken: VmStatus = {
+    socket: '/run/qemu/dead.qmp',
+    name: 'dead',
+    error: { code: 'QMP_CONNECT_FAILED', message: 'ECONNREFUSED' },
+  };
+  const doc = buildFleet(input([{ name: 'hv2', physBits: 46, reachable: true }], [vm('web1', 46), broken]));
+  t.deepEqual(doc.guests[1], {
+    host: 'hv1',
+    vm: 'dead',
+    physBits: null,
+    accelerator: null,
+    bound: null,
+    highestAddress: null,
+    fits: {},
+    why: {},
+    fitsByWidth: {},
+    whyByWidth: {},
+    fitCount: { fits: 0, doesNot: 0, unknown: 2 },
+    state: 'unknown',
+    error: { code: 'QMP_CONNECT_FAILED', message: 'ECONNREFUSED' },
+  });
+  t.is(fleetExitCode(doc), 3);
+});
+
+test('a TCG guest is not bound by host widths unless policy.accelerators names tcg', (t) => {
+  const peers = [{ name: 'hv2', physBits: 39, reachable: true }];
+  const free = buildFleet({ ...input(peers, [vm('lab', 46, { accel: 'tcg' })]) });
+  t.deepEqual(free.guests[0].fits, { hv1: true, hv2: true });
+  t.is(free.guests[0].bound, false);
+  t.is(free.guests[0].why!.hv2, 'tcg guest: host widths do not bind it (policy.accelerators)');
+  t.is(fleetExitCode(free), 0);
+  const bound = buildFleet({
+    ...input(peers, [vm('lab', 46, { accel: 'tcg' })]),
+    policy: { accelerators: ['kvm', 'tcg'] },
+  });
+  t.deepEqual(bound.guests[0].fits, { hv1: true, hv2: false });
+  t.is(fleetExitCode(bound), 2);
+});
+
+test('every guest carries its fit by host width and the count of hosts; the by-width answers equal the cells', (t) => {
+  const doc = buildFleet(
+    input(
+      [
+        { name: 'hv2', physBits: 39, reachable: true },
+        { name: 'hv3', physBits: 46, reachable: true },
+        { name: 'hv4', physBits: null, reachable: false, error: 'PEER_TIMEOUT: x' },
+      ],
+      [vm('web1', 46), vm('big', 39, { highest: 539 * GIB })],
+    ),
+  );
+  t.is(doc.matrix, 'full');
+  t.deepEqual(doc.widths, { '46': 2, '39': 1, unknown: 1 });
+  t.deepEqual(doc.guests[0].fitsByWidth, { '46': true, '39': false, unknown: null });
+  t.deepEqual(doc.guests[0].whyByWidth, {
+    '46': 'guest 46 bits <= host 46 bits, layout ends at 36 GiB',
+    '39': 'guest 46 bits > host 39 bits',
+    unknown: 'host width unknown',
+  });
+  t.deepEqual(doc.guests[0].fitCount, { fits: 2, doesNot: 1, unknown: 1 });
+  t.deepEqual(doc.guests[1].fitsByWidth, { '46': true, '39': false, unknown: null });
+  for (const g of doc.guests)
+    for (const h of doc.hosts) {
+      t.is(
+        g.fits![h.name],
+        g.fitsByWidth[h.physBits === null ? 'unknown' : String(h.physBits)],
+        `${g.vm} on ${h.name}`,
+      );
+    }
+});
+
+test('above fleet.maxMatrixCells the matrix is given by width only: no fits or why, the same states and exit code', (t) => {
+  const peers: FleetPeerInput[] = [
+    { name: 'hv2', physBits: 39, reachable: true },
+    { name: 'hv3', physBits: 44, reachable: false, error: 'PEER_TIMEOUT: x' },
+  ];
+  const vms = [vm('web1', 46), vm('db1', 39)];
+  const full = buildFleet({ ...input(peers, vms), maxMatrixCells: 6 });
+  const byWidth = buildFleet({ ...input(peers, vms), maxMatrixCells: 5 });
+  t.is(full.matrix, 'full');
+  t.is(byWidth.matrix, 'by-width');
+  for (const [i, g] of byWidth.guests.entries()) {
+    t.false('fits' in g);
+    t.false('why' in g);
+    const { fits: _fits, why: _why, ...rest } = full.guests[i];
+    t.deepEqual(g, rest);
+  }
+  // The unreachable 46-bit host's answer is given for its width, without the note on where the width came from.
+  t.is(byWidth.guests[0].whyByWidth['44'], 'guest 46 bits > host 44 bits');
+  t.is(full.guests[0].why!.hv3, 'guest 46 bits > host 44 bits (configured width; host unreachable)');
+  t.deepEqual(byWidth.summary, full.summary);
+  t.is(fleetExitCode(byWidth), 2);
+});
+
+test('fleetExitCode: 0 all fit; 2 beats 3', (t) => {
+  t.is(fleetExitCode(buildFleet(input([{ name: 'hv2', physBits: 46, reachable: true }]))), 0);
+  t.is(
+    fleetExitCode(
+      buildFleet(
+        input([
+          { name: 'hv2', physBits: 39, reachable: true },
+          { name: 'hv3', physBits: null, reachable: false },
+        ]),
+      ),
+    ),
+    2,
+  );
+  t.is(fleetExitCode({ hosts: [], guests: [] }), 0);
+});
+
+test('renderFleet: matrix with marks, unreachable hosts and the reasons for each misfit', (t) => {
+  const broken: VmStatus = { socket: '/s/dead.qmp', name: 'dead', error: { code: 'QMP_TIMEOUT', message: 'no reply' } };
+  const doc = buildFleet(
+    input(
+      [
+        { name: 'hv2', physBits: null, reachable: true, status: status('x', 39, [vm('db1', 39)]) },
+        { name: 'hv3', physBits: null, reachable: false, error: 'PEER_TIMEOUT: slow' },
+      ],
+      [vm('web1', 46), broken],
+    ),
+  );
+  const expected = [
+    'hosts:',
+    '  hv1: 46 bits, this host',
+    '  hv2: 39 bits',
+    '  hv3: width unknown, configured, UNREACHABLE (PEER_TIMEOUT: slow)',
+    '',
+    'GUEST     BITS  hv1  hv2  hv3  NOTE',
+    'hv1/web1  46    ✓    ✗    ?',
+    'hv1/dead  -     ?    ?    ?    QMP_TIMEOUT: no reply',
+    'hv2/db1   39    ✓    ✓    ?',
+    '',
+    'does not fit:',
+    '  hv1/web1 → hv2: guest 46 bits > host 39 bits',
+  ].join('\n');
+  t.is(renderFleet(doc), expected);
+  const ascii = renderFleet(doc, { ascii: true });
+  t.true(ascii.includes('hv1/web1  46    yes  NO   ?'));
+  t.true(ascii.includes('  hv1/web1 -> hv2: guest 46 bits > host 39 bits'));
+  t.false(/[^\x00-\x7f]/.test(ascii));
+});
+
+test('renderFleet by width: a column per host width, the count of hosts each guest fits, unreachable hosts listed', (t) => {
+  const doc = buildFleet({
+    ...input(
+      [
+        { name: 'hv2', physBits: 39, reachable: true },
+        { name: 'hv3', physBits: 39, reachable: true },
+        { name: 'hv4', physBits: null, reachable: false, error: 'PEER_TIMEOUT: slow' },
+      ],
+      [vm('web1', 46), vm('db1', 39)],
+    ),
+    maxMatrixCells: 0,
+  });
+  const expected = [
+    'hosts: 4 (3 reachable); by width: 39 bits: 2, 46 bits: 1, width unknown: 1',
+    '  hv4: width unknown, configured, UNREACHABLE (PEER_TIMEOUT: slow)',
+    '',
+    'GUEST     BITS  39b  46b  ?b  HOSTS FIT  NOTE',
+    'hv1/web1  46    ✗    ✓    ?   1/4',
+    'hv1/db1   39    ✓    ✓    ?   3/4',
+    '',
+    'does not fit:',
+    '  hv1/web1 → hosts of 39 bits (2): guest 46 bits > host 39 bits',
+  ].join('\n');
+  t.is(renderFleet(doc), expected);
+});
+
+test('parseStatusDocument accepts a status document and rejects other shapes with PEER_BAD_RESPONSE', (t) => {
+  const good = status('hv2', 39, [vm('db1', 39), { socket: '/s', name: 'x', error: { code: 'E', message: 'm' } }]);
+  t.deepEqual(parseStatusDocument(JSON.stringify(good)), good);
+  const bad: Array<[string, string]> = [
+    ['not json', 'peer: not JSON: '],
+    ['[]', 'peer: not a status document (host and vms expected)'],
+    ['{"host":{"physBits":"46"},"vms":[]}', 'peer: host.physBits is not a width'],
+    ['{"host":{"physBits":46},"vms":[{"name":"a"}]}', 'peer: vms[0] has neither guest facts nor an error'],
+    [
+      '{"host":{"physBits":46},"vms":[{"name":"a","guest":{"physBits":"x"}}]}',
+      'peer: vms[0] has neither guest facts nor an error',
+    ],
+    ['{"host":{"physBits":99},"vms":[]}', 'peer: host.physBits is not a width'],
+  ];
+  for (const [text, message] of bad) {
+    const err = t.throws(() => parseStatusDocument(text), { instanceOf: Error });
+    t.is((err as { code?: string }).code, 'PEER_BAD_RESPONSE');
+    t.true(err!.message.startsWith(message), err!.message);
+  }
+});
+
+// ---- fetchPeerStatus on a real loopback HTTP server ----------------------------------------------
+
+interface Served {
+  url: string;
+  seen: Array<{ url?: string; auth?: string }>;
+  close(): Promise<void>;
+}
+
+async function serve(handler: http.RequestListener): Promise<Served> {
+  const seen: Served['seen'] = [];
+  const server = http.createServer((req, res) => {
+    seen.push({ url: req.url, auth: req.headers.authorization });
+    handler(req, res);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    seen,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+function tokenFile(t: { teardown(fn: () => void): void }, content = 'sekret-token\n'): string {
+  const dir = tempDir('physbits-fleet-');
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'token');
+  writeFileSync(file, content);
+  return file;
+}
+
+async function peerError(
+  t: import('ava').ExecutionContext,
+  p: Promise<unknown>,
+): Promise<{ code: string; message: string }> {
+  const err = await t.throwsAsync(p);
+  return err as unknown as { code: string; message: string };
+}
+
+test('fetchPeerStatus sends the bearer token to /v1/status and returns the document', async (t) => {
+  const doc = status('hv2', 39, [vm('db1', 39)]);
+  const s = await serve((_req, res) => {
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify(doc));
+  });
+  t.teardown(() => s.close());
+  const got = await fetchPeerStatus({ url: `${s.url}/`, tokenFile: tokenFile(t) }, { timeoutMs: 5000 });
+  t.deepEqual(got, doc);
+  t.deepEqual(s.seen, [{ url: '/v1/status', auth: 'Bearer sekret-token' }]);
+});
+
+test('fetchPeerStatus: refused token, other statuses and redirects are typed errors', async (t) => {
+  const s = await serve((req, res) => {
+    if (req.url !== '/v1/status') return void res.end();
+    const code = Number(s.seen.length === 1 ? 401 : s.seen.length === 2 ? 500 : 302);
+    if (code === 302) res.setHeader('location', 'http://127.0.0.1:9/v1/status');
+    res.statusCode = code;
+    res.end('{}');
+  });
+  t.teardown(() => s.close());
+  const peer = { url: s.url, tokenFile: tokenFile(t) };
+  const e401 = await peerError(t, fetchPeerStatus(peer, { timeoutMs: 5000 }));
+  t.is(e401.code, 'PEER_UNAUTHORIZED');
+  t.is(e401.message, `${s.url}/v1/status: HTTP 401: the peer refused the token`);
+  const e500 = await peerError(t, fetchPeerStatus(peer, { timeoutMs: 5000 }));
+  t.is(e500.code, 'PEER_HTTP_STATUS');
+  t.is(e500.message, `${s.url}/v1/status: HTTP 500`);
+  const e302 = await peerError(t, fetchPeerStatus(peer, { timeoutMs: 5000 }));
+  t.is(e302.code, 'PEER_HTTP_STATUS');
+  t.is(s.seen.length, 3);
+});
+
+test('fetchPeerStatus bounds the response size, declared or streamed', async (t) => {
+  const big = 'x'.repeat(4096);
+  const s = await serve((req, res) => {
+    if (s.seen.length === 1) {
+      res.setHeader('content-length', String(big.length));
+      res.end(big);
+      return;
+    }
+    res.write(big.slice(0, 2000));
+    res.end(big.slice(2000));
+  });
+  t.teardown(() => s.close());
+  const peer = { url: s.url, tokenFile: tokenFile(t) };
+  const declared = await peerError(t, fetchPeerStatus(peer, { timeoutMs: 5000, maxBytes: 1024 }));
+  t.is(declared.code, 'PEER_RESPONSE_TOO_LARGE');
+  t.is(declared.message, `${s.url}/v1/status: response of 4096 bytes exceeds 1024`);
+  const streamed = await peerError(t, fetchPeerStatus(peer, { timeoutMs: 5000, maxBytes: 3000 }));
+  t.is(streamed.code, 'PEER_RESPONSE_TOO_LARGE');
+});
+
+test('fetchPeerStatus times out on a peer that never answers', async (t) => {
+  const s = await serve(() => undefined);
+  t.teardown(() => s.close());
+  const started = Date.now();
+  const err = await peerError(t, fetchPeerStatus({ url: s.url, tokenFile: tokenFile(t) }, { timeoutMs: 300 }));
+  t.is(err.code, 'PEER_TIMEOUT');
+  t.is(err.message, `${s.url}/v1/status: no answer within 300 ms`);
+  t.true(Date.now() - started < 5000);
+});
+
+test('fetchPeerStatus times out on a body that stalls', async (t) => {
+  const s = await serve((_req, res) => {
+    res.setHeader('content-type', 'application/json');
+    res.write('{"host":');
+  });
+  t.teardown(() => s.close());
+  // Long enough for the headers to arrive on a loaded machine: the stall is in the body.
+  const err = await peerError(t, fetchPeerStatus({ url: s.url, tokenFile: tokenFile(t) }, { timeoutMs: 3000 }));
+  t.is(err.code, 'PEER_TIMEOUT');
+  t.is(err.message, `${s.url}/v1/status: response not complete within 3000 ms`);
+});
+
+test('fetchPeerStatus: closed port, unreadable or empty token, bad JSON', async (t) => {
+  const s = await serve((_req, res) => res.end('<html>'));
+  const closedUrl = s.url;
+  await s.close();
+  const down = await peerError(t, fetchPeerStatus({ url: closedUrl, tokenFile: tokenFile(t) }, { timeoutMs: 5000 }));
+  t.is(down.code, 'PEER_UNREACHABLE');
+  t.is(down.message, `${closedUrl}/v1/status: ECONNREFUSED`);
+
+  const missing = await peerError(
+    t,
+    fetchPeerStatus({ url: closedUrl, tokenFile: '/nonexistent/physbits/token' }, { timeoutMs: 5000 }),
+  );
+  t.is(missing.code, 'PEER_TOKEN_UNREADABLE');
+  t.is(missing.message, '/nonexistent/physbits/token: cannot read the token file: ENOENT');
+  const empty = await peerError(
+    t,
+    fetchPeerStatus({ url: closedUrl, tokenFile: tokenFile(t, ' \n') }, { timeoutMs: 5000 }),
+  );
+  t.is(empty.code, 'PEER_TOKEN_UNREADABLE');
+
+  const html = await serve((_req, res) => res.end('<html>'));
+  t.teardown(() => html.close());
+  const bad = await peerError(t, fetchPeerStatus({ url: html.url, tokenFile: tokenFile(t) }, { timeoutMs: 5000 }));
+  t.is(bad.code, 'PEER_BAD_RESPONSE');
+});
+
+test('collectPeers: static peers as configured, live ones asked, failures become unreachable entries', async (t) => {
+  const doc = status('hv2', 39, [vm('db1', 39)]);
+  const s = await serve((_req, res) => res.end(JSON.stringify(doc)));
+  t.teardown(() => s.close());
+  const gone = await serve((_req, res) => res.end());
+  const closedUrl = gone.url;
+  await gone.close();
+  const tf = tokenFile(t);
+  const peers = await collectPeers(
+    [
+      { name: 'static', address: '10.0.0.9', physBits: 44 },
+      { name: 'hv2', address: '127.0.0.1', url: s.url, tokenFile: tf },
+      { name: 'hv3', address: '127.0.0.1', url: closedUrl, tokenFile: tf, physBits: 42 },
+      { name: 'hv4', address: '127.0.0.1', url: closedUrl, tokenFile: '/nonexistent/token' },
+    ],
+    { timeoutMs: 5000 },
+  );
+  t.deepEqual(peers[0], { name: 'static', physBits: 44, reachable: true });
+  t.deepEqual(peers[1], { name: 'hv2', physBits: 39, reachable: true, status: doc });
+  t.deepEqual(peers[2], {
+    name: 'hv3',
+    physBits: 42,
+    reachable: false,
+    error: `PEER_UNREACHABLE: ${closedUrl}/v1/status: ECONNREFUSED`,
+  });
+  t.deepEqual(peers[3], {
+    name: 'hv4',
+    physBits: null,
+    reachable: false,
+    error: 'PEER_TOKEN_UNREADABLE: /nonexistent/token: cannot read the token file: ENOENT',
+  });
+});
