@@ -274,6 +274,11 @@ export interface VmErrorInfo {
 /** One entry of the status document's `vms` array. */
 export interface VmStatus {
   socket: string;
+  /**
+   * The VM's identity on this host (agent/core/vm-name.ts vmId: from its socket's path); names may
+   * repeat, ids do not. Set by the daemon and `scan`; absent in documents from older peers.
+   */
+  id?: string;
   name: string;
   /** 'hold' | 'poll' | 'libvirt' | 'scan' */
   mode?: string;

@@ -63,6 +63,8 @@ export class Daemon {
   private readonly supervisors = new Map<string, VmSupervisor>();
   /** How many of them hold their VM's connection (mode `hold`): kept on add and remove, read on every heartbeat. */
   private heldCount = 0;
+  /** VM id → the name collision last warned about for it ('' when its name is its own). */
+  private readonly nameCollisions = new Map<string, string>();
   /** Upstream socket → the fixed part of the glob that found it (its guarded socket mirrors the rest). */
   private readonly globBases = new Map<string, string>();
   private readonly peers: LivePeers;
@@ -112,7 +114,8 @@ export class Daemon {
         this.alerts.refusal(vm, refusal.code, refusal.desc, refusal.command);
         this.events.publish({
           type: 'refusal',
-          vm,
+          vm: vm.name,
+          id: vm.id,
           command: refusal.command,
           effective: refusal.effective,
           code: refusal.code,
@@ -174,7 +177,7 @@ export class Daemon {
         logger: this.logger,
         peers: this.peers,
         statuses: () => this.status(),
-        findVm: (name) => this.findVm(name),
+        findVms: (key) => this.findVms(key),
         libvirtChanged: () => this.libvirtChanged(),
         incoming: (notice) => this.noticeReceived(notice),
       }),
@@ -282,14 +285,14 @@ export class Daemon {
       heartbeatInterval: () => this.heartbeatInterval(),
       heartbeatTimers: this.heartbeatTimers,
       readTurn: (read) => this.reads.run(read),
-      observe: (seconds) => this.metrics.observeQmp(supervisor.name, seconds),
+      observe: (seconds) => this.metrics.observeQmp({ id: supervisor.id, name: supervisor.name }, seconds),
     });
     supervisor.on('status', (now: VmStatus, prev: VmStatus) => this.onStatus(supervisor, now, prev));
     supervisor.on('qmp-event', (ev: { event: string; data?: unknown }) => this.onQmpEvent(supervisor, ev));
     this.supervisors.set(socket, supervisor);
     if (mode === 'hold') this.heldCount++;
     this.logger.info('VM found', { socket, mode });
-    this.events.publish({ type: 'vm-added', vm: supervisor.name, socket, mode });
+    this.events.publish({ type: 'vm-added', vm: supervisor.name, id: supervisor.id, socket, mode });
     supervisor.start();
     return supervisor;
   }
@@ -301,17 +304,15 @@ export class Daemon {
     if (supervisor.mode === 'hold') this.heldCount--;
     await supervisor.stop();
     this.globBases.delete(socket);
-    this.logger.info('VM gone', { socket, vm: supervisor.name });
-    this.metrics.removeVm(supervisor.name);
-    this.alerts.dropVm(supervisor.name);
-    this.events.publish({ type: 'vm-removed', vm: supervisor.name, socket });
+    this.logger.info('VM gone', { socket, vm: supervisor.name, id: supervisor.id });
+    this.metrics.removeVm(supervisor.id);
+    this.alerts.dropVm(supervisor.id);
+    this.nameCollisions.delete(supervisor.id);
+    this.events.publish({ type: 'vm-removed', vm: supervisor.name, id: supervisor.id, socket });
   }
 
   private onStatus(supervisor: VmSupervisor, now: VmStatus, prev: VmStatus): void {
-    if (prev.name !== now.name && prev.name) {
-      this.metrics.removeVm(prev.name);
-      this.alerts.dropVm(prev.name);
-    }
+    if (prev.name !== now.name || !this.nameCollisions.has(supervisor.id)) this.checkNameCollision(supervisor);
     this.metrics.setVm(now);
     this.alerts.setVm(now);
     if (!now.error && now.verdict && statusState(prev) !== statusState(now))
@@ -322,6 +323,27 @@ export class Daemon {
         reason: now.verdict.reasons[0]?.code,
       });
     for (const event of statusEvents(supervisor.socket, prev, now)) this.events.publish(event);
+  }
+
+  /**
+   * Warns once when a VM's name is also another live VM's: both keep their own series, status and
+   * alerts under their ids, but a name alone no longer says which one is meant.
+   */
+  private checkNameCollision(supervisor: VmSupervisor): void {
+    const name = supervisor.name;
+    const ids = [...this.supervisors.values()].filter((s) => s.name === name).map((s) => s.id);
+    const key = ids.length > 1 ? `${name}\u001f${ids.sort().join(',')}` : '';
+    if (this.nameCollisions.get(supervisor.id) === key) return;
+    this.nameCollisions.set(supervisor.id, key);
+    if (ids.length > 1)
+      this.logger.warn('VM names collide: the VMs are told apart by their ids', {
+        vm: name,
+        ids: ids.join(','),
+        sockets: [...this.supervisors.values()]
+          .filter((s) => s.name === name)
+          .map((s) => s.socket)
+          .join(','),
+      });
   }
 
   private onQmpEvent(supervisor: VmSupervisor, ev: { event: string; data?: unknown }): void {
@@ -394,10 +416,14 @@ export class Daemon {
     return [...this.supervisors.values()].map((supervisor) => supervisor.status());
   }
 
-  private findVm(name: string): VmSupervisor | null {
-    for (const supervisor of this.supervisors.values()) if (supervisor.name === name) return supervisor;
-    for (const supervisor of this.supervisors.values()) if (supervisor.socket === name) return supervisor;
-    return null;
+  /** The VM with this id; else every VM with this name; else the one at this socket path. */
+  private findVms(key: string): VmSupervisor[] {
+    const all = [...this.supervisors.values()];
+    const byId = all.filter((supervisor) => supervisor.id === key);
+    if (byId.length) return byId;
+    const byName = all.filter((supervisor) => supervisor.name === key);
+    if (byName.length) return byName;
+    return all.filter((supervisor) => supervisor.socket === key);
   }
 
   async stop(): Promise<void> {

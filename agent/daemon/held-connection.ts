@@ -50,6 +50,7 @@ export interface HeldConnectionOptions {
   readTurn?: <T>(read: () => Promise<T>) => Promise<T>;
   /** The timers heartbeats are scheduled on (the daemon gathers many VMs' into one wake-up); default `timers`. */
   heartbeatTimers?: Timers;
+  /** Each QMP command's round trip (seconds, send to reply): reads, heartbeats, guarded clients' commands. */
   observe?: (seconds: number) => void;
   report: FactReport;
 }
@@ -144,6 +145,7 @@ export class HeldConnection implements FactSource {
         timeoutMs: config.qmp.timeoutMs,
         maxLineBytes: config.qmp.maxLineBytes,
         maxPending: config.qmp.maxPending + (this.opts.attach ? config.guard.maxClients * 4 : 0),
+        onReply: this.opts.observe && ((_command, seconds) => this.opts.observe!(seconds)),
       });
     } catch (err) {
       this.opts.report.failed(err);
@@ -234,12 +236,7 @@ export class HeldConnection implements FactSource {
     if (this.reading) return this.reading;
     const client = this.client;
     if (!client) return Promise.resolve();
-    const readOnce = async () => {
-      const started = process.hrtime.bigint();
-      const guest = await readGuestFacts(client, { timeoutMs: this.opts.config().qmp.timeoutMs });
-      this.opts.observe?.(Number(process.hrtime.bigint() - started) / 1e9);
-      return guest;
-    };
+    const readOnce = () => readGuestFacts(client, { timeoutMs: this.opts.config().qmp.timeoutMs });
     this.reading = (async () => {
       try {
         const guest = await (this.opts.readTurn ? this.opts.readTurn(readOnce) : readOnce());

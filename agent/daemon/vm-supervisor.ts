@@ -12,7 +12,7 @@ import { errorInfo, type VmShutDownError } from '../core/errors';
 import type { Logger } from '../core/logger';
 import type { Timers } from '../core/timers';
 import type { GuestFacts, HostFacts, PeerFacts, Reason, VmStatus } from '../core/types';
-import { nameFromSocket } from '../core/vm-name';
+import { nameFromSocket, vmId } from '../core/vm-name';
 import { visitVm } from '../facts/vm-visit';
 import { FactsGate } from '../guard/facts-gate';
 import { judgeVm, type Arrival } from '../judge/vm-status';
@@ -53,6 +53,8 @@ export interface SupervisorOptions {
 
 export class VmSupervisor extends EventEmitter {
   readonly socket: string;
+  /** The VM's identity on this host (agent/core/vm-name.ts). */
+  readonly id: string;
   readonly mode: SupervisorMode;
   private current: VmStatus;
   private stopped = false;
@@ -75,10 +77,12 @@ export class VmSupervisor extends EventEmitter {
   constructor(private readonly opts: SupervisorOptions) {
     super();
     this.socket = opts.socket;
+    this.id = vmId(opts.socket);
     this.mode = opts.mode;
     this.gate = new FactsGate(opts.timers);
     this.current = {
       socket: opts.socket,
+      id: this.id,
       name: nameFromSocket(opts.socket),
       mode: opts.mode,
       error: { code: 'PENDING', message: 'not read yet' },
@@ -306,6 +310,6 @@ export class VmSupervisor extends EventEmitter {
         code: info.code,
         error: info.message,
       });
-    this.setStatus({ socket: this.socket, name: this.current.name, mode: this.mode, error: info });
+    this.setStatus({ socket: this.socket, id: this.id, name: this.current.name, mode: this.mode, error: info });
   }
 }

@@ -333,10 +333,10 @@ test('the guests of a live peer get advice too, named by the peer', (t) => {
   );
 });
 
-test('unknown VM name: VM_NOT_FOUND, exit 64; 3 when a host could not be asked', (t) => {
+test('unknown VM name: VM_NOT_FOUND, exit 3 (unknown, like other unknowns), with or without an unreachable host', (t) => {
   const err = t.throws(() => advise({ ...fleet([vm('web1', guest(46))]), vm: 'nope' }), { instanceOf: AdviceError });
   t.is(err!.code, 'VM_NOT_FOUND');
-  t.is(err!.exitCode, 64);
+  t.is(err!.exitCode, 3);
   t.is(err!.message, "no VM named 'nope' on hv1, hv2");
   const peers: FleetPeerInput[] = [{ name: 'hv3', physBits: null, reachable: false }];
   const err3 = t.throws(() => advise({ ...fleet([vm('web1', guest(46))], peers), vm: 'nope' }), {
@@ -613,3 +613,15 @@ for (const qemu of QEMUS) {
     );
   });
 }
+
+test('two guests of one host with one name: the name is ambiguous (exit 64, naming both ids); each id names one', (t) => {
+  const a = { ...vm('dup', guest(39)), socket: '/run/qemu/a.qmp', id: 'aaaaaaaaaaaa' };
+  const b = { ...vm('dup', guest(46)), socket: '/run/qemu/b.qmp', id: 'bbbbbbbbbbbb' };
+  const err = t.throws(() => advise({ ...fleet([a, b]), vm: 'dup' }), { instanceOf: AdviceError });
+  t.is(err!.code, 'VM_AMBIGUOUS');
+  t.is(err!.exitCode, 64);
+  t.is(err!.message, "2 VMs are named 'dup': name one by its id (aaaaaaaaaaaa on hv1, bbbbbbbbbbbb on hv1)");
+  const doc = advise({ ...fleet([a, b]), vm: 'bbbbbbbbbbbb' });
+  t.is(doc.guests.length, 1);
+  t.like(doc.guests[0], { vm: 'dup', id: 'bbbbbbbbbbbb', physBits: 46 });
+});
