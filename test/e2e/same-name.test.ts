@@ -2,14 +2,16 @@
  * Two QEMUs started with the same `-name dup` (different sockets, 39 and 52 bits): each keeps its
  * own series (`id` label), status entry and verdict; the daemon warns that the names collide;
  * `check-migration dup` is refused as ambiguous, naming both ids, while each id names one VM; and
- * when one QEMU exits, only its series go.
+ * when one QEMU exits, only its series go. And the identity of the build and the timing of QMP
+ * commands in the same /metrics.
  */
 import test from 'ava';
 import { vmId } from '../../agent/core/vm-name';
 import type { MigrationCheck } from '../../agent/api/api-types';
-import { ctl, startDaemon, waitUntil } from '../helpers/daemon';
+import { ctl, PHYSBITSD, sleep, startDaemon, waitUntil } from '../helpers/daemon';
 import { startGuest } from '../helpers/qemu';
 import { tempDir } from '../helpers/tmp';
+import { execFile } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -121,5 +123,43 @@ test('two guests named alike keep their own series, status and verdict; one leav
   t.deepEqual(
     after.vms.map((v) => v.id),
     [idB],
+  );
+});
+
+test('physbits_build_info matches --version; physbits_qmp_request_duration_seconds counts each QMP command (heartbeats too)', async (t) => {
+  const dir = tempDir('physbits-build-info-');
+  const d = await startDaemon({ dir, config: { host: { name: 'hv1' }, qmp: { heartbeatMs: 200 } } });
+  t.teardown(() => d.kill());
+  const guest = await startGuest({ dir: join(dir, 'vms'), name: 'beat', cpu: 'phys-bits=39' });
+  t.teardown(() => guest.kill());
+  const id = vmId(guest.socket);
+  const version = await new Promise<string>((done, fail) =>
+    execFile(process.execPath, [PHYSBITSD, '--version'], (err, out) => (err ? fail(err) : done(out))),
+  );
+  const m = /^physbitsd (\S+) \(commit ([0-9a-f]{12})(, modified)?\)\n$/.exec(version);
+  t.truthy(m, version);
+  const count = (text: string): number =>
+    Number(
+      new RegExp(`^physbits_qmp_request_duration_seconds_count\\{vm="beat",id="${id}",host="hv1"\\} (\\d+)$`, 'm').exec(
+        text,
+      )?.[1] ?? NaN,
+    );
+  const first = await waitUntil(async () => {
+    const text = await d.metrics();
+    return count(text) > 0 ? text : null;
+  }, 'a timed QMP command');
+  const info = /^physbits_build_info\{version="([^"]+)",revision="([^"]+)"\} 1$/m.exec(first);
+  t.truthy(info, first);
+  t.is(info![1], m![1]);
+  t.is(info![2].slice(0, 12), m![2]);
+  t.is(info![2].endsWith('-modified'), !!m![3]);
+  // The read's commands, then a heartbeat (query-status) every 200 ms: the count follows the commands.
+  const before = count(first);
+  await sleep(2000);
+  const after = count(await d.metrics());
+  t.true(after - before >= 5, `${before} → ${after} in 2 s of 200 ms heartbeats`);
+  t.regex(
+    first,
+    new RegExp(`physbits_qmp_request_duration_seconds_bucket\\{le="0.005",vm="beat",id="${id}",host="hv1"\\} \\d+`),
   );
 });
