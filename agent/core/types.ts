@@ -81,6 +81,30 @@ export interface HostFacts {
   notes?: string[];
 }
 
+/**
+ * What agent/facts/host-facts.ts reads of this host: HostFacts' readings before the limit is decided
+ * (agent/judge/host-limit.ts judgeHost turns them into HostFacts).
+ */
+export interface HostReadings extends Pick<
+  HostFacts,
+  | 'name'
+  | 'cpuinfoPhysBits'
+  | 'cpuinfoVirtBits'
+  | 'cpuidPhysBits'
+  | 'memEncryptionReduction'
+  | 'flags'
+  | 'paging'
+  | 'kvm'
+  | 'sources'
+> {
+  /** vendor_id of /proc/cpuinfo, else CPUID leaf 0's vendor; null when neither was read. */
+  vendor: string | null;
+  /** Why a source was not used, e.g. "/dev/cpu/0/cpuid: EACCES". */
+  notes: string[];
+  /** Readings that contradict each other (cpuinfo's vendor against CPUID's), carried into the limit. */
+  problems: string[];
+}
+
 export interface MemoryDeviceFact {
   type: string; // 'dimm' | 'nvdimm' | 'virtio-mem' | 'virtio-pmem' | 'sgx-epc' ...
   id: string | null;
