@@ -65,6 +65,7 @@ export async function probeFull(c: WireClient): Promise<{ physBits: number | nul
     get(MACHINE, 'confidential-guest-support'),
     get(MACHINE, 'memory'),
     c.command('query-pci'),
+    c.command('query-uuid'),
   ]);
   const cpu = (r1[0].return as Array<{ 'qom-path': string }> | undefined)?.[0]?.['qom-path'];
   if (!cpu) return { physBits: null, commands: 1 + r1.length };
