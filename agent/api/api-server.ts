@@ -21,7 +21,7 @@ import { listenUnixSocket } from '../../qmp/unix-server';
 import { AgentError } from '../core/errors';
 import type { ApiHandlers, DaemonEvent } from './api-types';
 import { ConnectionLimits, sourcePrefix } from './connection-limits';
-import { MAX_NOTICE_BYTES, parseIncomingNotice } from './incoming-notice';
+import { MAX_NOTICE_BYTES, parseIncomingNotice } from '../peers/incoming-notice';
 import type { Logger } from '../core/logger';
 
 export type { ApiHandlers } from './api-types';

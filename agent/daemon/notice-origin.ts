@@ -9,7 +9,7 @@
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import type { Config } from '../core/config';
-import type { IncomingNotice } from '../api/incoming-notice';
+import type { IncomingNotice } from '../peers/incoming-notice';
 import { remoteKey } from '../api/api-server';
 
 /** Addresses a name stands for (an IP literal for itself); injected by tests. */

@@ -2,7 +2,7 @@
 import test from 'ava';
 import { noticeRefusal } from '../../agent/daemon/notice-origin';
 import { parseConfig } from '../../agent/core/config';
-import type { IncomingNotice } from '../../agent/api/incoming-notice';
+import type { IncomingNotice } from '../../agent/peers/incoming-notice';
 
 const peers = parseConfig({
   peers: [
