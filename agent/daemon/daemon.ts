@@ -253,6 +253,7 @@ export class Daemon {
         has: (key) => this.supervisors.has(key),
         add: (key, readFacts) => void this.addVm(key, 'libvirt', readFacts),
         remove: (key) => this.removeVm(key),
+        refresh: (key) => this.supervisors.get(key)?.refresh() ?? Promise.resolve(),
       },
     });
     this.libvirt.start();
@@ -379,7 +380,7 @@ export class Daemon {
       prev.guard.enabled === next.guard.enabled;
     if (!sameDiscovery) {
       this.discovery?.stop();
-      this.libvirt?.stop();
+      await this.libvirt?.stop();
       await Promise.all([...this.supervisors.keys()].map((socket) => this.removeVm(socket)));
       this.startDiscovery();
       await this.discovery?.rescan();
@@ -423,7 +424,7 @@ export class Daemon {
     void this.verifyTask?.destroy();
     this.verifyTask = null;
     this.discovery?.stop();
-    this.libvirt?.stop();
+    await this.libvirt?.stop();
     await Promise.all(
       [...this.supervisors.values()].map(async (supervisor) => {
         await supervisor.stop();
