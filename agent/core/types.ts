@@ -238,6 +238,11 @@ export interface GuestFacts {
   incoming?: GuestIncoming;
   /** A host-phys-bits=on guest that arrived by migration and has not been reset since. */
   migratedIn?: GuestMigratedIn;
+  /**
+   * The guest's UUID (QMP query-uuid: QEMU's -uuid, libvirt's <uuid>) in lower case; absent when QEMU
+   * did not answer or has none (all zeros). Peers find a migrating guest by it (agent/peers/source-width.ts).
+   */
+  uuid?: string;
 }
 
 export interface Policy {

@@ -8,6 +8,7 @@
  * The reply parsers are pure and exported for tests on literal replies.
  */
 import { AgentError } from '../core/errors';
+import { normalizeUuid } from '../core/uuid';
 import { computeLayout } from './guest-layout';
 import { parseQueryPci, pciEnd } from './pci-layout';
 import { qemuVersionString } from './qemu-version';
@@ -159,6 +160,7 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
   cpusP.catch(() => undefined);
   const [
     name,
+    uuidReply,
     version,
     kvm,
     status,
@@ -174,6 +176,7 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     pci,
   ] = await Promise.all([
     soft('query-name'),
+    soft('query-uuid'),
     soft('query-version'),
     soft('query-kvm'),
     soft('query-status'),
@@ -232,6 +235,7 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
   const runState = str(obj(status)?.status);
   const incoming = hostPhysBits === true ? incomingMigrationFrom(await soft('query-migrate'), runState) : null;
 
+  const uuid = normalizeUuid(str(obj(uuidReply)?.UUID));
   const memoryDevices = parseMemoryDevices(memDevs);
   const deviceMemory = deviceMemorySizeFrom({
     exists: hasDeviceMemory,
@@ -288,6 +292,7 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     layout,
     ...(incoming ? { incoming } : {}),
     ...(unreadable.length > 0 ? { unreadable } : {}),
+    ...(uuid !== null ? { uuid } : {}),
   };
 }
 
