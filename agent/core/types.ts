@@ -252,11 +252,45 @@ export interface Policy {
   narrowerSeverity: 'ok' | 'info';
 }
 
-/** What is known of a migration peer when a verdict is computed. */
+/** Where a fleet or advice document read from Prometheus came from: the server, the evaluation time, the queries. */
+export interface PrometheusSource {
+  url: string;
+  /** The instant every query was evaluated at (ISO 8601) and the same in Unix seconds. */
+  time: string;
+  unixTime: number;
+  queries: Record<string, string>;
+}
+
+/**
+ * Where a peer's width came from: 'static' the config's physBits, 'live' its agent's answer,
+ * 'fallback' the config's physBits after its agent did not answer, 'prometheus' a host known only
+ * from fleet.prometheus, 'none' nothing knows it.
+ */
+export type PeerSource = 'static' | 'live' | 'fallback' | 'prometheus' | 'none';
+
+/**
+ * What is known of another host (agent/peers/ builds it; verdicts, the guard, check-migration and the
+ * fleet view read it). `physBits` is already the merge of every source asked: the lower width wins.
+ */
 export interface PeerFacts {
   name: string;
+  /** The width to compare with; null when no source knows it. */
   physBits: number | null;
+  /** Static peers: true (nothing to reach). Live peers and Prometheus hosts: whether they answered, fresh. */
   reachable: boolean;
+  source?: PeerSource;
+  /** Why a live peer or Prometheus host could not be had (a PEER_* or PROM_* code). */
+  error?: { code: string; message: string };
+  /** Why the width is unknown, for a refusal's message. */
+  why?: string;
+  /** The host's `pool` label in Prometheus (fleet.pool). */
+  pool?: string;
+  /** A live agent's host document (GET /v1/host). */
+  host?: Record<string, unknown>;
+  /** Its guests: a live agent's status document, or one built from Prometheus's series; null when not had. */
+  status?: StatusDocument | null;
+  /** What Prometheus said of the host: its width when up and fresh, null when not; absent when not asked or not listed. */
+  prometheus?: { physBits: number | null; reachable: boolean; error?: string };
 }
 
 export interface Reason {

@@ -17,7 +17,7 @@ import { visitVm } from '../facts/vm-visit';
 import { FactsGate } from '../guard/facts-gate';
 import { guardUnavailable } from '../judge/reasons';
 import { judgeVm, type Arrival } from '../judge/vm-status';
-import type { IncomingNotice } from '../api/incoming-notice';
+import type { IncomingNotice } from '../peers/incoming-notice';
 import type { IncomingVm } from './incoming-notices';
 import { FactPoller } from './fact-poller';
 import type { FactReport, FactSource } from './fact-source';

@@ -6,10 +6,11 @@
  */
 import { readFile } from 'node:fs/promises';
 import { hostName, peersWithCaFiles, type Config } from '../core/config';
-import { collectPeers } from '../judge/fleet';
-import { prometheusClient, readPrometheusHosts } from '../api/prometheus-fleet';
-import { CachedHosts, FleetPeers } from '../guard/fleet-peers';
-import { PeerResolver } from '../guard/peer-resolver';
+import { CachedHosts, FleetPeers } from './fleet-peers';
+import { isLivePeer } from './peer';
+import { PeerResolver } from './peer-resolver';
+import { collectPeers } from './peer-status';
+import { prometheusClient, readPrometheusHosts } from './prometheus-fleet';
 import type { SourceWidthDeps } from './source-width';
 
 /** Each live peer's answer is bounded by this (the daemon's LivePeers uses the same). */
@@ -21,7 +22,7 @@ export function sourceWidthDepsFromConfig(
 ): SourceWidthDeps {
   const clock = opts.clock ?? Date.now;
   const peers = peersWithCaFiles(config);
-  const live = peers.filter((p) => 'url' in p);
+  const live = peers.filter(isLivePeer);
   const fleet = config.fleet;
   const url = fleet.prometheus;
   const deps: SourceWidthDeps = { self: hostName(config), deadlineMs: opts.deadlineMs };
@@ -34,6 +35,7 @@ export function sourceWidthDepsFromConfig(
     readFile: (p) => readFile(p, 'utf8'),
     clock,
     cacheSeconds: 0,
+    failureCacheSeconds: 0,
     timeoutMs: PEER_ASK_TIMEOUT_MS,
   });
   const prometheus = url
@@ -41,6 +43,7 @@ export function sourceWidthDepsFromConfig(
         read: async () => (await readPrometheusHosts(await prometheusClient(fleet, url), fleet)).hosts,
         clock,
         cacheSeconds: fleet.cacheSeconds,
+        failureCacheSeconds: config.guard.peerFailureCacheSeconds,
       })
     : null;
   const fleetPeers = new FleetPeers({ resolver: () => resolver, prometheus: () => prometheus });

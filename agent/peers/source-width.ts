@@ -20,8 +20,9 @@
  * by name. Every ask is bounded: the whole lookup ends within `deadlineMs`, whatever a peer or
  * Prometheus does; an ask that fails is named in `why`.
  */
-import type { StatusDocument } from '../core/types';
+import type { PeerFacts } from '../core/types';
 import { normalizeUuid } from '../core/uuid';
+import { errorText } from './peer';
 
 export { normalizeUuid };
 
@@ -42,21 +43,16 @@ export type SourceWidth =
   /** Nothing knew; `why` is one sentence an operator can act on. */
   | { kind: 'unknown'; why: string };
 
-/** A live peer as the fleet view collects it (agent/judge/fleet.ts collectPeers, LivePeers.statuses). */
-export interface PeerStatus {
-  name: string;
-  reachable: boolean;
-  status?: StatusDocument | null;
-  error?: string;
-}
+/** A live peer as the fleet view collects it (peer-status.ts collectPeers, LivePeers.statuses). */
+export type PeerStatus = Pick<PeerFacts, 'name' | 'reachable' | 'status' | 'error'>;
 
-/** One `physbits_guest_phys_bits` sample (agent/api/prometheus-client.ts PromSample fits). */
+/** One `physbits_guest_phys_bits` sample (prometheus-client.ts PromSample fits). */
 export interface GuestWidthSample {
   labels: Record<string, string>;
   value: number;
 }
 
-/** A host's limit as the peer lookup reports it (agent/guard/fleet-peers.ts FleetPeers.facts fits). */
+/** A host's limit as the peer lookup reports it (fleet-peers.ts FleetPeers.facts fits). */
 export interface HostLimit {
   physBits: number | null;
   /** Why the width is unknown. */
@@ -140,11 +136,6 @@ export function guestQueries(want: GuestIdentity): string[] {
   return queries;
 }
 
-function errorText(err: unknown): string {
-  const e = err as { code?: string; message?: string };
-  return e?.code ? `${e.code}: ${e.message}` : String(e?.message ?? err);
-}
-
 function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
@@ -172,7 +163,7 @@ export async function lookupSourceWidth(want: GuestIdentity, deps: SourceWidthDe
       const down = peers.filter((p) => p.name !== deps.self && (!p.reachable || !p.status));
       const up = peers.length - down.length;
       asked.push(`${up} live peer${up === 1 ? '' : 's'} do not run it`);
-      for (const p of down) asked.push(`peer ${p.name} did not answer (${p.error ?? 'no status'})`);
+      for (const p of down) asked.push(`peer ${p.name} did not answer (${p.error ? errorText(p.error) : 'no status'})`);
     } catch (err) {
       asked.push(`the live peers could not be asked (${errorText(err)})`);
     }

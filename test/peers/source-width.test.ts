@@ -37,7 +37,7 @@ test('findInStatuses: skips this host, unreachable peers and VMs without a width
   const peers: PeerStatus[] = [
     { name: 'hvA', reachable: true, status: status(46, [{ name: 'web1', physBits: 46, uuid: U1 }]) },
     { name: 'self', reachable: true, status: status(39, [{ name: 'web1', physBits: 39, uuid: U1 }]) },
-    { name: 'hvB', reachable: false, error: 'PEER_TIMEOUT: x' },
+    { name: 'hvB', reachable: false, error: { code: 'PEER_TIMEOUT', message: 'x' } },
     {
       name: 'hvC',
       reachable: true,
@@ -114,7 +114,8 @@ test('lookup: not found anywhere, the source host known: its limit', async (t) =
 
 test('lookup: unknown names every source it asked and why each said nothing', async (t) => {
   const deps = base({
-    peerStatuses: () => Promise.resolve([{ name: 'hvB', reachable: false, error: 'PEER_TIMEOUT: no answer' }]),
+    peerStatuses: () =>
+      Promise.resolve([{ name: 'hvB', reachable: false, error: { code: 'PEER_TIMEOUT', message: 'no answer' } }]),
     prometheusQuery: () => Promise.reject(Object.assign(new Error('connect refused'), { code: 'PROM_UNREACHABLE' })),
   });
   const r = await lookupSourceWidth({ name: 'web1', uuid: U1 }, deps);
