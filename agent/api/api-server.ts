@@ -17,7 +17,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { listenUnixSocket } from '../../qmp/unix-server';
 import { AgentError } from '../core/errors';
 import type { ApiHandlers, DaemonEvent } from './api-types';
-import { MAX_NOTICE_BYTES, parseIncomingNotice } from './incoming-notice';
+import { MAX_NOTICE_BYTES, parseIncomingNotice } from '../peers/incoming-notice';
 import type { Logger } from '../core/logger';
 
 export type { ApiHandlers } from './api-types';

@@ -8,7 +8,7 @@ import type { State } from '../core/exit-codes';
 import type { HostFacts, Reason, Relation, Severity, StatusDocument, VmStatus } from '../core/types';
 import type { AdviceDocument } from '../judge/advise';
 import type { FleetDocument } from '../judge/fleet';
-import type { IncomingNotice } from './incoming-notice';
+import type { IncomingNotice } from '../peers/incoming-notice';
 
 export type { AdviceDocument, FleetDocument, HostFacts, StatusDocument, VmStatus };
 

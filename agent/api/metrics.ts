@@ -43,6 +43,8 @@ interface VmState {
   /** The last values of the series that carry this host's identity, to relabel them when it changes. */
   physBits: number | null;
   accelerator: string | null;
+  /** The guest's UUID (query-uuid), the `uuid` label of physbits_guest_phys_bits; null when unknown. */
+  uuid: string | null;
   highestAddress: number | null;
   up: boolean | null;
   /** The label sets those series were last written with (removed when they change). */
@@ -66,7 +68,7 @@ export class Metrics implements AlertMetrics {
   private identity: Labels = {};
   private readonly hostInfo: Gauge<'host' | 'pool'>;
   private readonly hostPhysBits: Gauge<'host' | 'pool'>;
-  private readonly guestPhysBits: Gauge<'vm' | 'host' | 'pool' | 'accelerator'>;
+  private readonly guestPhysBits: Gauge<'vm' | 'host' | 'pool' | 'accelerator' | 'uuid'>;
   private readonly guestHighestAddress: Gauge<'vm' | 'host' | 'pool'>;
   private readonly vmSeverity: Gauge<'vm'>;
   private readonly vmUp: Gauge<'vm' | 'host' | 'pool'>;
@@ -102,7 +104,7 @@ export class Metrics implements AlertMetrics {
     this.guestPhysBits = new Gauge({
       name: 'physbits_guest_phys_bits',
       help: "The guest's width: its CPU's phys-bits as QEMU resolved it, or a migrated host-phys-bits guest's booted width.",
-      labelNames: ['vm', 'host', 'pool', 'accelerator'],
+      labelNames: ['vm', 'host', 'pool', 'accelerator', 'uuid'],
       registers: r,
     });
     this.guestHighestAddress = new Gauge({
@@ -226,6 +228,7 @@ export class Metrics implements AlertMetrics {
         codes: new Set(),
         physBits: null,
         accelerator: null,
+        uuid: null,
         highestAddress: null,
         up: null,
         guestLabels: null,
@@ -253,7 +256,11 @@ export class Metrics implements AlertMetrics {
   /** Writes the VM's identity-carrying series from its state, dropping those written under other labels. */
   private writeVm(vm: string, s: VmState): void {
     const vmLabels: Labels = { vm, ...this.identity };
-    const guestLabels: Labels = s.accelerator ? { ...vmLabels, accelerator: s.accelerator } : vmLabels;
+    const guestLabels: Labels = {
+      ...vmLabels,
+      ...(s.accelerator ? { accelerator: s.accelerator } : {}),
+      ...(s.uuid ? { uuid: s.uuid } : {}),
+    };
     if (s.guestLabels && !sameLabels(s.guestLabels, guestLabels)) this.guestPhysBits.remove(s.guestLabels);
     if (s.vmLabels && !sameLabels(s.vmLabels, vmLabels)) {
       this.guestHighestAddress.remove(s.vmLabels);
@@ -270,7 +277,7 @@ export class Metrics implements AlertMetrics {
   /** A successful read of the VM: its width, accelerator and layout, and its verdict. */
   setVm(
     vm: string,
-    guest: Pick<GuestFacts, 'physBits'> & Partial<Pick<GuestFacts, 'accelerator' | 'layout'>>,
+    guest: Pick<GuestFacts, 'physBits'> & Partial<Pick<GuestFacts, 'accelerator' | 'layout' | 'uuid'>>,
     verdict: Pick<Verdict, 'relation' | 'severity'>,
   ): void {
     const s = this.vm(vm);
@@ -278,6 +285,7 @@ export class Metrics implements AlertMetrics {
     s.severity = verdict.severity;
     s.physBits = guest.physBits;
     s.accelerator = guest.accelerator ?? null;
+    s.uuid = guest.uuid ?? null;
     s.highestAddress = guest.layout?.highestAddress ?? null;
     s.up = true;
     this.writeVm(vm, s);

@@ -6,10 +6,11 @@ import { existsSync } from 'node:fs';
 import { DEFAULT_CONFIG_PATH, loadConfig, type Config } from '../core/config';
 import { UsageError } from '../core/errors';
 import { printable } from '../core/printable';
-import { hostFactsFromConfig } from '../facts/host-facts';
+import { hostReadOptions, readHost } from '../facts/host-facts';
 import { mapLimit } from '../core/async-limits';
 import { renderStatus } from './render-status';
 import { expandSocketGlobs, socketPatterns } from '../core/socket-globs';
+import { judgeHost } from '../judge/host-limit';
 import { buildStatusDocument } from '../judge/status-document';
 import type { HostFacts, PeerFacts, StatusDocument, VmStatus } from '../core/types';
 import { errorInfo } from '../core/errors';
@@ -19,8 +20,10 @@ import { judgeVm } from '../judge/vm-status';
 import { parse } from './args';
 import type { CliIo } from './cli-io';
 
-/** This host's facts as the config reads them (agent/facts/host-facts.ts). */
-export { hostFactsFromConfig as hostFactsFor };
+/** This host's facts: its readings (agent/facts/host-facts.ts) judged with the config's host.physBits. */
+export function hostFactsFor(config: Config): HostFacts {
+  return judgeHost(readHost(hostReadOptions(config)), config.host.physBits);
+}
 
 /** Static peers' widths, for verdicts made without the daemon (live peers are the daemon's business). */
 export function staticPeerFacts(config: Config): PeerFacts[] {
@@ -53,7 +56,7 @@ export async function socketArgs(args: string[]): Promise<string[]> {
 }
 
 export async function scan(config: Config, sockets: string[]): Promise<StatusDocument> {
-  const host = hostFactsFromConfig(config);
+  const host = hostFactsFor(config);
   const paths = sockets.length
     ? await socketArgs(sockets)
     : (await expandSocketGlobs(socketPatterns(config.discovery))).map((s) => s.path);

@@ -106,6 +106,8 @@ export const configSchema = z
           .max(256 * 1024 * 1024)
           .default(4 * 1024 * 1024),
         peerCacheSeconds: z.number().min(0).max(3600).default(30),
+        /** How long a live peer (or fleet.prometheus) that did not answer is remembered so; at most the answer's own cache time. */
+        peerFailureCacheSeconds: z.number().min(0).max(3600).default(2),
       })
       .strict()
       .prefault({}),

@@ -5,11 +5,12 @@ import type { Logger } from '../core/logger';
 import type { HostFacts, VmStatus } from '../core/types';
 import { buildStatusDocument } from '../judge/status-document';
 import { checkMigration } from '../guard/migration-rule';
-import { buildFleet, type FleetInput, type PrometheusSource } from '../judge/fleet';
-import { prometheusClient, readPrometheusFleet } from '../api/prometheus-fleet';
-import { PrometheusError } from '../api/prometheus-client';
+import { buildFleet, type FleetInput } from '../judge/fleet';
+import type { PrometheusSource } from '../core/types';
+import { prometheusClient, readPrometheusFleet } from '../peers/prometheus-fleet';
+import { PrometheusError } from '../peers/prometheus-client';
 import { advise, AdviceError } from '../judge/advise';
-import type { IncomingNotice } from '../api/incoming-notice';
+import type { IncomingNotice } from '../peers/incoming-notice';
 import type { LivePeers } from './live-peers';
 import type { VmSupervisor } from './vm-supervisor';
 

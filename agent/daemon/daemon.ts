@@ -14,7 +14,7 @@ import { DaemonApi } from './daemon-api';
 import { Discovery } from './discovery';
 import { EventBus } from './event-bus';
 import { statusEvents, statusState } from './status-events';
-import { hostFactsFromConfig } from '../facts/host-facts';
+import { hostReadOptions, readHost } from '../facts/host-facts';
 import type { Logger } from '../core/logger';
 import type { LogStreamHealth } from '../core/log-stream';
 import { LibvirtWatch } from './libvirt-watch';
@@ -24,11 +24,12 @@ import { socketPatterns, type FoundSocket } from '../core/socket-globs';
 import { realTimers, slottedTimers, type Timers } from '../core/timers';
 import { ConcurrencyGate } from '../core/async-limits';
 import type { GuestFacts, HostFacts, VmStatus } from '../core/types';
+import { judgeHost } from '../judge/host-limit';
 import { VmSupervisor } from './vm-supervisor';
 import { createGuardAttach } from './guard-attach';
 import { LivePeers } from './live-peers';
 import { IncomingNotices } from './incoming-notices';
-import type { IncomingNotice } from '../api/incoming-notice';
+import type { IncomingNotice } from '../peers/incoming-notice';
 import { groupId } from '../core/unix-groups';
 import { readApiToken } from '../core/secret-files';
 import { nfdFeatureText, writeNfdFeatureFile } from './nfd-feature-file';
@@ -125,7 +126,7 @@ export class Daemon {
   }
 
   private readHost(config: Config): HostFacts {
-    return hostFactsFromConfig(config);
+    return judgeHost(readHost(hostReadOptions(config)), config.host.physBits);
   }
 
   async start(): Promise<void> {

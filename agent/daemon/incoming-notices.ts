@@ -3,7 +3,7 @@
  * name arrives: at most MAX_NOTICES, each for NOTICE_TTL_MS on the injected clock. A notice matches
  * the VM QEMU receives on the port it names, else the VM of the same name; once matched it is gone.
  */
-import type { IncomingNotice } from '../api/incoming-notice';
+import type { IncomingNotice } from '../peers/incoming-notice';
 
 export const MAX_NOTICES = 256;
 /** Long enough for a large guest's migration to complete; a notice nobody claims then lapses. */

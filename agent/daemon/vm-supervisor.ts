@@ -15,8 +15,9 @@ import type { GuestFacts, HostFacts, PeerFacts, Reason, VmStatus } from '../core
 import { nameFromSocket } from '../core/vm-name';
 import { visitVm } from '../facts/vm-visit';
 import { FactsGate } from '../guard/facts-gate';
+import { guardUnavailable } from '../judge/reasons';
 import { judgeVm, type Arrival } from '../judge/vm-status';
-import type { IncomingNotice } from '../api/incoming-notice';
+import type { IncomingNotice } from '../peers/incoming-notice';
 import type { IncomingVm } from './incoming-notices';
 import { FactPoller } from './fact-poller';
 import type { FactReport, FactSource } from './fact-source';
@@ -238,14 +239,7 @@ export class VmSupervisor extends EventEmitter {
 
   private setGuardReason(error: string | null): void {
     if (error === null && this.guardReason === null) return;
-    this.guardReason =
-      error === null
-        ? null
-        : {
-            code: 'GUARD_UNAVAILABLE',
-            severity: 'critical',
-            message: `No guarded socket for this VM (${error}); physbits released QEMU's socket, so nothing guards it until the cause is fixed.`,
-          };
+    this.guardReason = error === null ? null : guardUnavailable(error);
     this.rejudge();
   }
 

@@ -8,6 +8,7 @@
  * The reply parsers are pure and exported for tests on literal replies.
  */
 import { AgentError } from '../core/errors';
+import { normalizeUuid } from '../core/uuid';
 import { computeLayout } from './guest-layout';
 import { parseQueryPci, pciEnd } from './pci-layout';
 import { qemuVersionString } from './qemu-version';
@@ -159,6 +160,7 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
   cpusP.catch(() => undefined);
   const [
     name,
+    uuidReply,
     version,
     kvm,
     status,
@@ -175,6 +177,7 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     pciTypes,
   ] = await Promise.all([
     soft('query-name'),
+    soft('query-uuid'),
     soft('query-version'),
     soft('query-kvm'),
     soft('query-status'),
@@ -247,6 +250,7 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
   const runState = str(obj(status)?.status);
   const incoming = hostPhysBits === true ? incomingMigrationFrom(await soft('query-migrate'), runState) : null;
 
+  const uuid = normalizeUuid(str(obj(uuidReply)?.UUID));
   const memoryDevices = parseMemoryDevices(memDevs);
   const deviceMemory = deviceMemorySizeFrom({
     exists: hasDeviceMemory,
@@ -306,6 +310,7 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     pciDeviceTypes: parsePciDeviceTypes(pciTypes),
     ...(incoming ? { incoming } : {}),
     ...(unreadable.length > 0 ? { unreadable } : {}),
+    ...(uuid !== null ? { uuid } : {}),
   };
 }
 

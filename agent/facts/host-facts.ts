@@ -1,12 +1,12 @@
 /**
- * Reads this host's facts through injected roots (like node_exporter's --path.procfs), so tests
+ * Reads this host's readings through injected roots (like node_exporter's --path.procfs), so tests
  * run on fixture trees: /proc/cpuinfo, the cpuid device of CPU 0, and the KVM module parameters.
- * Every parse is a pure function of cpuinfo.ts / cpuid.ts; this file only opens files.
+ * Every parse is a pure function of cpuinfo.ts / cpuid.ts; this file only opens files. The host's
+ * limit is the judge's: agent/judge/host-limit.ts judgeHost turns these readings into HostFacts.
  */
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { hostName, type Config } from '../core/config';
-import { HostFactsError } from '../core/errors';
 import {
   interpretCpuid,
   LEAF,
@@ -17,15 +17,12 @@ import {
   type CpuidRegisters,
 } from './cpuid';
 import { noFlags, parseCpuinfo, type CpuinfoFacts } from './cpuinfo';
-import type { HostFacts, HostKvm, HostSource } from '../core/types';
-import { computeHostLimit } from '../judge/host-limit';
+import type { HostKvm, HostReadings, HostSource } from '../core/types';
 
-export interface HostFactsOptions {
+export interface HostReadOptions {
   procRoot?: string;
   sysRoot?: string;
   devRoot?: string;
-  /** The config's host.physBits: replaces the detected width in every comparison. */
-  physBitsOverride?: number;
   name: string;
 }
 
@@ -130,20 +127,12 @@ export function readKvm(sysRoot: string, vendor: string | null, notes: string[])
   return kvm;
 }
 
-/**
- * Reads every host fact. Throws HostFactsError only when no width is left to compare with (no
- * override, no "address sizes" line, no readable cpuid device); any other missing source becomes
- * null with a note.
- */
-export function readHostFacts(opts: HostFactsOptions): HostFacts {
+/** Reads every host reading; a source that cannot be read becomes null with a note. */
+export function readHost(opts: HostReadOptions): HostReadings {
   const procRoot = opts.procRoot ?? '/proc';
   const sysRoot = opts.sysRoot ?? '/sys';
   const devRoot = opts.devRoot ?? '/dev';
   const notes: string[] = [];
-  const override = opts.physBitsOverride;
-  if (override !== undefined && !(Number.isInteger(override) && override >= 1 && override <= 64)) {
-    throw new HostFactsError(`host.physBits must be an integer from 1 to 64, got ${override}`);
-  }
 
   const cpuinfoPath = join(procRoot, 'cpuinfo');
   let cpuinfo: CpuinfoFacts | null = null;
@@ -179,67 +168,33 @@ export function readHostFacts(opts: HostFactsOptions): HostFacts {
     vendor = cpuid.vendor;
     sources.vendor = 'cpuid';
   }
-  const readProblems: string[] = [];
+  const problems: string[] = [];
   if (cpuid?.vendor && cpuinfo?.vendor && cpuid.vendor !== cpuinfo.vendor)
-    readProblems.push(`/proc/cpuinfo says ${cpuinfo.vendor} but CPUID leaf 0 says ${cpuid.vendor}`);
+    problems.push(`/proc/cpuinfo says ${cpuinfo.vendor} but CPUID leaf 0 says ${cpuid.vendor}`);
 
-  const flags = cpuinfo?.flags ?? noFlags();
-  const paging = cpuinfo?.paging ?? { la57: null, ept5Level: null, hypervisor: null };
-  const paramNotes: string[] = [];
-  const kvm = readKvm(sysRoot, vendor, paramNotes);
-  notes.push(...paramNotes);
-
-  // The limit is decided in one place, agent/judge/host-limit.ts (see docs/reasons.md).
-  const limit = computeHostLimit({
+  const kvm = readKvm(sysRoot, vendor, notes);
+  return {
+    name: opts.name,
     vendor,
     cpuinfoPhysBits,
     cpuinfoVirtBits: cpuinfo?.virtBits ?? null,
     cpuidPhysBits,
     memEncryptionReduction: cpuid?.memEncryptionReduction ?? null,
-    flags,
-    paging,
-    kvm,
-    override,
-    readProblems,
-  });
-  if (!limit) {
-    throw new HostFactsError(`no physical address width found (${notes.join('; ')}); set host.physBits in the config`);
-  }
-  sources.physBits = limit.source;
-
-  const facts: HostFacts = {
-    name: opts.name,
-    physBits: limit.physBits,
-    physBitsSource: limit.source,
-    reasoning: limit.reasoning,
-    limit: {
-      nestedPaging: limit.nestedPaging,
-      tdpLevels: limit.tdpLevels,
-      detectedPhysBits: limit.detectedPhysBits,
-      problems: limit.problems,
-      notes: limit.notes,
-    },
-    vendor: vendor ?? 'unknown',
-    cpuinfoPhysBits,
-    cpuinfoVirtBits: cpuinfo?.virtBits ?? null,
-    cpuidPhysBits,
-    memEncryptionReduction: cpuid?.memEncryptionReduction ?? null,
-    flags,
-    paging,
+    flags: cpuinfo?.flags ?? noFlags(),
+    paging: cpuinfo?.paging ?? { la57: null, ept5Level: null, hypervisor: null },
     kvm,
     sources,
+    notes,
+    problems,
   };
-  if (notes.length) facts.notes = notes;
-  return facts;
 }
 
-/** readHostFacts with the config's roots, host.physBits override and host name. */
-export function hostFactsFromConfig(config: Config): HostFacts {
-  return readHostFacts({
+/** The config's roots and host name, for readHost. */
+export function hostReadOptions(config: Config): HostReadOptions {
+  return {
     procRoot: config.host.procRoot,
     sysRoot: config.host.sysRoot,
     devRoot: config.host.devRoot,
-    physBitsOverride: config.host.physBits,
     name: hostName(config),
-  });
+  };
 }

@@ -12,7 +12,7 @@ import { parseHmpCommandLine } from './hmp-command';
 import { decideMemoryHotplug, memoryDeviceRequest, type MemoryDeviceRequest } from './memory-hotplug-rule';
 import { decideMigration, type AllowedDestination, type PeerLookup } from './migration-rule';
 import { decidePciHotplug, pciDeviceRequest, type PciDeviceRequest } from './pci-hotplug-rule';
-import type { IncomingNotice } from '../api/incoming-notice';
+import type { IncomingNotice } from '../peers/incoming-notice';
 import type { ResolveOptions } from '../facts/memory-placement';
 import { migrateTargets, parseMigrateUri, type MigrationTarget } from './migration-target';
 import { refusalDesc, REFUSED } from './refusal';

@@ -19,32 +19,31 @@
  * - Above the limit KVM refuses the memory slot and QEMU aborts the whole VM: accel/kvm/kvm-all.c,
  *   kvm_set_phys_mem() -> kvm_set_user_memory_region() fails, "error registering slot", abort().
  *
- * Pure: readings in, the limit with its reasoning out. Read by agent/facts/host-facts.ts.
+ * Pure: readings in (agent/facts/host-facts.ts readHost), the limit with its reasoning out. Whoever
+ * needs the limit (the daemon, `physbitsctl scan`, the libvirt hook) reads, then calls judgeHost.
  */
-import type { HostFlags, HostKvm, HostPaging } from '../core/types';
+import { HostFactsError } from '../core/errors';
+import type { HostFacts, HostFlags, HostPaging, HostReadings } from '../core/types';
 
 export type { HostPaging };
 
-/** The readings the limit is decided from (host-facts.ts gathers them). */
-export interface HostLimitReadings {
-  /** vendor_id / CPUID leaf 0 vendor; null when neither was read. */
-  vendor: string | null;
-  /** "address sizes: N bits physical" of /proc/cpuinfo (the reduced width Linux uses). */
-  cpuinfoPhysBits: number | null;
-  cpuinfoVirtBits: number | null;
-  /** Raw CPUID 0x80000008 EAX[7:0]. */
-  cpuidPhysBits: number | null;
-  /** CPUID 0x8000001F EBX[11:6] when SME/SEV is reported. */
-  memEncryptionReduction: number | null;
-  flags: HostFlags;
-  /** The paging facts of /proc/cpuinfo; null members were not shown there. */
-  paging: HostPaging;
-  kvm: HostKvm;
+/** The readings the limit is decided from: HostFacts' readings, the config's override, read problems. */
+export type HostLimitReadings = Pick<
+  HostReadings,
+  | 'vendor'
+  | 'cpuinfoPhysBits'
+  | 'cpuinfoVirtBits'
+  | 'cpuidPhysBits'
+  | 'memEncryptionReduction'
+  | 'flags'
+  | 'paging'
+  | 'kvm'
+> & {
   /** The config's host.physBits. */
   override?: number;
-  /** Problems found while reading (an unreadable parameter file), to be carried into the limit. */
+  /** Problems found while reading (vendors that disagree), to be carried into the limit. */
   readProblems?: string[];
-}
+};
 
 export type LimitSource = 'config' | 'cpuid' | 'cpuinfo' | 'tdp-levels';
 
@@ -241,6 +240,47 @@ export function computeHostLimit(r: HostLimitReadings): HostLimit | null {
     problems,
     notes,
   };
+}
+
+/**
+ * The host's facts from its readings and the config's host.physBits (`override`). Throws
+ * HostFactsError when the override is not a width, or when no width is left to compare with (no
+ * override, no "address sizes" line, no readable cpuid device).
+ */
+export function judgeHost(readings: HostReadings, override?: number): HostFacts {
+  if (override !== undefined && !(Number.isInteger(override) && override >= 1 && override <= 64)) {
+    throw new HostFactsError(`host.physBits must be an integer from 1 to 64, got ${override}`);
+  }
+  const limit = computeHostLimit({ ...readings, override, readProblems: readings.problems });
+  if (!limit) {
+    throw new HostFactsError(
+      `no physical address width found (${readings.notes.join('; ')}); set host.physBits in the config`,
+    );
+  }
+  const facts: HostFacts = {
+    name: readings.name,
+    physBits: limit.physBits,
+    physBitsSource: limit.source,
+    reasoning: limit.reasoning,
+    limit: {
+      nestedPaging: limit.nestedPaging,
+      tdpLevels: limit.tdpLevels,
+      detectedPhysBits: limit.detectedPhysBits,
+      problems: limit.problems,
+      notes: limit.notes,
+    },
+    vendor: readings.vendor ?? 'unknown',
+    cpuinfoPhysBits: readings.cpuinfoPhysBits,
+    cpuinfoVirtBits: readings.cpuinfoVirtBits,
+    cpuidPhysBits: readings.cpuidPhysBits,
+    memEncryptionReduction: readings.memEncryptionReduction,
+    flags: readings.flags,
+    paging: readings.paging,
+    kvm: readings.kvm,
+    sources: { ...readings.sources, physBits: limit.source },
+  };
+  if (readings.notes.length) facts.notes = [...readings.notes];
+  return facts;
 }
 
 /** The width QEMU gives a host-phys-bits=on guest here: raw CPUID (target/i386/host-cpu.c host_cpu_phys_bits). */

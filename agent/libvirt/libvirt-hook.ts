@@ -11,7 +11,7 @@
  * `migrate` and `restore`, libvirt would take stdout as a replacement domain XML.
  */
 import { readFileSync } from 'node:fs';
-import { qemuHostPhysBits } from '../judge/host-limit';
+import { judgeHost, qemuHostPhysBits } from '../judge/host-limit';
 import { DEFAULT_CONFIG_PATH, stripComments, type Config } from '../core/config';
 import { EXIT } from '../core/exit-codes';
 import type { GuestFacts, HostFacts, Reason } from '../core/types';
@@ -52,8 +52,8 @@ export const HOOK_EXIT = { ALLOW: 0, REFUSE: 1, CONFIG: EXIT.CONFIG } as const;
 export const FAIL_CLOSED_DEFAULT = true;
 
 async function defaultHostFacts(config: Config): Promise<HostFacts> {
-  const { hostFactsFromConfig } = await import('../facts/host-facts');
-  return hostFactsFromConfig(config);
+  const { hostReadOptions, readHost } = await import('../facts/host-facts');
+  return judgeHost(readHost(hostReadOptions(config)), config.host.physBits);
 }
 
 async function defaultNotify(config: Config, event: LibvirtEvent): Promise<void> {

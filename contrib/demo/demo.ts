@@ -10,7 +10,8 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { readHostFacts } from '../../agent/facts/host-facts';
+import { readHost } from '../../agent/facts/host-facts';
+import { judgeHost } from '../../agent/judge/host-limit';
 import { startGuest, kvmUsable, TRIXIE_QEMU, type Guest } from '../../test/helpers/qemu';
 
 const root = join(__dirname, '..', '..');
@@ -75,7 +76,7 @@ function qmpSession(socket: string, commands: object[], ms = 3000): Promise<stri
 }
 
 async function main(): Promise<void> {
-  const host = readHostFacts({ name: 'demo-host' });
+  const host = judgeHost(readHost({ name: 'demo-host' }));
   const hostBits = host.physBits;
   const dir = mkdtempSync(join(tmpdir(), 'physbits-demo-'));
   const vms = join(dir, 'vms');

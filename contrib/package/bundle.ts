@@ -1,5 +1,5 @@
 /**
- * The packaged programs: one JavaScript file per program (esbuild, target Node 20), every npm
+ * The packaged programs: one JavaScript file per program (esbuild, target Node 18), every npm
  * dependency inside it, the version and commit embedded (agent/core/version.ts). A command's module
  * stays behind a lazy `import()` in the bundle too (esbuild wraps it in an initialiser run on first
  * use), so `--help` and `--version` evaluate almost nothing of the file.
@@ -11,6 +11,13 @@ import type { BuildInfo } from '../../agent/core/version';
 import { REPO_ROOT } from './build-info';
 
 export const PROGRAMS = ['physbitsctl', 'physbitsd'] as const;
+
+/**
+ * The oldest Node.js the package runs on: Debian 12's nodejs (18.19 in bookworm, 18.20 from its
+ * security archive; Proxmox VE 8 is Debian 12). The control file depends on `nodejs (>= 18)`, and
+ * test/e2e/package-bookworm.test.ts runs the installed programs on Debian 12's own node.
+ */
+export const NODE_TARGET = 'node18';
 export type Program = (typeof PROGRAMS)[number];
 
 export interface Bundle {
@@ -99,7 +106,7 @@ function deferred(target: string): Plugin {
           legalComments: 'none',
           minifySyntax: true,
           minifyWhitespace: true,
-          plugins: [englishOnly, deferred('node20')],
+          plugins: [englishOnly, deferred(NODE_TARGET)],
           logLevel: 'warning',
         });
         const code = inner.outputFiles[0].text;
@@ -124,7 +131,7 @@ export async function bundle(outDir: string, info: BuildInfo): Promise<Bundle> {
     outdir: outDir,
     bundle: true,
     platform: 'node',
-    target: 'node20',
+    target: NODE_TARGET,
     format: 'cjs',
     // The sources start with `#!/usr/bin/env node`; esbuild keeps it. Debian runs /usr/bin/node.
     banner: { js: '' },
@@ -134,7 +141,7 @@ export async function bundle(outDir: string, info: BuildInfo): Promise<Bundle> {
     legalComments: 'none',
     minifySyntax: true,
     minifyWhitespace: true,
-    plugins: [englishOnly, deferred('node20'), asRequired],
+    plugins: [englishOnly, deferred(NODE_TARGET), asRequired],
     treeShaking: true,
     metafile: true,
     logLevel: 'warning',

@@ -73,7 +73,19 @@ export function configManPage(markdown: string, version: string): string {
     else if (/^\s*[-*] /.test(line)) out.push('.IP \\(bu 2', roffText(line.replace(/^\s*[-*] /, '')));
     else out.push(roffText(line.trim()));
   }
-  out.push('.SH SEE ALSO', '.BR physbitsd (8),', '.BR physbitsctl (8),', '.I /usr/share/doc/physbits/');
+  out.push(
+    '.SH FILES',
+    '.TP',
+    '.I /etc/physbits/config.json',
+    'the configuration (a conffile).',
+    '.TP',
+    '.I /usr/share/doc/physbits/examples/config.example.json',
+    'every key with its default; the Prometheus rules, the Alertmanager route and the Grafana dashboard lie beside it.',
+    '.SH SEE ALSO',
+    '.BR physbitsd (8),',
+    '.BR physbitsctl (8),',
+    '.I /usr/share/doc/physbits/',
+  );
   // Consecutive paragraph breaks say nothing more than one.
   return `${out.join('\n').replace(/(\.PP\n)+/g, '.PP\n')}\n`;
 }

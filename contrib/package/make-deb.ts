@@ -14,6 +14,11 @@
  *   /usr/share/bash-completion/completions/physbitsctl
  *   /usr/share/doc/physbits/                        copyright (with every bundled npm package's
  *                                                   licence), changelog.gz, README, docs
+ *   /usr/share/doc/physbits/examples/               EXAMPLES: the example config, the Prometheus
+ *                                                   rules, the Alertmanager route, the dashboard
+ *
+ * The Maintainer field is package.json's `author` (the project's maintainers), or DEBFULLNAME and
+ * DEBEMAIL when a builder sets them for a rebuild of their own (as dch(1) takes them).
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -36,6 +41,24 @@ import { bundle } from './bundle';
 import { configManPage } from './config-man';
 
 const HERE = join(REPO_ROOT, 'contrib', 'package');
+
+/** Repository file → its name under /usr/share/doc/physbits/examples/. */
+export const EXAMPLES: Record<string, string> = {
+  'config.example.json': 'config.example.json',
+  'contrib/prometheus/physbits-rules.yml': 'prometheus/physbits-rules.yml',
+  'contrib/prometheus/physbits-fleet-rules.yml': 'prometheus/physbits-fleet-rules.yml',
+  'contrib/alertmanager/route-example.yml': 'alertmanager/route-example.yml',
+  'contrib/grafana/physbits-dashboard.json': 'grafana/physbits-dashboard.json',
+};
+
+/** `Name <address>` for the control file and the changelog. */
+export function maintainer(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.DEBFULLNAME && env.DEBEMAIL) return `${env.DEBFULLNAME} <${env.DEBEMAIL}>`;
+  const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { author?: string };
+  if (!pkg.author || !/^[^<>]+ <[^<>@\s]+@[^<>\s]+>$/.test(pkg.author))
+    throw new Error('package.json has no author "Name <address>" for the Maintainer field');
+  return pkg.author;
+}
 /**
  * The package's version is package.json's exactly: the repository is its own Debian source (a native
  * package, no `-<revision>`), so the changelog is `changelog.gz`, not `changelog.Debian.gz`
@@ -148,7 +171,7 @@ export async function makeDeb(outDir = join(REPO_ROOT, 'dist')): Promise<string>
 
   const doc = 'usr/share/doc/physbits';
   put(stage, `${doc}/copyright`, copyright(bundledPackages));
-  const maintainer = git(['log', '-1', '--format=%an <%ae>']) ?? 'physbits maintainers <root@localhost>';
+  const maintainedBy = maintainer();
   const date = git(['log', '-1', '--format=%cD']) ?? new Date().toUTCString().replace('GMT', '+0000');
   put(
     stage,
@@ -162,13 +185,14 @@ export async function makeDeb(outDir = join(REPO_ROOT, 'dist')): Promise<string>
             ? `commit ${info.commit.slice(0, 12)}${info.dirty ? ' and changes not committed' : ''}`
             : 'a tree without git',
         )
-        .replace(/@MAINTAINER@/g, maintainer)
+        .replace(/@MAINTAINER@/g, maintainedBy)
         .replace(/@DATE@/g, date),
     ),
   );
   put(stage, `${doc}/README.md`, read('README.md'));
   for (const f of readdirSync(join(REPO_ROOT, 'docs')).filter((n) => n.endsWith('.md') && n !== 'BENCHMARKS.md'))
     put(stage, `${doc}/${f}`, read(`docs/${f}`));
+  for (const [from, to] of Object.entries(EXAMPLES)) put(stage, `${doc}/examples/${to}`, read(from));
   put(stage, 'usr/share/lintian/overrides/physbits', readFileSync(join(HERE, 'debian', 'lintian-overrides')));
 
   // DEBIAN/: control, conffiles, maintainer scripts, md5sums.
@@ -180,7 +204,7 @@ export async function makeDeb(outDir = join(REPO_ROOT, 'dist')): Promise<string>
     'DEBIAN/control',
     readFileSync(join(HERE, 'debian', 'control'), 'utf8')
       .replace('@VERSION@', version)
-      .replace('@MAINTAINER@', maintainer)
+      .replace('@MAINTAINER@', maintainedBy)
       .replace('@INSTALLED_SIZE@', String(installedKiB)),
   );
   put(stage, 'DEBIAN/conffiles', '/etc/physbits/config.json\n');

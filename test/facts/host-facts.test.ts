@@ -3,11 +3,23 @@ import { accessSync, closeSync, constants, mkdirSync, openSync, rmSync, statSync
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { HostFactsError } from '../../agent/core/errors';
-import type { HostSource } from '../../agent/core/types';
-import { parseModuleBool, readCpuid, readCpuidLeaf, readHostFacts } from '../../agent/facts/host-facts';
+import type { HostFacts, HostSource } from '../../agent/core/types';
+import {
+  parseModuleBool,
+  readCpuid,
+  readCpuidLeaf,
+  readHost,
+  type HostReadOptions,
+} from '../../agent/facts/host-facts';
+import { judgeHost } from '../../agent/judge/host-limit';
 import { kvmUsable, startGuest } from '../helpers/qemu';
 import { HOSTS, fixtureLeaves, hostTree, writeCpuidDevice } from '../helpers/host-tree';
 import { tempDir } from '../helpers/tmp';
+
+/** The host's facts as the daemon builds them: read (facts/host-facts.ts), then judged (judge/host-limit.ts). */
+function readHostFacts({ physBitsOverride, ...opts }: HostReadOptions & { physBitsOverride?: number }): HostFacts {
+  return judgeHost(readHost(opts), physBitsOverride);
+}
 
 function roots(host: string) {
   return { procRoot: join(HOSTS, host, 'proc'), sysRoot: join(HOSTS, host, 'sys') };
@@ -86,6 +98,16 @@ test('amd-sme-48: cpuinfo says 43, raw CPUID 48, reduction 5 (leaf ~2 GiB into t
   });
   t.is(facts.sources.memEncryptionReduction, 'cpuid');
   t.is(facts.notes, undefined);
+});
+
+test('readHost returns readings only: no limit, the vendor mismatch kept as a problem for the judge', (t) => {
+  const devRoot = cpuidDevRoot(t, fixtureLeaves('no-address-sizes'));
+  const readings = readHost({ ...roots('intel-46'), devRoot, name: 'hv1' });
+  t.false('physBits' in readings);
+  t.false('reasoning' in readings);
+  t.is(readings.vendor, 'GenuineIntel');
+  t.deepEqual(readings.problems, ['/proc/cpuinfo says GenuineIntel but CPUID leaf 0 says AuthenticAMD']);
+  t.deepEqual(readHostFacts({ ...roots('intel-46'), devRoot, name: 'hv1' }).limit.problems, readings.problems);
 });
 
 test('laptop-39 without a cpuid device: cpuid fields null, the reason noted', (t) => {

@@ -1,6 +1,6 @@
 /** Literal host and guest facts for tests: a plain Intel host and a running q35 guest, with overrides. */
-import type { GuestFacts, GuestLayout, HostFacts } from '../../agent/core/types';
-import { computeHostLimit, type HostLimitReadings } from '../../agent/judge/host-limit';
+import type { GuestFacts, GuestLayout, HostFacts, HostReadings } from '../../agent/core/types';
+import { judgeHost } from '../../agent/judge/host-limit';
 
 export const GiB = 2 ** 30;
 
@@ -84,44 +84,31 @@ export function guestFacts(over: GuestOverride = {}): GuestFacts {
   };
 }
 
+/** Readings to replace in hostFromReadings; `override` is the config's host.physBits. */
+export type ReadingsOverride = Partial<Omit<HostReadings, 'name'>> & { override?: number };
+
 /**
- * Host facts as readHostFacts would build them from these readings: the limit comes from
- * agent/judge/host-limit.ts, so tests see the same number the daemon would.
+ * Host facts as the daemon builds them from these readings (agent/judge/host-limit.ts judgeHost):
+ * a 46-bit-capable Intel host with EPT unless `readings` says otherwise.
  */
-export function hostFromReadings(name: string, readings: Partial<HostLimitReadings>): HostFacts {
-  const r: HostLimitReadings = {
-    vendor: 'GenuineIntel',
-    cpuinfoPhysBits: null,
-    cpuinfoVirtBits: 48,
-    cpuidPhysBits: null,
-    memEncryptionReduction: null,
-    flags: { sme: false, sev: false, sev_es: false, sev_snp: false, tme: false },
-    paging: { la57: false, ept5Level: false, hypervisor: false },
-    kvm: { module: 'kvm_intel', allowSmallerMaxphyaddr: true, ept: true, npt: null },
-    ...readings,
-  };
-  const limit = computeHostLimit(r);
-  if (!limit) throw new Error('hostFromReadings: no width in the readings');
-  return {
-    name,
-    physBits: limit.physBits,
-    physBitsSource: limit.source,
-    reasoning: limit.reasoning,
-    limit: {
-      nestedPaging: limit.nestedPaging,
-      tdpLevels: limit.tdpLevels,
-      detectedPhysBits: limit.detectedPhysBits,
-      problems: limit.problems,
-      notes: limit.notes,
+export function hostFromReadings(name: string, readings: ReadingsOverride): HostFacts {
+  const { override, ...read } = readings;
+  return judgeHost(
+    {
+      name,
+      vendor: 'GenuineIntel',
+      cpuinfoPhysBits: null,
+      cpuinfoVirtBits: 48,
+      cpuidPhysBits: null,
+      memEncryptionReduction: null,
+      flags: { sme: false, sev: false, sev_es: false, sev_snp: false, tme: false },
+      paging: { la57: false, ept5Level: false, hypervisor: false },
+      kvm: { module: 'kvm_intel', allowSmallerMaxphyaddr: true, ept: true, npt: null },
+      sources: {},
+      notes: [],
+      problems: [],
+      ...read,
     },
-    vendor: r.vendor ?? 'unknown',
-    cpuinfoPhysBits: r.cpuinfoPhysBits,
-    cpuinfoVirtBits: r.cpuinfoVirtBits,
-    cpuidPhysBits: r.cpuidPhysBits,
-    memEncryptionReduction: r.memEncryptionReduction,
-    flags: r.flags,
-    paging: r.paging,
-    kvm: r.kvm,
-    sources: { physBits: limit.source },
-  };
+    override,
+  );
 }

@@ -16,8 +16,15 @@ import type {
   Relation,
   Severity,
 } from '../../agent/core/types';
-import type { HostLimitReadings } from '../../agent/judge/host-limit';
-import { GiB, guestFacts, hostFacts, hostFromReadings, type GuestOverride, type HostOverride } from '../helpers/facts';
+import {
+  GiB,
+  guestFacts,
+  hostFacts,
+  hostFromReadings,
+  type GuestOverride,
+  type HostOverride,
+  type ReadingsOverride,
+} from '../helpers/facts';
 
 /** A 46-bit Intel host with EPT and allow_smaller_maxphyaddr=Y (nothing noteworthy). */
 function host(over: HostOverride = {}): HostFacts {
@@ -31,7 +38,7 @@ function host(over: HostOverride = {}): HostFacts {
 }
 
 /** An EPYC with SME/SEV on: Linux reports 43 bits, raw CPUID 48, reduction 5, npt on: limit 48. */
-type AmdOverride = Partial<Omit<HostLimitReadings, 'flags' | 'kvm'>> & {
+type AmdOverride = Omit<ReadingsOverride, 'flags' | 'kvm'> & {
   flags?: Partial<HostFlags>;
   kvm?: Partial<HostKvm>;
 };

@@ -6,16 +6,16 @@ import {
   PrometheusError,
   parseQueryResponse,
   type PromSample,
-} from '../../agent/api/prometheus-client';
+} from '../../agent/peers/prometheus-client';
 import { buildFleet } from '../../agent/judge/fleet';
 import {
   fleetPeersFromSamples,
   hostsFromSamples,
   instanceHost,
   type HostSamples,
-} from '../../agent/judge/fleet-prometheus';
-import { CachedHosts, FleetPeers } from '../../agent/guard/fleet-peers';
-import { PeerResolver } from '../../agent/guard/peer-resolver';
+} from '../../agent/peers/prometheus-hosts';
+import { CachedHosts, FleetPeers } from '../../agent/peers/fleet-peers';
+import { PeerResolver } from '../../agent/peers/peer-resolver';
 
 const T = 1_700_000_000;
 const s = (labels: Record<string, string>, value: number): PromSample => ({ labels, value, time: T });
@@ -48,7 +48,7 @@ function samples(): HostSamples {
 test('hosts: up and fresh is reachable; down, stale or unscraped keeps its last width, unreachable, with the reason', (t) => {
   const hosts = hostsFromSamples(samples(), T, 300);
   t.deepEqual(
-    hosts.map((h) => [h.name, h.physBits, h.reachable, h.pool ?? null, h.error?.split(':')[0] ?? null]),
+    hosts.map((h) => [h.name, h.physBits, h.reachable, h.pool ?? null, h.error?.code ?? null]),
     [
       ['hv1', 46, true, 'east', null],
       ['hv2', 39, false, null, 'PROM_TARGET_DOWN'],
@@ -56,9 +56,9 @@ test('hosts: up and fresh is reachable; down, stale or unscraped keeps its last 
       ['hv4', 44, false, null, 'PROM_TARGET_DOWN'],
     ],
   );
-  t.regex(hosts[1].error!, /up\{job="physbits",instance="10\.0\.0\.2:9741"\} is 0/);
-  t.regex(hosts[2].error!, /last sample 400 s old \(fleet\.staleSeconds 300\)/);
-  t.regex(hosts[3].error!, /no up series for/);
+  t.regex(hosts[1].error!.message, /up\{job="physbits",instance="10\.0\.0\.2:9741"\} is 0/);
+  t.regex(hosts[2].error!.message, /last sample 400 s old \(fleet\.staleSeconds 300\)/);
+  t.regex(hosts[3].error!.message, /no up series for/);
   t.deepEqual(hosts[0].addresses, ['hv1', '10.0.0.1']);
   t.is(hostsFromSamples(samples(), T, 500)[2].reachable, true, 'fresh enough under a longer staleSeconds');
 });
@@ -197,6 +197,7 @@ test('peers from two sources: the lower width wins; Prometheus-only hosts by nam
     },
     clock: () => now,
     cacheSeconds: 5,
+    failureCacheSeconds: 2,
   });
   const peers = new FleetPeers({ resolver: () => resolver, prometheus: () => hosts });
   t.like(await peers.facts({ name: 'hv1' }), { physBits: 46, source: 'static' }, 'configured 48, Prometheus 46');

@@ -11,6 +11,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { Readable } from 'node:stream';
 import { AgentError } from '../core/errors';
+import { BodyTooLargeError, readBoundedText } from '../core/bounded-body';
 
 /**
  * Why a live peer could not be asked: PEER_TOKEN_UNREADABLE, PEER_CA_UNREADABLE, PEER_UNREACHABLE,
@@ -187,7 +188,15 @@ async function requestPeerJson(
       await res.body?.cancel().catch(() => undefined);
       throw new PeerError('PEER_HTTP_STATUS', `${url}: HTTP ${res.status}`);
     }
-    const text = await readBounded(res, opts.maxBytes, url, abort.signal, opts.timeoutMs);
+    let text: string;
+    try {
+      text = await readBoundedText(res, opts.maxBytes);
+    } catch (err) {
+      if (err instanceof BodyTooLargeError) throw new PeerError('PEER_RESPONSE_TOO_LARGE', `${url}: ${err.message}`);
+      if (abort.signal.aborted)
+        throw new PeerError('PEER_TIMEOUT', `${url}: response not complete within ${opts.timeoutMs} ms`);
+      throw new PeerError('PEER_UNREACHABLE', `${url}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+    }
     try {
       return JSON.parse(text) as unknown;
     } catch (err) {
@@ -196,39 +205,4 @@ async function requestPeerJson(
   } finally {
     clearTimeout(timer);
   }
-}
-
-async function readBounded(
-  res: Awaited<ReturnType<PeerFetch>>,
-  maxBytes: number,
-  url: string,
-  signal: AbortSignal,
-  timeoutMs: number,
-): Promise<string> {
-  const declared = Number(res.headers?.get('content-length'));
-  if (Number.isFinite(declared) && declared > maxBytes) {
-    await res.body?.cancel().catch(() => undefined);
-    throw new PeerError('PEER_RESPONSE_TOO_LARGE', `${url}: response of ${declared} bytes exceeds ${maxBytes}`);
-  }
-  if (!res.body) return '';
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.byteLength;
-      if (size > maxBytes) {
-        await reader.cancel().catch(() => undefined);
-        throw new PeerError('PEER_RESPONSE_TOO_LARGE', `${url}: response larger than ${maxBytes} bytes`);
-      }
-      chunks.push(value);
-    }
-  } catch (err) {
-    if (err instanceof PeerError) throw err;
-    if (signal.aborted) throw new PeerError('PEER_TIMEOUT', `${url}: response not complete within ${timeoutMs} ms`);
-    throw new PeerError('PEER_UNREACHABLE', `${url}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
-  }
-  return Buffer.concat(chunks).toString('utf8');
 }

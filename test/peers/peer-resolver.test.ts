@@ -4,12 +4,9 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import type { PeerConfig } from '../../agent/core/config';
-import {
-  normalizeAddress,
-  PeerResolver,
-  physBitsOfHostDocument,
-  type FetchLike,
-} from '../../agent/guard/peer-resolver';
+import { normalizeAddress, physBitsOfHostDocument } from '../../agent/peers/peer';
+import type { PeerFetch } from '../../agent/peers/peer-client';
+import { PeerResolver } from '../../agent/peers/peer-resolver';
 import { tempDir } from '../helpers/tmp';
 
 const TOKEN = 's3cret-token';
@@ -59,7 +56,7 @@ function resolver(peers: PeerConfig[], clock: { now: number }, cacheSeconds = 30
   return new PeerResolver({
     peers,
     readFile: (p) => readFile(p, 'utf8'),
-    fetch: fetch as unknown as FetchLike,
+    fetch: fetch as unknown as PeerFetch,
     clock: () => clock.now,
     cacheSeconds,
     timeoutMs,
@@ -200,4 +197,44 @@ test('a status document also carries the width', (t) => {
   t.is(physBitsOfHostDocument({ physBits: 0 }), null);
   t.is(physBitsOfHostDocument({ physBits: 46.5 }), null);
   t.is(physBitsOfHostDocument(null), null);
+});
+
+test('a failed ask is remembered for failureCacheSeconds (default 2 s), not cacheSeconds: the peer is asked again once it listens', async (t) => {
+  const agent = await startAgent(t, hostDoc, (_req, res) => {
+    if (!up) {
+      res.writeHead(503).end();
+      return true;
+    }
+    return false;
+  });
+  let up = false;
+  const clock = { now: 5_000_000 };
+  const peer: PeerConfig = { name: 'hv2', address: 'hv2', url: agent.url, tokenFile: tokenFile(t) };
+  const r = resolver([peer], clock, 30);
+  const down = await r.facts(peer);
+  t.like(down, { physBits: null, reachable: false, source: 'none', error: { code: 'PEER_HTTP_STATUS' } });
+  up = true;
+  clock.now += 1_999;
+  t.like(await r.facts(peer), { reachable: false }, 'the failure still remembered at 1.999 s');
+  t.is(agent.hits(), 1);
+  clock.now += 1;
+  t.like(await r.facts(peer), { physBits: 46, reachable: true, source: 'live' }, 'asked again at 2 s');
+  t.is(agent.hits(), 2);
+  clock.now += 29_999;
+  t.like(await r.facts(peer), { physBits: 46 }, 'the good answer kept for cacheSeconds');
+  t.is(agent.hits(), 2);
+
+  const longer = new PeerResolver({
+    peers: [peer],
+    readFile: (p) => readFile(p, 'utf8'),
+    clock: () => clock.now,
+    cacheSeconds: 1,
+    failureCacheSeconds: 10,
+    timeoutMs: 2000,
+  });
+  up = false;
+  await longer.facts(peer);
+  up = true;
+  clock.now += 1_000;
+  t.like(await longer.facts(peer), { reachable: true }, 'a failure is never kept longer than a good answer');
 });

@@ -1,45 +1,18 @@
 /**
- * The fleet as Prometheus sees it: which hosts run physbits, each host's limit and whether its agent
- * is up and fresh, and each guest's width, accelerator and layout end, from the series every physbitsd
- * exports (docs/metrics.md). Pure: instant-query results in, hosts and fleet input out; the queries
- * themselves run in agent/api/prometheus-fleet.ts.
+ * The fleet as Prometheus sees it, from the instant-query results of prometheus-fleet.ts (the one
+ * place the queries are written): which hosts run physbits, each host's limit and whether its agent
+ * is up and fresh, and each guest's width, accelerator and layout end (docs/metrics.md). Pure:
+ * samples in, hosts and the fleet view's peers out.
  */
-import type { PromSample } from '../api/prometheus-client';
-import type { GuestFacts, HostFacts, StatusDocument, VmStatus } from '../core/types';
-import type { FleetPeerInput } from './fleet';
+import type { GuestFacts, HostFacts, PeerFacts, StatusDocument, VmStatus } from '../core/types';
+import type { PromSample } from './prometheus-client';
 
-export interface FleetQueryOptions {
-  /** A host seen within this window but not up now is listed as unreachable. */
-  lookbackSeconds: number;
-}
-
-/** The queries that describe the hosts (what the guard needs). */
-export function hostQueries(opts: FleetQueryOptions): { hosts: string; up: string; widths: string; fresh: string } {
-  const range = `[${opts.lookbackSeconds}s]`;
-  return {
-    hosts: `last_over_time(physbits_host_info${range})`,
-    up: `up and on (job, instance) last_over_time(physbits_host_info${range})`,
-    widths: `last_over_time(physbits_host_phys_bits${range})`,
-    fresh: 'timestamp(physbits_host_phys_bits)',
-  };
-}
-
+/** The queries that describe the hosts (what the guard needs), by name. */
+export type HostQueryName = 'hosts' | 'up' | 'widths' | 'fresh';
 /** Every query of the fleet view: the hosts', and the guests'. */
-export function fleetQueries(opts: FleetQueryOptions): ReturnType<typeof hostQueries> & {
-  guests: string;
-  layouts: string;
-  vmsUp: string;
-} {
-  return {
-    ...hostQueries(opts),
-    guests: 'physbits_guest_phys_bits',
-    layouts: 'physbits_guest_highest_address_bytes',
-    vmsUp: 'physbits_vm_up',
-  };
-}
-
-export type HostSamples = Record<keyof ReturnType<typeof hostQueries>, PromSample[]>;
-export type FleetSamples = Record<keyof ReturnType<typeof fleetQueries>, PromSample[]>;
+export type FleetQueryName = HostQueryName | 'guests' | 'layouts' | 'vmsUp';
+export type HostSamples = Record<HostQueryName, PromSample[]>;
+export type FleetSamples = Record<FleetQueryName, PromSample[]>;
 
 export interface PromHost {
   name: string;
@@ -50,8 +23,8 @@ export interface PromHost {
   physBits: number | null;
   /** Its agent is up and its width sample is fresh. */
   reachable: boolean;
-  /** Why not reachable: "PROM_TARGET_DOWN: …" or "PROM_SERIES_STALE: …". */
-  error?: string;
+  /** Why not reachable: PROM_TARGET_DOWN or PROM_SERIES_STALE. */
+  error?: { code: string; message: string };
   /** Strings a migration URI may name for this host: its name and its targets' host parts. */
   addresses: string[];
 }
@@ -119,14 +92,20 @@ export function hostsFromSamples(s: HostSamples, time: number, staleSeconds: num
     if (h.pool !== undefined) host.pool = h.pool;
     const targets = h.targets.map((t) => `{job="${t.job ?? ''}",instance="${t.instance ?? ''}"}`).join(', ');
     if (!up.some((v) => v === 1)) {
-      host.error = `PROM_TARGET_DOWN: ${
-        up.every((v) => v === undefined) ? `no up series for ${targets}` : `up${targets} is 0`
-      } at ${new Date(time * 1000).toISOString()}`;
+      host.error = {
+        code: 'PROM_TARGET_DOWN',
+        message: `${
+          up.every((v) => v === undefined) ? `no up series for ${targets}` : `up${targets} is 0`
+        } at ${new Date(time * 1000).toISOString()}`,
+      };
     } else if (!fresh || time - fresh.value > staleSeconds) {
       const age = fresh ? `last sample ${Math.round(time - fresh.value)} s old` : 'no sample now';
-      host.error = `PROM_SERIES_STALE: physbits_host_phys_bits{host="${name}"}: ${age} (fleet.staleSeconds ${staleSeconds})`;
+      host.error = {
+        code: 'PROM_SERIES_STALE',
+        message: `physbits_host_phys_bits{host="${name}"}: ${age} (fleet.staleSeconds ${staleSeconds})`,
+      };
     } else if (host.physBits === null) {
-      host.error = `PROM_SERIES_STALE: physbits_host_phys_bits{host="${name}"} is not a width`;
+      host.error = { code: 'PROM_SERIES_STALE', message: `physbits_host_phys_bits{host="${name}"} is not a width` };
     } else {
       host.reachable = true;
     }
@@ -181,13 +160,13 @@ function byHostAndVm(samples: PromSample[]): Map<string, Map<string, PromSample>
  * document built from its guests' series (a guest whose physbits_vm_up is 0, or with no width, is
  * listed with an error, as a live peer lists a VM it cannot read).
  */
-export function fleetPeersFromSamples(s: FleetSamples, time: number, staleSeconds: number): FleetPeerInput[] {
+export function fleetPeersFromSamples(s: FleetSamples, time: number, staleSeconds: number): PeerFacts[] {
   const hosts = hostsFromSamples(s, time, staleSeconds);
   const widths = byHostAndVm(s.guests);
   const layouts = byHostAndVm(s.layouts);
   const vmUp = byHostAndVm(s.vmsUp);
-  return hosts.map((h): FleetPeerInput => {
-    const peer: FleetPeerInput = { name: h.name, physBits: h.physBits, reachable: h.reachable, source: 'prometheus' };
+  return hosts.map((h): PeerFacts => {
+    const peer: PeerFacts = { name: h.name, physBits: h.physBits, reachable: h.reachable, source: 'prometheus' };
     if (h.pool !== undefined) peer.pool = h.pool;
     if (h.error) peer.error = h.error;
     if (!h.reachable || h.physBits === null) return peer;

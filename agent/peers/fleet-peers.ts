@@ -1,14 +1,18 @@
 /**
  * Migration peers from two sources: the config's peers[] (static widths and live agents, through
  * PeerResolver) and, with fleet.prometheus set, every host Prometheus sees running physbits. A host
- * known from both gets the lower width (the safer one); a host Prometheus lists but whose agent is
- * not up or whose width is stale is unknown there, and the guard applies guard.unknownPeer when no
- * other source knows it. Prometheus answers are cached for fleet.cacheSeconds, failures too, so a
- * Prometheus that is down costs one bounded query per period and never blocks the guard longer.
+ * known from both gets the lower width (merge.ts); a host Prometheus lists but whose agent is not up
+ * or whose width is stale is unknown there, and the guard applies guard.unknownPeer when no other
+ * source knows it. Prometheus answers are cached for fleet.cacheSeconds, a failure for at most
+ * guard.peerFailureCacheSeconds (answer-cache.ts), so a Prometheus that is down costs one bounded
+ * query per period and never blocks the guard longer.
  */
-import type { PromHost } from '../judge/fleet-prometheus';
-import type { PeerLookup, PeerRef } from './migration-rule';
-import { normalizeAddress, type PeerFactsResult, type PeerResolver } from './peer-resolver';
+import type { PeerFacts } from '../core/types';
+import { AnswerCache } from './answer-cache';
+import { lowerWidth } from './merge';
+import { errorText, normalizeAddress } from './peer';
+import type { PeerResolver } from './peer-resolver';
+import type { PromHost } from './prometheus-hosts';
 
 /** A host list that is read rarely and asked often. */
 export interface HostsSource {
@@ -19,44 +23,31 @@ export interface CachedHostsOptions {
   read: () => Promise<PromHost[]>;
   /** Milliseconds, as Date.now(). */
   clock: () => number;
+  /** How long an answer is reused (fleet.cacheSeconds). */
   cacheSeconds: number;
+  /** How long a failure is remembered (guard.peerFailureCacheSeconds), at most cacheSeconds. */
+  failureCacheSeconds: number;
 }
 
-/** The last answer (or failure) of `read`, reused for cacheSeconds; one read at a time. */
+/** The last answer of `read`, reused for cacheSeconds (a failure for failureCacheSeconds); one read at a time. */
 export class CachedHosts implements HostsSource {
-  private last: { at: number; hosts?: PromHost[]; error?: unknown } | null = null;
-  private inflight: Promise<PromHost[]> | null = null;
+  private readonly cache: AnswerCache<'hosts', PromHost[]>;
 
-  constructor(private readonly opts: CachedHostsOptions) {}
+  constructor(private readonly opts: CachedHostsOptions) {
+    this.cache = new AnswerCache({
+      clock: opts.clock,
+      goodSeconds: opts.cacheSeconds,
+      failedSeconds: opts.failureCacheSeconds,
+    });
+  }
 
   hosts(): Promise<PromHost[]> {
-    const ttl = this.opts.cacheSeconds * 1000;
-    const last = this.last;
-    if (last && this.opts.clock() - last.at < ttl) {
-      return last.hosts ? Promise.resolve(last.hosts) : Promise.reject(last.error as Error);
-    }
-    if (this.inflight) return this.inflight;
-    const p = this.opts.read().then(
-      (hosts) => {
-        this.last = { at: this.opts.clock(), hosts };
-        return hosts;
-      },
-      (error: unknown) => {
-        this.last = { at: this.opts.clock(), error };
-        throw error;
-      },
-    );
-    this.inflight = p.finally(() => (this.inflight = null));
-    return this.inflight;
+    return this.cache.get('hosts', this.opts.read);
   }
 }
 
-export interface FleetPeerFacts extends PeerFactsResult {
-  /** Why the width is unknown, for the guard's message. */
-  why?: string;
-  /** What Prometheus said of the host: its width when up and fresh, null when not; absent when not asked or not listed. */
-  prometheus?: { physBits: number | null; reachable: boolean; error?: string };
-}
+/** A peer as the guard names it: a configured one, or a host known from Prometheus. */
+export type PeerRef = Pick<PeerFacts, 'name'>;
 
 export interface FleetPeersOptions {
   resolver: () => PeerResolver;
@@ -64,12 +55,7 @@ export interface FleetPeersOptions {
   prometheus: () => HostsSource | null;
 }
 
-function errorText(err: unknown): string {
-  const e = err as { code?: string; message?: string };
-  return e?.code ? `${e.code}: ${e.message}` : String(e?.message ?? err);
-}
-
-export class FleetPeers implements PeerLookup {
+export class FleetPeers {
   constructor(private readonly opts: FleetPeersOptions) {}
 
   /** Prometheus's hosts, or the reason there are none now. */
@@ -113,13 +99,13 @@ export class FleetPeers implements PeerLookup {
   }
 
   /** The peer's width: the lower of the config's (or its live agent's) and Prometheus's, each when known. */
-  async facts(peer: PeerRef): Promise<FleetPeerFacts> {
+  async facts(peer: PeerRef): Promise<PeerFacts> {
     const cfg = this.opts.resolver().findByName(peer.name);
     const [own, prom] = await Promise.all([
       cfg ? this.opts.resolver().facts(cfg) : Promise.resolve(null),
       this.promHosts(),
     ]);
-    let fromProm: FleetPeerFacts['prometheus'];
+    let fromProm: PeerFacts['prometheus'];
     let promWhy: string | undefined;
     if (prom && 'error' in prom) promWhy = `Prometheus cannot be asked (${prom.error})`;
     else if (prom) {
@@ -127,13 +113,13 @@ export class FleetPeers implements PeerLookup {
       if (h) {
         fromProm = h.reachable
           ? { physBits: h.physBits, reachable: true }
-          : { physBits: null, reachable: false, error: h.error };
-        if (!h.reachable) promWhy = `Prometheus has no current width for ${peer.name} (${h.error ?? 'not up'})`;
+          : { physBits: null, reachable: false, error: h.error && errorText(h.error) };
+        if (!h.reachable)
+          promWhy = `Prometheus has no current width for ${peer.name} (${h.error ? errorText(h.error) : 'not up'})`;
       } else promWhy = `Prometheus lists no physbits host named ${peer.name}`;
     }
-    const known = [own?.physBits ?? null, fromProm?.physBits ?? null].filter((b): b is number => b !== null);
-    const physBits = known.length ? Math.min(...known) : null;
-    const result: FleetPeerFacts = own
+    const physBits = lowerWidth(own?.physBits, fromProm?.physBits);
+    const result: PeerFacts = own
       ? { ...own, physBits }
       : { name: peer.name, physBits, reachable: fromProm?.reachable ?? false, source: 'none' };
     if (!own && fromProm) result.source = 'prometheus';

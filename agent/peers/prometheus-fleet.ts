@@ -1,19 +1,45 @@
 /**
- * The fleet read from a Prometheus-compatible query API: the instant queries of
- * agent/judge/fleet-prometheus.ts, all evaluated at one time, run at once; the pure code there turns
- * their results into hosts and the fleet view's input.
+ * The fleet read from a Prometheus-compatible query API. Every PromQL query physbits sends is written
+ * here (the fleet view, the guard's and check-migration's peer widths): all evaluated at one time,
+ * run at once; prometheus-hosts.ts turns their results into hosts and the fleet view's peers.
  */
 import { readFile as fsReadFile } from 'node:fs/promises';
 import type { Config } from '../core/config';
-import type { FleetPeerInput, PrometheusSource } from '../judge/fleet';
+import type { PeerFacts, PrometheusSource } from '../core/types';
+import { PrometheusClient, PrometheusError, tokenOf, type PrometheusFetch, type PromSample } from './prometheus-client';
 import {
   fleetPeersFromSamples,
-  fleetQueries,
-  hostQueries,
   hostsFromSamples,
+  type FleetQueryName,
+  type HostQueryName,
   type PromHost,
-} from '../judge/fleet-prometheus';
-import { PrometheusClient, PrometheusError, tokenOf, type PrometheusFetch, type PromSample } from './prometheus-client';
+} from './prometheus-hosts';
+
+export interface FleetQueryOptions {
+  /** A host seen within this window but not up now is listed as unreachable. */
+  lookbackSeconds: number;
+}
+
+/** The queries that describe the hosts (what the guard needs). */
+export function hostQueries(opts: FleetQueryOptions): Record<HostQueryName, string> {
+  const range = `[${opts.lookbackSeconds}s]`;
+  return {
+    hosts: `last_over_time(physbits_host_info${range})`,
+    up: `up and on (job, instance) last_over_time(physbits_host_info${range})`,
+    widths: `last_over_time(physbits_host_phys_bits${range})`,
+    fresh: 'timestamp(physbits_host_phys_bits)',
+  };
+}
+
+/** Every query of the fleet view: the hosts', and the guests'. */
+export function fleetQueries(opts: FleetQueryOptions): Record<FleetQueryName, string> {
+  return {
+    ...hostQueries(opts),
+    guests: 'physbits_guest_phys_bits',
+    layouts: 'physbits_guest_highest_address_bytes',
+    vmsUp: 'physbits_vm_up',
+  };
+}
 
 export type FleetSettings = Config['fleet'];
 
@@ -72,7 +98,7 @@ export async function readPrometheusFleet(
   client: PrometheusClient,
   fleet: Pick<FleetSettings, 'lookbackSeconds' | 'staleSeconds'>,
   deps: Pick<PrometheusFleetDeps, 'clock'> = {},
-): Promise<{ peers: FleetPeerInput[]; source: PrometheusSource }> {
+): Promise<{ peers: PeerFacts[]; source: PrometheusSource }> {
   const time = (deps.clock ?? Date.now)() / 1000;
   const queries = fleetQueries({ lookbackSeconds: fleet.lookbackSeconds });
   const samples = await runAll(client, queries, time);

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { MAX_NOTICE_BYTES, parseIncomingNotice } from '../../agent/api/incoming-notice';
+import { MAX_NOTICE_BYTES, parseIncomingNotice } from '../../agent/peers/incoming-notice';
 
 test('a notice with every field, and with only the required ones', (t) => {
   t.deepEqual(parseIncomingNotice({ vm: 'web1', port: '4444', physBits: 46, from: 'hv1' }), {

@@ -1,7 +1,7 @@
 import test from 'ava';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { getPeerJson, PeerError, peerUrl, readPeerToken, type PeerFetch } from '../../agent/api/peer-client';
+import { getPeerJson, PeerError, peerUrl, readPeerToken, type PeerFetch } from '../../agent/peers/peer-client';
 import { AgentError } from '../../agent/core/errors';
 
 const peer = { url: 'http://peer.test:9740/', tokenFile: '/etc/physbits/peer-token' };
