@@ -3,7 +3,7 @@
  * guard refusals, migrations the guard did not see (judged in judge/unseen-migration.ts), and alert
  * changes onto the event stream.
  */
-import { AlertService, type AlertEvent, type AlertMetrics } from '../alerts/alert-service';
+import { AlertService, type AlertMetrics } from '../alerts/alert-service';
 import type { Config } from '../core/config';
 import type { Logger } from '../core/logger';
 import type { Timers } from '../core/timers';
@@ -50,7 +50,7 @@ export class DaemonAlerts {
       logger: this.deps.logger.child({ component: 'alerts' }),
       metrics: this.deps.metrics,
     });
-    service.on('alert', (ev: AlertEvent) => {
+    service.on('alert', (ev) => {
       this.deps.events.publish({
         type: 'alert',
         vm: ev.labels.vm,

@@ -20,7 +20,7 @@ import type { LogStreamHealth } from '../core/log-stream';
 import { LibvirtWatch } from './libvirt-watch';
 import { DaemonAlerts } from './daemon-alerts';
 import { DaemonMetrics } from './daemon-metrics';
-import { socketPatterns, type FoundSocket } from '../core/socket-globs';
+import { socketPatterns } from '../core/socket-globs';
 import { realTimers, slottedTimers, type Timers } from '../core/timers';
 import { ConcurrencyGate } from '../core/async-limits';
 import type { GuestFacts, HostFacts, VmStatus } from '../core/types';
@@ -210,14 +210,14 @@ export class Daemon {
       schedule: config.discovery.schedule,
       logger: this.logger,
     });
-    this.discovery.on('added', (found: FoundSocket) => {
+    this.discovery.on('added', (found) => {
       // Never supervise our own guarded sockets, should a glob also match them.
       if (resolve(found.path).startsWith(guardDir)) return;
       this.globBases.set(found.path, found.base);
       this.addVm(found.path, found.mode);
     });
-    this.discovery.on('removed', (found: FoundSocket) => void this.removeVm(found.path));
-    this.discovery.on('replaced', (found: FoundSocket) => this.supervisors.get(found.path)?.kick());
+    this.discovery.on('removed', (found) => void this.removeVm(found.path));
+    this.discovery.on('replaced', (found) => this.supervisors.get(found.path)?.kick());
     void this.discovery
       .start()
       .catch((err) => this.logger.error('discovery failed to start', { error: (err as Error).message }));
@@ -284,8 +284,8 @@ export class Daemon {
       readTurn: (read) => this.reads.run(read),
       observe: (seconds) => this.metrics.observeQmp(supervisor.name, seconds),
     });
-    supervisor.on('status', (now: VmStatus, prev: VmStatus) => this.onStatus(supervisor, now, prev));
-    supervisor.on('qmp-event', (ev: { event: string; data?: unknown }) => this.onQmpEvent(supervisor, ev));
+    supervisor.on('status', (now, prev) => this.onStatus(supervisor, now, prev));
+    supervisor.on('qmp-event', (ev) => this.onQmpEvent(supervisor, ev));
     this.supervisors.set(socket, supervisor);
     if (mode === 'hold') this.heldCount++;
     this.logger.info('VM found', { socket, mode });

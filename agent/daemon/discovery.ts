@@ -68,7 +68,14 @@ export function socketIdentity(path: string): string | null {
   }
 }
 
-export class Discovery extends EventEmitter {
+/** Discovery's events: a socket found, gone, or re-created at the same path. */
+export interface DiscoveryEvents {
+  added: [found: FoundSocket];
+  removed: [found: FoundSocket];
+  replaced: [found: FoundSocket];
+}
+
+export class Discovery extends EventEmitter<DiscoveryEvents> {
   private readonly known = new Map<string, FoundSocket>();
   /** socketIdentity() of each known socket, to tell a re-created socket from the old one. */
   private readonly identity = new Map<string, string>();
@@ -179,7 +186,8 @@ export class Discovery extends EventEmitter {
       } else if (id && this.identity.get(f.path) !== id) {
         const before = this.identity.get(f.path);
         this.identity.set(f.path, id);
-        if (before) this.emit('replaced', this.known.get(f.path));
+        const known = this.known.get(f.path);
+        if (before && known) this.emit('replaced', known);
       }
     }
   }

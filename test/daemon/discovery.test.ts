@@ -9,7 +9,6 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { Discovery, socketIdentity, watchDirOf } from '../../agent/daemon/discovery';
 import type { Logger } from '../../agent/core/logger';
-import type { FoundSocket } from '../../agent/core/socket-globs';
 import { tempDir } from '../helpers/tmp';
 
 const quiet: Logger = { error() {}, warn() {}, info() {}, debug() {}, child: () => quiet };
@@ -34,7 +33,7 @@ async function listen(path: string): Promise<net.Server> {
 
 function recorder(d: Discovery): Array<[string, string]> {
   const log: Array<[string, string]> = [];
-  for (const ev of ['added', 'removed', 'replaced']) d.on(ev, (s: FoundSocket) => log.push([ev, s.path]));
+  for (const ev of ['added', 'removed', 'replaced'] as const) d.on(ev, (s) => log.push([ev, s.path]));
   return log;
 }
 
