@@ -234,6 +234,7 @@ export class Daemon {
         has: (key) => this.supervisors.has(key),
         add: (key, readFacts) => void this.addVm(key, 'libvirt', readFacts),
         remove: (key) => this.removeVm(key),
+        refresh: (key) => this.supervisors.get(key)?.refresh() ?? Promise.resolve(),
       },
     });
     this.libvirt.start();
@@ -360,7 +361,7 @@ export class Daemon {
       prev.guard.enabled === next.guard.enabled;
     if (!sameDiscovery) {
       this.discovery?.stop();
-      this.libvirt?.stop();
+      await this.libvirt?.stop();
       await Promise.all([...this.supervisors.keys()].map((socket) => this.removeVm(socket)));
       this.startDiscovery();
       await this.discovery?.rescan();
@@ -404,7 +405,7 @@ export class Daemon {
     void this.verifyTask?.destroy();
     this.verifyTask = null;
     this.discovery?.stop();
-    this.libvirt?.stop();
+    await this.libvirt?.stop();
     await Promise.all(
       [...this.supervisors.values()].map(async (supervisor) => {
         await supervisor.stop();

@@ -23,6 +23,7 @@
  */
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { AgentError } from '../core/errors';
+import { normalizeUuid } from '../core/uuid';
 import { estimatePcLayout, type PcLayoutEstimate } from '../facts/guest-layout';
 import { parseMachineType } from '../facts/qemu-version';
 import { isObject } from '../core/checks';
@@ -42,6 +43,8 @@ export class DomainXmlError extends AgentError {
 
 export interface DomainFacts {
   name: string;
+  /** <uuid>, lower case; null when absent or not a UUID (libvirt always writes one). */
+  uuid: string | null;
   /** <domain type=…> as written: 'kvm', 'qemu', … */
   domainType: string;
   /** QEMU's accelerator: 'kvm', 'tcg' (type='qemu'), else the domain type. */
@@ -238,6 +241,7 @@ export function parseDomainXml(xml: string, opts: DomainXmlOptions = {}): Domain
 
   const name = text(domain.name);
   if (!name) invalid('<name> is missing');
+  const uuid = normalizeUuid(text(domain.uuid));
   const domainType = attr(domain, 'type');
   if (!domainType) invalid(`${name}: <domain type=…> is missing`);
   const accelerator = accelOf(domainType);
@@ -361,6 +365,7 @@ export function parseDomainXml(xml: string, opts: DomainXmlOptions = {}): Domain
 
   return {
     name,
+    uuid,
     domainType,
     accelerator,
     machineType,
