@@ -246,6 +246,13 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    proxmox: z
+      .object({
+        /** The Proxmox cluster file system's root, read by `physbitsctl proxmox-hook`. */
+        configDir: z.string().min(1).default('/etc/pve'),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({
         level: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
