@@ -25,7 +25,9 @@ export type ReasonCode =
   | 'MIGRATION_PEER_LAYOUT'
   | 'PEER_UNREACHABLE'
   | 'MIGRATION_UNVERIFIED'
-  | 'GUARD_UNAVAILABLE';
+  | 'GUARD_UNAVAILABLE'
+  | 'DISCOVERY_FAILED'
+  | 'DESCRIPTORS_LOW';
 
 /** Code → default severity. A builder may lower it where docs/reasons.md says so. */
 export const REASON_SEVERITY: Readonly<Record<ReasonCode, Severity>> = {
@@ -51,6 +53,9 @@ export const REASON_SEVERITY: Readonly<Record<ReasonCode, Severity>> = {
   MIGRATION_UNVERIFIED: 'critical',
   // While a held VM's guarded socket cannot be served (guardUnavailable below).
   GUARD_UNAVAILABLE: 'critical',
+  // The daemon's own conditions (agent/daemon/daemon-health.ts), alerted with an empty vm label.
+  DISCOVERY_FAILED: 'warning',
+  DESCRIPTORS_LOW: 'warning',
 };
 
 export const REASON_CODES: readonly ReasonCode[] = Object.freeze(Object.keys(REASON_SEVERITY) as ReasonCode[]);

@@ -59,6 +59,14 @@ export function applyArrival(
   };
 }
 
+/** The guest's facts as the status document shows them: without the PCI rule's list of this QEMU's PCI types. */
+function documentFacts(guest: GuestFacts): GuestFacts {
+  if (guest.pciDeviceTypes === undefined) return guest;
+  const shown = { ...guest };
+  delete shown.pciDeviceTypes;
+  return shown;
+}
+
 export function judgeVm(input: VmJudgement): VmStatus {
   const { socket, host, peers, policy } = input;
   const arrived = applyArrival(input.guest, input.arrival);
@@ -78,7 +86,7 @@ export function judgeVm(input: VmJudgement): VmStatus {
     name: guest.name || nameFromSocket(socket),
     mode: input.mode,
     accelerator: guest.accelerator,
-    guest,
+    guest: documentFacts(guest),
     verdict,
     checkedAt: input.checkedAt,
   };
