@@ -4,7 +4,7 @@
  * the host) beside its `vm` name and is dropped by removeVm(id), and the label values that clients
  * or errors choose (command, code) are bounded per VM.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AlertMetrics } from '../alerts/alert-service';
@@ -14,8 +14,11 @@ import type { DropReason } from '../alerts/spool';
 import type { GuestFacts, HostFacts, Verdict } from '../core/types';
 import { registerVmSeries, VM_LABELS, type Labels, type VmLabel, type VmRef, type VmState } from './vm-series';
 
-export { SEVERITY_VALUE, type VmRef } from './vm-series';
+export type { VmRef } from './vm-series';
 import type { LogStreamHealth } from '../core/log-stream';
+import { splitHostPort } from '../core/host-port';
+import type { Logger } from '../core/logger';
+import { ConnectionLimits, sourcePrefix } from './connection-limits';
 
 /** Distinct `command` / `code` values kept per VM; further ones are counted as "other". */
 export const MAX_LABEL_VALUES_PER_VM = 32;
@@ -177,6 +180,7 @@ export class Metrics implements AlertMetrics {
         reasons: [],
         physBits: null,
         accelerator: null,
+        uuid: null,
         highestAddress: null,
         up: null,
         refused: new Map(),
@@ -204,7 +208,7 @@ export class Metrics implements AlertMetrics {
   /** A successful read of the VM: its width, accelerator and layout, and its verdict. */
   setVm(
     ref: VmRef,
-    guest: Pick<GuestFacts, 'physBits'> & Partial<Pick<GuestFacts, 'accelerator' | 'layout'>>,
+    guest: Pick<GuestFacts, 'physBits'> & Partial<Pick<GuestFacts, 'accelerator' | 'layout' | 'uuid'>>,
     verdict: Pick<Verdict, 'relation' | 'severity'> & Partial<Pick<Verdict, 'reasons'>>,
   ): void {
     const s = this.vm(ref);
@@ -215,6 +219,7 @@ export class Metrics implements AlertMetrics {
       .map((r) => ({ code: r.code.slice(0, 128), severity: r.severity }));
     s.physBits = guest.physBits;
     s.accelerator = guest.accelerator ?? null;
+    s.uuid = guest.uuid ?? null;
     s.highestAddress = guest.layout?.highestAddress ?? null;
     s.up = true;
   }
@@ -302,10 +307,9 @@ function bounded(seen: Map<string, number>, value: string): string {
 
 /** 'host:port' / '[v6]:port' → parts. */
 export function parseListen(listen: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(listen);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new RangeError(`metrics.listen: expected host:port, got ${JSON.stringify(listen)}`);
-  return { host: m[1] ?? m[2], port };
+  const split = splitHostPort(listen);
+  if (!split) throw new RangeError(`metrics.listen: expected host:port, got ${JSON.stringify(listen)}`);
+  return split;
 }
 
 export interface MetricsServer {
@@ -314,10 +318,50 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
+/** Bounds on the connections to /metrics (metrics.* in the config); none by default in tests that leave them out. */
+export interface MetricsListenLimits {
+  maxConnections: number;
+  maxConnectionsPerAddress: number;
+  /** The daemon's descriptor budget (agent/core/fd-budget.ts). */
+  admit?: () => (() => void) | null;
+  logger: Logger;
+}
+
+/** A connection must complete its first request's headers within this, and an idle one is closed after METRICS_IDLE_MS. */
+export const METRICS_FIRST_REQUEST_MS = 2000;
+export const METRICS_IDLE_MS = 1000;
+
 /** Serves GET /metrics (HEAD too); 404 elsewhere, 405 for other methods. Port 0 picks a free port. */
-export async function startMetricsServer(metrics: Metrics, listen = '127.0.0.1:9741'): Promise<MetricsServer> {
+export async function startMetricsServer(
+  metrics: Metrics,
+  listen = '127.0.0.1:9741',
+  limits?: MetricsListenLimits,
+): Promise<MetricsServer> {
   const { host, port } = parseListen(listen);
-  const server: Server = createServer((req, res) => {
+  // A scrape is one short request: a second to the next one, a few seconds for headers and body
+  // (checked every 500 ms), then the connection is closed.
+  const server: Server = createServer({
+    headersTimeout: METRICS_FIRST_REQUEST_MS,
+    requestTimeout: 5000,
+    connectionsCheckingInterval: 500,
+    keepAliveTimeout: METRICS_IDLE_MS,
+  });
+  const guard = limits
+    ? new ConnectionLimits(server, {
+        label: 'metrics',
+        maxConnections: limits.maxConnections,
+        maxPerSource: limits.maxConnectionsPerAddress,
+        firstRequestMs: METRICS_FIRST_REQUEST_MS,
+        sourceOf: (socket) => sourcePrefix(socket.remoteAddress),
+        admit: limits.admit,
+        logger: limits.logger,
+      })
+    : null;
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    // A connection is kept from being displaced only while a scrape is being answered.
+    guard?.started(req.socket);
+    guard?.trust(req.socket);
+    res.once('finish', () => guard?.untrust(req.socket));
     const path = (req.url ?? '/').split('?')[0];
     if (path !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found\n');
@@ -339,8 +383,6 @@ export async function startMetricsServer(metrics: Metrics, listen = '127.0.0.1:9
       },
     );
   });
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 30_000;
   server.maxHeadersCount = 64;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

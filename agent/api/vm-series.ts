@@ -6,9 +6,9 @@
  * `pool`.
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { severityRank } from '../core/severity';
 import type { Reason, Relation, Severity } from '../core/types';
 
-export const SEVERITY_VALUE: Record<Severity, number> = { ok: 0, info: 1, warning: 2, critical: 3 };
 const RELATIONS: Relation[] = ['equal', 'narrower', 'wider'];
 const SEVERITIES: Severity[] = ['ok', 'info', 'warning', 'critical'];
 
@@ -29,6 +29,8 @@ export interface VmState {
   reasons: Array<Pick<Reason, 'code' | 'severity'>>;
   physBits: number | null;
   accelerator: string | null;
+  /** The guest's UUID (query-uuid), the `uuid` label of physbits_guest_phys_bits; null when unknown. */
+  uuid: string | null;
   highestAddress: number | null;
   up: boolean | null;
   /** Counts by (bounded) label value. */
@@ -76,7 +78,7 @@ export function registerVmSeries(
     registers: r,
     collect() {
       this.reset();
-      for (const [id, s] of vms) if (s.severity) this.set(labelsOf(id, s), SEVERITY_VALUE[s.severity]);
+      for (const [id, s] of vms) if (s.severity) this.set(labelsOf(id, s), severityRank(s.severity));
     },
   });
   new Gauge({

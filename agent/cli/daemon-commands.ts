@@ -77,7 +77,7 @@ function prometheusSource(command: string, url: string | undefined, configPath: 
 
 /** The fleet view's input from Prometheus alone, no daemon: every host and guest it knows. */
 async function prometheusFleetInput(source: { url: string; config: Config }) {
-  const { prometheusClient, readPrometheusFleet } = await import('../api/prometheus-fleet');
+  const { prometheusClient, readPrometheusFleet } = await import('../peers/prometheus-fleet');
   const client = await prometheusClient(source.config.fleet, source.url);
   const { peers, source: from } = await readPrometheusFleet(client, source.config.fleet);
   return {

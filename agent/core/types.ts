@@ -139,6 +139,12 @@ export interface GuestLayout {
   pciBars?: PciBarFact[];
   /** Every PCI bridge (root ports included) with the windows it forwards, from `query-pci`. */
   pciBridges?: PciBridgeFact[];
+  /**
+   * The host bridge's x-pci-hole64-fix (off on machine types 2.10 and older, pc_compat_2_10): with it
+   * off and no BAR above 4 GiB QEMU reports the 64-bit hole as 0/0 and offers the guest none.
+   * Absent or null when not read.
+   */
+  pciHole64Fix?: boolean | null;
 }
 
 /** A guest-physical range [start, end): end is exclusive. */
@@ -238,6 +244,18 @@ export interface GuestFacts {
   incoming?: GuestIncoming;
   /** A host-phys-bits=on guest that arrived by migration and has not been reset since. */
   migratedIn?: GuestMigratedIn;
+  /** `qom-get /machine type`, e.g. "pc-q35-7.2-machine"; absent or null when not read. */
+  machineType?: string | null;
+  /**
+   * The PCI device types this QEMU has (`qom-list-types implements=pci-device`), lower case; absent
+   * or null when not read. The PCI rule asks it about drivers its BAR table does not list.
+   */
+  pciDeviceTypes?: string[] | null;
+  /**
+   * The guest's UUID (QMP query-uuid: QEMU's -uuid, libvirt's <uuid>) in lower case; absent when QEMU
+   * did not answer or has none (all zeros). Peers find a migrating guest by it (agent/peers/source-width.ts).
+   */
+  uuid?: string;
 }
 
 export interface Policy {
@@ -247,11 +265,45 @@ export interface Policy {
   narrowerSeverity: 'ok' | 'info';
 }
 
-/** What is known of a migration peer when a verdict is computed. */
+/** Where a fleet or advice document read from Prometheus came from: the server, the evaluation time, the queries. */
+export interface PrometheusSource {
+  url: string;
+  /** The instant every query was evaluated at (ISO 8601) and the same in Unix seconds. */
+  time: string;
+  unixTime: number;
+  queries: Record<string, string>;
+}
+
+/**
+ * Where a peer's width came from: 'static' the config's physBits, 'live' its agent's answer,
+ * 'fallback' the config's physBits after its agent did not answer, 'prometheus' a host known only
+ * from fleet.prometheus, 'none' nothing knows it.
+ */
+export type PeerSource = 'static' | 'live' | 'fallback' | 'prometheus' | 'none';
+
+/**
+ * What is known of another host (agent/peers/ builds it; verdicts, the guard, check-migration and the
+ * fleet view read it). `physBits` is already the merge of every source asked: the lower width wins.
+ */
 export interface PeerFacts {
   name: string;
+  /** The width to compare with; null when no source knows it. */
   physBits: number | null;
+  /** Static peers: true (nothing to reach). Live peers and Prometheus hosts: whether they answered, fresh. */
   reachable: boolean;
+  source?: PeerSource;
+  /** Why a live peer or Prometheus host could not be had (a PEER_* or PROM_* code). */
+  error?: { code: string; message: string };
+  /** Why the width is unknown, for a refusal's message. */
+  why?: string;
+  /** The host's `pool` label in Prometheus (fleet.pool). */
+  pool?: string;
+  /** A live agent's host document (GET /v1/host). */
+  host?: Record<string, unknown>;
+  /** Its guests: a live agent's status document, or one built from Prometheus's series; null when not had. */
+  status?: StatusDocument | null;
+  /** What Prometheus said of the host: its width when up and fresh, null when not; absent when not asked or not listed. */
+  prometheus?: { physBits: number | null; reachable: boolean; error?: string };
 }
 
 export interface Reason {

@@ -1,15 +1,21 @@
 /**
- * The daemon's side of alerting: VM statuses → the alert service's conditions, guard refusals,
- * migrations the guard did not see, and alert changes onto the event stream.
+ * The daemon's side of alerting, bookkeeping only: VM statuses → the alert service's conditions,
+ * guard refusals, migrations the guard did not see (judged in judge/unseen-migration.ts), and alert
+ * changes onto the event stream.
  */
-import { AlertService, type AlertEvent, type AlertMetrics } from '../alerts/alert-service';
+import { AlertService, type AlertMetrics } from '../alerts/alert-service';
+import type { AlertVm } from '../alerts/alert-model';
 import type { Config } from '../core/config';
 import type { Logger } from '../core/logger';
 import type { Timers } from '../core/timers';
 import type { HostFacts, PeerFacts, Reason, VmStatus } from '../core/types';
 import { vmId } from '../core/vm-name';
+import { judgeUnseenMigration, migrationPhase } from '../judge/unseen-migration';
 import type { EventBus } from './event-bus';
 import type { VmSupervisor } from './vm-supervisor';
+
+/** The `vm` label of the daemon's own alerts (no VM's name is empty). */
+export const HOST_VM = '';
 
 /** A `migrate` the guard let through counts as seen for this long. */
 const SEEN_MIGRATION_MS = 60_000;
@@ -36,7 +42,7 @@ export class DaemonAlerts {
   private configJson = '';
   private readonly approved = new Map<string, number>();
   /** By VM id: the VM's name and its last reasons (given again to a new service after a reload). */
-  private readonly lastReasons = new Map<string, { vm: { id: string; name: string }; reasons: readonly Reason[] }>();
+  private readonly lastReasons = new Map<string, { vm: AlertVm; reasons: readonly Reason[] }>();
 
   constructor(private readonly deps: DaemonAlertsDeps) {}
 
@@ -50,7 +56,7 @@ export class DaemonAlerts {
       logger: this.deps.logger.child({ component: 'alerts' }),
       metrics: this.deps.metrics,
     });
-    service.on('alert', (ev: AlertEvent) => {
+    service.on('alert', (ev) => {
       this.deps.events.publish({
         type: 'alert',
         vm: ev.labels.vm,
@@ -97,6 +103,12 @@ export class DaemonAlerts {
     this.service?.setVmReasons(vm, reasons);
   }
 
+  /** The daemon's own conditions (agent/daemon/daemon-health.ts): an alert each, with an empty vm label. */
+  setHostReasons(reasons: readonly Reason[]): void {
+    this.lastReasons.set(HOST_VM, { vm: HOST_VM, reasons });
+    this.service?.setVmReasons(HOST_VM, reasons);
+  }
+
   /** The VM with this id is gone: its condition alerts resolve. */
   dropVm(id: string): void {
     this.lastReasons.delete(id);
@@ -114,29 +126,27 @@ export class DaemonAlerts {
 
   /**
    * A MIGRATION event: when the guard did not see the `migrate` (it came through another monitor),
-   * the target cannot be checked. If any configured peer is narrower than the guest, that is
-   * critical (and cancelled when guard.cancelUnsafe is on); otherwise a warning.
+   * judge/unseen-migration.ts decides the MIGRATION_UNVERIFIED reason and whether to cancel; here it
+   * is kept on the VM until the migration ends, published, and the cancel sent.
    */
   onMigrationEvent(vm: MigratingVm, data: { status?: string } | undefined): void {
-    const status = data?.status;
-    const name = vm.name;
+    const status = data?.status ?? '';
+    const phase = migrationPhase(status);
     const unverified = vm.extraReasons().some((r) => r.code === 'MIGRATION_UNVERIFIED');
-    if (status === 'completed' || status === 'failed' || status === 'cancelled') {
+    if (phase === 'ended') {
       if (unverified) vm.setExtraReasons(vm.extraReasons().filter((r) => r.code !== 'MIGRATION_UNVERIFIED'));
       return;
     }
-    if (status !== 'setup' && status !== 'active') return;
+    if (phase !== 'started' || unverified) return;
     const seen = this.approved.get(vm.socket);
     if (seen !== undefined && this.deps.timers.now() - seen < SEEN_MIGRATION_MS) return;
-    if (unverified) return;
-    const guest = vm.facts();
-    const narrower = guest ? this.deps.peers().filter((p) => p.physBits !== null && p.physBits < guest.physBits) : [];
-    const critical = narrower.length > 0 || !guest;
-    const cancel = critical && this.deps.config().guard.cancelUnsafe;
-    const message = critical
-      ? `a migration of ${name} started that physbits did not see (not through the guarded socket); ${guest ? `peers ${narrower.map((p) => `${p.name} (${p.physBits} bits)`).join(', ')} are narrower than its ${guest.physBits} bits` : 'its width is unknown'}, so the target may not back it${cancel ? '; physbits cancelled it' : ''}`
-      : `a migration of ${name} started that physbits did not see (not through the guarded socket); every configured peer is wide enough`;
-    const reason: Reason = { code: 'MIGRATION_UNVERIFIED', severity: critical ? 'critical' : 'warning', message };
+    const name = vm.name;
+    const { reason, cancel } = judgeUnseenMigration({
+      vm: name,
+      guestBits: vm.facts()?.physBits ?? null,
+      peers: this.deps.peers(),
+      cancelUnsafe: this.deps.config().guard.cancelUnsafe,
+    });
     this.deps.logger.warn('unverified migration', { vm: name, severity: reason.severity });
     this.deps.events.publish({
       type: 'migration',
@@ -144,7 +154,7 @@ export class DaemonAlerts {
       status,
       verified: false,
       severity: reason.severity,
-      message,
+      message: reason.message,
     });
     vm.setExtraReasons([...vm.extraReasons(), reason]);
     if (cancel) {

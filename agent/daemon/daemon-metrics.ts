@@ -1,5 +1,5 @@
 /** The daemon's side of the metrics: VM statuses → series, and the /metrics listener. */
-import { Metrics, startMetricsServer, type MetricsServer, type VmRef } from '../api/metrics';
+import { Metrics, startMetricsServer, type MetricsListenLimits, type MetricsServer, type VmRef } from '../api/metrics';
 import type { HostFacts, VmStatus } from '../core/types';
 import type { LogStreamHealth } from '../core/log-stream';
 import { buildInfo, type BuildInfo } from '../core/version';
@@ -29,8 +29,8 @@ export class DaemonMetrics {
     this.metrics = new Metrics({ ...buildInfoLabels(), logHealth });
   }
 
-  async listen(listen: string): Promise<string> {
-    this.server = await startMetricsServer(this.metrics, listen);
+  async listen(listen: string, limits?: MetricsListenLimits): Promise<string> {
+    this.server = await startMetricsServer(this.metrics, listen, limits);
     return joinHostPort(this.server.address, this.server.port);
   }
 

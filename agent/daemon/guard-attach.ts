@@ -17,7 +17,7 @@ import type { Logger } from '../core/logger';
 import type { HostFacts } from '../core/types';
 import { classifyCommand, createGuardInterceptor, type GuardAction, type RefusalEvent } from '../guard/guard-decision';
 import type { PeerLookup } from '../guard/migration-rule';
-import type { IncomingNotice } from '../api/incoming-notice';
+import type { IncomingNotice } from '../peers/incoming-notice';
 import { qemuRootOf } from '../facts/qemu-process';
 import { readDefaultHugePageSize, type ResolveOptions } from '../facts/memory-placement';
 import type { Attachment, VmSupervisor } from './vm-supervisor';

@@ -5,16 +5,16 @@
 import { readFile } from 'node:fs/promises';
 
 import { peersWithCaFiles, type Config } from '../core/config';
-import { collectPeers, type FleetPeerInput } from '../judge/fleet';
-import { PeerResolver, type PeerFactsResult } from '../guard/peer-resolver';
-import { CachedHosts, FleetPeers, type FleetPeerFacts, type HostsSource } from '../guard/fleet-peers';
-import type { PeerRef } from '../guard/migration-rule';
-import { prometheusClient, readPrometheusHosts } from '../api/prometheus-fleet';
-import { PeerError, postPeerJson, type PeerTarget } from '../api/peer-client';
-import { MAX_NOTICE_BYTES, type IncomingNotice } from '../api/incoming-notice';
 import type { Logger } from '../core/logger';
 import type { Timers } from '../core/timers';
 import type { PeerFacts } from '../core/types';
+import { CachedHosts, FleetPeers, type HostsSource, type PeerRef } from '../peers/fleet-peers';
+import { MAX_NOTICE_BYTES, type IncomingNotice } from '../peers/incoming-notice';
+import { isLivePeer } from '../peers/peer';
+import { PeerError, postPeerJson } from '../peers/peer-client';
+import { PeerResolver } from '../peers/peer-resolver';
+import { collectPeers } from '../peers/peer-status';
+import { prometheusClient, readPrometheusHosts } from '../peers/prometheus-fleet';
 
 const PEER_TIMEOUT_MS = 3000;
 
@@ -49,6 +49,7 @@ export class LivePeers {
           },
           clock: () => Date.now(),
           cacheSeconds: fleet.cacheSeconds,
+          failureCacheSeconds: this.config().guard.peerFailureCacheSeconds,
         })
       : null;
     return this.prometheus;
@@ -62,6 +63,7 @@ export class LivePeers {
       readFile: (p) => readFile(p, 'utf8'),
       clock: () => this.timers.now(),
       cacheSeconds: cfg.guard.peerCacheSeconds,
+      failureCacheSeconds: cfg.guard.peerFailureCacheSeconds,
       timeoutMs: PEER_TIMEOUT_MS,
     });
   }
@@ -82,7 +84,7 @@ export class LivePeers {
   }
 
   /** The lower of the config's (or live agent's) width and Prometheus's, each when known. */
-  factsOf(peer: PeerRef): Promise<FleetPeerFacts> {
+  factsOf(peer: PeerRef): Promise<PeerFacts> {
     return this.fleetPeers.facts(peer);
   }
 
@@ -107,7 +109,7 @@ export class LivePeers {
               physBits: null,
               reachable: false,
               error: { code: 'PEER_UNREACHABLE', message: String(err) },
-            }) as PeerFactsResult,
+            }) as PeerFacts,
         ),
       ),
     );
@@ -129,11 +131,10 @@ export class LivePeers {
    */
   async notifyIncoming(peerName: string, notice: IncomingNotice): Promise<string | null> {
     const peer = this.config().peers.find((p) => p.name === peerName);
-    if (!peer || typeof (peer as { url?: unknown }).url !== 'string')
-      return `peer ${peerName} has no agent url to tell`;
+    if (!peer || !isLivePeer(peer)) return `peer ${peerName} has no agent url to tell`;
     try {
       // Node's http/https client (nodePeerFetch): an https peer is verified against its caFile.
-      await postPeerJson(peer as PeerTarget, 'v1/incoming', notice, {
+      await postPeerJson(peer, 'v1/incoming', notice, {
         timeoutMs: PEER_TIMEOUT_MS,
         maxBytes: MAX_NOTICE_BYTES,
         readFile: (p) => readFile(p, 'utf8'),
@@ -145,7 +146,7 @@ export class LivePeers {
   }
 
   /** Every peer's status document (live peers asked now), for the fleet view. */
-  statuses(): Promise<FleetPeerInput[]> {
+  statuses(): Promise<PeerFacts[]> {
     return collectPeers(peersWithCaFiles(this.config()), { timeoutMs: PEER_TIMEOUT_MS });
   }
 }

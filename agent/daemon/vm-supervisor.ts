@@ -15,8 +15,9 @@ import type { GuestFacts, HostFacts, PeerFacts, Reason, VmStatus } from '../core
 import { nameFromSocket, vmId } from '../core/vm-name';
 import { visitVm } from '../facts/vm-visit';
 import { FactsGate } from '../guard/facts-gate';
+import { guardUnavailable } from '../judge/reasons';
 import { judgeVm, type Arrival } from '../judge/vm-status';
-import type { IncomingNotice } from '../api/incoming-notice';
+import type { IncomingNotice } from '../peers/incoming-notice';
 import type { IncomingVm } from './incoming-notices';
 import { FactPoller } from './fact-poller';
 import type { FactReport, FactSource } from './fact-source';
@@ -51,7 +52,13 @@ export interface SupervisorOptions {
   claimNotice?: (vm: IncomingVm) => IncomingNotice | null;
 }
 
-export class VmSupervisor extends EventEmitter {
+/** VmSupervisor's events: its status changed (now, before), and each QMP event of its held connection. */
+export interface VmSupervisorEvents {
+  status: [now: VmStatus, prev: VmStatus];
+  'qmp-event': [ev: { event: string; data?: unknown }];
+}
+
+export class VmSupervisor extends EventEmitter<VmSupervisorEvents> {
   readonly socket: string;
   /** The VM's identity on this host (agent/core/vm-name.ts). */
   readonly id: string;
@@ -242,14 +249,7 @@ export class VmSupervisor extends EventEmitter {
 
   private setGuardReason(error: string | null): void {
     if (error === null && this.guardReason === null) return;
-    this.guardReason =
-      error === null
-        ? null
-        : {
-            code: 'GUARD_UNAVAILABLE',
-            severity: 'critical',
-            message: `No guarded socket for this VM (${error}); physbits released QEMU's socket, so nothing guards it until the cause is fixed.`,
-          };
+    this.guardReason = error === null ? null : guardUnavailable(error);
     this.rejudge();
   }
 

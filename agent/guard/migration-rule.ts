@@ -3,9 +3,8 @@
  * one known (or unknown) peer, shared by the guard, `physbitsctl check-migration` and
  * POST /v1/check-migration; `decideMigration` applies it to every destination a `migrate` names.
  */
-import type { GuestFacts, HostFacts, Policy } from '../core/types';
+import type { GuestFacts, HostFacts, PeerFacts, Policy } from '../core/types';
 import { describeTarget, type MigrationTarget } from './migration-target';
-import type { PeerFactsResult } from './peer-resolver';
 import { hex } from '../core/format';
 import { quote, REFUSED } from './refusal';
 
@@ -90,14 +89,12 @@ export function checkMigration(input: MigrationInput): MigrationCheck {
 }
 
 /** A peer as the guard names it: a configured one, or a host known from Prometheus. */
-export interface PeerRef {
-  name: string;
-}
+export type PeerRef = Pick<PeerFacts, 'name'>;
 
-/** What the guard needs of the peer list (PeerResolver has it; agent/guard/fleet-peers.ts adds Prometheus). */
+/** What the guard needs of the peer list (agent/peers/ answers it: the config, live agents and Prometheus). */
 export interface PeerLookup {
   findByAddress(host: string): PeerRef | null | Promise<PeerRef | null>;
-  facts(peer: PeerRef): Promise<Pick<PeerFactsResult, 'name' | 'physBits' | 'reachable'> & { why?: string }>;
+  facts(peer: PeerRef): Promise<Pick<PeerFacts, 'name' | 'physBits' | 'reachable' | 'why'>>;
 }
 
 /** Every destination of one `migrate`: the first refusal wins; allowed when all are. */

@@ -12,8 +12,8 @@
 import { AgentError } from '../core/errors';
 import { EXIT, exitCodeFor, worstState, type State } from '../core/exit-codes';
 import { formatBytes } from '../core/format';
-import { fleetHosts, fleetVms, isBound, type FleetHost, type FleetInput, type PrometheusSource } from './fleet';
-import type { GuestFacts, GuestLayout, VmErrorInfo, VmStatus } from '../core/types';
+import { fleetHosts, fleetVms, isBound, type FleetHost, type FleetInput } from './fleet';
+import type { GuestFacts, GuestLayout, PrometheusSource, VmErrorInfo, VmStatus } from '../core/types';
 
 /** An advice request that cannot be answered. `exitCode` is what the CLI exits with. */
 export class AdviceError extends AgentError {

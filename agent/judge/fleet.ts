@@ -1,34 +1,17 @@
 /**
- * The fleet view: every guest of this host and of its live peers, against every host's width.
- * `buildFleet` is pure; `fetchPeerStatus` and `collectPeers` are the network edge that feeds it.
+ * The fleet view: every guest of this host and of its peers, against every host's width. Pure: the
+ * peers come in as agent/peers/ found them (config, live agents, Prometheus), each with its merged width.
  */
-import { readFile as fsReadFile } from 'node:fs/promises';
-import type { PeerConfig } from '../core/config';
 import { exitCodeFor, worstState, type State } from '../core/exit-codes';
-import { mapLimit } from '../core/async-limits';
 import { formatBytes } from '../core/format';
-import { getPeerJson, PeerError, peerUrl, type PeerFetch, type PeerTarget } from '../api/peer-client';
-import type { Policy, StatusDocument, VmErrorInfo, VmStatus } from '../core/types';
-
-/** A peer as the fleet view sees it: static (width only) or live (its status document when reached). */
-export interface FleetPeerInput {
-  name: string;
-  /** Static width, or the static fallback of a live peer (the last width Prometheus saw); null when unknown. */
-  physBits: number | null;
-  reachable: boolean;
-  status?: StatusDocument | null;
-  error?: string;
-  /** Where the host is known from, when it is not the config: 'prometheus' (agent/judge/fleet-prometheus.ts). */
-  source?: 'prometheus';
-  /** The host's `pool` label (fleet.pool); hosts of one pool are each other's migration targets. */
-  pool?: string;
-}
+import type { PeerFacts, Policy, PrometheusSource, StatusDocument, VmErrorInfo, VmStatus } from '../core/types';
 
 export interface FleetInput {
   /** This host's status; absent when the whole fleet comes from Prometheus. */
   local?: StatusDocument;
   localName?: string;
-  peers: FleetPeerInput[];
+  /** Every other host, its width already merged (the lower wins) and, when had, its guests. */
+  peers: PeerFacts[];
   policy: Pick<Policy, 'accelerators'>;
   /** Above this many cells (hosts × guests) the matrix is given by width only (fleet.maxMatrixCells). */
   maxMatrixCells?: number;
@@ -90,15 +73,6 @@ export interface FleetGuest {
   error?: VmErrorInfo;
 }
 
-/** Where a fleet or advice document read from Prometheus came from: the server, the evaluation time, the queries. */
-export interface PrometheusSource {
-  url: string;
-  /** The instant every query was evaluated at (ISO 8601) and the same in Unix seconds. */
-  time: string;
-  unixTime: number;
-  queries: Record<string, string>;
-}
-
 export interface FleetDocument {
   hosts: FleetHost[];
   /** How many hosts have each width (widthKey), reachable or not. */
@@ -115,17 +89,14 @@ export function fleetHosts(input: Pick<FleetInput, 'local' | 'localName' | 'peer
     ? [{ name: input.localName ?? 'localhost', physBits: input.local.host.physBits, reachable: true, source: 'local' }]
     : [];
   for (const p of input.peers) {
-    const live = p.reachable && p.status ? p.status.host.physBits : null;
-    // A live width and a configured one: the lower wins (the peer cannot claim more than the config allows).
-    const known = [live, p.physBits].filter((b): b is number => b !== null && b !== undefined);
     const host: FleetHost = {
       name: p.name,
-      physBits: known.length ? Math.min(...known) : null,
+      physBits: p.physBits,
       reachable: p.reachable,
-      source: p.source ?? (live !== null ? 'live' : 'static'),
+      source: p.source === 'prometheus' ? 'prometheus' : p.reachable && p.status ? 'live' : 'static',
     };
     if (p.pool !== undefined) host.pool = p.pool;
-    if (p.error) host.error = p.error;
+    if (p.error) host.error = `${p.error.code}: ${p.error.message}`;
     hosts.push(host);
   }
   return hosts;
@@ -302,97 +273,4 @@ export function fleetExitCode(doc: Pick<FleetDocument, 'hosts' | 'guests'>): num
   const states: State[] = doc.guests.map((g) => g.state);
   if (doc.hosts.some((h) => !h.reachable)) states.push('unknown');
   return exitCodeFor(worstState(states));
-}
-
-// ---- the network edge -------------------------------------------------------------------------
-
-/** Why a live peer's status could not be had. Codes are listed in docs/fleet-and-advice.md. */
-export { PeerError };
-
-export interface FetchPeerOptions {
-  timeoutMs: number;
-  /** Largest response body accepted, default 16 MiB. */
-  maxBytes?: number;
-  readFile?: (path: string) => Promise<string>;
-  /** Default: node's http/https client, verifying https peers against their caFile. */
-  fetch?: PeerFetch;
-}
-
-const DEFAULT_MAX_BYTES = 16 * 1024 * 1024;
-const STATUS_PATH = 'v1/status';
-
-/** GET {url}/v1/status with the peer's bearer token; bounded in time and size; typed failures (agent/api/peer-client.ts). */
-export async function fetchPeerStatus(peer: PeerTarget, opts: FetchPeerOptions): Promise<StatusDocument> {
-  const doc = await getPeerJson(peer, STATUS_PATH, {
-    timeoutMs: opts.timeoutMs,
-    maxBytes: opts.maxBytes ?? DEFAULT_MAX_BYTES,
-    readFile: opts.readFile ?? ((p: string) => fsReadFile(p, 'utf8')),
-    fetch: opts.fetch,
-  });
-  return statusDocumentOf(doc, peerUrl(peer.url, STATUS_PATH));
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-/**
- * Checks the shape a peer's status document must have for the fleet view: a host width and a list
- * of VMs, each named, with guest facts (a width) or an error. Anything else is PEER_BAD_RESPONSE.
- */
-export function parseStatusDocument(text: string, where = 'peer'): StatusDocument {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw new PeerError('PEER_BAD_RESPONSE', `${where}: not JSON: ${(err as Error).message}`);
-  }
-  return statusDocumentOf(raw, where);
-}
-
-/** parseStatusDocument's check on an already parsed document. */
-function statusDocumentOf(raw: unknown, where = 'peer'): StatusDocument {
-  if (!isObject(raw) || !isObject(raw.host) || !Array.isArray(raw.vms)) {
-    throw new PeerError('PEER_BAD_RESPONSE', `${where}: not a status document (host and vms expected)`);
-  }
-  const bits = raw.host.physBits;
-  if (typeof bits !== 'number' || !Number.isInteger(bits) || bits < 1 || bits > 64) {
-    throw new PeerError('PEER_BAD_RESPONSE', `${where}: host.physBits is not a width`);
-  }
-  raw.vms.forEach((vm, i) => {
-    const ok =
-      isObject(vm) &&
-      typeof vm.name === 'string' &&
-      (isObject(vm.error) ||
-        (isObject(vm.guest) &&
-          typeof vm.guest.physBits === 'number' &&
-          (vm.guest.layout === null || vm.guest.layout === undefined || isObject(vm.guest.layout))));
-    if (!ok) throw new PeerError('PEER_BAD_RESPONSE', `${where}: vms[${i}] has neither guest facts nor an error`);
-  });
-  return raw as unknown as StatusDocument;
-}
-
-export interface CollectPeersOptions extends FetchPeerOptions {
-  /** Peers asked at once, default 8. */
-  concurrency?: number;
-}
-
-/** What is known of each configured peer: static ones as configured, live ones asked now. Never rejects. */
-export async function collectPeers(peers: PeerConfig[], opts: CollectPeersOptions): Promise<FleetPeerInput[]> {
-  return mapLimit(peers, opts.concurrency ?? 8, async (p): Promise<FleetPeerInput> => {
-    if (!('url' in p)) return { name: p.name, physBits: p.physBits, reachable: true };
-    try {
-      const status = await fetchPeerStatus({ url: p.url, tokenFile: p.tokenFile, caFile: p.caFile }, opts);
-      // The configured width, when there is one, is a ceiling: fleetHosts takes the lower of it and the live one.
-      return { name: p.name, physBits: p.physBits ?? status.host.physBits, reachable: true, status };
-    } catch (err) {
-      const code = (err as { code?: string }).code ?? 'PEER_UNREACHABLE';
-      return {
-        name: p.name,
-        physBits: p.physBits ?? null,
-        reachable: false,
-        error: `${code}: ${(err as Error).message}`,
-      };
-    }
-  });
 }

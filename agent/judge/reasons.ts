@@ -25,7 +25,9 @@ export type ReasonCode =
   | 'MIGRATION_PEER_LAYOUT'
   | 'PEER_UNREACHABLE'
   | 'MIGRATION_UNVERIFIED'
-  | 'GUARD_UNAVAILABLE';
+  | 'GUARD_UNAVAILABLE'
+  | 'DISCOVERY_FAILED'
+  | 'DESCRIPTORS_LOW';
 
 /** Code → default severity. A builder may lower it where docs/reasons.md says so. */
 export const REASON_SEVERITY: Readonly<Record<ReasonCode, Severity>> = {
@@ -46,30 +48,17 @@ export const REASON_SEVERITY: Readonly<Record<ReasonCode, Severity>> = {
   MIGRATION_PEER_NARROWER: 'warning',
   MIGRATION_PEER_LAYOUT: 'warning',
   PEER_UNREACHABLE: 'info',
-  // Raised by the daemon (agent/daemon/daemon-alerts.ts) on a MIGRATION event the guard did not see;
-  // critical when a configured peer is narrower than the guest, warning otherwise.
+  // On a MIGRATION event the guard did not see (judge/unseen-migration.ts); critical when a
+  // configured peer is narrower than the guest, warning otherwise.
   MIGRATION_UNVERIFIED: 'critical',
-  // Raised by the daemon (agent/daemon/vm-supervisor.ts) while a held VM's guarded socket cannot be served.
+  // While a held VM's guarded socket cannot be served (guardUnavailable below).
   GUARD_UNAVAILABLE: 'critical',
+  // The daemon's own conditions (agent/daemon/daemon-health.ts), alerted with an empty vm label.
+  DISCOVERY_FAILED: 'warning',
+  DESCRIPTORS_LOW: 'warning',
 };
 
 export const REASON_CODES: readonly ReasonCode[] = Object.freeze(Object.keys(REASON_SEVERITY) as ReasonCode[]);
-
-const RANK: Readonly<Record<Severity, number>> = { ok: 0, info: 1, warning: 2, critical: 3 };
-
-/** 0 ok, 1 info, 2 warning, 3 critical (the physbits_vm_severity metric's scale). */
-export function severityRank(s: Severity): number {
-  return RANK[s];
-}
-
-export function maxSeverity(a: Severity, b: Severity): Severity {
-  return RANK[b] > RANK[a] ? b : a;
-}
-
-/** Orders reasons most severe first; Array.prototype.sort is stable, so ties keep their order. */
-export function byDescendingSeverity(a: Reason, b: Reason): number {
-  return RANK[b.severity] - RANK[a.severity];
-}
 
 // ---- numbers in sentences -------------------------------------------------------------------
 
@@ -346,4 +335,41 @@ export function peerUnreachable(peer: string, fallbackBits: number | null): Reas
       ? `no physBits is configured for it, so migration to ${peer} cannot be checked until it answers`
       : `using its configured ${fallbackBits} bits`;
   return reason('PEER_UNREACHABLE', `peer ${peer} is unreachable; ${tail}`);
+}
+
+/** A peer as the unseen-migration message names it. */
+export interface NamedWidth {
+  name: string;
+  physBits: number;
+}
+
+/**
+ * Critical when `narrower` names peers or the guest's width is unknown (`guestBits` null), else a
+ * warning (every configured peer is wide enough); `cancelled` says the daemon sent migrate_cancel.
+ */
+export function migrationUnverified(
+  vm: string,
+  guestBits: number | null,
+  narrower: readonly NamedWidth[],
+  cancelled: boolean,
+): Reason {
+  const unseen = `a migration of ${vm} started that physbits did not see (not through the guarded socket)`;
+  if (guestBits !== null && narrower.length === 0)
+    return reason('MIGRATION_UNVERIFIED', `${unseen}; every configured peer is wide enough`, 'warning');
+  const why =
+    guestBits === null
+      ? 'its width is unknown'
+      : `peers ${narrower.map((p) => `${p.name} (${p.physBits} bits)`).join(', ')} are narrower than its ${guestBits} bits`;
+  return reason(
+    'MIGRATION_UNVERIFIED',
+    `${unseen}; ${why}, so the target may not back it${cancelled ? '; physbits cancelled it' : ''}`,
+  );
+}
+
+/** `error` says why the guarded socket could not be served (agent/daemon/guard-attach.ts). */
+export function guardUnavailable(error: string): Reason {
+  return reason(
+    'GUARD_UNAVAILABLE',
+    `No guarded socket for this VM (${error}); physbits released QEMU's socket, so nothing guards it until the cause is fixed.`,
+  );
 }

@@ -180,13 +180,17 @@ test('fleet identity: host_info and the host label on the series a fleet query j
     { physBits: 46, accelerator: 'kvm', layout: { highestAddress: 53687091200 } as never },
     { relation: 'equal', severity: 'ok' },
   );
-  m.setVm(v('ci1'), { physBits: 40, accelerator: 'tcg', layout: null }, { relation: 'narrower', severity: 'ok' });
+  m.setVm(
+    v('ci1'),
+    { physBits: 40, accelerator: 'tcg', layout: null, uuid: '6f1c3a52-9b0e-4c55-8a44-1e0f7b2d9c01' },
+    { relation: 'narrower', severity: 'ok' },
+  );
   let text = await m.text();
   t.deepEqual(series(text, 'physbits_host_info'), ['physbits_host_info{host="hv1",pool="east"} 1']);
   t.deepEqual(series(text, 'physbits_host_phys_bits'), ['physbits_host_phys_bits{host="hv1",pool="east"} 46']);
   t.deepEqual(series(text, 'physbits_guest_phys_bits'), [
     'physbits_guest_phys_bits{vm="web1",id="id-web1",host="hv1",pool="east",accelerator="kvm"} 46',
-    'physbits_guest_phys_bits{vm="ci1",id="id-ci1",host="hv1",pool="east",accelerator="tcg"} 40',
+    'physbits_guest_phys_bits{vm="ci1",id="id-ci1",host="hv1",pool="east",accelerator="tcg",uuid="6f1c3a52-9b0e-4c55-8a44-1e0f7b2d9c01"} 40',
   ]);
   t.deepEqual(series(text, 'physbits_guest_highest_address_bytes'), [
     'physbits_guest_highest_address_bytes{vm="web1",id="id-web1",host="hv1",pool="east"} 53687091200',

@@ -10,9 +10,9 @@ import { printable, printableLines } from '../../agent/core/printable';
 import { renderAdvice, renderFleet } from '../../agent/cli/render-fleet';
 import { runCli } from '../../agent/cli/run-cli';
 import { terminalText, type CliIo } from '../../agent/cli/cli-io';
-import { buildFleet, type FleetPeerInput } from '../../agent/judge/fleet';
+import { buildFleet } from '../../agent/judge/fleet';
 import { advise } from '../../agent/judge/advise';
-import type { StatusDocument, VmStatus } from '../../agent/core/types';
+import type { PeerFacts, StatusDocument, VmStatus } from '../../agent/core/types';
 import { guestFacts, hostFacts } from '../helpers/facts';
 import { ctl } from '../helpers/daemon';
 import { tempDir } from '../helpers/tmp';
@@ -45,9 +45,9 @@ function hostileFleet() {
     name: `dead${HOSTILE}`,
     error: { code: 'QMP_TIMEOUT', message: HOSTILE },
   };
-  const peers: FleetPeerInput[] = [
-    { name: `hv2${HOSTILE}`, physBits: null, reachable: true, status: status('x', 39, [vm(`db${HOSTILE}`, 39)]) },
-    { name: 'hv3', physBits: 40, reachable: false, error: `PEER_BAD_RESPONSE: ${HOSTILE}` },
+  const peers: PeerFacts[] = [
+    { name: `hv2${HOSTILE}`, physBits: 39, reachable: true, status: status('x', 39, [vm(`db${HOSTILE}`, 39)]) },
+    { name: 'hv3', physBits: 40, reachable: false, error: { code: 'PEER_BAD_RESPONSE', message: HOSTILE } },
   ];
   return {
     local: status('hv1', 46, [vm(`web${HOSTILE}`, 46), broken]),

@@ -81,11 +81,22 @@ for (const qemu of QEMUS) {
         usedEnd: 64 * M,
         memoryConfig: { size: 64 * M, maxSize: 64 * M, slots: 0 },
         pciHole64Size: 32 * G,
+        pciHole64Fix: true,
         pciBars: [],
         pciBridges: [],
       });
     });
   }
+
+  test(`${qemu.label}: uuid: query-uuid's answer in lower case; absent for a guest without -uuid`, async (t) => {
+    const [withUuid, without] = await Promise.all([
+      connect(t, { qemu, name: 'u1', extraArgs: ['-uuid', '6F1C3A52-9B0E-4C55-8A44-1E0F7B2D9C01'] }),
+      connect(t, { qemu, name: 'u0' }),
+    ]);
+    t.is((await readGuestFacts(withUuid, { timeoutMs: 20000 })).uuid, '6f1c3a52-9b0e-4c55-8a44-1e0f7b2d9c01');
+    const f = await readGuestFacts(without, { timeoutMs: 20000 });
+    t.false('uuid' in f);
+  });
 
   test(`${qemu.label}: TCG ignores host-phys-bits (target/i386/host-cpu.c runs for KVM only): 40 bits, flags still reported`, async (t) => {
     const [plain, limited] = await Promise.all([
@@ -202,6 +213,7 @@ for (const qemu of QEMUS) {
       usedEnd: 4 * G + 512 * M,
       memoryConfig: { size: 3584 * M, maxSize: 3584 * M, slots: 0 },
       pciHole64Size: 2 * G,
+      pciHole64Fix: true,
       pciBars: [],
       pciBridges: [],
     });
@@ -289,6 +301,8 @@ test('every optional read failing leaves nulls; phys-bits alone still gives fact
     memoryEncryption: { active: false, type: null, reducedPhysBits: null },
     runState: null,
     layout: null,
+    machineType: null,
+    pciDeviceTypes: null,
   });
 });
 

@@ -11,9 +11,8 @@ import {
   settingsFor,
   type AdviseInput,
 } from '../../agent/judge/advise';
-import type { FleetPeerInput } from '../../agent/judge/fleet';
 import { renderAdvice } from '../../agent/cli/render-fleet';
-import type { GuestFacts, GuestLayout, HostFacts, StatusDocument, VmStatus } from '../../agent/core/types';
+import type { GuestFacts, GuestLayout, HostFacts, PeerFacts, StatusDocument, VmStatus } from '../../agent/core/types';
 import { withDeadline } from '../../agent/core/async-limits';
 import { guestFacts, hostFacts } from '../helpers/facts';
 import { QEMUS, startGuest, type Guest, type Qemu } from '../helpers/qemu';
@@ -74,7 +73,7 @@ function status(hostName: string, bits: number, vms: VmStatus[]): StatusDocument
   return { host: host(hostName, bits), vms };
 }
 
-function fleet(localVms: VmStatus[], peers: FleetPeerInput[] = [{ name: 'hv2', physBits: 39, reachable: true }]) {
+function fleet(localVms: VmStatus[], peers: PeerFacts[] = [{ name: 'hv2', physBits: 39, reachable: true }]) {
   return { local: status('hv1', 46, localVms), localName: 'hv1', peers, policy: { accelerators: ['kvm'] } };
 }
 
@@ -310,8 +309,8 @@ test('an unreachable peer is reported, not fatal: its configured width still nar
       [vm('web1', guest(40))],
       [
         { name: 'hv2', physBits: 44, reachable: true },
-        { name: 'hv3', physBits: 40, reachable: false, error: 'PEER_TIMEOUT: slow' },
-        { name: 'hv4', physBits: null, reachable: false, error: 'PEER_UNREACHABLE: ECONNREFUSED' },
+        { name: 'hv3', physBits: 40, reachable: false, error: { code: 'PEER_TIMEOUT', message: 'slow' } },
+        { name: 'hv4', physBits: null, reachable: false, error: { code: 'PEER_UNREACHABLE', message: 'ECONNREFUSED' } },
       ],
     ),
   );
@@ -323,8 +322,8 @@ test('an unreachable peer is reported, not fatal: its configured width still nar
 });
 
 test('the guests of a live peer get advice too, named by the peer', (t) => {
-  const peers: FleetPeerInput[] = [
-    { name: 'hv2', physBits: null, reachable: true, status: status('x', 39, [vm('db1', guest(39))]) },
+  const peers: PeerFacts[] = [
+    { name: 'hv2', physBits: 39, reachable: true, status: status('x', 39, [vm('db1', guest(39))]) },
   ];
   const doc = advise({ ...fleet([vm('web1', guest(46))], peers), vm: 'hv2/db1' });
   t.deepEqual(
@@ -338,7 +337,7 @@ test('unknown VM name: VM_NOT_FOUND, exit 3 (unknown, like other unknowns), with
   t.is(err!.code, 'VM_NOT_FOUND');
   t.is(err!.exitCode, 3);
   t.is(err!.message, "no VM named 'nope' on hv1, hv2");
-  const peers: FleetPeerInput[] = [{ name: 'hv3', physBits: null, reachable: false }];
+  const peers: PeerFacts[] = [{ name: 'hv3', physBits: null, reachable: false }];
   const err3 = t.throws(() => advise({ ...fleet([vm('web1', guest(46))], peers), vm: 'nope' }), {
     instanceOf: AdviceError,
   });
