@@ -50,14 +50,19 @@ export function registerVmSeries(
   new Gauge({
     name: 'physbits_guest_phys_bits',
     help: "The guest's width: its CPU's phys-bits as QEMU resolved it, or a migrated host-phys-bits guest's booted width.",
-    labelNames: [...VM_LABELS, 'accelerator'],
+    labelNames: [...VM_LABELS, 'accelerator', 'uuid'],
     registers: r,
     collect() {
       this.reset();
       for (const [id, s] of vms) {
         if (s.physBits === null) continue;
         const labels = labelsOf(id, s);
-        this.set(s.accelerator ? { ...labels, accelerator: s.accelerator } : labels, s.physBits);
+        const guest = {
+          ...labels,
+          ...(s.accelerator ? { accelerator: s.accelerator } : {}),
+          ...(s.uuid ? { uuid: s.uuid } : {}),
+        };
+        this.set(guest, s.physBits);
       }
     },
   });

@@ -26,6 +26,7 @@ import { ConcurrencyGate } from '../core/async-limits';
 import type { GuestFacts, HostFacts, VmStatus } from '../core/types';
 import { judgeHost } from '../judge/host-limit';
 import { VmSupervisor } from './vm-supervisor';
+import { NameCollisions } from './name-collisions';
 import { createGuardAttach } from './guard-attach';
 import { LivePeers } from './live-peers';
 import { IncomingNotices } from './incoming-notices';
@@ -64,8 +65,8 @@ export class Daemon {
   private readonly supervisors = new Map<string, VmSupervisor>();
   /** How many of them hold their VM's connection (mode `hold`): kept on add and remove, read on every heartbeat. */
   private heldCount = 0;
-  /** VM id → the name collision last warned about for it ('' when its name is its own). */
-  private readonly nameCollisions = new Map<string, string>();
+  /** Warns when VMs share a name (they are kept apart by id). */
+  private readonly nameCollisions: NameCollisions;
   /** Upstream socket → the fixed part of the glob that found it (its guarded socket mirrors the rest). */
   private readonly globBases = new Map<string, string>();
   private readonly peers: LivePeers;
@@ -87,6 +88,7 @@ export class Daemon {
   constructor(opts: DaemonOptions) {
     this.config = opts.config;
     this.logger = opts.logger;
+    this.nameCollisions = new NameCollisions(this.logger);
     this.timers = opts.timers ?? realTimers;
     this.heartbeatTimers = slottedTimers(this.timers, () => this.config.qmp.heartbeatMs);
     this.host = this.readHost(this.config);
@@ -327,12 +329,13 @@ export class Daemon {
     this.logger.info('VM gone', { socket, vm: supervisor.name, id: supervisor.id });
     this.metrics.removeVm(supervisor.id);
     this.alerts.dropVm(supervisor.id);
-    this.nameCollisions.delete(supervisor.id);
+    this.nameCollisions.forget(supervisor.id);
     this.events.publish({ type: 'vm-removed', vm: supervisor.name, id: supervisor.id, socket });
   }
 
   private onStatus(supervisor: VmSupervisor, now: VmStatus, prev: VmStatus): void {
-    if (prev.name !== now.name || !this.nameCollisions.has(supervisor.id)) this.checkNameCollision(supervisor);
+    if (prev.name !== now.name || !this.nameCollisions.has(supervisor.id))
+      this.nameCollisions.check(supervisor, this.supervisors.values());
     this.metrics.setVm(now);
     this.alerts.setVm(now);
     if (!now.error && now.verdict && statusState(prev) !== statusState(now))
@@ -343,27 +346,6 @@ export class Daemon {
         reason: now.verdict.reasons[0]?.code,
       });
     for (const event of statusEvents(supervisor.socket, prev, now)) this.events.publish(event);
-  }
-
-  /**
-   * Warns once when a VM's name is also another live VM's: both keep their own series, status and
-   * alerts under their ids, but a name alone no longer says which one is meant.
-   */
-  private checkNameCollision(supervisor: VmSupervisor): void {
-    const name = supervisor.name;
-    const ids = [...this.supervisors.values()].filter((s) => s.name === name).map((s) => s.id);
-    const key = ids.length > 1 ? `${name}\u001f${ids.sort().join(',')}` : '';
-    if (this.nameCollisions.get(supervisor.id) === key) return;
-    this.nameCollisions.set(supervisor.id, key);
-    if (ids.length > 1)
-      this.logger.warn('VM names collide: the VMs are told apart by their ids', {
-        vm: name,
-        ids: ids.join(','),
-        sockets: [...this.supervisors.values()]
-          .filter((s) => s.name === name)
-          .map((s) => s.socket)
-          .join(','),
-      });
   }
 
   private onQmpEvent(supervisor: VmSupervisor, ev: { event: string; data?: unknown }): void {
