@@ -23,6 +23,8 @@ import type { ApiHandlers, DaemonEvent } from './api-types';
 import { ConnectionLimits, sourcePrefix } from './connection-limits';
 import { MAX_NOTICE_BYTES, parseIncomingNotice } from '../peers/incoming-notice';
 import type { Logger } from '../core/logger';
+import { isWidth } from '../core/checks';
+import { splitHostPort } from '../core/host-port';
 
 export type { ApiHandlers } from './api-types';
 
@@ -120,9 +122,9 @@ export class ApiServer {
 
   /** Listens on TCP for peers; every request must present `token`. Returns the bound port. */
   async listenTcp(hostPort: string, token: string): Promise<AddressInfo> {
-    const i = hostPort.lastIndexOf(':');
-    const host = hostPort.slice(0, i).replace(/^\[|\]$/g, '');
-    const port = Number(hostPort.slice(i + 1));
+    const split = splitHostPort(hostPort);
+    if (!split) throw new RangeError(`api.listen: expected host:port, got ${JSON.stringify(hostPort)}`);
+    const { host, port } = split;
     const server = this.makeServer({
       token,
       clients: new Set(),
@@ -299,7 +301,7 @@ export class ApiServer {
       if (method === 'GET' && path === '/v1/advise') {
         const pb = url.searchParams.get('poolBits');
         const poolBits = pb === null ? undefined : Number(pb);
-        if (poolBits !== undefined && (!Number.isInteger(poolBits) || poolBits < 1 || poolBits > 64))
+        if (poolBits !== undefined && !isWidth(poolBits))
           throw new HttpError(400, 'API_BAD_REQUEST', 'poolBits must be a whole number from 1 to 64');
         return send(200, await h.advise(url.searchParams.get('vm') ?? undefined, poolBits));
       }

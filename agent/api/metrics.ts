@@ -12,6 +12,8 @@ import type { DeliveryResult } from '../alerts/sink-worker';
 import type { DropReason } from '../alerts/spool';
 import type { GuestFacts, HostFacts, Relation, Severity, Verdict } from '../core/types';
 import type { LogStreamHealth } from '../core/log-stream';
+import { splitHostPort } from '../core/host-port';
+import { severityRank } from '../core/severity';
 import type { Logger } from '../core/logger';
 import { ConnectionLimits, sourcePrefix } from './connection-limits';
 
@@ -19,7 +21,6 @@ import { ConnectionLimits, sourcePrefix } from './connection-limits';
 export const MAX_LABEL_VALUES_PER_VM = 32;
 export const OTHER = 'other';
 
-export const SEVERITY_VALUE: Record<Severity, number> = { ok: 0, info: 1, warning: 2, critical: 3 };
 const RELATIONS: Relation[] = ['equal', 'narrower', 'wider'];
 const SEVERITIES: Severity[] = ['ok', 'info', 'warning', 'critical'];
 const LINT_FAILING_DEFAULTS = [
@@ -291,7 +292,7 @@ export class Metrics implements AlertMetrics {
     s.highestAddress = guest.layout?.highestAddress ?? null;
     s.up = true;
     this.writeVm(vm, s);
-    this.vmSeverity.set({ vm }, SEVERITY_VALUE[verdict.severity]);
+    this.vmSeverity.set({ vm }, severityRank(verdict.severity));
   }
 
   /** Whether the VM's QMP socket answered. */
@@ -374,10 +375,9 @@ function bounded(seen: Set<string>, value: string): string {
 
 /** 'host:port' / '[v6]:port' → parts. */
 export function parseListen(listen: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(listen);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new RangeError(`metrics.listen: expected host:port, got ${JSON.stringify(listen)}`);
-  return { host: m[1] ?? m[2], port };
+  const split = splitHostPort(listen);
+  if (!split) throw new RangeError(`metrics.listen: expected host:port, got ${JSON.stringify(listen)}`);
+  return split;
 }
 
 export interface MetricsServer {

@@ -6,12 +6,13 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { ConfigError } from './errors';
+import { splitHostPort } from './host-port';
 
 export { ConfigError };
 
 export const DEFAULT_CONFIG_PATH = '/etc/physbits/config.json';
 
-const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port');
+const hostPort = z.string().refine((s) => splitHostPort(s) !== null, 'expected host:port');
 const bits = z.number().int().min(1).max(64);
 const cronExpr = z.string().min(1);
 /** A key that may be left out or set to null: either reads as undefined. */

@@ -60,22 +60,6 @@ export const REASON_SEVERITY: Readonly<Record<ReasonCode, Severity>> = {
 
 export const REASON_CODES: readonly ReasonCode[] = Object.freeze(Object.keys(REASON_SEVERITY) as ReasonCode[]);
 
-const RANK: Readonly<Record<Severity, number>> = { ok: 0, info: 1, warning: 2, critical: 3 };
-
-/** 0 ok, 1 info, 2 warning, 3 critical (the physbits_vm_severity metric's scale). */
-export function severityRank(s: Severity): number {
-  return RANK[s];
-}
-
-export function maxSeverity(a: Severity, b: Severity): Severity {
-  return RANK[b] > RANK[a] ? b : a;
-}
-
-/** Orders reasons most severe first; Array.prototype.sort is stable, so ties keep their order. */
-export function byDescendingSeverity(a: Reason, b: Reason): number {
-  return RANK[b.severity] - RANK[a.severity];
-}
-
 // ---- numbers in sentences -------------------------------------------------------------------
 
 /** The smallest width whose address space holds the exclusive end `end` (2^bits >= end). */
