@@ -5,6 +5,7 @@ import type { LogStreamHealth } from '../core/log-stream';
 import { buildInfo, type BuildInfo } from '../core/version';
 import { vmId } from '../core/vm-name';
 import { joinHostPort } from '../../qmp/address';
+import { printable } from '../core/printable';
 
 /** physbits_build_info's labels: the same build info `--version` prints (agent/core/version.ts). */
 export function buildInfoLabels(info: BuildInfo | null = buildInfo()): { version: string; revision: string } {
@@ -14,9 +15,17 @@ export function buildInfoLabels(info: BuildInfo | null = buildInfo()): { version
   };
 }
 
+/**
+ * Label values that came from VMs and clients (names, commands) are escaped like the log's
+ * (agent/core/printable.ts): a dashboard or a terminal showing them never meets a raw control or
+ * bidirectional character. Every call below passes them through it, so a series is removed under the
+ * same value it was written with.
+ */
+const label = printable;
+
 /** A status's identity in the series. */
 function refOf(s: Pick<VmStatus, 'id' | 'name' | 'socket'>): VmRef {
-  return { id: s.id ?? vmId(s.socket), name: s.name };
+  return { id: s.id ?? vmId(s.socket), name: label(s.name) };
 }
 
 export class DaemonMetrics {
@@ -58,11 +67,11 @@ export class DaemonMetrics {
   }
 
   refused(vm: VmRef, command: string): void {
-    this.metrics.refused(vm, command);
+    this.metrics.refused({ id: vm.id, name: label(vm.name) }, label(command));
   }
 
   observeQmp(vm: VmRef, seconds: number): void {
-    this.metrics.observeQmp(vm, seconds);
+    this.metrics.observeQmp({ id: vm.id, name: label(vm.name) }, seconds);
   }
 
   /** A config was taken (at start, at a reload) or refused (a reload). */
