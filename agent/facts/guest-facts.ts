@@ -13,6 +13,7 @@ import { computeLayout } from './guest-layout';
 import { parseQueryPci, pciEnd } from './pci-layout';
 import { qemuVersionString } from './qemu-version';
 import type { GuestFacts, GuestIncoming, GuestLayout, GuestMemoryEncryption, MemoryDeviceFact } from '../core/types';
+import { asObject } from '../core/checks';
 
 /** What readGuestFacts needs of a QMP connection: the QmpClient, or a libvirt monitor passthrough. */
 export interface QmpExecutor {
@@ -35,8 +36,7 @@ const SEV_POLICY_ES = 0x4;
 
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : null);
 const str = (v: unknown): string | null => (typeof v === 'string' && v.length <= MAX_TEXT ? v : null);
-const obj = (v: unknown): Record<string, unknown> | null =>
-  v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+const obj = asObject;
 
 /** The QMP error class of a failed command (CommandError or anything shaped like it). */
 export function errorClassOf(err: unknown): string | null {

@@ -22,6 +22,7 @@
  */
 import type { PciInfo, PciDeviceInfo } from '../../qmp/pci-info';
 import type { AddressRange, PciBarFact, PciBridgeFact } from '../core/types';
+import { asObject } from '../core/checks';
 
 /** At most this many devices are looked at (256 buses × 32 slots × 8 functions is the PCI maximum). */
 export const MAX_PCI_DEVICES = 4096;
@@ -36,8 +37,7 @@ export interface PciLayout {
   bridges: PciBridgeFact[];
 }
 
-const obj = (v: unknown): Record<string, unknown> | null =>
-  v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+const obj = asObject;
 const int = (v: unknown): number | null => (typeof v === 'number' && Number.isSafeInteger(v) ? v : null);
 const hex2 = (n: number): string => n.toString(16).padStart(2, '0');
 

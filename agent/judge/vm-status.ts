@@ -5,7 +5,8 @@
  */
 import type { GuestFacts, HostFacts, PeerFacts, Policy, Reason, VmStatus } from '../core/types';
 import { nameFromSocket } from '../core/vm-name';
-import { byDescendingSeverity, maxSeverity, migratedWidthNotified, migratedWidthUnverified } from './reasons';
+import { byDescendingSeverity, maxSeverity } from '../core/severity';
+import { migratedWidthNotified, migratedWidthUnverified } from './reasons';
 import { computeVerdict } from './verdict';
 
 export interface VmJudgement {
