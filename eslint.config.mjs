@@ -12,8 +12,6 @@ export default tseslint.config(
     },
     rules: {
       '@typescript-eslint/no-floating-promises': 'error',
-      // Typed EventEmitters declare their events in an interface merged with the class.
-      '@typescript-eslint/no-unsafe-declaration-merging': 'off',
       // Escaping control characters is what printable() and its tests are for.
       'no-control-regex': 'off',
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],

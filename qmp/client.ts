@@ -91,15 +91,14 @@ type Phase = 'greeting' | 'negotiating' | 'ready' | 'closed';
 
 const silent: QmpLogger = { debug: () => undefined, warn: () => undefined };
 
-export declare interface QmpClient {
-  on(event: 'event', listener: (ev: QmpEvent, text: string) => void): this;
-  on(event: 'close', listener: (err?: QmpError) => void): this;
-  on(event: 'newListener', listener: (event: string | symbol) => void): this;
-  once(event: 'event', listener: (ev: QmpEvent, text: string) => void): this;
-  once(event: 'close', listener: (err?: QmpError) => void): this;
+/** QmpClient's events and their arguments (`newListener` is Node's own). */
+export interface QmpClientEvents {
+  event: [ev: QmpEvent, text: string];
+  close: [err?: QmpError];
+  newListener: [event: string | symbol];
 }
 
-export class QmpClient extends EventEmitter {
+export class QmpClient extends EventEmitter<QmpClientEvents> {
   readonly address: string;
   private readonly conn: LineConnection;
   private readonly pending = new Map<string, Pending>();

@@ -70,13 +70,13 @@ export function connectError(label: string, err: NodeJS.ErrnoException): Connect
   return new ConnectError(`${label}: cannot connect: ${code} (${reason})`, { cause: err });
 }
 
-export declare interface LineConnection {
-  on(event: 'message', listener: (value: unknown, text: string) => void): this;
-  on(event: 'invalid', listener: (err: ProtocolError) => void): this;
-  on(event: 'state', listener: (state: RunState) => void): this;
-  on(event: 'close', listener: (err?: QmpError) => void): this;
-  on(event: 'end', listener: () => void): this;
-  once(event: 'close', listener: (err?: QmpError) => void): this;
+/** LineConnection's events and their arguments. */
+export interface LineConnectionEvents {
+  message: [value: unknown, text: string];
+  invalid: [err: ProtocolError];
+  state: [state: RunState];
+  close: [err?: QmpError];
+  end: [];
 }
 
 /**
@@ -87,7 +87,7 @@ export declare interface LineConnection {
 const READ_BUFFER_BYTES = 64 * 1024;
 const sharedReadBuffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
 
-export class LineConnection extends EventEmitter {
+export class LineConnection extends EventEmitter<LineConnectionEvents> {
   private runState: RunState = 'idle';
   private socket: net.Socket | null = null;
   private framer: LineFramer;

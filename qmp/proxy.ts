@@ -80,20 +80,18 @@ export interface RefusalInfo {
 
 export const FD_COMMANDS = new Set(['getfd', 'add-fd']);
 
-export declare interface QmpProxy {
-  on(event: 'client-connected' | 'client-disconnected', listener: (info: { id: number }) => void): this;
-  on(event: 'client-dropped', listener: (info: { id: number; error: QmpError }) => void): this;
-  on(event: 'client-rejected', listener: (info: { reason: string }) => void): this;
-  on(event: 'refused', listener: (info: RefusalInfo) => void): this;
-  on(event: 'upstream-closed', listener: (err?: QmpError) => void): this;
-  on(event: 'closed', listener: () => void): this;
-  once(event: 'client-connected' | 'client-disconnected', listener: (info: { id: number }) => void): this;
-  once(event: 'client-dropped', listener: (info: { id: number; error: QmpError }) => void): this;
-  once(event: 'upstream-closed', listener: (err?: QmpError) => void): this;
-  once(event: 'closed', listener: () => void): this;
+/** QmpProxy's events and their arguments. */
+export interface QmpProxyEvents {
+  'client-connected': [info: { id: number }];
+  'client-disconnected': [info: { id: number }];
+  'client-dropped': [info: { id: number; error: QmpError }];
+  'client-rejected': [info: { reason: string }];
+  refused: [info: RefusalInfo];
+  'upstream-closed': [err?: QmpError];
+  closed: [];
 }
 
-export class QmpProxy extends EventEmitter {
+export class QmpProxy extends EventEmitter<QmpProxyEvents> {
   readonly upstream: QmpClient;
   readonly label: string;
   private readonly opts: QmpProxyOptions;

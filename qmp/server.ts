@@ -73,13 +73,13 @@ export const NEGOTIATION_DONE = 'Capabilities negotiation is already complete, c
 
 type Item = { kind: 'error'; desc: string; idText?: string } | { kind: 'command'; cmd: ServerCommand };
 
-export declare interface QmpServerSession {
-  on(event: 'negotiated', listener: (capabilities: string[]) => void): this;
-  on(event: 'close', listener: (err?: QmpError) => void): this;
-  once(event: 'close', listener: (err?: QmpError) => void): this;
+/** QmpServerSession's events and their arguments. */
+export interface QmpServerSessionEvents {
+  negotiated: [capabilities: string[]];
+  close: [err?: QmpError];
 }
 
-export class QmpServerSession extends EventEmitter {
+export class QmpServerSession extends EventEmitter<QmpServerSessionEvents> {
   readonly conn: LineConnection;
   private readonly opts: QmpServerSessionOptions;
   private readonly offered: string[];
@@ -104,9 +104,7 @@ export class QmpServerSession extends EventEmitter {
       label: opts.label ?? 'QMP client',
     });
     this.conn.on('message', (value, text) => this.onMessage(value, text));
-    this.conn.on('invalid', (err: ProtocolError) =>
-      this.enqueue({ kind: 'error', desc: `JSON parse error, ${parseReason(err)}` }),
-    );
+    this.conn.on('invalid', (err) => this.enqueue({ kind: 'error', desc: `JSON parse error, ${parseReason(err)}` }));
     const limit = opts.negotiationTimeoutMs ?? 0;
     const timer =
       limit > 0

@@ -71,13 +71,12 @@ export interface AlertServiceOptions {
   fetch?: FetchLike;
 }
 
-export declare interface AlertService {
-  on(event: 'alert', listener: (ev: AlertEvent) => void): this;
-  off(event: 'alert', listener: (ev: AlertEvent) => void): this;
-  emit(event: 'alert', ev: AlertEvent): boolean;
+/** AlertService's events and their arguments. */
+export interface AlertServiceEvents {
+  alert: [ev: AlertEvent];
 }
 
-export class AlertService extends EventEmitter {
+export class AlertService extends EventEmitter<AlertServiceEvents> {
   private readonly cfg: Config['alerts'];
   private readonly host: string;
   private readonly timers: Timers;

@@ -3,7 +3,7 @@
  * guard refusals, migrations the guard did not see (judged in judge/unseen-migration.ts), and alert
  * changes onto the event stream.
  */
-import { AlertService, type AlertEvent, type AlertMetrics } from '../alerts/alert-service';
+import { AlertService, type AlertMetrics } from '../alerts/alert-service';
 import type { Config } from '../core/config';
 import type { Logger } from '../core/logger';
 import type { Timers } from '../core/timers';
@@ -11,6 +11,9 @@ import type { HostFacts, PeerFacts, Reason, VmStatus } from '../core/types';
 import { judgeUnseenMigration, migrationPhase } from '../judge/unseen-migration';
 import type { EventBus } from './event-bus';
 import type { VmSupervisor } from './vm-supervisor';
+
+/** The `vm` label of the daemon's own alerts (no VM's name is empty). */
+export const HOST_VM = '';
 
 /** A `migrate` the guard let through counts as seen for this long. */
 const SEEN_MIGRATION_MS = 60_000;
@@ -50,7 +53,7 @@ export class DaemonAlerts {
       logger: this.deps.logger.child({ component: 'alerts' }),
       metrics: this.deps.metrics,
     });
-    service.on('alert', (ev: AlertEvent) => {
+    service.on('alert', (ev) => {
       this.deps.events.publish({
         type: 'alert',
         vm: ev.labels.vm,
@@ -94,6 +97,12 @@ export class DaemonAlerts {
     const reasons = status.verdict!.reasons;
     this.lastReasons.set(status.name, reasons);
     this.service?.setVmReasons(status.name, reasons);
+  }
+
+  /** The daemon's own conditions (agent/daemon/daemon-health.ts): an alert each, with an empty vm label. */
+  setHostReasons(reasons: readonly Reason[]): void {
+    this.lastReasons.set(HOST_VM, reasons);
+    this.service?.setVmReasons(HOST_VM, reasons);
   }
 
   dropVm(vm: string): void {

@@ -20,7 +20,7 @@ import type { LogStreamHealth } from '../core/log-stream';
 import { LibvirtWatch } from './libvirt-watch';
 import { DaemonAlerts } from './daemon-alerts';
 import { DaemonMetrics } from './daemon-metrics';
-import { socketPatterns, type FoundSocket } from '../core/socket-globs';
+import { socketPatterns } from '../core/socket-globs';
 import { realTimers, slottedTimers, type Timers } from '../core/timers';
 import { ConcurrencyGate } from '../core/async-limits';
 import type { GuestFacts, HostFacts, VmStatus } from '../core/types';
@@ -33,6 +33,7 @@ import type { IncomingNotice } from '../peers/incoming-notice';
 import { groupId } from '../core/unix-groups';
 import { readApiToken } from '../core/secret-files';
 import { nfdFeatureText, writeNfdFeatureFile } from './nfd-feature-file';
+import { DaemonHealth } from './daemon-health';
 
 export interface DaemonOptions {
   config: Config;
@@ -75,6 +76,8 @@ export class Daemon {
   private readonly guardAttach: ReturnType<typeof createGuardAttach>;
   /** Peer guards' notices of guests migrating here, until their VM arrives. */
   private readonly incoming: IncomingNotices;
+  /** The daemon's own conditions and its descriptor budget. */
+  private readonly health: DaemonHealth;
   /** Bound addresses, for logs and tests. */
   metricsAddress: string | null = null;
   apiTcpAddress: string | null = null;
@@ -97,6 +100,11 @@ export class Daemon {
       timers: this.timers,
       metrics: this.metrics.metrics,
       events: this.events,
+    });
+    this.health = new DaemonHealth({
+      logger: this.logger,
+      timers: this.timers,
+      report: (reasons) => this.alerts.setHostReasons(reasons),
     });
     // The guard on each held VM, wired to the daemon's metrics, alerts and events.
     this.guardAttach = createGuardAttach({
@@ -143,7 +151,13 @@ export class Daemon {
     this.metrics.setHost(this.host, config.fleet.pool);
     await this.publishLimit();
     await this.alerts.start();
-    this.metricsAddress = await this.metrics.listen(config.metrics.listen);
+    this.health.start();
+    this.metricsAddress = await this.metrics.listen(config.metrics.listen, {
+      maxConnections: config.metrics.maxConnections,
+      maxConnectionsPerAddress: config.metrics.maxConnectionsPerAddress,
+      admit: () => this.health.budget.admit(),
+      logger: this.logger.child({ component: 'metrics' }),
+    });
     this.logger.info('metrics listening', { address: this.metricsAddress });
     await this.startApi();
     await this.peers.refresh();
@@ -182,10 +196,14 @@ export class Daemon {
       logger: this.logger.child({ component: 'api' }),
       maxBodyBytes: config.api.maxBodyBytes,
       maxEventClients: config.api.maxEventClients,
+      maxPeerEventClients: config.api.maxPeerEventClients,
+      eventPingMs: config.api.eventPingMs,
       eventBufferBytes: config.api.eventBufferBytes,
       idleTimeoutMs: config.api.idleTimeoutMs,
+      firstRequestMs: config.api.firstRequestMs,
       maxConnections: config.api.maxConnections,
       maxConnectionsPerAddress: config.api.maxConnectionsPerAddress,
+      admit: () => this.health.budget.admit(),
     });
     mkdirSync(dirname(config.api.socket), { recursive: true, mode: 0o755 });
     await this.api.listenUnix(
@@ -210,14 +228,15 @@ export class Daemon {
       schedule: config.discovery.schedule,
       logger: this.logger,
     });
-    this.discovery.on('added', (found: FoundSocket) => {
+    this.discovery.on('added', (found) => {
       // Never supervise our own guarded sockets, should a glob also match them.
       if (resolve(found.path).startsWith(guardDir)) return;
       this.globBases.set(found.path, found.base);
       this.addVm(found.path, found.mode);
     });
-    this.discovery.on('removed', (found: FoundSocket) => void this.removeVm(found.path));
-    this.discovery.on('replaced', (found: FoundSocket) => this.supervisors.get(found.path)?.kick());
+    this.discovery.on('removed', (found) => void this.removeVm(found.path));
+    this.discovery.on('replaced', (found) => this.supervisors.get(found.path)?.kick());
+    this.discovery.on('listing', (errors) => this.health.discovery(errors));
     void this.discovery
       .start()
       .catch((err) => this.logger.error('discovery failed to start', { error: (err as Error).message }));
@@ -234,6 +253,7 @@ export class Daemon {
         has: (key) => this.supervisors.has(key),
         add: (key, readFacts) => void this.addVm(key, 'libvirt', readFacts),
         remove: (key) => this.removeVm(key),
+        refresh: (key) => this.supervisors.get(key)?.refresh() ?? Promise.resolve(),
       },
     });
     this.libvirt.start();
@@ -284,8 +304,8 @@ export class Daemon {
       readTurn: (read) => this.reads.run(read),
       observe: (seconds) => this.metrics.observeQmp(supervisor.name, seconds),
     });
-    supervisor.on('status', (now: VmStatus, prev: VmStatus) => this.onStatus(supervisor, now, prev));
-    supervisor.on('qmp-event', (ev: { event: string; data?: unknown }) => this.onQmpEvent(supervisor, ev));
+    supervisor.on('status', (now, prev) => this.onStatus(supervisor, now, prev));
+    supervisor.on('qmp-event', (ev) => this.onQmpEvent(supervisor, ev));
     this.supervisors.set(socket, supervisor);
     if (mode === 'hold') this.heldCount++;
     this.logger.info('VM found', { socket, mode });
@@ -360,7 +380,7 @@ export class Daemon {
       prev.guard.enabled === next.guard.enabled;
     if (!sameDiscovery) {
       this.discovery?.stop();
-      this.libvirt?.stop();
+      await this.libvirt?.stop();
       await Promise.all([...this.supervisors.keys()].map((socket) => this.removeVm(socket)));
       this.startDiscovery();
       await this.discovery?.rescan();
@@ -404,7 +424,7 @@ export class Daemon {
     void this.verifyTask?.destroy();
     this.verifyTask = null;
     this.discovery?.stop();
-    this.libvirt?.stop();
+    await this.libvirt?.stop();
     await Promise.all(
       [...this.supervisors.values()].map(async (supervisor) => {
         await supervisor.stop();
@@ -413,6 +433,7 @@ export class Daemon {
     );
     this.supervisors.clear();
     this.heldCount = 0;
+    this.health.stop();
     await this.api?.close();
     await this.metrics.close();
     await this.alerts.stop();

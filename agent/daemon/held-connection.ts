@@ -156,7 +156,7 @@ export class HeldConnection implements FactSource {
     }
     this.client = client;
     this.shutdownReason = null;
-    client.on('event', (ev: { event: string; data?: unknown }) => this.onEvent(ev));
+    client.on('event', (ev) => this.onEvent(ev));
     client.on('close', (err?: QmpError) => this.onClose(client, err));
     await this.read();
     if (this.client !== client || this.stopped) return;

@@ -52,7 +52,13 @@ export interface SupervisorOptions {
   claimNotice?: (vm: IncomingVm) => IncomingNotice | null;
 }
 
-export class VmSupervisor extends EventEmitter {
+/** VmSupervisor's events: its status changed (now, before), and each QMP event of its held connection. */
+export interface VmSupervisorEvents {
+  status: [now: VmStatus, prev: VmStatus];
+  'qmp-event': [ev: { event: string; data?: unknown }];
+}
+
+export class VmSupervisor extends EventEmitter<VmSupervisorEvents> {
   readonly socket: string;
   readonly mode: SupervisorMode;
   private current: VmStatus;

@@ -23,8 +23,10 @@
  */
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { AgentError } from '../core/errors';
+import { normalizeUuid } from '../core/uuid';
 import { estimatePcLayout, type PcLayoutEstimate } from '../facts/guest-layout';
 import { parseMachineType } from '../facts/qemu-version';
+import { isObject } from '../core/checks';
 
 /** libvirt domain XML is a few KiB; anything past this is not a domain definition. */
 export const DOMAIN_XML_MAX_BYTES = 4 * 1024 * 1024;
@@ -41,6 +43,8 @@ export class DomainXmlError extends AgentError {
 
 export interface DomainFacts {
   name: string;
+  /** <uuid>, lower case; null when absent or not a UUID (libvirt always writes one). */
+  uuid: string | null;
   /** <domain type=…> as written: 'kvm', 'qemu', … */
   domainType: string;
   /** QEMU's accelerator: 'kvm', 'tcg' (type='qemu'), else the domain type. */
@@ -108,7 +112,7 @@ const AMD_MODELS = /^(qemu64|EPYC|Opteron|phenom|athlon)/i;
 type Node = Record<string, unknown>;
 
 function obj(v: unknown): Node | undefined {
-  return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Node) : undefined;
+  return isObject(v) ? v : undefined;
 }
 
 const PREDEFINED: Readonly<Record<string, string>> = { lt: '<', gt: '>', amp: '&', quot: '"', apos: "'" };
@@ -237,6 +241,7 @@ export function parseDomainXml(xml: string, opts: DomainXmlOptions = {}): Domain
 
   const name = text(domain.name);
   if (!name) invalid('<name> is missing');
+  const uuid = normalizeUuid(text(domain.uuid));
   const domainType = attr(domain, 'type');
   if (!domainType) invalid(`${name}: <domain type=…> is missing`);
   const accelerator = accelOf(domainType);
@@ -360,6 +365,7 @@ export function parseDomainXml(xml: string, opts: DomainXmlOptions = {}): Domain
 
   return {
     name,
+    uuid,
     domainType,
     accelerator,
     machineType,

@@ -18,6 +18,7 @@ import type { GuestFacts, HostFacts, Reason } from '../core/types';
 import { computeVerdict } from '../judge/verdict';
 import { formatBytes } from '../core/format';
 import { parseDomainXml, resolvePhysBits, type DomainFacts } from './domain-xml';
+import type { GuestIdentity, SourceWidth } from '../peers/source-width';
 
 export interface LibvirtEvent {
   domain: string;
@@ -29,6 +30,11 @@ export interface LibvirtHookDeps {
   config: Config;
   /** This host's facts, or how to read them; default: agent/facts/host-facts.ts with the config's roots. */
   hostFacts?: HostFacts | (() => HostFacts | Promise<HostFacts>);
+  /**
+   * The width a host-following guest runs with at its source (agent/peers/source-width.ts); default:
+   * the config's live peers[], fleet.prometheus and peers' limits.
+   */
+  sourceWidth?: (guest: GuestIdentity) => Promise<SourceWidth>;
   /** How to tell the daemon; default: POST /v1/libvirt-events on config api.socket. */
   notify?: (event: LibvirtEvent) => Promise<void>;
   /** One line at a time, without a trailing newline. */
@@ -41,7 +47,7 @@ const CHECKED: Readonly<Record<string, string>> = { prepare: 'begin', migrate: '
 const NOTIFIED: ReadonlySet<string> = new Set(['started', 'stopped', 'release', 'reconnect']);
 
 /** 78: refused because the config could not be loaded (libvirt only asks for non-zero). */
-export const HOOK_EXIT = { ALLOW: 0, REFUSE: 1, CONFIG: EXIT.CONFIG } as const;
+export const HOOK_EXIT = { ALLOW: 0, REFUSE: 1, UNKNOWN: EXIT.UNKNOWN, CONFIG: EXIT.CONFIG } as const;
 
 /**
  * libvirtHook.failClosed's default: refuse a start or incoming migration physbits cannot judge. A
@@ -54,6 +60,12 @@ export const FAIL_CLOSED_DEFAULT = true;
 async function defaultHostFacts(config: Config): Promise<HostFacts> {
   const { hostReadOptions, readHost } = await import('../facts/host-facts');
   return judgeHost(readHost(hostReadOptions(config)), config.host.physBits);
+}
+
+async function defaultSourceWidth(config: Config, guest: GuestIdentity): Promise<SourceWidth> {
+  const { lookupSourceWidth } = await import('../peers/source-width');
+  const { sourceWidthDepsFromConfig } = await import('../peers/source-width-deps');
+  return lookupSourceWidth(guest, sourceWidthDepsFromConfig(config));
 }
 
 async function defaultNotify(config: Config, event: LibvirtEvent): Promise<void> {
@@ -104,6 +116,13 @@ export function libvirtFix(reason: Reason, d: DomainFacts, host: HostFacts): str
   return `set <maxphysaddr mode='emulate' bits='${bits}'/> in <cpu>`;
 }
 
+/** A host-following guest's width as read at its source: the width and a phrase saying where. */
+export interface WidthAtSource {
+  physBits: number;
+  /** e.g. "its width on hvA (live peer hvA's status)". */
+  where: string;
+}
+
 /** The one stderr line of a refusal: domain, bits, reason code, fix. */
 export function refusalLine(
   operation: string,
@@ -111,14 +130,76 @@ export function refusalLine(
   host: HostFacts,
   guest: GuestFacts,
   reason: Reason,
+  atSource: WidthAtSource | null = null,
 ): string {
   const what = operation === 'migrate' ? `incoming migration of domain '${d.name}'` : `start of domain '${d.name}'`;
   const source = host.physBitsSource === 'config' ? ' (host.physBits in the config)' : '';
+  if (reason.code === 'GUEST_WIDER_THAN_HOST' && atSource !== null) {
+    return (
+      `physbits refused the ${what}: ${reason.code}: guest phys-bits ${guest.physBits} (${atSource.where}) is wider ` +
+      `than this host's ${host.physBits} bits${source} under ${guest.accelerator}; its width follows the host it ` +
+      `booted on and stays ${guest.physBits} until it is shut down; fix: migrate it to a host of at least ` +
+      `${guest.physBits} bits, or shut it down and start it here; to keep it movable, ${libvirtFix(reason, d, host)}`
+    );
+  }
   const facts =
     reason.code === 'LAYOUT_BEYOND_HOST_LIMIT'
       ? `its memory layout reaches past this host's ${host.physBits}-bit limit${source}`
       : `guest phys-bits ${guest.physBits} is wider than this host's ${host.physBits} bits${source} under ${guest.accelerator}`;
   return `physbits refused the ${what}: ${reason.code}: ${facts}; fix: ${libvirtFix(reason, d, host)}`;
+}
+
+/** How the domain asks for the host's width, for messages. */
+function followsWhat(d: DomainFacts): string {
+  if (d.cpuMode === 'host-passthrough' || d.cpuMode === 'maximum') return `<cpu mode='${d.cpuMode}'>`;
+  return "<maxphysaddr mode='passthrough'>";
+}
+
+/**
+ * A host-following guest (its width is null in the XML: host-passthrough, maximum, maxphysaddr
+ * passthrough under KVM) keeps the width it booted with when it migrates (CONTRACT "Widths that
+ * follow the host"). `migrate begin` runs only on the destination of an incoming migration; there
+ * the source's width is judged, and when nothing knows it guard.unknownPeer decides. `prepare
+ * begin` runs before every start, incoming migrations included, with nothing that tells them apart
+ * (libvirt passes "-" as EXTRA to both), so there the guest counts as arriving only when a peer
+ * reports it running elsewhere; otherwise it boots with this host's width.
+ */
+async function widthAtSource(
+  operation: string,
+  d: DomainFacts,
+  deps: LibvirtHookDeps,
+): Promise<WidthAtSource | { refuse: string } | null> {
+  if (d.physBits !== null || !deps.config.policy.accelerators.includes(d.accelerator)) return null;
+  const ask = deps.sourceWidth ?? ((g: GuestIdentity) => defaultSourceWidth(deps.config, g));
+  let found: SourceWidth;
+  try {
+    found = await ask({ name: d.name, uuid: d.uuid });
+  } catch (err) {
+    found = { kind: 'unknown', why: `the source's width could not be read: ${(err as Error)?.message ?? String(err)}` };
+  }
+  if (found.kind === 'guest' || found.kind === 'host') {
+    if (found.kind === 'host' && operation !== 'migrate') return null;
+    const physBits = d.hostPhysBitsLimit > 0 ? Math.min(found.physBits, d.hostPhysBitsLimit) : found.physBits;
+    const where =
+      found.kind === 'guest'
+        ? `its width on ${found.host}, from ${found.source}`
+        : `the limit of its source host ${found.host}, from ${found.source}`;
+    return { physBits, where };
+  }
+  if (operation !== 'migrate') return null;
+  const head = `domain '${d.name}' follows its host's width (${followsWhat(d)}) and ${found.why}`;
+  if (deps.config.guard.unknownPeer === 'refuse') {
+    return {
+      refuse:
+        `physbits refused the incoming migration of domain '${d.name}': SOURCE_WIDTH_UNKNOWN: ${head}; ` +
+        'guard.unknownPeer is refuse; fix: give the source host a live agent in peers[] (url, tokenFile) or set ' +
+        'fleet.prometheus, so the width can be read, or set guard.unknownPeer to allow',
+    };
+  }
+  deps.stderr(
+    `physbits: SOURCE_WIDTH_UNKNOWN: ${head}; allowing because guard.unknownPeer is allow (judged with this host's width)`,
+  );
+  return null;
 }
 
 async function notifyDaemon(deps: LibvirtHookDeps, event: LibvirtEvent): Promise<void> {
@@ -169,10 +250,16 @@ async function check(operation: string, stdin: string, deps: LibvirtHookDeps, do
     return undecided(deps, domain, err);
   }
   const guest = guestFromDomain(d, host);
+  const atSource = await widthAtSource(operation, d, deps);
+  if (atSource !== null && 'refuse' in atSource) {
+    deps.stderr(atSource.refuse);
+    return HOOK_EXIT.UNKNOWN;
+  }
+  if (atSource !== null) guest.physBits = atSource.physBits;
   const verdict = computeVerdict({ host, guest, policy: deps.config.policy });
   const blocking = verdict.reasons.find((r) => r.severity === 'critical');
   if (!blocking) return HOOK_EXIT.ALLOW;
-  deps.stderr(refusalLine(operation, d, host, guest, blocking));
+  deps.stderr(refusalLine(operation, d, host, guest, blocking, atSource));
   return HOOK_EXIT.REFUSE;
 }
 

@@ -6,6 +6,7 @@
  * loop between them, so a 20 MB answer never blocks the daemon for more than a few milliseconds at a
  * time; every series is counted against the ask's budget (`AskBudget`) as soon as it is cut out.
  */
+import { isObject } from '../core/checks';
 import { AgentError } from '../core/errors';
 
 /**
@@ -86,10 +87,6 @@ interface Frame {
   /** In an object: the last key read (only at depth 1 and 2), and whether a key comes next. */
   key: string | null;
   expectKey: boolean;
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 function sampleOf(r: unknown, where: string): PromSample {

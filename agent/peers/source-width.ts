@@ -24,6 +24,7 @@ import type { PeerFacts } from '../core/types';
 import { normalizeUuid } from '../core/uuid';
 import { errorText } from './peer';
 import { guestWidthQueries } from './prometheus-fleet';
+import { isWidth as validWidth } from '../core/checks';
 
 export { normalizeUuid };
 
@@ -77,10 +78,6 @@ export interface SourceWidthDeps {
 
 /** How long a destination waits for the source's width before it counts as unknown. */
 export const SOURCE_WIDTH_DEADLINE_MS = 8000;
-
-function validWidth(v: unknown): v is number {
-  return typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 64;
-}
 
 /** Whether a VM known by `name`/`uuid` at a source is the guest asked about. */
 export function sameGuest(

@@ -92,7 +92,7 @@ function supervisor(
     ...over,
   });
   const statuses: VmStatus[] = [];
-  sup.on('status', (s: VmStatus) => statuses.push(s));
+  sup.on('status', (s) => statuses.push(s));
   return { sup, statuses };
 }
 
@@ -193,7 +193,7 @@ test('hold: events that change facts make it read again; others do not', async (
   const { sup, statuses } = supervisor(f.socket, timers);
   t.teardown(() => sup.stop());
   const events: string[] = [];
-  sup.on('qmp-event', (ev: { event: string }) => events.push(ev.event));
+  sup.on('qmp-event', (ev) => events.push(ev.event));
   sup.start();
   await until('the heartbeat', () => timers.delays().includes(1000));
   f.emitEvent('RTC_CHANGE', { offset: 1 });

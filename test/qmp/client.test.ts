@@ -18,7 +18,6 @@ import {
   StateError,
   TimeoutError,
 } from '../../qmp/errors';
-import type { QmpEvent } from '../../qmp/messages';
 import { QmpServerSession } from '../../qmp/server';
 import { FIRST_CPU, QEMU_72_VERSION, startFakeQmp, type FakeQmpOptions } from '../helpers/fake-qmp';
 import { startGuest } from '../helpers/qemu';
@@ -99,7 +98,7 @@ test('events interleaved with replies arrive in order; a command error is Comman
   fake.script.boom = [{ event: 'D' }, { error: { class: 'DeviceNotFound', desc: 'no such thing' } }];
   const client = await QmpClient.connect(fake.socket);
   const seen: string[] = [];
-  client.on('event', (ev: QmpEvent) => void seen.push(ev.event + (ev.data ? JSON.stringify(ev.data) : '')));
+  client.on('event', (ev) => void seen.push(ev.event + (ev.data ? JSON.stringify(ev.data) : '')));
   t.deepEqual(await client.execute('query-status'), { status: 'x' });
   const err = await t.throwsAsync(client.execute('boom'), { instanceOf: CommandError });
   t.is(err?.code, 'QMP_COMMAND_FAILED');
@@ -116,7 +115,7 @@ test('events that arrive before any listener wait for it, bounded by maxQueuedEv
   const client = await QmpClient.connect(fake.socket, { maxQueuedEvents: 2 });
   await client.execute('burst');
   const seen: string[] = [];
-  client.on('event', (ev: QmpEvent) => void seen.push(ev.event));
+  client.on('event', (ev) => void seen.push(ev.event));
   await new Promise((r) => setImmediate(r));
   t.deepEqual(seen, ['E4', 'E5']);
   t.is(client.droppedEvents, 3);
