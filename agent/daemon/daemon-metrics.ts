@@ -1,5 +1,6 @@
 /** The daemon's side of the metrics: VM statuses → series, and the /metrics listener. */
-import { Metrics, startMetricsServer, type MetricsListenLimits, type MetricsServer, type VmRef } from '../api/metrics';
+import { Metrics, type VmRef } from '../api/metrics';
+import { startMetricsServer, type MetricsListenLimits, type MetricsServer } from '../api/metrics-server';
 import type { HostFacts, VmStatus } from '../core/types';
 import type { LogStreamHealth } from '../core/log-stream';
 import { buildInfo, type BuildInfo } from '../core/version';
