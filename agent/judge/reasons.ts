@@ -10,6 +10,7 @@ export type ReasonCode =
   | 'GUEST_EQUALS_HOST'
   | 'GUEST_NARROWER_THAN_HOST'
   | 'GUEST_WIDER_THAN_HOST'
+  | 'GUEST_WIDER_THAN_KNOWN_LIMIT'
   | 'GUEST_WIDER_NOT_ENFORCED'
   | 'GUEST_WIDER_BY_MEMORY_ENCRYPTION'
   | 'LAYOUT_BEYOND_HOST_LIMIT'
@@ -34,6 +35,8 @@ export const REASON_SEVERITY: Readonly<Record<ReasonCode, Severity>> = {
   GUEST_EQUALS_HOST: 'ok',
   GUEST_NARROWER_THAN_HOST: 'ok',
   GUEST_WIDER_THAN_HOST: 'critical',
+  // The host's limit is 48 or its raw width, and which is not known (host-limit.ts eptLevelsOf).
+  GUEST_WIDER_THAN_KNOWN_LIMIT: 'warning',
   GUEST_WIDER_NOT_ENFORCED: 'info',
   GUEST_WIDER_BY_MEMORY_ENCRYPTION: 'info',
   LAYOUT_BEYOND_HOST_LIMIT: 'critical',
@@ -126,8 +129,56 @@ export function guestWiderThanHost(guestBits: number, hostBits: number, ctx: Wid
   return reason(
     'GUEST_WIDER_THAN_HOST',
     `guest phys-bits ${guestBits} is wider than the host's ${hostBits}-bit limit${source} under ${ctx.accelerator}: ` +
-      `guest memory placed at or above ${formatBytes(2 ** hostBits)} cannot be mapped${why.map((w) => `; ${w}`).join('')}; ` +
+      `${aboveLimit(hostBits, ctx)}${why.map((w) => `; ${w}`).join('')}; ` +
       `set phys-bits=${hostBits} or host-phys-bits=on,host-phys-bits-limit=${hostBits}`,
+  );
+}
+
+/**
+ * What happens to guest memory at or above 2^hostBits, said as KVM does it:
+ *  - under the 48-bit cap of 4-level nested paging (cappedAt48): KVM accepts a memory slot up to the
+ *    CPU's raw width (arch/x86/kvm/x86.c kvm_arch_prepare_memory_region checks kvm_mmu_max_gfn(),
+ *    which uses kvm_host.maxphyaddr, the raw width, with TDP), and the 4-level TDP MMU walks only
+ *    bits 47:0 of a guest-physical address, so memory above 2^48 aliases memory below it: silent
+ *    corruption, not an abort (Linux KVM "Don't create SPTEs for addresses that aren't mappable",
+ *    2026-02, makes KVM refuse instead);
+ *  - without nested paging: kvm_mmu_max_gfn() allows 52 bits, so the slot is accepted, while shadow
+ *    paging shares the host's (reduced) physical address space (arch/x86/kvm/cpuid.c advertises
+ *    boot_cpu_data.x86_phys_bits then): accepted, not reliably usable;
+ *  - otherwise (the raw width with nested paging): KVM refuses the memory slot and QEMU stops the VM
+ *    (accel/kvm/kvm-all.c kvm_set_phys_mem, "error registering slot").
+ */
+function aboveLimit(hostBits: number, ctx: WiderContext): string {
+  const at = formatBytes(2 ** hostBits);
+  if (!ctx.fromConfig && ctx.cappedAt48 !== null)
+    return (
+      `KVM accepts guest memory up to the CPU's ${ctx.cappedAt48} bits, but its 4-level nested page tables ` +
+      `drop the address bits above ${hostBits}: memory placed at or above ${at} silently aliases memory below it`
+    );
+  if (!ctx.fromConfig && ctx.nestedPagingOff !== null)
+    return (
+      `without nested paging KVM's memory-slot check allows 52 bits (kvm_mmu_max_gfn), but its shadow page tables ` +
+      `share the host's ${hostBits}-bit physical address space: memory placed at or above ${at} is accepted and not reliably usable by the guest`
+    );
+  return `guest memory placed at or above ${at} cannot be mapped: KVM refuses the memory slot and QEMU stops the guest`;
+}
+
+export interface NotKnownContext {
+  accelerator: string;
+  /** The width KVM maps if nested paging has 5 levels. */
+  upperBits: number;
+  /** Why the depth is not known (host-limit.ts reasoning). */
+  why: string;
+}
+
+/** Warning: the guest fits the raw width but not the 48 bits known; the depth of nested paging is not known. */
+export function guestWiderThanKnownLimit(guestBits: number, hostBits: number, ctx: NotKnownContext): Reason {
+  return reason(
+    'GUEST_WIDER_THAN_KNOWN_LIMIT',
+    `guest phys-bits ${guestBits} is wider than the ${hostBits} bits this host is known to map under ${ctx.accelerator}, ` +
+      `and within the CPU's ${ctx.upperBits}: KVM maps it only if EPT has 5 levels, which is not known (${ctx.why}); ` +
+      `load the msr module (modprobe msr) so physbits can read IA32_VMX_EPT_VPID_CAP, or set host.physBits, ` +
+      `or set phys-bits=${hostBits} to be safe either way`,
   );
 }
 
@@ -290,22 +341,47 @@ export function guestFactUnreadable(read: string): Reason {
   );
 }
 
-export function migratedWidthNotified(bootedBits: number, qemuBits: number, from: string | null): Reason {
+/**
+ * Where a migrated guest's booted width was read when no guard told this host
+ * (agent/peers/source-width.ts): the guest itself at its source, or its source host's limit.
+ */
+export interface WidthFound {
+  /** "live peer hv1's status", "fleet.prometheus's physbits_guest_phys_bits{host=\"hv1\"}", "the limit of source host hv1". */
+  source: string;
+  /** The source host's limit: the guest booted with at most this. */
+  atMost: boolean;
+}
+
+export function migratedWidthNotified(
+  bootedBits: number,
+  qemuBits: number,
+  from: string | null,
+  found?: WidthFound,
+): Reason {
+  const kept = found?.atMost
+    ? `the width it booted with, at most ${bootedBits} bits (the limit of the host it came from, read from ${found.source})`
+    : `the ${bootedBits} bits it booted with (${found ? `read from ${found.source}` : "the source's guard told this host"})`;
   return reason(
     'MIGRATED_WIDTH_NOTIFIED',
-    `host-phys-bits=on guest that arrived by migration${from ? ` from ${from}` : ''}: it keeps the ${bootedBits} bits it booted with ` +
-      `(the source's guard told this host), not the ${qemuBits} bits QEMU here reports, which it takes at its next reset; ` +
-      `every rule here judges ${bootedBits} bits`,
+    `host-phys-bits=on guest that arrived by migration${from ? ` from ${from}` : ''}: it keeps ${kept}, ` +
+      `not the ${qemuBits} bits QEMU here reports, which it takes at its next reset; every rule here judges ${bootedBits} bits`,
   );
 }
 
-export function migratedWidthUnverified(qemuBits: number): Reason {
+/**
+ * `why`: the source's width was asked for and nothing knew it. Still a warning, whatever
+ * guard.unknownPeer says: the guest is already here, and QEMU shows a guest restored from a save
+ * file exactly as one that arrived (libvirt 9.0's `virsh restore`: query-migrate answers
+ * `{"status": "completed"}`), so a critical alert would fire on every restore.
+ */
+export function migratedWidthUnverified(qemuBits: number, why?: string): Reason {
   return reason(
     'MIGRATED_WIDTH_UNVERIFIED',
     `host-phys-bits=on guest that arrived by migration: it keeps the width it booted with on the source, which QEMU here ` +
-      `does not report (it reports ${qemuBits} bits, this host's width), and no guard told this host the booted width; ` +
-      `the rules here use ${qemuBits} bits, which may not be the guest's. Migrate through a guarded socket whose peer is ` +
-      `this agent (url), or reset the guest so that it takes ${qemuBits} bits`,
+      `does not report (it reports ${qemuBits} bits, this host's width), and no guard told this host the booted width` +
+      `${why ? `; ${why}` : ''}; the rules here use ${qemuBits} bits, which may not be the guest's. Migrate through a ` +
+      `guarded socket whose peer is this agent (url), give the source a live agent in peers[] or set fleet.prometheus, ` +
+      `or reset the guest so that it takes ${qemuBits} bits`,
   );
 }
 
