@@ -23,6 +23,7 @@
 import type { PeerFacts } from '../core/types';
 import { normalizeUuid } from '../core/uuid';
 import { errorText } from './peer';
+import { guestWidthQueries } from './prometheus-fleet';
 import { isWidth as validWidth } from '../core/checks';
 
 export { normalizeUuid };
@@ -67,6 +68,8 @@ export interface SourceWidthDeps {
   peerStatuses?: () => Promise<PeerStatus[]>;
   /** Runs an instant query on fleet.prometheus; absent when it is not set. */
   prometheusQuery?: (query: string) => Promise<GuestWidthSample[]>;
+  /** fleet.job: the scrape jobs whose series count (default ["physbits"]). */
+  prometheusJobs?: readonly string[];
   /** The limit of the host of that name; null when no peer or fleet host has that name. */
   hostLimit?: (name: string) => Promise<HostLimit | null>;
   /** The whole lookup's bound (default SOURCE_WIDTH_DEADLINE_MS). */
@@ -120,17 +123,9 @@ export function findInSamples(want: GuestIdentity, samples: GuestWidthSample[], 
   return out;
 }
 
-/** A PromQL string literal (double quotes, backslash escapes). */
-export function promString(value: string): string {
-  return `"${value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`;
-}
-
-/** The queries that find the guest in Prometheus: by UUID when known, and by name. */
-export function guestQueries(want: GuestIdentity): string[] {
-  const queries = [`physbits_guest_phys_bits{vm=${promString(want.name)}}`];
-  const uuid = normalizeUuid(want.uuid);
-  if (uuid !== null) queries.push(`physbits_guest_phys_bits{uuid=${promString(uuid)}}`);
-  return queries;
+/** The queries that find the guest in Prometheus (fleet.job's series only): by UUID when known, and by name. */
+export function guestQueries(want: GuestIdentity, jobs?: readonly string[]): string[] {
+  return guestWidthQueries({ name: want.name, uuid: normalizeUuid(want.uuid) }, jobs);
 }
 
 function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -170,7 +165,7 @@ export async function lookupSourceWidth(want: GuestIdentity, deps: SourceWidthDe
     try {
       const query = deps.prometheusQuery;
       const answers = await withDeadline(
-        Promise.all(guestQueries(want).map((q) => query(q))),
+        Promise.all(guestQueries(want, deps.prometheusJobs).map((q) => query(q))),
         deadline,
         'fleet.prometheus',
       );
