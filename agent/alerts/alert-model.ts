@@ -5,6 +5,7 @@
  * "postable alert" each state is sent as.
  */
 import type { Reason, Severity } from '../core/types';
+import { severityRank } from '../core/severity';
 
 export type AlertSeverity = Exclude<Severity, 'ok'>;
 export type AlertKind = 'condition' | 'refusal';
@@ -131,12 +132,11 @@ export function resolveAlert(rec: AlertRecord, now: number): AlertRecord {
  * otherwise, so the outcome is deterministic.
  */
 export function alertingReasons(reasons: readonly Reason[]): Reason[] {
-  const rank: Record<string, number> = { info: 1, warning: 2, critical: 3 };
   const byCode = new Map<string, Reason>();
   for (const r of reasons) {
     if (!isAlertSeverity(r.severity)) continue;
     const prev = byCode.get(r.code);
-    if (!prev || rank[r.severity] > rank[prev.severity]) byCode.set(r.code, r);
+    if (!prev || severityRank(r.severity) > severityRank(prev.severity)) byCode.set(r.code, r);
   }
   return [...byCode.values()];
 }

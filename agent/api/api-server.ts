@@ -2,13 +2,16 @@
  * The control API: HTTP + a WebSocket event stream, on the UNIX socket `api.socket` (local, guarded
  * by the socket's mode and group) and optionally on TCP `api.listen` for peer agents, where every
  * request must carry the shared bearer token and only reads are allowed, and a peer guard's notice
- * of a guest migrating here (POST /v1/incoming, at most MAX_NOTICE_BYTES).
+ * of a guest migrating here (POST /v1/incoming, at most MAX_NOTICE_BYTES, from that peer alone).
  *
- * Connections are bounded before anyone is authenticated: a connection that has not completed a
- * request within `idleTimeoutMs` (no byte at all, slow headers, a slow body) is closed by Node's
- * `headersTimeout`/`requestTimeout`, checked every second (`connectionsCheckingInterval`). On TCP, `maxConnections` bounds the
- * whole listener (Node's `server.maxConnections`: past it a new connection is closed on arrival) and
- * `maxConnectionsPerAddress` each remote address.
+ * Connections are bounded before anyone is authenticated (agent/api/connection-limits.ts): each must
+ * complete its first request's headers within `firstRequestMs`, a request within `idleTimeoutMs`
+ * (Node's `headersTimeout`/`requestTimeout`, checked every second); `maxConnections` bounds each
+ * listener and, on TCP, `maxConnectionsPerAddress` each source (an IPv4 address, an IPv6 /64). A
+ * connection that presented the token keeps its slot; a new one displaces the oldest that has not,
+ * so idle or unauthenticated clients never lock a peer out. Event-stream clients have their own slots
+ * on each listener (`maxEventClients` local, `maxPeerEventClients` on TCP) and are pinged every
+ * `eventPingMs`; one that has not answered the previous ping by the next is cut off.
  */
 import { timingSafeEqual, createHash } from 'node:crypto';
 import http from 'node:http';
@@ -17,8 +20,11 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { listenUnixSocket } from '../../qmp/unix-server';
 import { AgentError } from '../core/errors';
 import type { ApiHandlers, DaemonEvent } from './api-types';
+import { ConnectionLimits, sourcePrefix } from './connection-limits';
 import { MAX_NOTICE_BYTES, parseIncomingNotice } from '../peers/incoming-notice';
 import type { Logger } from '../core/logger';
+import { isWidth } from '../core/checks';
+import { splitHostPort } from '../core/host-port';
 
 export type { ApiHandlers } from './api-types';
 
@@ -28,17 +34,33 @@ export interface ApiServerOptions {
   events: { subscribe(fn: (ev: DaemonEvent) => void): () => void };
   logger: Logger;
   maxBodyBytes: number;
+  /** Event-stream clients on the UNIX socket. */
   maxEventClients: number;
+  /** api.maxPeerEventClients: event-stream clients on TCP (default 16). */
+  maxPeerEventClients?: number;
   eventBufferBytes: number;
+  /** api.eventPingMs: how often event-stream clients are pinged (default 30 s). */
+  eventPingMs?: number;
   /** api.idleTimeoutMs: a connection without a complete request is closed after this (default 10 s). */
   idleTimeoutMs?: number;
-  /** api.maxConnections: open TCP connections in all (default 256). */
+  /** api.firstRequestMs: a connection must complete its first request's headers within this (default 2 s). */
+  firstRequestMs?: number;
+  /** api.maxConnections: open connections per listener (default 256). */
   maxConnections?: number;
-  /** api.maxConnectionsPerAddress: open TCP connections from one remote address (default 16). */
+  /** api.maxConnectionsPerAddress: open TCP connections from one IPv4 address or IPv6 /64 (default 16). */
   maxConnectionsPerAddress?: number;
+  /** The daemon's descriptor budget (agent/core/fd-budget.ts). */
+  admit?: () => (() => void) | null;
 }
 
-export const API_DEFAULTS = { idleTimeoutMs: 10_000, maxConnections: 256, maxConnectionsPerAddress: 16 } as const;
+export const API_DEFAULTS = {
+  idleTimeoutMs: 10_000,
+  firstRequestMs: 2000,
+  maxConnections: 256,
+  maxConnectionsPerAddress: 16,
+  maxPeerEventClients: 16,
+  eventPingMs: 30_000,
+} as const;
 /** How often Node checks headersTimeout and requestTimeout on open connections. */
 const CONNECTION_CHECK_MS = 1000;
 
@@ -68,12 +90,23 @@ export function tokenMatches(header: string | undefined, expected: string): bool
   return timingSafeEqual(got, want) && !!m;
 }
 
+/** Who a request came from, for the handlers that care (POST /v1/incoming). */
+export interface RequestOrigin {
+  /** 'unix' for the local socket; the remote address on TCP. */
+  transport: 'unix' | 'tcp';
+  address: string | null;
+}
+
+type Listener = { token: string | null; limits: ConnectionLimits | null; clients: Set<WebSocket>; maxClients: number };
+
 export class ApiServer {
   private readonly servers: http.Server[] = [];
   private readonly wss: WebSocketServer;
   private readonly clients = new Set<WebSocket>();
   private readonly unsubscribe: () => void;
   private closing: Array<() => Promise<void>> = [];
+  private pinger: NodeJS.Timeout | null = null;
+  private readonly alive = new WeakSet<WebSocket>();
 
   constructor(private readonly opts: ApiServerOptions) {
     this.wss = new WebSocketServer({ noServer: true, maxPayload: 4096, perMessageDeflate: false });
@@ -82,18 +115,21 @@ export class ApiServer {
 
   /** Listens on a UNIX socket created with `mode` (and group) from the start. */
   async listenUnix(path: string, mode: number, gid?: number): Promise<void> {
-    const server = this.makeServer(null);
+    const server = this.makeServer({ token: null, clients: new Set(), maxClients: this.opts.maxEventClients });
     const handle = await listenUnixSocket(server, path, { mode, gid });
     this.closing.push(() => handle.close());
   }
 
   /** Listens on TCP for peers; every request must present `token`. Returns the bound port. */
   async listenTcp(hostPort: string, token: string): Promise<AddressInfo> {
-    const i = hostPort.lastIndexOf(':');
-    const host = hostPort.slice(0, i).replace(/^\[|\]$/g, '');
-    const port = Number(hostPort.slice(i + 1));
-    const server = this.makeServer(token);
-    this.capConnections(server);
+    const split = splitHostPort(hostPort);
+    if (!split) throw new RangeError(`api.listen: expected host:port, got ${JSON.stringify(hostPort)}`);
+    const { host, port } = split;
+    const server = this.makeServer({
+      token,
+      clients: new Set(),
+      maxClients: this.opts.maxPeerEventClients ?? API_DEFAULTS.maxPeerEventClients,
+    });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, host, () => resolve());
@@ -102,86 +138,91 @@ export class ApiServer {
     return server.address() as AddressInfo;
   }
 
-  private makeServer(token: string | null): http.Server {
+  private makeServer(partial: Omit<Listener, 'limits'>): http.Server {
     // Node measures headersTimeout and requestTimeout from a connection's first byte wait (a
     // connection that never sends one included) and checks them every `check` ms; the sum stays
     // within api.idleTimeoutMs. A slow client is answered 408 and closed.
     const idleMs = this.opts.idleTimeoutMs ?? API_DEFAULTS.idleTimeoutMs;
     const check = Math.min(CONNECTION_CHECK_MS, Math.floor(idleMs / 2));
-    const server = http.createServer(
-      {
-        headersTimeout: idleMs - check,
-        requestTimeout: idleMs - check,
-        connectionsCheckingInterval: check,
-        maxHeaderSize: 16384,
-      },
-      (req, res) => {
-        void this.handle(req, res, token);
-      },
-    );
+    const server = http.createServer({
+      headersTimeout: idleMs - check,
+      requestTimeout: idleMs - check,
+      connectionsCheckingInterval: check,
+      maxHeaderSize: 16384,
+    });
+    const tcp = partial.token !== null;
+    const listener: Listener = {
+      ...partial,
+      limits: new ConnectionLimits(server, {
+        label: tcp ? 'API (TCP)' : 'API (local)',
+        maxConnections: this.opts.maxConnections ?? API_DEFAULTS.maxConnections,
+        maxPerSource: tcp
+          ? (this.opts.maxConnectionsPerAddress ?? API_DEFAULTS.maxConnectionsPerAddress)
+          : (this.opts.maxConnections ?? API_DEFAULTS.maxConnections),
+        firstRequestMs: Math.min(this.opts.firstRequestMs ?? API_DEFAULTS.firstRequestMs, idleMs),
+        sourceOf: tcp ? (socket) => sourcePrefix(socket.remoteAddress) : undefined,
+        admit: this.opts.admit,
+        logger: this.opts.logger,
+      }),
+    };
+    server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      listener.limits?.started(req.socket);
+      void this.handle(req, res, listener);
+    });
     server.keepAliveTimeout = Math.min(5000, idleMs - check);
-    server.on('upgrade', (req, socket, head) => {
-      if (token !== null && !tokenMatches(req.headers.authorization, token)) {
+    server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
+      listener.limits?.started(socket);
+      if (listener.token !== null && !tokenMatches(req.headers.authorization, listener.token)) {
         socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\n\r\n');
         return;
       }
+      listener.limits?.trust(socket);
       if (new URL(req.url ?? '/', 'http://x').pathname !== '/v1/events') {
         socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
         return;
       }
-      if (this.clients.size >= this.opts.maxEventClients) {
+      if (listener.clients.size >= listener.maxClients) {
         socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n');
         return;
       }
-      this.wss.handleUpgrade(req, socket, head, (ws) => this.addClient(ws));
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.addClient(ws, listener.clients));
     });
     this.servers.push(server);
     return server;
   }
 
-  /** api.maxConnections over the listener, api.maxConnectionsPerAddress per remote address. */
-  private capConnections(server: http.Server): void {
-    server.maxConnections = this.opts.maxConnections ?? API_DEFAULTS.maxConnections;
-    const perAddress = this.opts.maxConnectionsPerAddress ?? API_DEFAULTS.maxConnectionsPerAddress;
-    const open = new Map<string, number>();
-    let lastWarning = -Infinity;
-    const warnOnce = (message: string, meta: Record<string, unknown>) => {
-      // Once a minute at most: a flood of refused connections must not become a flood of log lines.
-      const now = Date.now();
-      if (now - lastWarning < 60_000) return;
-      lastWarning = now;
-      this.opts.logger.warn(message, meta);
-    };
-    // Node closes a connection past server.maxConnections on arrival and says so with 'drop'.
-    server.on('drop', (data?: { remoteAddress?: string }) =>
-      warnOnce('API connection refused: api.maxConnections reached', {
-        limit: server.maxConnections,
-        address: remoteKey(data?.remoteAddress),
-      }),
-    );
-    server.on('connection', (socket: Socket) => {
-      const key = remoteKey(socket.remoteAddress);
-      const n = open.get(key) ?? 0;
-      if (n >= perAddress) {
-        warnOnce('API connection refused: api.maxConnectionsPerAddress reached', { limit: perAddress, address: key });
-        socket.destroy();
-        return;
-      }
-      open.set(key, n + 1);
-      socket.once('close', () => {
-        const left = (open.get(key) ?? 1) - 1;
-        if (left > 0) open.set(key, left);
-        else open.delete(key);
-      });
-    });
-  }
-
-  private addClient(ws: WebSocket): void {
+  private addClient(ws: WebSocket, slots: Set<WebSocket>): void {
     this.clients.add(ws);
-    ws.on('close', () => this.clients.delete(ws));
-    ws.on('error', () => this.clients.delete(ws));
+    slots.add(ws);
+    this.alive.add(ws);
+    const gone = () => {
+      this.clients.delete(ws);
+      slots.delete(ws);
+    };
+    ws.on('close', gone);
+    ws.on('error', gone);
+    ws.on('pong', () => this.alive.add(ws));
     // Clients only listen; anything they send is ignored (and bounded by maxPayload).
     ws.on('message', () => undefined);
+    this.armPings();
+  }
+
+  /** Every eventPingMs each client is pinged; one that did not answer the previous ping is cut off. */
+  private armPings(): void {
+    if (this.pinger) return;
+    this.pinger = setInterval(() => {
+      for (const ws of this.clients) {
+        if (!this.alive.has(ws)) {
+          this.opts.logger.warn('event-stream client did not answer a ping; cut off');
+          this.clients.delete(ws);
+          ws.terminate();
+          continue;
+        }
+        this.alive.delete(ws);
+        ws.ping();
+      }
+    }, this.opts.eventPingMs ?? API_DEFAULTS.eventPingMs);
+    this.pinger.unref();
   }
 
   private broadcast(ev: DaemonEvent): void {
@@ -218,7 +259,8 @@ export class ApiServer {
     }
   }
 
-  private async handle(req: http.IncomingMessage, res: http.ServerResponse, token: string | null): Promise<void> {
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse, listener: Listener): Promise<void> {
+    const token = listener.token;
     const send = (status: number, body: unknown) => {
       const text = JSON.stringify(body);
       res.writeHead(status, {
@@ -229,8 +271,12 @@ export class ApiServer {
       res.end(text);
     };
     try {
-      if (token !== null && !tokenMatches(req.headers.authorization, token))
+      if (token !== null && !tokenMatches(req.headers.authorization, token)) {
+        // Nothing more is read from a client without the token: its connection ends with the answer.
+        res.setHeader('connection', 'close');
         throw new HttpError(401, 'API_UNAUTHORIZED', 'a valid bearer token is required');
+      }
+      listener.limits?.trust(req.socket);
       const url = new URL(req.url ?? '/', 'http://x');
       const path = url.pathname;
       const method = req.method ?? 'GET';
@@ -255,7 +301,7 @@ export class ApiServer {
       if (method === 'GET' && path === '/v1/advise') {
         const pb = url.searchParams.get('poolBits');
         const poolBits = pb === null ? undefined : Number(pb);
-        if (poolBits !== undefined && (!Number.isInteger(poolBits) || poolBits < 1 || poolBits > 64))
+        if (poolBits !== undefined && !isWidth(poolBits))
           throw new HttpError(400, 'API_BAD_REQUEST', 'poolBits must be a whole number from 1 to 64');
         return send(200, await h.advise(url.searchParams.get('vm') ?? undefined, poolBits));
       }
@@ -266,7 +312,11 @@ export class ApiServer {
       if (method === 'POST' && path === '/v1/incoming') {
         const notice = parseIncomingNotice(await this.readBody(req, MAX_NOTICE_BYTES));
         if ('error' in notice) throw new HttpError(400, 'API_BAD_REQUEST', `incoming notice: ${notice.error}`);
-        return send(202, h.incoming(notice));
+        const origin: RequestOrigin =
+          token === null
+            ? { transport: 'unix', address: null }
+            : { transport: 'tcp', address: remoteKey(req.socket.remoteAddress) };
+        return send(202, await h.incoming(notice, origin));
       }
       if (method === 'POST' && path === '/v1/libvirt-events') {
         h.libvirtEvent(await this.readBody(req));
@@ -286,6 +336,8 @@ export class ApiServer {
 
   async close(): Promise<void> {
     this.unsubscribe();
+    if (this.pinger) clearInterval(this.pinger);
+    this.pinger = null;
     // Event-stream clients are told why (1001 "going away", RFC 6455 7.4.1), then cut off: a client
     // that does not answer the close within a second is not waited for.
     const clients = [...this.clients];

@@ -9,6 +9,7 @@ import type { HostFacts, Reason, Relation, Severity, StatusDocument, VmStatus } 
 import type { AdviceDocument } from '../judge/advise';
 import type { FleetDocument } from '../judge/fleet';
 import type { IncomingNotice } from '../peers/incoming-notice';
+import type { RequestOrigin } from './api-server';
 
 export type { AdviceDocument, FleetDocument, HostFacts, StatusDocument, VmStatus };
 
@@ -44,7 +45,7 @@ export interface ApiHandlers {
   /** GET /v1/advise[?vm=NAME][&poolBits=N] */
   advise(vm: string | undefined, poolBits: number | undefined): Promise<AdviceDocument>;
   /** POST /v1/incoming: a peer guard's notice of a guest migrating here (answered 202). */
-  incoming(notice: IncomingNotice): { accepted: true; matched: string | null };
+  incoming(notice: IncomingNotice, origin: RequestOrigin): Promise<{ accepted: true; matched: string | null }>;
   /** POST /v1/libvirt-events (answered 202 { accepted: true }) */
   libvirtEvent(body: unknown): void;
 }

@@ -3,7 +3,7 @@
  * HTTP server that serves them at GET /metrics. Every per-VM series is dropped by removeVm, and the
  * label values that clients or errors choose (command, code) are bounded per VM.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AlertMetrics } from '../alerts/alert-service';
@@ -12,12 +12,15 @@ import type { DeliveryResult } from '../alerts/sink-worker';
 import type { DropReason } from '../alerts/spool';
 import type { GuestFacts, HostFacts, Relation, Severity, Verdict } from '../core/types';
 import type { LogStreamHealth } from '../core/log-stream';
+import { splitHostPort } from '../core/host-port';
+import { severityRank } from '../core/severity';
+import type { Logger } from '../core/logger';
+import { ConnectionLimits, sourcePrefix } from './connection-limits';
 
 /** Distinct `command` / `code` values kept per VM; further ones are counted as "other". */
 export const MAX_LABEL_VALUES_PER_VM = 32;
 export const OTHER = 'other';
 
-export const SEVERITY_VALUE: Record<Severity, number> = { ok: 0, info: 1, warning: 2, critical: 3 };
 const RELATIONS: Relation[] = ['equal', 'narrower', 'wider'];
 const SEVERITIES: Severity[] = ['ok', 'info', 'warning', 'critical'];
 const LINT_FAILING_DEFAULTS = [
@@ -289,7 +292,7 @@ export class Metrics implements AlertMetrics {
     s.highestAddress = guest.layout?.highestAddress ?? null;
     s.up = true;
     this.writeVm(vm, s);
-    this.vmSeverity.set({ vm }, SEVERITY_VALUE[verdict.severity]);
+    this.vmSeverity.set({ vm }, severityRank(verdict.severity));
   }
 
   /** Whether the VM's QMP socket answered. */
@@ -372,10 +375,9 @@ function bounded(seen: Set<string>, value: string): string {
 
 /** 'host:port' / '[v6]:port' → parts. */
 export function parseListen(listen: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(listen);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new RangeError(`metrics.listen: expected host:port, got ${JSON.stringify(listen)}`);
-  return { host: m[1] ?? m[2], port };
+  const split = splitHostPort(listen);
+  if (!split) throw new RangeError(`metrics.listen: expected host:port, got ${JSON.stringify(listen)}`);
+  return split;
 }
 
 export interface MetricsServer {
@@ -384,10 +386,50 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
+/** Bounds on the connections to /metrics (metrics.* in the config); none by default in tests that leave them out. */
+export interface MetricsListenLimits {
+  maxConnections: number;
+  maxConnectionsPerAddress: number;
+  /** The daemon's descriptor budget (agent/core/fd-budget.ts). */
+  admit?: () => (() => void) | null;
+  logger: Logger;
+}
+
+/** A connection must complete its first request's headers within this, and an idle one is closed after METRICS_IDLE_MS. */
+export const METRICS_FIRST_REQUEST_MS = 2000;
+export const METRICS_IDLE_MS = 1000;
+
 /** Serves GET /metrics (HEAD too); 404 elsewhere, 405 for other methods. Port 0 picks a free port. */
-export async function startMetricsServer(metrics: Metrics, listen = '127.0.0.1:9741'): Promise<MetricsServer> {
+export async function startMetricsServer(
+  metrics: Metrics,
+  listen = '127.0.0.1:9741',
+  limits?: MetricsListenLimits,
+): Promise<MetricsServer> {
   const { host, port } = parseListen(listen);
-  const server: Server = createServer((req, res) => {
+  // A scrape is one short request: a second to the next one, a few seconds for headers and body
+  // (checked every 500 ms), then the connection is closed.
+  const server: Server = createServer({
+    headersTimeout: METRICS_FIRST_REQUEST_MS,
+    requestTimeout: 5000,
+    connectionsCheckingInterval: 500,
+    keepAliveTimeout: METRICS_IDLE_MS,
+  });
+  const guard = limits
+    ? new ConnectionLimits(server, {
+        label: 'metrics',
+        maxConnections: limits.maxConnections,
+        maxPerSource: limits.maxConnectionsPerAddress,
+        firstRequestMs: METRICS_FIRST_REQUEST_MS,
+        sourceOf: (socket) => sourcePrefix(socket.remoteAddress),
+        admit: limits.admit,
+        logger: limits.logger,
+      })
+    : null;
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    // A connection is kept from being displaced only while a scrape is being answered.
+    guard?.started(req.socket);
+    guard?.trust(req.socket);
+    res.once('finish', () => guard?.untrust(req.socket));
     const path = (req.url ?? '/').split('?')[0];
     if (path !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found\n');
@@ -409,8 +451,6 @@ export async function startMetricsServer(metrics: Metrics, listen = '127.0.0.1:9
       },
     );
   });
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 30_000;
   server.maxHeadersCount = 64;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -126,6 +126,20 @@ export const COMMANDS: CommandHelp[] = [
     example: 'printf \'#!/bin/sh\\nexec physbitsctl libvirt-hook "$@"\\n\' > /etc/libvirt/hooks/qemu',
   },
   {
+    name: 'proxmox-hook',
+    synopsis: 'proxmox-hook [--config FILE] VMID PHASE',
+    summary: 'a Proxmox VE hookscript (hookscript: local:snippets/...)',
+    description:
+      "Called by qemu-server as `<script> VMID PHASE`. On pre-start it reads the VM's config from\n" +
+      'proxmox.configDir (nodes/$PVE_MIGRATED_FROM/qemu-server/VMID.conf on a migration target), works\n' +
+      'out the width and memory layout qemu-server will start it with, and refuses a VM too wide for\n' +
+      'this node with one line on stderr (the VM, its width, the limit, a `qm set` fix). A config it\n' +
+      'cannot read or judge refuses too. Other phases exit 0.',
+    options: [CONFIG],
+    exit: '0 allowed (and every phase but pre-start), 1 refused, 78 refused because the config cannot be loaded',
+    example: 'physbitsctl proxmox-hook 100 pre-start',
+  },
+  {
     name: 'help',
     synopsis: 'help [COMMAND]',
     summary: "this list, or a command's help",

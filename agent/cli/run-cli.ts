@@ -60,6 +60,8 @@ export async function runCli(argv: string[], io: CliIo, signal?: AbortSignal): P
         return await (await import('./watch-command')).watchCommand(args, io, signal);
       case 'libvirt-hook':
         return await (await import('./libvirt-hook-command')).libvirtHookCommand(args, io);
+      case 'proxmox-hook':
+        return await (await import('./proxmox-hook-command')).proxmoxHookCommand(args, io);
       default:
         throw new UsageError(`unknown command '${command}' (try --help)`);
     }

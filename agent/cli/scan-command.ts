@@ -9,7 +9,7 @@ import { printable } from '../core/printable';
 import { hostReadOptions, readHost } from '../facts/host-facts';
 import { mapLimit } from '../core/async-limits';
 import { renderStatus } from './render-status';
-import { expandSocketGlobs, socketPatterns } from '../core/socket-globs';
+import { expandSocketGlobs, socketPatterns, type FoundSocket, type SocketListing } from '../core/socket-globs';
 import { judgeHost } from '../judge/host-limit';
 import { buildStatusDocument } from '../judge/status-document';
 import type { HostFacts, PeerFacts, StatusDocument, VmStatus } from '../core/types';
@@ -48,18 +48,24 @@ export async function socketArgs(args: string[]): Promise<string[]> {
       out.push(arg);
       continue;
     }
-    const found = await expandSocketGlobs([{ glob: arg, mode: 'poll' }]);
+    const found = listed(await expandSocketGlobs([{ glob: arg, mode: 'poll' }]));
     if (found.length === 0) throw new UsageError(`scan: --socket '${printable(arg)}' matches no socket`);
     out.push(...found.map((f) => f.path));
   }
   return [...new Set(out)];
 }
 
+/** The sockets listed; each listing error is said on stderr (a socket it hid is missing from the table). */
+function listed(listing: SocketListing): FoundSocket[] {
+  for (const e of listing.errors) process.stderr.write(`physbitsctl: scan: cannot list ${printable(e)}\n`);
+  return listing.sockets;
+}
+
 export async function scan(config: Config, sockets: string[]): Promise<StatusDocument> {
   const host = hostFactsFor(config);
   const paths = sockets.length
     ? await socketArgs(sockets)
-    : (await expandSocketGlobs(socketPatterns(config.discovery))).map((s) => s.path);
+    : listed(await expandSocketGlobs(socketPatterns(config.discovery))).map((s) => s.path);
   const peers = staticPeerFacts(config).filter((p) => p.reachable);
   const vms = await mapLimit(paths, config.qmp.concurrency, (socket) => scanOne(socket, config, host, peers));
   return buildStatusDocument(host, vms);

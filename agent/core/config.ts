@@ -6,12 +6,13 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { ConfigError } from './errors';
+import { splitHostPort } from './host-port';
 
 export { ConfigError };
 
 export const DEFAULT_CONFIG_PATH = '/etc/physbits/config.json';
 
-const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port');
+const hostPort = z.string().refine((s) => splitHostPort(s) !== null, 'expected host:port');
 const bits = z.number().int().min(1).max(64);
 const cronExpr = z.string().min(1);
 /** A key that may be left out or set to null: either reads as undefined. */
@@ -138,13 +139,25 @@ export const configSchema = z
         idleTimeoutMs: z.number().int().min(500).max(600000).default(10000),
         /** Open connections to api.listen in all; past it a new one is closed on arrival. */
         maxConnections: z.number().int().min(1).max(65536).default(256),
-        /** Open connections to api.listen from one remote address. */
+        /** Open connections to api.listen from one source: an IPv4 address, an IPv6 /64. */
         maxConnectionsPerAddress: z.number().int().min(1).max(65536).default(16),
+        /** A connection must complete its first request's headers within this. */
+        firstRequestMs: z.number().int().min(100).max(600000).default(2000),
+        /** Event-stream clients on api.listen (TCP); the local socket has maxEventClients of its own. */
+        maxPeerEventClients: z.number().int().min(1).max(10000).default(16),
+        /** Event-stream clients are pinged this often; one that has not answered by the next ping is cut off. */
+        eventPingMs: z.number().int().min(100).max(600000).default(30000),
       })
       .strict()
       .prefault({}),
     metrics: z
-      .object({ listen: hostPort.default('127.0.0.1:9741') })
+      .object({
+        listen: hostPort.default('127.0.0.1:9741'),
+        /** Open connections to metrics.listen in all. */
+        maxConnections: z.number().int().min(1).max(65536).default(64),
+        /** Open connections to metrics.listen from one source: an IPv4 address, an IPv6 /64. */
+        maxConnectionsPerAddress: z.number().int().min(1).max(65536).default(16),
+      })
       .strict()
       .prefault({}),
     peers: z.array(z.union([livePeer, staticPeer])).default([]),
@@ -242,6 +255,13 @@ export const configSchema = z
         /** Refuse when physbits itself cannot decide (XML it cannot judge, no host width). Default: refuse. */
         failClosed: z.boolean().default(true),
         notifyTimeoutMs: z.number().int().min(10).max(10000).default(500),
+      })
+      .strict()
+      .prefault({}),
+    proxmox: z
+      .object({
+        /** The Proxmox cluster file system's root, read by `physbitsctl proxmox-hook`. */
+        configDir: z.string().min(1).default('/etc/pve'),
       })
       .strict()
       .prefault({}),

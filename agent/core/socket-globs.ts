@@ -56,32 +56,59 @@ export function socketPatterns(discovery: Config['discovery']): SocketPattern[] 
   return discovery.sockets.map((p) => (typeof p === 'string' ? { glob: p, mode: discovery.defaultMode } : p));
 }
 
-function isSocket(path: string): boolean {
+/** Errors that show a path is not there (nothing else does: EMFILE, EACCES, EIO say nothing of it). */
+const ABSENT = new Set(['ENOENT', 'ENOTDIR']);
+
+/** Whether a path is a socket now: true, false (shown absent or another kind of file), or the error that kept it from being told. */
+export function socketState(path: string): boolean | NodeJS.ErrnoException {
   try {
     return statSync(path).isSocket();
-  } catch {
-    return false;
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    return ABSENT.has(e.code ?? '') ? false : e;
   }
 }
 
-/** Sockets matching the patterns, each once, with the mode of the first pattern that names it. */
-export async function expandSocketGlobs(patterns: SocketPattern[]): Promise<FoundSocket[]> {
+/** What a listing found, and each error that kept part of it from being listed. */
+export interface SocketListing {
+  sockets: FoundSocket[];
+  /** One line per error (the glob and the error code); the listing may miss sockets when any is here. */
+  errors: string[];
+}
+
+/**
+ * Sockets matching the patterns, each once, with the mode of the first pattern that names it. Errors
+ * are never taken for "no sockets": fast-glob is asked not to suppress them (it still passes over a
+ * directory that does not exist), and each one is returned with whatever else was found.
+ */
+export async function expandSocketGlobs(patterns: SocketPattern[]): Promise<SocketListing> {
   const seen = new Map<string, FoundSocket>();
-  if (patterns.length === 0) return [];
+  const errors: string[] = [];
+  if (patterns.length === 0) return { sockets: [], errors };
   // Loaded here, not at start-up: `scan --socket` and the libvirt hook never need it.
   const { default: fg } = await import('fast-glob');
   for (const p of patterns) {
     const base = resolve(globBase(p.glob, (segment) => fg.isDynamicPattern(segment)));
-    const paths = await fg(p.glob, {
-      onlyFiles: false,
-      absolute: true,
-      dot: true,
-      followSymbolicLinks: false,
-      suppressErrors: true,
-    });
+    let paths: string[];
+    try {
+      paths = await fg(p.glob, {
+        onlyFiles: false,
+        absolute: true,
+        dot: true,
+        followSymbolicLinks: false,
+        suppressErrors: false,
+      });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      errors.push(`${p.glob}: ${e.code ?? e.message}${e.path ? ` (${e.path})` : ''}`);
+      continue;
+    }
     for (const path of paths.sort()) {
-      if (!seen.has(path) && isSocket(path)) seen.set(path, { path, mode: p.mode, base });
+      if (seen.has(path)) continue;
+      const state = socketState(path);
+      if (state === true) seen.set(path, { path, mode: p.mode, base });
+      else if (state !== false) errors.push(`${path}: ${state.code ?? state.message}`);
     }
   }
-  return [...seen.values()];
+  return { sockets: [...seen.values()], errors };
 }

@@ -139,6 +139,12 @@ export interface GuestLayout {
   pciBars?: PciBarFact[];
   /** Every PCI bridge (root ports included) with the windows it forwards, from `query-pci`. */
   pciBridges?: PciBridgeFact[];
+  /**
+   * The host bridge's x-pci-hole64-fix (off on machine types 2.10 and older, pc_compat_2_10): with it
+   * off and no BAR above 4 GiB QEMU reports the 64-bit hole as 0/0 and offers the guest none.
+   * Absent or null when not read.
+   */
+  pciHole64Fix?: boolean | null;
 }
 
 /** A guest-physical range [start, end): end is exclusive. */
@@ -238,6 +244,13 @@ export interface GuestFacts {
   incoming?: GuestIncoming;
   /** A host-phys-bits=on guest that arrived by migration and has not been reset since. */
   migratedIn?: GuestMigratedIn;
+  /** `qom-get /machine type`, e.g. "pc-q35-7.2-machine"; absent or null when not read. */
+  machineType?: string | null;
+  /**
+   * The PCI device types this QEMU has (`qom-list-types implements=pci-device`), lower case; absent
+   * or null when not read. The PCI rule asks it about drivers its BAR table does not list.
+   */
+  pciDeviceTypes?: string[] | null;
   /**
    * The guest's UUID (QMP query-uuid: QEMU's -uuid, libvirt's <uuid>) in lower case; absent when QEMU
    * did not answer or has none (all zeros). Peers find a migrating guest by it (agent/peers/source-width.ts).

@@ -12,6 +12,9 @@ import { judgeUnseenMigration, migrationPhase } from '../judge/unseen-migration'
 import type { EventBus } from './event-bus';
 import type { VmSupervisor } from './vm-supervisor';
 
+/** The `vm` label of the daemon's own alerts (no VM's name is empty). */
+export const HOST_VM = '';
+
 /** A `migrate` the guard let through counts as seen for this long. */
 const SEEN_MIGRATION_MS = 60_000;
 
@@ -94,6 +97,12 @@ export class DaemonAlerts {
     const reasons = status.verdict!.reasons;
     this.lastReasons.set(status.name, reasons);
     this.service?.setVmReasons(status.name, reasons);
+  }
+
+  /** The daemon's own conditions (agent/daemon/daemon-health.ts): an alert each, with an empty vm label. */
+  setHostReasons(reasons: readonly Reason[]): void {
+    this.lastReasons.set(HOST_VM, reasons);
+    this.service?.setVmReasons(HOST_VM, reasons);
   }
 
   dropVm(vm: string): void {

@@ -1,5 +1,6 @@
 /** The daemon's answers to the control API (agent/api/api-server.ts serves them). */
-import { apiError, type ApiHandlers } from '../api/api-server';
+import { apiError, type ApiHandlers, type RequestOrigin } from '../api/api-server';
+import { noticeRefusal } from './notice-origin';
 import type { Config } from '../core/config';
 import type { Logger } from '../core/logger';
 import type { HostFacts, VmStatus } from '../core/types';
@@ -125,7 +126,19 @@ export class DaemonApi implements ApiHandlers {
     }
   }
 
-  incoming(notice: IncomingNotice) {
+  async incoming(notice: IncomingNotice, origin: RequestOrigin) {
+    if (origin.transport === 'tcp') {
+      const refusal = await noticeRefusal(notice, origin.address ?? '', this.deps.config().peers);
+      if (refusal) {
+        this.deps.logger.warn('incoming migration notice refused', {
+          vm: notice.vm,
+          from: notice.from ?? undefined,
+          address: origin.address ?? undefined,
+          reason: refusal,
+        });
+        throw apiError(403, 'API_NOTICE_REFUSED', `incoming notice refused: ${refusal}`);
+      }
+    }
     const matched = this.deps.incoming(notice);
     this.deps.logger.info('incoming migration notice', {
       vm: notice.vm,

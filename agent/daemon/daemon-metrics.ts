@@ -1,7 +1,7 @@
 /** The daemon's side of the metrics: VM statuses → series, and the /metrics listener. */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Metrics, startMetricsServer, type MetricsServer } from '../api/metrics';
+import { Metrics, startMetricsServer, type MetricsListenLimits, type MetricsServer } from '../api/metrics';
 import type { HostFacts, VmStatus } from '../core/types';
 import type { LogStreamHealth } from '../core/log-stream';
 import { joinHostPort } from '../../qmp/address';
@@ -23,8 +23,8 @@ export class DaemonMetrics {
     this.metrics = new Metrics({ version: packageVersion(), logHealth });
   }
 
-  async listen(listen: string): Promise<string> {
-    this.server = await startMetricsServer(this.metrics, listen);
+  async listen(listen: string, limits?: MetricsListenLimits): Promise<string> {
+    this.server = await startMetricsServer(this.metrics, listen, limits);
     return joinHostPort(this.server.address, this.server.port);
   }
 

@@ -33,6 +33,7 @@ import type { IncomingNotice } from '../peers/incoming-notice';
 import { groupId } from '../core/unix-groups';
 import { readApiToken } from '../core/secret-files';
 import { nfdFeatureText, writeNfdFeatureFile } from './nfd-feature-file';
+import { DaemonHealth } from './daemon-health';
 
 export interface DaemonOptions {
   config: Config;
@@ -75,6 +76,8 @@ export class Daemon {
   private readonly guardAttach: ReturnType<typeof createGuardAttach>;
   /** Peer guards' notices of guests migrating here, until their VM arrives. */
   private readonly incoming: IncomingNotices;
+  /** The daemon's own conditions and its descriptor budget. */
+  private readonly health: DaemonHealth;
   /** Bound addresses, for logs and tests. */
   metricsAddress: string | null = null;
   apiTcpAddress: string | null = null;
@@ -97,6 +100,11 @@ export class Daemon {
       timers: this.timers,
       metrics: this.metrics.metrics,
       events: this.events,
+    });
+    this.health = new DaemonHealth({
+      logger: this.logger,
+      timers: this.timers,
+      report: (reasons) => this.alerts.setHostReasons(reasons),
     });
     // The guard on each held VM, wired to the daemon's metrics, alerts and events.
     this.guardAttach = createGuardAttach({
@@ -143,7 +151,13 @@ export class Daemon {
     this.metrics.setHost(this.host, config.fleet.pool);
     await this.publishLimit();
     await this.alerts.start();
-    this.metricsAddress = await this.metrics.listen(config.metrics.listen);
+    this.health.start();
+    this.metricsAddress = await this.metrics.listen(config.metrics.listen, {
+      maxConnections: config.metrics.maxConnections,
+      maxConnectionsPerAddress: config.metrics.maxConnectionsPerAddress,
+      admit: () => this.health.budget.admit(),
+      logger: this.logger.child({ component: 'metrics' }),
+    });
     this.logger.info('metrics listening', { address: this.metricsAddress });
     await this.startApi();
     await this.peers.refresh();
@@ -182,10 +196,14 @@ export class Daemon {
       logger: this.logger.child({ component: 'api' }),
       maxBodyBytes: config.api.maxBodyBytes,
       maxEventClients: config.api.maxEventClients,
+      maxPeerEventClients: config.api.maxPeerEventClients,
+      eventPingMs: config.api.eventPingMs,
       eventBufferBytes: config.api.eventBufferBytes,
       idleTimeoutMs: config.api.idleTimeoutMs,
+      firstRequestMs: config.api.firstRequestMs,
       maxConnections: config.api.maxConnections,
       maxConnectionsPerAddress: config.api.maxConnectionsPerAddress,
+      admit: () => this.health.budget.admit(),
     });
     mkdirSync(dirname(config.api.socket), { recursive: true, mode: 0o755 });
     await this.api.listenUnix(
@@ -218,6 +236,7 @@ export class Daemon {
     });
     this.discovery.on('removed', (found) => void this.removeVm(found.path));
     this.discovery.on('replaced', (found) => this.supervisors.get(found.path)?.kick());
+    this.discovery.on('listing', (errors) => this.health.discovery(errors));
     void this.discovery
       .start()
       .catch((err) => this.logger.error('discovery failed to start', { error: (err as Error).message }));
@@ -234,6 +253,7 @@ export class Daemon {
         has: (key) => this.supervisors.has(key),
         add: (key, readFacts) => void this.addVm(key, 'libvirt', readFacts),
         remove: (key) => this.removeVm(key),
+        refresh: (key) => this.supervisors.get(key)?.refresh() ?? Promise.resolve(),
       },
     });
     this.libvirt.start();
@@ -360,7 +380,7 @@ export class Daemon {
       prev.guard.enabled === next.guard.enabled;
     if (!sameDiscovery) {
       this.discovery?.stop();
-      this.libvirt?.stop();
+      await this.libvirt?.stop();
       await Promise.all([...this.supervisors.keys()].map((socket) => this.removeVm(socket)));
       this.startDiscovery();
       await this.discovery?.rescan();
@@ -404,7 +424,7 @@ export class Daemon {
     void this.verifyTask?.destroy();
     this.verifyTask = null;
     this.discovery?.stop();
-    this.libvirt?.stop();
+    await this.libvirt?.stop();
     await Promise.all(
       [...this.supervisors.values()].map(async (supervisor) => {
         await supervisor.stop();
@@ -413,6 +433,7 @@ export class Daemon {
     );
     this.supervisors.clear();
     this.heldCount = 0;
+    this.health.stop();
     await this.api?.close();
     await this.metrics.close();
     await this.alerts.stop();

@@ -3,6 +3,11 @@
  * (new sockets are seen within a second) and on a node-cron schedule as a safety net.
  * Emits `added` / `removed` with the socket and its mode, and `replaced` when a new socket took the
  * path of a known one (a restarted QEMU binds a fresh socket: a waiting reconnect can go now).
+ *
+ * An error while listing never counts as "gone": a known socket is removed only when it is shown to
+ * have disappeared (stat says ENOENT or ENOTDIR, or the path is no longer a socket). A pass that met
+ * errors emits `listing` with them (an empty list once a pass is clean again), so the daemon can say
+ * so; fast-glob's suppressErrors would otherwise turn EMFILE into "no sockets" and every VM would go.
  */
 import { EventEmitter } from 'node:events';
 import { statSync, watch, type FSWatcher } from 'node:fs';
@@ -10,7 +15,7 @@ import { dirname } from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
 import fg from 'fast-glob';
 import type { Logger } from '../core/logger';
-import { expandSocketGlobs, type FoundSocket, type SocketPattern } from '../core/socket-globs';
+import { expandSocketGlobs, socketState, type FoundSocket, type SocketPattern } from '../core/socket-globs';
 
 export interface DiscoveryOptions {
   patterns: SocketPattern[];
@@ -68,11 +73,12 @@ export function socketIdentity(path: string): string | null {
   }
 }
 
-/** Discovery's events: a socket found, gone, or re-created at the same path. */
+/** Discovery's events: a socket found, gone, or re-created at the same path; a pass's listing errors when they change. */
 export interface DiscoveryEvents {
   added: [found: FoundSocket];
   removed: [found: FoundSocket];
   replaced: [found: FoundSocket];
+  listing: [errors: string[]];
 }
 
 export class Discovery extends EventEmitter<DiscoveryEvents> {
@@ -86,6 +92,8 @@ export class Discovery extends EventEmitter<DiscoveryEvents> {
   private scanning: Promise<void> | null = null;
   private again = false;
   private stopped = false;
+  /** The last pass's errors, one a line ('' when it met none). */
+  private lastErrors = '';
 
   constructor(private readonly opts: DiscoveryOptions) {
     super();
@@ -162,20 +170,28 @@ export class Discovery extends EventEmitter<DiscoveryEvents> {
   private async pass(): Promise<void> {
     this.armWatchers();
     let found: FoundSocket[];
+    const errors: string[] = [];
     try {
-      found = await expandSocketGlobs(this.opts.patterns);
+      const listing = await expandSocketGlobs(this.opts.patterns);
+      found = listing.sockets;
+      errors.push(...listing.errors);
     } catch (err) {
-      this.opts.logger.warn('discovery pass failed', { error: (err as Error).message });
-      return;
+      found = [];
+      errors.push((err as Error).message);
     }
     if (this.stopped) return;
     const now = new Set(found.map((f) => f.path));
     for (const [path, s] of this.known) {
-      if (!now.has(path)) {
-        this.known.delete(path);
-        this.identity.delete(path);
-        this.emit('removed', s);
+      if (now.has(path)) continue;
+      const state = socketState(path);
+      if (state === true) continue; // still there: only the listing missed it
+      if (state !== false) {
+        errors.push(`${path}: ${state.code ?? state.message}`);
+        continue;
       }
+      this.known.delete(path);
+      this.identity.delete(path);
+      this.emit('removed', s);
     }
     for (const f of found) {
       const id = socketIdentity(f.path);
@@ -189,6 +205,14 @@ export class Discovery extends EventEmitter<DiscoveryEvents> {
         const known = this.known.get(f.path);
         if (before && known) this.emit('replaced', known);
       }
+    }
+    // Said once per change of the errors, not on every pass while they last.
+    const text = errors.join('\n');
+    if (text !== this.lastErrors) {
+      if (errors.length) this.opts.logger.error('discovery could not list everything; known VMs kept', { errors });
+      else this.opts.logger.info('discovery lists everything again');
+      this.lastErrors = text;
+      this.emit('listing', errors);
     }
   }
 

@@ -19,6 +19,9 @@ export class FactPoller implements FactSource {
   private timer: unknown = null;
   private stopped = false;
   private lastFailed = false;
+  /** Reads started, and the latest one reported: a read that ends after a later one's report is stale. */
+  private started = 0;
+  private reported = 0;
 
   constructor(private readonly opts: FactPollerOptions) {}
 
@@ -53,13 +56,20 @@ export class FactPoller implements FactSource {
 
   private async poll(reschedule = true): Promise<void> {
     if (this.stopped) return;
+    const seq = ++this.started;
     try {
       const guest = await this.opts.readFacts();
-      this.lastFailed = false;
-      if (!this.stopped) this.opts.report.read(guest);
+      if (seq > this.reported) {
+        this.reported = seq;
+        this.lastFailed = false;
+        if (!this.stopped) this.opts.report.read(guest);
+      }
     } catch (err) {
-      this.lastFailed = true;
-      if (!this.stopped) this.opts.report.failed(err);
+      if (seq > this.reported) {
+        this.reported = seq;
+        this.lastFailed = true;
+        if (!this.stopped) this.opts.report.failed(err);
+      }
     }
     if (reschedule && !this.stopped) {
       this.timer = this.opts.timers.setTimeout(() => {

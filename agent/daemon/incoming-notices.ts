@@ -28,11 +28,11 @@ export class IncomingNotices {
     if (this.notices.length > MAX_NOTICES) this.notices = this.notices.slice(-MAX_NOTICES);
   }
 
-  /** The notice for `vm` (by port first, then by name), removed; null when none. */
+  /** The latest notice for `vm` (by port first, then by name), removed; null when none. */
   take(vm: IncomingVm): IncomingNotice | null {
     this.expire();
-    let i = vm.port !== null ? this.notices.findIndex((n) => n.notice.port === vm.port) : -1;
-    if (i < 0) i = this.notices.findIndex((n) => n.notice.vm === vm.name);
+    let i = vm.port !== null ? lastIndex(this.notices, (n) => n.notice.port === vm.port) : -1;
+    if (i < 0) i = lastIndex(this.notices, (n) => n.notice.vm === vm.name);
     if (i < 0) return null;
     const [found] = this.notices.splice(i, 1);
     return found.notice;
@@ -47,4 +47,9 @@ export class IncomingNotices {
     const now = this.clock();
     if (this.notices.some((n) => n.until <= now)) this.notices = this.notices.filter((n) => n.until > now);
   }
+}
+
+function lastIndex<T>(items: readonly T[], pred: (item: T) => boolean): number {
+  for (let i = items.length - 1; i >= 0; i--) if (pred(items[i])) return i;
+  return -1;
 }

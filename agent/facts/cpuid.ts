@@ -8,6 +8,7 @@
  * the AMD APM defines for memory encryption (0x8000001F: EAX bit 0 SME, bit 1 SEV, bit 3 SEV-ES,
  * bit 4 SEV-SNP; EBX[5:0] C-bit position, EBX[11:6] physical address reduction).
  */
+import { widthOrNull } from '../core/checks';
 
 export interface CpuidRegisters {
   eax: number;
@@ -115,8 +116,8 @@ export function interpretCpuid(leaves: CpuidLeaves): CpuidFacts {
   if (maxExt === null) return out;
   if (maxExt >= LEAF.ADDRESS_SIZES && leaves.addressSizes) {
     const a = decodeAddressSizes(leaves.addressSizes.eax);
-    out.physBits = a.physBits > 0 && a.physBits <= 64 ? a.physBits : null;
-    out.virtBits = a.virtBits > 0 && a.virtBits <= 64 ? a.virtBits : null;
+    out.physBits = widthOrNull(a.physBits);
+    out.virtBits = widthOrNull(a.virtBits);
   }
   const vendorAllows = vendor === null || MEM_ENCRYPTION_VENDORS.has(vendor);
   if (maxExt >= LEAF.MEM_ENCRYPTION && leaves.memEncryption && vendorAllows) {

@@ -6,6 +6,7 @@
  * are identical in every block, so only the first block is read.
  */
 import type { HostFlags, HostPaging } from '../core/types';
+import { widthOrNull } from '../core/checks';
 
 export interface CpuinfoFacts {
   vendor: string | null;
@@ -31,8 +32,7 @@ export function noFlags(): HostFlags {
 }
 
 function bitsOrNull(text: string): number | null {
-  const n = Number(text);
-  return Number.isInteger(n) && n >= 1 && n <= 64 ? n : null;
+  return widthOrNull(Number(text));
 }
 
 /** Parses "46 bits physical, 48 bits virtual" into both widths; a malformed half is null. */

@@ -13,6 +13,7 @@ import { computeLayout } from './guest-layout';
 import { parseQueryPci, pciEnd } from './pci-layout';
 import { qemuVersionString } from './qemu-version';
 import type { GuestFacts, GuestIncoming, GuestLayout, GuestMemoryEncryption, MemoryDeviceFact } from '../core/types';
+import { asObject } from '../core/checks';
 
 /** What readGuestFacts needs of a QMP connection: the QmpClient, or a libvirt monitor passthrough. */
 export interface QmpExecutor {
@@ -35,8 +36,7 @@ const SEV_POLICY_ES = 0x4;
 
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : null);
 const str = (v: unknown): string | null => (typeof v === 'string' && v.length <= MAX_TEXT ? v : null);
-const obj = (v: unknown): Record<string, unknown> | null =>
-  v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+const obj = asObject;
 
 /** The QMP error class of a failed command (CommandError or anything shaped like it). */
 export function errorClassOf(err: unknown): string | null {
@@ -174,6 +174,7 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     cgsPath,
     memoryOpts,
     pci,
+    pciTypes,
   ] = await Promise.all([
     soft('query-name'),
     soft('query-uuid'),
@@ -193,6 +194,8 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     qomGet('/machine', 'memory'),
     // 64-bit BARs and bridge windows as firmware or the guest OS placed them (pci-layout.ts).
     soft('query-pci'),
+    // The PCI device types of this QEMU, for drivers the PCI rule's table does not list.
+    soft('qom-list-types', { implements: 'pci-device', abstract: false }),
   ]);
   const cpuPath = await cpusP.then(firstCpuPath, (err) => rethrow(err, 'query-cpus-fast failed'));
 
@@ -219,6 +222,7 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     bridgeProp('pci-hole64-start'),
     bridgeProp('pci-hole64-end'),
     bridgeProp('pci-hole64-size'),
+    bridgeProp('x-pci-hole64-fix'),
     bridgeProp('below-4g-mem-size'),
     bridgeProp('above-4g-mem-size'),
     hasDeviceMemory ? qomGet(DEVICE_MEMORY_REGION, 'addr') : Promise.resolve(undefined),
@@ -226,7 +230,18 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     cgs ? qomGet(cgs, 'type') : Promise.resolve(undefined),
     cgs ? qomGet(cgs, 'reduced-phys-bits') : Promise.resolve(undefined),
   ]);
-  const [hole64Start, hole64End, hole64Size, below4g, above4g, dmBase, dmRegionSize, cgsType, reducedPhysBits] = rest;
+  const [
+    hole64Start,
+    hole64End,
+    hole64Size,
+    hole64Fix,
+    below4g,
+    above4g,
+    dmBase,
+    dmRegionSize,
+    cgsType,
+    reducedPhysBits,
+  ] = rest;
   const physBits = num(await physBitsP.catch((err) => rethrow(err, `qom-get ${cpuPath} phys-bits failed`)));
   if (physBits === null || physBits === 0) {
     throw new GuestFactsError(`${cpuPath} reported no phys-bits value`);
@@ -270,6 +285,7 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     layout.memoryConfig =
       m && size !== null ? { size, maxSize: num(m['max-size']) ?? size, slots: num(m.slots) ?? 0 } : null;
     layout.pciHole64Size = num(hole64Size);
+    layout.pciHole64Fix = typeof hole64Fix === 'boolean' ? hole64Fix : null;
     if (Array.isArray(pci)) {
       const placed = parseQueryPci(pci);
       layout.pciBars = placed.bars;
@@ -290,10 +306,26 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     memoryEncryption: memoryEncryptionFrom({ sev, cgsType: str(cgsType), reducedPhysBits }),
     runState,
     layout,
+    machineType: machine,
+    pciDeviceTypes: parsePciDeviceTypes(pciTypes),
     ...(incoming ? { incoming } : {}),
     ...(unreadable.length > 0 ? { unreadable } : {}),
     ...(uuid !== null ? { uuid } : {}),
   };
+}
+
+/** At most this many PCI device types are kept (QEMU 10.0 has about 150 on x86_64). */
+export const MAX_PCI_DEVICE_TYPES = 2048;
+
+/** The type names of a `qom-list-types` reply, lower case; null when it is not a list. */
+export function parsePciDeviceTypes(reply: unknown): string[] | null {
+  if (!Array.isArray(reply)) return null;
+  const out: string[] = [];
+  for (const t of reply.slice(0, MAX_PCI_DEVICE_TYPES)) {
+    const n = str(obj(t)?.name);
+    if (n && n.length <= 128) out.push(n.toLowerCase());
+  }
+  return out;
 }
 
 /**

@@ -379,7 +379,9 @@ export async function resolveMemoryDevice(
   const size = await resolveDeviceSize(q, args, backendAlignment(backend));
   if (size === null) return null;
   const align = deviceAlignment(args.driver as string, backend, {
-    blockSize: numberArg(args['block-size']),
+    // A size property: "1G" as QEMU reads it (util/cutils.c qemu_strtosz), from HMP on every QEMU
+    // and from QMP on 7.2, which turns device_add's values into text (10.0 takes JSON numbers only).
+    blockSize: sizeArg(args['block-size']),
     legacyAlign: opts.legacyAlign,
   });
   return { size, align, hint: addressHint(args), backend };

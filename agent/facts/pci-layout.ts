@@ -8,14 +8,21 @@
  *    PCI_BAR_UNMAPPED (all ones, shown as -1 since the field is a QAPI int) while firmware or the
  *    guest OS has not programmed it or memory decoding is off (hw/pci/pci.c pci_bar_address);
  *  - a bridge's windows are pci_bridge_get_base / pci_bridge_get_limit (hw/pci/pci_bridge.c): the
- *    limit is inclusive; a window is off while base > limit (QEMU's reset state reads
- *    base 0xfff00000, limit 0xfffff); the prefetchable window carries the upper 32 bits when the
- *    bridge implements them (every QEMU bridge does);
+ *    limit is inclusive; a window is off while base > limit; the prefetchable window carries the
+ *    upper 32 bits when the bridge implements them (every QEMU bridge does);
+ *  - a window nobody programmed reads base 0, limit 0xfffff on pci-bridge, pcie-pci-bridge and the
+ *    xio3130/x3130 switch ports: pci_bridge_reset (hw/pci/pci_bridge.c) clears the base and limit
+ *    registers, and a zero limit register reads as 0xfffff (the low 20 bits of a limit are all
+ *    ones). Only pcie-root-port resets to the disabled encoding (base 0xfff00000, limit 0xfffff:
+ *    hw/pci-bridge/pcie_root_port.c rp_reset, pci_bridge_disable_base_limit). Measured on QEMU 7.2
+ *    and 10.0 before firmware runs. A window at address 0 would overlap RAM, which no firmware
+ *    or OS programs, so [0, 1 MiB) is read as not programmed;
  *  - devices behind a bridge are listed only once its secondary bus number is set (by firmware):
  *    before that a paused guest shows its root ports with no devices and no windows.
  */
 import type { PciInfo, PciDeviceInfo } from '../../qmp/pci-info';
 import type { AddressRange, PciBarFact, PciBridgeFact } from '../core/types';
+import { asObject } from '../core/checks';
 
 /** At most this many devices are looked at (256 buses × 32 slots × 8 functions is the PCI maximum). */
 export const MAX_PCI_DEVICES = 4096;
@@ -30,8 +37,7 @@ export interface PciLayout {
   bridges: PciBridgeFact[];
 }
 
-const obj = (v: unknown): Record<string, unknown> | null =>
-  v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+const obj = asObject;
 const int = (v: unknown): number | null => (typeof v === 'number' && Number.isSafeInteger(v) ? v : null);
 const hex2 = (n: number): string => n.toString(16).padStart(2, '0');
 
@@ -40,12 +46,19 @@ export function pciAddress(bus: number, slot: number, fn: number): string {
   return `${hex2(bus)}:${hex2(slot)}.${fn.toString(16)}`;
 }
 
-/** [base, limit] as an exclusive range; null when the window is off (base > limit) or unreadable. */
+/** What an unprogrammed window reads after pci_bridge_reset: base 0, limit 0xfffff (see the header). */
+export const UNPROGRAMMED_LIMIT = 0xfffff;
+
+/**
+ * [base, limit] as an exclusive range; null when the window is off (base > limit), not programmed
+ * (base 0, limit 0xfffff) or unreadable.
+ */
 export function bridgeWindow(range: unknown): AddressRange | null {
   const r = obj(range);
   const base = int(r?.base);
   const limit = int(r?.limit);
   if (base === null || limit === null || base < 0 || limit < base) return null;
+  if (base === 0 && limit === UNPROGRAMMED_LIMIT) return null;
   return { start: base, end: limit + 1 };
 }
 

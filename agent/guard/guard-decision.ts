@@ -60,16 +60,21 @@ export interface GuardContext {
 
 export type Classified =
   | { kind: 'safe' }
-  | { kind: 'memory'; via: 'qmp' | 'hmp'; device: MemoryDeviceRequest }
+  /** A memory device; `pci`: the PCI device it also is (virtio-mem-pci, virtio-pmem-pci: the modern BAR). */
+  | { kind: 'memory'; via: 'qmp' | 'hmp'; device: MemoryDeviceRequest; pci: PciDeviceRequest | null }
   | { kind: 'pci'; via: 'qmp' | 'hmp'; device: PciDeviceRequest }
   | { kind: 'migrate'; via: 'qmp' | 'hmp'; targets: MigrationTarget[] }
   | { kind: 'hmp-unparsable'; name: 'device_add' | 'migrate'; reason: string };
 
-/** A device_add's rule: memory devices first (virtio-mem-pci is one), then PCI devices with a 64-bit BAR. */
+/**
+ * A device_add's rules: a memory device meets the memory rule, and then the PCI rule when it is a
+ * PCI device too (virtio-mem-pci's modern BAR); any other device that may have a 64-bit BAR (or that
+ * the BAR table does not know) meets the PCI rule.
+ */
 function classifyDeviceAdd(args: Record<string, unknown> | undefined, via: 'qmp' | 'hmp'): Classified {
   const memory = memoryDeviceRequest(args);
-  if (memory) return { kind: 'memory', via, device: memory };
   const pci = pciDeviceRequest(args);
+  if (memory) return { kind: 'memory', via, device: memory, pci: pci?.classified ? pci : null };
   return pci ? { kind: 'pci', via, device: pci } : { kind: 'safe' };
 }
 
@@ -168,7 +173,26 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
     return refuse(cmd, effective, code, `${message}; refused because guard.onUnknown is 'refuse'`);
   };
 
-  const memory = async (cmd: GuardCommand, device: MemoryDeviceRequest, guest: GuestFacts): Promise<GuardAction> => {
+  const pciRule = (cmd: GuardCommand, device: PciDeviceRequest, guest: GuestFacts): GuardAction => {
+    const decision = decidePciHotplug({ device, guest, host: ctx.host(), policy: ctx.config().policy });
+    if (decision.outcome === 'refuse')
+      return refuse(cmd, 'device_add', REFUSED.PCI_WINDOW_ABOVE_HOST_LIMIT, decision.message);
+    if (decision.outcome === 'unknown')
+      return undecided(
+        cmd,
+        'device_add',
+        decision.what === 'device' ? REFUSED.PCI_DEVICE_UNKNOWN : REFUSED.PCI_WINDOW_UNKNOWN,
+        decision.message,
+      );
+    return FORWARD;
+  };
+
+  const memory = async (
+    cmd: GuardCommand,
+    device: MemoryDeviceRequest,
+    pci: PciDeviceRequest | null,
+    guest: GuestFacts,
+  ): Promise<GuardAction> => {
     const now = clock();
     reservations = reservations.filter((r) => r.until > now);
     const decision = await decideMemoryHotplug({
@@ -183,6 +207,11 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
     if (decision.outcome === 'refuse') return refuse(cmd, 'device_add', decision.code, decision.message);
     if (decision.outcome === 'unknown')
       return undecided(cmd, 'device_add', REFUSED.MEMORY_PLACEMENT_UNKNOWN, decision.message);
+    // Its memory fits; its PCI BAR must too (the window of the bus it is plugged into).
+    if (pci) {
+      const bar = pciRule(cmd, pci, guest);
+      if (bar.action !== 'forward') return bar;
+    }
     if (decision.placement) {
       reservations.push({
         addr: decision.placement.addr,
@@ -217,18 +246,11 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
     try {
       if (c.kind === 'memory') {
         // One memory decision at a time, so that each sees the placements approved before it.
-        const run = memoryQueue.then(() => memory(cmd, c.device, guest));
+        const run = memoryQueue.then(() => memory(cmd, c.device, c.pci, guest));
         memoryQueue = run.catch(() => undefined);
         return await run;
       }
-      if (c.kind === 'pci') {
-        const decision = decidePciHotplug({ device: c.device, guest, host: ctx.host(), policy: ctx.config().policy });
-        if (decision.outcome === 'refuse')
-          return refuse(cmd, 'device_add', REFUSED.PCI_WINDOW_ABOVE_HOST_LIMIT, decision.message);
-        if (decision.outcome === 'unknown')
-          return undecided(cmd, 'device_add', REFUSED.PCI_WINDOW_UNKNOWN, decision.message);
-        return FORWARD;
-      }
+      if (c.kind === 'pci') return pciRule(cmd, c.device, guest);
       // The uri as this guest's QEMU reads it (QEMU 7.2 and 8.2+ differ: migration-target.ts).
       const asRead = classifyCommand(cmd, guest.qemuVersion);
       const verdict = await decideMigration({

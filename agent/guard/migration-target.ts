@@ -30,6 +30,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import { joinHostPort } from '../../qmp/address';
 import { atLeast, parseVersion } from '../facts/qemu-version';
+import { isObject as isRecord } from '../core/checks';
 
 export type NetworkTransport = 'tcp' | 'rdma';
 export type LocalTransport = 'unix' | 'fd' | 'exec' | 'file' | 'vsock';
@@ -193,10 +194,6 @@ export function parseMigrateUri(uri: string, qemuVersion?: string): MigrationTar
     kind: 'invalid',
     reason: `QEMU releases read this uri differently (7.2: ${describeTarget(readings[0])}, 8.0: ${describeTarget(readings[1])}, 8.2+: ${describeTarget(current)}) and the guest's QEMU version is not known`,
   };
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /** The `addr` of a MigrationChannel (qapi/migration.json MigrationAddress). */

@@ -13,99 +13,67 @@
  *    least pci-hole64-size), which QEMU also describes to the guest in ACPI _CRS.
  * vfio-pci and ivshmem BARs are host memory mapped into the guest: KVM refuses the memory slot
  * above the limit and QEMU aborts the VM; an emulated device's MMIO BAR above it cannot be reached.
- * Which drivers have a 64-bit BAR is a table (PCI_BAR64_DRIVERS); anything else is forwarded.
+ * Which drivers have a 64-bit BAR, under the name QEMU resolves, is pci-device-table.ts; a driver
+ * it does not list is judged as if it had 64-bit BARs of both kinds, and where such a BAR would not
+ * fit, guard.onUnknown decides, unless the guest's QEMU says the driver is no PCI device type.
  * Pure: the guest's facts in, a decision out.
  */
 import { hex } from '../core/format';
 import type { AddressRange, GuestFacts, HostFacts, PciBridgeFact, Policy } from '../core/types';
+import { parseMachineType, atLeast } from '../facts/qemu-version';
+import { classifyPciDriver, resolveDriver, type Bar64Kinds } from './pci-device-table';
 import { quote } from './refusal';
 
-export interface Bar64Kinds {
-  /** The device has (or may have) a 64-bit prefetchable memory BAR. */
-  prefetchable: boolean;
-  /** The device has (or may have) a 64-bit non-prefetchable memory BAR. */
-  nonPrefetchable: boolean;
-  /** Where the classification comes from, for the message and the docs. */
-  source: string;
-}
-
-const VIRTIO_MODERN: Bar64Kinds = {
-  prefetchable: true,
-  nonPrefetchable: false,
-  source: 'the virtio 1.0 BAR 4 (hw/virtio/virtio-pci.c virtio_pci_device_plugged: 64-bit, prefetchable)',
-};
-
-/**
- * Drivers with a 64-bit memory BAR, by name (lower case). virtio-*-pci and vhost-*-pci devices are
- * matched by pattern (virtioBar64) and carry the modern BAR unless disable-modern=on.
- */
-export const PCI_BAR64_DRIVERS: Readonly<Record<string, Bar64Kinds>> = {
-  // The host device's BARs: any of them may be 64-bit, prefetchable or not.
-  'vfio-pci': { prefetchable: true, nonPrefetchable: true, source: "the host device's BARs (hw/vfio/pci.c)" },
-  'vfio-pci-nohotplug': {
-    prefetchable: true,
-    nonPrefetchable: true,
-    source: "the host device's BARs (hw/vfio/pci.c)",
-  },
-  'ivshmem-plain': {
-    prefetchable: true,
-    nonPrefetchable: false,
-    source: 'the shared memory BAR 2 (hw/misc/ivshmem.c: 64-bit, prefetchable)',
-  },
-  'ivshmem-doorbell': {
-    prefetchable: true,
-    nonPrefetchable: false,
-    source: 'the shared memory BAR 2 (hw/misc/ivshmem.c: 64-bit, prefetchable)',
-  },
-  nvme: { prefetchable: false, nonPrefetchable: true, source: 'BAR 0 (hw/nvme/ctrl.c: 64-bit)' },
-  'qemu-xhci': { prefetchable: false, nonPrefetchable: true, source: 'BAR 0 (hw/usb/hcd-xhci-pci.c: 64-bit)' },
-  'nec-usb-xhci': { prefetchable: false, nonPrefetchable: true, source: 'BAR 0 (hw/usb/hcd-xhci-pci.c: 64-bit)' },
-  'virtio-vga': VIRTIO_MODERN,
-  'virtio-vga-gl': VIRTIO_MODERN,
-};
-
-/** virtio-*-pci, vhost-*-pci, vhost-user-*-pci and their -transitional / -non-transitional forms. */
-const VIRTIO_PCI = /^(virtio|vhost|vhost-user)-[a-z0-9-]+-pci(-non-transitional|-transitional)?$/;
-
-/** true, "on", "yes" as QEMU's bool property parser reads them (qapi/qobject-input-visitor.c). */
-function isOn(v: unknown): boolean {
-  return v === true || (typeof v === 'string' && /^(on|yes|true|y)$/i.test(v));
-}
-
-/** The 64-bit BAR kinds of a device_add's driver, or null when it has none (as far as known). */
-export function bar64Kinds(args: Record<string, unknown>, driver: string): Bar64Kinds | null {
-  const known = Object.prototype.hasOwnProperty.call(PCI_BAR64_DRIVERS, driver) ? PCI_BAR64_DRIVERS[driver] : null;
-  const virtio = known === VIRTIO_MODERN || VIRTIO_PCI.test(driver);
-  if (virtio) return isOn(args['disable-modern']) ? null : VIRTIO_MODERN;
-  return known;
-}
+export type { Bar64Kinds } from './pci-device-table';
 
 export interface PciDeviceRequest {
+  /** The type QEMU creates (lower case): the alias resolved (pci-device-table.ts). */
   driver: string;
+  /** The short name asked for (`virtio-rng`), when it was an alias. */
+  alias: string | null;
   id: string | null;
   /** `bus=` as given; null: QEMU picks the first PCI bus, the root bus. */
   bus: string | null;
   kinds: Bar64Kinds;
+  /** false: the BAR table does not know the driver; it is judged as if it had 64-bit BARs of both kinds. */
+  classified: boolean;
+  /** A virtio device whose modern BAR depends on the machine type's default (disable-modern not given). */
+  virtioDefault: boolean;
 }
 
-/** The PCI device with a 64-bit BAR a device_add would create; null for every other device. */
+const UNLISTED: Bar64Kinds = {
+  prefetchable: true,
+  nonPrefetchable: true,
+  source: 'not in the BAR table of agent/guard/pci-device-table.ts: its BARs are not known',
+};
+
+/**
+ * The device a device_add would create that may have a 64-bit BAR: listed with one, a virtio PCI
+ * device, or a driver the table does not list (which may be a PCI device); null for the drivers
+ * the table knows have none.
+ */
 export function pciDeviceRequest(args: Record<string, unknown> | undefined): PciDeviceRequest | null {
   const raw = args?.driver;
   if (typeof raw !== 'string') return null;
-  const driver = raw.toLowerCase();
-  const kinds = bar64Kinds(args!, driver);
-  if (!kinds) return null;
+  const { driver, alias } = resolveDriver(raw);
+  const c = classifyPciDriver(driver, args!);
+  if (c.kind === 'none') return null;
   const bus = typeof args!.bus === 'string' && args!.bus !== '' ? args!.bus : null;
-  return { driver, id: typeof args!.id === 'string' ? args!.id : null, bus, kinds };
+  const id = typeof args!.id === 'string' ? args!.id : null;
+  if (c.kind === 'unlisted')
+    return { driver, alias, id, bus, kinds: UNLISTED, classified: false, virtioDefault: false };
+  return { driver, alias, id, bus, kinds: c.kinds, classified: true, virtioDefault: c.virtio && !c.modernAsked };
 }
 
 export type PciDecision =
   | { outcome: 'allow'; message: string }
   | { outcome: 'refuse'; message: string }
-  | { outcome: 'unknown'; message: string };
+  /** `what`: the window is not known, or the device's BARs are not (guard.onUnknown decides). */
+  | { outcome: 'unknown'; what: 'window' | 'device'; message: string };
 
 /** The root buses' names: q35's pcie.0, i440fx's pci.0 (hw/pci-host/q35.c, i440fx.c). */
 const ROOT_BUSES = new Set(['pcie.0', 'pci.0']);
+const FOUR_GIB = 2 ** 32;
 
 interface Window {
   range: AddressRange;
@@ -122,10 +90,19 @@ export function targetWindows(dev: PciDeviceRequest, guest: GuestFacts): Window[
   const layout = guest.layout;
   if (!layout) return `the layout of the guest is not known`;
   const hole = layout.pciHole64;
-  const rootWindow = (why: string): Window | string =>
-    hole
-      ? { range: hole, name: `the root bus's 64-bit PCI hole${why}` }
-      : `the guest's 64-bit PCI hole is not known (the host bridge reports no pci-hole64-start/-end)`;
+  const rootWindow = (why: string): Window | string => {
+    if (hole) return { range: hole, name: `the root bus's 64-bit PCI hole${why}` };
+    // Machine types 2.10 and older (pc_compat_2_10: x-pci-hole64-fix=off) report 0/0 while no BAR
+    // sits above 4 GiB, and then offer the guest no 64-bit window in ACPI _CRS
+    // (hw/i386/acpi-build.c build_dsdt adds the QWord window only when the hole is not empty):
+    // the guest OS keeps the BARs of the root bus, and of every bridge on it, below 4 GiB.
+    if (layout.pciHole64Fix === false)
+      return {
+        range: { start: 0, end: FOUR_GIB },
+        name: `the 32-bit PCI space below 4 GiB${why} (the machine type offers the guest no 64-bit window: x-pci-hole64-fix=off and no 64-bit BAR above 4 GiB)`,
+      };
+    return `the guest's 64-bit PCI hole is not known (the host bridge reports no pci-hole64-start/-end)`;
+  };
   const out: Window[] = [];
   const push = (w: Window | string): string | null => {
     if (typeof w === 'string') return w;
@@ -163,7 +140,22 @@ export interface PciRuleInput {
 }
 
 function name(dev: PciDeviceRequest): string {
-  return dev.id ? `${dev.driver} ${quote(dev.id)}` : dev.driver;
+  const driver = dev.alias ? `${dev.alias} (${dev.driver})` : dev.driver;
+  return dev.id ? `${driver} ${quote(dev.id)}` : driver;
+}
+
+/** hw_compat_2_6 (hw/core/machine.c): virtio-pci disable-modern=on on machine types 2.6 and older. */
+export function legacyVirtioMachine(machineType: string | null | undefined): boolean {
+  if (!machineType) return false;
+  const mt = parseMachineType(machineType);
+  return (mt.family === 'pc' || mt.family === 'q35') && mt.version !== null && !atLeast(mt.version, 2, 7);
+}
+
+/** Whether this guest's QEMU has `driver` among its PCI device types; null when it did not say. */
+function isPciType(driver: string, guest: GuestFacts): boolean | null {
+  const types = guest.pciDeviceTypes;
+  if (!types) return null;
+  return types.some((t) => t.toLowerCase() === driver);
 }
 
 /** The PCI rule for one device_add (QMP or HMP). */
@@ -172,12 +164,39 @@ export function decidePciHotplug(input: PciRuleInput): PciDecision {
   if (!input.policy.accelerators.includes(guest.accelerator)) {
     return { outcome: 'allow', message: `${guest.accelerator} is not an enforced accelerator (policy.accelerators)` };
   }
+  if (!dev.classified && isPciType(dev.driver, guest) === false) {
+    return { outcome: 'allow', message: `${quote(dev.driver)} is not a PCI device type of this QEMU` };
+  }
+  if (dev.virtioDefault && legacyVirtioMachine(guest.machineType)) {
+    return {
+      outcome: 'allow',
+      message: `machine type ${guest.machineType} makes virtio devices legacy-only (hw_compat_2_6: disable-modern=on): no 64-bit BAR`,
+    };
+  }
   const windows = targetWindows(dev, guest);
   if (typeof windows === 'string') {
-    return { outcome: 'unknown', message: `where the 64-bit BARs of ${name(dev)} would be placed: ${windows}` };
+    return {
+      outcome: 'unknown',
+      what: 'window',
+      message: `where the 64-bit BARs of ${name(dev)} would be placed: ${windows}`,
+    };
   }
   const limit = 2 ** host.physBits;
   const above = windows.find((w) => w.range.end > limit);
+  if (above && !dev.classified) {
+    const listed =
+      isPciType(dev.driver, guest) === null
+        ? 'may be a PCI device (this QEMU did not list its PCI device types)'
+        : 'is a PCI device';
+    return {
+      outcome: 'unknown',
+      what: 'device',
+      message:
+        `${name(dev)} ${listed} whose BARs physbits does not know, and ${above.name}, ${hex(above.range.start)}-` +
+        `${hex(above.range.end - 1)}, reaches above this host's ${host.physBits}-bit physical addresses (${hex(limit)}): ` +
+        `plug it into a bus whose windows end below ${hex(limit)}`,
+    };
+  }
   if (above) {
     const bus = dev.bus === null ? '' : ` on bus ${quote(dev.bus)}`;
     return {

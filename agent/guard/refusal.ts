@@ -15,6 +15,8 @@ export const REFUSED = {
   PCI_WINDOW_ABOVE_HOST_LIMIT: 'REFUSED_PCI_WINDOW_ABOVE_HOST_LIMIT',
   /** The window a PCI device's 64-bit BAR would land in is not known (guard.onUnknown). */
   PCI_WINDOW_UNKNOWN: 'REFUSED_PCI_WINDOW_UNKNOWN',
+  /** A PCI device the BAR table does not know, into a window above the limit (guard.onUnknown). */
+  PCI_DEVICE_UNKNOWN: 'REFUSED_PCI_DEVICE_UNKNOWN',
   /** The migration peer's phys-bits are below the guest's. */
   MIGRATION_PEER_NARROWER: 'REFUSED_MIGRATION_PEER_NARROWER',
   /** The guest's layout reaches above 2^peer.physBits. */

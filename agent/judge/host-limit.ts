@@ -24,6 +24,7 @@
  */
 import { HostFactsError } from '../core/errors';
 import type { HostFacts, HostFlags, HostPaging, HostReadings } from '../core/types';
+import { isWidth } from '../core/checks';
 
 export type { HostPaging };
 
@@ -248,7 +249,7 @@ export function computeHostLimit(r: HostLimitReadings): HostLimit | null {
  * override, no "address sizes" line, no readable cpuid device).
  */
 export function judgeHost(readings: HostReadings, override?: number): HostFacts {
-  if (override !== undefined && !(Number.isInteger(override) && override >= 1 && override <= 64)) {
+  if (override !== undefined && !isWidth(override)) {
     throw new HostFactsError(`host.physBits must be an integer from 1 to 64, got ${override}`);
   }
   const limit = computeHostLimit({ ...readings, override, readProblems: readings.problems });

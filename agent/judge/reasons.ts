@@ -25,7 +25,9 @@ export type ReasonCode =
   | 'MIGRATION_PEER_LAYOUT'
   | 'PEER_UNREACHABLE'
   | 'MIGRATION_UNVERIFIED'
-  | 'GUARD_UNAVAILABLE';
+  | 'GUARD_UNAVAILABLE'
+  | 'DISCOVERY_FAILED'
+  | 'DESCRIPTORS_LOW';
 
 /** Code → default severity. A builder may lower it where docs/reasons.md says so. */
 export const REASON_SEVERITY: Readonly<Record<ReasonCode, Severity>> = {
@@ -51,25 +53,12 @@ export const REASON_SEVERITY: Readonly<Record<ReasonCode, Severity>> = {
   MIGRATION_UNVERIFIED: 'critical',
   // While a held VM's guarded socket cannot be served (guardUnavailable below).
   GUARD_UNAVAILABLE: 'critical',
+  // The daemon's own conditions (agent/daemon/daemon-health.ts), alerted with an empty vm label.
+  DISCOVERY_FAILED: 'warning',
+  DESCRIPTORS_LOW: 'warning',
 };
 
 export const REASON_CODES: readonly ReasonCode[] = Object.freeze(Object.keys(REASON_SEVERITY) as ReasonCode[]);
-
-const RANK: Readonly<Record<Severity, number>> = { ok: 0, info: 1, warning: 2, critical: 3 };
-
-/** 0 ok, 1 info, 2 warning, 3 critical (the physbits_vm_severity metric's scale). */
-export function severityRank(s: Severity): number {
-  return RANK[s];
-}
-
-export function maxSeverity(a: Severity, b: Severity): Severity {
-  return RANK[b] > RANK[a] ? b : a;
-}
-
-/** Orders reasons most severe first; Array.prototype.sort is stable, so ties keep their order. */
-export function byDescendingSeverity(a: Reason, b: Reason): number {
-  return RANK[b.severity] - RANK[a.severity];
-}
 
 // ---- numbers in sentences -------------------------------------------------------------------
 

@@ -7,8 +7,9 @@
 import * as R from './reasons';
 import { hostCpuMaxPhysAddr, qemuHostPhysBits } from './host-limit';
 import type { GuestFacts, HostFacts, PeerFacts, Policy, Reason, Relation, Severity, Verdict } from '../core/types';
+import { byDescendingSeverity, maxSeverity } from '../core/severity';
 
-export { REASON_CODES, maxSeverity, severityRank } from './reasons';
+export { REASON_CODES } from './reasons';
 export type { ReasonCode } from './reasons';
 
 export interface VerdictInput {
@@ -187,8 +188,8 @@ export function computeVerdict(input: VerdictInput): Verdict {
     ...(guest.unreadable ?? []).map(R.guestFactUnreadable),
     ...peerReasons(guest, peers),
   ];
-  const reasons = candidates.filter((r): r is Reason => r !== null).sort(R.byDescendingSeverity);
+  const reasons = candidates.filter((r): r is Reason => r !== null).sort(byDescendingSeverity);
   let severity: Severity = 'ok';
-  for (const r of reasons) severity = R.maxSeverity(severity, r.severity);
+  for (const r of reasons) severity = maxSeverity(severity, r.severity);
   return { relation: relationOf(guest.physBits, host.physBits), severity, reasons };
 }

@@ -5,7 +5,8 @@
  */
 import type { GuestFacts, HostFacts, PeerFacts, Policy, Reason, VmStatus } from '../core/types';
 import { nameFromSocket } from '../core/vm-name';
-import { byDescendingSeverity, maxSeverity, migratedWidthNotified, migratedWidthUnverified } from './reasons';
+import { byDescendingSeverity, maxSeverity } from '../core/severity';
+import { migratedWidthNotified, migratedWidthUnverified } from './reasons';
 import { computeVerdict } from './verdict';
 
 export interface VmJudgement {
@@ -58,6 +59,14 @@ export function applyArrival(
   };
 }
 
+/** The guest's facts as the status document shows them: without the PCI rule's list of this QEMU's PCI types. */
+function documentFacts(guest: GuestFacts): GuestFacts {
+  if (guest.pciDeviceTypes === undefined) return guest;
+  const shown = { ...guest };
+  delete shown.pciDeviceTypes;
+  return shown;
+}
+
 export function judgeVm(input: VmJudgement): VmStatus {
   const { socket, host, peers, policy } = input;
   const arrived = applyArrival(input.guest, input.arrival);
@@ -77,7 +86,7 @@ export function judgeVm(input: VmJudgement): VmStatus {
     name: guest.name || nameFromSocket(socket),
     mode: input.mode,
     accelerator: guest.accelerator,
-    guest,
+    guest: documentFacts(guest),
     verdict,
     checkedAt: input.checkedAt,
   };

@@ -26,6 +26,7 @@ import { AgentError } from '../core/errors';
 import { normalizeUuid } from '../core/uuid';
 import { estimatePcLayout, type PcLayoutEstimate } from '../facts/guest-layout';
 import { parseMachineType } from '../facts/qemu-version';
+import { isObject } from '../core/checks';
 import { cpuProp, judgeQemuArgs, qemuBool, qemuNamespaceArgs, qemuSize } from './qemu-commandline';
 
 /** libvirt domain XML is a few KiB; anything past this is not a domain definition. */
@@ -114,7 +115,7 @@ const AMD_MODELS = /^(qemu64|EPYC|Opteron|phenom|athlon)/i;
 type Node = Record<string, unknown>;
 
 function obj(v: unknown): Node | undefined {
-  return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Node) : undefined;
+  return isObject(v) ? v : undefined;
 }
 
 const PREDEFINED: Readonly<Record<string, string>> = { lt: '<', gt: '>', amp: '&', quot: '"', apos: "'" };

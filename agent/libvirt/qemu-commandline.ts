@@ -22,6 +22,7 @@
  * and properties that move memory (max-ram-below-4g, cxl…), -set, -readconfig, -device of a CPU,
  * and every option not listed below.
  */
+import { isObject as isNode } from '../core/checks';
 import { AgentError } from '../core/errors';
 
 export const QEMU_NS = 'http://libvirt.org/schemas/domain/qemu/1.0';
@@ -40,7 +41,6 @@ function refuse(message: string): never {
 }
 
 type Node = Record<string, unknown>;
-const isNode = (v: unknown): v is Node => v !== null && typeof v === 'object' && !Array.isArray(v);
 const list = (v: unknown): unknown[] => (Array.isArray(v) ? v : v === undefined ? [] : [v]);
 
 /** Elements of the QEMU namespace in `node`'s children: [local name, element] in each name's order. */

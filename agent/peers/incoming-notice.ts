@@ -3,6 +3,7 @@
  * width a host-phys-bits=on guest booted with, which QEMU on the destination does not report
  * (docs/guard.md "host-phys-bits=on guests after a migration"). Pure: the shape and its bounds.
  */
+import { isObject, isWidth } from '../core/checks';
 
 /** What the destination remembers and matches to the VM that arrives. */
 export interface IncomingNotice {
@@ -25,11 +26,10 @@ const text = (v: unknown): v is string =>
 
 /** The notice in `body`, or the one line saying what is wrong with it. */
 export function parseIncomingNotice(body: unknown): IncomingNotice | { error: string } {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) return { error: 'expected a JSON object' };
-  const b = body as Record<string, unknown>;
+  if (!isObject(body)) return { error: 'expected a JSON object' };
+  const b = body;
   if (!text(b.vm)) return { error: `vm must be a name of 1 to ${MAX_TEXT} printable characters` };
-  if (!(typeof b.physBits === 'number' && Number.isInteger(b.physBits) && b.physBits >= 1 && b.physBits <= 64))
-    return { error: 'physBits must be a whole number from 1 to 64' };
+  if (!isWidth(b.physBits)) return { error: 'physBits must be a whole number from 1 to 64' };
   if (b.port !== undefined && b.port !== null && !(typeof b.port === 'string' && /^[0-9]{1,5}$/.test(b.port)))
     return { error: 'port must be a TCP port number as a string' };
   if (b.from !== undefined && b.from !== null && !text(b.from))

@@ -11,6 +11,7 @@ import { AnswerCache } from './answer-cache';
 import { lowerWidth } from './merge';
 import { isLivePeer, normalizeAddress, physBitsOfHostDocument, type LivePeerConfig } from './peer';
 import { getPeerJson, PeerError, peerUrl, type PeerFetch } from './peer-client';
+import { isObject } from '../core/checks';
 
 const HOST_PATH = 'v1/host';
 const DEFAULT_MAX_BODY_BYTES = 64 * 1024;
@@ -102,7 +103,7 @@ export class PeerResolver {
       readFile: this.opts.readFile,
       fetch: this.opts.fetch,
     });
-    if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
+    if (!isObject(doc)) {
       throw new PeerError('PEER_BAD_RESPONSE', `${peerUrl(peer.url, HOST_PATH)} did not answer a JSON object`);
     }
     return doc as Record<string, unknown>;

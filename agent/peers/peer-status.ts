@@ -10,6 +10,7 @@ import type { PeerFacts, StatusDocument } from '../core/types';
 import { lowerWidth } from './merge';
 import { isLivePeer } from './peer';
 import { getPeerJson, PeerError, peerUrl, type PeerFetch, type PeerTarget } from './peer-client';
+import { isObject, isWidth } from '../core/checks';
 
 export interface FetchPeerOptions {
   timeoutMs: number;
@@ -34,10 +35,6 @@ export async function fetchPeerStatus(peer: PeerTarget, opts: FetchPeerOptions):
   return statusDocumentOf(doc, peerUrl(peer.url, STATUS_PATH));
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
 /**
  * Checks the shape a peer's status document must have for the fleet view: a host width and a list
  * of VMs, each named, with guest facts (a width) or an error. Anything else is PEER_BAD_RESPONSE.
@@ -58,7 +55,7 @@ function statusDocumentOf(raw: unknown, where = 'peer'): StatusDocument {
     throw new PeerError('PEER_BAD_RESPONSE', `${where}: not a status document (host and vms expected)`);
   }
   const bits = raw.host.physBits;
-  if (typeof bits !== 'number' || !Number.isInteger(bits) || bits < 1 || bits > 64) {
+  if (!isWidth(bits)) {
     throw new PeerError('PEER_BAD_RESPONSE', `${where}: host.physBits is not a width`);
   }
   raw.vms.forEach((vm, i) => {

@@ -7,6 +7,7 @@
  * DNS; "localhost" or 127.0.0.1 match only a peer configured with exactly that address.
  */
 import type { PeerConfig } from '../core/config';
+import { widthOrNull } from '../core/checks';
 
 export type LivePeerConfig = Extract<PeerConfig, { url: string }>;
 
@@ -28,7 +29,7 @@ export function physBitsOfHostDocument(doc: unknown): number | null {
   if (typeof doc !== 'object' || doc === null) return null;
   const d = doc as Record<string, unknown>;
   const v = typeof d.physBits === 'number' ? d.physBits : (d.host as Record<string, unknown> | undefined)?.physBits;
-  return typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 64 ? v : null;
+  return widthOrNull(v);
 }
 
 /** "CODE: message" of a typed error, else its message. */

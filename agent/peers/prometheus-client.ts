@@ -6,6 +6,7 @@
  */
 import { AgentError } from '../core/errors';
 import { BodyTooLargeError, readBoundedText, type BoundedResponse } from '../core/bounded-body';
+import { isObject } from '../core/checks';
 
 /**
  * PROM_UNREACHABLE, PROM_TIMEOUT, PROM_UNAUTHORIZED, PROM_HTTP_STATUS, PROM_RESPONSE_TOO_LARGE,
@@ -52,10 +53,6 @@ export function tokenOf(text: string, file: string): string {
   if (!token || /[\r\n]/.test(token) || token.length > 4096)
     throw new PrometheusError('PROM_TOKEN_UNREADABLE', `${file}: the token file must hold one non-empty line`);
   return token;
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /**

@@ -6,6 +6,7 @@
  */
 import type { GuestFacts, HostFacts, PeerFacts, StatusDocument, VmStatus } from '../core/types';
 import type { PromSample } from './prometheus-client';
+import { widthOrNull as validWidth } from '../core/checks';
 
 /** The queries that describe the hosts (what the guard needs), by name. */
 export type HostQueryName = 'hosts' | 'up' | 'widths' | 'fresh';
@@ -35,10 +36,6 @@ export function instanceHost(instance: string): string {
   if (v6) return v6[1];
   const m = /^([^:]+):\d+$/.exec(instance);
   return m ? m[1] : instance;
-}
-
-function validWidth(v: number): number | null {
-  return Number.isInteger(v) && v >= 1 && v <= 64 ? v : null;
 }
 
 /**

@@ -21,8 +21,10 @@
  * Prometheus does; an ask that fails is named in `why`.
  */
 import type { PeerFacts } from '../core/types';
+import { isWidth } from '../core/checks';
 import { normalizeUuid } from '../core/uuid';
 import { errorText } from './peer';
+import { isWidth as validWidth } from '../core/checks';
 
 export { normalizeUuid };
 
@@ -75,10 +77,6 @@ export interface SourceWidthDeps {
 /** How long a destination waits for the source's width before it counts as unknown. */
 export const SOURCE_WIDTH_DEADLINE_MS = 8000;
 
-function validWidth(v: unknown): v is number {
-  return typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 64;
-}
-
 /** Whether a VM known by `name`/`uuid` at a source is the guest asked about. */
 export function sameGuest(
   want: GuestIdentity,
@@ -104,7 +102,7 @@ export function findInStatuses(want: GuestIdentity, peers: PeerStatus[], self: s
     if (p.name === self || !p.reachable || !p.status) continue;
     for (const vm of p.status.vms) {
       const width = vm.guest?.physBits;
-      if (!validWidth(width) || !sameGuest(want, vm.name, vm.guest?.uuid)) continue;
+      if (!isWidth(width) || !sameGuest(want, vm.name, vm.guest?.uuid)) continue;
       out.push({ physBits: width, host: p.name, source: `live peer ${p.name}'s status` });
     }
   }
@@ -116,7 +114,7 @@ export function findInSamples(want: GuestIdentity, samples: GuestWidthSample[], 
   const out: Found[] = [];
   for (const s of samples) {
     const host = s.labels.host;
-    if (!host || host === self || !validWidth(s.value)) continue;
+    if (!host || host === self || !isWidth(s.value)) continue;
     if (!sameGuest(want, s.labels.vm, s.labels.uuid)) continue;
     out.push({ physBits: s.value, host, source: `fleet.prometheus's physbits_guest_phys_bits{host="${host}"}` });
   }
@@ -194,7 +192,7 @@ export async function lookupSourceWidth(want: GuestIdentity, deps: SourceWidthDe
   if (from !== null && from !== deps.self && deps.hostLimit) {
     try {
       const limit = await withDeadline(deps.hostLimit(from), deadline, `host ${from}`);
-      if (limit && validWidth(limit.physBits))
+      if (limit && isWidth(limit.physBits))
         return { kind: 'host', physBits: limit.physBits, host: from, source: `the limit of source host ${from}` };
       asked.push(
         limit ? (limit.why ?? `the width of host ${from} is unknown`) : `no peer or fleet host is named ${from}`,

@@ -67,6 +67,9 @@ async function serve(
     idleTimeoutMs?: number;
     maxConnections?: number;
     maxConnectionsPerAddress?: number;
+    firstRequestMs?: number;
+    maxPeerEventClients?: number;
+    eventPingMs?: number;
   } = {},
 ): Promise<Served> {
   const dir = tempDir('physbits-api-');
@@ -83,6 +86,9 @@ async function serve(
     idleTimeoutMs: opts.idleTimeoutMs,
     maxConnections: opts.maxConnections,
     maxConnectionsPerAddress: opts.maxConnectionsPerAddress,
+    firstRequestMs: opts.firstRequestMs,
+    maxPeerEventClients: opts.maxPeerEventClients,
+    eventPingMs: opts.eventPingMs,
   });
   const socket = join(dir, 'api.sock');
   await api.listenUnix(socket, opts.mode ?? 0o660);
@@ -440,44 +446,88 @@ test('UNIX socket: a silent connection and a slow body are closed too', async (t
   t.deepEqual(s.calls, [], 'the handler never got the incomplete body');
 });
 
-test('TCP: api.maxConnections: past it a connection is closed on arrival, the others are served, a freed slot is reused', async (t) => {
+test('TCP: api.maxConnections: a new connection displaces the oldest unauthenticated one; authenticated ones keep their slots', async (t) => {
   const s = await serve(t, { idleTimeoutMs: 60_000, maxConnections: 3, maxConnectionsPerAddress: 3 });
   const { port } = await s.api.listenTcp('127.0.0.1:0', TOKEN);
-  const open = [
+  const idle = [
     await connectRaw(t, port),
     await connectRaw(t, port, '127.0.0.2'),
     await connectRaw(t, port, '127.0.0.3'),
   ];
-  const extra = await connectRaw(t, port, '127.0.0.4');
-  await closedWithin(extra, 10_000, 'the connection past api.maxConnections');
-  t.is(extra.received(), '');
-  for (const raw of open) t.is(await getOn(raw), 'HTTP/1.1 200 OK');
+  const late = await connectRaw(t, port, '127.0.0.4');
+  await closedWithin(idle[0], 10_000, 'the oldest idle connection, displaced');
+  t.is(idle[0].received(), '');
+  t.is(await getOn(late), 'HTTP/1.1 200 OK');
+  t.is(await getOn(idle[1]), 'HTTP/1.1 200 OK');
+  t.is(await getOn(idle[2]), 'HTTP/1.1 200 OK');
   t.true(
-    s.logs.some((l) => l.startsWith('warn API connection refused: api.maxConnections reached')),
+    s.logs.some((l) => l.startsWith('warn API (TCP) connection displaced')),
     s.logs.join('\n'),
   );
-
-  open[0].socket.destroy();
-  await open[0].closed;
-  // The server hears of the close a moment later: a new connection is served once it has.
-  const served = await retryUntilServed(t, port, '127.0.0.4');
+  // Three authenticated connections now hold every slot: a fourth is closed on arrival, untouched.
+  const extra = await connectRaw(t, port, '127.0.0.5');
+  await closedWithin(extra, 10_000, 'the connection past api.maxConnections');
+  t.is(extra.received(), '');
+  for (const raw of [late, idle[1], idle[2]]) t.is(await getOn(raw), 'HTTP/1.1 200 OK');
+  late.socket.destroy();
+  await late.closed;
+  const served = await retryUntilServed(t, port, '127.0.0.6');
   t.is(served, 'HTTP/1.1 200 OK');
 });
 
-test('TCP: api.maxConnectionsPerAddress: one address past it is closed on arrival, another address is served', async (t) => {
+test("TCP: api.maxConnectionsPerAddress: a source past it displaces its own oldest idle connection, never another source's", async (t) => {
   const s = await serve(t, { idleTimeoutMs: 60_000, maxConnections: 10, maxConnectionsPerAddress: 2 });
   const { port } = await s.api.listenTcp('127.0.0.1:0', TOKEN);
+  const other = await connectRaw(t, port, '127.0.0.6');
   const mine = [await connectRaw(t, port, '127.0.0.5'), await connectRaw(t, port, '127.0.0.5')];
   const third = await connectRaw(t, port, '127.0.0.5');
-  await closedWithin(third, 10_000, 'the third connection from 127.0.0.5');
-  t.is(third.received(), '');
-  const other = await connectRaw(t, port, '127.0.0.6');
+  await closedWithin(mine[0], 10_000, 'the oldest connection from 127.0.0.5');
+  t.is(mine[0].received(), '');
+  t.is(await getOn(third), 'HTTP/1.1 200 OK');
+  t.is(await getOn(mine[1]), 'HTTP/1.1 200 OK');
   t.is(await getOn(other), 'HTTP/1.1 200 OK');
-  for (const raw of mine) t.is(await getOn(raw), 'HTTP/1.1 200 OK');
+  // Both of 127.0.0.5's slots are authenticated now: a third connection from it is refused.
+  const fourth = await connectRaw(t, port, '127.0.0.5');
+  await closedWithin(fourth, 10_000, 'a connection past the per-source limit of authenticated ones');
+  t.is(fourth.received(), '');
   t.true(
-    s.logs.some((l) => l.startsWith('warn API connection refused: api.maxConnectionsPerAddress reached')),
+    s.logs.some((l) => l.startsWith('warn API (TCP) connection refused: the per-source limit is reached')),
     s.logs.join('\n'),
   );
+});
+
+test('TCP: authenticated requests are served while 256 idle connections from 16 addresses hold every slot', async (t) => {
+  const s = await serve(t, { idleTimeoutMs: 10_000 });
+  const { port } = await s.api.listenTcp('127.0.0.1:0', TOKEN);
+  const idle: Raw[] = [];
+  for (let a = 1; a <= 16; a++)
+    for (let i = 0; i < 16; i++) idle.push(await connectRaw(t, port, `127.0.7.${a}`).catch(() => null as never));
+  t.is(idle.filter((r) => !r.socket.destroyed).length, 256, 'every idle connection was taken');
+  const times: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    const started = Date.now();
+    const raw = await connectRaw(t, port, i % 2 ? '127.0.8.1' : '127.0.7.3');
+    t.is(await getOn(raw), 'HTTP/1.1 200 OK');
+    times.push(Date.now() - started);
+  }
+  t.log(`authenticated requests served in (ms): ${times.join(', ')}`);
+});
+
+test('TCP: api.firstRequestMs: a connection that sends no complete request is closed with 408 after it', async (t) => {
+  const s = await serve(t, { idleTimeoutMs: 60_000, firstRequestMs: 500 });
+  const { port } = await s.api.listenTcp('127.0.0.1:0', TOKEN);
+  const silent = await connectRaw(t, port);
+  const slow = await connectRaw(t, port);
+  slow.socket.write('GET /v1/host HTTP/1.1\r\n');
+  trickle(slow, 'X-Slow: a\r\n');
+  const times = [
+    await closedWithin(silent, 5000, 'a silent connection'),
+    await closedWithin(slow, 5000, 'a connection trickling its headers'),
+  ];
+  t.log(`closed after (ms, deadline 500): ${times.join(', ')}`);
+  t.regex(silent.received(), /^HTTP\/1\.1 408 /);
+  t.regex(slow.received(), /^HTTP\/1\.1 408 /);
+  t.deepEqual(s.calls, []);
 });
 
 /** Connects from `localAddress` until a request is served (the server may not have seen a close yet). */
@@ -504,4 +554,55 @@ test('remoteKey: an IPv4-mapped IPv6 address is its IPv4 address', (t) => {
   t.is(remoteKey('10.0.0.1'), '10.0.0.1');
   t.is(remoteKey('2001:DB8::1'), '2001:db8::1');
   t.is(remoteKey(undefined), '?');
+});
+
+test('event-stream slots: TCP clients fill only their own; a client that never answers pings is cut off', async (t) => {
+  const s = await serve(t, { maxEventClients: 2, maxPeerEventClients: 3, eventPingMs: 300 });
+  const { port } = await s.api.listenTcp('127.0.0.1:0', TOKEN);
+  const upgrade = (url: string, headers: Record<string, string> = {}) =>
+    new Promise<WebSocket | number>((resolve) => {
+      const ws = new WebSocket(url, { headers });
+      t.teardown(() => ws.terminate());
+      ws.once('open', () => resolve(ws));
+      ws.on('unexpected-response', (_q, res) => resolve(res.statusCode ?? 0));
+      ws.on('error', () => undefined);
+    });
+  const auth = { authorization: `Bearer ${TOKEN}` };
+  const tcp = [];
+  for (let i = 0; i < 4; i++) tcp.push(await upgrade(`ws://127.0.0.1:${port}/v1/events`, auth));
+  t.deepEqual(
+    tcp.map((w) => (typeof w === 'number' ? w : 101)),
+    [101, 101, 101, 503],
+    'the fourth TCP client finds the TCP slots full',
+  );
+  const local = [await upgrade(`ws+unix://${s.socket}:/v1/events`), await upgrade(`ws+unix://${s.socket}:/v1/events`)];
+  t.true(
+    local.every((w) => typeof w !== 'number'),
+    'the local socket still has its own slots',
+  );
+  t.is(await upgrade(`ws+unix://${s.socket}:/v1/events`), 503);
+
+  // A client that completes the upgrade by hand and then never answers a ping.
+  const deaf = net.connect({ host: '127.0.0.1', port });
+  t.teardown(() => deaf.destroy());
+  (tcp[0] as WebSocket).close();
+  await new Promise((r) => setTimeout(r, 100));
+  deaf.write(
+    `GET /v1/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`,
+  );
+  let text = '';
+  deaf.on('data', (c: Buffer) => (text += c.toString('latin1')));
+  const started = Date.now();
+  await new Promise<void>((resolve) => deaf.once('close', () => resolve()));
+  const ms = Date.now() - started;
+  t.regex(text, /^HTTP\/1\.1 101 /);
+  t.log(`a deaf event-stream client was cut off after ${ms} ms (pings every 300 ms)`);
+  t.true(ms < 3000, `${ms} ms`);
+  t.true(
+    s.logs.some((l) => l.startsWith('warn event-stream client did not answer a ping')),
+    s.logs.join('\n'),
+  );
+  // The clients that answer pings (the ws library does) are still there.
+  t.is((tcp[1] as WebSocket).readyState, WebSocket.OPEN);
+  t.is((local[0] as WebSocket).readyState, WebSocket.OPEN);
 });

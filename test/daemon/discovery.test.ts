@@ -4,7 +4,8 @@
  * re-created at a known path reported as `replaced`, nothing after stop().
  */
 import test from 'ava';
-import { mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { Discovery, socketIdentity, watchDirOf } from '../../agent/daemon/discovery';
@@ -178,4 +179,87 @@ test('a glob directory removed and made again is watched anew', async (t) => {
   servers.push(await listen(join(dir, 'again.qmp')));
   await until('again added', () => log.length === 1);
   t.deepEqual(log, [['added', join(dir, 'again.qmp')]]);
+});
+
+/**
+ * Discovery in a child process as uid 65534 (setpriv), so that a directory made 0700 by root cannot
+ * be listed: each line on stdin asks for a rescan, each event comes back as a JSON line.
+ */
+function unprivilegedDiscovery(glob: string) {
+  const modulePath = join(__dirname, '..', '..', 'agent', 'daemon', 'discovery.js');
+  const script = `
+    const { Discovery } = require(${JSON.stringify(modulePath)});
+    const quiet = { error() {}, warn() {}, info() {}, debug() {}, child: () => quiet };
+    const d = new Discovery({ patterns: [{ glob: ${JSON.stringify(glob)}, mode: 'hold' }], schedule: '0 0 1 1 *', logger: quiet });
+    const say = (o) => process.stdout.write(JSON.stringify(o) + '\\n');
+    for (const ev of ['added', 'removed']) d.on(ev, (s) => say([ev, s.path]));
+    d.on('listing', (errors) => say(['listing', errors.length]));
+    process.stdin.on('data', () => d.rescan().then(() => say(['pass'])));
+    d.start().then(() => say(['pass']));`;
+  const child = spawn(
+    '/usr/bin/setpriv',
+    ['--reuid', '65534', '--regid', '65534', '--clear-groups', '--', process.execPath, '-e', script],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  );
+  const seen: unknown[][] = [];
+  let partial = '';
+  child.stdout.on('data', (c: Buffer) => {
+    const parts = (partial + c.toString()).split('\n');
+    partial = parts.pop() ?? '';
+    for (const p of parts) seen.push(JSON.parse(p) as unknown[]);
+  });
+  const passes = () => seen.filter((e) => e[0] === 'pass').length;
+  return {
+    seen,
+    async pass(): Promise<void> {
+      const n = passes();
+      child.stdin.write('\n');
+      await until('a discovery pass', () => passes() > n, 5000);
+    },
+    started: () => until('the first pass', () => passes() >= 1, 5000),
+    kill: () => child.kill('SIGKILL'),
+  };
+}
+
+test('a listing error never counts as gone: a socket is removed only once it is shown to be gone', async (t) => {
+  const root = tempDir('physbits-disc-err-');
+  chmodSync(root, 0o755);
+  mkdirSync(join(root, 'web1'), { mode: 0o755 });
+  const server = await listen(join(root, 'web1', 'qmp.sock'));
+  t.teardown(() => server.close());
+  const d = unprivilegedDiscovery(join(root, '*', 'qmp.sock'));
+  t.teardown(() => d.kill());
+  await d.started();
+  const sock = join(root, 'web1', 'qmp.sock');
+  t.deepEqual(d.seen.slice(0, 1), [['added', sock]]);
+  // uid 65534 can no longer list or stat inside web1 (EACCES): the socket is kept, the error said.
+  chmodSync(join(root, 'web1'), 0o700);
+  await d.pass();
+  t.false(
+    d.seen.some((e) => e[0] === 'removed'),
+    JSON.stringify(d.seen),
+  );
+  t.deepEqual(
+    d.seen.filter((e) => e[0] === 'listing'),
+    [['listing', 2]],
+    'the glob and the known socket: EACCES each',
+  );
+  await d.pass();
+  t.is(d.seen.filter((e) => e[0] === 'listing').length, 1, 'the same errors are said once');
+  // Readable again and the socket gone: now it is removed, and the listing is clean.
+  server.close();
+  chmodSync(join(root, 'web1'), 0o755);
+  await until('the socket file gone', () => !existsSync(sock), 2000);
+  await d.pass();
+  t.deepEqual(
+    d.seen.filter((e) => e[0] === 'removed'),
+    [['removed', sock]],
+  );
+  t.deepEqual(
+    d.seen.filter((e) => e[0] === 'listing'),
+    [
+      ['listing', 2],
+      ['listing', 0],
+    ],
+  );
 });

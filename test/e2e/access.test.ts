@@ -204,7 +204,7 @@ test('the TCP API: 401 without the right token, 403 for anything but GET', async
   t.is(ws.readyState, WebSocket.OPEN);
 });
 
-test('the TCP API: a silent connection is closed within the default 10 s window, a slow-headers one gets 408, an address past api.maxConnectionsPerAddress is cut', async (t) => {
+test('the TCP API: a silent or slow-headers connection gets 408 within api.firstRequestMs (2 s), a source past api.maxConnectionsPerAddress displaces its own oldest idle connection', async (t) => {
   const dir = tempDir('physbits-access-');
   writeFileSync(join(dir, 'token'), `${'t'.repeat(40)}\n`, { mode: 0o600 });
   const d = await startDaemon({
@@ -241,27 +241,27 @@ test('the TCP API: a silent connection is closed within the default 10 s window,
       clearTimeout(timer);
     }
   };
-  // Per address: three from 127.0.0.7 are held, the fourth is closed on arrival, 127.0.0.1 is still served.
+  // Per source: three from 127.0.0.7 are held; a fourth displaces the oldest, 127.0.0.1 is still served.
+  const first = await open('127.0.0.7');
   const held = [await open('127.0.0.7'), await open('127.0.0.7'), await open('127.0.0.7')];
-  const fourth = await open('127.0.0.7');
-  await within(fourth, 10_000, 'the fourth connection from 127.0.0.7');
-  t.is(fourth.text(), '');
+  await within(first, 10_000, 'the oldest connection from 127.0.0.7');
+  t.is(first.text(), '');
   const other = await get(`http://${addr}/v1/host`, { token: `Bearer ${'t'.repeat(40)}` });
   t.is(other.status, 200, 'another address is still served');
-  // The default window: the silent ones close, and a client sending headers a byte a second gets 408.
+  // The first-request deadline: the silent ones close, and a client sending headers a byte a second gets 408.
   held[2].socket.write('GET /v1/host HTTP/1.1\r\n');
   const drip = setInterval(() => held[2].socket.write('X'), 1000);
   t.teardown(() => clearInterval(drip));
-  // Generous bound: twice the default 10 s (0.1 kept a silent connection 30 s, slow headers ~32 s).
+  // Generous bound: five times the default 2 s (0.1 kept a silent connection 30 s, slow headers ~32 s).
   const times = [
-    await within(held[0], 20_000, 'a silent connection'),
-    await within(held[1], 20_000, 'a second silent connection'),
-    await within(held[2], 20_000, 'a slow-headers connection'),
+    await within(held[0], 10_000, 'a silent connection'),
+    await within(held[1], 10_000, 'a second silent connection'),
+    await within(held[2], 10_000, 'a slow-headers connection'),
   ];
   clearInterval(drip);
-  t.log(`closed after (ms, default window 10000): ${times.join(', ')}`);
+  t.log(`closed after (ms, api.firstRequestMs 2000): ${times.join(', ')}`);
   t.regex(held[2].text(), /^HTTP\/1\.1 408 /);
-  await d.waitForLog((l) => l.message === 'API connection refused: api.maxConnectionsPerAddress reached', 5000);
+  await d.waitForLog((l) => l.message.startsWith('API (TCP) connection displaced'), 5000);
 });
 
 const HOSTILE_NAME = 'evil\nINJECTED level=error\r\u001b[31m$(reboot);`id`|rm -rf /\u0000';

@@ -87,7 +87,12 @@ for (const qemu of QEMUS) {
       const tokenFile = join(tokenDir, 'token');
       writeFileSync(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
       const apiPort = await freePort();
-      const hv2 = await node(t, qemu, 'hv2', 48, { api: { listen: `127.0.0.1:${apiPort}`, tokenFile } });
+      // hv2 takes a notice only from the peer it names, at that peer's address: hv1 reaches it from
+      // 127.0.0.1 (its configured width, 48, keeps it from adding peer reasons to the verdicts).
+      const hv2 = await node(t, qemu, 'hv2', 48, {
+        api: { listen: `127.0.0.1:${apiPort}`, tokenFile },
+        peers: [{ name: 'hv1', address: '127.0.0.1', physBits: 48 }],
+      });
       const hv1 = await node(t, qemu, 'hv1', 46, {
         peers: [{ name: 'hv2', address: '127.0.0.3', url: `http://127.0.0.1:${apiPort}`, tokenFile }],
       });

@@ -81,6 +81,7 @@ for (const qemu of QEMUS) {
         usedEnd: 64 * M,
         memoryConfig: { size: 64 * M, maxSize: 64 * M, slots: 0 },
         pciHole64Size: 32 * G,
+        pciHole64Fix: true,
         pciBars: [],
         pciBridges: [],
       });
@@ -212,6 +213,7 @@ for (const qemu of QEMUS) {
       usedEnd: 4 * G + 512 * M,
       memoryConfig: { size: 3584 * M, maxSize: 3584 * M, slots: 0 },
       pciHole64Size: 2 * G,
+      pciHole64Fix: true,
       pciBars: [],
       pciBridges: [],
     });
@@ -299,6 +301,8 @@ test('every optional read failing leaves nulls; phys-bits alone still gives fact
     memoryEncryption: { active: false, type: null, reducedPhysBits: null },
     runState: null,
     layout: null,
+    machineType: null,
+    pciDeviceTypes: null,
   });
 });
 

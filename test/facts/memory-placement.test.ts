@@ -17,7 +17,8 @@ import { join } from 'node:path';
 import { QmpClient } from '../../qmp/client';
 import { QEMUS, startGuest } from '../helpers/qemu';
 import { tempDir } from '../helpers/tmp';
-import type { QmpExecutor } from '../../agent/facts/guest-facts';
+import { parseMemoryDevices, type QmpExecutor } from '../../agent/facts/guest-facts';
+import { parseHmpCommandLine } from '../../agent/guard/hmp-command';
 
 const M = 2 ** 20;
 const G = 2 ** 30;
@@ -317,5 +318,42 @@ for (const qemu of QEMUS) {
     t.is(devices[0].type, 'nvdimm');
     t.is(devices[0].data.size, predicted);
     t.is(predicted, 128 * M);
+  });
+}
+
+for (const qemu of QEMUS) {
+  test(`${qemu.label}: virtio-mem block-size with a unit ("1G") aligns the device where QEMU puts it`, async (t) => {
+    const guest = await startGuest({
+      name: 'vmem',
+      memory: '128M,slots=2,maxmem=8G',
+      extraArgs: ['-device', 'pcie-root-port,id=rp1,chassis=1,slot=1'],
+      qemu,
+    });
+    t.teardown(() => guest.kill());
+    const client = await QmpClient.connect(guest.socket, { timeoutMs: 20000 });
+    t.teardown(() => client.close());
+    await client.execute('object-add', { 'qom-type': 'memory-backend-ram', id: 'small', size: 128 * M });
+    await client.execute('object-add', { 'qom-type': 'memory-backend-ram', id: 'big', size: 2 * G, reserve: false });
+    // A 128 MiB DIMM first, so that the next free address (4 GiB + 128 MiB) is not 1 GiB aligned.
+    await client.execute('device_add', { driver: 'pc-dimm', id: 'd0', memdev: 'small' });
+    const line = 'device_add virtio-mem-pci,id=vm1,memdev=big,bus=rp1,block-size=1G';
+    const parsed = parseHmpCommandLine(line);
+    if (parsed.kind !== 'device_add') return t.fail(line);
+    const resolved = (await resolveMemoryDevice(client, parsed.args))!;
+    t.is(resolved.align, G, 'block-size=1G read as 1 GiB');
+    const devices = parseMemoryDevices(await client.execute('query-memory-devices'));
+    const dm = { base: 4 * G, size: 8 * G - 128 * M + 2 * G };
+    const predicted = predictPlacement({
+      deviceMemory: dm,
+      existing: devices,
+      size: resolved.size,
+      align: resolved.align,
+    });
+    t.is(await client.execute('human-monitor-command', { 'command-line': line }), '');
+    const after = parseMemoryDevices(await client.execute('query-memory-devices'));
+    const plugged = after.find((d) => d.id === 'vm1');
+    t.truthy(plugged, JSON.stringify(after));
+    t.deepEqual(predicted, { addr: plugged!.addr });
+    t.is(plugged!.addr, 5 * G);
   });
 }

@@ -44,9 +44,9 @@ const FIRMWARE_PCI: Record<string, { bar: number | null; rp2: { start: number; e
   '7.2-ovmf': { bar: 0xe000000000, rp2: { start: 0xe020000000, end: 0xe040000000 } },
   // SeaBIOS 1.16.3: 512 MiB windows (2^(40-11), src/fw/pciinit.c) from 768 GiB, rp3 lowest.
   '10.0-seabios': { bar: 0xc040000000, rp2: { start: 0xc020000000, end: 0xc040000000 } },
-  // OVMF 2025.02 placed rng64 at 768 GiB, then turned its memory decoding off again (no driver
-  // bound it): the BAR reads -1 while rp1's window stays.
-  '10.0-ovmf': { bar: null, rp2: { start: 0xc020000000, end: 0xc040000000 } },
+  // OVMF 2025.02 placed rng64 at 768 GiB (it turns the device's memory decoding off again later,
+  // when no driver bound it, and the BAR then reads -1; this recording caught it mapped).
+  '10.0-ovmf': { bar: 0xc000000000, rp2: { start: 0xc020000000, end: 0xc040000000 } },
 };
 
 test('every transcript is present and was recorded on the QEMU its name says', (t) => {
@@ -86,6 +86,7 @@ for (const v of VERSIONS) {
       usedEnd: 4 * G + 128 * M,
       memoryConfig: { size: 64 * M, maxSize: G, slots: 4 },
       pciHole64Size: 32 * G,
+      pciHole64Fix: true,
       // Paused before firmware: q35 has no bridge and nothing on the root bus has a 64-bit BAR.
       pciBars: [],
       pciBridges: [],
@@ -181,7 +182,9 @@ for (const v of VERSIONS) {
 test('the guest facts of QEMU 7.2 and 10.0 are the same for the same guest', async (t) => {
   for (const s of SCENARIOS) {
     const [a, b] = await Promise.all(VERSIONS.map((v) => readGuestFacts(replaying(transcript(v, s)))));
-    if (s === 'paused-dimm') t.deepEqual({ ...a, qemuVersion: '' }, { ...b, qemuVersion: '' });
+    // The machine type names its release; the PCI device types differ (igb, ufs, virtio-sound new in 10.0).
+    const same = (f: typeof a) => ({ ...f, qemuVersion: '', machineType: '', pciDeviceTypes: [] });
+    if (s === 'paused-dimm') t.deepEqual(same(a), same(b));
     else
       t.deepEqual(
         { ...a.layout, pciHole64: null, highestAddress: 0, pciBars: [], pciBridges: [] },
@@ -222,6 +225,8 @@ test('what differs between QEMU 7.2 and 10.0 in the answers to what physbits sen
     'qom-get {"path":"/machine/unattached/device[0]","property":"guest-phys-bits"}',
     // Its property list (device-memory-region-size, rtc_state gone; aux-ram-share, fd-bootchk, shim, smp-cache new).
     'qom-list {"path":"/machine"}',
+    // The PCI device types (10.0: igb, ufs, virtio-sound, ...; Debian 13 does not ship qxl).
+    'qom-list-types {"abstract":false,"implements":"pci-device"}',
     // 10.0 adds sev-type.
     'query-sev',
     // 10.0 drops singlestep.

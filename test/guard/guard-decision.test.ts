@@ -452,3 +452,36 @@ test('classifyCommand', (t) => {
     targets: [{ kind: 'network', transport: 'tcp', host: 'h', port: '1' }],
   });
 });
+
+test('virtio-mem-pci meets the memory rule and then the PCI rule: memory that fits, a BAR that does not', async (t) => {
+  const facts = {
+    ...firmwareBooted,
+    layout: { ...firmwareBooted.layout!, deviceMemory: { base: 4 * GiB, size: 8 * GiB } },
+  };
+  const s = setup({ facts });
+  const refused = await s.guard(cmd('device_add', { driver: 'virtio-mem-pci', id: 'vm1', memdev: 'm4', bus: 'rp1' }));
+  t.like(refused, { action: 'reply-error', code: 'REFUSED_PCI_WINDOW_ABOVE_HOST_LIMIT' });
+  t.regex((refused as { desc: string }).desc, /virtio-mem-pci "vm1" on bus "rp1" has a 64-bit memory BAR/);
+  t.deepEqual(await s.guard(cmd('device_add', { driver: 'virtio-mem-pci', id: 'vm2', memdev: 'm4', bus: 'rp2' })), {
+    action: 'forward',
+  });
+  // The short name of a PCI device (QEMU's alias) is the -pci device, over HMP too.
+  const alias = await s.guard(hmp('device_add virtio-rng,id=r1,bus=rp1'));
+  t.like(alias, { action: 'reply-error', code: 'REFUSED_PCI_WINDOW_ABOVE_HOST_LIMIT' });
+  t.regex((alias as { desc: string }).desc, /virtio-rng \(virtio-rng-pci\) "r1" on bus "rp1"/);
+});
+
+test('a device the PCI table does not list waits for facts; a PCI type of this QEMU above the limit is REFUSED_PCI_DEVICE_UNKNOWN', async (t) => {
+  const facts = { ...firmwareBooted, pciDeviceTypes: ['kvaser_pci'] };
+  const s = setup({ facts });
+  const c = cmd('device_add', { driver: 'kvaser_pci', id: 'can1', bus: 'rp1' });
+  t.true(s.guard(c) instanceof Promise);
+  const refused = await s.guard(c);
+  t.like(refused, { action: 'reply-error', code: 'REFUSED_PCI_DEVICE_UNKNOWN' });
+  t.regex(
+    (refused as { desc: string }).desc,
+    /kvaser_pci "can1" is a PCI device whose BARs physbits does not know.*guard.onUnknown is 'refuse'/,
+  );
+  t.deepEqual(await setup({ facts, config: { guard: { onUnknown: 'allow' } } }).guard(c), { action: 'forward' });
+  t.deepEqual(await s.guard(cmd('device_add', { driver: 'usb-tablet', id: 'tab' })), { action: 'forward' });
+});

@@ -5,9 +5,12 @@
  * restarted with the hook in place, and restarted again without it at the end; daemons started
  * here are stopped by the PID in their pidfiles. Domains created through `createdDomains` are
  * destroyed (and undefined) before the daemon stops, since QEMU outlives libvirtd.
+ *
+ * libvirtd, its socket and the hook path are the machine's: one test file at a time has them. The
+ * others wait for the lock (a directory holding the holder's PID, taken over when that PID is gone).
  */
 import { execFile, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 export const LIBVIRT_URI = 'qemu:///system';
@@ -16,6 +19,7 @@ export const HOOK_PATH = '/etc/libvirt/hooks/qemu';
 const LIBVIRTD_PIDFILE = '/run/libvirtd.pid';
 const VIRTLOGD_PIDFILE = '/run/virtlogd.pid';
 const VIRTLOGD_SOCKET = '/run/libvirt/virtlogd-sock';
+const LOCK_DIR = '/run/physbits-test-libvirtd.lock';
 
 export interface ExecResult {
   code: number;
@@ -100,9 +104,42 @@ async function waitFor(what: string, check: () => Promise<boolean> | boolean, ti
   }
 }
 
+/**
+ * Waits until no other test process has libvirtd, and takes it; resolves to the release. A holder
+ * that died (its PID gone, or no PID written within 10 s) loses the lock.
+ */
+async function lockLibvirtd(timeoutMs = 15 * 60 * 1000): Promise<() => void> {
+  const pidFile = `${LOCK_DIR}/pid`;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      mkdirSync(LOCK_DIR, { mode: 0o700 });
+      writeFileSync(pidFile, String(process.pid));
+      return () => rmSync(LOCK_DIR, { recursive: true, force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    let holder: number | null = null;
+    try {
+      holder = Number(readFileSync(pidFile, 'utf8').trim());
+    } catch {
+      holder = null;
+    }
+    const stale =
+      holder !== null
+        ? !alive(holder)
+        : Date.now() - (statSync(LOCK_DIR, { throwIfNoEntry: false })?.mtimeMs ?? 0) > 10000;
+    if (stale) rmSync(LOCK_DIR, { recursive: true, force: true });
+    else if (Date.now() > deadline) throw new Error(`libvirtd is still in use by process ${holder} (${LOCK_DIR})`);
+    else await sleep(250);
+  }
+}
+
 export interface LibvirtdHandle {
   /** Names of domains the test created; all are destroyed and undefined by stop(). */
   createdDomains: Set<string>;
+  /** Stops libvirtd and starts it again (its running domains' QEMUs stay). */
+  restart(): Promise<void>;
   /** Puts back the hook, stops what was started here, restarts a daemon that was running before. */
   stop(): Promise<void>;
 }
@@ -112,7 +149,20 @@ export interface LibvirtdHandle {
  */
 export async function startLibvirtdWithHook(hookScript: string): Promise<LibvirtdHandle> {
   const createdDomains = new Set<string>();
+  const unlock = await lockLibvirtd();
+  try {
+    return await startLocked(hookScript, createdDomains, unlock);
+  } catch (err) {
+    unlock();
+    throw err;
+  }
+}
 
+async function startLocked(
+  hookScript: string,
+  createdDomains: Set<string>,
+  unlock: () => void,
+): Promise<LibvirtdHandle> {
   let startedVirtlogd = false;
   if (pidFrom(VIRTLOGD_PIDFILE) === null) {
     const r = await run('virtlogd', ['-d']);
@@ -155,6 +205,11 @@ export async function startLibvirtdWithHook(hookScript: string): Promise<Libvirt
 
   return {
     createdDomains,
+    async restart() {
+      const running = pidFrom(LIBVIRTD_PIDFILE);
+      if (running !== null) await stopPid(running);
+      await startDaemon();
+    },
     async stop() {
       for (const name of createdDomains) {
         await virsh(['destroy', `--domain=${name}`], 15000);
@@ -169,6 +224,7 @@ export async function startLibvirtdWithHook(hookScript: string): Promise<Libvirt
         const v = pidFrom(VIRTLOGD_PIDFILE);
         if (v !== null) await stopPid(v);
       }
+      unlock();
     },
   };
 }

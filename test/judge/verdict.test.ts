@@ -3,7 +3,8 @@ import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bitsNeeded, REASON_SEVERITY } from '../../agent/judge/reasons';
-import { computeVerdict, maxSeverity, REASON_CODES, severityRank } from '../../agent/judge/verdict';
+import { maxSeverity, severityRank } from '../../agent/core/severity';
+import { computeVerdict, REASON_CODES } from '../../agent/judge/verdict';
 import type {
   GuestFacts,
   GuestLayout,

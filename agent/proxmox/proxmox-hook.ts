@@ -1,0 +1,190 @@
+/**
+ * The decision behind a Proxmox VE hookscript. qemu-server runs the VM's `hookscript:` as
+ * `<script> VMID PHASE` (pve-guest-common src/PVE/GuestHelpers.pm exec_hookscript); `pre-start`
+ * runs in vm_start_nolock (src/PVE/QemuServer.pm) before the QEMU command line is built, with
+ * stop_on_error, so a non-zero exit aborts the start and the task log shows the script's stderr.
+ * That includes the receiving side of a migration, where vm_start_nolock sets PVE_MIGRATED_FROM
+ * to the source node and the config is still the source node's file.
+ *
+ * `pre-start`: read the VM's config (config-tree.ts), work out what qemu-server will start
+ * (vm-plan.ts) and judge it like a running guest (agent/judge/verdict.ts); refuse when a reason is
+ * critical. A guest whose width follows the host arriving by migration is judged with the width it
+ * booted with at the source (CONTRACT "Widths that follow the host"); when nothing knows that width,
+ * guard.unknownPeer decides. A config that cannot be read or judged refuses (fail closed), naming
+ * the file. Every other phase exits 0 without reading anything.
+ */
+import { join } from 'node:path';
+import type { Config } from '../core/config';
+import { EXIT } from '../core/exit-codes';
+import type { GuestFacts, HostFacts, Reason } from '../core/types';
+import { formatBytes } from '../core/format';
+import { judgeHost } from '../judge/host-limit';
+import { computeVerdict } from '../judge/verdict';
+import { parseVmid, readTreeFile, vmConfigPath } from './config-tree';
+import { guestFromPlan } from './plan-guest';
+import { findFix } from './proxmox-fix';
+import { parseCpuModels, parseVmConfig, VmConfigError, type VmConfigFile } from './vm-config';
+import { planVm, type PlanOptions, type VmPlan } from './vm-plan';
+
+/** 78: refused because physbits' own config could not be loaded. */
+export const PROXMOX_HOOK_EXIT = { ALLOW: 0, REFUSE: 1, CONFIG: EXIT.CONFIG } as const;
+
+/** Custom CPU models, relative to proxmox.configDir (CPUConfig.pm $default_filename). */
+export const CPU_MODELS_FILE = join('virtual-guest', 'cpu-models.conf');
+
+/** What a migration destination knows about the width the guest runs with at its source. */
+export type SourceWidthAnswer =
+  { kind: 'guest' | 'host'; physBits: number; host: string; source: string } | { kind: 'unknown'; why: string };
+
+export interface SourceWidthQuery {
+  name: string;
+  uuid: string | null;
+  sourceHost: string;
+}
+
+export interface ProxmoxHookDeps {
+  config: Config;
+  /** This node's facts, or how to read them; default: agent/facts/host-facts.ts with the config's roots. */
+  hostFacts?: HostFacts | (() => HostFacts | Promise<HostFacts>);
+  /** PVE_MIGRATED_FROM as qemu-server set it (empty or absent: not a migration). */
+  migratedFrom?: string;
+  /** The width a host-following guest runs with at its source (agent/peers/source-width.ts). */
+  sourceWidth?: (query: SourceWidthQuery) => Promise<SourceWidthAnswer>;
+  /** One line at a time, without a trailing newline. */
+  stderr: (line: string) => void;
+}
+
+async function defaultHostFacts(config: Config): Promise<HostFacts> {
+  const { hostReadOptions, readHost } = await import('../facts/host-facts');
+  return judgeHost(readHost(hostReadOptions(config)), config.host.physBits);
+}
+
+/** `smbios1: uuid=…` (QEMU's -smbios type=1,uuid=…, the UUID physbits reports for the guest). */
+export function smbiosUuid(value: string | undefined): string | null {
+  const m = value === undefined ? null : /(?:^|,)uuid=([0-9a-fA-F-]{36})(?:,|$)/.exec(value);
+  return m ? m[1].toLowerCase() : null;
+}
+
+/** The one stderr line of a refusal: the VM, its width, this node's limit, the fix. */
+export function refusalLine(
+  plan: VmPlan,
+  host: HostFacts,
+  guest: GuestFacts,
+  reason: Reason,
+  how: string,
+  fix: string | null,
+): string {
+  const vm = `VM ${plan.vmid} (${plan.name})`;
+  const what = how ? `incoming migration of ${vm}` : `start of ${vm}`;
+  const override = host.physBitsSource === 'config' ? ' (host.physBits in the config)' : '';
+  const facts =
+    reason.code === 'LAYOUT_BEYOND_HOST_LIMIT'
+      ? `its memory layout reaches ${formatBytes(guest.layout?.highestAddress ?? 0)}, past this node's ${host.physBits}-bit limit${override}`
+      : `guest phys-bits ${guest.physBits}${how} is wider than this node's limit of ${host.physBits} bits${override}`;
+  const then = how ? ', then stop and start it on its node before migrating' : '';
+  const fixText = fix ? `${fix}${then}` : `run it on a node whose limit is at least ${guest.physBits} bits`;
+  return `physbits refused the ${what}: ${reason.code}: ${facts}; fix: ${fixText}`;
+}
+
+function cannotCheck(deps: ProxmoxHookDeps, vmid: string, err: unknown): number {
+  const code = (err as { code?: unknown }).code;
+  const why = `${typeof code === 'string' ? `${code}: ` : ''}${err instanceof Error ? err.message : String(err)}`;
+  deps.stderr(
+    `physbits cannot check VM ${vmid}, refusing its start: ${why} (to start it anyway, see "Emergencies" in physbits' docs/proxmox.md)`,
+  );
+  return PROXMOX_HOOK_EXIT.REFUSE;
+}
+
+async function preStart(vmid: number, deps: ProxmoxHookDeps): Promise<number> {
+  const root = deps.config.proxmox.configDir;
+  const from = deps.migratedFrom ? deps.migratedFrom : null;
+  let plan: VmPlan;
+  let host: HostFacts;
+  let file: VmConfigFile;
+  let opts: PlanOptions;
+  try {
+    const source = deps.hostFacts ?? (() => defaultHostFacts(deps.config));
+    host = typeof source === 'function' ? await source() : source;
+    const rel = vmConfigPath(vmid, from);
+    file = parseVmConfig(readTreeFile(root, rel));
+    opts = {
+      vmid,
+      cpuinfoPhysBits: host.cpuinfoPhysBits,
+      customModels: () => parseCpuModels(readTreeFile(root, CPU_MODELS_FILE)),
+    };
+    try {
+      plan = planVm(file, opts);
+    } catch (err) {
+      if (err instanceof VmConfigError)
+        throw new VmConfigError(err.code as never, `${join(root, rel)}: ${err.message}`);
+      throw err;
+    }
+  } catch (err) {
+    return cannotCheck(deps, String(vmid), err);
+  }
+
+  let width: number | undefined;
+  let how = '';
+  if (from !== null && plan.cpu.followsHost) {
+    const answer = deps.sourceWidth
+      ? await deps.sourceWidth({ name: plan.name, uuid: smbiosUuid(file.current.smbios1), sourceHost: from })
+      : ({ kind: 'unknown', why: 'no lookup of the source width is available' } as const);
+    if (answer.kind === 'unknown') {
+      if (deps.config.guard.unknownPeer === 'allow') return PROXMOX_HOOK_EXIT.ALLOW;
+      deps.stderr(
+        `physbits refused the incoming migration of VM ${vmid} (${plan.name}) from ${from}: its width follows the host and ${answer.why}; guard.unknownPeer is refuse`,
+      );
+      return PROXMOX_HOOK_EXIT.REFUSE;
+    }
+    width = answer.physBits;
+    how = answer.kind === 'guest' ? ` (its width at ${answer.host})` : ` (at most source node ${answer.host}'s limit)`;
+  } else if (from !== null) {
+    how = ` (from ${from})`;
+  }
+  let guest: GuestFacts;
+  try {
+    guest = guestFromPlan(plan, host, width);
+  } catch (err) {
+    return cannotCheck(deps, String(vmid), err);
+  }
+  const verdict = computeVerdict({ host, guest, policy: deps.config.policy });
+  const blocking = verdict.reasons.find((r) => r.severity === 'critical');
+  if (!blocking) return PROXMOX_HOOK_EXIT.ALLOW;
+  deps.stderr(refusalLine(plan, host, guest, blocking, how, findFix(file, opts, host, deps.config.policy)));
+  return PROXMOX_HOOK_EXIT.REFUSE;
+}
+
+/** Runs the hookscript for qemu-server's arguments `VMID PHASE`; resolves to the exit code. */
+export async function runProxmoxHook(args: string[], deps: ProxmoxHookDeps): Promise<number> {
+  const [vmidText = '', phase = ''] = args;
+  if (phase !== 'pre-start') return PROXMOX_HOOK_EXIT.ALLOW;
+  const vmid = parseVmid(vmidText);
+  if (vmid === null)
+    return cannotCheck(deps, vmidText.slice(0, 20) || '(none)', new Error(`'${vmidText.slice(0, 20)}' is not a VMID`));
+  return preStart(vmid, deps);
+}
+
+export interface ProxmoxHookEntryDeps extends Omit<ProxmoxHookDeps, 'config'> {
+  configPath?: string;
+  /** Loads and validates the config (agent/core/config.ts loadConfig); throws when it cannot. */
+  loadConfig(path: string | undefined): Config;
+}
+
+/**
+ * The hookscript as qemu-server runs it: load physbits' config, then runProxmoxHook. A config that
+ * cannot be loaded refuses `pre-start` (exit 78) with one line; other phases are allowed.
+ */
+export async function runProxmoxHookEntry(args: string[], deps: ProxmoxHookEntryDeps): Promise<number> {
+  let config: Config;
+  try {
+    config = deps.loadConfig(deps.configPath);
+  } catch (err) {
+    const [vmid = '(none)', phase = ''] = args;
+    if (phase !== 'pre-start') return PROXMOX_HOOK_EXIT.ALLOW;
+    deps.stderr(
+      `physbits: proxmox-hook: config: ${err instanceof Error ? err.message : String(err)}; refusing the start of VM ${vmid.slice(0, 20)}`,
+    );
+    return PROXMOX_HOOK_EXIT.CONFIG;
+  }
+  return runProxmoxHook(args, { ...deps, config });
+}
