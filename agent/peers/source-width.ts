@@ -24,7 +24,6 @@ import type { PeerFacts } from '../core/types';
 import { isWidth } from '../core/checks';
 import { normalizeUuid } from '../core/uuid';
 import { errorText } from './peer';
-import { isWidth as validWidth } from '../core/checks';
 
 export { normalizeUuid };
 
