@@ -65,6 +65,8 @@ export async function probeFull(c: WireClient): Promise<{ physBits: number | nul
     get(MACHINE, 'confidential-guest-support'),
     get(MACHINE, 'memory'),
     c.command('query-pci'),
+    c.command('query-uuid'),
+    c.command('qom-list-types', { implements: 'pci-device', abstract: false }),
   ]);
   const cpu = (r1[0].return as Array<{ 'qom-path': string }> | undefined)?.[0]?.['qom-path'];
   if (!cpu) return { physBits: null, commands: 1 + r1.length };
@@ -83,9 +85,14 @@ export async function probeFull(c: WireClient): Promise<{ physBits: number | nul
     get(cpu, 'type'),
     ...(kvm ? [] : [c.command('x-query-jit')]),
     ...(bridge
-      ? ['pci-hole64-start', 'pci-hole64-end', 'pci-hole64-size', 'below-4g-mem-size', 'above-4g-mem-size'].map((p) =>
-          get(bridge, p),
-        )
+      ? [
+          'pci-hole64-start',
+          'pci-hole64-end',
+          'pci-hole64-size',
+          'below-4g-mem-size',
+          'above-4g-mem-size',
+          'x-pci-hole64-fix',
+        ].map((p) => get(bridge, p))
       : []),
     ...(dm ? [get(`${MACHINE}/device-memory[0]`, 'addr'), get(`${MACHINE}/device-memory[0]`, 'size')] : []),
     ...(cgs ? [get(cgs, 'type'), get(cgs, 'reduced-phys-bits')] : []),

@@ -71,20 +71,21 @@ async function main(): Promise<void> {
   const { Daemon } = await import('../daemon/daemon');
   const { createLogger } = await import('../core/logger');
   const { LogStream } = await import('../core/log-stream');
-  const { checkPeerFiles, readApiToken, resolveWebhookSecrets, secretFiles, worldReadableWarnings } =
+  const { checkPeerFiles, checkTokenFiles, resolveWebhookSecrets, secretFiles, worldReadableWarnings } =
     await import('../core/secret-files');
-  // The config with webhook secrets read and peers' token and CA files checked (at start and on SIGHUP).
+  // The config with webhook secrets read, peers' token and CA files and the daemon's own token files
+  // (api.tokenFile, fleet.tokenFile) checked, at start and on SIGHUP: a token file open to others, or
+  // too short to be a secret, stops the daemon before it opens anything.
   const loadDaemonConfig = (path: string | undefined) => {
     const loaded = resolveWebhookSecrets(loadConfig(path));
     checkPeerFiles(loaded);
+    checkTokenFiles(loaded);
     return loaded;
   };
   const configPath = args.values.config;
   let config;
   try {
     config = loadDaemonConfig(configPath);
-    // A token too short to be a secret stops the daemon before it opens anything.
-    if (config.api.listen && config.api.tokenFile) readApiToken(config.api.tokenFile);
   } catch (err) {
     if (err instanceof ConfigError) fatal(`config: ${err.message}`, EXIT.CONFIG);
     throw err;

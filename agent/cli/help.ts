@@ -136,7 +136,7 @@ export const COMMANDS: CommandHelp[] = [
       'this node with one line on stderr (the VM, its width, the limit, a `qm set` fix). A config it\n' +
       'cannot read or judge refuses too. Other phases exit 0.',
     options: [CONFIG],
-    exit: '0 allowed (and every phase but pre-start), 1 refused, 78 refused because the config cannot be loaded',
+    exit: '0 allowed (and every phase but pre-start), 1 refused, 3 refused: the source width of a migrating host-following VM is unknown, 78 refused: the config cannot be loaded',
     example: 'physbitsctl proxmox-hook 100 pre-start',
   },
   {

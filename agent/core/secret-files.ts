@@ -1,6 +1,7 @@
 /**
- * Files that hold secrets: webhook secrets and peers' tokens must be root's alone (a config error
- * otherwise); other secret files should not be readable by everyone (a warning).
+ * Files that hold secrets: webhook secrets, peers' tokens, `api.tokenFile` and `fleet.tokenFile` must
+ * be root's alone (a config error otherwise); the config file holding an inline webhook secret should
+ * not be readable by everyone (a warning).
  */
 import { readFileSync, statSync } from 'node:fs';
 import { peerCaFile, type Config } from './config';
@@ -14,7 +15,6 @@ export function secretFiles(config: Config, configPath: string | undefined): Arr
   config.alerts.webhooks.forEach((w, i) => {
     if (w.secretFile) out.push({ key: `alerts.webhooks[${i}].secretFile`, path: w.secretFile });
   });
-  if (config.api.tokenFile) out.push({ key: 'api.tokenFile', path: config.api.tokenFile });
   return out;
 }
 
@@ -110,21 +110,27 @@ export function checkPeerFiles(config: Config, fs: SecretFileAccess = realAccess
   });
 }
 
+/**
+ * The daemon's own token files, checked at start and on every reload: `api.tokenFile` when the TCP
+ * API listens (readApiToken) and `fleet.tokenFile` (a secret file like the others; the daemon reads it
+ * again for every query).
+ */
+export function checkTokenFiles(config: Config, fs: SecretFileAccess = realAccess): void {
+  if (config.api.listen && config.api.tokenFile) readApiToken(config.api.tokenFile, fs);
+  if (config.fleet.tokenFile) readSecretFile('fleet.tokenFile', config.fleet.tokenFile, fs);
+}
+
 /** The shortest bearer token api.tokenFile may hold (SECURITY.md: at least 32 random characters). */
 export const API_TOKEN_MIN_LENGTH = 32;
 
 /**
- * The token this daemon's TCP API demands, from api.tokenFile: its content without surrounding
- * whitespace, at least API_TOKEN_MIN_LENGTH characters. Anything else is a ConfigError naming the
+ * The token this daemon's TCP API demands, from api.tokenFile: a secret file (readSecretFile: a
+ * regular file, root's, not open to group or others, not empty), its content without surrounding
+ * whitespace at least API_TOKEN_MIN_LENGTH characters. Anything else is a ConfigError naming the
  * key and the file (the daemon exits 78 before it opens a socket).
  */
-export function readApiToken(path: string, read: (p: string) => string = (p) => readFileSync(p, 'utf8')): string {
-  let text: string;
-  try {
-    text = read(path).trim();
-  } catch (err) {
-    throw new ConfigError(`api.tokenFile: ${path}: cannot read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-  }
+export function readApiToken(path: string, fs: SecretFileAccess = realAccess): string {
+  const text = readSecretFile('api.tokenFile', path, fs);
   if (text.length < API_TOKEN_MIN_LENGTH)
     throw new ConfigError(
       `api.tokenFile: ${path}: the token must be at least ${API_TOKEN_MIN_LENGTH} characters (it has ${text.length})`,

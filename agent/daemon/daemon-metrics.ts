@@ -5,6 +5,7 @@ import { Metrics, startMetricsServer, type MetricsListenLimits, type MetricsServ
 import type { HostFacts, VmStatus } from '../core/types';
 import type { LogStreamHealth } from '../core/log-stream';
 import { joinHostPort } from '../../qmp/address';
+import { printable } from '../core/printable';
 
 export function packageVersion(): string {
   try {
@@ -13,6 +14,14 @@ export function packageVersion(): string {
     return 'unknown';
   }
 }
+
+/**
+ * Label values that came from VMs and clients (names, commands) are escaped like the log's
+ * (agent/core/printable.ts): a dashboard or a terminal showing them never meets a raw control or
+ * bidirectional character. Every call below passes them through it, so a series is removed under the
+ * same value it was written with.
+ */
+const label = printable;
 
 export class DaemonMetrics {
   readonly metrics: Metrics;
@@ -35,27 +44,27 @@ export class DaemonMetrics {
   setVm(s: VmStatus): void {
     if (s.error) {
       if (s.error.code === 'PENDING') return;
-      this.metrics.setVmUp(s.name, false);
-      if (this.lastError.get(s.name) !== s.error.code) this.metrics.qmpError(s.name, s.error.code);
+      this.metrics.setVmUp(label(s.name), false);
+      if (this.lastError.get(s.name) !== s.error.code) this.metrics.qmpError(label(s.name), s.error.code);
       this.lastError.set(s.name, s.error.code);
       return;
     }
     this.lastError.delete(s.name);
-    this.metrics.setVmUp(s.name, true);
-    this.metrics.setVm(s.name, s.guest!, s.verdict!);
+    this.metrics.setVmUp(label(s.name), true);
+    this.metrics.setVm(label(s.name), s.guest!, s.verdict!);
   }
 
   removeVm(name: string): void {
     this.lastError.delete(name);
-    this.metrics.removeVm(name);
+    this.metrics.removeVm(label(name));
   }
 
   refused(vm: string, command: string): void {
-    this.metrics.refused(vm, command);
+    this.metrics.refused(label(vm), label(command));
   }
 
   observeQmp(vm: string, seconds: number): void {
-    this.metrics.observeQmp(vm, seconds);
+    this.metrics.observeQmp(label(vm), seconds);
   }
 
   async close(): Promise<void> {

@@ -15,6 +15,7 @@
  */
 import { join } from 'node:path';
 import type { Config } from '../core/config';
+import type { GuestIdentity, SourceWidth } from '../peers/source-width';
 import { EXIT } from '../core/exit-codes';
 import type { GuestFacts, HostFacts, Reason } from '../core/types';
 import { formatBytes } from '../core/format';
@@ -27,20 +28,10 @@ import { parseCpuModels, parseVmConfig, VmConfigError, type VmConfigFile } from 
 import { planVm, type PlanOptions, type VmPlan } from './vm-plan';
 
 /** 78: refused because physbits' own config could not be loaded. */
-export const PROXMOX_HOOK_EXIT = { ALLOW: 0, REFUSE: 1, CONFIG: EXIT.CONFIG } as const;
+export const PROXMOX_HOOK_EXIT = { ALLOW: 0, REFUSE: 1, UNKNOWN: EXIT.UNKNOWN, CONFIG: EXIT.CONFIG } as const;
 
 /** Custom CPU models, relative to proxmox.configDir (CPUConfig.pm $default_filename). */
 export const CPU_MODELS_FILE = join('virtual-guest', 'cpu-models.conf');
-
-/** What a migration destination knows about the width the guest runs with at its source. */
-export type SourceWidthAnswer =
-  { kind: 'guest' | 'host'; physBits: number; host: string; source: string } | { kind: 'unknown'; why: string };
-
-export interface SourceWidthQuery {
-  name: string;
-  uuid: string | null;
-  sourceHost: string;
-}
 
 export interface ProxmoxHookDeps {
   config: Config;
@@ -48,10 +39,16 @@ export interface ProxmoxHookDeps {
   hostFacts?: HostFacts | (() => HostFacts | Promise<HostFacts>);
   /** PVE_MIGRATED_FROM as qemu-server set it (empty or absent: not a migration). */
   migratedFrom?: string;
-  /** The width a host-following guest runs with at its source (agent/peers/source-width.ts). */
-  sourceWidth?: (query: SourceWidthQuery) => Promise<SourceWidthAnswer>;
+  /** The width a host-following guest runs with at its source; default agent/peers/source-width.ts. */
+  sourceWidth?: (guest: GuestIdentity) => Promise<SourceWidth>;
   /** One line at a time, without a trailing newline. */
   stderr: (line: string) => void;
+}
+
+async function defaultSourceWidth(config: Config, guest: GuestIdentity): Promise<SourceWidth> {
+  const { lookupSourceWidth } = await import('../peers/source-width');
+  const { sourceWidthDepsFromConfig } = await import('../peers/source-width-deps');
+  return lookupSourceWidth(guest, sourceWidthDepsFromConfig(config));
 }
 
 async function defaultHostFacts(config: Config): Promise<HostFacts> {
@@ -65,25 +62,56 @@ export function smbiosUuid(value: string | undefined): string | null {
   return m ? m[1].toLowerCase() : null;
 }
 
+/** How the VM arrives: a start, or a migration from a node, with the source's width when it follows the host. */
+export interface Arrival {
+  from: string | null;
+  source?: Extract<SourceWidth, { physBits: number }>;
+}
+
 /** The one stderr line of a refusal: the VM, its width, this node's limit, the fix. */
 export function refusalLine(
   plan: VmPlan,
   host: HostFacts,
   guest: GuestFacts,
   reason: Reason,
-  how: string,
+  arrival: Arrival,
   fix: string | null,
 ): string {
   const vm = `VM ${plan.vmid} (${plan.name})`;
-  const what = how ? `incoming migration of ${vm}` : `start of ${vm}`;
+  const what = arrival.from === null ? `start of ${vm}` : `incoming migration of ${vm} from ${arrival.from}`;
   const override = host.physBitsSource === 'config' ? ' (host.physBits in the config)' : '';
+  const src = arrival.source;
+  const whose = !src
+    ? ''
+    : src.kind === 'guest'
+      ? ` (its width on ${src.host}, from ${src.source})`
+      : ` (at most ${src.source})`;
   const facts =
     reason.code === 'LAYOUT_BEYOND_HOST_LIMIT'
       ? `its memory layout reaches ${formatBytes(guest.layout?.highestAddress ?? 0)}, past this node's ${host.physBits}-bit limit${override}`
-      : `guest phys-bits ${guest.physBits}${how} is wider than this node's limit of ${host.physBits} bits${override}`;
-  const then = how ? ', then stop and start it on its node before migrating' : '';
-  const fixText = fix ? `${fix}${then}` : `run it on a node whose limit is at least ${guest.physBits} bits`;
-  return `physbits refused the ${what}: ${reason.code}: ${facts}; fix: ${fixText}`;
+      : `guest phys-bits ${guest.physBits}${whose} is wider than this node's limit of ${host.physBits} bits${override}`;
+  let fixText: string;
+  if (src) {
+    fixText =
+      `its width follows the node it booted on and stays ${guest.physBits} until it is shut down; fix: migrate it ` +
+      `to a node of at least ${guest.physBits} bits, or shut it down and start it here` +
+      (fix ? `; to keep it movable: ${fix}` : '');
+  } else if (fix) {
+    fixText = `fix: ${fix}${arrival.from === null ? '' : ', then stop and start it before migrating'}`;
+  } else {
+    fixText = `fix: run it on a node whose limit is at least ${guest.physBits} bits`;
+  }
+  return `physbits refused the ${what}: ${reason.code}: ${facts}; ${fixText}`;
+}
+
+/** The line of a host-following guest arriving from a node whose width for it nobody knows. */
+export function unknownSourceLine(plan: VmPlan, from: string, why: string): string {
+  return (
+    `physbits refused the incoming migration of VM ${plan.vmid} (${plan.name}) from ${from}: SOURCE_WIDTH_UNKNOWN: ` +
+    `its width follows the node it booted on (cpu: ${plan.cpu.configured}${plan.cpu.hostPhysBitsArg ? ',phys-bits=host' : ''}) and ${why}; ` +
+    `guard.unknownPeer is refuse; fix: give node ${from} a live agent in peers[] (url, tokenFile) or set fleet.prometheus, ` +
+    'so the width can be read, or set guard.unknownPeer to allow'
+  );
 }
 
 function cannotCheck(deps: ProxmoxHookDeps, vmid: string, err: unknown): number {
@@ -123,34 +151,27 @@ async function preStart(vmid: number, deps: ProxmoxHookDeps): Promise<number> {
     return cannotCheck(deps, String(vmid), err);
   }
 
-  let width: number | undefined;
-  let how = '';
+  const arrival: Arrival = { from };
   if (from !== null && plan.cpu.followsHost) {
-    const answer = deps.sourceWidth
-      ? await deps.sourceWidth({ name: plan.name, uuid: smbiosUuid(file.current.smbios1), sourceHost: from })
-      : ({ kind: 'unknown', why: 'no lookup of the source width is available' } as const);
+    const ask = deps.sourceWidth ?? ((g: GuestIdentity) => defaultSourceWidth(deps.config, g));
+    const answer = await ask({ name: plan.name, uuid: smbiosUuid(file.current.smbios1), sourceHost: from });
     if (answer.kind === 'unknown') {
       if (deps.config.guard.unknownPeer === 'allow') return PROXMOX_HOOK_EXIT.ALLOW;
-      deps.stderr(
-        `physbits refused the incoming migration of VM ${vmid} (${plan.name}) from ${from}: its width follows the host and ${answer.why}; guard.unknownPeer is refuse`,
-      );
-      return PROXMOX_HOOK_EXIT.REFUSE;
+      deps.stderr(unknownSourceLine(plan, from, answer.why));
+      return PROXMOX_HOOK_EXIT.UNKNOWN;
     }
-    width = answer.physBits;
-    how = answer.kind === 'guest' ? ` (its width at ${answer.host})` : ` (at most source node ${answer.host}'s limit)`;
-  } else if (from !== null) {
-    how = ` (from ${from})`;
+    arrival.source = answer;
   }
   let guest: GuestFacts;
   try {
-    guest = guestFromPlan(plan, host, width);
+    guest = guestFromPlan(plan, host, arrival.source?.physBits);
   } catch (err) {
     return cannotCheck(deps, String(vmid), err);
   }
   const verdict = computeVerdict({ host, guest, policy: deps.config.policy });
   const blocking = verdict.reasons.find((r) => r.severity === 'critical');
   if (!blocking) return PROXMOX_HOOK_EXIT.ALLOW;
-  deps.stderr(refusalLine(plan, host, guest, blocking, how, findFix(file, opts, host, deps.config.policy)));
+  deps.stderr(refusalLine(plan, host, guest, blocking, arrival, findFix(file, opts, host, deps.config.policy)));
   return PROXMOX_HOOK_EXIT.REFUSE;
 }
 

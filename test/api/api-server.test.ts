@@ -497,7 +497,9 @@ test("TCP: api.maxConnectionsPerAddress: a source past it displaces its own olde
 });
 
 test('TCP: authenticated requests are served while 256 idle connections from 16 addresses hold every slot', async (t) => {
-  const s = await serve(t, { idleTimeoutMs: 10_000 });
+  // Deadlines long enough that the idle connections hold their slots throughout (the deadline itself
+  // is tested below): displacement alone must let the authenticated requests in.
+  const s = await serve(t, { idleTimeoutMs: 60_000, firstRequestMs: 60_000 });
   const { port } = await s.api.listenTcp('127.0.0.1:0', TOKEN);
   const idle: Raw[] = [];
   for (let a = 1; a <= 16; a++)

@@ -57,6 +57,19 @@ function hostileFleet() {
   };
 }
 
+test('printable escapes the bidirectional controls like C0: U+061C, U+200E/F, U+202A-U+202E, U+2066-U+2069', (t) => {
+  const bidi = [0x061c, 0x200e, 0x200f, 0x202a, 0x202b, 0x202c, 0x202d, 0x202e, 0x2066, 0x2067, 0x2068, 0x2069];
+  for (const code of bidi) {
+    const c = String.fromCharCode(code);
+    const shown = `\\u${code.toString(16).padStart(4, '0')}`;
+    t.is(printable(`a${c}b`), `a${shown}b`, shown);
+    t.is(printableLines(`a${c}b\nc`), `a${shown}b\nc`, shown);
+  }
+  // Their neighbours are ordinary text: U+200D (zero-width joiner, emoji), U+2065, U+206A.
+  t.is(printable('a\u200db\u2065c\u206a'), 'a\u200db\u2065c\u206a');
+  t.is(printable(printable('invoice\u202egpj.exe')), 'invoice\\u202egpj.exe');
+});
+
 test('printable escapes C0, DEL, C1 and U+2028/2029; printableLines keeps the newlines; both are idempotent', (t) => {
   t.is(printable(HOSTILE), HOSTILE_SHOWN);
   t.is(printable('a\nb\tc\u007f'), 'a\\u000ab\\u0009c\\u007f');

@@ -95,20 +95,23 @@ test('api.tokenFile: at least 32 characters after trimming, else a ConfigError n
     '/t/padded': `   ${'d'.repeat(20)}            \n`,
     '/t/empty': '',
   };
-  const read = (p: string) => {
-    if (p in files) return files[p];
+  const missing = () => {
     throw Object.assign(new Error('no such file'), { code: 'ENOENT' });
   };
-  t.is(readApiToken('/t/ok', read), 'a'.repeat(32));
-  t.is(readApiToken('/t/long', read), 'b'.repeat(64));
+  const access = {
+    stat: (p: string) => (p in files ? { uid: 0, mode: 0o100600, isFile: () => true } : missing()),
+    read: (p: string) => (p in files ? files[p] : missing()),
+  };
+  t.is(readApiToken('/t/ok', access), 'a'.repeat(32));
+  t.is(readApiToken('/t/long', access), 'b'.repeat(64));
   const table: Array<[string, string]> = [
     ['/t/short', 'api.tokenFile: /t/short: the token must be at least 32 characters (it has 31)'],
     ['/t/padded', 'api.tokenFile: /t/padded: the token must be at least 32 characters (it has 20)'],
-    ['/t/empty', 'api.tokenFile: /t/empty: the token must be at least 32 characters (it has 0)'],
+    ['/t/empty', 'api.tokenFile: /t/empty: is empty'],
     ['/t/missing', 'api.tokenFile: /t/missing: cannot read: ENOENT'],
   ];
   for (const [path, message] of table) {
-    const err = t.throws(() => readApiToken(path, read), { instanceOf: ConfigError }, path);
+    const err = t.throws(() => readApiToken(path, access), { instanceOf: ConfigError }, path);
     t.is(err?.message, message);
   }
 });
@@ -214,5 +217,45 @@ test("physbitsd exits 78 with one line naming a peer token file that is group-re
     const r = run();
     t.is(r.status, 78, r.stderr);
     t.is(r.stderr, `physbitsd: ${expected}\n`);
+  }
+});
+
+test("physbitsd exits 78 with one line naming an api.tokenFile or fleet.tokenFile that is open to others or not root's", (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'physbits-own-token-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const token = join(dir, 'api.token');
+  writeFileSync(token, `${'t'.repeat(40)}\n`, { mode: 0o600 });
+  const base = {
+    discovery: { sockets: [join(dir, '*.qmp')] },
+    api: { socket: join(dir, 'api.sock') },
+    alerts: { spoolDir: join(dir, 'spool') },
+  };
+  const configs = {
+    api: { ...base, api: { ...base.api, listen: '127.0.0.1:0', tokenFile: token } },
+    fleet: { ...base, fleet: { prometheus: 'http://127.0.0.1:9', tokenFile: token } },
+  };
+  for (const [key, config] of Object.entries(configs)) {
+    const cfg = join(dir, `${key}.json`);
+    writeFileSync(cfg, JSON.stringify(config));
+    const run = () => spawnSync(process.execPath, [PHYSBITSD, '--config', cfg], { encoding: 'utf8', timeout: 30000 });
+    for (const [prepare, expected] of [
+      [
+        () => chmodSync(token, 0o644),
+        `config: ${key}.tokenFile: ${token}: must not be open to group or others (mode 0644); chmod 0600 it`,
+      ],
+      [
+        () => {
+          chmodSync(token, 0o600);
+          chownSync(token, 65534, 65534);
+        },
+        `config: ${key}.tokenFile: ${token}: must be owned by root (owner uid 65534)`,
+      ],
+    ] as const) {
+      prepare();
+      const r = run();
+      t.is(r.status, 78, r.stderr);
+      t.is(r.stderr, `physbitsd: ${expected}\n`);
+    }
+    chownSync(token, 0, 0);
   }
 });

@@ -304,6 +304,31 @@ for (const format of ['text', 'journal', 'json'] as const) {
   });
 }
 
+const BIDI_NAME = 'invoice\u202egpj.exe \u2066a\u2067b\u2068c\u2069 \u202a\u202b\u202c\u202d \u200e\u200f\u061c';
+const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+
+test('bidirectional control characters in a VM name reach neither the log nor /metrics raw', async (t) => {
+  const dir = tempDir('physbits-access-');
+  const vms = join(dir, 'vms');
+  mkdirSync(vms);
+  const named = await startFakeQmp({ dir: vms, socketName: 'bidi.qmp', vm: { name: BIDI_NAME } });
+  t.teardown(() => named.close());
+  const d: DaemonProcess = await startDaemon({ dir, config: { log: { format: 'text' } } });
+  t.teardown(() => d.kill());
+  await d.waitForStatus((s) => s.vms.length === 1 && !!s.vms[0].verdict, 'the VM judged');
+  await d.waitForLog((l) => l.message === 'verdict');
+  const metrics = await d.metrics();
+  await d.stop();
+  t.false(BIDI.test(d.stderr()), 'no raw bidirectional control in the log');
+  t.false(BIDI.test(metrics), 'no raw bidirectional control in /metrics');
+  const escaped =
+    'invoice\\u202egpj.exe \\u2066a\\u2067b\\u2068c\\u2069 \\u202a\\u202b\\u202c\\u202d \\u200e\\u200f\\u061c';
+  // The log's quoted values are JSON strings: the escape decodes to the name itself.
+  t.is(d.lines().find((l) => l.message === 'verdict')!.fields.vm, BIDI_NAME);
+  // The exposition format escapes the backslash itself: the label value is the escaped text.
+  t.true(metrics.includes(`physbits_vm_severity{vm="${escaped.replace(/\\/g, '\\\\')}"}`), metrics.slice(0, 3000));
+});
+
 test('physbitsctl watch shows control characters in VM names and messages as escapes', (t) => {
   const line = describeEvent({
     type: 'refusal',

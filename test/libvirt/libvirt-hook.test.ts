@@ -179,7 +179,8 @@ test('a failing or hanging daemon never changes the exit code', async (t) => {
     lines: ["physbits: could not tell the daemon about 'web1' started: HTTP 500"],
     events: [],
   });
-  const started = Date.now();
+  // notify never settles: the hook returning at all, with this line, is the timeout having fired
+  // (a wall-clock bound here only measured the machine's load).
   const hung = await run(['web1', 'release', 'end', '-'], '', {
     config: { libvirtHook: { notifyTimeoutMs: 50 } },
     notify: () => new Promise(() => {}),
@@ -189,7 +190,6 @@ test('a failing or hanging daemon never changes the exit code', async (t) => {
     lines: ["physbits: daemon did not take the 'release' event of 'web1' within 50 ms"],
     events: [],
   });
-  t.true(Date.now() - started < 2000);
 });
 
 test('physbits cannot judge: refuse and say why by default, allow with failClosed false', async (t) => {

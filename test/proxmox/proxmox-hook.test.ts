@@ -9,9 +9,8 @@ import {
   runProxmoxHookEntry,
   smbiosUuid,
   type ProxmoxHookDeps,
-  type SourceWidthAnswer,
-  type SourceWidthQuery,
 } from '../../agent/proxmox/proxmox-hook';
+import type { GuestIdentity, SourceWidth } from '../../agent/peers/source-width';
 import { PHYSBITSCTL } from '../helpers/daemon';
 import { hostFacts } from '../helpers/facts';
 import { tempDir } from '../helpers/tmp';
@@ -192,7 +191,7 @@ test("a migration target reads the source node's file; a fixed width is judged a
   t.is(r.code, 1);
   t.is(
     r.lines[0],
-    "physbits refused the incoming migration of VM 121 (fixed-mover): GUEST_WIDER_THAN_HOST: guest phys-bits 46 (from pve2) is wider than this node's limit of 39 bits (host.physBits in the config); fix: qm set 121 --cpu x86-64-v2-AES,phys-bits=39, then stop and start it on its node before migrating",
+    "physbits refused the incoming migration of VM 121 (fixed-mover) from pve2: GUEST_WIDER_THAN_HOST: guest phys-bits 46 is wider than this node's limit of 39 bits (host.physBits in the config); fix: qm set 121 --cpu x86-64-v2-AES,phys-bits=39, then stop and start it before migrating",
   );
   // Not under this node's qemu-server/: without PVE_MIGRATED_FROM the file is missing.
   t.regex((await run(['121', 'pre-start'])).lines[0], /121\.conf: does not exist/);
@@ -203,8 +202,8 @@ test("a migration target reads the source node's file; a fixed width is judged a
 });
 
 test('a host-following guest arriving by migration is judged with its width at the source', async (t) => {
-  const asked: SourceWidthQuery[] = [];
-  const lookup = (answer: SourceWidthAnswer) => async (q: SourceWidthQuery) => {
+  const asked: GuestIdentity[] = [];
+  const lookup = (answer: SourceWidth) => async (q: GuestIdentity) => {
     asked.push(q);
     return answer;
   };
@@ -217,7 +216,7 @@ test('a host-following guest arriving by migration is judged with its width at t
   t.is(r.code, 1);
   t.is(
     r.lines[0],
-    "physbits refused the incoming migration of VM 120 (mover): GUEST_WIDER_THAN_HOST: guest phys-bits 48 (its width at pve2) is wider than this node's limit of 46 bits (host.physBits in the config); fix: qm set 120 --cpu x86-64-v2-AES,phys-bits=46, then stop and start it on its node before migrating",
+    "physbits refused the incoming migration of VM 120 (mover) from pve2: GUEST_WIDER_THAN_HOST: guest phys-bits 48 (its width on pve2, from live peer pve2's status) is wider than this node's limit of 46 bits (host.physBits in the config); its width follows the node it booted on and stays 48 until it is shut down; fix: migrate it to a node of at least 48 bits, or shut it down and start it here; to keep it movable: qm set 120 --cpu x86-64-v2-AES,phys-bits=46",
   );
   t.deepEqual(asked, [{ name: 'mover', uuid: '7c7d7e7f-8a8b-4c8d-9e9f-a0a1a2a3a4a5', sourceHost: 'pve2' }]);
   // As wide as this node: allowed.
@@ -234,9 +233,9 @@ test('a host-following guest arriving by migration is judged with its width at t
   });
   const refused = await run(['120', 'pre-start'], { migratedFrom: 'pve2', hostFacts: node(46), sourceWidth: unknown });
   t.deepEqual(refused, {
-    code: 1,
+    code: 3,
     lines: [
-      "physbits refused the incoming migration of VM 120 (mover) from pve2: its width follows the host and the width of guest 'mover' at its source is unknown: nothing asked; guard.unknownPeer is refuse",
+      "physbits refused the incoming migration of VM 120 (mover) from pve2: SOURCE_WIDTH_UNKNOWN: its width follows the node it booted on (cpu: host) and the width of guest 'mover' at its source is unknown: nothing asked; guard.unknownPeer is refuse; fix: give node pve2 a live agent in peers[] (url, tokenFile) or set fleet.prometheus, so the width can be read, or set guard.unknownPeer to allow",
     ],
   });
   const allowed = await run(['120', 'pre-start'], {
