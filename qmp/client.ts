@@ -79,6 +79,13 @@ export interface RawReply {
   id: string;
 }
 
+/** The one place a command object is built: `{ execute | exec-oob: name, arguments? }`. */
+function commandObject(name: string, args: Record<string, unknown> | undefined, oob: boolean): Record<string, unknown> {
+  const msg: Record<string, unknown> = { [oob ? 'exec-oob' : 'execute']: name };
+  if (args !== undefined) msg.arguments = args;
+  return msg;
+}
+
 export const ID_PREFIX = '__physbits#';
 const MAX_ABANDONED_IDS = 1024;
 
@@ -175,9 +182,7 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
 
   /** Runs a command: resolves with its 'return' value, or rejects with CommandError for an error reply. */
   async execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: ExecuteOptions = {}): Promise<T> {
-    const msg: Record<string, unknown> = { [opts.oob ? 'exec-oob' : 'execute']: command };
-    if (args !== undefined) msg.arguments = args;
-    const { reply } = await this.request(msg, command, opts);
+    const { reply } = await this.request(commandObject(command, args, !!opts.oob), command, opts);
     if ('error' in reply) {
       const err = new CommandError(command, reply.error.class, reply.error.desc);
       err.message = `${this.address}: ${err.message}`;
@@ -187,31 +192,8 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
   }
 
   /**
-   * Sends a command object as it is, except that its id becomes this client's own, and resolves
-   * with the whole reply (return or error) without that id.
-   */
-  async executeRaw(msg: object, opts: ExecuteOptions = {}): Promise<object> {
-    const { reply } = await this.forward(msg, opts);
-    const copy: Record<string, unknown> = { ...reply };
-    delete copy.id;
-    return copy;
-  }
-
-  /** Like executeRaw, but resolves with the reply and its exact text, for relaying it elsewhere. */
-  forward(msg: object, opts: ExecuteOptions = {}): Promise<RawReply> {
-    const c = classifyMessage(msg);
-    if (c.kind !== 'command')
-      return Promise.reject(new ProtocolError(`${this.address}: not a command: ${excerpt(JSON.stringify(msg) ?? '')}`));
-    // A copy: request() writes this client's id into it.
-    const command: Record<string, unknown> = { ...msg };
-    if (c.hasId) delete command.id;
-    return this.request(command, c.name, c.oob === !!opts.oob ? opts : { ...opts, oob: c.oob });
-  }
-
-  /**
    * Sends a command this side has already checked (the proxy's): `name`, its arguments, exec-oob or
-   * not; resolves with the reply and its exact text, like forward(), without building or checking
-   * the command object again.
+   * not; resolves with the whole reply (return or error) and its exact text, for relaying it.
    */
   forwardCommand(
     name: string,
@@ -219,41 +201,7 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
     oob: boolean,
     opts: Omit<ExecuteOptions, 'oob'> = {},
   ): Promise<RawReply> {
-    const msg: Record<string, unknown> = { [oob ? 'exec-oob' : 'execute']: name };
-    if (args !== undefined) msg.arguments = args;
-    return this.request(msg, name, oob ? { ...opts, oob } : opts);
-  }
-
-  /** Resolves with the next event that matches; rejects on timeout or close. */
-  waitEvent(match: string | ((ev: QmpEvent) => boolean), opts: { timeoutMs?: number } = {}): Promise<QmpEvent> {
-    const test = typeof match === 'string' ? (ev: QmpEvent) => ev.event === match : match;
-    const name = typeof match === 'string' ? match : 'a matching event';
-    return new Promise((resolve, reject) => {
-      let timer: unknown;
-      const done = (): void => {
-        if (timer !== undefined) this.timers.clearTimeout(timer);
-        this.off('event', onEvent);
-        this.off('close', onClose);
-      };
-      const onEvent = (ev: QmpEvent): void => {
-        if (!test(ev)) return;
-        done();
-        resolve(ev);
-      };
-      const onClose = (err?: QmpError): void => {
-        done();
-        reject(new ClosedError(`${this.address}: closed while waiting for ${name}`, { cause: err }));
-      };
-      if (this.phase === 'closed') return reject(new ClosedError(`${this.address}: not connected`));
-      const ms = opts.timeoutMs ?? this.timeoutMs;
-      if (ms > 0)
-        timer = this.timers.setTimeout(
-          () => (done(), reject(new TimeoutError(`${this.address}: no ${name} within ${ms} ms`))),
-          ms,
-        );
-      this.on('event', onEvent);
-      this.on('close', onClose);
-    });
+    return this.request(commandObject(name, args, oob), name, oob ? { ...opts, oob } : opts);
   }
 
   /** Closes the connection; pending commands reject with ClosedError and 'close' is emitted without error. */
@@ -309,11 +257,13 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
   private async negotiate(oob: boolean): Promise<void> {
     const offered = this.greetingMsg!.QMP.capabilities;
     const enable = oob && offered.includes('oob') ? ['oob'] : [];
-    const msg: Record<string, unknown> = { execute: 'qmp_capabilities' };
-    if (enable.length) msg.arguments = { enable };
     let reply: QmpReply;
     try {
-      ({ reply } = await this.request(msg, 'qmp_capabilities', {}));
+      ({ reply } = await this.request(
+        commandObject('qmp_capabilities', enable.length ? { enable } : undefined, false),
+        'qmp_capabilities',
+        {},
+      ));
     } catch (err) {
       return this.handshakeDone?.(err as QmpError);
     }
@@ -346,7 +296,7 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
     const id = `${ID_PREFIX}${String(++this.seq).padStart(5, '0')}`;
     let line: string;
     try {
-      // The caller's object gets this client's id (it is the caller's own copy, see forward()).
+      // commandObject() made `msg` for this request alone: it takes this client's id.
       msg.id = id;
       line = jsonText(msg);
     } catch (err) {

@@ -3,7 +3,8 @@
  * and messages come from VMs and peers: every cell and line is escaped (agent/core/printable.ts)
  * before it is measured or printed, so none can move the cursor, recolour or forge a row.
  */
-import type { AdviceDocument, GuestAdvice, LayoutAdvice } from '../judge/advise';
+import type { AdviceDocument, GuestAdvice } from '../judge/advise';
+import type { LayoutAdvice } from '../judge/layout-advice';
 import { formatBytes } from '../core/format';
 import { printable, printableLines } from '../core/printable';
 import type { FleetDocument, FleetGuest } from '../judge/fleet';

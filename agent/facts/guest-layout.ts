@@ -49,6 +49,24 @@ export function alignUp(x: number, align: number): number {
   return r === 0 ? x : x + (align - r);
 }
 
+/** x rounded down to a multiple of `align` (towards minus infinity, so a negative x stays below 0). */
+export function alignDown(x: number, align: number): number {
+  return Math.floor(x / align) * align;
+}
+
+/**
+ * Where above-4G RAM starts in a reported layout: AMD_ABOVE_1TB_START when QEMU moved it past the
+ * HyperTransport hole (highRegions), else 4 GiB. The region QEMU places right after that RAM tells:
+ * the device-memory region, else the 64-bit PCI hole, else the end of RAM itself; from 4 GiB each of
+ * them starts below 1 TiB + the RAM above 4 GiB, from 1 TiB none does.
+ */
+export function above4gStartOf(
+  layout: Pick<GuestLayout, 'ramAbove4g' | 'deviceMemory' | 'pciHole64' | 'usedEnd'>,
+): number {
+  const after = layout.deviceMemory?.base ?? layout.pciHole64?.start ?? layout.usedEnd;
+  return after >= AMD_ABOVE_1TB_START + layout.ramAbove4g ? AMD_ABOVE_1TB_START : FOUR_GIB;
+}
+
 /** The smallest phys-bits whose address space contains `addr` (0 → 0). */
 export function bitsToAddress(addr: number): number {
   let bits = 0;

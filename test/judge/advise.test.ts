@@ -1,16 +1,8 @@
 import test from 'ava';
 import net from 'node:net';
-import {
-  AdviceError,
-  adviceExitCode,
-  advise,
-  cpuModelName,
-  layoutAdvice,
-  qemuSize,
-  qemuVersionOf,
-  settingsFor,
-  type AdviseInput,
-} from '../../agent/judge/advise';
+import { AdviceError, adviceExitCode, advise, type AdviseInput } from '../../agent/judge/advise';
+import { cpuModelName, qemuSize, qemuVersionOf, settingsFor } from '../../agent/judge/advice-settings';
+import { layoutAdvice } from '../../agent/judge/layout-advice';
 import { renderAdvice } from '../../agent/cli/render-fleet';
 import type { GuestFacts, GuestLayout, HostFacts, PeerFacts, StatusDocument, VmStatus } from '../../agent/core/types';
 import { withDeadline } from '../../agent/core/async-limits';
