@@ -298,6 +298,7 @@ export class Daemon {
       timers: this.timers,
       probe,
       claimNotice: (vm) => this.incoming.take(vm),
+      sourceWidth: (vm) => this.peers.sourceWidth(vm),
       attach: useGuard ? this.guardAttach : undefined,
       heartbeatInterval: () => this.heartbeatInterval(),
       heartbeatTimers: this.heartbeatTimers,

@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 
-import { peersWithCaFiles, type Config } from '../core/config';
+import { hostName, peersWithCaFiles, type Config } from '../core/config';
 import type { Logger } from '../core/logger';
 import type { Timers } from '../core/timers';
 import type { PeerFacts } from '../core/types';
@@ -15,6 +15,7 @@ import { PeerError, postPeerJson } from '../peers/peer-client';
 import { PeerResolver } from '../peers/peer-resolver';
 import { collectPeers } from '../peers/peer-status';
 import { prometheusClient, readPrometheusHosts } from '../peers/prometheus-fleet';
+import { lookupSourceWidth, type GuestIdentity, type SourceWidth, type SourceWidthDeps } from '../peers/source-width';
 
 const PEER_TIMEOUT_MS = 3000;
 
@@ -148,5 +149,22 @@ export class LivePeers {
   /** Every peer's status document (live peers asked now), for the fleet view. */
   statuses(): Promise<PeerFacts[]> {
     return collectPeers(peersWithCaFiles(this.config()), { timeoutMs: PEER_TIMEOUT_MS });
+  }
+
+  /**
+   * The width a guest arriving here by migration has at its source (CONTRACT "Widths that follow
+   * the host"): its status on a live peer or its fleet.prometheus series. QEMU does not say which
+   * host the stream came from, so the source host's limit is not a fallback here. Never rejects.
+   */
+  sourceWidth(guest: GuestIdentity): Promise<SourceWidth> {
+    const cfg = this.config();
+    const live = peersWithCaFiles(cfg).filter(isLivePeer);
+    const fleet = cfg.fleet;
+    const url = fleet.prometheus;
+    const deps: SourceWidthDeps = { self: hostName(cfg) };
+    if (live.length > 0) deps.peerStatuses = () => collectPeers(live, { timeoutMs: PEER_TIMEOUT_MS });
+    if (url)
+      deps.prometheusQuery = async (q) => (await prometheusClient(fleet, url)).query(q, this.timers.now() / 1000);
+    return lookupSourceWidth(guest, deps);
   }
 }

@@ -11,12 +11,12 @@ import type { Config } from '../core/config';
 import { errorInfo, type VmShutDownError } from '../core/errors';
 import type { Logger } from '../core/logger';
 import type { Timers } from '../core/timers';
-import type { GuestFacts, HostFacts, PeerFacts, Reason, VmStatus } from '../core/types';
+import type { GuestFacts, GuestIncoming, HostFacts, PeerFacts, Reason, VmStatus } from '../core/types';
 import { nameFromSocket } from '../core/vm-name';
 import { visitVm } from '../facts/vm-visit';
 import { FactsGate } from '../guard/facts-gate';
 import { guardUnavailable } from '../judge/reasons';
-import { judgeVm, type Arrival } from '../judge/vm-status';
+import { judgeVm, type Arrival, type ArrivalFound } from '../judge/vm-status';
 import type { IncomingNotice } from '../peers/incoming-notice';
 import type { IncomingVm } from './incoming-notices';
 import { FactPoller } from './fact-poller';
@@ -50,6 +50,11 @@ export interface SupervisorOptions {
   probe?: () => Promise<GuestFacts>;
   /** The peer guard's notice for a guest that arrived here by migration (agent/daemon/incoming-notices.ts). */
   claimNotice?: (vm: IncomingVm) => IncomingNotice | null;
+  /**
+   * The width a guest that arrived by migration had at its source (live peers, fleet.prometheus:
+   * agent/peers/source-width.ts), asked when no notice claims it; never rejects.
+   */
+  sourceWidth?: (vm: { name: string; uuid: string | null }) => Promise<ArrivalFound>;
 }
 
 /** VmSupervisor's events: its status changed (now, before), and each QMP event of its held connection. */
@@ -78,6 +83,9 @@ export class VmSupervisor extends EventEmitter<VmSupervisorEvents> {
   private incomingPort: string | null = null;
   /** A RESET since the guest arrived: it has re-read CPUID and now uses QEMU's width. */
   private resetSinceArrival = false;
+  /** The source's width is being asked for; and in which state of the arrival it last was. */
+  private asking = false;
+  private askedIn: GuestIncoming['state'] | null = null;
 
   constructor(private readonly opts: SupervisorOptions) {
     super();
@@ -107,6 +115,7 @@ export class VmSupervisor extends EventEmitter<VmSupervisorEvents> {
           // The guest reboots and reads CPUID again: from now on it uses QEMU's width.
           this.resetSinceArrival = true;
           this.arrival = null;
+          this.askedIn = null;
           this.rejudge();
         }
         this.emit('qmp-event', ev);
@@ -204,6 +213,7 @@ export class VmSupervisor extends EventEmitter<VmSupervisorEvents> {
     const incoming = guest.hostPhysBits ? guest.incoming : undefined;
     if (!incoming) {
       this.arrival = null;
+      this.askedIn = null;
       this.incomingPort = null;
       this.resetSinceArrival = false;
       return;
@@ -215,6 +225,47 @@ export class VmSupervisor extends EventEmitter<VmSupervisorEvents> {
     if (this.resetSinceArrival) return;
     this.arrival ??= { notice: null };
     this.claim(guest.name || this.name);
+    this.askSource(guest, incoming.state);
+  }
+
+  /**
+   * Without a notice, asks for the guest's width at its source: as soon as the arrival is seen
+   * (while QEMU waits for the stream the source still runs the guest), and once more when the guest
+   * has arrived if nothing knew it before. The answer is judged when it comes.
+   */
+  private askSource(guest: GuestFacts, state: GuestIncoming['state']): void {
+    const arrival = this.arrival;
+    const ask = this.opts.sourceWidth;
+    if (!ask || !arrival || arrival.notice || this.asking) return;
+    if (
+      this.askedIn !== null &&
+      !(arrival.found?.kind === 'unknown' && state === 'completed' && this.askedIn === 'pending')
+    )
+      return;
+    this.asking = true;
+    this.askedIn = state;
+    const name = guest.name || this.name;
+    const failed = (err: unknown): ArrivalFound => ({
+      kind: 'unknown',
+      why: `the width of guest '${name}' at its source could not be read (${(err as Error)?.message ?? String(err)})`,
+    });
+    void ask({ name, uuid: guest.uuid ?? null })
+      .catch(failed)
+      .then((found) => {
+        this.asking = false;
+        if (this.stopped || this.arrival !== arrival) return;
+        if (found.kind === 'unknown')
+          this.opts.logger.warn('width of a migrated guest at its source unknown', { vm: name, why: found.why });
+        else
+          this.opts.logger.info('width of a migrated guest at its source', {
+            vm: name,
+            physBits: found.physBits,
+            host: found.host,
+            source: found.source,
+          });
+        this.arrival = { ...arrival, found };
+        this.rejudge();
+      });
   }
 
   private claim(name: string): boolean {

@@ -290,22 +290,47 @@ export function guestFactUnreadable(read: string): Reason {
   );
 }
 
-export function migratedWidthNotified(bootedBits: number, qemuBits: number, from: string | null): Reason {
+/**
+ * Where a migrated guest's booted width was read when no guard told this host
+ * (agent/peers/source-width.ts): the guest itself at its source, or its source host's limit.
+ */
+export interface WidthFound {
+  /** "live peer hv1's status", "fleet.prometheus's physbits_guest_phys_bits{host=\"hv1\"}", "the limit of source host hv1". */
+  source: string;
+  /** The source host's limit: the guest booted with at most this. */
+  atMost: boolean;
+}
+
+export function migratedWidthNotified(
+  bootedBits: number,
+  qemuBits: number,
+  from: string | null,
+  found?: WidthFound,
+): Reason {
+  const kept = found?.atMost
+    ? `the width it booted with, at most ${bootedBits} bits (the limit of the host it came from, read from ${found.source})`
+    : `the ${bootedBits} bits it booted with (${found ? `read from ${found.source}` : "the source's guard told this host"})`;
   return reason(
     'MIGRATED_WIDTH_NOTIFIED',
-    `host-phys-bits=on guest that arrived by migration${from ? ` from ${from}` : ''}: it keeps the ${bootedBits} bits it booted with ` +
-      `(the source's guard told this host), not the ${qemuBits} bits QEMU here reports, which it takes at its next reset; ` +
-      `every rule here judges ${bootedBits} bits`,
+    `host-phys-bits=on guest that arrived by migration${from ? ` from ${from}` : ''}: it keeps ${kept}, ` +
+      `not the ${qemuBits} bits QEMU here reports, which it takes at its next reset; every rule here judges ${bootedBits} bits`,
   );
 }
 
-export function migratedWidthUnverified(qemuBits: number): Reason {
+/**
+ * `why`: the source's width was asked for and nothing knew it. Still a warning, whatever
+ * guard.unknownPeer says: the guest is already here, and QEMU shows a guest restored from a save
+ * file exactly as one that arrived (libvirt 9.0's `virsh restore`: query-migrate answers
+ * `{"status": "completed"}`), so a critical alert would fire on every restore.
+ */
+export function migratedWidthUnverified(qemuBits: number, why?: string): Reason {
   return reason(
     'MIGRATED_WIDTH_UNVERIFIED',
     `host-phys-bits=on guest that arrived by migration: it keeps the width it booted with on the source, which QEMU here ` +
-      `does not report (it reports ${qemuBits} bits, this host's width), and no guard told this host the booted width; ` +
-      `the rules here use ${qemuBits} bits, which may not be the guest's. Migrate through a guarded socket whose peer is ` +
-      `this agent (url), or reset the guest so that it takes ${qemuBits} bits`,
+      `does not report (it reports ${qemuBits} bits, this host's width), and no guard told this host the booted width` +
+      `${why ? `; ${why}` : ''}; the rules here use ${qemuBits} bits, which may not be the guest's. Migrate through a ` +
+      `guarded socket whose peer is this agent (url), give the source a live agent in peers[] or set fleet.prometheus, ` +
+      `or reset the guest so that it takes ${qemuBits} bits`,
   );
 }
 

@@ -30,13 +30,24 @@ export interface VmJudgement {
 
 export interface Arrival {
   notice: { physBits: number; from: string | null } | null;
+  /**
+   * Without a notice: what the daemon found of the guest's width at its source (agent/peers/
+   * source-width.ts); absent until found.
+   */
+  found?: ArrivalFound;
 }
+
+/** agent/peers/source-width.ts SourceWidth. */
+export type ArrivalFound =
+  { kind: 'guest' | 'host'; physBits: number; host: string; source: string } | { kind: 'unknown'; why: string };
 
 /**
  * A host-phys-bits=on guest keeps the width it booted with across a migration, while QEMU here
  * reports this host's (target/i386/host-cpu.c host_cpu_adjust_phys_bits sets phys-bits from the
- * host at realize; CPUID is not part of the migration stream). With the source guard's notice the
- * guest is judged by its booted width; without one, the width QEMU reports is unverified.
+ * host at realize; CPUID is not part of the migration stream). With the source guard's notice, or
+ * else the width found at the source (the guest's own there, or at most its source host's limit),
+ * the guest is judged by its booted width, from the moment it waits for the stream; without
+ * either, once it has arrived, the width QEMU reports is unverified.
  */
 export function applyArrival(
   guest: GuestFacts,
@@ -44,18 +55,31 @@ export function applyArrival(
 ): { guest: GuestFacts; reason: Reason | null } {
   if (!arrival || !guest.hostPhysBits || !guest.incoming) return { guest, reason: null };
   const qemuPhysBits = guest.physBits;
-  const notice = arrival.notice;
-  if (notice) {
-    const booted = notice.physBits;
+  const found = arrival.found;
+  const known = arrival.notice
+    ? { physBits: arrival.notice.physBits, from: arrival.notice.from, via: undefined }
+    : found && found.kind !== 'unknown'
+      ? {
+          // A host-phys-bits-limit caps what the source host gave it.
+          physBits:
+            found.kind === 'host' && guest.hostPhysBitsLimit > 0
+              ? Math.min(found.physBits, guest.hostPhysBitsLimit)
+              : found.physBits,
+          from: found.host,
+          via: { source: found.source, atMost: found.kind === 'host' },
+        }
+      : null;
+  if (known) {
+    const booted = known.physBits;
     return {
-      guest: { ...guest, physBits: booted, migratedIn: { bootedPhysBits: booted, qemuPhysBits, from: notice.from } },
-      reason: booted !== qemuPhysBits ? migratedWidthNotified(booted, qemuPhysBits, notice.from) : null,
+      guest: { ...guest, physBits: booted, migratedIn: { bootedPhysBits: booted, qemuPhysBits, from: known.from } },
+      reason: booted !== qemuPhysBits ? migratedWidthNotified(booted, qemuPhysBits, known.from, known.via) : null,
     };
   }
   if (guest.incoming.state !== 'completed') return { guest, reason: null };
   return {
     guest: { ...guest, migratedIn: { bootedPhysBits: null, qemuPhysBits, from: null } },
-    reason: migratedWidthUnverified(qemuPhysBits),
+    reason: migratedWidthUnverified(qemuPhysBits, found?.kind === 'unknown' ? found.why : undefined),
   };
 }
 

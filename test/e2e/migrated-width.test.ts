@@ -165,6 +165,78 @@ for (const qemu of QEMUS) {
   );
 
   test.serial(
+    `${qemu.label}: no notice, a live peer runs it: the destination judges the width it has there from the moment it waits for the stream`,
+    async (t) => {
+      const tokenDir = tempDir('physbits-token-');
+      t.teardown(() => rmSync(tokenDir, { recursive: true, force: true }));
+      const tokenFile = join(tokenDir, 'token');
+      writeFileSync(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
+      const apiPort = await freePort();
+      // hv1 polls its guests (no guard, so no notice) and serves its status to peers.
+      const hv1 = await node(t, qemu, 'hv1', 46, {
+        api: { listen: `127.0.0.1:${apiPort}`, tokenFile },
+        discovery: { defaultMode: 'poll', pollIntervalSeconds: 600 },
+      });
+      const hv2 = await node(t, qemu, 'hv2', 44, {
+        peers: [{ name: 'hv1', address: '127.0.0.1', url: `http://127.0.0.1:${apiPort}`, tokenFile }],
+      });
+      const uuid = '6f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b';
+      const source = await startGuest({
+        qemu,
+        name: 'mover',
+        dir: join(hv1.dir, 'vms'),
+        cpu: 'host-phys-bits=on,phys-bits=46',
+        memory: '32M',
+        extraArgs: ['-uuid', uuid],
+      });
+      t.teardown(() => source.kill());
+      await hv1.waitForStatus((d) => vmNamed(d, 'mover')?.guest?.physBits === 46, 'hv1 to read the source', 30000);
+
+      const port = await freePort('127.0.0.3');
+      const dest = await startGuest({
+        qemu,
+        name: 'mover',
+        dir: join(hv2.dir, 'vms'),
+        cpu: 'host-phys-bits=on,phys-bits=44',
+        memory: '32M',
+        extraArgs: ['-uuid', uuid, '-incoming', `tcp:127.0.0.3:${port}`],
+      });
+      t.teardown(() => dest.kill());
+      const waiting = await hv2.waitForStatus(
+        (d) => vmNamed(d, 'mover')?.guest?.migratedIn?.bootedPhysBits === 46,
+        "hv2 to judge the waiting guest by hv1's width",
+        30000,
+      );
+      const before = vmNamed(waiting, 'mover')!;
+      t.deepEqual(before.guest!.incoming, { state: 'pending', port: String(port) });
+      t.is(before.guest!.physBits, 46);
+      t.is(before.verdict!.severity, 'critical');
+      t.deepEqual(
+        before.verdict!.reasons.map((r) => r.code),
+        ['GUEST_WIDER_THAN_HOST', 'MIGRATED_WIDTH_NOTIFIED'],
+      );
+      t.regex(
+        before.verdict!.reasons[1].message,
+        /from hv1: it keeps the 46 bits it booted with \(read from live peer hv1's status\), not the 44 bits QEMU here reports/,
+      );
+      await hv2.waitForLog(/width of a migrated guest at its source .*physBits=46/);
+
+      const { client } = await LineClient.negotiated(source.socket);
+      t.teardown(() => client.socket.destroy());
+      t.is(await migrate(client, port), 'completed');
+      const after = await hv2.waitForStatus(
+        (d) => vmNamed(d, 'mover')?.guest?.incoming?.state === 'completed',
+        'hv2 to read the arrived guest',
+        30000,
+      );
+      const vm = vmNamed(after, 'mover')!;
+      t.deepEqual(vm.guest!.migratedIn, { bootedPhysBits: 46, qemuPhysBits: 44, from: 'hv1' });
+      t.is(vm.verdict!.severity, 'critical');
+      t.is(vm.verdict!.relation, 'wider');
+    },
+  );
+
+  test.serial(
     `${qemu.label}: outside the guard: a guest booted with 48 bits arriving on a 46-bit host is reported unverified, not equal`,
     async (t) => {
       const hv2 = await node(t, qemu, 'hv2', 46);
@@ -192,6 +264,11 @@ for (const qemu of QEMUS) {
         ['MIGRATED_WIDTH_UNVERIFIED', 'GUEST_EQUALS_HOST'],
       );
       t.regex(vm.verdict!.reasons[0].message, /QEMU here does not report \(it reports 46 bits, this host's width\)/);
+      // hv2 asked where it could (nowhere: no live peer, no fleet.prometheus) and says so.
+      t.regex(
+        vm.verdict!.reasons[0].message,
+        /the width of guest 'mover' at its source is unknown: no live peers\[\] and no fleet\.prometheus to ask; /,
+      );
     },
   );
 }

@@ -12,6 +12,18 @@ const policy = { accelerators: ['kvm'], narrowerSeverity: 'ok' as const };
 const completed: GuestIncoming = { state: 'completed', port: null };
 const pending: GuestIncoming = { state: 'pending', port: '4444' };
 const notice = (physBits: number): Arrival => ({ notice: { physBits, from: 'hv1' } });
+const foundGuest = (physBits: number): Arrival => ({
+  notice: null,
+  found: { kind: 'guest', physBits, host: 'hv1', source: "live peer hv1's status" },
+});
+const foundHost = (physBits: number): Arrival => ({
+  notice: null,
+  found: { kind: 'host', physBits, host: 'hv1', source: 'the limit of source host hv1' },
+});
+const unknown: Arrival = {
+  notice: null,
+  found: { kind: 'unknown', why: "the width of guest 'web1' at its source is unknown: 1 live peers do not run it" },
+};
 
 interface Row {
   title: string;
@@ -87,6 +99,66 @@ const rows: Row[] = [
     relation: 'equal',
   },
   {
+    title: 'found at the source (a live peer runs it with 52): wider than this host, critical',
+    guest: { hostPhysBits: true, physBits: 48, incoming: completed },
+    arrival: foundGuest(52),
+    physBits: 52,
+    migratedIn: { bootedPhysBits: 52, qemuPhysBits: 48, from: 'hv1' },
+    codes: ['GUEST_WIDER_THAN_HOST', 'MIGRATED_WIDTH_NOTIFIED'],
+    severity: 'critical',
+    relation: 'wider',
+  },
+  {
+    title: 'found at the source while QEMU still waits for the stream: judged by it already',
+    guest: { hostPhysBits: true, physBits: 48, incoming: pending },
+    arrival: foundGuest(46),
+    physBits: 46,
+    migratedIn: { bootedPhysBits: 46, qemuPhysBits: 48, from: 'hv1' },
+    codes: ['MIGRATED_WIDTH_NOTIFIED', 'GUEST_NARROWER_THAN_HOST'],
+    severity: 'info',
+    relation: 'narrower',
+  },
+  {
+    title: "the source host's limit, capped by the guest's host-phys-bits-limit",
+    guest: { hostPhysBits: true, hostPhysBitsLimit: 50, physBits: 48, incoming: completed },
+    arrival: foundHost(52),
+    physBits: 50,
+    migratedIn: { bootedPhysBits: 50, qemuPhysBits: 48, from: 'hv1' },
+    codes: ['GUEST_WIDER_THAN_HOST', 'MIGRATED_WIDTH_NOTIFIED'],
+    severity: 'critical',
+    relation: 'wider',
+  },
+  {
+    title: 'a notice wins over what was found',
+    guest: { hostPhysBits: true, physBits: 48, incoming: completed },
+    arrival: { ...foundGuest(52), notice: { physBits: 46, from: 'hv2' } },
+    physBits: 46,
+    migratedIn: { bootedPhysBits: 46, qemuPhysBits: 48, from: 'hv2' },
+    codes: ['MIGRATED_WIDTH_NOTIFIED', 'GUEST_NARROWER_THAN_HOST'],
+    severity: 'info',
+    relation: 'narrower',
+  },
+  {
+    title: 'nothing knew: unverified, a warning (a restore looks the same to QEMU)',
+    guest: { hostPhysBits: true, physBits: 48, incoming: completed },
+    arrival: unknown,
+    physBits: 48,
+    migratedIn: { bootedPhysBits: null, qemuPhysBits: 48, from: null },
+    codes: ['MIGRATED_WIDTH_UNVERIFIED', 'GUEST_EQUALS_HOST'],
+    severity: 'warning',
+    relation: 'equal',
+  },
+  {
+    title: 'nothing knew while QEMU still waits: nothing yet',
+    guest: { hostPhysBits: true, physBits: 48, incoming: pending },
+    arrival: unknown,
+    physBits: 48,
+    migratedIn: undefined,
+    codes: ['GUEST_EQUALS_HOST'],
+    severity: 'ok',
+    relation: 'equal',
+  },
+  {
     title: 'fixed phys-bits: a notice changes nothing (QEMU reports what the command line says)',
     guest: { hostPhysBits: false, physBits: 48, incoming: completed },
     arrival: notice(52),
@@ -122,6 +194,23 @@ for (const row of rows) {
     t.is(guest.physBits, row.guest.physBits!);
   });
 }
+
+test('the reasons say where the width was read, or what was asked', (t) => {
+  const guest = guestFacts({ hostPhysBits: true, physBits: 48, incoming: completed });
+  t.is(
+    applyArrival(guest, foundGuest(46)).reason!.message,
+    "host-phys-bits=on guest that arrived by migration from hv1: it keeps the 46 bits it booted with (read from live peer hv1's status), " +
+      'not the 48 bits QEMU here reports, which it takes at its next reset; every rule here judges 46 bits',
+  );
+  t.regex(
+    applyArrival(guest, foundHost(46)).reason!.message,
+    /it keeps the width it booted with, at most 46 bits \(the limit of the host it came from, read from the limit of source host hv1\)/,
+  );
+  t.regex(
+    applyArrival(guest, unknown).reason!.message,
+    /no guard told this host the booted width; the width of guest 'web1' at its source is unknown: 1 live peers do not run it; the rules here use 48 bits/,
+  );
+});
 
 test('applyArrival leaves a guest that did not arrive by migration alone', (t) => {
   const guest = guestFacts({ hostPhysBits: true, physBits: 48 });
