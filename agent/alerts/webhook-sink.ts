@@ -4,7 +4,7 @@
  * so a receiver can refuse a replayed request: `X-Physbits-Timestamp: <Unix seconds>` and
  * `X-Physbits-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<raw body>", keyed with the secret>`.
  */
-import { createHmac } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { isFiring, type AlertLabels, type AlertAnnotations } from './alert-model';
 import { postJson, redactUrl } from './http-post';
 import type { AlertSink, HttpSinkOptions, SinkItem } from './alertmanager-sink';
@@ -57,6 +57,24 @@ export function webhookBody(host: string, items: SinkItem[], sendTime: number, g
   };
 }
 
+/**
+ * Who a webhook is, from its whole URL: two that differ only in their query, fragment or credentials
+ * are two receivers, each with its own deliveries. Logs and metrics never show those parts, so such a
+ * URL is named by its redacted form and the first 12 hex digits of its SHA-256; a URL without them is
+ * its redacted form alone (the id deliveries were spooled under before).
+ */
+export function webhookIdentity(url: string): string {
+  const shown = redactUrl(url);
+  let plain: boolean;
+  try {
+    const u = new URL(url);
+    plain = !u.username && !u.password && !u.search && !u.hash;
+  } catch {
+    plain = false;
+  }
+  return plain ? shown : `${shown}#${createHash('sha256').update(url).digest('hex').slice(0, 12)}`;
+}
+
 export class WebhookSink implements AlertSink {
   readonly id: string;
   readonly name: string;
@@ -68,8 +86,8 @@ export class WebhookSink implements AlertSink {
   constructor(hook: { url: string; secret?: string }, opts: HttpSinkOptions & { host: string; generatorURL?: string }) {
     this.url = hook.url;
     this.secret = hook.secret;
-    this.id = `webhook ${redactUrl(hook.url)}`;
-    this.name = `webhook:${redactUrl(hook.url)}`;
+    this.id = `webhook ${webhookIdentity(hook.url)}`;
+    this.name = `webhook:${webhookIdentity(hook.url)}`;
     this.opts = opts;
   }
 

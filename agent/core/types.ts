@@ -18,6 +18,18 @@ export interface HostPaging {
   ept5Level: boolean | null;
   /** `hypervisor` among the flags: this host is itself a guest (a nested, L1, host). */
   hypervisor: boolean | null;
+  /**
+   * The running kernel's release (`<procRoot>/sys/kernel/osrelease`, "6.1.0-28-amd64"): Linux shows
+   * `ept_5level` among the "vmx flags" only from 6.9, so before that its absence says nothing.
+   * Absent or null when not read.
+   */
+  kernelRelease?: string | null;
+  /**
+   * Bit 7 (5-level page walk) of IA32_VMX_EPT_VPID_CAP (MSR 0x48c) read through `<devRoot>/cpu/0/msr`
+   * on an Intel host: what KVM itself reads (arch/x86/kvm/vmx/vmx.c vmx_get_max_ept_level,
+   * cpu_has_vmx_ept_5levels). Absent or null when not read (no msr module, not root, not Intel).
+   */
+  eptMsr5Level?: boolean | null;
 }
 
 /** How the host's limit was decided (agent/judge/host-limit.ts), beside the number in HostFacts.physBits. */
@@ -26,6 +38,11 @@ export interface HostLimitInfo {
   nestedPaging: boolean | null;
   /** The nested paging depth (5 or 4), null when unknown (4 assumed). */
   tdpLevels: 4 | 5 | null;
+  /**
+   * When the depth is not known and the CPU is wider than 48 bits: the width KVM maps if the depth
+   * is 5 (physBits is then the 48 it maps either way). Absent or null otherwise.
+   */
+  upperPhysBits?: number | null;
   /** The width detection gives, before the config's host.physBits (null when nothing was read). */
   detectedPhysBits: number | null;
   /** Contradictory or missing readings. */

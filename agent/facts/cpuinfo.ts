@@ -118,3 +118,12 @@ export function parseCpuinfo(text: string): CpuinfoFacts {
   }
   return out;
 }
+
+/** The first kernel whose "vmx flags" show ept_5level (arch/x86/include/asm/vmxfeatures.h VMX_FEATURE_EPT_5LEVEL). */
+export const EPT_5LEVEL_FLAG_SINCE = { major: 6, minor: 9 } as const;
+
+/** "6.1.0-28-amd64" → { 6, 1 }; null for other shapes. */
+export function kernelVersion(release: string | null | undefined): { major: number; minor: number } | null {
+  const m = release ? /^(\d{1,3})\.(\d{1,3})/.exec(release) : null;
+  return m ? { major: Number(m[1]), minor: Number(m[2]) } : null;
+}

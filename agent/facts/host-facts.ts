@@ -16,8 +16,9 @@ import {
   type CpuidLeaves,
   type CpuidRegisters,
 } from './cpuid';
-import { noFlags, parseCpuinfo, type CpuinfoFacts } from './cpuinfo';
-import type { HostKvm, HostReadings, HostSource } from '../core/types';
+import { EPT_5LEVEL_FLAG_SINCE, kernelVersion, noFlags, parseCpuinfo, type CpuinfoFacts } from './cpuinfo';
+import type { HostKvm, HostPaging, HostReadings, HostSource } from '../core/types';
+import { atLeast } from './qemu-version';
 
 export interface HostReadOptions {
   procRoot?: string;
@@ -127,6 +128,53 @@ export function readKvm(sysRoot: string, vendor: string | null, notes: string[])
   return kvm;
 }
 
+/** The kernel release (`<procRoot>/sys/kernel/osrelease`); null with a note when unreadable. */
+export function readKernelRelease(procRoot: string, notes: string[]): string | null {
+  const path = join(procRoot, 'sys', 'kernel', 'osrelease');
+  try {
+    const text = readBounded(path, 256).trim();
+    return /^[\x21-\x7e]{1,128}$/.test(text) ? text : null;
+  } catch (err) {
+    notes.push(`${path}: ${errCode(err)}`);
+    return null;
+  }
+}
+
+/** IA32_VMX_EPT_VPID_CAP (Intel SDM vol. 3 A.10; arch/x86/include/asm/msr-index.h MSR_IA32_VMX_EPT_VPID_CAP). */
+export const MSR_IA32_VMX_EPT_VPID_CAP = 0x48c;
+/** Its bit 7: a 5-level EPT page walk (arch/x86/include/asm/vmx.h VMX_EPT_PAGE_WALK_5_BIT). */
+export const VMX_EPT_PAGE_WALK_5_BIT = 1n << 7n;
+
+/**
+ * Bit 7 of IA32_VMX_EPT_VPID_CAP from `<devRoot>/cpu/0/msr` (the msr module's device: an 8-byte
+ * read at the MSR's number; needs CAP_SYS_RAWIO). A fixture tree provides a regular file holding
+ * the value at that offset. Null with a note when it cannot be read.
+ */
+export function readEptMsr5Level(devRoot: string, notes: string[]): boolean | null {
+  const path = join(devRoot, 'cpu', '0', 'msr');
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    notes.push(`${path}: ${errCode(err)}`);
+    return null;
+  }
+  try {
+    const buf = Buffer.alloc(8);
+    const n = readSync(fd, buf, 0, 8, MSR_IA32_VMX_EPT_VPID_CAP);
+    if (n !== 8) {
+      notes.push(`${path}: short read of MSR 0x48c`);
+      return null;
+    }
+    return (buf.readBigUInt64LE(0) & VMX_EPT_PAGE_WALK_5_BIT) !== 0n;
+  } catch (err) {
+    notes.push(`${path}: ${errCode(err)}`);
+    return null;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Reads every host reading; a source that cannot be read becomes null with a note. */
 export function readHost(opts: HostReadOptions): HostReadings {
   const procRoot = opts.procRoot ?? '/proc';
@@ -173,6 +221,16 @@ export function readHost(opts: HostReadOptions): HostReadings {
     problems.push(`/proc/cpuinfo says ${cpuinfo.vendor} but CPUID leaf 0 says ${cpuid.vendor}`);
 
   const kvm = readKvm(sysRoot, vendor, notes);
+  const paging: HostPaging = { ...(cpuinfo?.paging ?? { la57: null, ept5Level: null, hypervisor: null }) };
+  // The EPT depth matters only on an Intel CPU wider than 48 bits whose "vmx flags" do not show
+  // ept_5level; Linux shows that flag from 6.9, so before that the capability MSR tells.
+  const widest = Math.max(cpuidPhysBits ?? 0, cpuinfo?.physBits ?? 0);
+  if (vendor === 'GenuineIntel' && paging.ept5Level !== true && widest > 48) {
+    paging.kernelRelease = readKernelRelease(procRoot, notes);
+    const kernel = kernelVersion(paging.kernelRelease);
+    const flagShown = kernel !== null && atLeast(kernel, EPT_5LEVEL_FLAG_SINCE.major, EPT_5LEVEL_FLAG_SINCE.minor);
+    if (!flagShown || paging.ept5Level === null) paging.eptMsr5Level = readEptMsr5Level(devRoot, notes);
+  }
   return {
     name: opts.name,
     vendor,
@@ -181,7 +239,7 @@ export function readHost(opts: HostReadOptions): HostReadings {
     cpuidPhysBits,
     memEncryptionReduction: cpuid?.memEncryptionReduction ?? null,
     flags: cpuinfo?.flags ?? noFlags(),
-    paging: cpuinfo?.paging ?? { la57: null, ept5Level: null, hypervisor: null },
+    paging,
     kvm,
     sources,
     notes,

@@ -11,8 +11,10 @@
  *  - on the root bus (no `bus=`, or `pcie.0` / `pci.0`): the 64-bit hole, [pci-hole64-start,
  *    pci-hole64-end) of the host bridge (hw/pci-host/q35.c, i440fx.c: firmware's placed range, at
  *    least pci-hole64-size), which QEMU also describes to the guest in ACPI _CRS.
- * vfio-pci and ivshmem BARs are host memory mapped into the guest: KVM refuses the memory slot
- * above the limit and QEMU aborts the VM; an emulated device's MMIO BAR above it cannot be reached.
+ * vfio-pci, ivshmem and nvme PMR BARs are host memory mapped into the guest: KVM refuses the memory
+ * slot above the CPU's width (QEMU aborts the VM), and under the 48-bit cap of 4-level nested paging
+ * accepts it and aliases it below 2^48; an emulated device's MMIO BAR above the limit is not
+ * reliably reachable either way (agent/judge/reasons.ts aboveLimit).
  * Which drivers have a 64-bit BAR, under the name QEMU resolves, is pci-device-table.ts; a driver
  * it does not list is judged as if it had 64-bit BARs of both kinds, and where such a BAR would not
  * fit, guard.onUnknown decides, unless the guest's QEMU says the driver is no PCI device type.
@@ -204,7 +206,8 @@ export function decidePciHotplug(input: PciRuleInput): PciDecision {
       message:
         `${name(dev)}${bus} has a 64-bit memory BAR (${dev.kinds.source}) that the guest would place in ` +
         `${above.name}, ${hex(above.range.start)}-${hex(above.range.end - 1)}, which reaches above this host's ` +
-        `${host.physBits}-bit physical addresses (${hex(limit)}): KVM cannot map a BAR there. Plug it into a bus ` +
+        `${host.physBits}-bit physical addresses (${hex(limit)}): KVM cannot back a BAR there (it refuses the memory ` +
+        `slot above the CPU's width, and under the 48-bit cap of 4-level nested paging the address aliases one below it). Plug it into a bus ` +
         `whose window ends below ${hex(limit)}, or restart the guest with phys-bits=${host.physBits} so that ` +
         `firmware places its 64-bit windows below the limit`,
     };

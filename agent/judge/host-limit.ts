@@ -16,8 +16,16 @@
  *   (cpu_has_vmx_ept_5levels(), shown as `ept_5level` in /proc/cpuinfo's "vmx flags").
  *   AMD: arch/x86/kvm/svm/svm.c get_npt_level() is 5 only when the host itself runs 5-level paging
  *   (pgtable_l5_enabled(), shown as the `la57` flag, which Linux clears when it does not use it).
- * - Above the limit KVM refuses the memory slot and QEMU aborts the whole VM: accel/kvm/kvm-all.c,
- *   kvm_set_phys_mem() -> kvm_set_user_memory_region() fails, "error registering slot", abort().
+ * - Above the limit: with nested paging KVM refuses a memory slot beyond the raw width
+ *   (arch/x86/kvm/x86.c kvm_arch_prepare_memory_region, kvm_mmu_max_gfn() on kvm_host.maxphyaddr)
+ *   and QEMU aborts the whole VM (accel/kvm/kvm-all.c kvm_set_phys_mem, "error registering slot").
+ *   Under the 48-bit cap the slot is accepted (the check uses the raw width) and the 4-level TDP
+ *   MMU drops the address bits above 47: guest memory aliases silently (Linux KVM "Don't create
+ *   SPTEs for addresses that aren't mappable", 2026-02, refuses instead). Without nested paging
+ *   kvm_mmu_max_gfn() allows 52 bits. reasons.ts says which applies.
+ * - Intel kernels before 6.9 do not show ept_5level: the depth comes from IA32_VMX_EPT_VPID_CAP
+ *   through /dev/cpu/0/msr (what vmx_get_max_ept_level itself reads), else it is not known, and the
+ *   limit is the 48 bits known with the raw width beside it (upperPhysBits).
  *
  * Pure: readings in (agent/facts/host-facts.ts readHost), the limit with its reasoning out. Whoever
  * needs the limit (the daemon, `physbitsctl scan`, the libvirt hook) reads, then calls judgeHost.
@@ -25,6 +33,9 @@
 import { HostFactsError } from '../core/errors';
 import type { HostFacts, HostFlags, HostPaging, HostReadings } from '../core/types';
 import { isWidth } from '../core/checks';
+import { EPT_5LEVEL_FLAG_SINCE, kernelVersion } from '../facts/cpuinfo';
+
+export { EPT_5LEVEL_FLAG_SINCE, kernelVersion } from '../facts/cpuinfo';
 
 export type { HostPaging };
 
@@ -54,8 +65,10 @@ export interface HostLimit {
   source: LimitSource;
   /** kvm_intel ept / kvm_amd npt; null when no KVM module (or its parameter) was read. */
   nestedPaging: boolean | null;
-  /** The nested paging depth: 5, 4, or null when not known (then 4 is assumed). */
+  /** The nested paging depth: 5, 4, or null when not known. */
   tdpLevels: 4 | 5 | null;
+  /** Depth not known on a CPU wider than 48 bits: its raw width (what KVM maps with 5 levels). */
+  upperPhysBits: number | null;
   /** The width detection would give, before the config's host.physBits. */
   detectedPhysBits: number | null;
   /** Each step, in order, in sentences an operator can follow. */
@@ -93,6 +106,39 @@ function nestedPagingOf(r: HostLimitReadings, problems: string[]): boolean | nul
   return null;
 }
 
+/**
+ * Intel's EPT depth: KVM uses 5 levels when the CPU has them (arch/x86/kvm/vmx/vmx.c
+ * vmx_get_max_ept_level: cpu_has_vmx_ept_5levels(), bit 7 of IA32_VMX_EPT_VPID_CAP). Linux shows
+ * that bit as `ept_5level` in "vmx flags" only from 6.9; before, the flag's absence says nothing,
+ * and only the MSR itself (`/dev/cpu/0/msr`) tells. Where neither tells, the depth is not known.
+ */
+function eptLevelsOf(p: HostPaging): { levels: 4 | 5 | null; why: string } {
+  if (p.ept5Level === true) return { levels: 5, why: 'the CPU has 5-level EPT (ept_5level)' };
+  if (p.eptMsr5Level === true)
+    return { levels: 5, why: 'the CPU has 5-level EPT (IA32_VMX_EPT_VPID_CAP bit 7, read through /dev/cpu/0/msr)' };
+  if (p.eptMsr5Level === false)
+    return {
+      levels: 4,
+      why: 'the CPU has 4-level EPT only (IA32_VMX_EPT_VPID_CAP bit 7 clear, read through /dev/cpu/0/msr)',
+    };
+  if (p.ept5Level === null)
+    return { levels: null, why: '/proc/cpuinfo has no "vmx flags" line, so the EPT depth is not known' };
+  const kernel = kernelVersion(p.kernelRelease);
+  const since = EPT_5LEVEL_FLAG_SINCE;
+  if (kernel && (kernel.major > since.major || (kernel.major === since.major && kernel.minor >= since.minor)))
+    return {
+      levels: 4,
+      why: `the CPU has 4-level EPT only (no ept_5level in "vmx flags", which Linux ${p.kernelRelease} shows)`,
+    };
+  const which = kernel
+    ? `Linux ${p.kernelRelease} predates`
+    : 'the kernel release was not read, and Linux before 6.9 lacks';
+  return {
+    levels: null,
+    why: `${which} the ept_5level flag and /dev/cpu/0/msr could not be read (modprobe msr; root), so whether EPT has 5 levels is not known`,
+  };
+}
+
 /** The nested paging depth KVM uses (see the file comment). */
 function tdpLevelsOf(r: HostLimitReadings): { levels: 4 | 5 | null; why: string } {
   if (isAmd(r.vendor)) {
@@ -101,11 +147,7 @@ function tdpLevelsOf(r: HostLimitReadings): { levels: 4 | 5 | null; why: string 
       return { levels: 4, why: 'the host runs 4-level paging (no la57 flag), so NPT has 4 levels' };
     return { levels: null, why: '/proc/cpuinfo has no flags line, so the NPT depth is unknown' };
   }
-  if (r.vendor === 'GenuineIntel') {
-    if (r.paging.ept5Level === true) return { levels: 5, why: 'the CPU has 5-level EPT (ept_5level)' };
-    if (r.paging.ept5Level === false) return { levels: 4, why: 'the CPU has 4-level EPT only (no ept_5level)' };
-    return { levels: null, why: '/proc/cpuinfo has no "vmx flags" line, so the EPT depth is unknown' };
-  }
+  if (r.vendor === 'GenuineIntel') return eptLevelsOf(r.paging);
   return { levels: null, why: `the nested paging depth of a ${r.vendor ?? 'unknown'} CPU is unknown` };
 }
 
@@ -120,9 +162,14 @@ function tdpWidth(
     if (bits > FOUR_LEVEL_TDP_BITS) reasoning.push(`${levelsWhy}: all ${bits} bits are mapped`);
     return { bits, capped: false };
   }
-  const assumed = levels === null ? ' (4 levels assumed)' : '';
+  if (levels === null) {
+    reasoning.push(
+      `${levelsWhy}: KVM maps guest-physical addresses below 2^${FOUR_LEVEL_TDP_BITS} either way, and up to 2^${bits} only with 5 levels; the limit is taken as the ${FOUR_LEVEL_TDP_BITS} bits that are known, and guests between ${FOUR_LEVEL_TDP_BITS} and ${bits} bits are reported as not known`,
+    );
+    return { bits: FOUR_LEVEL_TDP_BITS, capped: true };
+  }
   reasoning.push(
-    `${levelsWhy}${assumed}: KVM maps guest-physical addresses below 2^${FOUR_LEVEL_TDP_BITS} only, so ${bits} bits are capped at ${FOUR_LEVEL_TDP_BITS}`,
+    `${levelsWhy}: KVM maps guest-physical addresses below 2^${FOUR_LEVEL_TDP_BITS} only, so ${bits} bits are capped at ${FOUR_LEVEL_TDP_BITS}`,
   );
   return { bits: FOUR_LEVEL_TDP_BITS, capped: true };
 }
@@ -166,6 +213,7 @@ export function computeHostLimit(r: HostLimitReadings): HostLimit | null {
   const tdpLevels = nestedPaging === false ? null : tdp.levels;
 
   let detected: number | null = null;
+  let upperPhysBits: number | null = null;
   let source: LimitSource = 'cpuinfo';
   if (raw !== null && reduced !== null) {
     const encryption = encryptionNames(r.flags);
@@ -185,6 +233,7 @@ export function computeHostLimit(r: HostLimitReadings): HostLimit | null {
     if (nestedPaging === true) {
       const w = tdpWidth(raw, tdp.levels, tdp.why, reasoning);
       detected = w.bits;
+      if (w.capped && tdp.levels === null) upperPhysBits = raw;
       source = w.capped ? 'tdp-levels' : r.cpuidPhysBits !== null ? 'cpuid' : 'cpuinfo';
       reasoning.push(
         gap > 0
@@ -224,6 +273,7 @@ export function computeHostLimit(r: HostLimitReadings): HostLimit | null {
       source: 'config',
       nestedPaging,
       tdpLevels,
+      upperPhysBits: null,
       detectedPhysBits: detected,
       reasoning,
       problems,
@@ -236,6 +286,7 @@ export function computeHostLimit(r: HostLimitReadings): HostLimit | null {
     source,
     nestedPaging,
     tdpLevels,
+    upperPhysBits,
     detectedPhysBits: detected,
     reasoning,
     problems,
@@ -266,6 +317,7 @@ export function judgeHost(readings: HostReadings, override?: number): HostFacts 
     limit: {
       nestedPaging: limit.nestedPaging,
       tdpLevels: limit.tdpLevels,
+      ...(limit.upperPhysBits !== null ? { upperPhysBits: limit.upperPhysBits } : {}),
       detectedPhysBits: limit.detectedPhysBits,
       problems: limit.problems,
       notes: limit.notes,

@@ -10,6 +10,7 @@ export type ReasonCode =
   | 'GUEST_EQUALS_HOST'
   | 'GUEST_NARROWER_THAN_HOST'
   | 'GUEST_WIDER_THAN_HOST'
+  | 'GUEST_WIDER_THAN_KNOWN_LIMIT'
   | 'GUEST_WIDER_NOT_ENFORCED'
   | 'GUEST_WIDER_BY_MEMORY_ENCRYPTION'
   | 'LAYOUT_BEYOND_HOST_LIMIT'
@@ -34,6 +35,8 @@ export const REASON_SEVERITY: Readonly<Record<ReasonCode, Severity>> = {
   GUEST_EQUALS_HOST: 'ok',
   GUEST_NARROWER_THAN_HOST: 'ok',
   GUEST_WIDER_THAN_HOST: 'critical',
+  // The host's limit is 48 or its raw width, and which is not known (host-limit.ts eptLevelsOf).
+  GUEST_WIDER_THAN_KNOWN_LIMIT: 'warning',
   GUEST_WIDER_NOT_ENFORCED: 'info',
   GUEST_WIDER_BY_MEMORY_ENCRYPTION: 'info',
   LAYOUT_BEYOND_HOST_LIMIT: 'critical',
@@ -126,8 +129,56 @@ export function guestWiderThanHost(guestBits: number, hostBits: number, ctx: Wid
   return reason(
     'GUEST_WIDER_THAN_HOST',
     `guest phys-bits ${guestBits} is wider than the host's ${hostBits}-bit limit${source} under ${ctx.accelerator}: ` +
-      `guest memory placed at or above ${formatBytes(2 ** hostBits)} cannot be mapped${why.map((w) => `; ${w}`).join('')}; ` +
+      `${aboveLimit(hostBits, ctx)}${why.map((w) => `; ${w}`).join('')}; ` +
       `set phys-bits=${hostBits} or host-phys-bits=on,host-phys-bits-limit=${hostBits}`,
+  );
+}
+
+/**
+ * What happens to guest memory at or above 2^hostBits, said as KVM does it:
+ *  - under the 48-bit cap of 4-level nested paging (cappedAt48): KVM accepts a memory slot up to the
+ *    CPU's raw width (arch/x86/kvm/x86.c kvm_arch_prepare_memory_region checks kvm_mmu_max_gfn(),
+ *    which uses kvm_host.maxphyaddr, the raw width, with TDP), and the 4-level TDP MMU walks only
+ *    bits 47:0 of a guest-physical address, so memory above 2^48 aliases memory below it: silent
+ *    corruption, not an abort (Linux KVM "Don't create SPTEs for addresses that aren't mappable",
+ *    2026-02, makes KVM refuse instead);
+ *  - without nested paging: kvm_mmu_max_gfn() allows 52 bits, so the slot is accepted, while shadow
+ *    paging shares the host's (reduced) physical address space (arch/x86/kvm/cpuid.c advertises
+ *    boot_cpu_data.x86_phys_bits then): accepted, not reliably usable;
+ *  - otherwise (the raw width with nested paging): KVM refuses the memory slot and QEMU stops the VM
+ *    (accel/kvm/kvm-all.c kvm_set_phys_mem, "error registering slot").
+ */
+function aboveLimit(hostBits: number, ctx: WiderContext): string {
+  const at = formatBytes(2 ** hostBits);
+  if (!ctx.fromConfig && ctx.cappedAt48 !== null)
+    return (
+      `KVM accepts guest memory up to the CPU's ${ctx.cappedAt48} bits, but its 4-level nested page tables ` +
+      `drop the address bits above ${hostBits}: memory placed at or above ${at} silently aliases memory below it`
+    );
+  if (!ctx.fromConfig && ctx.nestedPagingOff !== null)
+    return (
+      `without nested paging KVM's memory-slot check allows 52 bits (kvm_mmu_max_gfn), but its shadow page tables ` +
+      `share the host's ${hostBits}-bit physical address space: memory placed at or above ${at} is accepted and not reliably usable by the guest`
+    );
+  return `guest memory placed at or above ${at} cannot be mapped: KVM refuses the memory slot and QEMU stops the guest`;
+}
+
+export interface NotKnownContext {
+  accelerator: string;
+  /** The width KVM maps if nested paging has 5 levels. */
+  upperBits: number;
+  /** Why the depth is not known (host-limit.ts reasoning). */
+  why: string;
+}
+
+/** Warning: the guest fits the raw width but not the 48 bits known; the depth of nested paging is not known. */
+export function guestWiderThanKnownLimit(guestBits: number, hostBits: number, ctx: NotKnownContext): Reason {
+  return reason(
+    'GUEST_WIDER_THAN_KNOWN_LIMIT',
+    `guest phys-bits ${guestBits} is wider than the ${hostBits} bits this host is known to map under ${ctx.accelerator}, ` +
+      `and within the CPU's ${ctx.upperBits}: KVM maps it only if EPT has 5 levels, which is not known (${ctx.why}); ` +
+      `load the msr module (modprobe msr) so physbits can read IA32_VMX_EPT_VPID_CAP, or set host.physBits, ` +
+      `or set phys-bits=${hostBits} to be safe either way`,
   );
 }
 

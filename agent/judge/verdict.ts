@@ -48,6 +48,15 @@ function relationReason(host: HostFacts, guest: GuestFacts, policy: Policy, enfo
   if (relation === 'equal') return R.guestEqualsHost(g);
   if (relation === 'narrower') return R.guestNarrowerThanHost(g, h, policy.narrowerSeverity);
   if (!enforced) return R.guestWiderNotEnforced(g, h, guest.accelerator);
+  const upper = host.limit.upperPhysBits ?? null;
+  if (upper !== null && g <= upper && host.physBitsSource !== 'config') {
+    const why = host.reasoning.find((line) => line.includes('not known')) ?? 'the nested paging depth is not known';
+    return R.guestWiderThanKnownLimit(g, h, {
+      accelerator: guest.accelerator,
+      upperBits: upper,
+      why: why.split(':')[0],
+    });
+  }
   return R.guestWiderThanHost(g, h, {
     accelerator: guest.accelerator,
     fromConfig: host.physBitsSource === 'config',

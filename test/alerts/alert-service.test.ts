@@ -383,3 +383,41 @@ test('the service refuses work before start and after stop', async (t) => {
   const err = t.throws(() => svc.refusal('web1', 'X', 'm', 'c'));
   t.is((err as { code?: string }).code, 'ALERT_SERVICE_STATE');
 });
+
+test('webhooks that differ only in query string or credentials are separate sinks: each gets every alert', async (t) => {
+  const hook = await startReceiver();
+  t.teardown(() => hook.close());
+  const base = `http://127.0.0.1:${hook.port}/hook`;
+  const withUser = (user: string) => `http://${user}:pw@127.0.0.1:${hook.port}/hook`;
+  const urls = [`${base}?team=a`, `${base}?team=b`, withUser('a'), withUser('b'), base];
+  const time = new FakeTime();
+  const { svc, metrics } = service(alertsConfig({ webhooks: urls.map((url) => ({ url })), spoolDir: tempDir() }), time);
+  t.teardown(() => svc.stop());
+  await svc.start();
+  t.deepEqual(
+    svc.sinkNames.map((n) => n.replace(/#[0-9a-f]{12}$/, '#<hash>')),
+    [
+      `webhook:${base}#<hash>`,
+      `webhook:${base}#<hash>`,
+      `webhook:${base}#<hash>`,
+      `webhook:${base}#<hash>`,
+      `webhook:${base}`,
+    ],
+  );
+  t.is(new Set(svc.sinkNames).size, 5, 'five sinks, five names in logs and metrics');
+  t.false(
+    svc.sinkNames.some((n) => /team|pw|a:|b:/.test(n)),
+    'no query or credential in a name',
+  );
+  svc.setVmReasons('web1', [critical]);
+  await drained(svc);
+  const seen = hook.requests.map((r) => `${r.path} ${r.headers.authorization ?? ''}`).sort();
+  t.deepEqual(seen, [
+    '/hook ',
+    `/hook Basic ${Buffer.from('a:pw').toString('base64')}`,
+    `/hook Basic ${Buffer.from('b:pw').toString('base64')}`,
+    '/hook?team=a ',
+    '/hook?team=b ',
+  ]);
+  t.is(metrics.results.filter((r) => r === 'webhook success').length, 5);
+});

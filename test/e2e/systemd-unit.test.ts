@@ -118,12 +118,16 @@ test('the daemon under strace makes no system call the unit denies, and writes o
   t.teardown(() => receiver.close());
   const tokenFile = join(dir, 'token');
   writeFileSync(tokenFile, 'x'.repeat(40) + '\n', { mode: 0o600 });
+  // The feature file's directory, as an NFD deployment makes it: what the drop-in grants.
+  const nfdDir = join(dir, 'nfd', 'features.d');
+  mkdirSync(nfdDir, { recursive: true, mode: 0o755 });
   const d = await startDaemon({
     dir,
     wrapper: ['strace', '-f', '-qq', '-s', '512', '-o', traceFile],
     config: {
       api: { socket: join(dir, 'run', 'api.sock'), listen: '127.0.0.1:0', tokenFile },
       alerts: { webhooks: [{ url: receiver.url }] },
+      schedulers: { nfdFeatureFile: join(nfdDir, 'physbits') },
     },
     timeoutMs: 60000,
   });
@@ -166,7 +170,11 @@ test('the daemon under strace makes no system call the unit denies, and writes o
   t.deepEqual(denied, [], `system calls the unit denies: ${denied.join(' ')}`);
 
   // 2. Paths: everything written lies in a directory the config names (or the private /tmp).
-  const configDirs = [dirname(d.apiSocket), join(dir, 'guard'), join(dir, 'spool')];
+  const configDirs = [dirname(d.apiSocket), join(dir, 'guard'), join(dir, 'spool'), nfdDir];
+  t.true(
+    [...traced.written].some((p) => under(p, nfdDir)),
+    'the feature file was written (under strace, in its directory)',
+  );
   const stray = [...traced.written].filter(
     (p) => !configDirs.some((c) => under(p, c)) && !under(p, '/tmp') && p !== '/dev/null',
   );
@@ -200,6 +208,25 @@ test('the daemon under strace makes no system call the unit denies, and writes o
   );
   t.is(unitValues(unit, 'ProtectSystem')[0], 'strict');
   t.deepEqual(readdirSync(join(dir, 'guard')), []);
+});
+
+test('the NFD drop-in grants exactly the directory of the feature file docs/kubevirt.md recommends', (t) => {
+  const dropIn = readFileSync(join(ROOT, 'systemd', 'nfd-feature-file.conf'), 'utf8');
+  const doc = readFileSync(join(ROOT, 'docs', 'kubevirt.md'), 'utf8');
+  const recommended = /"nfdFeatureFile": "([^"]+)"/.exec(doc)![1];
+  t.is(recommended, '/etc/kubernetes/node-feature-discovery/features.d/physbits');
+  t.true(dropIn.includes('[Service]'));
+  // The unit test above shows every write for the feature file lies in its directory.
+  t.deepEqual(unitValues(dropIn, 'ReadWritePaths'), [`-${dirname(recommended)}`]);
+  t.deepEqual(
+    unitValues(dropIn, 'ReadWritePaths').filter((v) => !/^-?\//.test(v)),
+    [],
+    'absolute paths only',
+  );
+  // Without it the unit leaves that directory read-only.
+  const unit = readFileSync(UNIT, 'utf8');
+  const writable = unitValues(unit, 'ReadWritePaths').flatMap((v) => v.split(/\s+/));
+  t.false(writable.some((w) => under(recommended, w.replace(/^-/, ''))));
 });
 
 test('the cpuid driver is loaded at boot: systemd/physbits-modules.conf names it', (t) => {

@@ -9,11 +9,12 @@ import {
   readCpuid,
   readCpuidLeaf,
   readHost,
+  MSR_IA32_VMX_EPT_VPID_CAP,
   type HostReadOptions,
 } from '../../agent/facts/host-facts';
 import { judgeHost } from '../../agent/judge/host-limit';
 import { kvmUsable, startGuest } from '../helpers/qemu';
-import { HOSTS, fixtureLeaves, hostTree, writeCpuidDevice } from '../helpers/host-tree';
+import { HOSTS, fixtureLeaves, hostTree, writeCpuidDevice, writeMsrDevice } from '../helpers/host-tree';
 import { tempDir } from '../helpers/tmp';
 
 /** The host's facts as the daemon builds them: read (facts/host-facts.ts), then judged (judge/host-limit.ts). */
@@ -59,7 +60,8 @@ test('intel-46: every field, cpuid read from a sparse regular file', (t) => {
       'the CPU has 46 physical address bits, as /proc/cpuinfo shows',
       'nested paging is on: guests get 46 bits',
     ],
-    limit: { nestedPaging: true, tdpLevels: 4, detectedPhysBits: 46, problems: [], notes: [] },
+    // 46 bits: the EPT depth does not matter, and is not read (no kernel release, no msr).
+    limit: { nestedPaging: true, tdpLevels: null, detectedPhysBits: 46, problems: [], notes: [] },
     vendor: 'GenuineIntel',
     cpuinfoPhysBits: 46,
     cpuinfoVirtBits: 48,
@@ -319,6 +321,8 @@ const TREES: Array<{
   { name: 'amd-52-4level', physBits: 48, source: 'tdp-levels', cpuinfo: 52, cpuid: 52 },
   { name: 'intel-52-ept5', physBits: 52, source: 'cpuid', cpuinfo: 46, cpuid: 52 },
   { name: 'intel-52-ept4', physBits: 48, source: 'tdp-levels', cpuinfo: 46, cpuid: 52 },
+  // Linux 6.1: no ept_5level flag yet, and no msr device in the tree: the depth is not known.
+  { name: 'intel-52-linux61', physBits: 48, source: 'tdp-levels', cpuinfo: 46, cpuid: 52 },
   { name: 'intel-46', physBits: 46, source: 'cpuid', cpuinfo: 46, cpuid: 46 },
   { name: 'nested-l1', physBits: 46, source: 'cpuid', cpuinfo: 46, cpuid: 46, note: /this host is itself a guest/ },
 ];
@@ -348,4 +352,36 @@ test('fixture tree with an unreadable npt parameter: a problem named, the conser
   const overridden = readHostFacts({ ...roots, sysRoot: sys, name: 'epyc', physBitsOverride: 48 });
   t.is(overridden.physBits, 48);
   t.is(overridden.physBitsSource, 'config');
+});
+
+test('Intel before Linux 6.9: the EPT depth from IA32_VMX_EPT_VPID_CAP through /dev/cpu/0/msr, else not known', (t) => {
+  const roots = hostTree(t, 'intel-52-linux61');
+  const unknown = readHostFacts({ ...roots, name: 'spr' });
+  t.is(unknown.physBits, 48);
+  t.is(unknown.limit.tdpLevels, null);
+  t.is(unknown.limit.upperPhysBits, 52);
+  t.is(unknown.paging.kernelRelease, '6.1.0-28-amd64');
+  t.is(unknown.paging.eptMsr5Level, null);
+  t.regex(
+    unknown.reasoning.join(' '),
+    /Linux 6\.1\.0-28-amd64 predates the ept_5level flag and \/dev\/cpu\/0\/msr could not be read .* not known/,
+  );
+  t.notRegex(unknown.reasoning.join(' '), /4-level EPT only/);
+  // Bit 7 set: 5-level EPT, all 52 bits.
+  writeMsrDevice(roots.devRoot, MSR_IA32_VMX_EPT_VPID_CAP, 0x0f0106734141n | (1n << 7n));
+  const five = readHostFacts({ ...roots, name: 'spr' });
+  t.is(five.physBits, 52);
+  t.is(five.limit.tdpLevels, 5);
+  t.is(five.limit.upperPhysBits, undefined);
+  t.regex(five.reasoning.join(' '), /IA32_VMX_EPT_VPID_CAP bit 7/);
+  // Bit 7 clear: 4 levels, known.
+  writeMsrDevice(roots.devRoot, MSR_IA32_VMX_EPT_VPID_CAP, 0x0f0106734141n & ~(1n << 7n));
+  const four = readHostFacts({ ...roots, name: 'spr' });
+  t.is(four.physBits, 48);
+  t.is(four.limit.tdpLevels, 4);
+  t.regex(four.reasoning.join(' '), /4-level EPT only \(IA32_VMX_EPT_VPID_CAP bit 7 clear/);
+  // Linux 6.9+ without the flag: 4 levels (the 6.12 fixture), the msr not needed.
+  const newer = readHostFacts({ ...hostTree(t, 'intel-52-ept4'), name: 'spr' });
+  t.is(newer.limit.tdpLevels, 4);
+  t.regex(newer.reasoning.join(' '), /no ept_5level in "vmx flags", which Linux 6\.12\.12-amd64 shows/);
 });

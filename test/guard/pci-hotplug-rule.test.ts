@@ -214,7 +214,8 @@ test('decision: refused when the window reaches above 2^host.physBits, naming de
     'virtio-rng-pci "hot1" on bus "rp1" has a 64-bit memory BAR (the virtio 1.0 BAR 4 (hw/virtio/virtio-pci.c ' +
       'virtio_pci_device_plugged: 64-bit, prefetchable)) that the guest would place in the prefetchable window of ' +
       'bridge "rp1" (00:01.0), 0xc020000000-0xc03fffffff, which reaches above this host\'s 39-bit physical ' +
-      'addresses (0x8000000000): KVM cannot map a BAR there. Plug it into a bus whose window ends below ' +
+      "addresses (0x8000000000): KVM cannot back a BAR there (it refuses the memory slot above the CPU's width, " +
+      'and under the 48-bit cap of 4-level nested paging the address aliases one below it). Plug it into a bus whose window ends below ' +
       '0x8000000000, or restart the guest with phys-bits=39 so that firmware places its 64-bit windows below the limit',
   );
 });

@@ -102,7 +102,7 @@ export function hostFromReadings(name: string, readings: ReadingsOverride): Host
       cpuidPhysBits: null,
       memEncryptionReduction: null,
       flags: { sme: false, sev: false, sev_es: false, sev_snp: false, tme: false },
-      paging: { la57: false, ept5Level: false, hypervisor: false },
+      paging: { la57: false, ept5Level: false, hypervisor: false, kernelRelease: '6.12.12-amd64' },
       kvm: { module: 'kvm_intel', allowSmallerMaxphyaddr: true, ept: true, npt: null },
       sources: {},
       notes: [],

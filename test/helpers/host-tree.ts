@@ -45,3 +45,16 @@ export function hostTree(t: { teardown(fn: () => void): void }, name: string): H
   writeCpuidDevice(devRoot, fixtureLeaves(name));
   return { procRoot: join(HOSTS, name, 'proc'), sysRoot: join(HOSTS, name, 'sys'), devRoot };
 }
+
+/** Writes `<dir>/cpu/0/msr` holding `value` at MSR `msr`'s offset, as the msr device presents it. */
+export function writeMsrDevice(dir: string, msr: number, value: bigint): void {
+  mkdirSync(join(dir, 'cpu', '0'), { recursive: true });
+  const fd = openSync(join(dir, 'cpu', '0', 'msr'), 'w');
+  try {
+    const buf = Buffer.alloc(8);
+    buf.writeBigUInt64LE(value);
+    writeSync(fd, buf, 0, 8, msr);
+  } finally {
+    closeSync(fd);
+  }
+}

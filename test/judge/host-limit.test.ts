@@ -6,7 +6,8 @@ const NO_FLAGS: HostFlags = { sme: false, sev: false, sev_es: false, sev_snp: fa
 const SME: HostFlags = { ...NO_FLAGS, sme: true, sev: true };
 const FOUR: HostPaging = { la57: false, ept5Level: null, hypervisor: false };
 const LA57: HostPaging = { la57: true, ept5Level: null, hypervisor: false };
-const EPT4: HostPaging = { la57: false, ept5Level: false, hypervisor: false };
+/** Linux 6.9+ shows ept_5level when the CPU has it: its absence means 4 levels. */
+const EPT4: HostPaging = { la57: false, ept5Level: false, hypervisor: false, kernelRelease: '6.12.12-amd64' };
 const EPT5: HostPaging = { la57: true, ept5Level: true, hypervisor: false };
 const NPT: HostKvm = { module: 'kvm_amd', allowSmallerMaxphyaddr: null, ept: null, npt: true };
 const NO_NPT: HostKvm = { ...NPT, npt: false };
@@ -105,7 +106,29 @@ const ROWS: Row[] = [
     readings: intel({ cpuinfoPhysBits: 52, cpuidPhysBits: 52, paging: { ...EPT4, la57: true } }),
     bits: 48,
     source: 'tdp-levels',
-    reasoning: /4-level EPT only \(no ept_5level\)/,
+    reasoning: /4-level EPT only \(no ept_5level in "vmx flags", which Linux 6\.12\.12-amd64 shows\)/,
+  },
+  {
+    name: 'Intel 52 bits on Linux 6.1 (no ept_5level flag yet), msr not read: 48 known, depth not known',
+    readings: intel({
+      cpuinfoPhysBits: 46,
+      cpuidPhysBits: 52,
+      paging: { la57: true, ept5Level: false, hypervisor: false, kernelRelease: '6.1.0-28-amd64', eptMsr5Level: null },
+    }),
+    bits: 48,
+    source: 'tdp-levels',
+    reasoning: /Linux 6\.1\.0-28-amd64 predates the ept_5level flag .* not known/,
+  },
+  {
+    name: 'Intel 52 bits on Linux 6.1, IA32_VMX_EPT_VPID_CAP bit 7 set: 52',
+    readings: intel({
+      cpuinfoPhysBits: 46,
+      cpuidPhysBits: 52,
+      paging: { la57: true, ept5Level: false, hypervisor: false, kernelRelease: '6.1.0-28-amd64', eptMsr5Level: true },
+    }),
+    bits: 52,
+    source: 'cpuid',
+    reasoning: /5-level EPT \(IA32_VMX_EPT_VPID_CAP bit 7/,
   },
   {
     name: 'Intel 52 bits with ept_5level: 52',
@@ -114,7 +137,7 @@ const ROWS: Row[] = [
     source: 'cpuid',
   },
   {
-    name: 'Intel 52 bits, no vmx flags line: 4 levels assumed',
+    name: 'Intel 52 bits, no vmx flags line: 48 known, the depth not known',
     readings: intel({
       cpuinfoPhysBits: 52,
       cpuidPhysBits: 52,
@@ -122,7 +145,7 @@ const ROWS: Row[] = [
     }),
     bits: 48,
     source: 'tdp-levels',
-    reasoning: /no "vmx flags" line.*\(4 levels assumed\)/,
+    reasoning: /no "vmx flags" line, so the EPT depth is not known: KVM maps .* below 2\^48 either way/,
   },
   {
     name: 'Intel TME-MK, 5-level EPT: raw 52 over reported 46',

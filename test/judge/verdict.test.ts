@@ -308,6 +308,18 @@ const ROWS: Row[] = [
     codes: ['GUEST_WIDER_THAN_HOST'],
   },
   {
+    name: 'Intel on Linux 6.1, EPT depth not known: a 52-bit guest is a warning, not critical',
+    host: hostFromReadings('hv1', {
+      cpuinfoPhysBits: 46,
+      cpuidPhysBits: 52,
+      paging: { la57: true, ept5Level: false, hypervisor: false, kernelRelease: '6.1.0-28-amd64', eptMsr5Level: null },
+    }),
+    guest: guest({ physBits: 52 }),
+    relation: 'wider',
+    severity: 'warning',
+    codes: ['GUEST_WIDER_THAN_KNOWN_LIMIT'],
+  },
+  {
     name: '52-bit AMD without la57: a 52-bit guest is critical on the 48-bit cap',
     host: hostFromReadings('hv1', {
       vendor: 'AuthenticAMD',
@@ -616,7 +628,7 @@ test('messages: wider names both widths and the fix', (t) => {
     severity: 'critical',
     message:
       "guest phys-bits 48 is wider than the host's 46-bit limit under kvm: guest memory placed at or above 64 TiB " +
-      'cannot be mapped; set phys-bits=46 or host-phys-bits=on,host-phys-bits-limit=46',
+      'cannot be mapped: KVM refuses the memory slot and QEMU stops the guest; set phys-bits=46 or host-phys-bits=on,host-phys-bits-limit=46',
   });
 });
 

@@ -16,6 +16,8 @@ import type { HostFacts } from '../../agent/core/types';
 import { PHYSBITSCTL } from '../helpers/daemon';
 import { hostFacts } from '../helpers/facts';
 import { tempDir } from '../helpers/tmp';
+import { hostTree, writeMsrDevice } from '../helpers/host-tree';
+import { MSR_IA32_VMX_EPT_VPID_CAP } from '../../agent/facts/host-facts';
 
 const FIXTURES = join(__dirname, '..', '..', '..', 'test', 'fixtures', 'libvirt');
 const fixture = (name: string) => readFileSync(join(FIXTURES, name), 'utf8');
@@ -564,4 +566,22 @@ test('a guest whose width the XML fixes is never looked up at its source', async
     (await run(['n1', 'migrate', 'begin', '-'], fixture('named-model.xml'), { host: host(42), sourceWidth })).code,
     0,
   );
+});
+
+test('Intel on Linux 6.1 (no ept_5level flag yet): a host-passthrough guest is not refused while the EPT depth is not known; refused once the MSR says 4 levels', async (t) => {
+  const roots = hostTree(t, 'intel-52-linux61');
+  const lines: string[] = [];
+  const deps = (): LibvirtHookDeps => ({
+    config: parseConfig({ host: roots, policy: { accelerators: ['kvm'] } }),
+    stderr: (l) => lines.push(l),
+    notify: async () => {},
+  });
+  const xml = fixture('passthrough.xml');
+  // 52 bits (the CPU's raw width) on a host known to map 48, perhaps 52: a warning, not a refusal.
+  t.is(await runLibvirtHook(['db1', 'prepare', 'begin', '-'], xml, deps()), 0);
+  t.deepEqual(lines, []);
+  // IA32_VMX_EPT_VPID_CAP bit 7 clear: 4-level EPT, known; the 52-bit guest is refused.
+  writeMsrDevice(roots.devRoot, MSR_IA32_VMX_EPT_VPID_CAP, 0x0f0106734141n & ~(1n << 7n));
+  t.is(await runLibvirtHook(['db1', 'prepare', 'begin', '-'], xml, deps()), 1);
+  t.regex(lines[0], /GUEST_WIDER_THAN_HOST: guest phys-bits 52 is wider than this host's 48 bits under kvm/);
 });
