@@ -206,6 +206,15 @@ export const configSchema = z
           .default(3600),
         /** A host whose newest width sample is older than this is stale: unknown. */
         staleSeconds: z.number().int().min(5).max(86400).default(300),
+        /** The scrape job(s) whose physbits series count; series of any other job are ignored (docs/fleet-prometheus.md). */
+        job: z
+          .union([z.string().min(1).max(256), z.array(z.string().min(1).max(256)).min(1).max(64)])
+          .default('physbits')
+          .transform((v) => (typeof v === 'string' ? [v] : v)),
+        /** Series accepted in the answers of one ask, all queries together; past it the ask fails (PROM_TOO_MANY_SERIES). */
+        maxSeries: z.number().int().min(1000).max(10_000_000).default(200_000),
+        /** Hosts accepted in one ask; past it the ask fails (PROM_TOO_MANY_HOSTS). */
+        maxHosts: z.number().int().min(1).max(1_000_000).default(10_000),
         /** Above this many cells (hosts × guests) the fleet document gives its matrix by host width only. */
         maxMatrixCells: z.number().int().min(0).max(100_000_000).default(200_000),
       })

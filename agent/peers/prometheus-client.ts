@@ -1,18 +1,16 @@
 /**
  * Instant queries against a Prometheus-compatible HTTP API (Prometheus, Thanos Query, Mimir,
  * VictoriaMetrics): GET {url}/api/v1/query?query=…&time=…, bounded in time (one deadline for
- * connecting, headers and body) and in size, redirects never followed (a bearer token goes nowhere
- * else). Every failure is a PrometheusError with a stable code (docs/errors.md).
+ * connecting, headers and body), in bytes and series (one AskBudget across the queries of one ask),
+ * redirects never followed (a bearer token goes nowhere else). The answer is read as it streams in
+ * and parsed series by series (prometheus-answer.ts), yielding to the event loop every few
+ * milliseconds. Every failure is a PrometheusError with a stable code (docs/errors.md).
  */
-import { AgentError } from '../core/errors';
-import { BodyTooLargeError, readBoundedText, type BoundedResponse } from '../core/bounded-body';
-import { isObject } from '../core/checks';
+import { setImmediate as turn } from 'node:timers/promises';
+import type { BoundedResponse } from '../core/bounded-body';
+import { AskBudget, PrometheusError, QueryAnswerScanner, type PromSample } from './prometheus-answer';
 
-/**
- * PROM_UNREACHABLE, PROM_TIMEOUT, PROM_UNAUTHORIZED, PROM_HTTP_STATUS, PROM_RESPONSE_TOO_LARGE,
- * PROM_BAD_RESPONSE, PROM_QUERY_FAILED, PROM_TOKEN_UNREADABLE.
- */
-export class PrometheusError extends AgentError {}
+export { AskBudget, PrometheusError, parseQueryResponse, type PromSample } from './prometheus-answer';
 
 /** The part of fetch a query uses; the global fetch fits. */
 export type PrometheusFetch = (
@@ -25,8 +23,10 @@ export interface PrometheusClientOptions {
   url: string;
   /** Deadline of each query: connecting, headers and body. */
   timeoutMs: number;
-  /** Largest response body accepted. */
+  /** Bytes of one query's answer when it is asked without an ask's budget. */
   maxBytes: number;
+  /** Series of one query's answer when it is asked without an ask's budget (default 200,000). */
+  maxSeries?: number;
   /** Sent as `Authorization: Bearer …` when set. */
   token?: string;
   /** Sent as `X-Scope-OrgID` when set (Mimir, Cortex). */
@@ -34,13 +34,31 @@ export interface PrometheusClientOptions {
   fetch?: PrometheusFetch;
 }
 
-/** One element of an instant vector: its labels (without __name__), its value and the sample's time. */
-export interface PromSample {
-  labels: Record<string, string>;
-  value: number;
-  /** Unix seconds. */
-  time: number;
-}
+/** Series of one answer when no budget is given. */
+const DEFAULT_MAX_SERIES = 200_000;
+/** Bytes scanned between two looks at the clock. */
+const SLICE_BYTES = 16 * 1024;
+/** Work done before the readers give the event loop a turn. */
+const YIELD_AFTER_MS = 8;
+
+/**
+ * One clock for every answer being read: the queries of an ask read at once, and one turn of the
+ * event loop may wake them all, so the time since the last turn given up is shared; each reader gives
+ * a turn once the readers together have worked YIELD_AFTER_MS.
+ */
+const sharedTurn = {
+  since: performance.now(),
+  pending: null as Promise<void> | null,
+  /** Resolves at once while the readers' share of this turn lasts; else with the next turn, one for all of them. */
+  maybeYield(): Promise<void> | undefined {
+    if (performance.now() - this.since < YIELD_AFTER_MS) return undefined;
+    this.pending ??= turn().then(() => {
+      this.since = performance.now();
+      this.pending = null;
+    });
+    return this.pending;
+  },
+};
 
 /** {base}/api/v1/query. */
 export function queryUrl(base: string): string {
@@ -55,49 +73,6 @@ export function tokenOf(text: string, file: string): string {
   return token;
 }
 
-/**
- * Pure: the instant vector of a query API's JSON answer. A scalar answer is one sample without
- * labels; anything else than a success with a vector or scalar is PROM_BAD_RESPONSE, and an error
- * answer is PROM_QUERY_FAILED with the server's errorType and message.
- */
-export function parseQueryResponse(text: string, where: string): PromSample[] {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(text);
-  } catch (err) {
-    throw new PrometheusError('PROM_BAD_RESPONSE', `${where}: not JSON: ${(err as Error).message}`);
-  }
-  if (!isObject(doc)) throw new PrometheusError('PROM_BAD_RESPONSE', `${where}: not a query API answer`);
-  if (doc.status === 'error') {
-    const type = typeof doc.errorType === 'string' ? doc.errorType : 'error';
-    const msg = typeof doc.error === 'string' ? doc.error.slice(0, 500) : 'no message';
-    throw new PrometheusError('PROM_QUERY_FAILED', `${where}: ${type}: ${msg}`);
-  }
-  const data = doc.data;
-  if (doc.status !== 'success' || !isObject(data))
-    throw new PrometheusError('PROM_BAD_RESPONSE', `${where}: no "status": "success" with data`);
-  if (data.resultType === 'scalar') return [sampleOf({ metric: {}, value: data.result }, where)];
-  if (data.resultType !== 'vector' || !Array.isArray(data.result))
-    throw new PrometheusError(
-      'PROM_BAD_RESPONSE',
-      `${where}: expected an instant vector, got ${String(data.resultType)}`,
-    );
-  return data.result.map((r) => sampleOf(r, where));
-}
-
-function sampleOf(r: unknown, where: string): PromSample {
-  const bad = () => new PrometheusError('PROM_BAD_RESPONSE', `${where}: a result is not {metric, value: [time, "v"]}`);
-  if (!isObject(r) || !isObject(r.metric) || !Array.isArray(r.value) || r.value.length !== 2) throw bad();
-  const [time, text] = r.value as unknown[];
-  if (typeof time !== 'number' || typeof text !== 'string') throw bad();
-  const labels: Record<string, string> = {};
-  for (const [k, v] of Object.entries(r.metric)) {
-    if (typeof v !== 'string') throw bad();
-    if (k !== '__name__') labels[k] = v;
-  }
-  return { labels, value: Number(text), time };
-}
-
 export class PrometheusClient {
   constructor(private readonly opts: PrometheusClientOptions) {}
 
@@ -105,8 +80,12 @@ export class PrometheusClient {
     return this.opts.url;
   }
 
-  /** The instant vector of `query` evaluated at `time` (Unix seconds). */
-  async query(query: string, time: number): Promise<PromSample[]> {
+  /**
+   * The instant vector of `query` evaluated at `time` (Unix seconds); its bytes and series are taken
+   * from `budget` (an ask's, shared by its queries), else from this client's own bounds.
+   */
+  async query(query: string, time: number, budget?: AskBudget): Promise<PromSample[]> {
+    const limits = budget ?? new AskBudget(this.opts.maxBytes, this.opts.maxSeries ?? DEFAULT_MAX_SERIES);
     const base = queryUrl(this.opts.url);
     const url = `${base}?${new URLSearchParams({ query, time: time.toFixed(3) })}`;
     const where = `${base} (${query.length > 80 ? `${query.slice(0, 77)}...` : query})`;
@@ -137,23 +116,49 @@ export class PrometheusClient {
         await res.body?.cancel().catch(() => undefined);
         throw new PrometheusError('PROM_HTTP_STATUS', `${base}: HTTP ${res.status}`);
       }
-      let text: string;
+      const declared = Number(res.headers?.get('content-length') ?? NaN);
+      if (Number.isFinite(declared) && !limits.fits(declared)) {
+        await res.body?.cancel().catch(() => undefined);
+        limits.takeBytes(declared, where);
+      }
       try {
-        text = await readBoundedText(res, this.opts.maxBytes);
+        return await this.read(res, where, limits);
       } catch (err) {
-        if (err instanceof BodyTooLargeError)
-          throw new PrometheusError('PROM_RESPONSE_TOO_LARGE', `${where}: ${err.message}`);
+        if (err instanceof PrometheusError) {
+          if (res.status === 503 && err.code === 'PROM_BAD_RESPONSE')
+            throw new PrometheusError('PROM_HTTP_STATUS', `${base}: HTTP 503`);
+          throw err;
+        }
         if (abort.signal.aborted)
           throw new PrometheusError('PROM_TIMEOUT', `${where}: answer not complete within ${this.opts.timeoutMs} ms`);
         throw new PrometheusError('PROM_UNREACHABLE', `${base}: ${(err as Error)?.message ?? String(err)}`, {
           cause: err,
         });
       }
-      if (res.status === 503 && !text.trimStart().startsWith('{'))
-        throw new PrometheusError('PROM_HTTP_STATUS', `${base}: HTTP 503`);
-      return parseQueryResponse(text, where);
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** The body scanned slice by slice, a turn of the event loop given up every YIELD_AFTER_MS. */
+  private async read(res: BoundedResponse, where: string, budget: AskBudget): Promise<PromSample[]> {
+    const scanner = new QueryAnswerScanner(where, budget);
+    if (!res.body) return scanner.finish();
+    const reader = res.body.getReader();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        budget.takeBytes(value.byteLength, where);
+        for (let off = 0; off < value.byteLength; off += SLICE_BYTES) {
+          scanner.push(value.subarray(off, off + SLICE_BYTES));
+          await sharedTurn.maybeYield();
+        }
+      }
+    } catch (err) {
+      await reader.cancel().catch(() => undefined);
+      throw err;
+    }
+    return scanner.finish();
   }
 }

@@ -5,6 +5,7 @@
  * samples in, hosts and the fleet view's peers out.
  */
 import type { GuestFacts, HostFacts, PeerFacts, StatusDocument, VmStatus } from '../core/types';
+import { lowerWidth } from './merge';
 import type { PromSample } from './prometheus-client';
 import { widthOrNull as validWidth } from '../core/checks';
 
@@ -42,6 +43,7 @@ export function instanceHost(instance: string): string {
  * Pure: each host named by a physbits_host_info series within the lookback, in name order. A host is
  * reachable when one of its targets is `up` (1) now and its width sample is at most `staleSeconds`
  * older than `time`; otherwise it keeps the last width seen, with the reason it is not reachable.
+ * A host with several width series takes the lowest of them.
  */
 export function hostsFromSamples(s: HostSamples, time: number, staleSeconds: number): PromHost[] {
   const byName = new Map<string, { pool?: string; targets: Array<{ job?: string; instance?: string }> }>();
@@ -74,15 +76,14 @@ export function hostsFromSamples(s: HostSamples, time: number, staleSeconds: num
   for (const [name, h] of [...byName].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     const fresh = freshByHost.get(name);
     const widths = widthsByHost.get(name) ?? [];
-    const width =
-      (fresh && widths.find((w) => w.labels.instance === fresh.labels.instance && w.labels.job === fresh.labels.job)) ??
-      widths[0];
     const instances = [...new Set(h.targets.map((t) => t.instance).filter((i): i is string => !!i))];
     const up = h.targets.map(upOf);
     const host: PromHost = {
       name,
       instances,
-      physBits: width ? validWidth(width.value) : null,
+      // Two series for one host (two targets, a second exporter in fleet.job) that disagree: the
+      // lower width wins (merge.ts), never the freshest or the first.
+      physBits: lowerWidth(...widths.map((w) => validWidth(w.value))),
       reachable: false,
       addresses: [...new Set([name, ...instances.map(instanceHost)])],
     };

@@ -29,6 +29,7 @@ export function sourceWidthDepsFromConfig(
   if (live.length > 0) deps.peerStatuses = () => collectPeers(live, { timeoutMs: PEER_ASK_TIMEOUT_MS });
   if (url) {
     deps.prometheusQuery = async (query) => (await prometheusClient(fleet, url)).query(query, clock() / 1000);
+    deps.prometheusJobs = fleet.job;
   }
   const resolver = new PeerResolver({
     peers,

@@ -21,9 +21,10 @@
  * Prometheus does; an ask that fails is named in `why`.
  */
 import type { PeerFacts } from '../core/types';
-import { isWidth } from '../core/checks';
 import { normalizeUuid } from '../core/uuid';
 import { errorText } from './peer';
+import { guestWidthQueries } from './prometheus-fleet';
+import { isWidth as validWidth } from '../core/checks';
 
 export { normalizeUuid };
 
@@ -67,6 +68,8 @@ export interface SourceWidthDeps {
   peerStatuses?: () => Promise<PeerStatus[]>;
   /** Runs an instant query on fleet.prometheus; absent when it is not set. */
   prometheusQuery?: (query: string) => Promise<GuestWidthSample[]>;
+  /** fleet.job: the scrape jobs whose series count (default ["physbits"]). */
+  prometheusJobs?: readonly string[];
   /** The limit of the host of that name; null when no peer or fleet host has that name. */
   hostLimit?: (name: string) => Promise<HostLimit | null>;
   /** The whole lookup's bound (default SOURCE_WIDTH_DEADLINE_MS). */
@@ -101,7 +104,7 @@ export function findInStatuses(want: GuestIdentity, peers: PeerStatus[], self: s
     if (p.name === self || !p.reachable || !p.status) continue;
     for (const vm of p.status.vms) {
       const width = vm.guest?.physBits;
-      if (!isWidth(width) || !sameGuest(want, vm.name, vm.guest?.uuid)) continue;
+      if (!validWidth(width) || !sameGuest(want, vm.name, vm.guest?.uuid)) continue;
       out.push({ physBits: width, host: p.name, source: `live peer ${p.name}'s status` });
     }
   }
@@ -113,24 +116,16 @@ export function findInSamples(want: GuestIdentity, samples: GuestWidthSample[], 
   const out: Found[] = [];
   for (const s of samples) {
     const host = s.labels.host;
-    if (!host || host === self || !isWidth(s.value)) continue;
+    if (!host || host === self || !validWidth(s.value)) continue;
     if (!sameGuest(want, s.labels.vm, s.labels.uuid)) continue;
     out.push({ physBits: s.value, host, source: `fleet.prometheus's physbits_guest_phys_bits{host="${host}"}` });
   }
   return out;
 }
 
-/** A PromQL string literal (double quotes, backslash escapes). */
-export function promString(value: string): string {
-  return `"${value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`;
-}
-
-/** The queries that find the guest in Prometheus: by UUID when known, and by name. */
-export function guestQueries(want: GuestIdentity): string[] {
-  const queries = [`physbits_guest_phys_bits{vm=${promString(want.name)}}`];
-  const uuid = normalizeUuid(want.uuid);
-  if (uuid !== null) queries.push(`physbits_guest_phys_bits{uuid=${promString(uuid)}}`);
-  return queries;
+/** The queries that find the guest in Prometheus (fleet.job's series only): by UUID when known, and by name. */
+export function guestQueries(want: GuestIdentity, jobs?: readonly string[]): string[] {
+  return guestWidthQueries({ name: want.name, uuid: normalizeUuid(want.uuid) }, jobs);
 }
 
 function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -170,7 +165,7 @@ export async function lookupSourceWidth(want: GuestIdentity, deps: SourceWidthDe
     try {
       const query = deps.prometheusQuery;
       const answers = await withDeadline(
-        Promise.all(guestQueries(want).map((q) => query(q))),
+        Promise.all(guestQueries(want, deps.prometheusJobs).map((q) => query(q))),
         deadline,
         'fleet.prometheus',
       );
@@ -191,7 +186,7 @@ export async function lookupSourceWidth(want: GuestIdentity, deps: SourceWidthDe
   if (from !== null && from !== deps.self && deps.hostLimit) {
     try {
       const limit = await withDeadline(deps.hostLimit(from), deadline, `host ${from}`);
-      if (limit && isWidth(limit.physBits))
+      if (limit && validWidth(limit.physBits))
         return { kind: 'host', physBits: limit.physBits, host: from, source: `the limit of source host ${from}` };
       asked.push(
         limit ? (limit.why ?? `the width of host ${from} is unknown`) : `no peer or fleet host is named ${from}`,

@@ -146,7 +146,7 @@ test('fleet from Prometheus equals the peer mesh; the guard refuses a host known
   // The queries and their time are in the document.
   t.is(prom3.doc!.prometheus?.url, promUrl);
   t.regex(prom3.doc!.prometheus?.time ?? '', /^\d{4}-\d\d-\d\dT/);
-  t.is(prom3.doc!.prometheus?.queries.guests, 'physbits_guest_phys_bits');
+  t.is(prom3.doc!.prometheus?.queries.guests, 'physbits_guest_phys_bits{job="physbits"}');
 
   const advice = await ctl(['advise', 'hvA/hvA-vm', '--json', '--prometheus', promUrl, '--config', cliConfig]);
   const adviceDoc = JSON.parse(advice.stdout) as AdviceDocument;

@@ -13,6 +13,8 @@ export const PROMETHEUS = process.env.PHYSBITS_TEST_PROMETHEUS ?? 'prometheus';
 export interface PrometheusOptions {
   /** host:port of each physbitsd metrics endpoint (job "physbits"). */
   targets: string[];
+  /** More scrape jobs: job name -> host:port targets. */
+  jobs?: Record<string, string[]>;
   /** Default 1s. */
   scrapeInterval?: string;
   /** An existing TSDB directory to serve (left in place by stop()); default a fresh temp one. */
@@ -32,12 +34,16 @@ export interface PrometheusServer {
   stderr(): string;
 }
 
-export function prometheusConfig(opts: Pick<PrometheusOptions, 'targets' | 'scrapeInterval'>): string {
+export function prometheusConfig(opts: Pick<PrometheusOptions, 'targets' | 'scrapeInterval' | 'jobs'>): string {
   const interval = opts.scrapeInterval ?? '1s';
-  const targets = opts.targets.map((t) => `'${t}'`).join(', ');
+  const job = (name: string, targets: string[]) =>
+    `  - job_name: ${name}\n    static_configs:\n      - targets: [${targets.map((t) => `'${t}'`).join(', ')}]\n`;
   return (
     `global:\n  scrape_interval: ${interval}\n  scrape_timeout: ${interval}\n  evaluation_interval: ${interval}\n` +
-    `scrape_configs:\n  - job_name: physbits\n    static_configs:\n      - targets: [${targets}]\n`
+    `scrape_configs:\n${job('physbits', opts.targets)}` +
+    Object.entries(opts.jobs ?? {})
+      .map(([name, targets]) => job(name, targets))
+      .join('')
   );
 }
 

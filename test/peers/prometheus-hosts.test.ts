@@ -218,3 +218,25 @@ test('peers from two sources: the lower width wins; Prometheus-only hosts by nam
   t.is((await peers.findByAddress('10.0.0.2'))?.name, '10.0.0.2', 'an unknown peer while Prometheus is down');
   t.is(reads, 2, 'the failure is cached too');
 });
+
+test('a host with two width series that disagree takes the lower, whichever is fresher', (t) => {
+  const a = { job: 'physbits', instance: '10.0.0.2:9741', host: 'hvB' };
+  const b = { job: 'physbits', instance: '10.0.0.9:9741', host: 'hvB' };
+  for (const [wa, wb, freshest] of [
+    [39, 52, b],
+    [52, 39, a],
+    [39, 52, a],
+  ] as const) {
+    const hosts = hostsFromSamples(
+      {
+        hosts: [s(a, 1), s(b, 1)],
+        up: [s({ job: a.job, instance: a.instance }, 1), s({ job: b.job, instance: b.instance }, 1)],
+        widths: [s(a, wa), s(b, wb)],
+        fresh: [s(a, T - (freshest === a ? 1 : 5)), s(b, T - (freshest === b ? 1 : 5))],
+      },
+      T,
+      300,
+    );
+    t.like(hosts[0], { name: 'hvB', physBits: 39, reachable: true }, `${wa} and ${wb}`);
+  }
+});

@@ -69,12 +69,14 @@ test('findInSamples: by uuid label, else vm; never this host', (t) => {
   );
 });
 
-test('guestQueries: a name is quoted as a PromQL string; the UUID query only for a real UUID', (t) => {
+test('guestQueries: the series of fleet.job only; a name is quoted as a PromQL string; the UUID query only for a real UUID', (t) => {
   t.deepEqual(guestQueries({ name: 'a"b\\c', uuid: U1.toUpperCase() }), [
-    'physbits_guest_phys_bits{vm="a\\"b\\\\c"}',
-    `physbits_guest_phys_bits{uuid="${U1}"}`,
+    'physbits_guest_phys_bits{job="physbits",vm="a\\"b\\\\c"}',
+    `physbits_guest_phys_bits{job="physbits",uuid="${U1}"}`,
   ]);
-  t.deepEqual(guestQueries({ name: 'x', uuid: 'not-a-uuid' }), ['physbits_guest_phys_bits{vm="x"}']);
+  t.deepEqual(guestQueries({ name: 'x', uuid: 'not-a-uuid' }, ['hv', 'lab.x']), [
+    'physbits_guest_phys_bits{job=~"hv|lab\\\\.x",vm="x"}',
+  ]);
 });
 
 const base = (over: Partial<SourceWidthDeps>): SourceWidthDeps => ({ self: 'self', deadlineMs: 200, ...over });
