@@ -11,7 +11,7 @@ export type AlertSeverity = Exclude<Severity, 'ok'>;
 export type AlertKind = 'condition' | 'refusal';
 
 /** Every guard refusal's reason code starts with this. */
-export const REFUSAL_PREFIX = 'REFUSED_';
+export const REFUSAL_CODE_PREFIX = 'REFUSED_';
 /** A refusal means the guard stopped something dangerous: worth a look, nothing is broken. */
 export const REFUSAL_SEVERITY: AlertSeverity = 'warning';
 /** Prefix of every alertname. */
@@ -83,7 +83,7 @@ export function humanCode(code: string): string {
 /** A refusal code always carries the REFUSED_ prefix. */
 export function refusalCode(code: string): string {
   const c = code.trim().toUpperCase() || 'UNSPECIFIED';
-  return c.startsWith(REFUSAL_PREFIX) ? c : REFUSAL_PREFIX + c;
+  return c.startsWith(REFUSAL_CODE_PREFIX) ? c : REFUSAL_CODE_PREFIX + c;
 }
 
 /** Identity of an alert: Alertmanager fingerprints the label set, and these three vary in it. */

@@ -19,7 +19,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { listenUnixSocket } from '../../qmp/unix-server';
 import { AgentError } from '../core/errors';
-import type { ApiHandlers, DaemonEvent } from './api-types';
+import type { ApiHandlers, DaemonEvent, RequestOrigin } from './api-types';
 import { ConnectionLimits, sourcePrefix } from './connection-limits';
 import { MAX_NOTICE_BYTES, parseIncomingNotice } from '../peers/incoming-notice';
 import type { Logger } from '../core/logger';
@@ -88,13 +88,6 @@ export function tokenMatches(header: string | undefined, expected: string): bool
     .digest();
   const want = createHash('sha256').update(expected).digest();
   return timingSafeEqual(got, want) && !!m;
-}
-
-/** Who a request came from, for the handlers that care (POST /v1/incoming). */
-export interface RequestOrigin {
-  /** 'unix' for the local socket; the remote address on TCP. */
-  transport: 'unix' | 'tcp';
-  address: string | null;
 }
 
 type Listener = { token: string | null; limits: ConnectionLimits | null; clients: Set<WebSocket>; maxClients: number };

@@ -9,7 +9,6 @@ import type { HostFacts, Reason, Relation, Severity, StatusDocument, VmStatus } 
 import type { AdviceDocument } from '../judge/advise';
 import type { FleetDocument } from '../judge/fleet';
 import type { IncomingNotice } from '../peers/incoming-notice';
-import type { RequestOrigin } from './api-server';
 
 export type { AdviceDocument, FleetDocument, HostFacts, StatusDocument, VmStatus };
 
@@ -31,6 +30,13 @@ export interface ApiErrorBody {
 }
 
 /** What the API answers, route by route. */
+/** Who a request came from, for the handlers that care (POST /v1/incoming). */
+export interface RequestOrigin {
+  /** 'unix' for the local socket; the remote address on TCP. */
+  transport: 'unix' | 'tcp';
+  address: string | null;
+}
+
 export interface ApiHandlers {
   /** GET /v1/status */
   status(): StatusDocument;

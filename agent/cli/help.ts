@@ -127,16 +127,24 @@ export const COMMANDS: CommandHelp[] = [
   },
   {
     name: 'proxmox-hook',
-    synopsis: 'proxmox-hook [--config FILE] VMID PHASE',
-    summary: 'a Proxmox VE hookscript (hookscript: local:snippets/...)',
+    synopsis:
+      'proxmox-hook [--config FILE] VMID PHASE | proxmox-hook --install [--storage ID] [--config FILE] [VMID...]',
+    summary: 'a Proxmox VE hookscript (hookscript: local:snippets/...), and its installer',
     description:
       "Called by qemu-server as `<script> VMID PHASE`. On pre-start it reads the VM's config from\n" +
       'proxmox.configDir (nodes/$PVE_MIGRATED_FROM/qemu-server/VMID.conf on a migration target), works\n' +
       'out the width and memory layout qemu-server will start it with, and refuses a VM too wide for\n' +
       'this node with one line on stderr (the VM, its width, the limit, a `qm set` fix). A config it\n' +
-      'cannot read or judge refuses too. Other phases exit 0.',
-    options: [CONFIG],
-    exit: '0 allowed (and every phase but pre-start), 1 refused, 3 refused: the source width of a migrating host-following VM is unknown, 78 refused: the config cannot be loaded',
+      'cannot read or judge refuses too. Other phases exit 0.\n' +
+      'With --install: writes the snippet physbits-hook.sh to the storage (`pvesm path`) and sets it on\n' +
+      "the VMs (all of this node's without VMIDs) with `qm set VMID --hookscript`; a VM that already had\n" +
+      'a hookscript gets physbits-hook-VMID.sh, which runs physbits and then that script.',
+    options: [
+      CONFIG,
+      ['--install', 'write the snippet and set it on the VMs'],
+      ['--storage ID', 'the storage with snippets content for --install (default local)'],
+    ],
+    exit: '0 allowed (and every phase but pre-start), 1 refused, 3 refused: the source width of a migrating host-following VM is unknown, 78 refused: the config cannot be loaded; --install: 0 done, 1 some VM failed, 64 usage',
     example: 'physbitsctl proxmox-hook 100 pre-start',
   },
   {

@@ -34,7 +34,7 @@ export function globBase(glob: string, isDynamic: (segment: string) => boolean):
 }
 
 /**
- * Where a VM's guarded socket appears (CONTRACT.md, `guard.socketDir`): the upstream path below the
+ * Where a VM's guarded socket appears (docs/configuration.md, `guard.socketDir`): the upstream path below the
  * fixed part of its glob, mirrored under `socketDir` (`/run/qemu/web1.qmp` found by `/run/qemu/*.qmp`
  * → `<socketDir>/web1.qmp`; `/srv/vms/web1/qmp.sock` by `/srv/vms/{star}/qmp.sock` → `<socketDir>/web1/qmp.sock`).
  * Without a base, or one the path is not under, the upstream's file name.

@@ -1,5 +1,6 @@
 /** The daemon's answers to the control API (agent/api/api-server.ts serves them). */
-import { apiError, type ApiHandlers, type RequestOrigin } from '../api/api-server';
+import { apiError, type ApiHandlers } from '../api/api-server';
+import type { RequestOrigin } from '../api/api-types';
 import { noticeRefusal } from './notice-origin';
 import type { Config } from '../core/config';
 import type { Logger } from '../core/logger';

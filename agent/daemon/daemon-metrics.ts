@@ -1,7 +1,8 @@
 /** The daemon's side of the metrics: VM statuses → series, and the /metrics listener. */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Metrics, startMetricsServer, type MetricsListenLimits, type MetricsServer } from '../api/metrics';
+import { Metrics } from '../api/metrics';
+import { startMetricsServer, type MetricsListenLimits, type MetricsServer } from '../api/metrics-server';
 import type { HostFacts, VmStatus } from '../core/types';
 import type { LogStreamHealth } from '../core/log-stream';
 import { joinHostPort } from '../../qmp/address';

@@ -1,6 +1,6 @@
 /**
  * The guard on a held VM: while the daemon holds the upstream QMP connection, a multiplexing proxy
- * serves the VM's guarded socket (CONTRACT.md `guard.socketDir`: the upstream path mirrored below
+ * serves the VM's guarded socket (docs/configuration.md, `guard.socketDir`: the upstream path mirrored below
  * the fixed part of its glob) and every command from its clients passes the guard's rules
  * (agent/guard/). The socket is `0660` for `guard.socketGroup`, else `0600` owned like the upstream
  * socket, never more open than it. Two VMs never share a guarded path: the second is refused
@@ -15,7 +15,7 @@ import { groupId } from '../core/unix-groups';
 import type { Config } from '../core/config';
 import type { Logger } from '../core/logger';
 import type { HostFacts } from '../core/types';
-import { classifyCommand, createGuardInterceptor, type GuardAction, type RefusalEvent } from '../guard/guard-decision';
+import { classifyCommand, createGuardInterceptor, type GuardAction, type GuardRefusal } from '../guard/guard-decision';
 import type { PeerLookup } from '../guard/migration-rule';
 import type { IncomingNotice } from '../peers/incoming-notice';
 import { qemuRootOf } from '../facts/qemu-process';
@@ -67,7 +67,7 @@ export interface GuardAttachDeps {
   peers: () => PeerLookup;
   logger: Logger;
   /** A command was refused (metrics, alerts, events). */
-  refused(vm: string, refusal: RefusalEvent): void;
+  refused(vm: string, refusal: GuardRefusal): void;
   /** A `migrate` from this upstream socket passed the guard. */
   migrationApproved(socket: string): void;
   /** Tells a peer's agent the booted width of a guest migrating there (null: told; else why not). */
@@ -129,7 +129,7 @@ export function createGuardAttach(deps: GuardAttachDeps) {
       config: deps.config,
       peers: deps.peers(),
       logger,
-      onRefusal: (refusal: RefusalEvent) => deps.refused(supervisor.name, refusal),
+      onRefusal: (refusal: GuardRefusal) => deps.refused(supervisor.name, refusal),
       notifyIncoming: deps.notifyIncoming,
       resolveOptions: () => (qemuView ??= qemuResolveOptions(supervisor.socket, config.host.procRoot)),
     });

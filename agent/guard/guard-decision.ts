@@ -26,7 +26,7 @@ export interface GuardCommand {
 export type GuardAction =
   { action: 'forward' } | { action: 'reply-error'; errorClass: 'GenericError'; desc: string; code: string };
 
-export interface RefusalEvent {
+export interface GuardRefusal {
   vm: string;
   code: string;
   /** The QMP command the client sent (`human-monitor-command` for the HMP forms). */
@@ -45,7 +45,7 @@ export interface GuardContext {
   q: QmpExecutor;
   config: () => Config;
   peers: PeerLookup;
-  onRefusal(r: RefusalEvent): void;
+  onRefusal(r: GuardRefusal): void;
   /**
    * Tells a peer's agent the width a host-phys-bits=on guest migrating there booted with (POST
    * /v1/incoming); resolves with null when told, else why not. Bounded by the peer timeout.
@@ -139,7 +139,7 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
 
   const refuse = (
     cmd: GuardCommand,
-    effective: RefusalEvent['effective'],
+    effective: GuardRefusal['effective'],
     code: string,
     message: string,
   ): GuardAction => {
@@ -156,7 +156,7 @@ export function createGuardInterceptor(ctx: GuardContext): (cmd: GuardCommand) =
   /** guard.onUnknown: refuse with `code`, or let the command through with a warning. */
   const undecided = (
     cmd: GuardCommand,
-    effective: RefusalEvent['effective'],
+    effective: GuardRefusal['effective'],
     code: string,
     message: string,
   ): GuardAction => {

@@ -13,7 +13,7 @@ export interface MigrationPolicy extends Pick<Policy, 'accelerators'> {
   unknownPeer?: 'refuse' | 'allow';
 }
 
-export interface MigrationCheck {
+export interface MigrationRuleResult {
   allowed: boolean;
   code?: string;
   message: string;
@@ -37,7 +37,7 @@ export interface MigrationInput {
   unknownReason?: string;
 }
 
-function unknownPeer(input: MigrationInput, why: string): MigrationCheck {
+function unknownPeer(input: MigrationInput, why: string): MigrationRuleResult {
   const allow = input.policy.unknownPeer === 'allow';
   const where = input.target ? ` (${input.target})` : '';
   if (allow) return { allowed: true, message: `${why}${where}; allowed because guard.unknownPeer is 'allow'` };
@@ -49,7 +49,7 @@ function unknownPeer(input: MigrationInput, why: string): MigrationCheck {
 }
 
 /** Pure: the verdict for migrating `guest` from this host to `peer`. */
-export function checkMigration(input: MigrationInput): MigrationCheck {
+export function checkMigration(input: MigrationInput): MigrationRuleResult {
   const { guest, host, peer, policy } = input;
   const vm = guest.name ?? 'the guest';
   if (!policy.accelerators.includes(guest.accelerator)) {
@@ -104,12 +104,12 @@ export async function decideMigration(input: {
   host: HostFacts;
   policy: MigrationPolicy;
   peers: PeerLookup;
-}): Promise<MigrationCheck & { destinations?: AllowedDestination[] }> {
+}): Promise<MigrationRuleResult & { destinations?: AllowedDestination[] }> {
   const messages: string[] = [];
   const destinations: AllowedDestination[] = [];
   for (const t of input.targets) {
     const target = describeTarget(t);
-    let result: MigrationCheck;
+    let result: MigrationRuleResult;
     if (t.kind === 'local') {
       const unknownReason = `a ${t.transport}: destination does not say which host receives the guest`;
       result = checkMigration({ ...input, peer: null, target: quote(target), unknownReason });

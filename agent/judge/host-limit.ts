@@ -1,6 +1,6 @@
 /**
  * The host's limit: the widest guest-physical address width KVM on this host can map for a guest
- * (shared/CONTRACT.md, "The host's limit"). Every rule compares with this one number; nothing else
+ * (docs/reasons.md, "The host's limit"). Every rule compares with this one number; nothing else
  * in the agent derives a host width from the readings.
  *
  * What KVM does (Linux):

@@ -1,6 +1,7 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
-import { Metrics, MAX_LABEL_VALUES_PER_VM, parseListen, startMetricsServer } from '../../agent/api/metrics';
+import { Metrics, MAX_LABEL_VALUES_PER_VM } from '../../agent/api/metrics';
+import { parseListen, startMetricsServer } from '../../agent/api/metrics-server';
 import { PROMTOOL, requireTool } from '../helpers/alertmanager';
 
 /**

@@ -6,7 +6,7 @@
 import test from 'ava';
 import { parseConfig } from '../../agent/core/config';
 import { readGuestFacts, parseMemoryDevices } from '../../agent/facts/guest-facts';
-import { createGuardInterceptor, type GuardCommand, type RefusalEvent } from '../../agent/guard/guard-decision';
+import { createGuardInterceptor, type GuardCommand, type GuardRefusal } from '../../agent/guard/guard-decision';
 import { parseHmpCommandLine } from '../../agent/guard/hmp-command';
 import { memoryDeviceRequest } from '../../agent/guard/memory-hotplug-rule';
 import { QmpClient } from '../../qmp/client';
@@ -32,7 +32,7 @@ for (const qemu of QEMUS) {
     // maxmem - mem + 1 GiB per slot.
     t.deepEqual(facts.layout?.deviceMemory, { base: 4 * GiB, size: 8 * GiB - 128 * 2 ** 20 + 4 * GiB });
 
-    const refusals: RefusalEvent[] = [];
+    const refusals: GuardRefusal[] = [];
     const config = parseConfig({ policy: { accelerators: ['tcg'] } });
     const guard = createGuardInterceptor({
       vm: 'hotplug',

@@ -8,7 +8,7 @@ import {
   RESERVATION_MS,
   type GuardCommand,
   type GuardContext,
-  type RefusalEvent,
+  type GuardRefusal,
 } from '../../agent/guard/guard-decision';
 import type { PeerLookup } from '../../agent/guard/migration-rule';
 import { REFUSAL_PREFIX } from '../../agent/guard/refusal';
@@ -83,7 +83,7 @@ function staticPeers(): PeerLookup {
 
 interface Setup {
   guard: ReturnType<typeof createGuardInterceptor>;
-  refusals: RefusalEvent[];
+  refusals: GuardRefusal[];
   waits: number[];
   q: ReturnType<typeof fakeQemu>;
 }
@@ -100,7 +100,7 @@ function setup(
   } = {},
 ): Setup {
   const config: Config = parseConfig({ policy: { accelerators: ['kvm'] }, ...opts.config });
-  const refusals: RefusalEvent[] = [];
+  const refusals: GuardRefusal[] = [];
   const waits: number[] = [];
   const q = opts.q ?? fakeQemu({ m4: 4 * GiB, m8: 8 * GiB });
   const facts = opts.facts === undefined ? straddling : opts.facts;
