@@ -58,6 +58,11 @@ export class LibvirtWatch {
   private flushing = false;
   private readonly events: LibvirtEventStream;
   private streamDown: string | null = null;
+  /**
+   * Domains libvirt last started from a save file or a snapshot ("Started Restored"/"Started
+   * Snapshot"): QEMU shows such a guest as received by migration, but it booted on this host.
+   */
+  private readonly restored = new Set<string>();
 
   constructor(private readonly deps: LibvirtWatchDeps) {
     this.events = new LibvirtEventStream({
@@ -67,6 +72,10 @@ export class LibvirtWatch {
       spawn: deps.spawn,
       onEvent: (event) => {
         deps.logger.debug('libvirt event', { domain: event.domain, type: event.type, detail: event.detail });
+        if (event.change === 'started' || event.change === 'stopped') {
+          if (/^Started (Restored|Snapshot)$/.test(event.detail)) this.restored.add(event.domain);
+          else this.restored.delete(event.domain);
+        }
         this.changes.add(event.domain, event.change);
         this.scheduleFlush();
       },
@@ -153,6 +162,7 @@ export class LibvirtWatch {
     }
     if (this.stopped) return added;
     const listed = new Map(domains.map((dom) => [`${LIBVIRT_PREFIX}${dom.name}`, dom.uuid]));
+    for (const name of this.restored) if (!listed.has(`${LIBVIRT_PREFIX}${name}`)) this.restored.delete(name);
     for (const key of [...this.deps.vms.keys()]) {
       if (!key.startsWith(LIBVIRT_PREFIX)) continue;
       const uuid = listed.get(key);
@@ -169,9 +179,12 @@ export class LibvirtWatch {
       this.uuids.set(key, dom.uuid);
       added.add(key);
       this.deps.vms.add(key, async () => {
-        const guest = await readGuestFacts(monitor, { timeoutMs: this.deps.config().qmp.timeoutMs });
+        const { incoming, ...guest } = await readGuestFacts(monitor, { timeoutMs: this.deps.config().qmp.timeoutMs });
         // libvirt names the domain even when QEMU was given no -name of its own.
-        return { ...guest, name: guest.name || dom.name };
+        const named = { ...guest, name: guest.name || dom.name };
+        // A restore loads the guest as a migration would (libvirt 9.0: query-migrate then answers a
+        // destination's bare "completed"), but the guest booted here: no arrival.
+        return incoming && !this.restored.has(dom.name) ? { ...named, incoming } : named;
       });
     }
     return added;
