@@ -222,6 +222,12 @@ export interface BackendFacts {
   align?: number;
   /** The page size backing the memory: 4 KiB, or the huge page size (hugetlbfs, memfd hugetlb). */
   pageSize?: number;
+  /**
+   * The mem-path QEMU names could not be measured where it was looked for (not found there: QEMU's
+   * root unreachable and the path absent from this namespace, e.g. the unit's private /tmp): its page
+   * size, and so the device's alignment, is not known.
+   */
+  unmeasured?: string;
 }
 
 /** The backend region's alignment (memory_region_get_alignment of the backend's region). */
@@ -349,7 +355,9 @@ async function readBackend(q: QmpExecutor, id: string, opts: ResolveOptions): Pr
     backend.align = asNumber(align) ?? 0;
     if (typeof memPath === 'string' && memPath.length > 0) {
       const where = opts.qemuRoot ? join(opts.qemuRoot, memPath) : memPath;
-      backend.pageSize = (await (opts.pageSizeOf ?? hostPageSize)(where)) ?? PAGE_SIZE;
+      const measured = await (opts.pageSizeOf ?? hostPageSize)(where);
+      backend.pageSize = measured ?? PAGE_SIZE;
+      if (measured === null) backend.unmeasured = where;
     }
   } else if (backend.type === 'memory-backend-memfd') {
     const [hugetlb, hugetlbsize] = await Promise.all([get('hugetlb'), get('hugetlbsize')]);

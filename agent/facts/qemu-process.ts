@@ -5,10 +5,14 @@
  * the way `ss -xlp` finds it: the listening socket's inode in `<procRoot>/net/unix` (the path as
  * QEMU bound it, relative to its root), the process holding that inode among `<procRoot>/<pid>/fd`,
  * and a check that `<procRoot>/<pid>/root/<bound path>` is the very socket file (same device and
- * inode) this side connects to. Read through the injected procRoot; bounded.
+ * inode, the last component not followed) this side connects to. The bound path must be the whole
+ * path this side uses, or its end (QEMU chrooted or in a container sees the tail below its root): a
+ * listener of the same basename elsewhere whose path was replaced by a link to this socket is not
+ * QEMU. When more than one process passes, none is taken (the caller measures nothing rather than
+ * in the wrong process's root). Read through the injected procRoot; bounded.
  */
-import { readdir, readFile, readlink, stat } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
+import { join } from 'node:path';
 
 /** At most this many processes and descriptors per process are looked at. */
 const MAX_PROCESSES = 65536;
@@ -36,19 +40,23 @@ export function parseNetUnix(text: string): UnixListener[] {
   return out;
 }
 
-/** The pid of the process listening on `socket` (a path on this side), or null when not found. */
+/** Whether a listener bound at `bound` (its own view) can be the socket this side reaches at `socket`. */
+function samePath(socket: string, bound: string): boolean {
+  return socket === bound || socket.endsWith(bound);
+}
+
+/** The pid of the process listening on `socket` (a path on this side), or null when not found or not one. */
 export async function findSocketListener(socket: string, procRoot = '/proc'): Promise<number | null> {
   let want: { dev: number; ino: number };
   let text: string;
   try {
-    want = await stat(socket);
+    want = await lstat(socket);
     text = (await readFile(join(procRoot, 'net', 'unix'), 'utf8')).slice(0, MAX_NET_UNIX);
   } catch {
     return null;
   }
-  const name = basename(socket);
   const candidates = new Map<number, string>();
-  for (const l of parseNetUnix(text)) if (basename(l.path) === name) candidates.set(l.inode, l.path);
+  for (const l of parseNetUnix(text)) if (samePath(socket, l.path)) candidates.set(l.inode, l.path);
   if (candidates.size === 0) return null;
   let pids: string[];
   try {
@@ -56,6 +64,7 @@ export async function findSocketListener(socket: string, procRoot = '/proc'): Pr
   } catch {
     return null;
   }
+  const found = new Set<number>();
   for (const pid of pids) {
     let fds: string[];
     try {
@@ -68,11 +77,14 @@ export async function findSocketListener(socket: string, procRoot = '/proc'): Pr
       const m = /^socket:\[(\d+)\]$/.exec(link);
       const bound = m ? candidates.get(Number(m[1])) : undefined;
       if (bound === undefined) continue;
-      const seen = await stat(join(procRoot, pid, 'root', bound)).catch(() => null);
-      if (seen && seen.dev === want.dev && seen.ino === want.ino) return Number(pid);
+      const seen = await lstat(join(procRoot, pid, 'root', bound)).catch(() => null);
+      if (seen && seen.dev === want.dev && seen.ino === want.ino) {
+        found.add(Number(pid));
+        break;
+      }
     }
   }
-  return null;
+  return found.size === 1 ? [...found][0] : null;
 }
 
 /** QEMU's root as this side reaches it: `<procRoot>/<pid>/root`, or null when the listener is unknown. */

@@ -183,6 +183,12 @@ export async function decideMemoryHotplug(input: MemoryRuleInput): Promise<Memor
       message: `cannot tell the size of ${name(dev)} (memdev ${quote(dev.args.memdev ?? null)})`,
     };
   }
+  if (resolved.backend.unmeasured) {
+    return {
+      outcome: 'unknown',
+      message: `cannot measure the page size of ${name(dev)}'s mem-path ${quote(resolved.backend.unmeasured)} (QEMU's root not reachable from here, and the path not found here), so its alignment is not known`,
+    };
+  }
   if (!region) {
     return {
       outcome: 'unknown',

@@ -49,6 +49,7 @@ export const EXAMPLES: Record<string, string> = {
   'contrib/prometheus/physbits-fleet-rules.yml': 'prometheus/physbits-fleet-rules.yml',
   'contrib/alertmanager/route-example.yml': 'alertmanager/route-example.yml',
   'contrib/grafana/physbits-dashboard.json': 'grafana/physbits-dashboard.json',
+  'systemd/nfd-feature-file.conf': 'systemd/nfd-feature-file.conf',
 };
 
 /** `Name <address>` for the control file and the changelog. */

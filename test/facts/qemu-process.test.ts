@@ -4,7 +4,8 @@
  * and on Debian 13's QEMU run chrooted in its tree, where the mem-path QEMU names exists only there.
  */
 import test from 'ava';
-import { existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { QmpClient } from '../../qmp/client';
@@ -100,4 +101,46 @@ test(`${TRIXIE_QEMU.label} chrooted: QEMU's process is found from its socket, an
   t.is(await hostPageSize(join(qemuRoot!, memPath)), 4096);
   t.is(await hostPageSize(memPath), null);
   t.like(resolved, { size: 2 * 2 ** 20, backend: { type: 'memory-backend-file', pageSize: 4096 } });
+  // QEMU's root out of reach (a non-root QEMU under the unit, which has no CAP_SYS_PTRACE): measured
+  // here, the path is not found, and the page size is said to be unknown rather than taken as 4 KiB.
+  const here = await resolveMemoryDevice(client, { driver: 'pc-dimm', id: 'd1', memdev: 'f1' }, {});
+  t.is(here?.backend.unmeasured, memPath);
+});
+
+test('real processes: a listener of the same name whose path was swapped for a link to the QMP socket is not taken for QEMU', async (t) => {
+  const dir = tempDir('physbits-decoy-');
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  chmodSync(dir, 0o755);
+  const decoyDir = join(dir, 'decoy');
+  mkdirSync(decoyDir);
+  chownSync(decoyDir, 65534, 65534);
+  const vms = join(dir, 'vms');
+  mkdirSync(vms);
+  // The decoy starts first, so its pid comes first in /proc: uid 65534 binds decoy/vm.qmp, then
+  // replaces that path with a link to the guest's socket.
+  const decoyPath = join(decoyDir, 'vm.qmp');
+  const decoy = spawn(
+    '/usr/bin/setpriv',
+    [
+      '--reuid',
+      '65534',
+      '--regid',
+      '65534',
+      '--clear-groups',
+      '--',
+      process.execPath,
+      '-e',
+      `require('net').createServer().listen(${JSON.stringify(decoyPath)}, () => process.stdout.write('up\\n'))`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  t.teardown(() => decoy.kill('SIGKILL'));
+  await new Promise<void>((r) => decoy.stdout.once('data', () => r()));
+  const guest = await startGuest({ dir: vms, name: 'vm' });
+  t.teardown(() => guest.kill());
+  t.true(decoy.pid! < guest.pid, `decoy ${decoy.pid} before QEMU ${guest.pid}`);
+  rmSync(decoyPath);
+  symlinkSync(guest.socket, decoyPath);
+  t.is(await findSocketListener(guest.socket), guest.pid);
+  t.is(await qemuRootOf(guest.socket), `/proc/${guest.pid}/root`);
 });
