@@ -345,11 +345,17 @@ export function qemuHostPhysBits(host: {
   return host.cpuidPhysBits ?? host.cpuinfoPhysBits ?? host.physBits;
 }
 
-/** The MAXPHYADDR KVM compares a guest's with for allow_smaller_maxphyaddr: boot_cpu_data.x86_phys_bits. */
+/**
+ * The MAXPHYADDR KVM compares a guest's with for allow_smaller_maxphyaddr: kvm_host.maxphyaddr
+ * (arch/x86/kvm/vmx/vmx.h vmx_need_pf_intercept: cpuid_maxphyaddr(vcpu) < kvm_host.maxphyaddr),
+ * which arch/x86/kvm/mmu/spte.c kvm_get_host_maxphyaddr() takes from the raw CPUID 0x80000008
+ * ("boot_cpu_data.x86_phys_bits is reduced for MKTME/SME; use raw MAXPHYADDR"), not the width
+ * /proc/cpuinfo shows.
+ */
 export function hostCpuMaxPhysAddr(host: {
   cpuidPhysBits: number | null;
   cpuinfoPhysBits: number | null;
   physBits: number;
 }): number {
-  return host.cpuinfoPhysBits ?? host.cpuidPhysBits ?? host.physBits;
+  return host.cpuidPhysBits ?? host.cpuinfoPhysBits ?? host.physBits;
 }

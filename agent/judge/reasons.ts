@@ -11,6 +11,7 @@ export type ReasonCode =
   | 'GUEST_NARROWER_THAN_HOST'
   | 'GUEST_WIDER_THAN_HOST'
   | 'GUEST_WIDER_THAN_KNOWN_LIMIT'
+  | 'GUEST_WIDER_WITHIN_GUEST_PHYS_BITS'
   | 'GUEST_WIDER_NOT_ENFORCED'
   | 'GUEST_WIDER_BY_MEMORY_ENCRYPTION'
   | 'LAYOUT_BEYOND_HOST_LIMIT'
@@ -37,6 +38,8 @@ export const REASON_SEVERITY: Readonly<Record<ReasonCode, Severity>> = {
   GUEST_WIDER_THAN_HOST: 'critical',
   // The host's limit is 48 or its raw width, and which is not known (host-limit.ts eptLevelsOf).
   GUEST_WIDER_THAN_KNOWN_LIMIT: 'warning',
+  // phys-bits above the limit, guest-phys-bits at or below it (QEMU 9.1+ -cpu host on a capped host).
+  GUEST_WIDER_WITHIN_GUEST_PHYS_BITS: 'info',
   GUEST_WIDER_NOT_ENFORCED: 'info',
   GUEST_WIDER_BY_MEMORY_ENCRYPTION: 'info',
   LAYOUT_BEYOND_HOST_LIMIT: 'critical',
@@ -161,6 +164,24 @@ function aboveLimit(hostBits: number, ctx: WiderContext): string {
       `share the host's ${hostBits}-bit physical address space: memory placed at or above ${at} is accepted and not reliably usable by the guest`
     );
   return `guest memory placed at or above ${at} cannot be mapped: KVM refuses the memory slot and QEMU stops the guest`;
+}
+
+/**
+ * Info: phys-bits above the host's limit, but guest-phys-bits (CPUID 0x80000008 EAX[23:16]) at or
+ * below it, as QEMU 9.1+ sets it for -cpu host from KVM's addressable width (target/i386/kvm/kvm-cpu.c
+ * kvm_set_guest_phys_bits). OVMF sizes its 64-bit window by guest-phys-bits (OvmfPkg/Library/
+ * PlatformInitLib/MemDetect.c PlatformAddressWidthFromCpuid); SeaBIOS reads only EAX[7:0]
+ * (src/fw/paravirt.c) but caps its 64-bit window at 2^46 (1.16.3) or 2^44 (1.17.0) below a wider
+ * phys-bits (src/fw/pciinit.c). What is placed is checked against 2^guest-phys-bits by the layout
+ * and BAR reasons, which stay critical.
+ */
+export function guestWiderWithinGuestPhysBits(guestBits: number, gpb: number, hostBits: number): Reason {
+  return reason(
+    'GUEST_WIDER_WITHIN_GUEST_PHYS_BITS',
+    `guest phys-bits ${guestBits} is wider than the host's ${hostBits}-bit limit, but guest-phys-bits=${gpb} tells ` +
+      `its firmware and OS that only ${gpb} bits are addressable: OVMF keeps its 64-bit window below 2^${gpb}, and ` +
+      `SeaBIOS below 2^46; what is actually placed is checked against 2^${gpb}; set phys-bits=${gpb} to remove the doubt`,
+  );
 }
 
 export interface NotKnownContext {

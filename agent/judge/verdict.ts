@@ -48,6 +48,8 @@ function relationReason(host: HostFacts, guest: GuestFacts, policy: Policy, enfo
   if (relation === 'equal') return R.guestEqualsHost(g);
   if (relation === 'narrower') return R.guestNarrowerThanHost(g, h, policy.narrowerSeverity);
   if (!enforced) return R.guestWiderNotEnforced(g, h, guest.accelerator);
+  const gpb = guest.guestPhysBits;
+  if (gpb !== null && gpb > 0 && gpb <= h) return R.guestWiderWithinGuestPhysBits(g, gpb, h);
   const upper = host.limit.upperPhysBits ?? null;
   if (upper !== null && g <= upper && host.physBitsSource !== 'config') {
     const why = host.reasoning.find((line) => line.includes('not known')) ?? 'the nested paging depth is not known';
@@ -92,8 +94,8 @@ function memoryEncryptionReason(host: HostFacts, guest: GuestFacts, enforced: bo
 /** The width the guest's layout is checked against: the host's limit, or a lower guest-phys-bits. */
 export function layoutLimitBits(host: HostFacts, guest: GuestFacts): { bits: number; byGuestPhysBits: boolean } {
   const gpb = guest.guestPhysBits;
-  if (gpb !== null && gpb > 0 && gpb < host.physBits && gpb < guest.physBits)
-    return { bits: gpb, byGuestPhysBits: true };
+  if (gpb !== null && gpb > 0 && gpb <= host.physBits && gpb < guest.physBits)
+    return { bits: gpb, byGuestPhysBits: gpb < host.physBits };
   return { bits: host.physBits, byGuestPhysBits: false };
 }
 

@@ -1,56 +1,112 @@
-/**
- * FactPoller: reads on its schedule and on demand; a read that ends after a later read has reported
- * is stale and dropped (a libvirt event's read can overtake a scheduled one started before the change).
- */
 import test from 'ava';
+import type { Timers } from '../../agent/core/timers';
 import type { GuestFacts } from '../../agent/core/types';
 import { FactPoller } from '../../agent/daemon/fact-poller';
 import { guestFacts } from '../helpers/facts';
-import { ManualTimers } from '../helpers/manual-timers';
 
-function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
-  let resolve!: (v: T) => void;
-  let reject!: (e: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
+/** Timers the test fires by hand: each pending callback with the delay it asked for. */
+function manualTimers() {
+  const pending = new Map<number, { fn: () => void; ms: number }>();
+  let next = 0;
+  const timers: Timers = {
+    now: () => 0,
+    setTimeout: (fn, ms) => {
+      pending.set(++next, { fn, ms });
+      return next;
+    },
+    clearTimeout: (handle) => void pending.delete(handle as number),
+  };
+  return {
+    timers,
+    delays: () => [...pending.values()].map((p) => p.ms),
+    fire: () => {
+      const entries = [...pending.entries()];
+      pending.clear();
+      for (const [, p] of entries) p.fn();
+    },
+  };
 }
 
-test('a read that ends after a later one reported is dropped; the schedule goes on', async (t) => {
-  const reads: Array<ReturnType<typeof deferred<GuestFacts>>> = [];
-  const reported: string[] = [];
-  const timers = new ManualTimers();
-  const poller = new FactPoller({
-    readFacts: () => {
-      const d = deferred<GuestFacts>();
-      reads.push(d);
-      return d.promise;
-    },
-    intervalMs: () => 600_000,
-    timers,
+/** A read the test settles: each call of readFacts adds one. */
+function reads() {
+  const calls: { resolve: (g: GuestFacts) => void; reject: (e: Error) => void }[] = [];
+  const readFacts = () =>
+    new Promise<GuestFacts>((resolve, reject) => {
+      calls.push({ resolve, reject });
+    });
+  return { calls, readFacts };
+}
+
+const settle = () => new Promise((r) => setImmediate(r));
+
+function poller(interval = 30_000) {
+  const clock = manualTimers();
+  const r = reads();
+  const log: string[] = [];
+  const p = new FactPoller({
+    readFacts: r.readFacts,
+    intervalMs: () => interval,
+    timers: clock.timers,
     report: {
-      read: (g) => reported.push(`read ${g.physBits}`),
-      failed: (e) => reported.push(`failed ${(e as Error).message}`),
-      event: () => undefined,
+      read: (g) => log.push(`read ${g.name}`),
+      failed: (e) => log.push(`failed ${(e as Error).message}`),
+      event: () => log.push('event'),
     },
   });
-  poller.start();
-  const refreshed = poller.refresh();
-  reads[1].resolve(guestFacts({ physBits: 41 }));
+  return { p, clock, r, log };
+}
+
+test('reads at start, then again after intervalMs', async (t) => {
+  const { p, clock, r, log } = poller(30_000);
+  p.start();
+  t.is(r.calls.length, 1);
+  r.calls[0].resolve(guestFacts({ name: 'web1' }));
+  await settle();
+  t.deepEqual(log, ['read web1']);
+  t.deepEqual(clock.delays(), [30_000]);
+  clock.fire();
+  t.is(r.calls.length, 2);
+  r.calls[1].reject(new Error('gone'));
+  await settle();
+  t.deepEqual(log, ['read web1', 'failed gone']);
+  t.deepEqual(clock.delays(), [30_000]);
+});
+
+test('a read that ends after a later one was reported is dropped', async (t) => {
+  const { p, r, log } = poller();
+  p.start();
+  const refreshed = p.refresh();
+  t.is(r.calls.length, 2);
+  r.calls[1].resolve(guestFacts({ name: 'new' }));
   await refreshed;
-  reads[0].resolve(guestFacts({ physBits: 40 }));
-  await new Promise((r) => setImmediate(r));
-  t.deepEqual(reported, ['read 41']);
-  t.deepEqual(timers.delays(), [600_000]);
-  // The same for a failure that ends late.
-  const again = poller.refresh();
-  timers.fire();
-  reads[3].resolve(guestFacts({ physBits: 42 }));
-  reads[2].reject(new Error('late'));
-  await again;
-  await new Promise((r) => setImmediate(r));
-  t.deepEqual(reported, ['read 41', 'read 42']);
-  await poller.stop();
+  r.calls[0].resolve(guestFacts({ name: 'old' }));
+  await settle();
+  t.deepEqual(log, ['read new']);
+});
+
+test('kick reads at once only after a failed read', async (t) => {
+  const { p, clock, r } = poller();
+  p.start();
+  r.calls[0].resolve(guestFacts());
+  await settle();
+  p.kick();
+  t.is(r.calls.length, 1);
+  clock.fire();
+  r.calls[1].reject(new Error('unreachable'));
+  await settle();
+  t.deepEqual(clock.delays(), [30_000]);
+  p.kick();
+  t.is(r.calls.length, 3);
+  t.deepEqual(clock.delays(), []);
+});
+
+test('after stop nothing is reported and nothing is scheduled', async (t) => {
+  const { p, clock, r, log } = poller();
+  p.start();
+  await p.stop();
+  r.calls[0].resolve(guestFacts());
+  await settle();
+  t.deepEqual(log, []);
+  t.deepEqual(clock.delays(), []);
+  t.is(p.upstream(), null);
 });

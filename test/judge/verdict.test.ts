@@ -201,6 +201,20 @@ const ROWS: Row[] = [
     codes: ['KVM_SMALLER_MAXPHYADDR_NOT_ALLOWED', 'GUEST_EQUALS_HOST'],
   },
   {
+    name: 'TME-MK host (cpuinfo 46, raw 52, 5-level EPT): a 46-bit guest is narrower than kvm_host.maxphyaddr',
+    host: hostFromReadings('hv1', {
+      cpuinfoPhysBits: 46,
+      cpuidPhysBits: 52,
+      flags: { sme: false, sev: false, sev_es: false, sev_snp: false, tme: true },
+      paging: { la57: true, ept5Level: true, hypervisor: false },
+      kvm: { module: 'kvm_intel', ept: true, npt: null, allowSmallerMaxphyaddr: false },
+    }),
+    guest: guest({ physBits: 46 }),
+    relation: 'narrower',
+    severity: 'info',
+    codes: ['KVM_SMALLER_MAXPHYADDR_NOT_ALLOWED', 'GUEST_NARROWER_THAN_HOST'],
+  },
+  {
     name: 'equal on kvm_intel allow_smaller_maxphyaddr=N: nothing to say',
     host: host({ kvm: { allowSmallerMaxphyaddr: false } }),
     guest: guest(),
@@ -318,6 +332,30 @@ const ROWS: Row[] = [
     relation: 'wider',
     severity: 'warning',
     codes: ['GUEST_WIDER_THAN_KNOWN_LIMIT'],
+  },
+  {
+    name: 'QEMU 9.1+ -cpu host on a 4-level 52-bit host: phys-bits 52, guest-phys-bits 48 = the limit: not critical',
+    host: hostFromReadings('hv1', {
+      cpuinfoPhysBits: 46,
+      cpuidPhysBits: 52,
+      flags: { sme: false, sev: false, sev_es: false, sev_snp: false, tme: true },
+    }),
+    guest: guest({ physBits: 52, hostPhysBits: true, guestPhysBits: 48 }),
+    relation: 'wider',
+    severity: 'warning',
+    codes: ['GUEST_PHYS_BITS_SET', 'GUEST_WIDER_WITHIN_GUEST_PHYS_BITS'],
+  },
+  {
+    name: 'guest-phys-bits above the limit does not help: critical',
+    host: hostFromReadings('hv1', {
+      cpuinfoPhysBits: 46,
+      cpuidPhysBits: 52,
+      flags: { sme: false, sev: false, sev_es: false, sev_snp: false, tme: true },
+    }),
+    guest: guest({ physBits: 52, guestPhysBits: 50 }),
+    relation: 'wider',
+    severity: 'critical',
+    codes: ['GUEST_WIDER_THAN_HOST', 'GUEST_PHYS_BITS_SET'],
   },
   {
     name: '52-bit AMD without la57: a 52-bit guest is critical on the 48-bit cap',
@@ -588,7 +626,7 @@ const ROWS: Row[] = [
   {
     name: 'everything at once, sorted most severe first',
     host: host({ kvm: { allowSmallerMaxphyaddr: false } }),
-    guest: guest({ physBits: 48, guestPhysBits: 44, layout: layout(2 ** 47) }),
+    guest: guest({ physBits: 48, guestPhysBits: 47, layout: layout(2 ** 47) }),
     peers: [peer('hv2', 39), peer('hv4', null, false)],
     relation: 'wider',
     severity: 'critical',
