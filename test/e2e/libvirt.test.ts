@@ -379,7 +379,10 @@ serial(
     const port = metricsLine.exec(log)?.[1];
     t.truthy(port, log);
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-    t.regex(metrics, new RegExp(`physbits_guest_phys_bits\\{vm="${NARROW}",host="[^"]+",accelerator="[a-z]+"[^}]*\\} 39`));
+    t.regex(
+      metrics,
+      new RegExp(`physbits_guest_phys_bits\\{vm="${NARROW}",host="[^"]+",accelerator="[a-z]+"[^}]*\\} 39`),
+    );
     // libvirt still owns the monitor: its own commands keep working while the daemon reads.
     const info = await virsh(['qemu-monitor-command', `--domain=${NARROW}`, '--cmd={"execute":"query-status"}']);
     t.is(info.code, 0, info.stderr);
