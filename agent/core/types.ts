@@ -261,6 +261,12 @@ export interface GuestFacts {
   incoming?: GuestIncoming;
   /** A host-phys-bits=on guest that arrived by migration and has not been reset since. */
   migratedIn?: GuestMigratedIn;
+  /**
+   * How the guest boots: 'pflash' when the machine has a `system.flash0` child (UEFI from pflash,
+   * OVMF: hw/i386/pc_sysfw.c keeps the flash devices only when a pflash drive backs them), 'bios'
+   * when it has none (-bios, SeaBIOS by default); absent or null when `qom-list /machine` failed.
+   */
+  firmware?: 'pflash' | 'bios' | null;
   /** `qom-get /machine type`, e.g. "pc-q35-7.2-machine"; absent or null when not read. */
   machineType?: string | null;
   /**

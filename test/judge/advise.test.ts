@@ -357,16 +357,23 @@ test('a pool width QEMU cannot take is refused with POOL_BITS_INVALID (exit 64)'
   t.is(advise({ ...fleet([]), poolBits: 52 }).poolBits, 52);
 });
 
-test('QEMU 9.1+ guests get the guest-phys-bits form and a note; 7.2 guests do not', (t) => {
-  const newer = advise(fleet([vm('new', guest(46, { qemuVersion: '9.1.0', guestPhysBits: 0 }))])).guests[0];
+test('QEMU 9.1+ guests booting OVMF (pflash) get the guest-phys-bits form and a note; 7.2 and SeaBIOS guests do not', (t) => {
+  const newer = advise(fleet([vm('new', guest(46, { qemuVersion: '9.1.0', guestPhysBits: 0, firmware: 'pflash' }))]))
+    .guests[0];
   t.is(newer.settings!.qemuGuestPhysBits, '-cpu Skylake-Server,guest-phys-bits=39');
   t.true(
     newer.notes.some((n) =>
       n.startsWith('this QEMU has guest-phys-bits (9.1+): guest-phys-bits=39 has the firmware place'),
     ),
   );
-  const byVersion = advise(fleet([vm('v10', guest(46, { qemuVersion: '10.0.2' }))])).guests[0];
+  const byVersion = advise(fleet([vm('v10', guest(46, { qemuVersion: '10.0.2', firmware: 'pflash' }))])).guests[0];
   t.is(byVersion.settings!.qemuGuestPhysBits, '-cpu Skylake-Server,guest-phys-bits=39');
+  // SeaBIOS reads only phys-bits (src/fw/paravirt.c): guest-phys-bits would not move its window.
+  for (const firmware of ['bios', null] as const) {
+    const seabios = advise(fleet([vm('sb', guest(46, { qemuVersion: '10.0.2', firmware }))])).guests[0];
+    t.is(seabios.settings!.qemuGuestPhysBits, undefined, String(firmware));
+    t.false(seabios.notes.some((n) => n.includes('guest-phys-bits')));
+  }
   const old = advise(fleet([vm('old', guest(46, { qemuVersion: '9.0.2' }))])).guests[0];
   t.is(old.settings!.qemuGuestPhysBits, undefined);
   t.false(old.notes.some((n) => n.includes('guest-phys-bits')));
