@@ -62,6 +62,11 @@ export interface QmpClientOptions {
   logger?: QmpLogger;
   /** Default: the real ones. The connect timeout always runs on real time. */
   timers?: QmpTimers;
+  /**
+   * Called for every command that got its reply (a return or an error), with the seconds from
+   * sending it to the reply; not for one that timed out, was aborted or lost with the connection.
+   */
+  onReply?: (command: string, seconds: number) => void;
 }
 
 export interface ExecuteOptions {
@@ -111,6 +116,7 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
   private readonly pending = new Map<string, Pending>();
   private readonly abandoned = new Set<string>();
   private readonly timeoutMs: number;
+  private readonly onReply: ((command: string, seconds: number) => void) | undefined;
   private readonly maxPending: number;
   private readonly maxQueuedEvents: number;
   private readonly logger: QmpLogger;
@@ -128,6 +134,7 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
     super();
     this.address = address;
     this.timeoutMs = opts.timeoutMs ?? 5000;
+    this.onReply = opts.onReply;
     this.maxPending = opts.maxPending ?? 64;
     this.maxQueuedEvents = opts.maxQueuedEvents ?? 256;
     this.logger = opts.logger ?? silent;
@@ -312,6 +319,7 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
         this.abandon(id);
         entry.settle(new AbortedError(`${this.address}: ${command}: aborted`, { cause: opts.signal?.reason }));
       };
+      const sent = this.onReply ? performance.now() : 0;
       const entry: Pending = {
         command,
         settle: (result) => {
@@ -319,7 +327,10 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
           opts.signal?.removeEventListener('abort', onAbort);
           this.pending.delete(id);
           if (result instanceof QmpError) reject(result);
-          else resolve(result);
+          else {
+            this.onReply?.(command, (performance.now() - sent) / 1000);
+            resolve(result);
+          }
         },
       };
       this.pending.set(id, entry);

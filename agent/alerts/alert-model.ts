@@ -26,6 +26,8 @@ const ALERT_SEVERITIES: ReadonlySet<string> = new Set(['info', 'warning', 'criti
 export interface AlertLabels {
   alertname: string;
   vm: string;
+  /** The VM's id on the host (its name may repeat there); absent in records spooled before ids. */
+  id?: string;
   host: string;
   severity: AlertSeverity;
   reason: string;
@@ -86,20 +88,30 @@ export function refusalCode(code: string): string {
   return c.startsWith(REFUSAL_CODE_PREFIX) ? c : REFUSAL_CODE_PREFIX + c;
 }
 
-/** Identity of an alert: Alertmanager fingerprints the label set, and these three vary in it. */
-export function alertKey(labels: Pick<AlertLabels, 'vm' | 'reason' | 'severity'>): string {
-  return `${labels.vm}\u001f${labels.reason}\u001f${labels.severity}`;
+/** A VM as alerts name it: its id and name, or a bare name (the id is then the name). */
+export type AlertVm = string | { id: string; name: string };
+
+/** The key alerts of one VM are kept under: its id, else its name. */
+export function vmKey(labels: Pick<AlertLabels, 'vm' | 'id'>): string {
+  return labels.id ?? labels.vm;
+}
+
+/** Identity of an alert: Alertmanager fingerprints the label set, and these vary in it. */
+export function alertKey(labels: Pick<AlertLabels, 'vm' | 'id' | 'reason' | 'severity'>): string {
+  return `${vmKey(labels)}\u001f${labels.reason}\u001f${labels.severity}`;
 }
 
 export function isFiring(rec: AlertRecord, now: number): boolean {
   return rec.endsAt === null || rec.endsAt > now;
 }
 
-function labelsFor(host: string, vm: string, code: string, severity: AlertSeverity): AlertLabels {
+function labelsFor(host: string, vm: AlertVm, code: string, severity: AlertSeverity): AlertLabels {
   const reason = clip(code, MAX_LABEL_CHARS);
+  const named = typeof vm === 'string' ? { vm } : { vm: vm.name, id: vm.id };
   return {
     alertname: clip(alertName(reason), MAX_LABEL_CHARS),
-    vm: clip(vm, MAX_LABEL_CHARS),
+    vm: clip(named.vm, MAX_LABEL_CHARS),
+    ...(named.id !== undefined ? { id: clip(named.id, MAX_LABEL_CHARS) } : {}),
     host: clip(host, MAX_LABEL_CHARS),
     severity,
     reason,
@@ -107,7 +119,7 @@ function labelsFor(host: string, vm: string, code: string, severity: AlertSeveri
 }
 
 /** The alert of a condition (a verdict reason) that starts holding at `now`. */
-export function conditionAlert(host: string, vm: string, reason: Reason, now: number): AlertRecord {
+export function conditionAlert(host: string, vm: AlertVm, reason: Reason, now: number): AlertRecord {
   if (!isAlertSeverity(reason.severity)) throw new RangeError(`severity ${reason.severity} raises no alert`);
   const labels = labelsFor(host, vm, reason.code, reason.severity);
   return {
@@ -158,7 +170,7 @@ export interface ConditionDiff {
 export function diffConditions(
   active: readonly AlertRecord[],
   host: string,
-  vm: string,
+  vm: AlertVm,
   reasons: readonly Reason[],
   now: number,
 ): ConditionDiff {
@@ -180,7 +192,7 @@ export function diffConditions(
 
 export interface RefusalInput {
   host: string;
-  vm: string;
+  vm: AlertVm;
   code: string;
   message: string;
   command: string;

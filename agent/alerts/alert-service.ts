@@ -16,6 +16,8 @@ import {
   refusalCode,
   REFUSAL_SEVERITY,
   alertKey,
+  vmKey,
+  type AlertVm,
   type AlertAnnotations,
   type AlertLabels,
   type AlertRecord,
@@ -156,7 +158,7 @@ export class AlertService extends EventEmitter<AlertServiceEvents> {
     for (const rec of this.spool.latestRecords()) {
       if (!isFiring(rec, now)) continue;
       this.setActive(rec);
-      if (rec.kind === 'condition') this.unconfirmed.add(rec.labels.vm);
+      if (rec.kind === 'condition') this.unconfirmed.add(vmKey(rec.labels));
     }
     this.state = 'running';
     this.logger.info('alert service started', {
@@ -202,11 +204,12 @@ export class AlertService extends EventEmitter<AlertServiceEvents> {
   }
 
   /** The VM's current reasons (any severity; ok raises nothing). Fires new alerts, resolves gone ones. */
-  setVmReasons(vm: string, reasons: readonly Reason[]): void {
+  setVmReasons(vm: AlertVm, reasons: readonly Reason[]): void {
     this.mustRun('setVmReasons');
-    this.unconfirmed.delete(vm);
+    const key = typeof vm === 'string' ? vm : vm.id;
+    this.unconfirmed.delete(key);
     const now = this.timers.now();
-    const mine = [...(this.keysByVm.get(vm) ?? [])]
+    const mine = [...(this.keysByVm.get(key) ?? [])]
       .map((k) => this.active.get(k)!)
       .filter((r) => r.kind === 'condition');
     const diff = diffConditions(mine, this.host, vm, reasons, now);
@@ -217,7 +220,7 @@ export class AlertService extends EventEmitter<AlertServiceEvents> {
 
   /**
    * The VM is gone (stopped, migrated away, vanished): its condition alerts resolve. Refusal alerts
-   * run out their hold: they report something that happened.
+   * run out their hold: they report something that happened. `vm` is its id (or its bare name).
    */
   dropVm(vm: string): void {
     this.setVmReasons(vm, []);
@@ -227,14 +230,15 @@ export class AlertService extends EventEmitter<AlertServiceEvents> {
   retainVms(vms: Iterable<string>): void {
     this.mustRun('retainVms');
     const keep = new Set(vms);
-    const others = new Set([...this.active.values()].filter((r) => r.kind === 'condition').map((r) => r.labels.vm));
+    const others = new Set([...this.active.values()].filter((r) => r.kind === 'condition').map((r) => vmKey(r.labels)));
     for (const vm of others) if (!keep.has(vm)) this.setVmReasons(vm, []);
   }
 
   /** A guard refusal: fires for alerts.refusalHoldMinutes from `at` (default now). */
-  refusal(vm: string, code: string, message: string, command: string, at: number = this.timers.now()): void {
+  refusal(vm: AlertVm, code: string, message: string, command: string, at: number = this.timers.now()): void {
     this.mustRun('refusal');
-    const key = alertKey({ vm, reason: refusalCode(code), severity: REFUSAL_SEVERITY });
+    const named = typeof vm === 'string' ? { vm } : { vm: vm.name, id: vm.id };
+    const key = alertKey({ ...named, reason: refusalCode(code), severity: REFUSAL_SEVERITY });
     const rec = refusalAlert({
       host: this.host,
       vm,
@@ -259,8 +263,8 @@ export class AlertService extends EventEmitter<AlertServiceEvents> {
 
   private setActive(rec: AlertRecord): void {
     this.active.set(rec.key, rec);
-    let keys = this.keysByVm.get(rec.labels.vm);
-    if (!keys) this.keysByVm.set(rec.labels.vm, (keys = new Set()));
+    let keys = this.keysByVm.get(vmKey(rec.labels));
+    if (!keys) this.keysByVm.set(vmKey(rec.labels), (keys = new Set()));
     keys.add(rec.key);
   }
 
@@ -268,9 +272,9 @@ export class AlertService extends EventEmitter<AlertServiceEvents> {
     const rec = this.active.get(key);
     if (!rec) return;
     this.active.delete(key);
-    const keys = this.keysByVm.get(rec.labels.vm);
+    const keys = this.keysByVm.get(vmKey(rec.labels));
     keys?.delete(key);
-    if (keys && !keys.size) this.keysByVm.delete(rec.labels.vm);
+    if (keys && !keys.size) this.keysByVm.delete(vmKey(rec.labels));
   }
 
   private mustRun(what: string): void {

@@ -86,9 +86,14 @@ export function apiRequest<T = unknown>(
       if (err instanceof AgentError) reject(err);
       else
         reject(
-          new DaemonUnreachableError(`cannot reach the physbits daemon at ${where}: ${err.code ?? err.message}`, {
-            cause: err,
-          }),
+          new DaemonUnreachableError(
+            `cannot reach the physbits daemon at ${where}: ${err.code ?? err.message}${
+              err.code === 'EACCES' && target.socketPath
+                ? ' (the API socket is open to root and to the group named by api.group in the config; run as root or join that group)'
+                : ''
+            }`,
+            { cause: err },
+          ),
         );
     });
     req.end(payload);

@@ -15,6 +15,8 @@ export type { AdviceDocument, FleetDocument, HostFacts, StatusDocument, VmStatus
 /** `POST /v1/check-migration`'s answer. */
 export interface MigrationCheck {
   vm: string;
+  /** The VM's id on this host. */
+  id?: string;
   peer: string;
   allowed: boolean;
   code?: string;
@@ -77,6 +79,8 @@ interface EventBase {
 export interface VerdictEvent extends EventBase {
   type: 'verdict';
   vm: string;
+  /** The VM's id on this host (its name may repeat). */
+  id?: string;
   socket: string;
   /** null: the VM's first verdict. */
   previous: State | null;
@@ -92,6 +96,8 @@ export interface VerdictEvent extends EventBase {
 export interface VmErrorEvent extends EventBase {
   type: 'vm-error';
   vm: string;
+  /** The VM's id on this host (its name may repeat). */
+  id?: string;
   socket: string;
   code: string;
   message: string;
@@ -100,6 +106,8 @@ export interface VmErrorEvent extends EventBase {
 export interface VmAddedEvent extends EventBase {
   type: 'vm-added';
   vm: string;
+  /** The VM's id on this host (its name may repeat). */
+  id?: string;
   socket: string;
   mode: string;
 }
@@ -107,6 +115,8 @@ export interface VmAddedEvent extends EventBase {
 export interface VmRemovedEvent extends EventBase {
   type: 'vm-removed';
   vm: string;
+  /** The VM's id on this host (its name may repeat). */
+  id?: string;
   socket: string;
 }
 
@@ -114,6 +124,8 @@ export interface VmRemovedEvent extends EventBase {
 export interface RefusalEvent extends EventBase {
   type: 'refusal';
   vm: string;
+  /** The VM's id on this host (its name may repeat). */
+  id?: string;
   /** The QMP command the client sent (`human-monitor-command` for the HMP forms). */
   command: string;
   effective: 'device_add' | 'migrate';

@@ -1,23 +1,26 @@
 /**
  * Prometheus metrics on a registry of their own (nothing is registered globally); metrics-server.ts
- * serves them at GET /metrics. Every per-VM series is dropped by removeVm, and the label values that
- * clients or errors choose (command, code) are bounded per VM.
+ * serves them at GET /metrics. Every per-VM series carries the VM's `id` (unique on
+ * the host) beside its `vm` name and is dropped by removeVm(id), and the label values that clients
+ * or errors choose (command, code) are bounded per VM.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { AlertMetrics } from '../alerts/alert-service';
 import type { AlertSeverity } from '../alerts/alert-model';
 import type { DeliveryResult } from '../alerts/sink-worker';
 import type { DropReason } from '../alerts/spool';
-import type { GuestFacts, HostFacts, Relation, Severity, Verdict } from '../core/types';
+import type { GuestFacts, HostFacts, Verdict } from '../core/types';
+import { registerVmSeries, VM_LABELS, type Labels, type VmLabel, type VmRef, type VmState } from './vm-series';
+
+export type { VmRef } from './vm-series';
 import type { LogStreamHealth } from '../core/log-stream';
-import { severityRank } from '../core/severity';
 
 /** Distinct `command` / `code` values kept per VM; further ones are counted as "other". */
 export const MAX_LABEL_VALUES_PER_VM = 32;
 export const OTHER = 'other';
+/** Reasons per VM in physbits_vm_reason_info (a verdict has a handful). */
+export const MAX_REASONS_PER_VM = 32;
 
-const RELATIONS: Relation[] = ['equal', 'narrower', 'wider'];
-const SEVERITIES: Severity[] = ['ok', 'info', 'warning', 'critical'];
 const LINT_FAILING_DEFAULTS = [
   'nodejs_active_handles_total',
   'nodejs_active_requests_total',
@@ -25,32 +28,15 @@ const LINT_FAILING_DEFAULTS = [
 ];
 
 export interface MetricsOptions {
-  /** The package version (physbits_build_info). */
+  /** The package version (physbits_build_info{version}). */
   version: string;
+  /** The commit it was built from (physbits_build_info{revision}); "unknown" when not known. */
+  revision?: string;
   /** process_* and nodejs_* metrics of prom-client (default true). */
   defaultMetrics?: boolean;
   /** The daemon's log stream: physbits_log_stream_up and physbits_log_lines_dropped_total. */
   logHealth?: LogStreamHealth;
 }
-
-interface VmState {
-  relation: Relation | null;
-  severity: Severity | null;
-  commands: Set<string>;
-  codes: Set<string>;
-  /** The last values of the series that carry this host's identity, to relabel them when it changes. */
-  physBits: number | null;
-  accelerator: string | null;
-  /** The guest's UUID (query-uuid), the `uuid` label of physbits_guest_phys_bits; null when unknown. */
-  uuid: string | null;
-  highestAddress: number | null;
-  up: boolean | null;
-  /** The label sets those series were last written with (removed when they change). */
-  guestLabels: Labels | null;
-  vmLabels: Labels | null;
-}
-
-type Labels = Record<string, string>;
 
 /** Who this host is in the fleet: physbits_host_info{host,pool}, and the same labels on the series a fleet query joins. */
 export interface HostIdentity {
@@ -66,27 +52,23 @@ export class Metrics implements AlertMetrics {
   private identity: Labels = {};
   private readonly hostInfo: Gauge<'host' | 'pool'>;
   private readonly hostPhysBits: Gauge<'host' | 'pool'>;
-  private readonly guestPhysBits: Gauge<'vm' | 'host' | 'pool' | 'accelerator' | 'uuid'>;
-  private readonly guestHighestAddress: Gauge<'vm' | 'host' | 'pool'>;
-  private readonly vmSeverity: Gauge<'vm'>;
-  private readonly vmUp: Gauge<'vm' | 'host' | 'pool'>;
-  private readonly refusedCommands: Counter<'vm' | 'command'>;
-  private readonly qmpErrors: Counter<'vm' | 'code'>;
-  private readonly qmpDuration: Histogram<'vm'>;
-  private readonly alertsPending: Gauge;
+  private readonly qmpDuration: Histogram<VmLabel>;
+  private readonly alertsUndelivered: Gauge;
   private readonly alertsFiring: Gauge<'severity'>;
   private readonly spoolEntries: Gauge;
   private readonly spoolDrops: Counter<'reason'>;
   private readonly deliveries: Counter<'sink' | 'result'>;
+  private readonly reloadOk: Gauge;
+  private readonly reloadTime: Gauge;
 
   constructor(opts: MetricsOptions) {
     const r = [this.registry];
     new Gauge({
       name: 'physbits_build_info',
-      help: 'Always 1; the label carries the physbits version.',
-      labelNames: ['version'],
+      help: 'Always 1; version and revision are what --version prints (the package version, the commit).',
+      labelNames: ['version', 'revision'],
       registers: r,
-    }).set({ version: opts.version }, 1);
+    }).set({ version: opts.version, revision: opts.revision ?? 'unknown' }, 1);
     this.hostInfo = new Gauge({
       name: 'physbits_host_info',
       help: "Always 1; host is this host's name in fleet documents (host.name), pool its fleet.pool when set.",
@@ -99,66 +81,17 @@ export class Metrics implements AlertMetrics {
       labelNames: ['host', 'pool'],
       registers: r,
     });
-    this.guestPhysBits = new Gauge({
-      name: 'physbits_guest_phys_bits',
-      help: "The guest's width: its CPU's phys-bits as QEMU resolved it, or a migrated host-phys-bits guest's booted width.",
-      labelNames: ['vm', 'host', 'pool', 'accelerator', 'uuid'],
-      registers: r,
-    });
-    this.guestHighestAddress = new Gauge({
-      name: 'physbits_guest_highest_address_bytes',
-      help: "One past the highest guest-physical address the guest's memory layout can use now.",
-      labelNames: ['vm', 'host', 'pool'],
-      registers: r,
-    });
-    this.vmSeverity = new Gauge({
-      name: 'physbits_vm_severity',
-      help: 'Verdict severity of the VM: 0 ok, 1 info, 2 warning, 3 critical.',
-      labelNames: ['vm'],
-      registers: r,
-    });
-    this.vmUp = new Gauge({
-      name: 'physbits_vm_up',
-      help: "1 when the VM's QMP socket answered the last read, 0 when not.",
-      labelNames: ['vm', 'host', 'pool'],
-      registers: r,
-    });
-    const vms = this.vms;
-    new Gauge({
-      name: 'physbits_vms',
-      help: 'VMs with a verdict, by relation to the host width and by severity.',
-      labelNames: ['relation', 'severity'],
-      registers: r,
-      collect() {
-        this.reset();
-        for (const rel of RELATIONS) for (const sev of SEVERITIES) this.set({ relation: rel, severity: sev }, 0);
-        for (const s of vms.values()) {
-          if (s.relation && s.severity) this.inc({ relation: s.relation, severity: s.severity });
-        }
-      },
-    });
-    this.refusedCommands = new Counter({
-      name: 'physbits_refused_commands_total',
-      help: 'QMP commands the guard refused.',
-      labelNames: ['vm', 'command'],
-      registers: r,
-    });
-    this.qmpErrors = new Counter({
-      name: 'physbits_qmp_errors_total',
-      help: 'Failed QMP reads, by error code.',
-      labelNames: ['vm', 'code'],
-      registers: r,
-    });
+    registerVmSeries(this.registry, this.vms, (id, s) => this.vmLabels(id, s.name));
     this.qmpDuration = new Histogram({
       name: 'physbits_qmp_request_duration_seconds',
-      help: 'Time from sending a QMP command to its reply.',
-      labelNames: ['vm'],
+      help: "Time from sending a QMP command to its reply: reads, heartbeats and guarded clients' commands.",
+      labelNames: VM_LABELS,
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10],
       registers: r,
     });
-    this.alertsPending = new Gauge({
-      name: 'physbits_alerts_pending',
-      help: 'Alert state changes some sink has not received yet.',
+    this.alertsUndelivered = new Gauge({
+      name: 'physbits_alerts_undelivered',
+      help: 'Alert state changes (fired, resolved, refused) that some sink has not taken yet; they wait in the spool.',
       registers: r,
     });
     this.alertsFiring = new Gauge({
@@ -184,6 +117,17 @@ export class Metrics implements AlertMetrics {
       name: 'physbits_alert_deliveries_total',
       help: 'Alert delivery requests by sink and result (success, error, timeout, rejected).',
       labelNames: ['sink', 'result'],
+      registers: r,
+    });
+    this.reloadOk = new Gauge({
+      name: 'physbits_config_last_reload_successful',
+      help: 'Whether the last configuration reload (SIGHUP) was taken: 1 yes (or none yet), 0 refused.',
+      registers: r,
+    });
+    this.reloadOk.set(1);
+    this.reloadTime = new Gauge({
+      name: 'physbits_config_last_reload_success_timestamp_seconds',
+      help: 'When the configuration in use was last loaded: the start, or the last reload taken (Unix seconds).',
       registers: r,
     });
     const log = opts.logHealth;
@@ -216,24 +160,31 @@ export class Metrics implements AlertMetrics {
     }
   }
 
-  private vm(vm: string): VmState {
-    let s = this.vms.get(vm);
+  private vmLabels(id: string, name: string): Labels {
+    return { vm: name, id, ...this.identity };
+  }
+
+  /** The VM's state, created on first sight; its name follows the latest one reported. */
+  private vm(ref: VmRef): VmState {
+    let s = this.vms.get(ref.id);
     if (!s) {
       s = {
+        name: ref.name,
         relation: null,
         severity: null,
-        commands: new Set(),
-        codes: new Set(),
+        reasons: [],
         physBits: null,
         accelerator: null,
         uuid: null,
         highestAddress: null,
         up: null,
-        guestLabels: null,
-        vmLabels: null,
+        refused: new Map(),
+        errors: new Map(),
+        histogramLabels: null,
       };
-      this.vms.set(vm, s);
+      this.vms.set(ref.id, s);
     }
+    s.name = ref.name;
     return s;
   }
 
@@ -242,92 +193,72 @@ export class Metrics implements AlertMetrics {
     const identity: Labels = {};
     if (host.name) identity.host = host.name;
     if (host.name && pool) identity.pool = pool;
-    const changed = JSON.stringify(identity) !== JSON.stringify(this.identity);
     this.identity = identity;
     this.hostPhysBits.reset();
     this.hostPhysBits.set(identity, host.physBits);
     this.hostInfo.reset();
     if (identity.host) this.hostInfo.set(identity, 1);
-    if (changed) for (const [vm, s] of this.vms) this.writeVm(vm, s);
-  }
-
-  /** Writes the VM's identity-carrying series from its state, dropping those written under other labels. */
-  private writeVm(vm: string, s: VmState): void {
-    const vmLabels: Labels = { vm, ...this.identity };
-    const guestLabels: Labels = {
-      ...vmLabels,
-      ...(s.accelerator ? { accelerator: s.accelerator } : {}),
-      ...(s.uuid ? { uuid: s.uuid } : {}),
-    };
-    if (s.guestLabels && !sameLabels(s.guestLabels, guestLabels)) this.guestPhysBits.remove(s.guestLabels);
-    if (s.vmLabels && !sameLabels(s.vmLabels, vmLabels)) {
-      this.guestHighestAddress.remove(s.vmLabels);
-      this.vmUp.remove(s.vmLabels);
-    }
-    s.guestLabels = guestLabels;
-    s.vmLabels = vmLabels;
-    if (s.physBits !== null) this.guestPhysBits.set(guestLabels, s.physBits);
-    if (s.highestAddress !== null) this.guestHighestAddress.set(vmLabels, s.highestAddress);
-    else this.guestHighestAddress.remove(vmLabels);
-    if (s.up !== null) this.vmUp.set(vmLabels, s.up ? 1 : 0);
   }
 
   /** A successful read of the VM: its width, accelerator and layout, and its verdict. */
   setVm(
-    vm: string,
+    ref: VmRef,
     guest: Pick<GuestFacts, 'physBits'> & Partial<Pick<GuestFacts, 'accelerator' | 'layout' | 'uuid'>>,
-    verdict: Pick<Verdict, 'relation' | 'severity'>,
+    verdict: Pick<Verdict, 'relation' | 'severity'> & Partial<Pick<Verdict, 'reasons'>>,
   ): void {
-    const s = this.vm(vm);
+    const s = this.vm(ref);
     s.relation = verdict.relation;
     s.severity = verdict.severity;
+    s.reasons = (verdict.reasons ?? [])
+      .slice(0, MAX_REASONS_PER_VM)
+      .map((r) => ({ code: r.code.slice(0, 128), severity: r.severity }));
     s.physBits = guest.physBits;
     s.accelerator = guest.accelerator ?? null;
     s.uuid = guest.uuid ?? null;
     s.highestAddress = guest.layout?.highestAddress ?? null;
     s.up = true;
-    this.writeVm(vm, s);
-    this.vmSeverity.set({ vm }, severityRank(verdict.severity));
   }
 
   /** Whether the VM's QMP socket answered. */
-  setVmUp(vm: string, up: boolean): void {
-    const s = this.vm(vm);
-    s.up = up;
-    this.writeVm(vm, s);
+  setVmUp(ref: VmRef, up: boolean): void {
+    this.vm(ref).up = up;
   }
 
-  /** Drops every series of the VM (it is gone). */
-  removeVm(vm: string): void {
-    const s = this.vms.get(vm);
-    this.vms.delete(vm);
-    this.vmSeverity.remove({ vm });
-    this.qmpDuration.remove({ vm });
-    if (!s) return;
-    if (s.guestLabels) this.guestPhysBits.remove(s.guestLabels);
-    if (s.vmLabels) {
-      this.guestHighestAddress.remove(s.vmLabels);
-      this.vmUp.remove(s.vmLabels);
-    }
-    for (const command of s.commands) this.refusedCommands.remove({ vm, command });
-    for (const code of s.codes) this.qmpErrors.remove({ vm, code });
+  /** Drops every series of the VM with this id (it is gone); other VMs, whatever their names, keep theirs. */
+  removeVm(id: string): void {
+    const s = this.vms.get(id);
+    this.vms.delete(id);
+    if (s?.histogramLabels) this.qmpDuration.remove(s.histogramLabels);
   }
 
-  refused(vm: string, command: string): void {
-    this.refusedCommands.inc({ vm, command: bounded(this.vm(vm).commands, command) });
+  /** The VMs that have series, by id (for tests and the bench). */
+  vmIds(): string[] {
+    return [...this.vms.keys()];
   }
 
-  qmpError(vm: string, code: string): void {
-    this.qmpErrors.inc({ vm, code: bounded(this.vm(vm).codes, code) });
+  refused(ref: VmRef, command: string): void {
+    const s = this.vm(ref);
+    const key = bounded(s.refused, command);
+    s.refused.set(key, (s.refused.get(key) ?? 0) + 1);
   }
 
-  observeQmp(vm: string, seconds: number): void {
-    this.vm(vm);
-    this.qmpDuration.observe({ vm }, seconds);
+  qmpError(ref: VmRef, code: string): void {
+    const s = this.vm(ref);
+    const key = bounded(s.errors, code);
+    s.errors.set(key, (s.errors.get(key) ?? 0) + 1);
   }
 
+  observeQmp(ref: VmRef, seconds: number): void {
+    const s = this.vm(ref);
+    const labels = this.vmLabels(ref.id, s.name);
+    if (s.histogramLabels && !sameLabels(s.histogramLabels, labels)) this.qmpDuration.remove(s.histogramLabels);
+    s.histogramLabels = labels;
+    this.qmpDuration.observe(labels, seconds);
+  }
+
+  /** Alert state changes no sink has taken yet (physbits_alerts_undelivered). */
   setAlertsPending(n: number): void {
-    this.alertsPending.set(n);
+    this.alertsUndelivered.set(n);
   }
 
   setSpoolEntries(n: number): void {
@@ -346,6 +277,12 @@ export class Metrics implements AlertMetrics {
     this.spoolDrops.inc({ reason });
   }
 
+  /** A configuration was loaded (at start, or a reload taken: ok) or a reload was refused. */
+  configLoaded(ok: boolean, atMs: number): void {
+    this.reloadOk.set(ok ? 1 : 0);
+    if (ok) this.reloadTime.set(Math.floor(atMs / 1000));
+  }
+
   /** The text exposition (what GET /metrics serves). */
   text(): Promise<string> {
     return this.registry.metrics();
@@ -357,13 +294,8 @@ function sameLabels(a: Labels, b: Labels): boolean {
   return keys.length === Object.keys(b).length && keys.every((k) => a[k] === b[k]);
 }
 
-function bounded(seen: Set<string>, value: string): string {
+function bounded(seen: Map<string, number>, value: string): string {
   const v = value.slice(0, 128) || OTHER;
-  if (seen.has(v)) return v;
-  if (seen.size >= MAX_LABEL_VALUES_PER_VM) {
-    seen.add(OTHER);
-    return OTHER;
-  }
-  seen.add(v);
-  return v;
+  if (seen.has(v) || seen.size < MAX_LABEL_VALUES_PER_VM) return v;
+  return OTHER;
 }

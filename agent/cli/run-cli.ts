@@ -66,33 +66,48 @@ export async function runCli(argv: string[], io: CliIo, signal?: AbortSignal): P
         throw new UsageError(`unknown command '${command}' (try --help)`);
     }
   } catch (err) {
-    return reportError(err, io);
+    return reportError(err, io, wantsJson(args));
   }
 }
 
-export function reportError(err: unknown, io: CliIo): number {
-  if (err instanceof UsageError) {
-    io.stderr(`physbitsctl: ${err.message}`);
-    return EXIT.USAGE;
+/** `--json` among a command's options (before a `--`). */
+function wantsJson(args: string[]): boolean {
+  for (const a of args) {
+    if (a === '--') return false;
+    if (a === '--json') return true;
   }
-  if (err instanceof ConfigError) {
-    io.stderr(`physbitsctl: config: ${err.message}`);
-    return EXIT.CONFIG;
-  }
+  return false;
+}
+
+/**
+ * One line on stderr and the exit code; with `--json` also the error as JSON on stdout
+ * (`{"error": {"code", "message"}, "exitCode"}`), so a script reading stdout always gets JSON.
+ */
+export function reportError(err: unknown, io: CliIo, json = false): number {
+  const { line, code, exitCode } = describeError(err);
+  io.stderr(`physbitsctl: ${line}`);
+  if (json) io.stdout(JSON.stringify({ error: { code, message: line }, exitCode }, null, 2));
+  return exitCode;
+}
+
+function describeError(err: unknown): { line: string; code: string; exitCode: number } {
+  if (err instanceof UsageError) return { line: err.message, code: err.code, exitCode: EXIT.USAGE };
+  if (err instanceof ConfigError) return { line: `config: ${err.message}`, code: err.code, exitCode: EXIT.CONFIG };
   const status = (err as { status?: unknown }).status;
-  if (err instanceof AgentError && (status === 400 || status === 404)) {
-    // The daemon says the request names something that is not there: the operator's mistake.
-    io.stderr(`physbitsctl: ${err.message}`);
-    return EXIT.USAGE;
-  }
-  if (err instanceof DaemonUnreachableError) {
-    io.stderr(`physbitsctl: ${err.message}`);
-    return EXIT.UNKNOWN;
-  }
+  if (err instanceof AgentError && status === 404)
+    // The daemon knows no such VM or peer: unknown, like a VM that does not answer.
+    return { line: err.message, code: err.code, exitCode: EXIT.UNKNOWN };
+  if (err instanceof AgentError && (status === 400 || status === 409))
+    // The request is malformed or names several things: the operator's to fix.
+    return { line: err.message, code: err.code, exitCode: EXIT.USAGE };
+  if (err instanceof DaemonUnreachableError) return { line: err.message, code: err.code, exitCode: EXIT.UNKNOWN };
   if (err instanceof AgentError || (err instanceof Error && typeof (err as { code?: unknown }).code === 'string')) {
-    io.stderr(`physbitsctl: ${(err as AgentError).code}: ${(err as Error).message}`);
-    return EXIT.UNKNOWN;
+    const code = (err as AgentError).code;
+    return { line: `${code}: ${(err as Error).message}`, code, exitCode: EXIT.UNKNOWN };
   }
-  io.stderr(`physbitsctl: internal error: ${err instanceof Error ? err.stack : String(err)}`);
-  return EXIT.UNKNOWN;
+  return {
+    line: `internal error: ${err instanceof Error ? err.stack : String(err)}`,
+    code: 'INTERNAL',
+    exitCode: EXIT.UNKNOWN,
+  };
 }

@@ -14,7 +14,7 @@ import { judgeHost } from '../judge/host-limit';
 import { buildStatusDocument } from '../judge/status-document';
 import type { HostFacts, PeerFacts, StatusDocument, VmStatus } from '../core/types';
 import { errorInfo } from '../core/errors';
-import { nameFromSocket } from '../core/vm-name';
+import { nameFromSocket, vmId } from '../core/vm-name';
 import { visitVm } from '../facts/vm-visit';
 import { judgeVm } from '../judge/vm-status';
 import { parse } from './args';
@@ -78,7 +78,7 @@ async function scanOne(socket: string, config: Config, host: HostFacts, peers: P
     const checkedAt = new Date().toISOString();
     return judgeVm({ socket, mode: 'scan', guest, host, peers, policy: config.policy, checkedAt });
   } catch (err) {
-    return { socket, name: nameFromSocket(socket), mode: 'scan', error: errorInfo(err) };
+    return { socket, id: vmId(socket), name: nameFromSocket(socket), mode: 'scan', error: errorInfo(err) };
   }
 }
 

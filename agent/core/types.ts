@@ -261,6 +261,12 @@ export interface GuestFacts {
   incoming?: GuestIncoming;
   /** A host-phys-bits=on guest that arrived by migration and has not been reset since. */
   migratedIn?: GuestMigratedIn;
+  /**
+   * How the guest boots: 'pflash' when the machine has a `system.flash0` child (UEFI from pflash,
+   * OVMF: hw/i386/pc_sysfw.c keeps the flash devices only when a pflash drive backs them), 'bios'
+   * when it has none (-bios, SeaBIOS by default); absent or null when `qom-list /machine` failed.
+   */
+  firmware?: 'pflash' | 'bios' | null;
   /** `qom-get /machine type`, e.g. "pc-q35-7.2-machine"; absent or null when not read. */
   machineType?: string | null;
   /**
@@ -343,6 +349,11 @@ export interface VmErrorInfo {
 /** One entry of the status document's `vms` array. */
 export interface VmStatus {
   socket: string;
+  /**
+   * The VM's identity on this host (agent/core/vm-name.ts vmId: from its socket's path); names may
+   * repeat, ids do not. Set by the daemon and `scan`; absent in documents from older peers.
+   */
+  id?: string;
   name: string;
   /** 'hold' | 'poll' | 'libvirt' | 'scan' */
   mode?: string;

@@ -4,10 +4,12 @@
  * changes onto the event stream.
  */
 import { AlertService, type AlertMetrics } from '../alerts/alert-service';
+import type { AlertVm } from '../alerts/alert-model';
 import type { Config } from '../core/config';
 import type { Logger } from '../core/logger';
 import type { Timers } from '../core/timers';
 import type { HostFacts, PeerFacts, Reason, VmStatus } from '../core/types';
+import { vmId } from '../core/vm-name';
 import { judgeUnseenMigration, migrationPhase } from '../judge/unseen-migration';
 import type { EventBus } from './event-bus';
 import type { VmSupervisor } from './vm-supervisor';
@@ -39,7 +41,8 @@ export class DaemonAlerts {
   private service: AlertService | null = null;
   private configJson = '';
   private readonly approved = new Map<string, number>();
-  private readonly lastReasons = new Map<string, readonly Reason[]>();
+  /** By VM id: the VM's name and its last reasons (given again to a new service after a reload). */
+  private readonly lastReasons = new Map<string, { vm: AlertVm; reasons: readonly Reason[] }>();
 
   constructor(private readonly deps: DaemonAlertsDeps) {}
 
@@ -84,33 +87,35 @@ export class DaemonAlerts {
       const next = this.create();
       await next.start();
       this.service = next;
-      for (const [vm, reasons] of this.lastReasons) next.setVmReasons(vm, reasons);
+      for (const { vm, reasons } of this.lastReasons.values()) next.setVmReasons(vm, reasons);
     })().catch((err) => this.deps.logger.error('alert service restart failed', { error: (err as Error).message }));
   }
 
   setVm(status: VmStatus): void {
+    const vm = { id: status.id ?? vmId(status.socket), name: status.name };
     if (status.error) {
       // Nothing listens behind the socket any more: the guest is not running, its conditions end.
-      if (status.error.code === 'QMP_CONNECT_FAILED') this.dropVm(status.name);
+      if (status.error.code === 'QMP_CONNECT_FAILED') this.dropVm(vm.id);
       return;
     }
     const reasons = status.verdict!.reasons;
-    this.lastReasons.set(status.name, reasons);
-    this.service?.setVmReasons(status.name, reasons);
+    this.lastReasons.set(vm.id, { vm, reasons });
+    this.service?.setVmReasons(vm, reasons);
   }
 
   /** The daemon's own conditions (agent/daemon/daemon-health.ts): an alert each, with an empty vm label. */
   setHostReasons(reasons: readonly Reason[]): void {
-    this.lastReasons.set(HOST_VM, reasons);
+    this.lastReasons.set(HOST_VM, { vm: HOST_VM, reasons });
     this.service?.setVmReasons(HOST_VM, reasons);
   }
 
-  dropVm(vm: string): void {
-    this.lastReasons.delete(vm);
-    if (this.service) this.service.dropVm(vm);
+  /** The VM with this id is gone: its condition alerts resolve. */
+  dropVm(id: string): void {
+    this.lastReasons.delete(id);
+    if (this.service) this.service.dropVm(id);
   }
 
-  refusal(vm: string, code: string, message: string, command: string): void {
+  refusal(vm: { id: string; name: string }, code: string, message: string, command: string): void {
     this.service?.refusal(vm, code, message, command);
   }
 

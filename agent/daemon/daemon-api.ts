@@ -25,8 +25,8 @@ export interface DaemonApiDeps {
   peers: Pick<LivePeers, 'findByName' | 'findByAddress' | 'factsOf' | 'statuses'>;
   /** Every VM's status, in discovery order. */
   statuses: () => VmStatus[];
-  /** The VM with this name (else this socket path), or null. */
-  findVm: (name: string) => Pick<VmSupervisor, 'name' | 'status' | 'facts'> | null;
+  /** The VM with this id; else every VM with this name; else the one with this socket path. */
+  findVms: (key: string) => Array<Pick<VmSupervisor, 'id' | 'name' | 'socket' | 'status' | 'facts'>>;
   /** Libvirt's hook said something changed. */
   libvirtChanged: () => void;
   /** A peer guard's notice of a guest migrating here: kept, and matched now when its VM is here. */
@@ -51,14 +51,34 @@ export class DaemonApi implements ApiHandlers {
   }
 
   vm(name: string) {
-    return this.deps.findVm(name)?.status() ?? null;
+    return this.oneVm(name, false)?.status() ?? null;
+  }
+
+  /**
+   * The VM a request names by id, name or socket: 404 VM_NOT_FOUND when none (or null), 409
+   * VM_AMBIGUOUS naming each id when a name is shared.
+   */
+  private oneVm(key: string, required: true): Pick<VmSupervisor, 'id' | 'name' | 'socket' | 'status' | 'facts'>;
+  private oneVm(
+    key: string,
+    required: boolean,
+  ): Pick<VmSupervisor, 'id' | 'name' | 'socket' | 'status' | 'facts'> | null;
+  private oneVm(key: string, required: boolean) {
+    const found = this.deps.findVms(key);
+    if (found.length > 1)
+      throw apiError(
+        409,
+        'VM_AMBIGUOUS',
+        `${found.length} VMs are named '${key}': name one by its id (${found.map((vm) => `${vm.id} at ${vm.socket}`).join(', ')})`,
+      );
+    if (found.length === 0 && required) throw apiError(404, 'VM_NOT_FOUND', `no VM named '${key}' (nor with that id)`);
+    return found[0] ?? null;
   }
 
   async checkMigration(body: { vm?: unknown; peer?: unknown }) {
     if (typeof body.vm !== 'string' || typeof body.peer !== 'string')
       throw apiError(400, 'API_BAD_REQUEST', 'expected {"vm": NAME, "peer": PEER}');
-    const vm = this.deps.findVm(body.vm);
-    if (!vm) throw apiError(404, 'VM_NOT_FOUND', `no VM named '${body.vm}'`);
+    const vm = this.oneVm(body.vm, true);
     const peerConfig =
       (await this.deps.peers.findByName(body.peer)) ?? (await this.deps.peers.findByAddress(body.peer));
     if (!peerConfig)
@@ -71,6 +91,7 @@ export class DaemonApi implements ApiHandlers {
     if (!guest) {
       return {
         vm: vm.name,
+        id: vm.id,
         peer: peerConfig.name,
         allowed: false,
         code: 'REFUSED_FACTS_UNKNOWN',
@@ -82,6 +103,7 @@ export class DaemonApi implements ApiHandlers {
     const answer = checkMigration({ guest, host: this.deps.host(), peer, policy: this.deps.config().policy });
     return {
       vm: vm.name,
+      id: vm.id,
       peer: peerConfig.name,
       peerPhysBits: facts.physBits,
       reachable: facts.reachable,
@@ -130,8 +152,12 @@ export class DaemonApi implements ApiHandlers {
       return { ...advise({ fleet, vm, poolBits }), ...(prometheus ? { prometheus } : {}) };
     } catch (err) {
       if (err instanceof AdviceError) {
-        // 404/400: the operator named something wrong (exit 64); 503: a host that might hold it is unreachable (exit 3).
-        throw apiError(err.exitCode === 3 ? 503 : err.code === 'VM_NOT_FOUND' ? 404 : 400, err.code, err.message);
+        // 404: nothing has that name (exit 3, unknown); 409: several have it, 400: a bad width (exit 64).
+        throw apiError(
+          err.code === 'VM_NOT_FOUND' ? 404 : err.code === 'VM_AMBIGUOUS' ? 409 : err.exitCode === 3 ? 503 : 400,
+          err.code,
+          err.message,
+        );
       }
       throw err;
     }

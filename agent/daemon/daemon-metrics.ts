@@ -1,19 +1,19 @@
 /** The daemon's side of the metrics: VM statuses → series, and the /metrics listener. */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { Metrics } from '../api/metrics';
+import { Metrics, type VmRef } from '../api/metrics';
 import { startMetricsServer, type MetricsListenLimits, type MetricsServer } from '../api/metrics-server';
 import type { HostFacts, VmStatus } from '../core/types';
 import type { LogStreamHealth } from '../core/log-stream';
+import { buildInfo, type BuildInfo } from '../core/version';
+import { vmId } from '../core/vm-name';
 import { joinHostPort } from '../../qmp/address';
 import { printable } from '../core/printable';
 
-export function packageVersion(): string {
-  try {
-    return JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')).version ?? 'unknown';
-  } catch {
-    return 'unknown';
-  }
+/** physbits_build_info's labels: the same build info `--version` prints (agent/core/version.ts). */
+export function buildInfoLabels(info: BuildInfo | null = buildInfo()): { version: string; revision: string } {
+  return {
+    version: info?.version ?? 'unknown',
+    revision: info?.commit ? `${info.commit}${info.dirty ? '-modified' : ''}` : 'unknown',
+  };
 }
 
 /**
@@ -24,13 +24,19 @@ export function packageVersion(): string {
  */
 const label = printable;
 
+/** A status's identity in the series. */
+function refOf(s: Pick<VmStatus, 'id' | 'name' | 'socket'>): VmRef {
+  return { id: s.id ?? vmId(s.socket), name: label(s.name) };
+}
+
 export class DaemonMetrics {
   readonly metrics: Metrics;
   private server: MetricsServer | null = null;
+  /** The last error code counted per VM id, so that a VM failing the same way counts once. */
   private lastError = new Map<string, string>();
 
   constructor(logHealth?: LogStreamHealth) {
-    this.metrics = new Metrics({ version: packageVersion(), logHealth });
+    this.metrics = new Metrics({ ...buildInfoLabels(), logHealth });
   }
 
   async listen(listen: string, limits?: MetricsListenLimits): Promise<string> {
@@ -43,29 +49,35 @@ export class DaemonMetrics {
   }
 
   setVm(s: VmStatus): void {
+    const ref = refOf(s);
     if (s.error) {
       if (s.error.code === 'PENDING') return;
-      this.metrics.setVmUp(label(s.name), false);
-      if (this.lastError.get(s.name) !== s.error.code) this.metrics.qmpError(label(s.name), s.error.code);
-      this.lastError.set(s.name, s.error.code);
+      this.metrics.setVmUp(ref, false);
+      if (this.lastError.get(ref.id) !== s.error.code) this.metrics.qmpError(ref, s.error.code);
+      this.lastError.set(ref.id, s.error.code);
       return;
     }
-    this.lastError.delete(s.name);
-    this.metrics.setVmUp(label(s.name), true);
-    this.metrics.setVm(label(s.name), s.guest!, s.verdict!);
+    this.lastError.delete(ref.id);
+    this.metrics.setVm(ref, s.guest!, s.verdict!);
   }
 
-  removeVm(name: string): void {
-    this.lastError.delete(name);
-    this.metrics.removeVm(label(name));
+  /** The VM with this id is gone: its series go, no other VM's. */
+  removeVm(id: string): void {
+    this.lastError.delete(id);
+    this.metrics.removeVm(id);
   }
 
-  refused(vm: string, command: string): void {
-    this.metrics.refused(label(vm), label(command));
+  refused(vm: VmRef, command: string): void {
+    this.metrics.refused({ id: vm.id, name: label(vm.name) }, label(command));
   }
 
-  observeQmp(vm: string, seconds: number): void {
-    this.metrics.observeQmp(label(vm), seconds);
+  observeQmp(vm: VmRef, seconds: number): void {
+    this.metrics.observeQmp({ id: vm.id, name: label(vm.name) }, seconds);
+  }
+
+  /** A config was taken (at start, at a reload) or refused (a reload). */
+  configLoaded(ok: boolean): void {
+    this.metrics.configLoaded(ok, Date.now());
   }
 
   async close(): Promise<void> {

@@ -26,6 +26,7 @@ import { ConcurrencyGate } from '../core/async-limits';
 import type { GuestFacts, HostFacts, VmStatus } from '../core/types';
 import { judgeHost } from '../judge/host-limit';
 import { VmSupervisor } from './vm-supervisor';
+import { NameCollisions } from './name-collisions';
 import { createGuardAttach } from './guard-attach';
 import { LivePeers } from './live-peers';
 import { IncomingNotices } from './incoming-notices';
@@ -64,6 +65,8 @@ export class Daemon {
   private readonly supervisors = new Map<string, VmSupervisor>();
   /** How many of them hold their VM's connection (mode `hold`): kept on add and remove, read on every heartbeat. */
   private heldCount = 0;
+  /** Warns when VMs share a name (they are kept apart by id). */
+  private readonly nameCollisions: NameCollisions;
   /** Upstream socket → the fixed part of the glob that found it (its guarded socket mirrors the rest). */
   private readonly globBases = new Map<string, string>();
   private readonly peers: LivePeers;
@@ -85,6 +88,7 @@ export class Daemon {
   constructor(opts: DaemonOptions) {
     this.config = opts.config;
     this.logger = opts.logger;
+    this.nameCollisions = new NameCollisions(this.logger);
     this.timers = opts.timers ?? realTimers;
     this.heartbeatTimers = slottedTimers(this.timers, () => this.config.qmp.heartbeatMs);
     this.host = this.readHost(this.config);
@@ -120,7 +124,8 @@ export class Daemon {
         this.alerts.refusal(vm, refusal.code, refusal.desc, refusal.command);
         this.events.publish({
           type: 'refusal',
-          vm,
+          vm: vm.name,
+          id: vm.id,
           command: refusal.command,
           effective: refusal.effective,
           code: refusal.code,
@@ -188,7 +193,7 @@ export class Daemon {
         logger: this.logger,
         peers: this.peers,
         statuses: () => this.status(),
-        findVm: (name) => this.findVm(name),
+        findVms: (key) => this.findVms(key),
         libvirtChanged: () => this.libvirtChanged(),
         incoming: (notice) => this.noticeReceived(notice),
       }),
@@ -303,14 +308,14 @@ export class Daemon {
       heartbeatInterval: () => this.heartbeatInterval(),
       heartbeatTimers: this.heartbeatTimers,
       readTurn: (read) => this.reads.run(read),
-      observe: (seconds) => this.metrics.observeQmp(supervisor.name, seconds),
+      observe: (seconds) => this.metrics.observeQmp({ id: supervisor.id, name: supervisor.name }, seconds),
     });
     supervisor.on('status', (now, prev) => this.onStatus(supervisor, now, prev));
     supervisor.on('qmp-event', (ev) => this.onQmpEvent(supervisor, ev));
     this.supervisors.set(socket, supervisor);
     if (mode === 'hold') this.heldCount++;
     this.logger.info('VM found', { socket, mode });
-    this.events.publish({ type: 'vm-added', vm: supervisor.name, socket, mode });
+    this.events.publish({ type: 'vm-added', vm: supervisor.name, id: supervisor.id, socket, mode });
     supervisor.start();
     return supervisor;
   }
@@ -322,17 +327,16 @@ export class Daemon {
     if (supervisor.mode === 'hold') this.heldCount--;
     await supervisor.stop();
     this.globBases.delete(socket);
-    this.logger.info('VM gone', { socket, vm: supervisor.name });
-    this.metrics.removeVm(supervisor.name);
-    this.alerts.dropVm(supervisor.name);
-    this.events.publish({ type: 'vm-removed', vm: supervisor.name, socket });
+    this.logger.info('VM gone', { socket, vm: supervisor.name, id: supervisor.id });
+    this.metrics.removeVm(supervisor.id);
+    this.alerts.dropVm(supervisor.id);
+    this.nameCollisions.forget(supervisor.id);
+    this.events.publish({ type: 'vm-removed', vm: supervisor.name, id: supervisor.id, socket });
   }
 
   private onStatus(supervisor: VmSupervisor, now: VmStatus, prev: VmStatus): void {
-    if (prev.name !== now.name && prev.name) {
-      this.metrics.removeVm(prev.name);
-      this.alerts.dropVm(prev.name);
-    }
+    if (prev.name !== now.name || !this.nameCollisions.has(supervisor.id))
+      this.nameCollisions.check(supervisor, this.supervisors.values());
     this.metrics.setVm(now);
     this.alerts.setVm(now);
     if (!now.error && now.verdict && statusState(prev) !== statusState(now))
@@ -415,10 +419,14 @@ export class Daemon {
     return [...this.supervisors.values()].map((supervisor) => supervisor.status());
   }
 
-  private findVm(name: string): VmSupervisor | null {
-    for (const supervisor of this.supervisors.values()) if (supervisor.name === name) return supervisor;
-    for (const supervisor of this.supervisors.values()) if (supervisor.socket === name) return supervisor;
-    return null;
+  /** The VM with this id; else every VM with this name; else the one at this socket path. */
+  private findVms(key: string): VmSupervisor[] {
+    const all = [...this.supervisors.values()];
+    const byId = all.filter((supervisor) => supervisor.id === key);
+    if (byId.length) return byId;
+    const byName = all.filter((supervisor) => supervisor.name === key);
+    if (byName.length) return byName;
+    return all.filter((supervisor) => supervisor.socket === key);
   }
 
   async stop(): Promise<void> {

@@ -66,8 +66,8 @@ export interface GuardAttachDeps {
   host: () => HostFacts;
   peers: () => PeerLookup;
   logger: Logger;
-  /** A command was refused (metrics, alerts, events). */
-  refused(vm: string, refusal: GuardRefusal): void;
+  /** A command was refused (metrics, alerts, events): the VM by its id and name. */
+  refused(vm: { id: string; name: string }, refusal: GuardRefusal): void;
   /** A `migrate` from this upstream socket passed the guard. */
   migrationApproved(socket: string): void;
   /** Tells a peer's agent the booted width of a guest migrating there (null: told; else why not). */
@@ -129,7 +129,7 @@ export function createGuardAttach(deps: GuardAttachDeps) {
       config: deps.config,
       peers: deps.peers(),
       logger,
-      onRefusal: (refusal: GuardRefusal) => deps.refused(supervisor.name, refusal),
+      onRefusal: (refusal: GuardRefusal) => deps.refused({ id: supervisor.id, name: supervisor.name }, refusal),
       notifyIncoming: deps.notifyIncoming,
       resolveOptions: () => (qemuView ??= qemuResolveOptions(supervisor.socket, config.host.procRoot)),
     });

@@ -30,6 +30,9 @@ export const REREAD_EVENTS = new Set([
 ]);
 
 /** What runs beside a held connection (the guard's proxy); closed when the connection ends. */
+/** Event-triggered re-reads of one VM are at least this far apart. */
+export const EVENT_REREAD_MIN_MS = 1000;
+
 export interface Attachment {
   close(): Promise<void>;
 }
@@ -50,6 +53,7 @@ export interface HeldConnectionOptions {
   readTurn?: <T>(read: () => Promise<T>) => Promise<T>;
   /** The timers heartbeats are scheduled on (the daemon gathers many VMs' into one wake-up); default `timers`. */
   heartbeatTimers?: Timers;
+  /** Each QMP command's round trip (seconds, send to reply): reads, heartbeats, guarded clients' commands. */
   observe?: (seconds: number) => void;
   report: FactReport;
 }
@@ -60,6 +64,8 @@ export class HeldConnection implements FactSource {
   private reconnectTimer: unknown = null;
   private heartbeat: unknown = null;
   private rereadTimer: unknown = null;
+  /** When the last event-triggered re-read started (EVENT_REREAD_MIN_MS apart). */
+  private lastEventRead = -Infinity;
   private attempt = 0;
   private stopped = false;
   /** Whether the last read over the connection succeeded. */
@@ -144,6 +150,7 @@ export class HeldConnection implements FactSource {
         timeoutMs: config.qmp.timeoutMs,
         maxLineBytes: config.qmp.maxLineBytes,
         maxPending: config.qmp.maxPending + (this.opts.attach ? config.guard.maxClients * 4 : 0),
+        onReply: this.opts.observe && ((_command, seconds) => this.opts.observe!(seconds)),
       });
     } catch (err) {
       this.opts.report.failed(err);
@@ -223,10 +230,18 @@ export class HeldConnection implements FactSource {
     }
     this.opts.report.event(ev);
     if (!REREAD_EVENTS.has(ev.event) || this.rereadTimer) return;
-    this.rereadTimer = this.opts.timers.setTimeout(() => {
-      this.rereadTimer = null;
-      void this.read();
-    }, 50);
+    // Events a guest can raise at will (ACPI_DEVICE_OST from a loop on the memory-hotplug status
+    // port: 50 000 a second) coalesce into one re-read 50 ms after the first, and at most one per
+    // EVENT_REREAD_MIN_MS per VM: a flood costs one full read a second, not one per event.
+    const since = this.opts.timers.now() - this.lastEventRead;
+    this.rereadTimer = this.opts.timers.setTimeout(
+      () => {
+        this.rereadTimer = null;
+        this.lastEventRead = this.opts.timers.now();
+        void this.read();
+      },
+      Math.max(50, EVENT_REREAD_MIN_MS - since),
+    );
   }
 
   /** Reads facts over the held connection; overlapping calls share one read. */
@@ -234,12 +249,7 @@ export class HeldConnection implements FactSource {
     if (this.reading) return this.reading;
     const client = this.client;
     if (!client) return Promise.resolve();
-    const readOnce = async () => {
-      const started = process.hrtime.bigint();
-      const guest = await readGuestFacts(client, { timeoutMs: this.opts.config().qmp.timeoutMs });
-      this.opts.observe?.(Number(process.hrtime.bigint() - started) / 1e9);
-      return guest;
-    };
+    const readOnce = () => readGuestFacts(client, { timeoutMs: this.opts.config().qmp.timeoutMs });
     this.reading = (async () => {
       try {
         const guest = await (this.opts.readTurn ? this.opts.readTurn(readOnce) : readOnce());

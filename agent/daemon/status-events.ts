@@ -26,11 +26,19 @@ export function statusEvents(socket: string, prev: VmStatus, now: VmStatus): Pub
   const events: PublishedEvent[] = [];
   if (now.error) {
     if (prev.error?.code !== now.error.code)
-      events.push({ type: 'vm-error', vm: now.name, socket, code: now.error.code, message: now.error.message });
+      events.push({
+        type: 'vm-error',
+        vm: now.name,
+        ...(now.id ? { id: now.id } : {}),
+        socket,
+        code: now.error.code,
+        message: now.error.message,
+      });
     if (before !== after)
       events.push({
         type: 'verdict',
         vm: now.name,
+        ...(now.id ? { id: now.id } : {}),
         socket,
         previous,
         severity: 'unknown',
@@ -44,6 +52,7 @@ export function statusEvents(socket: string, prev: VmStatus, now: VmStatus): Pub
   events.push({
     type: 'verdict',
     vm: now.name,
+    ...(now.id ? { id: now.id } : {}),
     socket,
     previous,
     severity: verdict.severity,

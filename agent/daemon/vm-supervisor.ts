@@ -12,7 +12,7 @@ import { errorInfo, type VmShutDownError } from '../core/errors';
 import type { Logger } from '../core/logger';
 import type { Timers } from '../core/timers';
 import type { GuestFacts, GuestIncoming, HostFacts, PeerFacts, Reason, VmStatus } from '../core/types';
-import { nameFromSocket } from '../core/vm-name';
+import { nameFromSocket, vmId } from '../core/vm-name';
 import { visitVm } from '../facts/vm-visit';
 import { FactsGate } from '../guard/facts-gate';
 import { guardUnavailable } from '../judge/reasons';
@@ -65,6 +65,8 @@ export interface VmSupervisorEvents {
 
 export class VmSupervisor extends EventEmitter<VmSupervisorEvents> {
   readonly socket: string;
+  /** The VM's identity on this host (agent/core/vm-name.ts). */
+  readonly id: string;
   readonly mode: SupervisorMode;
   private current: VmStatus;
   private stopped = false;
@@ -90,10 +92,12 @@ export class VmSupervisor extends EventEmitter<VmSupervisorEvents> {
   constructor(private readonly opts: SupervisorOptions) {
     super();
     this.socket = opts.socket;
+    this.id = vmId(opts.socket);
     this.mode = opts.mode;
     this.gate = new FactsGate(opts.timers);
     this.current = {
       socket: opts.socket,
+      id: this.id,
       name: nameFromSocket(opts.socket),
       mode: opts.mode,
       error: { code: 'PENDING', message: 'not read yet' },
@@ -357,6 +361,6 @@ export class VmSupervisor extends EventEmitter<VmSupervisorEvents> {
         code: info.code,
         error: info.message,
       });
-    this.setStatus({ socket: this.socket, name: this.current.name, mode: this.mode, error: info });
+    this.setStatus({ socket: this.socket, id: this.id, name: this.current.name, mode: this.mode, error: info });
   }
 }

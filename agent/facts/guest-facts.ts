@@ -307,11 +307,18 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     runState,
     layout,
     machineType: machine,
+    firmware: firmwareFrom(machineList),
     pciDeviceTypes: parsePciDeviceTypes(pciTypes),
     ...(incoming ? { incoming } : {}),
     ...(unreadable.length > 0 ? { unreadable } : {}),
     ...(uuid !== null ? { uuid } : {}),
   };
+}
+
+/** 'pflash' when `qom-list /machine` has system.flash0 (measured: OVMF guests on QEMU 7.2 and 10.0), else 'bios'. */
+export function firmwareFrom(machineList: unknown): 'pflash' | 'bios' | null {
+  if (!Array.isArray(machineList)) return null;
+  return machineList.slice(0, 4096).some((p) => obj(p)?.name === 'system.flash0') ? 'pflash' : 'bios';
 }
 
 /** At most this many PCI device types are kept (QEMU 10.0 has about 150 on x86_64). */

@@ -11,7 +11,7 @@ import { readGuestFacts } from './guest-facts';
 
 export interface VisitOptions {
   qmp: Config['qmp'];
-  /** Called with each finished QMP read's duration (seconds) for metrics. */
+  /** Called with each QMP command's round trip (seconds, send to reply) for metrics. */
   observe?: (seconds: number) => void;
 }
 
@@ -19,12 +19,12 @@ export interface VisitOptions {
 export async function visitVm(socket: string, opts: VisitOptions): Promise<GuestFacts> {
   const timeoutMs = opts.qmp.timeoutMs;
   let client: QmpClient | undefined;
-  const started = process.hrtime.bigint();
   const work = (async () => {
     client = await QmpClient.connect(socket, {
       timeoutMs,
       maxLineBytes: opts.qmp.maxLineBytes,
       maxPending: opts.qmp.maxPending,
+      onReply: opts.observe && ((_command, seconds) => opts.observe!(seconds)),
     });
     return readGuestFacts(client, { timeoutMs });
   })();
@@ -35,7 +35,6 @@ export async function visitVm(socket: string, opts: VisitOptions): Promise<Guest
       timeoutMs * 2,
       () => new TimeoutError(`${socket}: no complete answer within ${timeoutMs * 2} ms`),
     );
-    opts.observe?.(Number(process.hrtime.bigint() - started) / 1e9);
     return guest;
   } catch (err) {
     work.catch(() => undefined);

@@ -36,8 +36,14 @@ export function qemuVersionOf(text: string): [number, number] | null {
   return m ? [Number(m[1]), Number(m[2])] : null;
 }
 
-/** The guest's QEMU has guest-phys-bits (9.1+), or the guest sets it. */
+/**
+ * guest-phys-bits can be advised: the guest's QEMU has it (9.1+, or the guest sets it), and the guest
+ * boots UEFI from pflash (OVMF), which sizes its 64-bit window by it (OvmfPkg/Library/PlatformInitLib
+ * MemDetect.c PlatformAddressWidthFromCpuid). SeaBIOS, QEMU's default firmware, reads only
+ * CPUID 0x80000008 EAX[7:0] (src/fw/paravirt.c), so for its guests only phys-bits helps.
+ */
 export function hasGuestPhysBits(g: GuestFacts): boolean {
+  if (g.firmware !== 'pflash') return false;
   if (g.guestPhysBits !== null && g.guestPhysBits !== undefined) return true;
   const v = qemuVersionOf(g.qemuVersion ?? '');
   return v !== null && (v[0] > 9 || (v[0] === 9 && v[1] >= 1));

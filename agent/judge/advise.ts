@@ -22,7 +22,7 @@ import { layoutAdvice, type LayoutAdvice } from './layout-advice';
 /** An advice request that cannot be answered. `exitCode` is what the CLI exits with. */
 export class AdviceError extends AgentError {
   readonly exitCode: number;
-  constructor(code: 'VM_NOT_FOUND' | 'POOL_BITS_INVALID', message: string, exitCode: number) {
+  constructor(code: 'VM_NOT_FOUND' | 'VM_AMBIGUOUS' | 'POOL_BITS_INVALID', message: string, exitCode: number) {
     super(code, message);
     this.exitCode = exitCode;
   }
@@ -41,6 +41,8 @@ export type AdviseInput = (FleetInput | { fleet: FleetInput }) & AdviseOptions;
 export interface GuestAdvice {
   host: string;
   vm: string;
+  /** The VM's id on its host, when the status it came from had one. */
+  id?: string;
   physBits: number | null;
   poolBits: number | null;
   poolHosts: string[];
@@ -87,18 +89,29 @@ export function advise(request: AdviseInput): AdviceDocument {
   let vms = fleetVms(input);
   if (input.vm !== undefined) {
     const want = input.vm;
-    vms = vms.filter(({ host, vm }) => vm.name === want || `${host}/${vm.name}` === want);
+    const byId = vms.filter(({ vm }) => vm.id === want);
+    vms = byId.length ? byId : vms.filter(({ host, vm }) => vm.name === want || `${host}/${vm.name}` === want);
     if (vms.length === 0) {
       const where = unreachable.length ? ` (not reachable: ${unreachable.join(', ')})` : '';
+      // Unknown, like any other thing physbits cannot find (exit 3).
       throw new AdviceError(
         'VM_NOT_FOUND',
         `no VM named '${want}' on ${hosts
           .filter((h) => h.reachable)
           .map((h) => h.name)
           .join(', ')}${where}`,
-        unreachable.length ? EXIT.UNKNOWN : EXIT.USAGE,
+        EXIT.UNKNOWN,
       );
     }
+    const hostsOfName = vms.map(({ host }) => host);
+    if (new Set(hostsOfName).size < hostsOfName.length)
+      throw new AdviceError(
+        'VM_AMBIGUOUS',
+        `${vms.length} VMs are named '${want}': name one by its id (${vms
+          .map(({ host, vm }) => `${vm.id ?? '?'} on ${host}`)
+          .join(', ')})`,
+        EXIT.USAGE,
+      );
   }
   const guests = vms.map(({ host, vm }) => {
     // Hosts that carry a pool label (from Prometheus) are advised within their own pool.
@@ -144,7 +157,7 @@ function guestAdvice(
   input: FleetInput,
 ): GuestAdvice {
   const g = vm.guest;
-  const base = { host, vm: vm.name, poolBits, poolHosts };
+  const base = { host, vm: vm.name, ...(vm.id ? { id: vm.id } : {}), poolBits, poolHosts };
   if (vm.error || !g) {
     const error = vm.error ?? {
       code: 'GUEST_FACTS_MISSING',

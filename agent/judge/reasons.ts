@@ -434,35 +434,6 @@ export function peerUnreachable(peer: string, fallbackBits: number | null): Reas
   return reason('PEER_UNREACHABLE', `peer ${peer} is unreachable; ${tail}`);
 }
 
-/** A peer as the unseen-migration message names it. */
-export interface NamedWidth {
-  name: string;
-  physBits: number;
-}
-
-/**
- * Critical when `narrower` names peers or the guest's width is unknown (`guestBits` null), else a
- * warning (every configured peer is wide enough); `cancelled` says the daemon sent migrate_cancel.
- */
-export function migrationUnverified(
-  vm: string,
-  guestBits: number | null,
-  narrower: readonly NamedWidth[],
-  cancelled: boolean,
-): Reason {
-  const unseen = `a migration of ${vm} started that physbits did not see (not through the guarded socket)`;
-  if (guestBits !== null && narrower.length === 0)
-    return reason('MIGRATION_UNVERIFIED', `${unseen}; every configured peer is wide enough`, 'warning');
-  const why =
-    guestBits === null
-      ? 'its width is unknown'
-      : `peers ${narrower.map((p) => `${p.name} (${p.physBits} bits)`).join(', ')} are narrower than its ${guestBits} bits`;
-  return reason(
-    'MIGRATION_UNVERIFIED',
-    `${unseen}; ${why}, so the target may not back it${cancelled ? '; physbits cancelled it' : ''}`,
-  );
-}
-
 /** `error` says why the guarded socket could not be served (agent/daemon/guard-attach.ts). */
 export function guardUnavailable(error: string): Reason {
   return reason(

@@ -7,7 +7,7 @@
  * a warning otherwise. Pure: docs/reasons.md, MIGRATION_UNVERIFIED.
  */
 import type { Reason } from '../core/types';
-import { migrationUnverified } from './reasons';
+import { REASON_SEVERITY } from './reasons';
 
 /** What a MIGRATION event's status means for an unseen migration. */
 export type MigrationPhase = 'started' | 'ended' | 'other';
@@ -46,4 +46,38 @@ export function judgeUnseenMigration(input: UnseenMigrationInput): UnseenMigrati
   const critical = guestBits === null || narrower.length > 0;
   const cancel = critical && input.cancelUnsafe;
   return { reason: migrationUnverified(input.vm, guestBits, narrower, cancel), cancel };
+}
+
+/** A peer as the unseen-migration message names it. */
+export interface NamedWidth {
+  name: string;
+  physBits: number;
+}
+
+/**
+ * Critical when `narrower` names peers or the guest's width is unknown (`guestBits` null), else a
+ * warning (every configured peer is wide enough); `cancelled` says the daemon sent migrate_cancel.
+ */
+export function migrationUnverified(
+  vm: string,
+  guestBits: number | null,
+  narrower: readonly NamedWidth[],
+  cancelled: boolean,
+): Reason {
+  const unseen = `a migration of ${vm} started that physbits did not see (not through the guarded socket)`;
+  if (guestBits !== null && narrower.length === 0)
+    return {
+      code: 'MIGRATION_UNVERIFIED',
+      severity: 'warning',
+      message: `${unseen}; every configured peer is wide enough`,
+    };
+  const why =
+    guestBits === null
+      ? 'its width is unknown'
+      : `peers ${narrower.map((p) => `${p.name} (${p.physBits} bits)`).join(', ')} are narrower than its ${guestBits} bits`;
+  return {
+    code: 'MIGRATION_UNVERIFIED',
+    severity: REASON_SEVERITY.MIGRATION_UNVERIFIED,
+    message: `${unseen}; ${why}, so the target may not back it${cancelled ? '; physbits cancelled it' : ''}`,
+  };
 }

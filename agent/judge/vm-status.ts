@@ -4,7 +4,7 @@
  * held, polled or scanned, is judged here.
  */
 import type { GuestFacts, HostFacts, PeerFacts, Policy, Reason, VmStatus } from '../core/types';
-import { nameFromSocket } from '../core/vm-name';
+import { nameFromSocket, vmId } from '../core/vm-name';
 import { byDescendingSeverity, maxSeverity } from '../core/severity';
 import { migratedWidthNotified, migratedWidthUnverified } from './reasons';
 import { computeVerdict } from './verdict';
@@ -107,6 +107,7 @@ export function judgeVm(input: VmJudgement): VmStatus {
   }
   return {
     socket,
+    id: vmId(socket),
     name: guest.name || nameFromSocket(socket),
     mode: input.mode,
     accelerator: guest.accelerator,

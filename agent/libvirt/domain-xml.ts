@@ -27,6 +27,7 @@ import { normalizeUuid } from '../core/uuid';
 import { estimatePcLayout, type PcLayoutEstimate } from '../facts/guest-layout';
 import { parseMachineType } from '../facts/qemu-version';
 import { isObject } from '../core/checks';
+import { cpuProp, judgeQemuArgs, qemuBool, qemuNamespaceArgs, qemuSize } from './qemu-commandline';
 
 /** libvirt domain XML is a few KiB; anything past this is not a domain definition. */
 export const DOMAIN_XML_MAX_BYTES = 4 * 1024 * 1024;
@@ -34,6 +35,8 @@ export const DOMAIN_XML_MAX_BYTES = 4 * 1024 * 1024;
 export const QEMU_DEFAULT_PHYS_BITS = 40;
 
 export type DomainXmlErrorCode = 'DOMAIN_XML_TOO_LARGE' | 'DOMAIN_XML_MALFORMED' | 'DOMAIN_XML_INVALID';
+/** <qemu:commandline> or <qemu:override> content physbits cannot judge: QemuCommandlineError, DOMAIN_XML_UNJUDGEABLE. */
+export { QemuCommandlineError } from './qemu-commandline';
 
 export class DomainXmlError extends AgentError {
   constructor(code: DomainXmlErrorCode, message: string) {
@@ -245,8 +248,10 @@ export function parseDomainXml(xml: string, opts: DomainXmlOptions = {}): Domain
   const domainType = attr(domain, 'type');
   if (!domainType) invalid(`${name}: <domain type=…> is missing`);
   const accelerator = accelOf(domainType);
+  // <qemu:commandline> arguments reach QEMU after libvirt's own (agent/libvirt/qemu-commandline.ts).
+  const qemuArgs = judgeQemuArgs(qemuNamespaceArgs(domain, decodeXmlText));
   const osType = obj(obj(domain.os)?.type);
-  const machineType = attr(osType, 'machine') ?? null;
+  const machineType = qemuArgs.machineType ?? attr(osType, 'machine') ?? null;
   const { machine, version: machineVersion } = classifyMachine(machineType);
   const notes: string[] = [];
   const arch = attr(osType, 'arch');
@@ -260,7 +265,8 @@ export function parseDomainXml(xml: string, opts: DomainXmlOptions = {}): Domain
     invalid(`${name}: unknown <cpu mode='${modeAttr.slice(0, 40)}'>`);
   const cpuMode = modeAttr as DomainFacts['cpuMode'];
   let cpuModel: string | null;
-  if (cpuMode === 'host-passthrough') cpuModel = 'host';
+  if (qemuArgs.cpu) cpuModel = qemuArgs.cpu.model;
+  else if (cpuMode === 'host-passthrough') cpuModel = 'host';
   else if (cpuMode === 'maximum') cpuModel = 'max';
   else if (cpuMode === 'host-model') cpuModel = null;
   else cpuModel = text(cpu?.model) || 'qemu64';
@@ -269,26 +275,43 @@ export function parseDomainXml(xml: string, opts: DomainXmlOptions = {}): Domain
   const addrMode = attr(addr, 'mode');
   if (addr && addrMode !== 'emulate' && addrMode !== 'passthrough')
     invalid(`${name}: <maxphysaddr mode='${(addrMode ?? '').slice(0, 40)}'> is neither 'emulate' nor 'passthrough'`);
-  const emulatedBits = addrMode === 'emulate' ? bitsAttr(addr, 'bits', `${name}: <maxphysaddr bits>`) : null;
-  if (addrMode === 'emulate' && emulatedBits === null) invalid(`${name}: <maxphysaddr mode='emulate'> needs bits`);
-  const hostPhysBitsLimit =
-    addrMode === 'passthrough' ? (bitsAttr(addr, 'limit', `${name}: <maxphysaddr limit>`) ?? 0) : 0;
+  const xmlBits = addrMode === 'emulate' ? bitsAttr(addr, 'bits', `${name}: <maxphysaddr bits>`) : null;
+  if (addrMode === 'emulate' && xmlBits === null) invalid(`${name}: <maxphysaddr mode='emulate'> needs bits`);
+  const xmlLimit = addrMode === 'passthrough' ? (bitsAttr(addr, 'limit', `${name}: <maxphysaddr limit>`) ?? 0) : 0;
+  // The effective -cpu's properties: a <qemu:commandline> -cpu replaces libvirt's whole -cpu.
+  const cpuProps: Record<string, string> = qemuArgs.cpu
+    ? qemuArgs.cpu.props
+    : {
+        ...(xmlBits !== null ? { 'phys-bits': String(xmlBits) } : {}),
+        ...(addrMode === 'passthrough' ? { 'host-phys-bits': 'on' } : {}),
+        ...(xmlLimit > 0 ? { 'host-phys-bits-limit': String(xmlLimit) } : {}),
+      };
+  const prop = (p: string) => (cpuModel === null ? cpuProps[p] : cpuProp(qemuArgs, cpuModel, cpuProps, p));
+  const bitsProp = (p: string) => {
+    const v = prop(p);
+    return v === undefined ? null : parseCount(v, `${name}: -cpu ${p}`, 64);
+  };
+  const emulatedBits = bitsProp('phys-bits');
+  const hostPhysBitsLimit = bitsProp('host-phys-bits-limit') ?? 0;
+  const hostPhysBitsProp = prop('host-phys-bits');
 
   const hostModelDefault = (cpuModel === 'host' || cpuModel === 'max') && accelerator === 'kvm';
-  const hostPhysBits = addrMode === 'passthrough' || hostModelDefault;
+  const hostPhysBits =
+    hostPhysBitsProp !== undefined ? qemuBool(hostPhysBitsProp, '-cpu host-phys-bits') : hostModelDefault;
   let physBits: number | null;
   if (hostPhysBits && accelerator === 'kvm') {
     physBits = null;
     if (emulatedBits !== null) {
+      const asked = qemuArgs.cpu ? `phys-bits=${emulatedBits}` : `<maxphysaddr mode='emulate' bits='${emulatedBits}'/>`;
       notes.push(
-        `<maxphysaddr mode='emulate' bits='${emulatedBits}'/> has no effect: QEMU's '${cpuModel}' model keeps host-phys-bits=on, so the guest gets the host's width`,
+        `${asked} has no effect: QEMU's '${cpuModel}' model keeps host-phys-bits=on, so the guest gets the host's width`,
       );
     }
   } else {
     physBits = emulatedBits ?? QEMU_DEFAULT_PHYS_BITS;
-    if (addrMode === 'passthrough')
+    if (hostPhysBits)
       notes.push(
-        `<maxphysaddr mode='passthrough'/> has no effect under ${accelerator}: the guest gets ${physBits} bits`,
+        `${qemuArgs.cpu ? 'host-phys-bits=on' : "<maxphysaddr mode='passthrough'/>"} has no effect under ${accelerator}: the guest gets ${physBits} bits`,
       );
   }
 
@@ -296,9 +319,10 @@ export function parseDomainXml(xml: string, opts: DomainXmlOptions = {}): Domain
   const memoryBytes = memoryElement(domain.memory, `${name}: <memory>`);
   if (memoryBytes === null) invalid(`${name}: <memory> is missing`);
   const currentMemoryBytes = memoryElement(domain.currentMemory, `${name}: <currentMemory>`);
-  const maxMemoryBytes = memoryElement(domain.maxMemory, `${name}: <maxMemory>`);
+  const maxMemoryBytes = qemuArgs.memory.maxmem ?? memoryElement(domain.maxMemory, `${name}: <maxMemory>`);
   const slotsAttr = attr(obj(domain.maxMemory), 'slots');
-  const slots = slotsAttr === undefined ? 0 : parseCount(slotsAttr, `${name}: <maxMemory slots>`, 4096);
+  const slots =
+    qemuArgs.memory.slots ?? (slotsAttr === undefined ? 0 : parseCount(slotsAttr, `${name}: <maxMemory slots>`, 4096));
 
   const cells = (obj(cpu?.numa)?.cell as unknown[] | undefined) ?? [];
   let ramBytes: number;
@@ -319,6 +343,7 @@ export function parseDomainXml(xml: string, opts: DomainXmlOptions = {}): Domain
     ramBytes = Math.max(0, memoryBytes - devices);
   }
   if (!Number.isSafeInteger(ramBytes)) invalid(`${name}: NUMA cell memory is out of range`);
+  if (qemuArgs.memory.size !== undefined) ramBytes = qemuArgs.memory.size;
 
   // <controller type='pci' index='0' model='pcie-root|pci-root'><pcihole64 unit=…>N</pcihole64>
   // becomes -global q35-pcihost.pci-hole64-size / i440FX-pcihost.pci-hole64-size.
@@ -328,6 +353,10 @@ export function parseDomainXml(xml: string, opts: DomainXmlOptions = {}): Domain
     if (attr(ctl, 'type') !== 'pci' || attr(ctl, 'index') !== '0' || ctl?.pcihole64 === undefined) continue;
     pciHole64Bytes = memoryElement(ctl.pcihole64, `${name}: <pcihole64>`);
   }
+  const bridge = machine === 'q35' ? 'q35-pcihost' : 'i440FX-pcihost';
+  for (const g of qemuArgs.globals)
+    if (g.driver === bridge && g.property === 'pci-hole64-size')
+      pciHole64Bytes = qemuSize(g.value, 'b', `-global ${bridge}.pci-hole64-size`);
 
   const sec = obj(domain.launchSecurity);
   const launchSecurity = sec ? (attr(sec, 'type') ?? null) : null;

@@ -13,6 +13,9 @@ const ACCEPTED_LINT = [
   'physbits_host_phys_bits use base unit "bytes" instead of "bits"',
 ];
 
+/** A VM as the daemon names it to the metrics: its id (here `id-<name>`) and its name. */
+const v = (name: string, id = `id-${name}`) => ({ id, name });
+
 function series(text: string, name: string): string[] {
   return text.split('\n').filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
 }
@@ -20,28 +23,28 @@ function series(text: string, name: string): string[] {
 test('contract metrics carry the exact values', async (t) => {
   const m = new Metrics({ version: '1.2.3', defaultMetrics: false });
   m.setHost({ physBits: 46 });
-  m.setVm('web1', { physBits: 52 }, { relation: 'wider', severity: 'critical' });
-  m.setVm('db1', { physBits: 46 }, { relation: 'equal', severity: 'ok' });
-  m.setVm('ci1', { physBits: 40 }, { relation: 'narrower', severity: 'info' });
-  m.refused('web1', 'device_add');
-  m.refused('web1', 'device_add');
-  m.refused('web1', 'migrate');
+  m.setVm(v('web1'), { physBits: 52 }, { relation: 'wider', severity: 'critical' });
+  m.setVm(v('db1'), { physBits: 46 }, { relation: 'equal', severity: 'ok' });
+  m.setVm(v('ci1'), { physBits: 40 }, { relation: 'narrower', severity: 'info' });
+  m.refused(v('web1'), 'device_add');
+  m.refused(v('web1'), 'device_add');
+  m.refused(v('web1'), 'migrate');
   const text = await m.text();
-  t.deepEqual(series(text, 'physbits_build_info'), ['physbits_build_info{version="1.2.3"} 1']);
+  t.deepEqual(series(text, 'physbits_build_info'), ['physbits_build_info{version="1.2.3",revision="unknown"} 1']);
   t.deepEqual(series(text, 'physbits_host_phys_bits'), ['physbits_host_phys_bits 46']);
   t.deepEqual(series(text, 'physbits_guest_phys_bits'), [
-    'physbits_guest_phys_bits{vm="web1"} 52',
-    'physbits_guest_phys_bits{vm="db1"} 46',
-    'physbits_guest_phys_bits{vm="ci1"} 40',
+    'physbits_guest_phys_bits{vm="web1",id="id-web1"} 52',
+    'physbits_guest_phys_bits{vm="db1",id="id-db1"} 46',
+    'physbits_guest_phys_bits{vm="ci1",id="id-ci1"} 40',
   ]);
   t.deepEqual(series(text, 'physbits_vm_severity'), [
-    'physbits_vm_severity{vm="web1"} 3',
-    'physbits_vm_severity{vm="db1"} 0',
-    'physbits_vm_severity{vm="ci1"} 1',
+    'physbits_vm_severity{vm="web1",id="id-web1"} 3',
+    'physbits_vm_severity{vm="db1",id="id-db1"} 0',
+    'physbits_vm_severity{vm="ci1",id="id-ci1"} 1',
   ]);
   t.deepEqual(series(text, 'physbits_refused_commands_total'), [
-    'physbits_refused_commands_total{vm="web1",command="device_add"} 2',
-    'physbits_refused_commands_total{vm="web1",command="migrate"} 1',
+    'physbits_refused_commands_total{vm="web1",id="id-web1",command="device_add"} 2',
+    'physbits_refused_commands_total{vm="web1",id="id-web1",command="migrate"} 1',
   ]);
   const vms = series(text, 'physbits_vms');
   t.is(vms.length, 12, 'every relation × severity pair is present');
@@ -53,28 +56,34 @@ test('contract metrics carry the exact values', async (t) => {
 
 test('removeVm drops every series of the VM and nothing else', async (t) => {
   const m = new Metrics({ version: '0', defaultMetrics: false });
-  for (const vm of ['a', 'b']) {
+  for (const vm of [v('a'), v('b')]) {
     m.setVm(vm, { physBits: 40 }, { relation: 'narrower', severity: 'ok' });
     m.refused(vm, 'device_add');
     m.qmpError(vm, 'QMP_TIMEOUT');
     m.observeQmp(vm, 0.02);
     m.setVmUp(vm, false);
   }
-  m.removeVm('a');
+  m.removeVm('id-a');
   const text = await m.text();
   t.false(/vm="a"/.test(text));
   t.is(text.match(/vm="b"/g)!.length, 5 + 12, '4 single series + histogram (9 buckets, +Inf, sum, count)');
-  t.deepEqual(series(text, 'physbits_vm_up'), ['physbits_vm_up{vm="b"} 0']);
-  t.deepEqual(series(text, 'physbits_qmp_errors_total'), ['physbits_qmp_errors_total{vm="b",code="QMP_TIMEOUT"} 1']);
+  t.deepEqual(series(text, 'physbits_vm_up'), ['physbits_vm_up{vm="b",id="id-b"} 0']);
+  t.deepEqual(series(text, 'physbits_qmp_errors_total'), [
+    'physbits_qmp_errors_total{vm="b",id="id-b",code="QMP_TIMEOUT"} 1',
+  ]);
   t.true(series(text, 'physbits_vms').includes('physbits_vms{relation="narrower",severity="ok"} 1'));
 });
 
 test('label values chosen by clients are bounded per VM', async (t) => {
   const m = new Metrics({ version: '0', defaultMetrics: false });
-  for (let i = 0; i < 100; i++) m.refused('web1', `cmd${i}`);
+  for (let i = 0; i < 100; i++) m.refused(v('web1'), `cmd${i}`);
   const lines = series(await m.text(), 'physbits_refused_commands_total');
   t.is(lines.length, MAX_LABEL_VALUES_PER_VM + 1);
-  t.true(lines.includes(`physbits_refused_commands_total{vm="web1",command="other"} ${100 - MAX_LABEL_VALUES_PER_VM}`));
+  t.true(
+    lines.includes(
+      `physbits_refused_commands_total{vm="web1",id="id-web1",command="other"} ${100 - MAX_LABEL_VALUES_PER_VM}`,
+    ),
+  );
 });
 
 test('alert metrics', async (t) => {
@@ -86,7 +95,8 @@ test('alert metrics', async (t) => {
   m.alertDelivery('alertmanager:http://am:9093/', 'success', 1);
   m.spoolDropped('superseded');
   const text = await m.text();
-  t.deepEqual(series(text, 'physbits_alerts_pending'), ['physbits_alerts_pending 3']);
+  t.deepEqual(series(text, 'physbits_alerts_undelivered'), ['physbits_alerts_undelivered 3']);
+  t.deepEqual(series(text, 'physbits_alerts_pending'), [], 'the old name is gone');
   t.deepEqual(series(text, 'physbits_spool_entries'), ['physbits_spool_entries 7']);
   t.deepEqual(series(text, 'physbits_alerts_firing'), [
     'physbits_alerts_firing{severity="info"} 0',
@@ -142,10 +152,10 @@ test('promtool check metrics accepts what /metrics serves', async (t) => {
   if (!requireTool(t, PROMTOOL, 'prometheus')) return t.pass();
   const m = new Metrics({ version: '0.1.0' });
   m.setHost({ physBits: 46 });
-  m.setVm('web1', { physBits: 52 }, { relation: 'wider', severity: 'critical' });
-  m.refused('web1', 'device_add');
-  m.qmpError('web1', 'QMP_TIMEOUT');
-  m.observeQmp('web1', 0.004);
+  m.setVm(v('web1'), { physBits: 52 }, { relation: 'wider', severity: 'critical' });
+  m.refused(v('web1'), 'device_add');
+  m.qmpError(v('web1'), 'QMP_TIMEOUT');
+  m.observeQmp(v('web1'), 0.004);
   m.alertDelivery('webhook:http://h/', 'success', 1);
   const srv = await startMetricsServer(m, '127.0.0.1:0');
   t.teardown(() => srv.close());
@@ -167,12 +177,12 @@ test('fleet identity: host_info and the host label on the series a fleet query j
   const m = new Metrics({ version: '0', defaultMetrics: false });
   m.setHost({ physBits: 46, name: 'hv1' }, 'east');
   m.setVm(
-    'web1',
+    v('web1'),
     { physBits: 46, accelerator: 'kvm', layout: { highestAddress: 53687091200 } as never },
     { relation: 'equal', severity: 'ok' },
   );
   m.setVm(
-    'ci1',
+    v('ci1'),
     { physBits: 40, accelerator: 'tcg', layout: null, uuid: '6f1c3a52-9b0e-4c55-8a44-1e0f7b2d9c01' },
     { relation: 'narrower', severity: 'ok' },
   );
@@ -180,33 +190,103 @@ test('fleet identity: host_info and the host label on the series a fleet query j
   t.deepEqual(series(text, 'physbits_host_info'), ['physbits_host_info{host="hv1",pool="east"} 1']);
   t.deepEqual(series(text, 'physbits_host_phys_bits'), ['physbits_host_phys_bits{host="hv1",pool="east"} 46']);
   t.deepEqual(series(text, 'physbits_guest_phys_bits'), [
-    'physbits_guest_phys_bits{vm="web1",host="hv1",pool="east",accelerator="kvm"} 46',
-    'physbits_guest_phys_bits{vm="ci1",host="hv1",pool="east",accelerator="tcg",uuid="6f1c3a52-9b0e-4c55-8a44-1e0f7b2d9c01"} 40',
+    'physbits_guest_phys_bits{vm="web1",id="id-web1",host="hv1",pool="east",accelerator="kvm"} 46',
+    'physbits_guest_phys_bits{vm="ci1",id="id-ci1",host="hv1",pool="east",accelerator="tcg",uuid="6f1c3a52-9b0e-4c55-8a44-1e0f7b2d9c01"} 40',
   ]);
   t.deepEqual(series(text, 'physbits_guest_highest_address_bytes'), [
-    'physbits_guest_highest_address_bytes{vm="web1",host="hv1",pool="east"} 53687091200',
+    'physbits_guest_highest_address_bytes{vm="web1",id="id-web1",host="hv1",pool="east"} 53687091200',
   ]);
   t.deepEqual(series(text, 'physbits_vm_up'), [
-    'physbits_vm_up{vm="web1",host="hv1",pool="east"} 1',
-    'physbits_vm_up{vm="ci1",host="hv1",pool="east"} 1',
+    'physbits_vm_up{vm="web1",id="id-web1",host="hv1",pool="east"} 1',
+    'physbits_vm_up{vm="ci1",id="id-ci1",host="hv1",pool="east"} 1',
   ]);
 
   // Renamed, no pool; a guest restarted under another accelerator: no series under the old labels.
   m.setHost({ physBits: 39, name: 'hv9' });
-  m.setVm('ci1', { physBits: 40, accelerator: 'kvm', layout: null }, { relation: 'wider', severity: 'critical' });
-  m.setVmUp('web1', false);
+  m.setVm(v('ci1'), { physBits: 40, accelerator: 'kvm', layout: null }, { relation: 'wider', severity: 'critical' });
+  m.setVmUp(v('web1'), false);
   text = await m.text();
   t.deepEqual(series(text, 'physbits_host_info'), ['physbits_host_info{host="hv9"} 1']);
   t.deepEqual(series(text, 'physbits_host_phys_bits'), ['physbits_host_phys_bits{host="hv9"} 39']);
   t.deepEqual(series(text, 'physbits_guest_phys_bits'), [
-    'physbits_guest_phys_bits{vm="web1",host="hv9",accelerator="kvm"} 46',
-    'physbits_guest_phys_bits{vm="ci1",host="hv9",accelerator="kvm"} 40',
+    'physbits_guest_phys_bits{vm="web1",id="id-web1",host="hv9",accelerator="kvm"} 46',
+    'physbits_guest_phys_bits{vm="ci1",id="id-ci1",host="hv9",accelerator="kvm"} 40',
   ]);
   t.deepEqual(series(text, 'physbits_vm_up'), [
-    'physbits_vm_up{vm="web1",host="hv9"} 0',
-    'physbits_vm_up{vm="ci1",host="hv9"} 1',
+    'physbits_vm_up{vm="web1",id="id-web1",host="hv9"} 0',
+    'physbits_vm_up{vm="ci1",id="id-ci1",host="hv9"} 1',
   ]);
-  m.removeVm('web1');
+  m.removeVm('id-web1');
   text = await m.text();
   t.false(text.includes('vm="web1"'));
+});
+
+test('two VMs with one name keep their own series; one leaving takes only its own', async (t) => {
+  const m = new Metrics({ version: '0', defaultMetrics: false });
+  m.setHost({ physBits: 46, name: 'hv1' });
+  const narrow = v('dup', 'aaaaaaaaaaaa');
+  const wide = v('dup', 'bbbbbbbbbbbb');
+  m.setVm(narrow, { physBits: 39 }, { relation: 'narrower', severity: 'ok' });
+  m.setVm(
+    wide,
+    { physBits: 52 },
+    {
+      relation: 'wider',
+      severity: 'critical',
+      reasons: [{ code: 'GUEST_WIDER_THAN_HOST', severity: 'critical', message: 'wider' }],
+    },
+  );
+  m.refused(wide, 'migrate');
+  let text = await m.text();
+  t.deepEqual(series(text, 'physbits_guest_phys_bits'), [
+    'physbits_guest_phys_bits{vm="dup",id="aaaaaaaaaaaa",host="hv1"} 39',
+    'physbits_guest_phys_bits{vm="dup",id="bbbbbbbbbbbb",host="hv1"} 52',
+  ]);
+  t.deepEqual(series(text, 'physbits_vm_severity'), [
+    'physbits_vm_severity{vm="dup",id="aaaaaaaaaaaa",host="hv1"} 0',
+    'physbits_vm_severity{vm="dup",id="bbbbbbbbbbbb",host="hv1"} 3',
+  ]);
+  t.deepEqual(series(text, 'physbits_vm_reason_info'), [
+    'physbits_vm_reason_info{vm="dup",id="bbbbbbbbbbbb",host="hv1",reason="GUEST_WIDER_THAN_HOST",severity="critical"} 1',
+  ]);
+  const counted = series(text, 'physbits_vms').filter((l) => !l.endsWith(' 0'));
+  t.deepEqual(counted.sort(), [
+    'physbits_vms{relation="narrower",severity="ok"} 1',
+    'physbits_vms{relation="wider",severity="critical"} 1',
+  ]);
+  m.removeVm(narrow.id);
+  text = await m.text();
+  t.deepEqual(series(text, 'physbits_guest_phys_bits'), [
+    'physbits_guest_phys_bits{vm="dup",id="bbbbbbbbbbbb",host="hv1"} 52',
+  ]);
+  t.deepEqual(series(text, 'physbits_refused_commands_total'), [
+    'physbits_refused_commands_total{vm="dup",id="bbbbbbbbbbbb",host="hv1",command="migrate"} 1',
+  ]);
+});
+
+test('a renamed VM keeps its counts under its new name, none under the old one', async (t) => {
+  const m = new Metrics({ version: '0', defaultMetrics: false });
+  m.refused(v('old', 'cccccccccccc'), 'device_add');
+  m.observeQmp(v('old', 'cccccccccccc'), 0.01);
+  m.refused(v('new', 'cccccccccccc'), 'device_add');
+  m.observeQmp(v('new', 'cccccccccccc'), 0.01);
+  const text = await m.text();
+  t.deepEqual(series(text, 'physbits_refused_commands_total'), [
+    'physbits_refused_commands_total{vm="new",id="cccccccccccc",command="device_add"} 2',
+  ]);
+  t.false(text.includes('vm="old"'));
+});
+
+test('build_info carries the version and revision; reload metrics start at 1', async (t) => {
+  const m = new Metrics({ version: '0.1.0', revision: 'a3a1fba0', defaultMetrics: false });
+  let text = await m.text();
+  t.deepEqual(series(text, 'physbits_build_info'), ['physbits_build_info{version="0.1.0",revision="a3a1fba0"} 1']);
+  t.deepEqual(series(text, 'physbits_config_last_reload_successful'), ['physbits_config_last_reload_successful 1']);
+  m.configLoaded(true, 1_700_000_000_500);
+  m.configLoaded(false, 1_700_000_100_000);
+  text = await m.text();
+  t.deepEqual(series(text, 'physbits_config_last_reload_successful'), ['physbits_config_last_reload_successful 0']);
+  t.deepEqual(series(text, 'physbits_config_last_reload_success_timestamp_seconds'), [
+    'physbits_config_last_reload_success_timestamp_seconds 1700000000',
+  ]);
 });

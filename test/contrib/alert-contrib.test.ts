@@ -130,25 +130,58 @@ test('rules and dashboard use only metrics physbits exports', async (t) => {
   t.true(rules.includes('physbits_vm_severity') && rules.includes('physbits_refused_commands_total'));
 });
 
-test('the dashboard is importable JSON with unique panel ids and a Prometheus datasource input', (t) => {
+test('the dashboard: unique panel ids, a datasource variable (file provisioning resolves no inputs), a host variable on `host`, a panel for `up`', (t) => {
   const d = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as {
     uid: string;
-    __inputs: Array<{ name: string; pluginId: string }>;
-    panels: Array<{ id: number; type: string; targets?: Array<{ expr: string }> }>;
+    __inputs?: unknown;
+    templating: { list: Array<{ name: string; type: string; query: unknown; datasource?: { uid: string } }> };
+    panels: Array<{ id: number; type: string; datasource?: { uid: string }; targets?: Array<{ expr: string }> }>;
   };
   t.is(d.uid, 'physbits-overview');
-  t.deepEqual(
-    d.__inputs.map((i) => [i.name, i.pluginId]),
-    [['DS_PROMETHEUS', 'prometheus']],
-  );
+  t.is(d.__inputs, undefined);
+  const text = readFileSync(DASHBOARD, 'utf8');
+  t.false(text.includes('${DS_'), 'no import-time input left');
+  const [ds, host] = d.templating.list;
+  t.like(ds, { name: 'datasource', type: 'datasource', query: 'prometheus' });
+  t.like(host, { name: 'host', type: 'query', datasource: { uid: '${datasource}' } });
+  t.regex(JSON.stringify(host.query), /label_values\(physbits_host_info, host\)/);
   const ids = d.panels.map((p) => p.id);
   t.is(new Set(ids).size, ids.length);
+  for (const p of d.panels.filter((p) => p.type !== 'row')) t.is(p.datasource?.uid, '${datasource}');
   const queries = d.panels.flatMap((p) => p.targets ?? []).map((q) => q.expr);
   t.true(queries.length >= 10);
-  t.true(
-    queries.every((q) => q.includes('instance=~"$instance"')),
-    'every query follows the host selector',
+  t.true(queries.includes('up{job="physbits"}'), 'a panel shows up');
+  t.deepEqual(
+    queries.filter((q) => q !== 'up{job="physbits"}' && !q.includes('host=~"$host"')),
+    [],
+    'every other query follows the host selector',
   );
+  t.false(text.includes('$instance'));
+});
+
+test('every rule has a runbook_url into docs/reasons.md and the origin label', (t) => {
+  const reasons = readFileSync(join(ROOT, 'docs/reasons.md'), 'utf8');
+  const anchors = new Set(
+    [...reasons.matchAll(/^#{2,3} (.+)$/gm)].map((m) =>
+      m[1]
+        .toLowerCase()
+        .replace(/[^a-z0-9_ -]/g, '')
+        .replace(/ /g, '-'),
+    ),
+  );
+  let rules = 0;
+  for (const file of [RULES, FLEET_RULES]) {
+    const text = readFileSync(file, 'utf8');
+    for (const block of text.split(/\n(?= {6}- alert: )/).slice(1)) {
+      rules++;
+      const name = /- alert: (\w+)/.exec(block)![1];
+      const url = /runbook_url: '([^']+)'/.exec(block)?.[1];
+      t.is(url, `file:///usr/share/doc/physbits/reasons.md#${name.toLowerCase()}`, name);
+      t.true(anchors.has(name.toLowerCase()), `docs/reasons.md has a section ${name}`);
+      t.regex(block, /\n {10}origin: prometheus\n/, name);
+    }
+  }
+  t.is(rules, 10);
 });
 
 test('docs list every metric, every alertname and every alert error code', async (t) => {

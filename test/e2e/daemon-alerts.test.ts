@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { ALERTMANAGER, requireTool, startAlertmanager, waitFor } from '../helpers/alertmanager';
 import { LineClient, startDaemon, waitUntil, type DaemonProcess } from '../helpers/daemon';
 import { QEMUS, startGuest } from '../helpers/qemu';
+import { vmId } from '../../agent/core/vm-name';
 
 for (const qemu of QEMUS) {
   test(`${qemu.label}: wide guest → critical alert in Alertmanager; refusal → REFUSED_ alert; guest quits → resolved`, async (t) => {
@@ -36,6 +37,7 @@ for (const qemu of QEMUS) {
     t.deepEqual(firing.labels, {
       alertname: 'PhysbitsGuestWiderThanHost',
       vm: 'wide1',
+      id: vmId(guest.socket),
       host: 'hv-test',
       severity: 'critical',
       reason: 'GUEST_WIDER_THAN_HOST',
@@ -60,6 +62,7 @@ for (const qemu of QEMUS) {
     );
     t.is(refusal.labels.reason, 'REFUSED_MEMORY_ABOVE_HOST_LIMIT');
     t.is(refusal.labels.host, 'hv-test');
+    t.is(refusal.labels.id, vmId(guest.socket));
     // The refusal fires for alerts.refusalHoldMinutes (default 15) from the refusal.
     const holdMs = Date.parse(refusal.endsAt) - Date.parse(refusal.startsAt);
     t.true(holdMs > 14 * 60_000 && holdMs <= 15 * 60_000 + 1000, `${holdMs}`);

@@ -412,8 +412,15 @@ for (const qemu of QEMUS) {
       t.is(allowed.code, 0);
       t.like(JSON.parse(allowed.stdout), { vm: 'fits', peer: 'narrow', allowed: true, peerPhysBits: 39 });
       const unknownPeer = await ctl(['check-migration', 'fits', '--to', 'nowhere', '--api', d.apiSocket]);
-      t.is(unknownPeer.code, 64);
+      // Unknown, like every other thing physbits cannot find (exit 3); with --json, the error on stdout.
+      t.is(unknownPeer.code, 3);
       t.is(unknownPeer.stderr, "physbitsctl: no peer named 'nowhere' in the config\n");
+      const unknownVm = await ctl(['check-migration', 'nothing', '--to', 'narrow', '--json', '--api', d.apiSocket]);
+      t.is(unknownVm.code, 3);
+      t.deepEqual(JSON.parse(unknownVm.stdout), {
+        error: { code: 'VM_NOT_FOUND', message: "no VM named 'nothing' (nor with that id)" },
+        exitCode: 3,
+      });
     },
   );
 
@@ -576,13 +583,17 @@ for (const qemu of QEMUS) {
       const metrics = await waitUntil(
         async () => {
           const text = await d.metrics();
-          return /physbits_refused_commands_total\{vm="hotplug",command="device_add"\} 2/.test(text) ? text : null;
+          return /physbits_refused_commands_total\{vm="hotplug",id="[0-9a-f]{12}",host="[^"]+",command="device_add"\} 2/.test(
+            text,
+          )
+            ? text
+            : null;
         },
         'refusals in /metrics',
         5000,
       );
       t.regex(metrics, /physbits_host_phys_bits\{host="[^"]+"\} 33/);
-      t.regex(metrics, /physbits_guest_phys_bits\{vm="hotplug",host="[^"]+",accelerator="tcg"\} 40/);
+      t.regex(metrics, /physbits_guest_phys_bits\{vm="hotplug",id="[0-9a-f]{12}",host="[^"]+",accelerator="tcg"\} 40/);
     },
   );
 

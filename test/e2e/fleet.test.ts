@@ -217,7 +217,7 @@ for (const qemu of QEMUS) {
     const pinned = await run('physbitsctl.js', ['advise', 'hvB-vm', '--json', '--api', a.api]);
     t.is(pinned.code, 0, pinned.stdout);
     const unknownVm = await run('physbitsctl.js', ['advise', 'nope', '--api', a.api]);
-    t.is(unknownVm.code, 64, unknownVm.stderr);
+    t.is(unknownVm.code, 3, unknownVm.stderr); // unknown, like other unknowns
 
     await c.stop();
     const down = await run('physbitsctl.js', ['fleet', '--json', '--api', a.api]);

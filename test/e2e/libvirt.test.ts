@@ -381,7 +381,9 @@ serial(
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     t.regex(
       metrics,
-      new RegExp(`physbits_guest_phys_bits\\{vm="${NARROW}",host="[^"]+",accelerator="[a-z]+"[^}]*\\} 39`),
+      new RegExp(
+        `physbits_guest_phys_bits\\{vm="${NARROW}",id="[0-9a-f]{12}",host="[^"]+",accelerator="[a-z]+"[^}]*\\} 39`,
+      ),
     );
     // libvirt still owns the monitor: its own commands keep working while the daemon reads.
     const info = await virsh(['qemu-monitor-command', `--domain=${NARROW}`, '--cmd={"execute":"query-status"}']);

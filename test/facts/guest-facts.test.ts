@@ -302,6 +302,7 @@ test('every optional read failing leaves nulls; phys-bits alone still gives fact
     runState: null,
     layout: null,
     machineType: null,
+    firmware: null,
     pciDeviceTypes: null,
   });
 });

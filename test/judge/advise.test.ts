@@ -324,10 +324,10 @@ test('the guests of a live peer get advice too, named by the peer', (t) => {
   );
 });
 
-test('unknown VM name: VM_NOT_FOUND, exit 64; 3 when a host could not be asked', (t) => {
+test('unknown VM name: VM_NOT_FOUND, exit 3 (unknown, like other unknowns), with or without an unreachable host', (t) => {
   const err = t.throws(() => advise({ ...fleet([vm('web1', guest(46))]), vm: 'nope' }), { instanceOf: AdviceError });
   t.is(err!.code, 'VM_NOT_FOUND');
-  t.is(err!.exitCode, 64);
+  t.is(err!.exitCode, 3);
   t.is(err!.message, "no VM named 'nope' on hv1, hv2");
   const peers: PeerFacts[] = [{ name: 'hv3', physBits: null, reachable: false }];
   const err3 = t.throws(() => advise({ ...fleet([vm('web1', guest(46))], peers), vm: 'nope' }), {
@@ -357,16 +357,23 @@ test('a pool width QEMU cannot take is refused with POOL_BITS_INVALID (exit 64)'
   t.is(advise({ ...fleet([]), poolBits: 52 }).poolBits, 52);
 });
 
-test('QEMU 9.1+ guests get the guest-phys-bits form and a note; 7.2 guests do not', (t) => {
-  const newer = advise(fleet([vm('new', guest(46, { qemuVersion: '9.1.0', guestPhysBits: 0 }))])).guests[0];
+test('QEMU 9.1+ guests booting OVMF (pflash) get the guest-phys-bits form and a note; 7.2 and SeaBIOS guests do not', (t) => {
+  const newer = advise(fleet([vm('new', guest(46, { qemuVersion: '9.1.0', guestPhysBits: 0, firmware: 'pflash' }))]))
+    .guests[0];
   t.is(newer.settings!.qemuGuestPhysBits, '-cpu Skylake-Server,guest-phys-bits=39');
   t.true(
     newer.notes.some((n) =>
       n.startsWith('this QEMU has guest-phys-bits (9.1+): guest-phys-bits=39 has the firmware place'),
     ),
   );
-  const byVersion = advise(fleet([vm('v10', guest(46, { qemuVersion: '10.0.2' }))])).guests[0];
+  const byVersion = advise(fleet([vm('v10', guest(46, { qemuVersion: '10.0.2', firmware: 'pflash' }))])).guests[0];
   t.is(byVersion.settings!.qemuGuestPhysBits, '-cpu Skylake-Server,guest-phys-bits=39');
+  // SeaBIOS reads only phys-bits (src/fw/paravirt.c): guest-phys-bits would not move its window.
+  for (const firmware of ['bios', null] as const) {
+    const seabios = advise(fleet([vm('sb', guest(46, { qemuVersion: '10.0.2', firmware }))])).guests[0];
+    t.is(seabios.settings!.qemuGuestPhysBits, undefined, String(firmware));
+    t.false(seabios.notes.some((n) => n.includes('guest-phys-bits')));
+  }
   const old = advise(fleet([vm('old', guest(46, { qemuVersion: '9.0.2' }))])).guests[0];
   t.is(old.settings!.qemuGuestPhysBits, undefined);
   t.false(old.notes.some((n) => n.includes('guest-phys-bits')));
@@ -604,3 +611,15 @@ for (const qemu of QEMUS) {
     );
   });
 }
+
+test('two guests of one host with one name: the name is ambiguous (exit 64, naming both ids); each id names one', (t) => {
+  const a = { ...vm('dup', guest(39)), socket: '/run/qemu/a.qmp', id: 'aaaaaaaaaaaa' };
+  const b = { ...vm('dup', guest(46)), socket: '/run/qemu/b.qmp', id: 'bbbbbbbbbbbb' };
+  const err = t.throws(() => advise({ ...fleet([a, b]), vm: 'dup' }), { instanceOf: AdviceError });
+  t.is(err!.code, 'VM_AMBIGUOUS');
+  t.is(err!.exitCode, 64);
+  t.is(err!.message, "2 VMs are named 'dup': name one by its id (aaaaaaaaaaaa on hv1, bbbbbbbbbbbb on hv1)");
+  const doc = advise({ ...fleet([a, b]), vm: 'bbbbbbbbbbbb' });
+  t.is(doc.guests.length, 1);
+  t.like(doc.guests[0], { vm: 'dup', id: 'bbbbbbbbbbbb', physBits: 46 });
+});

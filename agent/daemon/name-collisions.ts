@@ -1,0 +1,43 @@
+/**
+ * VM names may repeat on a host (two QEMUs with `-name dup`); ids do not (agent/core/vm-name.ts).
+ * Every series, status entry and alert is kept by id, so a shared name breaks nothing, but a name
+ * alone no longer says which VM is meant: the daemon warns once per set of VMs sharing it.
+ */
+import type { Logger } from '../core/logger';
+
+export interface NamedVm {
+  id: string;
+  name: string;
+  socket: string;
+}
+
+export class NameCollisions {
+  /** VM id → the collision last warned about for it ('' when its name is its own). */
+  private readonly seen = new Map<string, string>();
+
+  constructor(private readonly logger: Logger) {}
+
+  /** Looks at `vm`'s name among `all` (every VM of the host); warns when a new set shares it. */
+  check(vm: NamedVm, all: Iterable<NamedVm>): void {
+    const same = [...all].filter((other) => other.name === vm.name);
+    const ids = same.map((other) => other.id).sort();
+    const key = ids.length > 1 ? `${vm.name}\u001f${ids.join(',')}` : '';
+    if (this.seen.get(vm.id) === key) return;
+    this.seen.set(vm.id, key);
+    if (ids.length > 1)
+      this.logger.warn('VM names collide: the VMs are told apart by their ids', {
+        vm: vm.name,
+        ids: ids.join(','),
+        sockets: same.map((other) => other.socket).join(','),
+      });
+  }
+
+  /** Whether `id` was looked at since it appeared. */
+  has(id: string): boolean {
+    return this.seen.has(id);
+  }
+
+  forget(id: string): void {
+    this.seen.delete(id);
+  }
+}
