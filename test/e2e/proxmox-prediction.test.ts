@@ -51,6 +51,26 @@ async function start(t: { teardown(fn: () => unknown): void }, qemu: Qemu, p: Vm
   return readGuestFacts(q, { timeoutMs: 20000 });
 }
 
+/**
+ * What QEMU says when it will not start with these arguments. QEMU 10 listens on its QMP socket
+ * before it checks -cpu, so a start can look successful for a moment: then wait for it to exit.
+ */
+async function startFailure(qemu: Qemu, extraArgs: string[]): Promise<string> {
+  let guest;
+  try {
+    guest = await startGuest({ qemu, accel: 'tcg', extraArgs });
+  } catch (err) {
+    return (err as Error).message;
+  }
+  const exited = await Promise.race([
+    new Promise<boolean>((resolve) => guest.process.once('exit', () => resolve(true))),
+    new Promise<boolean>((resolve) => setTimeout(() => resolve(guest.process.exitCode !== null), 20000)),
+  ]);
+  const text = guest.stderr();
+  await guest.kill();
+  return exited || guest.process.exitCode !== null ? text : `QEMU kept running: ${text}`;
+}
+
 /** Fixtures every QEMU runs; 105 (guest-phys-bits) is QEMU 9.1+ and tested on its own below. */
 const VMIDS = [100, 101, 102, 103, 104, 106, 107, 108, 109, 110, 111];
 
@@ -58,6 +78,12 @@ for (const qemu of QEMUS) {
   for (const vmid of VMIDS) {
     const p = plan(vmid);
     test(`${qemu.label}: VM ${vmid} (${p.name}, cpu ${p.cpu.configured}, -m ${p.memory.mArg}, ${p.machine.type}, ${p.cpu.accelerator}): width and layout as predicted`, async (t) => {
+      if (p.cpu.model === 'host' && p.cpu.accelerator === 'tcg') {
+        // Without KVM (kvm: 0, or a machine with none) QEMU has no `-cpu host`: the start fails there
+        // as it would under qemu-server, and there is no width to compare.
+        t.regex(await startFailure(qemu, argsFor(p)), /CPU model 'host' requires KVM/);
+        return;
+      }
       const facts = await start(t, qemu, p);
       const predicted = guestFromPlan(p, HOST);
       t.is(facts.accelerator, p.cpu.accelerator);

@@ -326,7 +326,7 @@ export async function startDaemon(opts: StartDaemonOptions): Promise<DaemonProce
       return res.text();
     },
     status: () => apiRequest<StatusDocument>({ socketPath: apiSocket }, 'GET', '/v1/status', undefined, 10000),
-    waitForStatus: (pred, what, timeoutMs = 10000) =>
+    waitForStatus: (pred, what, timeoutMs = 30000) =>
       waitUntil(
         async () => {
           const doc = await d.status();
