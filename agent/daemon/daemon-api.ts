@@ -9,6 +9,7 @@ import { buildStatusDocument } from '../judge/status-document';
 import { checkMigration } from '../guard/migration-rule';
 import { buildFleet, type FleetInput } from '../judge/fleet';
 import type { PrometheusSource } from '../core/types';
+import { AnswerCache } from '../peers/answer-cache';
 import { prometheusClient, readPrometheusFleet } from '../peers/prometheus-fleet';
 import { PrometheusError } from '../peers/prometheus-client';
 import { advise, AdviceError } from '../judge/advise';
@@ -33,6 +34,12 @@ export interface DaemonApiDeps {
 }
 
 export class DaemonApi implements ApiHandlers {
+  private readonly prometheusFleet = new AnswerCache<string, Awaited<ReturnType<typeof readPrometheusFleet>>>({
+    clock: Date.now,
+    goodSeconds: 0,
+    failedSeconds: 0,
+  });
+
   constructor(private readonly deps: DaemonApiDeps) {}
 
   status() {
@@ -111,8 +118,11 @@ export class DaemonApi implements ApiHandlers {
     const cfg = this.deps.config();
     if (cfg.fleet.prometheus) {
       try {
-        const client = await prometheusClient(cfg.fleet, cfg.fleet.prometheus);
-        const { peers, source } = await readPrometheusFleet(client, cfg.fleet);
+        const url = cfg.fleet.prometheus;
+        // Fleet views asked at once share one read: one ask's budget, not one per caller.
+        const { peers, source } = await this.prometheusFleet.get(url, async () =>
+          readPrometheusFleet(await prometheusClient(cfg.fleet, url), cfg.fleet),
+        );
         return { input: { peers, policy: cfg.policy, maxMatrixCells: cfg.fleet.maxMatrixCells }, prometheus: source };
       } catch (err) {
         if (err instanceof PrometheusError) throw apiError(503, err.code, err.message);

@@ -16,6 +16,7 @@ import { PeerResolver } from '../peers/peer-resolver';
 import { collectPeers } from '../peers/peer-status';
 import { prometheusClient, readPrometheusHosts } from '../peers/prometheus-fleet';
 import { lookupSourceWidth, type GuestIdentity, type SourceWidth, type SourceWidthDeps } from '../peers/source-width';
+import { prometheusSourceDeps } from '../peers/source-width-deps';
 
 const PEER_TIMEOUT_MS = 3000;
 
@@ -164,7 +165,10 @@ export class LivePeers {
     const deps: SourceWidthDeps = { self: hostName(cfg) };
     if (live.length > 0) deps.peerStatuses = () => collectPeers(live, { timeoutMs: PEER_TIMEOUT_MS });
     if (url)
-      deps.prometheusQuery = async (q) => (await prometheusClient(fleet, url)).query(q, this.timers.now() / 1000);
+      Object.assign(
+        deps,
+        prometheusSourceDeps(fleet, url, () => this.timers.now()),
+      );
     return lookupSourceWidth(guest, deps);
   }
 }

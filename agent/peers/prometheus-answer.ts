@@ -15,7 +15,7 @@ import { AgentError } from '../core/errors';
  */
 export class PrometheusError extends AgentError {}
 
-/** One element of an instant vector: its labels (without __name__), its value and the sample's time. */
+/** One element of an instant vector: the labels physbits reads (KEPT_LABELS), its value and the sample's time. */
 export interface PromSample {
   labels: Record<string, string>;
   value: number;
@@ -89,6 +89,12 @@ interface Frame {
   expectKey: boolean;
 }
 
+/**
+ * The labels physbits reads (prometheus-hosts.ts, source-width.ts); others are dropped as each series
+ * is parsed, so what a series costs in memory does not grow with labels an exporter or relabelling adds.
+ */
+const KEPT_LABELS = new Set(['host', 'vm', 'uuid', 'id', 'job', 'instance', 'pool', 'accelerator']);
+
 function sampleOf(r: unknown, where: string): PromSample {
   const bad = () => new PrometheusError('PROM_BAD_RESPONSE', `${where}: a result is not {metric, value: [time, "v"]}`);
   if (!isObject(r) || !isObject(r.metric) || !Array.isArray(r.value) || r.value.length !== 2) throw bad();
@@ -97,7 +103,7 @@ function sampleOf(r: unknown, where: string): PromSample {
   const labels: Record<string, string> = {};
   for (const [k, v] of Object.entries(r.metric)) {
     if (typeof v !== 'string') throw bad();
-    if (k !== '__name__') labels[k] = v;
+    if (KEPT_LABELS.has(k)) labels[k] = v;
   }
   return { labels, value: Number(text), time };
 }

@@ -16,6 +16,18 @@ import type { SourceWidthDeps } from './source-width';
 /** Each live peer's answer is bounded by this (the daemon's LivePeers uses the same). */
 export const PEER_ASK_TIMEOUT_MS = 3000;
 
+/** The Prometheus half of the deps: the query runner and fleet.job, always together. */
+export function prometheusSourceDeps(
+  fleet: Config['fleet'],
+  url: string,
+  clock: () => number,
+): Required<Pick<SourceWidthDeps, 'prometheusQuery' | 'prometheusJobs'>> {
+  return {
+    prometheusQuery: async (query) => (await prometheusClient(fleet, url)).query(query, clock() / 1000),
+    prometheusJobs: fleet.job,
+  };
+}
+
 export function sourceWidthDepsFromConfig(
   config: Config,
   opts: { clock?: () => number; deadlineMs?: number } = {},
@@ -27,10 +39,7 @@ export function sourceWidthDepsFromConfig(
   const url = fleet.prometheus;
   const deps: SourceWidthDeps = { self: hostName(config), deadlineMs: opts.deadlineMs };
   if (live.length > 0) deps.peerStatuses = () => collectPeers(live, { timeoutMs: PEER_ASK_TIMEOUT_MS });
-  if (url) {
-    deps.prometheusQuery = async (query) => (await prometheusClient(fleet, url)).query(query, clock() / 1000);
-    deps.prometheusJobs = fleet.job;
-  }
+  if (url) Object.assign(deps, prometheusSourceDeps(fleet, url, clock));
   const resolver = new PeerResolver({
     peers,
     readFile: (p) => readFile(p, 'utf8'),

@@ -13,7 +13,13 @@ const vector = (n: number, extra = '') =>
     data: {
       resultType: 'vector',
       result: Array.from({ length: n }, (_, i) => ({
-        metric: { __name__: 'physbits_host_phys_bits', job: 'physbits', host: `hv${i}`, note: 'a "quoted" ]} [{ \\ é' },
+        metric: {
+          __name__: 'physbits_host_phys_bits',
+          job: 'physbits',
+          host: `hv${i}`,
+          vm: 'a "quoted" ]} [{ \\ é',
+          pad: 'dropped',
+        },
         value: [1700000000.5, String(39 + (i % 10))],
       })),
     },
@@ -21,7 +27,7 @@ const vector = (n: number, extra = '') =>
 
 const expected = (n: number) =>
   Array.from({ length: n }, (_, i) => ({
-    labels: { job: 'physbits', host: `hv${i}`, note: 'a "quoted" ]} [{ \\ é' },
+    labels: { job: 'physbits', host: `hv${i}`, vm: 'a "quoted" ]} [{ \\ é' },
     value: 39 + (i % 10),
     time: 1700000000.5,
   }));

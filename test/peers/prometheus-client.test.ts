@@ -3,12 +3,12 @@
  * answers every query with a 20 MB instant vector; the reader's event loop is measured with
  * perf_hooks.monitorEventLoopDelay meanwhile.
  */
-import test, { type ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
+import test from 'ava';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { configSchema } from '../../agent/core/config';
 import { PrometheusClient, PrometheusError } from '../../agent/peers/prometheus-client';
 import { readPrometheusFleet } from '../../agent/peers/prometheus-fleet';
+import { startBigAnswerServer } from '../helpers/big-prometheus';
 
 /**
  * The event loop watched while `work` runs: the longest wall-clock delay (monitorEventLoopDelay; on a
@@ -37,40 +37,8 @@ async function watchLoop<T>(work: () => Promise<T>): Promise<{ result: T; wallMs
   }
 }
 
-/** Node source of a scripted query API: every request is answered with an instant vector of about `mb` MB, series of ~200 bytes, each a host of its own. */
-const SERVER = `
-const http = require('node:http');
-const mb = Number(process.argv[1]);
-const series = [];
-let size = 0;
-for (let i = 0; size < mb * 1e6; i++) {
-  const s = '{"metric":{"__name__":"physbits_host_info","job":"physbits","instance":"10.' + (i >> 16) + '.' + ((i >> 8) & 255) + '.' + (i & 255) + ':9741","host":"hv' + i + '","pad":"' + 'p'.repeat(80) + '"},"value":[1700000000,"1"]}';
-  series.push(s);
-  size += s.length + 1;
-}
-const body = Buffer.from('{"status":"success","data":{"resultType":"vector","result":[' + series.join(',') + ']}}');
-const server = http.createServer((req, res) => {
-  res.writeHead(200, { 'content-type': 'application/json' });
-  res.end(body);
-});
-server.listen(0, '127.0.0.1', () => console.log(server.address().port));
-`;
-
-/** The scripted server in a process of its own (its writes are not the reader's event loop). */
-async function serve(t: ExecutionContext, mb: number): Promise<string> {
-  const child = spawn(process.execPath, ['-e', SERVER, String(mb)], { stdio: ['ignore', 'pipe', 'inherit'] });
-  t.teardown(() => {
-    child.kill('SIGKILL');
-  });
-  const port = await new Promise<string>((resolve, reject) => {
-    child.stdout.once('data', (d: Buffer) => resolve(d.toString().trim()));
-    child.once('exit', (code) => reject(new Error(`scripted server exited ${code}`)));
-  });
-  return `http://127.0.0.1:${port}`;
-}
-
 test.serial('a 20 MB answer is read without blocking the event loop for more than a few tens of ms', async (t) => {
-  const url = await serve(t, 20);
+  const url = await startBigAnswerServer(t, 20);
   const client = new PrometheusClient({ url, timeoutMs: 60000, maxBytes: 64 * 1024 * 1024, maxSeries: 1_000_000 });
   const { result: samples, wallMs, cpuMs } = await watchLoop(() => client.query('physbits_host_info', 1700000000));
   t.true(samples.length > 80_000, String(samples.length));
@@ -84,7 +52,7 @@ test.serial('a 20 MB answer is read without blocking the event loop for more tha
 });
 
 test.serial('seven 20 MB answers in one ask: one budget for all, a typed error, the loop kept turning', async (t) => {
-  const url = await serve(t, 20);
+  const url = await startBigAnswerServer(t, 20);
   const fleet = configSchema.parse({ fleet: { prometheus: url } }).fleet;
   const client = new PrometheusClient({
     url,
@@ -118,7 +86,7 @@ test.serial('seven 20 MB answers in one ask: one budget for all, a typed error, 
 });
 
 test.serial('past fleet.maxHosts is PROM_TOO_MANY_HOSTS', async (t) => {
-  const url = await serve(t, 0.5);
+  const url = await startBigAnswerServer(t, 0.5);
   const fleet = configSchema.parse({ fleet: { prometheus: url, maxHosts: 100 } }).fleet;
   const client = new PrometheusClient({ url, timeoutMs: 60000, maxBytes: fleet.maxResponseBytes });
   const err = (await t.throwsAsync(readPrometheusFleet(client, fleet))) as PrometheusError;
