@@ -153,8 +153,8 @@ export class LivePeers {
   }
 
   /**
-   * The width a guest arriving here by migration has at its source (CONTRACT "Widths that follow
-   * the host"): its status on a live peer or its fleet.prometheus series. QEMU does not say which
+   * The width a guest arriving here by migration has at its source (docs/guard.md "host-phys-bits=on guests after a
+   * migration"): its status on a live peer or its fleet.prometheus series. QEMU does not say which
    * host the stream came from, so the source host's limit is not a fallback here. Never rejects.
    */
   sourceWidth(guest: GuestIdentity): Promise<SourceWidth> {

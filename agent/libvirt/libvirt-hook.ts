@@ -157,8 +157,8 @@ function followsWhat(d: DomainFacts): string {
 
 /**
  * A host-following guest (its width is null in the XML: host-passthrough, maximum, maxphysaddr
- * passthrough under KVM) keeps the width it booted with when it migrates (CONTRACT "Widths that
- * follow the host"). `migrate begin` runs only on the destination of an incoming migration; there
+ * passthrough under KVM) keeps the width it booted with when it migrates (docs/guard.md "host-phys-bits=on guests after
+ * a migration"). `migrate begin` runs only on the destination of an incoming migration; there
  * the source's width is judged, and when nothing knows it guard.unknownPeer decides. `prepare
  * begin` runs before every start, incoming migrations included, with nothing that tells them apart
  * (libvirt passes "-" as EXTRA to both), so there the guest counts as arriving only when a peer

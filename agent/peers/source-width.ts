@@ -1,6 +1,5 @@
 /**
- * The width a guest runs with on the host it is migrating from (CONTRACT "Widths that follow the
- * host"). A guest whose width follows its host (`-cpu host`/`max`, `host-phys-bits=on`, libvirt
+ * The width a guest runs with on the host it is migrating from (docs/guard.md "host-phys-bits=on guests after a migration"). A guest whose width follows its host (`-cpu host`/`max`, `host-phys-bits=on`, libvirt
  * `host-passthrough`/`maximum`/`<maxphysaddr mode='passthrough'>`, Proxmox `cpu: host`/`phys-bits=host`)
  * keeps the width it booted with when it migrates; a destination judges that width, not its own.
  *

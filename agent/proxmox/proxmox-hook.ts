@@ -9,7 +9,7 @@
  * `pre-start`: read the VM's config (config-tree.ts), work out what qemu-server will start
  * (vm-plan.ts) and judge it like a running guest (agent/judge/verdict.ts); refuse when a reason is
  * critical. A guest whose width follows the host arriving by migration is judged with the width it
- * booted with at the source (CONTRACT "Widths that follow the host"); when nothing knows that width,
+ * booted with at the source (docs/guard.md "host-phys-bits=on guests after a migration"); when nothing knows that width,
  * guard.unknownPeer decides. A config that cannot be read or judged refuses (fail closed), naming
  * the file. Every other phase exits 0 without reading anything.
  */
