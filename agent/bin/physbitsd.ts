@@ -134,9 +134,13 @@ async function main(): Promise<void> {
       next = loadDaemonConfig(configPath);
     } catch (err) {
       logger.error('reload refused: keeping the running configuration', { error: (err as Error).message });
+      daemon.configLoaded(false);
       return;
     }
-    daemon.reload(next).catch((err) => logger.error('reload failed', { error: (err as Error).message }));
+    daemon.reload(next).then(
+      () => daemon.configLoaded(true),
+      (err) => logger.error('reload failed', { error: (err as Error).message }),
+    );
   });
   // A fault nothing caught leaves the daemon in a state nobody knows: say so once, release what it
   // holds (QEMU's sockets, its own), and exit for the service manager to restart it

@@ -37,6 +37,8 @@ export class DaemonMetrics {
 
   constructor(logHealth?: LogStreamHealth) {
     this.metrics = new Metrics({ ...buildInfoLabels(), logHealth });
+    // The daemon is made once its config was loaded: that load counts as the first one taken.
+    this.metrics.configLoaded(true, Date.now());
   }
 
   async listen(listen: string, limits?: MetricsListenLimits): Promise<string> {

@@ -65,8 +65,7 @@ export class Daemon {
   private readonly supervisors = new Map<string, VmSupervisor>();
   /** How many of them hold their VM's connection (mode `hold`): kept on add and remove, read on every heartbeat. */
   private heldCount = 0;
-  /** Warns when VMs share a name (they are kept apart by id). */
-  private readonly nameCollisions: NameCollisions;
+  private readonly nameCollisions = new NameCollisions(() => this.logger);
   /** Upstream socket → the fixed part of the glob that found it (its guarded socket mirrors the rest). */
   private readonly globBases = new Map<string, string>();
   private readonly peers: LivePeers;
@@ -88,7 +87,6 @@ export class Daemon {
   constructor(opts: DaemonOptions) {
     this.config = opts.config;
     this.logger = opts.logger;
-    this.nameCollisions = new NameCollisions(this.logger);
     this.timers = opts.timers ?? realTimers;
     this.heartbeatTimers = slottedTimers(this.timers, () => this.config.qmp.heartbeatMs);
     this.host = this.readHost(this.config);
@@ -335,8 +333,7 @@ export class Daemon {
   }
 
   private onStatus(supervisor: VmSupervisor, now: VmStatus, prev: VmStatus): void {
-    if (prev.name !== now.name || !this.nameCollisions.has(supervisor.id))
-      this.nameCollisions.check(supervisor, this.supervisors.values());
+    this.nameCollisions.check(supervisor, this.supervisors.values());
     this.metrics.setVm(now);
     this.alerts.setVm(now);
     if (!now.error && now.verdict && statusState(prev) !== statusState(now))
@@ -366,6 +363,10 @@ export class Daemon {
     await Promise.all([...this.supervisors.values()].map((supervisor) => supervisor.refresh().catch(() => undefined)));
   }
 
+  /** physbits_config_last_reload_*: a SIGHUP's config taken (true) or refused (false). */
+  configLoaded(ok: boolean): void {
+    this.metrics.configLoaded(ok);
+  }
   /** SIGHUP: the new config replaces the old one only when valid (the caller validated it). */
   async reload(next: Config): Promise<void> {
     const prev = this.config;

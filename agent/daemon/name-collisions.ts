@@ -14,18 +14,25 @@ export interface NamedVm {
 export class NameCollisions {
   /** VM id → the collision last warned about for it ('' when its name is its own). */
   private readonly seen = new Map<string, string>();
+  /** VM id → the name it was last looked at under. */
+  private readonly names = new Map<string, string>();
 
-  constructor(private readonly logger: Logger) {}
+  constructor(private readonly logger: () => Logger) {}
 
-  /** Looks at `vm`'s name among `all` (every VM of the host); warns when a new set shares it. */
+  /**
+   * Looks at `vm`'s name among `all` (every VM of the host) when it is new or changed; warns when a
+   * new set shares it.
+   */
   check(vm: NamedVm, all: Iterable<NamedVm>): void {
+    if (this.names.get(vm.id) === vm.name) return;
+    this.names.set(vm.id, vm.name);
     const same = [...all].filter((other) => other.name === vm.name);
     const ids = same.map((other) => other.id).sort();
     const key = ids.length > 1 ? `${vm.name}\u001f${ids.join(',')}` : '';
     if (this.seen.get(vm.id) === key) return;
     this.seen.set(vm.id, key);
     if (ids.length > 1)
-      this.logger.warn('VM names collide: the VMs are told apart by their ids', {
+      this.logger().warn('VM names collide: the VMs are told apart by their ids', {
         vm: vm.name,
         ids: ids.join(','),
         sockets: same.map((other) => other.socket).join(','),
@@ -39,5 +46,6 @@ export class NameCollisions {
 
   forget(id: string): void {
     this.seen.delete(id);
+    this.names.delete(id);
   }
 }

@@ -20,12 +20,13 @@ const c: NamedVm = { id: 'cccccccccccc', name: 'web1', socket: '/run/qemu/c.qmp'
 
 test('a shared name is warned once, naming every id and socket; a name of its own never', (t) => {
   const { logger, warnings } = recorder();
-  const names = new NameCollisions(logger);
+  const names = new NameCollisions(() => logger);
   names.check(a, [a, c]);
   names.check(c, [a, c]);
   t.deepEqual(warnings, []);
   names.check(b, [a, b, c]);
   names.check(b, [a, b, c]);
+  names.check(a, [a, b, c]);
   t.deepEqual(warnings, [
     {
       message: 'VM names collide: the VMs are told apart by their ids',

@@ -112,7 +112,8 @@ test('a target in another job claiming hvB is 52 bits (hvB says 39) or naming a 
 
   // hvZ exists only in the impostor's job: not a peer at all.
   const hvZ = await ctl(['check-migration', 'web1', '--to', 'hvZ', '--json', '--api', hvA.apiSocket]);
-  t.is(hvZ.code, 64, hvZ.stdout + hvZ.stderr);
+  t.is(hvZ.code, 3, hvZ.stdout + hvZ.stderr);
+  t.like(JSON.parse(hvZ.stdout), { error: { code: 'PEER_NOT_FOUND' } });
   t.regex(hvZ.stderr, /no peer named 'hvZ' in the config or in fleet\.prometheus/);
   client.send('{"execute": "migrate", "arguments": {"uri": "tcp:127.0.0.3:4444"}, "id": "to-impostor"}');
   const unknown = await client.next((m) => m.id === 'to-impostor');

@@ -12,7 +12,7 @@ import { ctl, PHYSBITSD, sleep, startDaemon, waitUntil } from '../helpers/daemon
 import { startGuest } from '../helpers/qemu';
 import { tempDir } from '../helpers/tmp';
 import { execFile } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 function series(text: string, name: string): string[] {
@@ -162,4 +162,30 @@ test('physbits_build_info matches --version; physbits_qmp_request_duration_secon
     first,
     new RegExp(`physbits_qmp_request_duration_seconds_bucket\\{le="0.005",vm="beat",id="${id}",host="hv1"\\} \\d+`),
   );
+});
+
+test('physbits_config_last_reload_successful: 1 at start, 0 after a refused SIGHUP, 1 again after a good one', async (t) => {
+  const dir = tempDir('physbits-reload-metric-');
+  const d = await startDaemon({ dir });
+  t.teardown(() => d.kill());
+  const value = (text: string, name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+  let text = await d.metrics();
+  t.is(value(text, 'physbits_config_last_reload_successful'), 1);
+  const started = value(text, 'physbits_config_last_reload_success_timestamp_seconds');
+  t.true(Math.abs(started - Date.now() / 1000) < 60, String(started));
+  const good = readFileSync(d.configPath, 'utf8');
+  writeFileSync(d.configPath, '{ "guard": { "holdMs": "soon" } }');
+  d.proc.kill('SIGHUP');
+  await d.waitForLog(/reload refused/);
+  text = await d.metrics();
+  t.is(value(text, 'physbits_config_last_reload_successful'), 0);
+  t.is(value(text, 'physbits_config_last_reload_success_timestamp_seconds'), started);
+  writeFileSync(d.configPath, good);
+  d.proc.kill('SIGHUP');
+  await d.waitForLog(/configuration reloaded/);
+  text = await waitUntil(async () => {
+    const m = await d.metrics();
+    return value(m, 'physbits_config_last_reload_successful') === 1 ? m : null;
+  }, 'the good reload counted');
+  t.true(value(text, 'physbits_config_last_reload_success_timestamp_seconds') >= started);
 });
