@@ -35,6 +35,7 @@ import { groupId } from '../core/unix-groups';
 import { readApiToken } from '../core/secret-files';
 import { nfdFeatureText, writeNfdFeatureFile } from './nfd-feature-file';
 import { DaemonHealth } from './daemon-health';
+import { findVms } from './find-vms';
 
 export interface DaemonOptions {
   config: Config;
@@ -191,7 +192,7 @@ export class Daemon {
         logger: this.logger,
         peers: this.peers,
         statuses: () => this.status(),
-        findVms: (key) => this.findVms(key),
+        findVms: (key) => findVms(this.supervisors.values(), key),
         libvirtChanged: () => this.libvirtChanged(),
         incoming: (notice) => this.noticeReceived(notice),
       }),
@@ -418,16 +419,6 @@ export class Daemon {
 
   status(): VmStatus[] {
     return [...this.supervisors.values()].map((supervisor) => supervisor.status());
-  }
-
-  /** The VM with this id; else every VM with this name; else the one at this socket path. */
-  private findVms(key: string): VmSupervisor[] {
-    const all = [...this.supervisors.values()];
-    const byId = all.filter((supervisor) => supervisor.id === key);
-    if (byId.length) return byId;
-    const byName = all.filter((supervisor) => supervisor.name === key);
-    if (byName.length) return byName;
-    return all.filter((supervisor) => supervisor.socket === key);
   }
 
   async stop(): Promise<void> {
