@@ -36,6 +36,7 @@ import { readApiToken } from '../core/secret-files';
 import { nfdFeatureText, writeNfdFeatureFile } from './nfd-feature-file';
 import { DaemonHealth } from './daemon-health';
 import { findVms } from './find-vms';
+import { peerSourceWarning } from './peer-source-warning';
 
 export interface DaemonOptions {
   config: Config;
@@ -148,6 +149,8 @@ export class Daemon {
       physBits: this.host.physBits,
       source: this.host.physBitsSource,
     });
+    const noPeers = peerSourceWarning(config);
+    if (noPeers) this.logger.warn(noPeers);
     // Another daemon serving this config's API socket owns the spool and the guarded sockets too:
     // stop before touching any of them (opening the spool compacts it under the other's feet).
     if ((await probeSocketPath(resolve(config.api.socket))) === 'live')
