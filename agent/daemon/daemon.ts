@@ -35,6 +35,8 @@ import { groupId } from '../core/unix-groups';
 import { readApiToken } from '../core/secret-files';
 import { nfdFeatureText, writeNfdFeatureFile } from './nfd-feature-file';
 import { DaemonHealth } from './daemon-health';
+import { findVms } from './find-vms';
+import { peerSourceWarning } from './peer-source-warning';
 
 export interface DaemonOptions {
   config: Config;
@@ -147,6 +149,8 @@ export class Daemon {
       physBits: this.host.physBits,
       source: this.host.physBitsSource,
     });
+    const noPeers = peerSourceWarning(config);
+    if (noPeers) this.logger.warn(noPeers);
     // Another daemon serving this config's API socket owns the spool and the guarded sockets too:
     // stop before touching any of them (opening the spool compacts it under the other's feet).
     if ((await probeSocketPath(resolve(config.api.socket))) === 'live')
@@ -191,7 +195,7 @@ export class Daemon {
         logger: this.logger,
         peers: this.peers,
         statuses: () => this.status(),
-        findVms: (key) => this.findVms(key),
+        findVms: (key) => findVms(this.supervisors.values(), key),
         libvirtChanged: () => this.libvirtChanged(),
         incoming: (notice) => this.noticeReceived(notice),
       }),
@@ -418,16 +422,6 @@ export class Daemon {
 
   status(): VmStatus[] {
     return [...this.supervisors.values()].map((supervisor) => supervisor.status());
-  }
-
-  /** The VM with this id; else every VM with this name; else the one at this socket path. */
-  private findVms(key: string): VmSupervisor[] {
-    const all = [...this.supervisors.values()];
-    const byId = all.filter((supervisor) => supervisor.id === key);
-    if (byId.length) return byId;
-    const byName = all.filter((supervisor) => supervisor.name === key);
-    if (byName.length) return byName;
-    return all.filter((supervisor) => supervisor.socket === key);
   }
 
   async stop(): Promise<void> {
