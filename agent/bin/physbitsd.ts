@@ -10,7 +10,7 @@ import { ConfigError } from '../core/errors';
 import { EXIT } from '../core/exit-codes';
 import type { Daemon } from '../daemon/daemon';
 
-export const DAEMON_HELP = `usage: physbitsd [--config FILE]
+export const DAEMON_HELP = `usage: physbitsd [--config FILE] [--check-config]
 
 The physbits daemon: discovers QEMU's QMP sockets, reads each guest's phys-bits and memory layout,
 compares them with this host and its migration peers, alerts, serves the control API and /metrics, and
@@ -20,6 +20,9 @@ guards each VM's QMP socket against hot-plug and migration the host cannot back.
 options:
   --config FILE  the configuration (default /etc/physbits/config.json; a missing default file
                  means every default)
+  --check-config check the configuration and exit: 0 when it is valid, else 78 with every problem
+                 on stderr, one a line (a JSON error with its line and column); the unit's
+                 ExecReload runs it, so a reload of a broken file fails and the daemon keeps its own
   --help         this help
   --version      the version and the commit it was built from
 
@@ -49,6 +52,7 @@ async function main(): Promise<void> {
       args: process.argv.slice(2),
       options: {
         config: { type: 'string' },
+        'check-config': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'V' },
       },
@@ -83,6 +87,23 @@ async function main(): Promise<void> {
     return loaded;
   };
   const configPath = args.values.config;
+  if (args.values['check-config']) {
+    const { checkConfigFile } = await import('../core/config-check');
+    const problems = checkConfigFile(configPath);
+    // Valid as a config: the files it names (secrets, tokens, peers' CA and token files) next.
+    if (!problems.length) {
+      try {
+        loadDaemonConfig(configPath);
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err;
+        problems.push(err.message);
+      }
+    }
+    for (const problem of problems) process.stderr.write(`physbitsd: config: ${problem}\n`);
+    if (problems.length) process.exit(EXIT.CONFIG);
+    process.stdout.write(`physbitsd: config ${configPath ?? '/etc/physbits/config.json'}: ok\n`);
+    return;
+  }
   let config;
   try {
     config = loadDaemonConfig(configPath);

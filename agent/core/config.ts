@@ -374,6 +374,16 @@ function explain(issue: Issue): { path: PropertyKey[]; what: string } {
   return { path: [...issue.path], what: issue.message };
 }
 
+/** Every problem of a parsed JSON value, one `key: what` line each; empty when it is a valid config. */
+export function configProblems(raw: unknown): string[] {
+  const result = configSchema.safeParse(stripComments(raw ?? {}));
+  if (result.success) return [];
+  return result.error.issues.map((issue) => {
+    const { path, what } = explain(issue);
+    return `${keyName(path)}: ${what}`;
+  });
+}
+
 /** Validates a parsed JSON value; throws ConfigError naming the first bad key. */
 export function parseConfig(raw: unknown, source = 'config'): Config {
   const result = configSchema.safeParse(stripComments(raw ?? {}));

@@ -283,6 +283,33 @@ export function packageTests(opts: PackageRelease): void {
       client.send('{"execute": "migrate", "arguments": {"uri": "tcp:192.0.2.9:4444"}, "id": 2}');
       const refused = await client.next((m) => m.id === 2);
       t.regex((refused.error as { desc: string }).desc, /\[REFUSED_MIGRATION_UNKNOWN_PEER\]$/);
+
+      // `systemctl reload` as systemd runs it: the unit's ExecReload lines in order, each in the
+      // tree, stopping at the first that fails ($MAINPID is the daemon: chroot execs node).
+      const reloadLines = [...unit.matchAll(/^ExecReload=(.*)$/gm)].map((m) =>
+        m[1].trim().replace('$MAINPID', String(daemon!.pid)).split(/\s+/),
+      );
+      t.true(reloadLines.length >= 2, unit);
+      const systemctlReload = async (): Promise<{ code: number | null; stderr: string }> => {
+        for (const words of reloadLines) {
+          const r = await inTree(words);
+          if (r.code !== 0) return { code: r.code, stderr: r.stderr };
+        }
+        return { code: 0, stderr: '' };
+      };
+      const configFile = join(root, 'etc/physbits/config.json');
+      const goodConfig = readFileSync(configFile, 'utf8');
+      writeFileSync(configFile, goodConfig.replace('"physBits":40', '"physBits":99').replace(/}$/, ',"nope":1}'));
+      const broken = await systemctlReload();
+      t.is(broken.code, 78, broken.stderr);
+      t.regex(broken.stderr, /host\.physBits: Too big/);
+      t.regex(broken.stderr, /nope: unknown key/);
+      t.false(/configuration reloaded|reload refused/.test(stderr), 'the daemon was not signalled');
+      writeFileSync(configFile, goodConfig.replace('"hv-deb"', '"hv-deb-2"'));
+      t.is((await systemctlReload()).code, 0);
+      await waitUntil(() => /configuration reloaded/.test(stderr), 'the daemon to apply the reloaded file');
+      t.is(daemon.exitCode, null, 'still running');
+
       daemon.kill('SIGTERM');
       t.is(await exited, 0, stderr);
       daemon = undefined;

@@ -1,0 +1,56 @@
+/**
+ * `physbitsd --check-config`: every problem of a config file at once, without starting anything
+ * (the unit's ExecReload runs it before it signals the daemon, so a reload of a broken file fails).
+ * A JSON syntax error is placed by line and column; schema problems are listed by key, as the
+ * daemon's own load names the first of them.
+ */
+import { readFileSync } from 'node:fs';
+import { configProblems, DEFAULT_CONFIG_PATH } from './config';
+
+/** Line and column (both from 1) of a character offset in `text`. */
+export function lineColumn(text: string, offset: number): { line: number; column: number } {
+  const before = text.slice(0, Math.max(0, Math.min(offset, text.length)));
+  const lines = before.split('\n');
+  return { line: lines.length, column: lines[lines.length - 1].length + 1 };
+}
+
+/**
+ * Where V8's JSON.parse message says the error is: "… at position N" (Node 18/20), or "(line L
+ * column C)" (newer V8), or at the end for "Unexpected end of JSON input".
+ */
+export function jsonErrorPlace(text: string, message: string): { line: number; column: number } {
+  const lc = /line (\d+) column (\d+)/.exec(message);
+  if (lc) return { line: Number(lc[1]), column: Number(lc[2]) };
+  const pos = /position (\d+)/.exec(message);
+  return lineColumn(text, pos ? Number(pos[1]) : text.length);
+}
+
+/** The message without V8's own place, which jsonErrorPlace gives as line and column. */
+function jsonWhat(message: string): string {
+  return message.replace(/\s*(?:in JSON )?at position \d+(?: \(line \d+ column \d+\))?$/, '').trim();
+}
+
+/**
+ * Every problem of the config at `path` (default: /etc/physbits/config.json, where a missing file
+ * means every default), each line starting with the file's name; empty when the file is valid.
+ */
+export function checkConfigFile(path: string | undefined): string[] {
+  const file = path ?? DEFAULT_CONFIG_PATH;
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (!path && code === 'ENOENT') return [];
+    return [`${file}: cannot read: ${code ?? String(err)}`];
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    const message = (err as Error).message;
+    const { line, column } = jsonErrorPlace(text, message);
+    return [`${file}:${line}:${column}: not valid JSON: ${jsonWhat(message)}`];
+  }
+  return configProblems(raw).map((problem) => `${file}: ${problem}`);
+}
