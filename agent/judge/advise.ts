@@ -198,16 +198,16 @@ function guestAdvice(
     };
   }
   const guestPhysBits = hasGuestPhysBits(g);
-  const layout = g.layout ? layoutAdvice(g.layout, poolBits) : null;
-  const layoutFits = layout ? layout.fits : null;
+  const read = g.layout ? layoutAdvice(g.layout, poolBits) : null;
+  const layoutFits = read ? read.fits : null;
   const widthFits = g.physBits <= poolBits;
   const safe = bound ? widthFits && layoutFits !== false : true;
-  const notes = adviceNotes(g, poolBits, { bound, accelerator, widthFits, layout, guestPhysBits });
-  const settings = settingsFor(
-    g.cpuModel,
-    poolBits,
-    guestPhysBits && g.physBits > poolBits && poolBits >= MIN_PHYS_BITS,
-  );
+  // A guest called safe is given no change to make: no settings, no layout fixes.
+  const layout = read && safe ? { ...read, fixes: [] } : read;
+  const notes = adviceNotes(g, poolBits, { bound, accelerator, widthFits, layout, guestPhysBits, safe });
+  const settings = safe
+    ? null
+    : settingsFor(g.cpuModel, poolBits, guestPhysBits && g.physBits > poolBits && poolBits >= MIN_PHYS_BITS);
   const state = safe ? 'ok' : 'warning';
   return {
     ...base,
@@ -227,16 +227,23 @@ function guestAdvice(
 function adviceNotes(
   g: GuestFacts,
   poolBits: number,
-  c: { bound: boolean; accelerator: string; widthFits: boolean; layout: LayoutAdvice | null; guestPhysBits: boolean },
+  c: {
+    bound: boolean;
+    accelerator: string;
+    widthFits: boolean;
+    layout: LayoutAdvice | null;
+    guestPhysBits: boolean;
+    safe: boolean;
+  },
 ): string[] {
   const notes: string[] = [];
   if (!c.bound)
     notes.push(
-      `${c.accelerator} guest: host widths do not bind it (policy.accelerators); the settings matter once it runs under KVM`,
+      `${c.accelerator} guest: host widths do not bind it (policy.accelerators), so there is nothing to change; advise it again once it runs under KVM`,
     );
   if (poolBits < MIN_PHYS_BITS || poolBits > MAX_PHYS_BITS)
     notes.push(`QEMU takes phys-bits from ${MIN_PHYS_BITS} to ${MAX_PHYS_BITS}; ${poolBits} cannot be set`);
-  if (!c.widthFits)
+  if (!c.widthFits && !c.safe)
     notes.push(
       `guest ${g.physBits} bits > pool ${poolBits} bits: it may address memory the narrowest host cannot back; set ${poolBits}; it takes effect when QEMU restarts (a running guest's width cannot change)`,
     );
@@ -260,7 +267,7 @@ function adviceNotes(
       notes.push('the reported layout differs from the PC machine arithmetic: treat the sizes as estimates');
   }
   if (g.layout === null) notes.push('the address layout was not read: only the width is checked');
-  if (c.guestPhysBits && g.physBits > poolBits && poolBits >= MIN_PHYS_BITS) {
+  if (!c.safe && c.guestPhysBits && g.physBits > poolBits && poolBits >= MIN_PHYS_BITS) {
     notes.push(
       `this QEMU has guest-phys-bits (9.1+): guest-phys-bits=${poolBits} has the firmware place the 64-bit PCI window below 2^${poolBits} without changing the CPU's width, the lighter change when only the layout must stay within the pool; the CPU still reports ${g.physBits} bits, so phys-bits=${poolBits} remains the setting that matches the narrowest host`,
     );

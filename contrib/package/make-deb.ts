@@ -11,7 +11,7 @@
  *   /etc/physbits/config.json                       config.example.json, a conffile
  *   /usr/share/man/man8/physbits{ctl,d}.8.gz        man/*.8
  *   /usr/share/man/man5/physbits-config.5.gz        from docs/configuration.md (config-man.ts)
- *   /usr/share/bash-completion/completions/physbitsctl
+ *   /usr/share/bash-completion/completions/physbits{ctl,d}  physbitsctl.bash-completion (both)
  *   /usr/share/doc/physbits/                        copyright (with every bundled npm package's
  *                                                   licence), changelog.gz, README, docs
  *   /usr/share/doc/physbits/examples/               EXAMPLES: the example config, the Prometheus
@@ -169,6 +169,8 @@ export async function makeDeb(outDir = join(REPO_ROOT, 'dist')): Promise<string>
     gz(configManPage(read('docs/configuration.md').toString(), info.version)),
   );
   put(stage, 'usr/share/bash-completion/completions/physbitsctl', read('contrib/package/physbitsctl.bash-completion'));
+  // bash-completion loads a command's completion from the file of its name: physbitsd's is in the same file.
+  put(stage, 'usr/share/bash-completion/completions/physbitsd', read('contrib/package/physbitsctl.bash-completion'));
 
   const doc = 'usr/share/doc/physbits';
   put(stage, `${doc}/copyright`, copyright(bundledPackages));

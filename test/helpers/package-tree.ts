@@ -156,6 +156,7 @@ export function packageTests(opts: PackageRelease): void {
       '/usr/share/man/man8/physbitsd.8.gz',
       '/usr/share/man/man5/physbits-config.5.gz',
       '/usr/share/bash-completion/completions/physbitsctl',
+      '/usr/share/bash-completion/completions/physbitsd',
       '/usr/share/doc/physbits/copyright',
       '/usr/share/doc/physbits/changelog.gz',
       ...Object.values(EXAMPLES).map((e) => `/usr/share/doc/physbits/examples/${e}`),

@@ -377,9 +377,9 @@ test('QEMU 9.1+ guests booting OVMF (pflash) get the guest-phys-bits form and a 
   const old = advise(fleet([vm('old', guest(46, { qemuVersion: '9.0.2' }))])).guests[0];
   t.is(old.settings!.qemuGuestPhysBits, undefined);
   t.false(old.notes.some((n) => n.includes('guest-phys-bits')));
-  // Not offered when the guest is not wider than the pool.
+  // Not offered when the guest is not wider than the pool: it is safe, and given no settings at all.
   const narrow = advise(fleet([vm('n', guest(39, { qemuVersion: '9.1.0', guestPhysBits: 0 }))])).guests[0];
-  t.is(narrow.settings!.qemuGuestPhysBits, undefined);
+  t.is(narrow.settings, null);
 });
 
 test('host-phys-bits guests: current setting named, and the migration caveat unless capped at the pool', (t) => {
@@ -402,8 +402,9 @@ test('a TCG guest outside policy.accelerators is safe, with a note; an unread VM
   t.like(doc.guests[0], { safe: true, bound: false, state: 'ok' });
   t.is(
     doc.guests[0].notes[0],
-    'tcg guest: host widths do not bind it (policy.accelerators); the settings matter once it runs under KVM',
+    'tcg guest: host widths do not bind it (policy.accelerators), so there is nothing to change; advise it again once it runs under KVM',
   );
+  t.deepEqual(doc.guests[0].notes, [doc.guests[0].notes[0]]);
   t.like(doc.guests[1], {
     vm: 'dead',
     physBits: null,
@@ -623,3 +624,31 @@ test('two guests of one host with one name: the name is ambiguous (exit 64, nami
   t.is(doc.guests.length, 1);
   t.like(doc.guests[0], { vm: 'dup', id: 'bbbbbbbbbbbb', physBits: 46 });
 });
+
+/** Every kind of guest advise calls safe: none is given a change to make (settings null, no layout fixes). */
+const safeCases: Array<[string, VmStatus, number | undefined]> = [
+  ['narrower than the pool', vm('n', guest(38)), undefined],
+  ['exactly the pool width', vm('e', guest(39)), undefined],
+  ['host-phys-bits capped at the pool', vm('hp', guest(39, { hostPhysBits: true, hostPhysBitsLimit: 39 })), undefined],
+  [
+    'QEMU 9.1+ on OVMF, not wider than the pool',
+    vm('g', guest(39, { qemuVersion: '9.1.0', firmware: 'pflash' })),
+    undefined,
+  ],
+  ['a TCG guest wider than the pool', vm('t', guest(46, { accelerator: 'tcg' })), undefined],
+  ['a TCG guest whose layout does not fit', vm('tl', guest(46, { accelerator: 'tcg', layout: HOTPLUG })), undefined],
+];
+
+for (const [title, status, poolBits] of safeCases)
+  test(`a safe guest is given no change to make: ${title}`, (t) => {
+    const g = advise({ ...fleet([status]), poolBits }).guests[0];
+    t.is(g.safe, true);
+    t.is(g.state, 'ok');
+    t.is(g.settings, null);
+    t.deepEqual(g.layout?.fixes, []);
+    t.false(
+      g.notes.some((n) => /\bset \d+|guest-phys-bits=|combine the changes/.test(n)),
+      g.notes.join('\n'),
+    );
+    t.false(renderAdvice(advise({ ...fleet([status]), poolBits })).includes('qemu:'));
+  });
