@@ -90,7 +90,15 @@ export async function scanCommand(args: string[], io: CliIo): Promise<number> {
     socket: { type: 'string', multiple: true },
   });
   const config = loadConfig(values.config);
-  const doc = await scan(config, values.socket ?? []);
+  // Sockets from the config while physbitsd runs: it holds them (QEMU serves one client), so a scan
+  // would wait on each and call it unknown. Its own view answers instead, and says whose it is.
+  const daemonView = values.socket?.length ? null : await runningDaemonStatus(config);
+  if (daemonView)
+    io.stderr(
+      `physbitsctl: scan: physbitsd is running (${config.api.socket}) and holds the QMP sockets: ` +
+        `this is its view, as \`physbitsctl status\` shows it`,
+    );
+  const doc = daemonView ?? (await scan(config, values.socket ?? []));
   if (values.json) io.stdout(JSON.stringify(doc, null, 2));
   else io.stdout(renderStatus(doc, { width: values.wide ? undefined : io.columns }));
   if (doc.vms.length === 0) io.stderr(`physbitsctl: scan: ${whereSearched(config, values.config)}`);
@@ -105,4 +113,14 @@ export function whereSearched(config: Config, configArg: string | undefined): st
   if (patterns.length === 0)
     return `no VMs found: discovery.sockets in ${source} is empty; name sockets with --socket PATH or set discovery.sockets`;
   return `no VMs found: no socket matches discovery.sockets in ${source}: ${patterns.map((p) => printable(p)).join(', ')}`;
+}
+
+/** The running daemon's status document when its API answers at once on api.socket; else null. */
+async function runningDaemonStatus(config: Config): Promise<StatusDocument | null> {
+  const { apiRequest } = await import('../api/api-client');
+  try {
+    return await apiRequest<StatusDocument>({ socketPath: config.api.socket }, 'GET', '/v1/status', undefined, 2000);
+  } catch {
+    return null;
+  }
 }
