@@ -54,3 +54,14 @@ export function checkConfigFile(path: string | undefined): string[] {
   }
   return configProblems(raw).map((problem) => `${file}: ${problem}`);
 }
+
+/**
+ * The keys whose values differ between two configs, as dotted paths to the leaves that changed
+ * (`guard.unknownPeer`, `peers`: arrays are compared whole), for a reload's log line.
+ */
+export function changedKeys(prev: unknown, next: unknown, prefix = ''): string[] {
+  const isMap = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
+  if (!isMap(prev) || !isMap(next)) return JSON.stringify(prev) === JSON.stringify(next) ? [] : [prefix || '(all)'];
+  const keys = [...new Set([...Object.keys(prev), ...Object.keys(next)])].sort();
+  return keys.flatMap((k) => changedKeys(prev[k], next[k], prefix ? `${prefix}.${k}` : k));
+}

@@ -21,6 +21,8 @@ export interface Logger {
   info(message: string, meta?: Record<string, unknown>): void;
   debug(message: string, meta?: Record<string, unknown>): void;
   child(meta: Record<string, unknown>): Logger;
+  /** Changes the level of this logger and of every child made from it (a reload's `log.level`). */
+  setLevel?(level: LogLevel): void;
 }
 
 /**
@@ -89,6 +91,7 @@ function wrap(w: winston.Logger): Logger {
     info: (m, meta) => void (w.isLevelEnabled('info') && w.info(m, meta)),
     debug: (m, meta) => void (w.isLevelEnabled('debug') && w.debug(m, meta)),
     child: (meta) => wrap(w.child(meta)),
+    setLevel: (level) => void (w.level = level),
   };
 }
 

@@ -16,6 +16,7 @@ import { EventBus } from './event-bus';
 import { statusEvents, statusState } from './status-events';
 import { hostReadOptions, readHost } from '../facts/host-facts';
 import type { Logger } from '../core/logger';
+import { changedKeys } from '../core/config-check';
 import type { LogStreamHealth } from '../core/log-stream';
 import { LibvirtWatch } from './libvirt-watch';
 import { DaemonAlerts } from './daemon-alerts';
@@ -374,9 +375,10 @@ export class Daemon {
   /** SIGHUP: the new config replaces the old one only when valid (the caller validated it). */
   async reload(next: Config): Promise<void> {
     const prev = this.config;
-    const restartOnly = (['api', 'metrics', 'log'] as const).filter(
-      (k) => JSON.stringify(prev[k]) !== JSON.stringify(next[k]),
-    );
+    const changed = changedKeys(prev, next);
+    // log.level applies at once; the listeners and the log's format take a restart.
+    if (prev.log.level !== next.log.level) this.logger.setLevel?.(next.log.level);
+    const restartOnly = changed.filter((k) => /^(api|metrics)(\.|$)|^log\.(?!level$)/.test(k));
     if (restartOnly.length)
       this.logger.warn('settings that take effect at the next restart changed', { keys: restartOnly.join(',') });
     this.config = next;
@@ -401,7 +403,7 @@ export class Daemon {
     await this.peers.refresh();
     for (const supervisor of this.supervisors.values()) supervisor.rejudge();
     this.events.publish({ type: 'config', message: 'the daemon reloaded its configuration' });
-    this.logger.info('configuration reloaded');
+    this.logger.info('configuration reloaded', { changed: changed.join(',') || 'nothing' });
   }
 
   /**

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkConfigFile, jsonErrorPlace, lineColumn } from '../../agent/core/config-check';
+import { changedKeys, checkConfigFile, jsonErrorPlace, lineColumn } from '../../agent/core/config-check';
 
 const dir = mkdtempSync(join(tmpdir(), 'physbits-config-check-'));
 function file(name: string, text: string): string {
@@ -72,4 +72,11 @@ test('physbitsd --check-config: exit 0 and one line for a valid file, 78 and eve
     `physbitsd: config: ${bad}: host.physBits: Too big: expected number to be <=64`,
     `physbitsd: config: ${bad}: nope: unknown key`,
   ]);
+});
+
+test('changedKeys: dotted paths to the leaves that differ; arrays compared whole; keys added or removed', (t) => {
+  t.deepEqual(changedKeys({ a: { b: 1, c: 2 }, p: [1] }, { a: { b: 1, c: 3 }, p: [1] }), ['a.c']);
+  t.deepEqual(changedKeys({ p: [1, 2] }, { p: [1] }), ['p']);
+  t.deepEqual(changedKeys({ a: 1 }, { a: 1, b: { c: 1 } }), ['b']);
+  t.deepEqual(changedKeys({ a: 1 }, { a: 1 }), []);
 });
