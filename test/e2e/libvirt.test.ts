@@ -359,8 +359,9 @@ serial(
         encoding: 'utf8',
         timeout: 10000,
       });
+      // Until the daemon answers, --json prints its error as JSON ({"error": ...}), without vms.
       if (r.stdout.trim().startsWith('{')) {
-        entry = (JSON.parse(r.stdout) as Doc).vms.find((v) => v.name === NARROW && v.guest);
+        entry = (JSON.parse(r.stdout) as Partial<Doc>).vms?.find((v) => v.name === NARROW && v.guest);
         if (entry) break;
       }
       await new Promise((res) => setTimeout(res, 200));
