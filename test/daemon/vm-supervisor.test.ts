@@ -6,63 +6,13 @@
 import test from 'ava';
 import { parseConfig, type Config } from '../../agent/core/config';
 import type { Logger } from '../../agent/core/logger';
-import type { Timers } from '../../agent/core/timers';
 import type { VmStatus } from '../../agent/core/types';
 import { VmSupervisor, type Attachment, type SupervisorOptions } from '../../agent/daemon/vm-supervisor';
 import type { QmpClient } from '../../qmp/client';
 import { FIRST_CPU, startFakeQmp, type FakeQmp } from '../helpers/fake-qmp';
 import { hostFacts } from '../helpers/guard-facts';
+import { ManualTimers } from '../helpers/manual-timers';
 import { tempDir } from '../helpers/tmp';
-
-interface Pending {
-  at: number;
-  ms: number;
-  fn: () => void;
-}
-
-/** Timers that run only when told to. */
-class ManualTimers implements Timers {
-  private clock = 0;
-  readonly pending = new Set<Pending>();
-
-  now(): number {
-    return this.clock;
-  }
-
-  setTimeout(fn: () => void, ms: number): unknown {
-    const p = { at: this.clock + ms, ms, fn };
-    this.pending.add(p);
-    return p;
-  }
-
-  clearTimeout(h: unknown): void {
-    this.pending.delete(h as Pending);
-  }
-
-  /** Delays of the timers waiting now, shortest first. */
-  delays(): number[] {
-    return [...this.pending].map((p) => p.ms).sort((a, b) => a - b);
-  }
-
-  /** Runs the timer set with this delay (the clock moves to its time). */
-  fireDelay(ms: number): void {
-    const p = [...this.pending].find((x) => x.ms === ms);
-    if (!p) throw new Error(`no timer of ${ms} ms`);
-    this.pending.delete(p);
-    this.clock = Math.max(this.clock, p.at);
-    p.fn();
-  }
-
-  /** Runs the earliest timer (advancing the clock to it); false when none waits. */
-  fire(): boolean {
-    const next = [...this.pending].sort((a, b) => a.at - b.at)[0];
-    if (!next) return false;
-    this.pending.delete(next);
-    this.clock = next.at;
-    next.fn();
-    return true;
-  }
-}
 
 const quiet: Logger = { error() {}, warn() {}, info() {}, debug() {}, child: () => quiet };
 

@@ -1,49 +1,8 @@
 import test from 'ava';
 import { buildFleet, fleetExitCode, type FleetInput } from '../../agent/judge/fleet';
 import { renderFleet } from '../../agent/cli/render-fleet';
-import type { GuestLayout, HostFacts, PeerFacts, StatusDocument, VmStatus } from '../../agent/core/types';
-import { guestFacts, hostFacts } from '../helpers/facts';
-
-const GIB = 2 ** 30;
-
-function host(name: string, physBits: number): HostFacts {
-  return hostFacts(physBits, name, { sources: {} });
-}
-
-function layout(highestAddress: number): GuestLayout {
-  return {
-    ramAbove4g: 0,
-    ramBelow4g: GIB,
-    deviceMemory: null,
-    memoryDevices: [],
-    pciHole64: { start: 4 * GIB, end: 4 * GIB + 32 * GIB },
-    highestAddress,
-    usedEnd: 4 * GIB,
-  };
-}
-
-function vm(name: string, physBits: number, opts: { accel?: string; highest?: number | null } = {}): VmStatus {
-  const accel = opts.accel ?? 'kvm';
-  const guest = guestFacts({
-    name,
-    qemuVersion: '7.2.22',
-    accelerator: accel,
-    physBits,
-    runState: 'paused',
-    layout: opts.highest === null ? null : layout(opts.highest ?? 36 * GIB),
-  });
-  return {
-    socket: `/run/qemu/${name}.qmp`,
-    name,
-    accelerator: accel,
-    guest,
-    verdict: { relation: 'equal', severity: 'ok', reasons: [] },
-  };
-}
-
-function status(hostName: string, bits: number, vms: VmStatus[]): StatusDocument {
-  return { host: host(hostName, bits), vms };
-}
+import type { PeerFacts, VmStatus } from '../../agent/core/types';
+import { GIB, status, vm } from '../helpers/fleet-docs';
 
 const policy = { accelerators: ['kvm'] };
 

@@ -4,50 +4,8 @@ import type { AddressInfo } from 'node:net';
 import { writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { collectPeers, fetchPeerStatus, parseStatusDocument } from '../../agent/peers/peer-status';
-import type { GuestLayout, HostFacts, StatusDocument, VmStatus } from '../../agent/core/types';
-import { guestFacts, hostFacts } from '../helpers/facts';
+import { status, vm } from '../helpers/fleet-docs';
 import { tempDir } from '../helpers/tmp';
-
-const GIB = 2 ** 30;
-
-function host(name: string, physBits: number): HostFacts {
-  return hostFacts(physBits, name, { sources: {} });
-}
-
-function layout(highestAddress: number): GuestLayout {
-  return {
-    ramAbove4g: 0,
-    ramBelow4g: GIB,
-    deviceMemory: null,
-    memoryDevices: [],
-    pciHole64: { start: 4 * GIB, end: 4 * GIB + 32 * GIB },
-    highestAddress,
-    usedEnd: 4 * GIB,
-  };
-}
-
-function vm(name: string, physBits: number, opts: { accel?: string; highest?: number | null } = {}): VmStatus {
-  const accel = opts.accel ?? 'kvm';
-  const guest = guestFacts({
-    name,
-    qemuVersion: '7.2.22',
-    accelerator: accel,
-    physBits,
-    runState: 'paused',
-    layout: opts.highest === null ? null : layout(opts.highest ?? 36 * GIB),
-  });
-  return {
-    socket: `/run/qemu/${name}.qmp`,
-    name,
-    accelerator: accel,
-    guest,
-    verdict: { relation: 'equal', severity: 'ok', reasons: [] },
-  };
-}
-
-function status(hostName: string, bits: number, vms: VmStatus[]): StatusDocument {
-  return { host: host(hostName, bits), vms };
-}
 
 test('parseStatusDocument accepts a status document and rejects other shapes with PEER_BAD_RESPONSE', (t) => {
   const good = status('hv2', 39, [vm('db1', 39), { socket: '/s', name: 'x', error: { code: 'E', message: 'm' } }]);
