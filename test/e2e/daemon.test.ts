@@ -283,7 +283,7 @@ for (const qemu of QEMUS) {
       writeConfig(d.configPath, mergeConfig(d.config, { host: { physBits: 46 }, metrics: { listen: '127.0.0.1:1' } }));
       process.kill(d.pid, 'SIGHUP');
       const later = await d.waitForLog((l) => l.message === 'settings that take effect at the next restart changed');
-      t.is(later.fields.keys, 'metrics');
+      t.is(later.fields.keys, 'metrics.listen');
       doc = await d.waitForStatus(
         (s) => s.host.physBits === 46 && vmNamed(s, 'reload')?.verdict?.relation === 'equal',
         'the new width',

@@ -227,6 +227,8 @@ export async function startGuest(opts: GuestOptions = {}): Promise<Guest> {
     if (stderr.length < 8192) stderr += d.toString();
   });
   running.add(child);
+  // Closed: exited and its stderr read to the end (what an early exit said is all there).
+  const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
   const exited = new Promise<void>((resolve) =>
     child.once('exit', () => {
       running.delete(child);
@@ -236,6 +238,7 @@ export async function startGuest(opts: GuestOptions = {}): Promise<Guest> {
   const deadline = Date.now() + 15000;
   while (!existsSync(socket)) {
     if (child.exitCode !== null || child.signalCode !== null) {
+      await closed;
       throw new Error(`qemu exited early (${child.exitCode ?? child.signalCode}): ${stderr.trim()}`);
     }
     if (Date.now() > deadline) {
@@ -246,7 +249,10 @@ export async function startGuest(opts: GuestOptions = {}): Promise<Guest> {
   }
   // The socket file appears a moment before QEMU listens on it: wait until a connection is taken.
   while (!(await accepts(socket))) {
-    if (child.exitCode !== null) throw new Error(`qemu exited before listening on ${socket}: ${stderr.trim()}`);
+    if (child.exitCode !== null) {
+      await closed;
+      throw new Error(`qemu exited before listening on ${socket}: ${stderr.trim()}`);
+    }
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`timed out after 15000 ms waiting for qemu to accept on ${socket}: ${stderr.trim()}`);
