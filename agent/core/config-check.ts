@@ -4,8 +4,7 @@
  * A JSON syntax error is placed by line and column; schema problems are listed by key, as the
  * daemon's own load names the first of them.
  */
-import { readFileSync } from 'node:fs';
-import { configProblems, DEFAULT_CONFIG_PATH } from './config';
+import { configProblems, readConfigText } from './config';
 
 /** Line and column (both from 1) of a character offset in `text`. */
 export function lineColumn(text: string, offset: number): { line: number; column: number } {
@@ -35,15 +34,14 @@ function jsonWhat(message: string): string {
  * means every default), each line starting with the file's name; empty when the file is valid.
  */
 export function checkConfigFile(path: string | undefined): string[] {
-  const file = path ?? DEFAULT_CONFIG_PATH;
-  let text: string;
+  let file: string;
+  let text: string | null;
   try {
-    text = readFileSync(file, 'utf8');
+    ({ file, text } = readConfigText(path));
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (!path && code === 'ENOENT') return [];
-    return [`${file}: cannot read: ${code ?? String(err)}`];
+    return [(err as Error).message];
   }
+  if (text === null) return [];
   let raw: unknown;
   try {
     raw = JSON.parse(text);

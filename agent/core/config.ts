@@ -394,17 +394,25 @@ export function parseConfig(raw: unknown, source = 'config'): Config {
   return result.data;
 }
 
-/** Reads and validates a config file. A missing default file means all defaults. */
-export function loadConfig(path: string | undefined): Config {
+/**
+ * The config file's text: null when the default file is missing (every default); a file that
+ * cannot be read is a ConfigError naming it.
+ */
+export function readConfigText(path: string | undefined): { file: string; text: string | null } {
   const file = path ?? DEFAULT_CONFIG_PATH;
-  let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    return { file, text: readFileSync(file, 'utf8') };
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (!path && code === 'ENOENT') return parseConfig({}, file);
+    if (!path && code === 'ENOENT') return { file, text: null };
     throw new ConfigError(`${file}: cannot read: ${code ?? String(err)}`);
   }
+}
+
+/** Reads and validates a config file. A missing default file means all defaults. */
+export function loadConfig(path: string | undefined): Config {
+  const { file, text } = readConfigText(path);
+  if (text === null) return parseConfig({}, file);
   let raw: unknown;
   try {
     raw = JSON.parse(text);

@@ -27,7 +27,7 @@ import { invalid, parseBoolean, parseInteger, parsePropertyString, clip } from '
 export const QEMU_DEFAULT_PHYS_BITS = 40;
 
 /** Properties of qemu-server's `cpu:` format (CPUConfig.pm $cpu_fmt). */
-const CPU_KEYS = [
+export const CPU_KEYS = [
   'cputype',
   'reported-model',
   'hidden',

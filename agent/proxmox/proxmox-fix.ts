@@ -12,21 +12,11 @@
  */
 import type { HostFacts, Policy } from '../core/types';
 import { computeVerdict } from '../judge/verdict';
+import { CPU_KEYS } from './cpu-config';
 import { hotplugFeatures } from './memory-config';
 import { guestFromPlan } from './plan-guest';
 import { parsePropertyString, type VmConfigFile } from './vm-config';
 import { planVm, type PlanOptions } from './vm-plan';
-
-const CPU_KEYS = [
-  'cputype',
-  'reported-model',
-  'hidden',
-  'hv-vendor-id',
-  'flags',
-  'guest-phys-bits',
-  'phys-bits',
-  'level',
-];
 
 /** The `cpu:` value with phys-bits set to `bits` (and a model whose width phys-bits decides). */
 export function cpuWithPhysBits(cpu: string | undefined, bits: number, kvm: boolean): string {
