@@ -194,7 +194,11 @@ test('after the stream was lost and is back, every domain is listed and read aga
   t.is(w.events.length, 2);
   w.timers.fireDelay(1000);
   await flush(w, 3);
-  t.deepEqual(w.log.sort(), ['add libvirt:e', 'read libvirt:a', 'read libvirt:b']);
+  // e is new: it is added (and read by its own start). Whether the re-read of every domain listed
+  // also reads it depends on whether its add landed before that list was taken: both are right.
+  const log = w.log.filter((l) => l !== 'read libvirt:e').sort();
+  t.deepEqual(log, ['add libvirt:e', 'read libvirt:a', 'read libvirt:b']);
+  t.true(w.log.filter((l) => l === 'read libvirt:e').length <= 1, JSON.stringify(w.log));
 });
 
 test('events arriving while a batch is applied make one more batch', async (t) => {
