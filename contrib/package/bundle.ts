@@ -133,11 +133,13 @@ function deferred(target: string): Plugin {
  * more slowly (reading physbitsctl.js: 1.45 ms against 0.99 ms here). Write such characters as
  * `\uXXXX` in the source.
  */
-function refuseNonAscii(file: string): void {
-  const text = readFileSync(file, 'latin1');
+export function refuseNonAscii(file: string): void {
+  const text = readFileSync(file, 'utf8');
   const at = text.search(/[^\x00-\x7f]/);
   if (at >= 0)
-    throw new Error(`${file}: a character beyond ASCII in the bundle: ${JSON.stringify(text.slice(at - 40, at + 10))}`);
+    throw new Error(
+      `${file}: a character beyond ASCII in the bundle: ${JSON.stringify(text.slice(Math.max(0, at - 40), at + 10))}`,
+    );
 }
 
 /** Writes OUT_DIR/physbitsctl.js and OUT_DIR/physbitsd.js, each starting `#!/usr/bin/node`. */
