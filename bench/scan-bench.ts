@@ -271,7 +271,7 @@ export async function runScanBench(opts: ScanOptions): Promise<Section> {
     ...why,
     '',
     '- **Packaged bundle**: contrib/package/bundle.ts as `npm run package` builds it, one file per program; the large npm packages (zod, ws, fast-glob, ' +
-      'fast-xml-parser) are kept in it as text and compiled on first use, zod without its locales, so `--version` parses a fraction of the file.',
+      'fast-xml-parser) are kept in it as gzip-packed text, unpacked and compiled on first use, zod without its locales, so `--version` parses a fraction of the file.',
     `- **physbitsctl scan** reads ${cmds} commands per guest (capabilities plus the two rounds of agent/facts/guest-facts.ts), judges every guest, ` +
       'and prints the JSON status document; it visits at most `qmp.concurrency` (default 32) guests at once and holds each socket only for its read.',
     '- **Floor, 3 commands** (bench/probe-floor.ts): greeting, `qmp_capabilities`, `query-cpus-fast`, `qom-get phys-bits`, close; every socket at once. ' +
