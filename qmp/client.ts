@@ -156,8 +156,10 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
   private eventsDropped = 0;
   private readonly wantOob: boolean;
   private readonly timers: QmpTimers;
-  /** What an executeAll batch needs of this client. */
-  private readonly batchOwner: BatchOwner;
+  /** What an executeAll batch or the ping needs of this client. */
+  private readonly entryOwner: EntryOwner;
+  /** The one heartbeat entry of this client, made at its first ping. */
+  private pingEntry: PingEntry | null = null;
 
   private constructor(address: string, opts: QmpClientOptions) {
     super();
@@ -170,7 +172,7 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
     this.wantOob = opts.oob ?? false;
     this.timers = opts.timers ?? realTimers;
     const onReply = this.onReply;
-    this.batchOwner = {
+    this.entryOwner = {
       address,
       timers: this.timers,
       replied: onReply && ((command, sentAt) => onReply(command, (performance.now() - sentAt) / 1000)),
@@ -249,7 +251,7 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
       return failAll(err);
     }
     return new Promise<BatchResult[]>((resolve) => {
-      const batch = new Batch(this.batchOwner, results, resolve);
+      const batch = new Batch(this.entryOwner, results, resolve);
       const lines: string[] = [];
       const entries: BatchEntry[] = [];
       for (const [name, args] of commands) {
@@ -272,6 +274,31 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
       const ms = opts.timeoutMs ?? this.timeoutMs;
       if (batch.waiting > 0 && ms > 0 && Number.isFinite(ms)) batch.expireIn(ms);
     });
+  }
+
+  /**
+   * The heartbeat: `query-status`, answered to `done` with its return value or the QmpError that
+   * kept it from one (TimeoutError after `timeoutMs`, ClosedError, CommandError). One at a time; no
+   * promise or closure is made per ping (the client keeps one entry for it), since a daemon holding
+   * a thousand VMs pings two hundred times a second. `done` may be called before ping() returns
+   * when the command cannot be sent.
+   */
+  ping(timeoutMs: number, done: PingDone): void {
+    const fail = (err: QmpError): void => done(err, this);
+    if (this.phase !== 'ready' || this.conn.state !== 'running')
+      return fail(new ClosedError(`${this.address}: query-status: not connected`));
+    const entry = (this.pingEntry ??= new PingEntry(this, this.entryOwner));
+    if (entry.busy) return fail(new StateError(`${this.address}: query-status: a ping is already pending`));
+    if (this.pending.size >= this.maxPending) {
+      const err = new BusyError(this.maxPending);
+      err.message = `${this.address}: query-status: ${err.message}`;
+      return fail(err);
+    }
+    const id = this.nextId();
+    entry.start(id, done, timeoutMs);
+    this.pending.set(id, entry);
+    if (!this.conn.sendLine(`{"execute":"query-status","id":"${id}"}`, false))
+      entry.settle(new ClosedError(`${this.address}: query-status: not connected`));
   }
 
   /** The next command id of this client. */
@@ -531,8 +558,11 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
   }
 }
 
-/** What a batch needs of its client. */
-interface BatchOwner {
+/** Where a ping's outcome goes: the status query's return value, or why there is none. */
+export type PingDone = (result: unknown, client: QmpClient) => void;
+
+/** What a batch or the ping needs of its client. */
+interface EntryOwner {
   address: string;
   timers: QmpTimers;
   /** The onReply observer with the time the batch was sent; undefined when replies are not timed. */
@@ -554,7 +584,7 @@ class Batch {
   private readonly sentAt: number;
 
   constructor(
-    private readonly owner: BatchOwner,
+    private readonly owner: EntryOwner,
     private readonly results: BatchResult[],
     private readonly resolve: (results: BatchResult[]) => void,
   ) {
@@ -603,4 +633,50 @@ class BatchEntry implements Pending {
   settle(result: QmpReply | QmpError): void {
     this.batch.answer(this, result);
   }
+}
+
+/** The heartbeat's pending entry: one per client, used again for every ping. */
+class PingEntry implements Pending {
+  readonly command = 'query-status';
+  private id = '';
+  private done: PingDone | null = null;
+  private timer: unknown = undefined;
+  private ms = 0;
+  private sentAt = 0;
+
+  constructor(
+    private readonly client: QmpClient,
+    private readonly owner: EntryOwner,
+  ) {}
+
+  get busy(): boolean {
+    return this.done !== null;
+  }
+
+  start(id: string, done: PingDone, ms: number): void {
+    this.id = id;
+    this.done = done;
+    this.ms = ms;
+    this.sentAt = this.owner.replied ? performance.now() : 0;
+    this.timer = ms > 0 && Number.isFinite(ms) ? this.owner.timers.setTimeout(this.expire, ms) : undefined;
+  }
+
+  settle(result: QmpReply | QmpError): void {
+    const done = this.done;
+    if (!done) return;
+    this.done = null;
+    if (this.timer !== undefined) this.owner.timers.clearTimeout(this.timer);
+    this.timer = undefined;
+    this.owner.forget(this.id);
+    if (result instanceof QmpError) return done(result, this.client);
+    this.owner.replied?.(this.command, this.sentAt);
+    if ('error' in result) return done(commandError(this.owner.address, this.command, result.error), this.client);
+    done(result.return, this.client);
+  }
+
+  private readonly expire = (): void => {
+    this.timer = undefined;
+    this.owner.abandon(this.id);
+    this.settle(new TimeoutError(`${this.owner.address}: ${this.command}: no reply within ${this.ms} ms`));
+  };
 }

@@ -5,7 +5,7 @@
  * open to the daemon's listeners are admitted only while the reserve stays free; the count is read
  * again every second and kept current in between by what was admitted and released.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statfsSync, statSync } from 'node:fs';
 import type { Timers } from './timers';
 
 /** The soft "Max open files" of a /proc/<pid>/limits text; null when absent or "unlimited". */
@@ -23,7 +23,12 @@ export interface FdReadings {
   open(): number | null;
 }
 
+/** procfs's f_type (include/uapi/linux/magic.h PROC_SUPER_MAGIC). */
+const PROC_SUPER_MAGIC = 0x9fa0;
+
 export function procFdReadings(procSelf = '/proc/self'): FdReadings {
+  const fdDir = `${procSelf}/fd`;
+  let sized: boolean | undefined;
   return {
     limit: () => {
       try {
@@ -34,7 +39,14 @@ export function procFdReadings(procSelf = '/proc/self'): FdReadings {
     },
     open: () => {
       try {
-        return readdirSync(`${procSelf}/fd`).length;
+        // Linux 6.2 and later give the number of open descriptors as the size of /proc/<pid>/fd
+        // (fs/proc/fd.c proc_fd_getattr, from proc_readfd_count): one stat, where listing the
+        // directory made a string for each of the thousands a daemon holding many VMs has open,
+        // every second. Earlier kernels say 0 there, and a directory that is not procfs (a fixture
+        // tree) has a size of its own: both are listed.
+        sized ??= statfsSync(fdDir).type === PROC_SUPER_MAGIC;
+        const n = sized ? statSync(fdDir).size : 0;
+        return n > 0 ? n : readdirSync(fdDir).length;
       } catch {
         return null;
       }

@@ -73,8 +73,10 @@ export class DaemonMetrics {
     this.metrics.refused({ id: vm.id, name: label(vm.name) }, label(command));
   }
 
+  /** One QMP round trip of the VM (every reply, heartbeats included: no object is made for a name that needs no escape). */
   observeQmp(vm: VmRef, seconds: number): void {
-    this.metrics.observeQmp({ id: vm.id, name: label(vm.name) }, seconds);
+    const name = label(vm.name);
+    this.metrics.observeQmp(name === vm.name ? vm : { id: vm.id, name }, seconds);
   }
 
   /** A config was taken (at start, at a reload) or refused (a reload). */

@@ -283,33 +283,38 @@ export class HeldConnection implements FactSource {
     );
   }
 
-  /** One heartbeat: query-status within qmp.heartbeatTimeoutMs, then the next one (one function for every beat). */
-  private readonly beat = async (): Promise<void> => {
+  /**
+   * One heartbeat: query-status within qmp.heartbeatTimeoutMs (QmpClient.ping), then the next one.
+   * The same two functions serve every beat: nothing is made per beat but the command itself.
+   */
+  private readonly beat = (): void => {
     this.heartbeat = null;
-    const client = this.client;
-    if (!client) return;
-    try {
-      const status = await client.execute<{ status?: unknown }>('query-status', undefined, {
-        timeoutMs: this.opts.config().qmp.heartbeatTimeoutMs,
-      });
-      // Back from a stall: the facts are re-read, since events may have been missed meanwhile.
-      // So are they when the run state changed without an event QEMU sends (an incoming migration
-      // that completes into a paused guest leaves `inmigrate` silently).
-      const changed = typeof status?.status === 'string' && status.status !== this.lastRunState;
-      if ((!this.lastReadOk || changed) && this.client === client) await this.read();
-    } catch (err) {
+    this.client?.ping(this.opts.config().qmp.heartbeatTimeoutMs, this.beaten);
+  };
+
+  private readonly beaten = (result: unknown, client: QmpClient): void => {
+    if (result instanceof QmpError) {
       if (this.client !== client) return;
-      if (err instanceof TimeoutError) {
-        // A stalled QEMU: report it, drop the connection and reconnect with backoff.
-        this.lastReadOk = false;
-        this.opts.report.failed(err);
-        this.client = null;
-        await this.detach();
-        await client.close().catch(() => undefined);
-        this.scheduleReconnect();
-        return;
-      }
+      if (result instanceof TimeoutError) return void this.stalled(client, result);
+      return this.scheduleHeartbeat();
     }
+    // Back from a stall: the facts are re-read, since events may have been missed meanwhile.
+    // So are they when the run state changed without an event QEMU sends (an incoming migration
+    // that completes into a paused guest leaves `inmigrate` silently).
+    const status = (result as { status?: unknown } | null)?.status;
+    const changed = typeof status === 'string' && status !== this.lastRunState;
+    if ((!this.lastReadOk || changed) && this.client === client)
+      return void this.read().then(() => this.scheduleHeartbeat());
     this.scheduleHeartbeat();
   };
+
+  /** A stalled QEMU: report it, drop the connection and reconnect with backoff. */
+  private async stalled(client: QmpClient, err: TimeoutError): Promise<void> {
+    this.lastReadOk = false;
+    this.opts.report.failed(err);
+    this.client = null;
+    await this.detach();
+    await client.close().catch(() => undefined);
+    this.scheduleReconnect();
+  }
 }

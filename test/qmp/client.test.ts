@@ -419,6 +419,48 @@ test('executeAll: a hang-up fails what was not answered with ClosedError; beyond
   t.is((after[0] as ClosedError).message, `${fake.socket}: query-name: not connected`);
 });
 
+/** One ping's outcome, as a promise for the test. */
+function pinged(client: QmpClient, timeoutMs: number): Promise<unknown> {
+  return new Promise((resolve) =>
+    client.ping(timeoutMs, (result, from) => resolve(from === client ? result : 'other')),
+  );
+}
+
+test("ping: query-status's return value under this client's id, timed like any command; one at a time", async (t) => {
+  const fake = await fakeFor(t);
+  const timed: string[] = [];
+  const client = await QmpClient.connect(fake.socket, { onReply: (command) => void timed.push(command) });
+  const first = pinged(client, 1000);
+  const second = await pinged(client, 1000);
+  t.true(second instanceof StateError, 'a second ping while the first waits');
+  t.deepEqual(await first, { status: 'prelaunch', singlestep: false, running: false });
+  t.regex(fake.commands.at(-1)!.text, /^\{"execute":"query-status","id":"__physbits#\d{5}"\}$/);
+  t.deepEqual(await pinged(client, 1000), { status: 'prelaunch', singlestep: false, running: false });
+  t.deepEqual(timed, ['qmp_capabilities', 'query-status', 'query-status']);
+  t.is(client.pendingCount, 0);
+  fake.script['query-status'] = { error: { class: 'GenericError', desc: 'boom' } };
+  const failed = await pinged(client, 1000);
+  t.true(failed instanceof CommandError);
+  t.is((failed as CommandError).message, `${fake.socket}: query-status: GenericError: boom`);
+  await client.close();
+  t.true((await pinged(client, 1000)) instanceof ClosedError);
+});
+
+test('ping: no reply within its timeout is TimeoutError, the late reply dropped quietly; a hang-up is ClosedError', async (t) => {
+  const fake = await fakeFor(t);
+  fake.script['query-status'] = [{ delayMs: 300 }, { return: { status: 'running' } }];
+  const logger = recordingLogger();
+  const client = await QmpClient.connect(fake.socket, { logger });
+  const late = await pinged(client, 50);
+  t.true(late instanceof TimeoutError);
+  t.is((late as TimeoutError).message, `${fake.socket}: query-status: no reply within 50 ms`);
+  t.is(client.pendingCount, 0);
+  t.deepEqual(await client.execute('query-name'), {}, 'answered after the late reply');
+  t.is(logger.lines.filter((l) => l.startsWith('debug late QMP reply dropped')).length, 1);
+  fake.script['query-status'] = { hangup: true };
+  t.true((await pinged(client, 1000)) instanceof ClosedError);
+});
+
 test('TCP addresses work the same way', async (t) => {
   const server = net.createServer((socket) => {
     new QmpServerSession(socket, { version: QEMU_72_VERSION, handler: (cmd) => ({ return: { echo: cmd.name } }) });
