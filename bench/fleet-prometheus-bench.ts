@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PHYSBITSCTL, startDaemon } from '../test/helpers/daemon';
-import { startPrometheus } from '../test/helpers/prometheus';
+import { startPrometheus, type PrometheusServer } from '../test/helpers/prometheus';
 import type { FleetDocument } from '../agent/judge/fleet';
 import type { Section } from './report';
 import { timed } from './proc';
@@ -77,6 +77,32 @@ function maxRssMiB(stderr: string): number {
   return Number(m[1]) / 1024;
 }
 
+/**
+ * A real Prometheus serving the series of `hosts` hosts × `guests` guests (fleetOpenMetrics), sampled
+ * every 15 s over the last minute and backfilled into `dir`/data with `promtool tsdb
+ * create-blocks-from openmetrics`; stop() it when done.
+ */
+export async function backfilledPrometheus(opts: {
+  dir: string;
+  hosts: number;
+  guests: number;
+  log: (l: string) => void;
+}): Promise<PrometheusServer> {
+  const now = Math.floor(Date.now() / 1000);
+  const times = [now - 60, now - 45, now - 30, now - 15, now];
+  const file = join(opts.dir, 'fleet.om');
+  writeFileSync(file, fleetOpenMetrics(opts.hosts, opts.guests, times));
+  const data = join(opts.dir, 'data');
+  const t0 = wallMs();
+  const created = spawnSync('promtool', ['tsdb', 'create-blocks-from', 'openmetrics', file, data], {
+    encoding: 'utf8',
+    timeout: 600000,
+  });
+  if (created.status !== 0) throw new Error(`promtool create-blocks-from: ${created.stderr}`);
+  opts.log(`fleet: ${opts.hosts} hosts x ${opts.guests} guests backfilled in ${fmt((wallMs() - t0) / 1000)} s`);
+  return startPrometheus({ targets: [], storageDir: data, readyTimeoutMs: 300000 });
+}
+
 export async function runFleetPrometheusBench(opts: {
   hosts: number;
   guests: number;
@@ -89,19 +115,7 @@ export async function runFleetPrometheusBench(opts: {
   const cleanups: Array<() => Promise<void> | void> = [() => rmSync(dir, { recursive: true, force: true })];
   try {
     // 1. The series, backfilled into blocks.
-    const now = Math.floor(Date.now() / 1000);
-    const times = [now - 60, now - 45, now - 30, now - 15, now];
-    const file = join(dir, 'fleet.om');
-    writeFileSync(file, fleetOpenMetrics(opts.hosts, opts.guests, times));
-    const data = join(dir, 'data');
-    const t0 = wallMs();
-    const created = spawnSync('promtool', ['tsdb', 'create-blocks-from', 'openmetrics', file, data], {
-      encoding: 'utf8',
-      timeout: 600000,
-    });
-    if (created.status !== 0) throw new Error(`promtool create-blocks-from: ${created.stderr}`);
-    opts.log(`fleet: ${opts.hosts} hosts x ${opts.guests} guests backfilled in ${fmt((wallMs() - t0) / 1000)} s`);
-    const prom = await startPrometheus({ targets: [], storageDir: data, readyTimeoutMs: 300000 });
+    const prom = await backfilledPrometheus({ dir, hosts: opts.hosts, guests: opts.guests, log: opts.log });
     cleanups.push(() => prom.stop());
     const cli = join(dir, 'cli.json');
     writeFileSync(cli, JSON.stringify({ fleet: { timeoutMs: 60000 } }));

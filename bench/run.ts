@@ -21,6 +21,7 @@ import { killTracked } from './proc';
 import { runScaleBench } from './scale-bench';
 import { runScanBench } from './scan-bench';
 import { runFleetPrometheusBench } from './fleet-prometheus-bench';
+import { runColdBench } from './cold-bench';
 import { fmt, wallMs } from './stats';
 
 export const RESULTS_MARKER = '<!-- Everything below this line is written by `npm run bench`. -->';
@@ -56,7 +57,7 @@ async function main(): Promise<void> {
       'growth-runs': { type: 'string' },
     },
   });
-  const all = ['scan', 'guard', 'alert', 'scale', 'growth', 'fleet'];
+  const all = ['scan', 'guard', 'alert', 'scale', 'growth', 'fleet', 'cold'];
   const only = new Set((values.only ?? all.join(',')).split(',').map((s) => s.trim()));
   const quick = !!values.quick;
   const write = values.write || (!values['no-write'] && !quick && all.every((s) => only.has(s)));
@@ -91,6 +92,18 @@ async function main(): Promise<void> {
         guests: 20,
         meshHosts: 10,
         runs: quick ? 1 : 3,
+        log,
+      }),
+    );
+
+  if (only.has('cold'))
+    sections.push(
+      await runColdBench({
+        runs: quick ? 2 : 5,
+        downRuns: quick ? 1 : 3,
+        hosts: 1000,
+        guests: 20,
+        timeoutMs: 1000,
         log,
       }),
     );
