@@ -153,7 +153,7 @@ export async function runColdBench(opts: ColdOptions): Promise<Section> {
   try {
     const guest = await startFakeGuest(vms);
     cleanups.push(() => stopChild(guest, 5000));
-    const prom = await backfilledPrometheus({ dir: promDir, hosts: opts.hosts, guests: opts.guests, log: opts.log });
+    const prom = await backfilledPrometheus(promDir, opts.hosts, opts.guests, opts.log);
     cleanups.push(() => prom.stop());
     const fleet = { lookbackSeconds: 3600, jobs: ['physbits'] };
     const fleetWide = Object.values(hostQueries(fleet));
