@@ -203,6 +203,9 @@ export async function runColdBench(opts: ColdOptions): Promise<Section> {
         const { daemon, guarded } = await freshDaemon(dir, state, vms, {
           peers: [{ name: 'peer-down', address: 'hvdown', url: `http://127.0.0.1:${ports[0]}`, tokenFile: token }],
           fleet: { prometheus: `http://127.0.0.1:${ports[1]}`, timeoutMs: opts.timeoutMs },
+          // The daemon asks its live peers once before it watches a VM; without a failure memory the
+          // migrate's ask of the peer is its own, cold, not that one's remembered failure.
+          guard: { peerFailureCacheSeconds: 0 },
         });
         try {
           const m = await firstMigrate(guarded, 'tcp:hvdown:4444');
@@ -253,7 +256,7 @@ export async function runColdBench(opts: ColdOptions): Promise<Section> {
       compareTable(rows),
       '',
       `B: every source down (a live peer and \`fleet.prometheus\` on a closed loopback port, or on a port that accepts and never answers), ` +
-        `\`fleet.timeoutMs\` ${opts.timeoutMs}; a fresh daemon's first \`migrate\` to the peer, refused with REFUSED_MIGRATION_UNKNOWN_PEER. ${opts.downRuns} runs each.`,
+        `\`fleet.timeoutMs\` ${opts.timeoutMs}, \`guard.peerFailureCacheSeconds\` 0 (the peer's failure at the daemon's start is not reused); a fresh daemon's first \`migrate\` to the peer, refused with REFUSED_MIGRATION_UNKNOWN_PEER. ${opts.downRuns} runs each.`,
       '',
       '| sources | refusal after (min / median / max) | bound (fleet.timeoutMs + 100 ms) | within |',
       '|---|---|---|---|',
