@@ -211,6 +211,29 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
     return this.request(commandObject(name, args, oob), name, oob ? { ...opts, oob } : opts);
   }
 
+  /**
+   * Sends a command line a server side has already checked (the proxy's: a JSON object with at
+   * least one member, that QEMU reads as it was checked) as it is, but for its top-level id, which
+   * becomes this client's own: `idSpan` is where the sender's id value is in `text`, or undefined
+   * when it sent none (this client's id is then put first). `done` gets the reply and its exact text,
+   * or why there is none, once; no promise is made.
+   */
+  forwardLine(
+    text: string,
+    idSpan: { start: number; end: number } | undefined,
+    name: string,
+    oob: boolean,
+    opts: Omit<ExecuteOptions, 'oob'>,
+    done: (result: RawReply | QmpError) => void,
+  ): void {
+    const line = (id: string): string => {
+      if (idSpan) return `${text.slice(0, idSpan.start)}"${id}"${text.slice(idSpan.end)}`;
+      const open = text.indexOf('{') + 1;
+      return `${text.slice(0, open)}"id":"${id}",${text.slice(open)}`;
+    };
+    this.send(name, oob ? { ...opts, oob } : opts, line, done);
+  }
+
   /** Closes the connection; pending commands reject with ClosedError and 'close' is emitted without error. */
   async close(): Promise<void> {
     await this.conn.close();
@@ -287,63 +310,78 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
   }
 
   private request(msg: Record<string, unknown>, command: string, opts: ExecuteOptions): Promise<RawReply> {
-    if (this.phase === 'closed' || this.phase === 'greeting' || this.conn.state !== 'running') {
-      return Promise.reject(new ClosedError(`${this.address}: ${command}: not connected`));
-    }
-    if (opts.oob && !this.negotiated.includes('oob')) {
-      return Promise.reject(new StateError(`${this.address}: ${command}: out-of-band execution was not negotiated`));
-    }
+    return new Promise<RawReply>((resolve, reject) => {
+      this.send(
+        command,
+        opts,
+        (id) => {
+          // commandObject() made `msg` for this request alone: it takes this client's id.
+          msg.id = id;
+          return jsonText(msg);
+        },
+        (result) => (result instanceof QmpError ? reject(result) : resolve(result)),
+      );
+    });
+  }
+
+  /**
+   * Sends one command under a new id of this client, the line made by `line(id)`; `settle` is
+   * called once, with the reply or why there is none (it may be called before send returns).
+   */
+  private send(
+    command: string,
+    opts: ExecuteOptions,
+    line: (id: string) => string,
+    settle: (result: RawReply | QmpError) => void,
+  ): void {
+    if (this.phase === 'closed' || this.phase === 'greeting' || this.conn.state !== 'running')
+      return settle(new ClosedError(`${this.address}: ${command}: not connected`));
+    if (opts.oob && !this.negotiated.includes('oob'))
+      return settle(new StateError(`${this.address}: ${command}: out-of-band execution was not negotiated`));
     if (this.pending.size >= this.maxPending) {
       const err = new BusyError(this.maxPending);
       err.message = `${this.address}: ${command}: ${err.message}`;
-      return Promise.reject(err);
+      return settle(err);
     }
     if (opts.signal?.aborted)
-      return Promise.reject(new AbortedError(`${this.address}: ${command}: aborted`, { cause: opts.signal.reason }));
+      return settle(new AbortedError(`${this.address}: ${command}: aborted`, { cause: opts.signal.reason }));
     const id = `${ID_PREFIX}${String(++this.seq).padStart(5, '0')}`;
-    let line: string;
+    let text: string;
     try {
-      // commandObject() made `msg` for this request alone: it takes this client's id.
-      msg.id = id;
-      line = jsonText(msg);
+      text = line(id);
     } catch (err) {
-      return Promise.reject(
+      return settle(
         new ProtocolError(`${this.address}: ${command}: the command has no JSON form: ${(err as Error).message}`, {
           cause: err,
         }),
       );
     }
-    return new Promise<RawReply>((resolve, reject) => {
-      let timer: unknown;
-      const onAbort = (): void => {
+    let timer: unknown;
+    const onAbort = (): void => {
+      this.abandon(id);
+      entry.settle(new AbortedError(`${this.address}: ${command}: aborted`, { cause: opts.signal?.reason }));
+    };
+    const sent = this.onReply ? performance.now() : 0;
+    const entry: Pending = {
+      command,
+      settle: (result) => {
+        if (timer !== undefined) this.timers.clearTimeout(timer);
+        opts.signal?.removeEventListener('abort', onAbort);
+        this.pending.delete(id);
+        if (!(result instanceof QmpError)) this.onReply?.(command, (performance.now() - sent) / 1000);
+        settle(result);
+      },
+    };
+    this.pending.set(id, entry);
+    const ms = opts.timeoutMs ?? this.timeoutMs;
+    if (ms > 0 && Number.isFinite(ms)) {
+      timer = this.timers.setTimeout(() => {
         this.abandon(id);
-        entry.settle(new AbortedError(`${this.address}: ${command}: aborted`, { cause: opts.signal?.reason }));
-      };
-      const sent = this.onReply ? performance.now() : 0;
-      const entry: Pending = {
-        command,
-        settle: (result) => {
-          if (timer !== undefined) this.timers.clearTimeout(timer);
-          opts.signal?.removeEventListener('abort', onAbort);
-          this.pending.delete(id);
-          if (result instanceof QmpError) reject(result);
-          else {
-            this.onReply?.(command, (performance.now() - sent) / 1000);
-            resolve(result);
-          }
-        },
-      };
-      this.pending.set(id, entry);
-      const ms = opts.timeoutMs ?? this.timeoutMs;
-      if (ms > 0 && Number.isFinite(ms)) {
-        timer = this.timers.setTimeout(() => {
-          this.abandon(id);
-          entry.settle(new TimeoutError(`${this.address}: ${command}: no reply within ${ms} ms`));
-        }, ms);
-      }
-      opts.signal?.addEventListener('abort', onAbort, { once: true });
-      if (!this.conn.sendLine(line)) entry.settle(new ClosedError(`${this.address}: ${command}: not connected`));
-    });
+        entry.settle(new TimeoutError(`${this.address}: ${command}: no reply within ${ms} ms`));
+      }, ms);
+    }
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    if (!this.conn.sendLine(text)) entry.settle(new ClosedError(`${this.address}: ${command}: not connected`));
   }
 
   /** Forgets a pending id whose caller gave up; its late reply is then dropped quietly. */
