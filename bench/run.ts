@@ -4,6 +4,7 @@
  * from the same run; writes the results into docs/BENCHMARKS.md below the hand-written preface.
  *
  *   node build/bench/run.js [--only scan,guard,alert,scale,growth,fleet] [--no-write] [--quick] [--growth-sizes 100,1000,5000]
+ *     [--fleet-sizes 100,1000,10000] [--fleet-runs N]
  *
  * --quick: fewer runs and smaller fleets, for a look while working on the benchmarks themselves
  * (the document is then not written unless --write is also given).
@@ -54,6 +55,8 @@ async function main(): Promise<void> {
       'scale-runs': { type: 'string' },
       'growth-sizes': { type: 'string' },
       'growth-runs': { type: 'string' },
+      'fleet-sizes': { type: 'string' },
+      'fleet-runs': { type: 'string' },
     },
   });
   const all = ['scan', 'guard', 'alert', 'scale', 'growth', 'fleet'];
@@ -87,10 +90,10 @@ async function main(): Promise<void> {
   if (only.has('fleet'))
     sections.push(
       await runFleetPrometheusBench({
-        hosts: quick ? 100 : 1000,
+        sizes: (values['fleet-sizes'] ?? (quick ? '100,1000' : '100,1000,10000')).split(',').map(Number),
         guests: 20,
         meshHosts: 10,
-        runs: quick ? 1 : 3,
+        runs: Number(values['fleet-runs'] ?? (quick ? 1 : 3)),
         log,
       }),
     );

@@ -11,6 +11,7 @@ import { printable } from '../core/printable';
 import { renderStatus } from './render-status';
 import type { AdviceDocument, FleetDocument, MigrationCheck, StatusDocument } from '../api/api-types';
 import { intOption, parse } from './args';
+import { writeJson } from './json-out';
 import type { CliIo } from './cli-io';
 
 /** `--api` wins; else the config's api.socket (the default config file when there is one). */
@@ -94,7 +95,8 @@ export async function fleetCommand(args: string[], io: CliIo): Promise<number> {
   if (prom) {
     const { input, from } = await prometheusFleetInput(prom);
     const doc = { ...buildFleet(input), prometheus: from };
-    io.stdout(values.json ? JSON.stringify(doc, null, 2) : renderFleet(doc));
+    if (values.json) writeJson(doc, io.stdout);
+    else io.stdout(renderFleet(doc));
     return fleetExitCode(doc);
   }
   const doc = await apiRequest<FleetDocument>(
@@ -104,7 +106,8 @@ export async function fleetCommand(args: string[], io: CliIo): Promise<number> {
     undefined,
     30000,
   );
-  io.stdout(values.json ? JSON.stringify(doc, null, 2) : renderFleet(doc));
+  if (values.json) writeJson(doc, io.stdout);
+  else io.stdout(renderFleet(doc));
   return fleetExitCode(doc);
 }
 

@@ -25,6 +25,11 @@ export interface HostReadOptions {
   sysRoot?: string;
   devRoot?: string;
   name: string;
+  /**
+   * Read the kernel release whatever the CPU (the hooks predict guest-phys-bits from it,
+   * agent/judge/guest-phys-bits.ts); otherwise it is read only where the EPT depth needs it.
+   */
+  kernelRelease?: boolean;
 }
 
 /** /proc/cpuinfo beyond this is not read; the first processor block is a few KiB. */
@@ -225,8 +230,9 @@ export function readHost(opts: HostReadOptions): HostReadings {
   // The EPT depth matters only on an Intel CPU wider than 48 bits whose "vmx flags" do not show
   // ept_5level; Linux shows that flag from 6.9, so before that the capability MSR tells.
   const widest = Math.max(cpuidPhysBits ?? 0, cpuinfo?.physBits ?? 0);
-  if (vendor === 'GenuineIntel' && paging.ept5Level !== true && widest > 48) {
-    paging.kernelRelease = readKernelRelease(procRoot, notes);
+  const eptDepthUnshown = vendor === 'GenuineIntel' && paging.ept5Level !== true && widest > 48;
+  if (opts.kernelRelease || eptDepthUnshown) paging.kernelRelease = readKernelRelease(procRoot, notes);
+  if (eptDepthUnshown) {
     const kernel = kernelVersion(paging.kernelRelease);
     const flagShown = kernel !== null && atLeast(kernel, EPT_5LEVEL_FLAG_SINCE.major, EPT_5LEVEL_FLAG_SINCE.minor);
     if (!flagShown || paging.ept5Level === null) paging.eptMsr5Level = readEptMsr5Level(devRoot, notes);

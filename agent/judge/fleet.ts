@@ -174,7 +174,8 @@ export function buildFleet(input: FleetInput): FleetDocument {
   const maxCells = input.maxMatrixCells ?? DEFAULT_MAX_MATRIX_CELLS;
   const matrix: FleetMatrix = hosts.length * vms.length <= maxCells ? 'full' : 'by-width';
   const classes = hostClasses(hosts);
-  const guests = vms.map(({ host, vm }) => fleetGuest(host, vm, classes, input.policy, matrix));
+  const answers: AnswerCache = new Map();
+  const guests = vms.map(({ host, vm }) => fleetGuest(host, vm, classes, input.policy, matrix, answers));
   const widths: Record<string, number> = {};
   for (const h of hosts) widths[widthKey(h.physBits)] = (widths[widthKey(h.physBits)] ?? 0) + 1;
   const states: State[] = guests.map((g) => g.state);
@@ -183,16 +184,26 @@ export function buildFleet(input: FleetInput): FleetDocument {
   return { hosts, widths, matrix, guests, summary: { worst, exitCode: exitCodeFor(worst) } };
 }
 
+/** A guest's answers against every host: the same for every guest of the same width, layout end and accelerator. */
+type GuestAnswers = Pick<FleetGuest, 'fits' | 'why' | 'fitsByWidth' | 'whyByWidth' | 'fitCount' | 'state'>;
+/**
+ * Answers already worked out in one buildFleet, by guest facts: guests alike share them (the same
+ * objects, never changed once made), so a fleet of 20,000 guests of a few dozen kinds holds a few
+ * dozen sets of sentences, not 20,000.
+ */
+type AnswerCache = Map<string, GuestAnswers>;
+
 function fleetGuest(
   host: string,
   vm: VmStatus,
   classes: HostClass[],
   policy: Pick<Policy, 'accelerators'>,
   matrix: FleetMatrix,
+  answers: AnswerCache,
 ): FleetGuest {
   const g = vm.guest;
-  const fitCount = { fits: 0, doesNot: 0, unknown: 0 };
   if (vm.error || !g) {
+    const fitCount = { fits: 0, doesNot: 0, unknown: 0 };
     const error = vm.error ?? {
       code: 'GUEST_FACTS_MISSING',
       message: 'the status document has no guest facts for this VM',
@@ -220,6 +231,28 @@ function fleetGuest(
     accelerator,
     bound: isBound(accelerator, policy),
   };
+  const base = {
+    host,
+    vm: vm.name,
+    physBits: facts.physBits,
+    accelerator,
+    bound: facts.bound,
+    highestAddress: facts.highestAddress,
+  };
+  const key = `${facts.physBits}|${facts.highestAddress}|${facts.bound}|${accelerator}`;
+  const known = answers.get(key) ?? guestAnswers(facts, classes, matrix);
+  answers.set(key, known);
+  const { fits, why, ...rest } = known;
+  // Key order as in every fleet document: fits and why (a full matrix) before fitsByWidth.
+  return matrix === 'full' ? { ...base, fits, why, ...rest } : { ...base, ...rest };
+}
+
+function guestAnswers(
+  facts: { physBits: number; highestAddress: number | null; accelerator: string; bound: boolean },
+  classes: HostClass[],
+  matrix: FleetMatrix,
+): GuestAnswers {
+  const fitCount = { fits: 0, doesNot: 0, unknown: 0 };
   const fits: Record<string, boolean | null> = {};
   const why: Record<string, string> = {};
   const fitsByWidth: Record<string, boolean | null> = {};
@@ -250,19 +283,7 @@ function fleetGuest(
     if (cell.fits === false && h.reachable) state = 'critical';
     else if ((cell.fits === null || !h.reachable) && state === 'ok') state = 'unknown';
   }
-  return {
-    host,
-    vm: vm.name,
-    physBits: facts.physBits,
-    accelerator,
-    bound: facts.bound,
-    highestAddress: facts.highestAddress,
-    ...(matrix === 'full' ? { fits, why } : {}),
-    fitsByWidth,
-    whyByWidth,
-    fitCount,
-    state,
-  };
+  return { ...(matrix === 'full' ? { fits, why } : {}), fitsByWidth, whyByWidth, fitCount, state };
 }
 
 /**

@@ -67,6 +67,10 @@ export interface DomainFacts {
   hostPhysBitsLimit: number;
   /** <maxphysaddr mode='emulate' bits=…> as written; null when absent. */
   emulatedBits: number | null;
+  /** guest-phys-bits on the effective -cpu (<qemu:commandline>, -global); null when absent. */
+  guestPhysBits: number | null;
+  /** <devices><emulator>: the QEMU binary libvirt starts; null when absent. */
+  emulator: string | null;
   /** RAM present at boot, QEMU's -m size (bytes). */
   ramBytes: number;
   /** <memory>: the most the guest may have at boot, memory devices included (bytes). */
@@ -293,6 +297,7 @@ export function parseDomainXml(xml: string, opts: DomainXmlOptions = {}): Domain
   };
   const emulatedBits = bitsProp('phys-bits');
   const hostPhysBitsLimit = bitsProp('host-phys-bits-limit') ?? 0;
+  const guestPhysBits = bitsProp('guest-phys-bits');
   const hostPhysBitsProp = prop('host-phys-bits');
 
   const hostModelDefault = (cpuModel === 'host' || cpuModel === 'max') && accelerator === 'kvm';
@@ -406,6 +411,8 @@ export function parseDomainXml(xml: string, opts: DomainXmlOptions = {}): Domain
     hostPhysBits,
     hostPhysBitsLimit,
     emulatedBits,
+    guestPhysBits,
+    emulator: text(obj(domain.devices)?.emulator) || null,
     ramBytes,
     memoryBytes,
     currentMemoryBytes,

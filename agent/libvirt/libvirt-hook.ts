@@ -6,7 +6,9 @@
  * (libvirt src/qemu/qemu_process.c qemuProcessPrepareHost, src/qemu/qemu_migration.c).
  *
  * Refused: a guest wider than this host under an enforced accelerator, or whose memory layout
- * reaches past the host's limit (the verdict's critical reasons). `started`, `stopped`, `release`
+ * reaches past the host's limit (the verdict's critical reasons). A guest wider than the limit is
+ * judged with the guest-phys-bits its QEMU will give it (agent/judge/guest-phys-bits.ts: the
+ * <emulator>'s `--version` and this host's kernel), as the verdict judges it once it runs. `started`, `stopped`, `release`
  * and `reconnect` are passed on to the running daemon. The hook prints nothing on stdout: for
  * `migrate` and `restore`, libvirt would take stdout as a replacement domain XML.
  */
@@ -19,6 +21,14 @@ import { computeVerdict } from '../judge/verdict';
 import { formatBytes } from '../core/format';
 import { parseDomainXml, resolvePhysBits, type DomainFacts } from './domain-xml';
 import type { GuestIdentity, SourceWidth } from '../peers/source-width';
+import {
+  bootedElsewhere,
+  guestPhysBitsClause,
+  guestPhysBitsMayHelp,
+  predictGuestPhysBits,
+  type GuestPhysBitsPrediction,
+  type QemuBinaryVersion,
+} from '../judge/guest-phys-bits';
 
 export interface LibvirtEvent {
   domain: string;
@@ -59,7 +69,13 @@ export const FAIL_CLOSED_DEFAULT = true;
 
 async function defaultHostFacts(config: Config): Promise<HostFacts> {
   const { hostReadOptions, readHost } = await import('../facts/host-facts');
-  return judgeHost(readHost(hostReadOptions(config)), config.host.physBits);
+  return judgeHost(readHost({ ...hostReadOptions(config), kernelRelease: true }), config.host.physBits);
+}
+
+/** `<emulator> --version`, bounded (agent/facts/qemu-binary.ts). */
+async function emulatorVersion(binary: string): Promise<QemuBinaryVersion> {
+  const { readQemuVersion } = await import('../facts/qemu-binary');
+  return readQemuVersion(binary);
 }
 
 async function defaultSourceWidth(config: Config, guest: GuestIdentity): Promise<SourceWidth> {
@@ -89,7 +105,7 @@ export function guestFromDomain(d: DomainFacts, host: HostFacts): GuestFacts {
     physBits: resolvePhysBits(d, qemuHostPhysBits(host)),
     hostPhysBits: d.hostPhysBits,
     hostPhysBitsLimit: d.hostPhysBitsLimit,
-    guestPhysBits: null,
+    guestPhysBits: d.guestPhysBits,
     cpuModel: d.cpuModel,
     memoryEncryption: {
       active: sev,
@@ -131,13 +147,15 @@ export function refusalLine(
   guest: GuestFacts,
   reason: Reason,
   atSource: WidthAtSource | null = null,
+  guestPhysBits: GuestPhysBitsPrediction | null = null,
 ): string {
+  const gpb = reason.code === 'GUEST_WIDER_THAN_HOST' && guestPhysBits ? `; ${guestPhysBitsClause(guestPhysBits)}` : '';
   const what = operation === 'migrate' ? `incoming migration of domain '${d.name}'` : `start of domain '${d.name}'`;
   const source = host.physBitsSource === 'config' ? ' (host.physBits in the config)' : '';
   if (reason.code === 'GUEST_WIDER_THAN_HOST' && atSource !== null) {
     return (
       `physbits refused the ${what}: ${reason.code}: guest phys-bits ${guest.physBits} (${atSource.where}) is wider ` +
-      `than this host's ${host.physBits} bits${source} under ${guest.accelerator}; its width follows the host it ` +
+      `than this host's ${host.physBits} bits${source} under ${guest.accelerator}${gpb}; its width follows the host it ` +
       `booted on and stays ${guest.physBits} until it is shut down; fix: migrate it to a host of at least ` +
       `${guest.physBits} bits, or shut it down and start it here; to keep it movable, ${libvirtFix(reason, d, host)}`
     );
@@ -145,7 +163,7 @@ export function refusalLine(
   const facts =
     reason.code === 'LAYOUT_BEYOND_HOST_LIMIT'
       ? `its memory layout reaches past this host's ${host.physBits}-bit limit${source}`
-      : `guest phys-bits ${guest.physBits} is wider than this host's ${host.physBits} bits${source} under ${guest.accelerator}`;
+      : `guest phys-bits ${guest.physBits} is wider than this host's ${host.physBits} bits${source} under ${guest.accelerator}${gpb}`;
   return `physbits refused the ${what}: ${reason.code}: ${facts}; fix: ${libvirtFix(reason, d, host)}`;
 }
 
@@ -256,11 +274,55 @@ async function check(operation: string, stdin: string, deps: LibvirtHookDeps, do
     return HOOK_EXIT.UNKNOWN;
   }
   if (atSource !== null) guest.physBits = atSource.physBits;
-  const verdict = computeVerdict({ host, guest, policy: deps.config.policy });
-  const blocking = verdict.reasons.find((r) => r.severity === 'critical');
-  if (!blocking) return HOOK_EXIT.ALLOW;
-  deps.stderr(refusalLine(operation, d, host, guest, blocking, atSource));
+  const policy = deps.config.policy;
+  let blocking = critical(computeVerdict({ host, guest, policy }).reasons);
+  let gpb: GuestPhysBitsPrediction | null = null;
+  // QEMU sets guest-phys-bits itself only under KVM, and only where KVM's value keeps the guest
+  // within the limit is it worth asking; elsewhere only a -cpu guest-phys-bits counts.
+  const mayHave =
+    guest.guestPhysBits !== null || (d.accelerator === 'kvm' && guestPhysBitsMayHelp(host, guest.physBits));
+  if (mayHave && blocking.some((r) => r.code === 'GUEST_WIDER_THAN_HOST')) {
+    gpb = await predictForDomain(operation, d, host, guest, atSource);
+    if (gpb.kind === 'set' && gpb.bits !== guest.guestPhysBits) {
+      guest.guestPhysBits = gpb.bits;
+      blocking = critical(computeVerdict({ host, guest, policy }).reasons);
+    }
+  }
+  if (blocking.length === 0) return HOOK_EXIT.ALLOW;
+  deps.stderr(refusalLine(operation, d, host, guest, blocking[0], atSource, gpb));
   return HOOK_EXIT.REFUSE;
+}
+
+function critical(reasons: Reason[]): Reason[] {
+  return reasons.filter((r) => r.severity === 'critical');
+}
+
+/**
+ * The guest-phys-bits QEMU will give the domain here. An incoming migration (or a guest a peer
+ * reports running elsewhere) booted on its source: its firmware placed its memory by that host's
+ * guest-phys-bits, which is not known here, so only a guest-phys-bits given on -cpu counts.
+ */
+async function predictForDomain(
+  operation: string,
+  d: DomainFacts,
+  host: HostFacts,
+  guest: GuestFacts,
+  atSource: WidthAtSource | null,
+): Promise<GuestPhysBitsPrediction> {
+  if (guest.guestPhysBits === null && (atSource !== null || operation === 'migrate')) return bootedElsewhere(null);
+  const needsQemu = guest.guestPhysBits === null && d.accelerator === 'kvm';
+  let qemu: QemuBinaryVersion = { unknown: 'the domain names no <emulator>' };
+  if (needsQemu && d.emulator !== null) qemu = await emulatorVersion(d.emulator);
+  return predictGuestPhysBits({
+    qemu,
+    accelerator: d.accelerator,
+    machineType: d.machineType,
+    explicit: guest.guestPhysBits,
+    physBits: guest.physBits,
+    hostPhysBits: d.hostPhysBits,
+    hostPhysBitsLimit: d.hostPhysBitsLimit,
+    host,
+  });
 }
 
 /**

@@ -108,7 +108,12 @@ function sampleOf(r: unknown, where: string): PromSample {
   return { labels, value: Number(text), time };
 }
 
-/** The scanner: push() bytes in order, then finish() for the samples or the typed error. */
+/**
+ * The scanner: push() bytes in order, then finish() for the samples or the typed error. Outside
+ * data.result a byte-by-byte state machine finds the keys that lead there and keeps the rest as the
+ * skeleton; inside it a tighter loop (scanResult) only follows strings and brackets to find where
+ * each element ends, and the elements a chunk holds whole are parsed together with one JSON.parse.
+ */
 export class QueryAnswerScanner {
   private readonly decoder = new TextDecoder('utf-8', { fatal: false });
   private readonly stack: Frame[] = [];
@@ -119,10 +124,16 @@ export class QueryAnswerScanner {
   private skeleton: Uint8Array[] = [];
   private skeletonBytes = 0;
   private keyBytes: number[] | null = null;
-  private element: Uint8Array[] | null = null;
-  private elementBytes = 0;
+  /** Inside data.result: the element being read, its nesting, and whether it is in a string. */
+  private inElement = false;
+  private elementDepth = 0;
+  private elementString = false;
+  private elementEscaped = false;
   /** The element is a bare number or literal (a scalar answer's parts): it ends at a delimiter. */
   private elementBare = false;
+  /** The bytes of an element that began in an earlier chunk. */
+  private carried: Uint8Array[] = [];
+  private elementBytes = 0;
   private readonly samples: PromSample[] = [];
   private readonly parts: unknown[] = [];
 
@@ -133,12 +144,18 @@ export class QueryAnswerScanner {
 
   push(chunk: Uint8Array): void {
     let runStart = 0;
-    /** Bytes [runStart, i) belong to the skeleton or to the current element. */
+    /** Bytes [runStart, end) belong to the skeleton. */
     const flush = (end: number) => {
       if (end > runStart) this.keep(chunk.subarray(runStart, end));
       runStart = end;
     };
     for (let i = 0; i < chunk.length; i++) {
+      if (this.resultDepth > 0 && this.stack.length === this.resultDepth && !this.inString) {
+        flush(i);
+        i = this.scanResult(chunk, i);
+        runStart = i;
+        if (i >= chunk.length) break;
+      }
       const b = chunk[i];
       if (this.inString) {
         if (this.keyBytes && b !== QUOTE && this.keyBytes.length < MAX_KEY_BYTES) this.keyBytes.push(b);
@@ -152,40 +169,14 @@ export class QueryAnswerScanner {
             top.expectKey = false;
             this.keyBytes = null;
           }
-          if (this.element && this.stack.length === this.resultDepth) {
-            flush(i + 1);
-            this.endElement();
-          }
         }
         continue;
       }
       const depth = this.stack.length;
-      // A bare element (number, true, null) of the result array ends at the first delimiter.
-      if (
-        this.element &&
-        this.elementBare &&
-        depth === this.resultDepth &&
-        (b === COMMA || b === CLOSE_ARR || isSpace(b))
-      ) {
-        flush(i);
-        this.endElement();
-      }
-      if (this.resultDepth > 0 && depth === this.resultDepth && !this.element) {
-        if (isSpace(b) || b === COMMA) {
-          runStart = i + 1;
-          continue;
-        }
-        if (b !== CLOSE_ARR) {
-          flush(i);
-          this.element = [];
-          this.elementBytes = 0;
-          this.elementBare = b !== QUOTE && b !== OPEN_OBJ && b !== OPEN_ARR;
-        }
-      }
       if (b === QUOTE) {
         this.inString = true;
         const top = this.stack[depth - 1];
-        if (top?.obj && top.expectKey && depth <= 2 && !this.element) this.keyBytes = [];
+        if (top?.obj && top.expectKey && depth <= 2) this.keyBytes = [];
         continue;
       }
       if (b === OPEN_OBJ || b === OPEN_ARR) {
@@ -207,15 +198,9 @@ export class QueryAnswerScanner {
         continue;
       }
       if (b === CLOSE_OBJ || b === CLOSE_ARR) {
-        if (this.resultDepth > 0 && depth === this.resultDepth && !this.element) {
-          this.resultDepth = 0;
-          runStart = i;
-        }
+        // The end of data.result: scanResult stopped at its closing bracket.
+        if (this.resultDepth > 0 && depth === this.resultDepth) this.resultDepth = 0;
         this.stack.pop();
-        if (this.element && this.stack.length === this.resultDepth) {
-          flush(i + 1);
-          this.endElement();
-        }
         continue;
       }
       if (b === COMMA) {
@@ -226,18 +211,103 @@ export class QueryAnswerScanner {
     flush(chunk.length);
   }
 
-  private keep(bytes: Uint8Array): void {
-    if (this.element) {
-      this.elementBytes += bytes.byteLength;
-      if (this.elementBytes > MAX_ELEMENT_BYTES)
-        throw new PrometheusError(
-          'PROM_BAD_RESPONSE',
-          `${this.where}: a result larger than ${MAX_ELEMENT_BYTES} bytes`,
-        );
-      this.element.push(bytes.slice());
-      return;
+  /**
+   * Inside data.result from chunk[i]: every element that ends in this chunk is taken; returns the
+   * index of the bracket that closes the result, or chunk.length when the chunk ends first.
+   */
+  private scanResult(chunk: Uint8Array, i: number): number {
+    const n = chunk.length;
+    let inEl = this.inElement;
+    let depth = this.elementDepth;
+    let inStr = this.elementString;
+    let esc = this.elementEscaped;
+    let bare = this.elementBare;
+    /** Where the current element began in this chunk (0 when carried over). */
+    let elStart = inEl ? i : -1;
+    let carriedOver = inEl;
+    /** The elements this chunk holds whole: [batchStart, batchEnd), and how many are objects. */
+    let batchStart = -1;
+    let batchEnd = -1;
+    let batchObjects = 0;
+    let firstByte = 0;
+    const ended = (end: number) => {
+      if (carriedOver) {
+        this.carried.push(chunk.subarray(elStart, end));
+        this.checkElement(this.elementBytes + (end - elStart));
+        this.endCarried();
+        carriedOver = false;
+      } else {
+        this.checkElement(end - elStart);
+        if (batchStart < 0) batchStart = elStart;
+        batchEnd = end;
+        if (firstByte === OPEN_OBJ) batchObjects++;
+      }
+      inEl = false;
+    };
+    let end = n;
+    for (; i < n; i++) {
+      const b = chunk[i];
+      if (!inEl) {
+        if (b === COMMA || isSpace(b)) continue;
+        if (b === CLOSE_ARR) {
+          end = i;
+          break;
+        }
+        inEl = true;
+        elStart = i;
+        firstByte = b;
+        depth = 0;
+        bare = false;
+        if (b === OPEN_OBJ || b === OPEN_ARR) depth = 1;
+        else if (b === QUOTE) inStr = true;
+        else bare = true;
+        continue;
+      }
+      if (inStr) {
+        if (esc) esc = false;
+        else if (b === BACKSLASH) esc = true;
+        else if (b === QUOTE) {
+          inStr = false;
+          if (depth === 0) ended(i + 1);
+        }
+        continue;
+      }
+      if (bare) {
+        if (b === COMMA || b === CLOSE_ARR || isSpace(b)) {
+          ended(i);
+          i--; // the delimiter is looked at again, between elements
+        }
+        continue;
+      }
+      if (b === QUOTE) inStr = true;
+      else if (b === OPEN_OBJ || b === OPEN_ARR) depth++;
+      else if (b === CLOSE_OBJ || b === CLOSE_ARR) {
+        depth--;
+        if (depth === 0) ended(i + 1);
+      }
     }
-    if (this.resultDepth > 0) return; // white space and commas between elements
+    if (batchStart >= 0) this.parseBatch(chunk.subarray(batchStart, batchEnd), batchObjects);
+    if (inEl) {
+      // The element goes on in the next chunk: its bytes so far are kept (copied), within the bound.
+      if (!carriedOver) this.elementBytes = 0;
+      this.checkElement(this.elementBytes + (end - elStart));
+      this.elementBytes += end - elStart;
+      this.carried.push(chunk.slice(elStart, end));
+    }
+    this.inElement = inEl;
+    this.elementDepth = depth;
+    this.elementString = inStr;
+    this.elementEscaped = esc;
+    this.elementBare = bare;
+    return end;
+  }
+
+  private checkElement(bytes: number): void {
+    if (bytes > MAX_ELEMENT_BYTES)
+      throw new PrometheusError('PROM_BAD_RESPONSE', `${this.where}: a result larger than ${MAX_ELEMENT_BYTES} bytes`);
+  }
+
+  private keep(bytes: Uint8Array): void {
     this.skeletonBytes += bytes.byteLength;
     if (this.skeletonBytes > MAX_SKELETON_BYTES)
       throw new PrometheusError(
@@ -247,25 +317,39 @@ export class QueryAnswerScanner {
     this.skeleton.push(bytes.slice());
   }
 
-  private endElement(): void {
-    const parts = this.element ?? [];
-    this.element = null;
-    const text = parts.length === 1 ? this.decoder.decode(parts[0]) : Buffer.concat(parts).toString('utf8');
-    let value: unknown;
+  private parse(text: string): unknown {
     try {
-      value = JSON.parse(text);
+      return JSON.parse(text);
     } catch (err) {
       throw new PrometheusError('PROM_BAD_RESPONSE', `${this.where}: not JSON: ${(err as Error).message}`);
     }
-    if (isObject(value)) {
-      this.budget?.takeSeries(1, this.where);
-      this.samples.push(sampleOf(value, this.where));
-    } else this.parts.push(value);
+  }
+
+  private take(value: unknown): void {
+    if (isObject(value)) this.samples.push(sampleOf(value, this.where));
+    else this.parts.push(value);
+  }
+
+  /** Whole elements and the commas and white space between them, parsed as one array. */
+  private parseBatch(bytes: Uint8Array, objects: number): void {
+    if (objects > 0) this.budget?.takeSeries(objects, this.where);
+    const values = this.parse(`[${this.decoder.decode(bytes)}]`) as unknown[];
+    for (const v of values) this.take(v);
+  }
+
+  /** The element that began in an earlier chunk, now whole. */
+  private endCarried(): void {
+    const parts = this.carried;
+    this.carried = [];
+    this.elementBytes = 0;
+    const value = this.parse(Buffer.concat(parts).toString('utf8'));
+    if (isObject(value)) this.budget?.takeSeries(1, this.where);
+    this.take(value);
   }
 
   /** The instant vector (a scalar answer is one sample without labels), or the answer's typed error. */
   finish(): PromSample[] {
-    if (this.element && this.elementBare) this.endElement();
+    if (this.inElement && this.elementBare) this.endCarried();
     let doc: unknown;
     try {
       doc = JSON.parse(Buffer.concat(this.skeleton).toString('utf8'));

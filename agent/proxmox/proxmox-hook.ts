@@ -26,6 +26,14 @@ import { guestFromPlan } from './plan-guest';
 import { findFix } from './proxmox-fix';
 import { parseCpuModels, parseVmConfig, VmConfigError, type VmConfigFile } from './vm-config';
 import { planVm, type PlanOptions, type VmPlan } from './vm-plan';
+import {
+  bootedElsewhere,
+  guestPhysBitsClause,
+  guestPhysBitsMayHelp,
+  predictGuestPhysBits,
+  type GuestPhysBitsPrediction,
+  type QemuBinaryVersion,
+} from '../judge/guest-phys-bits';
 
 /** 78: refused because physbits' own config could not be loaded. */
 export const PROXMOX_HOOK_EXIT = { ALLOW: 0, REFUSE: 1, UNKNOWN: EXIT.UNKNOWN, CONFIG: EXIT.CONFIG } as const;
@@ -41,6 +49,8 @@ export interface ProxmoxHookDeps {
   migratedFrom?: string;
   /** The width a host-following guest runs with at its source; default agent/peers/source-width.ts. */
   sourceWidth?: (guest: GuestIdentity) => Promise<SourceWidth>;
+  /** The QEMU binary qemu-server starts; default /usr/bin/kvm (agent/facts/qemu-binary.ts PROXMOX_KVM_BINARY). */
+  kvmBinary?: string;
   /** One line at a time, without a trailing newline. */
   stderr: (line: string) => void;
 }
@@ -53,7 +63,39 @@ async function defaultSourceWidth(config: Config, guest: GuestIdentity): Promise
 
 async function defaultHostFacts(config: Config): Promise<HostFacts> {
   const { hostReadOptions, readHost } = await import('../facts/host-facts');
-  return judgeHost(readHost(hostReadOptions(config)), config.host.physBits);
+  return judgeHost(readHost({ ...hostReadOptions(config), kernelRelease: true }), config.host.physBits);
+}
+
+/** `kvm --version` as qemu-server's kvm_user_version reads it, bounded (agent/facts/qemu-binary.ts). */
+async function kvmVersion(binary: string | undefined): Promise<QemuBinaryVersion> {
+  const { readQemuVersion, PROXMOX_KVM_BINARY } = await import('../facts/qemu-binary');
+  return readQemuVersion(binary ?? PROXMOX_KVM_BINARY);
+}
+
+/**
+ * The guest-phys-bits QEMU will give the VM on this node (agent/judge/guest-phys-bits.ts). A VM
+ * arriving by migration booted on its source node, where its firmware placed its memory by that
+ * node's guest-phys-bits: only a guest-phys-bits in its config counts then.
+ */
+async function predictForPlan(
+  plan: VmPlan,
+  host: HostFacts,
+  guest: GuestFacts,
+  arrival: Arrival,
+  deps: ProxmoxHookDeps,
+): Promise<GuestPhysBitsPrediction> {
+  if (arrival.from !== null && guest.guestPhysBits === null) return bootedElsewhere(`node ${arrival.from}`);
+  const needsQemu = guest.guestPhysBits === null && plan.cpu.accelerator === 'kvm';
+  return predictGuestPhysBits({
+    qemu: needsQemu ? await kvmVersion(deps.kvmBinary) : { unknown: 'not asked' },
+    accelerator: plan.cpu.accelerator,
+    machineType: plan.machine.type,
+    explicit: guest.guestPhysBits,
+    physBits: guest.physBits,
+    hostPhysBits: plan.cpu.hostPhysBits,
+    hostPhysBitsLimit: 0,
+    host,
+  });
 }
 
 /** `smbios1: uuid=…` (QEMU's -smbios type=1,uuid=…, the UUID physbits reports for the guest). */
@@ -76,7 +118,9 @@ export function refusalLine(
   reason: Reason,
   arrival: Arrival,
   fix: string | null,
+  guestPhysBits: GuestPhysBitsPrediction | null = null,
 ): string {
+  const gpb = reason.code === 'GUEST_WIDER_THAN_HOST' && guestPhysBits ? `; ${guestPhysBitsClause(guestPhysBits)}` : '';
   const vm = `VM ${plan.vmid} (${plan.name})`;
   const what = arrival.from === null ? `start of ${vm}` : `incoming migration of ${vm} from ${arrival.from}`;
   const override = host.physBitsSource === 'config' ? ' (host.physBits in the config)' : '';
@@ -89,7 +133,7 @@ export function refusalLine(
   const facts =
     reason.code === 'LAYOUT_BEYOND_HOST_LIMIT'
       ? `its memory layout reaches ${formatBytes(guest.layout?.highestAddress ?? 0)}, past this node's ${host.physBits}-bit limit${override}`
-      : `guest phys-bits ${guest.physBits}${whose} is wider than this node's limit of ${host.physBits} bits${override}`;
+      : `guest phys-bits ${guest.physBits}${whose} is wider than this node's limit of ${host.physBits} bits${override}${gpb}`;
   let fixText: string;
   if (src) {
     fixText =
@@ -168,10 +212,23 @@ async function preStart(vmid: number, deps: ProxmoxHookDeps): Promise<number> {
   } catch (err) {
     return cannotCheck(deps, String(vmid), err);
   }
-  const verdict = computeVerdict({ host, guest, policy: deps.config.policy });
-  const blocking = verdict.reasons.find((r) => r.severity === 'critical');
-  if (!blocking) return PROXMOX_HOOK_EXIT.ALLOW;
-  deps.stderr(refusalLine(plan, host, guest, blocking, arrival, findFix(file, opts, host, deps.config.policy)));
+  const policy = deps.config.policy;
+  const critical = () => computeVerdict({ host, guest, policy }).reasons.filter((r) => r.severity === 'critical');
+  let blocking = critical();
+  let gpb: GuestPhysBitsPrediction | null = null;
+  // QEMU sets guest-phys-bits itself only under KVM, and only where KVM's value keeps the guest
+  // within the limit is it worth asking; elsewhere only a cpu: guest-phys-bits counts.
+  const mayHave =
+    guest.guestPhysBits !== null || (plan.cpu.accelerator === 'kvm' && guestPhysBitsMayHelp(host, guest.physBits));
+  if (mayHave && blocking.some((r) => r.code === 'GUEST_WIDER_THAN_HOST')) {
+    gpb = await predictForPlan(plan, host, guest, arrival, deps);
+    if (gpb.kind === 'set' && gpb.bits !== guest.guestPhysBits) {
+      guest.guestPhysBits = gpb.bits;
+      blocking = critical();
+    }
+  }
+  if (blocking.length === 0) return PROXMOX_HOOK_EXIT.ALLOW;
+  deps.stderr(refusalLine(plan, host, guest, blocking[0], arrival, findFix(file, opts, host, deps.config.policy), gpb));
   return PROXMOX_HOOK_EXIT.REFUSE;
 }
 

@@ -9,6 +9,7 @@ import { chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BuildInfo } from '../../agent/core/version';
 import { REPO_ROOT } from './build-info';
+import { compileConfigSpec } from './config-spec';
 
 export const PROGRAMS = ['physbitsctl', 'physbitsd'] as const;
 
@@ -135,7 +136,8 @@ export async function bundle(outDir: string, info: BuildInfo): Promise<Bundle> {
     format: 'cjs',
     // The sources start with `#!/usr/bin/env node`; esbuild keeps it. Debian runs /usr/bin/node.
     banner: { js: '' },
-    define: { PHYSBITS_BUILD_INFO: JSON.stringify(info) },
+    // The config's schema compiled (config-spec.ts): a start checks its config without loading zod.
+    define: { PHYSBITS_BUILD_INFO: JSON.stringify(info), PHYSBITS_CONFIG_SPEC: JSON.stringify(compileConfigSpec()) },
     // Optional native helpers of ws: absent, ws uses its JavaScript fallbacks.
     external: ['bufferutil', 'utf-8-validate'],
     legalComments: 'none',

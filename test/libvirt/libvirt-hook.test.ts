@@ -463,7 +463,9 @@ test('migrate begin: a host-passthrough guest is judged with its width at the so
   t.is(narrow.code, 1);
   t.deepEqual(narrow.lines, [
     "physbits refused the incoming migration of domain 'big1': GUEST_WIDER_THAN_HOST: guest phys-bits 46 " +
-      "(its width on hvA, from live peer hvA's status) is wider than this host's 39 bits under kvm; its width " +
+      "(its width on hvA, from live peer hvA's status) is wider than this host's 39 bits under kvm; guest-phys-bits " +
+      "not predicted: it booted on its source host, where its firmware placed memory by that host's guest-phys-bits, " +
+      'which is not known here; its width ' +
       'follows the host it booted on and stays 46 until it is shut down; fix: migrate it to a host of at least ' +
       "46 bits, or shut it down and start it here; to keep it movable, use <cpu mode='custom'> with a named " +
       "model and <maxphysaddr mode='emulate' bits='39'/>, or <maxphysaddr mode='passthrough' limit='39'/> where libvirt supports limit=",

@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { configSchema } from '../../agent/core/config';
+import { configSchema } from '../../agent/core/config-schema';
 import { PrometheusClient, PrometheusError } from '../../agent/peers/prometheus-client';
 import { readPrometheusFleet } from '../../agent/peers/prometheus-fleet';
 import { startBigAnswerServer } from '../helpers/big-prometheus';

@@ -14,6 +14,13 @@ import type { GuestIdentity, SourceWidth } from '../../agent/peers/source-width'
 import { PHYSBITSCTL } from '../helpers/daemon';
 import { hostFacts } from '../helpers/facts';
 import { tempDir } from '../helpers/tmp';
+import { hostQemuPath } from '../helpers/qemu-binaries';
+
+/** The kvm binary the hook asks for its version: this machine's QEMU 7.2 (no guest-phys-bits). */
+const KVM = hostQemuPath();
+const NO_GPB = `no guest-phys-bits keeps it within that limit: QEMU 7.2.22 (${KVM}) has no guest-phys-bits (QEMU 9.1 and later set it)`;
+const BOOTED_ON_PVE2 =
+  "guest-phys-bits not predicted: it booted on node pve2, where its firmware placed memory by that host's guest-phys-bits, which is not known here";
 
 const PVE = join(__dirname, '..', '..', '..', 'test', 'fixtures', 'proxmox', 'pve');
 
@@ -34,6 +41,7 @@ async function run(
   const code = await runProxmoxHook(args, {
     config: opts.config ?? config(),
     hostFacts: opts.hostFacts ?? node(39),
+    kvmBinary: KVM,
     ...opts,
     stderr: (l) => lines.push(l),
   });
@@ -44,7 +52,7 @@ test('pre-start: a 42-bit VM on a 39-bit node is refused with one line naming VM
   t.deepEqual(await run(['100', 'pre-start']), {
     code: 1,
     lines: [
-      "physbits refused the start of VM 100 (web1): GUEST_WIDER_THAN_HOST: guest phys-bits 42 is wider than this node's limit of 39 bits (host.physBits in the config); fix: qm set 100 --cpu x86-64-v2-AES,phys-bits=39",
+      `physbits refused the start of VM 100 (web1): GUEST_WIDER_THAN_HOST: guest phys-bits 42 is wider than this node's limit of 39 bits (host.physBits in the config); ${NO_GPB}; fix: qm set 100 --cpu x86-64-v2-AES,phys-bits=39`,
     ],
   });
 });
@@ -191,7 +199,7 @@ test("a migration target reads the source node's file; a fixed width is judged a
   t.is(r.code, 1);
   t.is(
     r.lines[0],
-    "physbits refused the incoming migration of VM 121 (fixed-mover) from pve2: GUEST_WIDER_THAN_HOST: guest phys-bits 46 is wider than this node's limit of 39 bits (host.physBits in the config); fix: qm set 121 --cpu x86-64-v2-AES,phys-bits=39, then stop and start it before migrating",
+    `physbits refused the incoming migration of VM 121 (fixed-mover) from pve2: GUEST_WIDER_THAN_HOST: guest phys-bits 46 is wider than this node's limit of 39 bits (host.physBits in the config); ${BOOTED_ON_PVE2}; fix: qm set 121 --cpu x86-64-v2-AES,phys-bits=39, then stop and start it before migrating`,
   );
   // Not under this node's qemu-server/: without PVE_MIGRATED_FROM the file is missing.
   t.regex((await run(['121', 'pre-start'])).lines[0], /121\.conf: does not exist/);
@@ -216,7 +224,7 @@ test('a host-following guest arriving by migration is judged with its width at t
   t.is(r.code, 1);
   t.is(
     r.lines[0],
-    "physbits refused the incoming migration of VM 120 (mover) from pve2: GUEST_WIDER_THAN_HOST: guest phys-bits 48 (its width on pve2, from live peer pve2's status) is wider than this node's limit of 46 bits (host.physBits in the config); its width follows the node it booted on and stays 48 until it is shut down; fix: migrate it to a node of at least 48 bits, or shut it down and start it here; to keep it movable: qm set 120 --cpu x86-64-v2-AES,phys-bits=46",
+    `physbits refused the incoming migration of VM 120 (mover) from pve2: GUEST_WIDER_THAN_HOST: guest phys-bits 48 (its width on pve2, from live peer pve2's status) is wider than this node's limit of 46 bits (host.physBits in the config); ${BOOTED_ON_PVE2}; its width follows the node it booted on and stays 48 until it is shut down; fix: migrate it to a node of at least 48 bits, or shut it down and start it here; to keep it movable: qm set 120 --cpu x86-64-v2-AES,phys-bits=46`,
   );
   t.deepEqual(asked, [{ name: 'mover', uuid: '7c7d7e7f-8a8b-4c8d-9e9f-a0a1a2a3a4a5', sourceHost: 'pve2' }]);
   // As wide as this node: allowed.
