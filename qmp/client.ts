@@ -77,6 +77,12 @@ export interface ExecuteOptions {
   signal?: AbortSignal;
 }
 
+/** One command of executeAll: its name and arguments. */
+export type BatchCommand = readonly [name: string, args?: Record<string, unknown>];
+
+/** What executeAll gives for one command: QEMU's reply (return or error), or why none came. */
+export type BatchResult = QmpReply | QmpError;
+
 /** A reply and the exact line it arrived as (the line still carries this client's id, `id`). */
 export interface RawReply {
   reply: QmpReply;
@@ -94,9 +100,30 @@ function commandObject(name: string, args: Record<string, unknown> | undefined, 
 export const ID_PREFIX = '__physbits#';
 const MAX_ABANDONED_IDS = 1024;
 
+/**
+ * A command sent and not yet answered. `settle` takes the reply (with its exact text) or why there
+ * is none; `execute` resolves with the reply's return value, `forwardCommand` with the whole reply.
+ */
 interface Pending {
   command: string;
-  settle(result: RawReply | QmpError): void;
+  settle(result: QmpReply | QmpError, text?: string, id?: string): void;
+}
+
+/**
+ * QEMU's error reply as a CommandError, without a JavaScript stack: the error is QEMU's, and the
+ * stack would show only this client's read path. Capturing it cost about 30 µs an error, and
+ * reading a guest's facts meets several on purpose (properties an older QEMU lacks).
+ */
+function commandError(address: string, command: string, error: { class: string; desc: string }): CommandError {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    const err = new CommandError(command, error.class, error.desc);
+    err.message = `${address}: ${err.message}`;
+    return err;
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
 }
 
 type Phase = 'greeting' | 'negotiating' | 'ready' | 'closed';
@@ -129,6 +156,8 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
   private eventsDropped = 0;
   private readonly wantOob: boolean;
   private readonly timers: QmpTimers;
+  /** What an executeAll batch needs of this client. */
+  private readonly batchOwner: BatchOwner;
 
   private constructor(address: string, opts: QmpClientOptions) {
     super();
@@ -140,6 +169,14 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
     this.logger = opts.logger ?? silent;
     this.wantOob = opts.oob ?? false;
     this.timers = opts.timers ?? realTimers;
+    const onReply = this.onReply;
+    this.batchOwner = {
+      address,
+      timers: this.timers,
+      replied: onReply && ((command, sentAt) => onReply(command, (performance.now() - sentAt) / 1000)),
+      forget: (id) => void this.pending.delete(id),
+      abandon: (id) => this.abandon(id),
+    };
     this.conn = new LineConnection({
       maxLineBytes: opts.maxLineBytes,
       maxWriteBufferBytes: opts.maxWriteBufferBytes,
@@ -188,14 +225,58 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
   }
 
   /** Runs a command: resolves with its 'return' value, or rejects with CommandError for an error reply. */
-  async execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: ExecuteOptions = {}): Promise<T> {
-    const { reply } = await this.request(commandObject(command, args, !!opts.oob), command, opts);
-    if ('error' in reply) {
-      const err = new CommandError(command, reply.error.class, reply.error.desc);
-      err.message = `${this.address}: ${err.message}`;
-      throw err;
+  execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: ExecuteOptions = {}): Promise<T> {
+    return this.request<T>(commandObject(command, args, !!opts.oob), command, opts, true);
+  }
+
+  /**
+   * Sends `commands` together (one write) and resolves, once each has its reply or has timed out,
+   * with every command's outcome in order: its reply, return or error as QEMU sent it, or the
+   * QmpError that kept it from one (TimeoutError after `timeoutMs` from sending, ClosedError,
+   * BusyError when they would pass maxPending). Never rejects. A command costs an entry in the
+   * pending table and no promise, timer or error object of its own: for reads of many commands
+   * whose failures are expected (properties an older QEMU lacks).
+   */
+  executeAll(commands: readonly BatchCommand[], opts: { timeoutMs?: number } = {}): Promise<BatchResult[]> {
+    const results = new Array<BatchResult>(commands.length);
+    const failAll = (err: QmpError): Promise<BatchResult[]> => Promise.resolve(results.fill(err));
+    if (commands.length === 0) return Promise.resolve(results);
+    if (this.phase !== 'ready' || this.conn.state !== 'running')
+      return failAll(new ClosedError(`${this.address}: ${commands[0][0]}: not connected`));
+    if (this.pending.size + commands.length > this.maxPending) {
+      const err = new BusyError(this.maxPending);
+      err.message = `${this.address}: ${commands.length} commands: ${err.message}`;
+      return failAll(err);
     }
-    return reply.return as T;
+    return new Promise<BatchResult[]>((resolve) => {
+      const batch = new Batch(this.batchOwner, results, resolve);
+      const lines: string[] = [];
+      const entries: BatchEntry[] = [];
+      for (const [name, args] of commands) {
+        const id = this.nextId();
+        const entry = batch.add(name, id);
+        try {
+          const msg = commandObject(name, args, false);
+          msg.id = id;
+          lines.push(jsonText(msg));
+        } catch (err) {
+          entry.settle(new ProtocolError(`${this.address}: ${name}: the command has no JSON form`, { cause: err }));
+          continue;
+        }
+        this.pending.set(id, entry);
+        entries.push(entry);
+      }
+      // One write for the whole batch.
+      if (lines.length > 0 && !this.conn.sendLines(lines))
+        for (const entry of entries) entry.settle(new ClosedError(`${this.address}: ${entry.command}: not connected`));
+      const ms = opts.timeoutMs ?? this.timeoutMs;
+      if (batch.waiting > 0 && ms > 0 && Number.isFinite(ms)) batch.expireIn(ms);
+    });
+  }
+
+  /** The next command id of this client. */
+  private nextId(): string {
+    return `${ID_PREFIX}${String(++this.seq).padStart(5, '0')}`;
   }
 
   /**
@@ -208,7 +289,7 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
     oob: boolean,
     opts: Omit<ExecuteOptions, 'oob'> = {},
   ): Promise<RawReply> {
-    return this.request(commandObject(name, args, oob), name, oob ? { ...opts, oob } : opts);
+    return this.request<RawReply>(commandObject(name, args, oob), name, oob ? { ...opts, oob } : opts, false);
   }
 
   /**
@@ -216,22 +297,53 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
    * least one member, that QEMU reads as it was checked) as it is, but for its top-level id, which
    * becomes this client's own: `idSpan` is where the sender's id value is in `text`, or undefined
    * when it sent none (this client's id is then put first). `done` gets the reply and its exact text,
-   * or why there is none, once; no promise is made.
+   * or why there is none, once (it may be called before this returns); no promise is made.
    */
   forwardLine(
     text: string,
     idSpan: { start: number; end: number } | undefined,
-    name: string,
+    command: string,
     oob: boolean,
-    opts: Omit<ExecuteOptions, 'oob'>,
+    opts: { timeoutMs?: number },
     done: (result: RawReply | QmpError) => void,
   ): void {
-    const line = (id: string): string => {
-      if (idSpan) return `${text.slice(0, idSpan.start)}"${id}"${text.slice(idSpan.end)}`;
+    if (this.phase === 'closed' || this.phase === 'greeting' || this.conn.state !== 'running')
+      return done(new ClosedError(`${this.address}: ${command}: not connected`));
+    if (oob && !this.negotiated.includes('oob'))
+      return done(new StateError(`${this.address}: ${command}: out-of-band execution was not negotiated`));
+    if (this.pending.size >= this.maxPending) {
+      const err = new BusyError(this.maxPending);
+      err.message = `${this.address}: ${command}: ${err.message}`;
+      return done(err);
+    }
+    const id = this.nextId();
+    let line: string;
+    if (idSpan) line = `${text.slice(0, idSpan.start)}"${id}"${text.slice(idSpan.end)}`;
+    else {
       const open = text.indexOf('{') + 1;
-      return `${text.slice(0, open)}"id":"${id}",${text.slice(open)}`;
+      line = `${text.slice(0, open)}"id":"${id}",${text.slice(open)}`;
+    }
+    let timer: unknown;
+    const sent = this.onReply ? performance.now() : 0;
+    const entry: Pending = {
+      command,
+      settle: (result, replyText, replyId) => {
+        if (timer !== undefined) this.timers.clearTimeout(timer);
+        this.pending.delete(id);
+        if (result instanceof QmpError) return done(result);
+        this.onReply?.(command, (performance.now() - sent) / 1000);
+        done({ reply: result, text: replyText!, id: replyId! });
+      },
     };
-    this.send(name, oob ? { ...opts, oob } : opts, line, done);
+    this.pending.set(id, entry);
+    const ms = opts.timeoutMs ?? this.timeoutMs;
+    if (ms > 0 && Number.isFinite(ms)) {
+      timer = this.timers.setTimeout(() => {
+        this.abandon(id);
+        entry.settle(new TimeoutError(`${this.address}: ${command}: no reply within ${ms} ms`));
+      }, ms);
+    }
+    if (!this.conn.sendLine(line)) entry.settle(new ClosedError(`${this.address}: ${command}: not connected`));
   }
 
   /** Closes the connection; pending commands reject with ClosedError and 'close' is emitted without error. */
@@ -289,10 +401,11 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
     const enable = oob && offered.includes('oob') ? ['oob'] : [];
     let reply: QmpReply;
     try {
-      ({ reply } = await this.request(
+      ({ reply } = await this.request<RawReply>(
         commandObject('qmp_capabilities', enable.length ? { enable } : undefined, false),
         'qmp_capabilities',
         {},
+        false,
       ));
     } catch (err) {
       return this.handshakeDone?.(err as QmpError);
@@ -309,79 +422,71 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
     this.handshakeDone?.();
   }
 
-  private request(msg: Record<string, unknown>, command: string, opts: ExecuteOptions): Promise<RawReply> {
-    return new Promise<RawReply>((resolve, reject) => {
-      this.send(
-        command,
-        opts,
-        (id) => {
-          // commandObject() made `msg` for this request alone: it takes this client's id.
-          msg.id = id;
-          return jsonText(msg);
-        },
-        (result) => (result instanceof QmpError ? reject(result) : resolve(result)),
-      );
-    });
-  }
-
   /**
-   * Sends one command under a new id of this client, the line made by `line(id)`; `settle` is
-   * called once, with the reply or why there is none (it may be called before send returns).
+   * Sends one command. `unwrap`: resolve with its return value and reject an error reply as
+   * CommandError (execute); else resolve with the whole reply and its text (forwardCommand).
    */
-  private send(
-    command: string,
-    opts: ExecuteOptions,
-    line: (id: string) => string,
-    settle: (result: RawReply | QmpError) => void,
-  ): void {
-    if (this.phase === 'closed' || this.phase === 'greeting' || this.conn.state !== 'running')
-      return settle(new ClosedError(`${this.address}: ${command}: not connected`));
-    if (opts.oob && !this.negotiated.includes('oob'))
-      return settle(new StateError(`${this.address}: ${command}: out-of-band execution was not negotiated`));
+  private request<R>(msg: Record<string, unknown>, command: string, opts: ExecuteOptions, unwrap: boolean): Promise<R> {
+    if (this.phase === 'closed' || this.phase === 'greeting' || this.conn.state !== 'running') {
+      return Promise.reject(new ClosedError(`${this.address}: ${command}: not connected`));
+    }
+    if (opts.oob && !this.negotiated.includes('oob')) {
+      return Promise.reject(new StateError(`${this.address}: ${command}: out-of-band execution was not negotiated`));
+    }
     if (this.pending.size >= this.maxPending) {
       const err = new BusyError(this.maxPending);
       err.message = `${this.address}: ${command}: ${err.message}`;
-      return settle(err);
+      return Promise.reject(err);
     }
     if (opts.signal?.aborted)
-      return settle(new AbortedError(`${this.address}: ${command}: aborted`, { cause: opts.signal.reason }));
-    const id = `${ID_PREFIX}${String(++this.seq).padStart(5, '0')}`;
-    let text: string;
+      return Promise.reject(new AbortedError(`${this.address}: ${command}: aborted`, { cause: opts.signal.reason }));
+    const id = this.nextId();
+    let line: string;
     try {
-      text = line(id);
+      // commandObject() made `msg` for this request alone: it takes this client's id.
+      msg.id = id;
+      line = jsonText(msg);
     } catch (err) {
-      return settle(
+      return Promise.reject(
         new ProtocolError(`${this.address}: ${command}: the command has no JSON form: ${(err as Error).message}`, {
           cause: err,
         }),
       );
     }
-    let timer: unknown;
-    const onAbort = (): void => {
-      this.abandon(id);
-      entry.settle(new AbortedError(`${this.address}: ${command}: aborted`, { cause: opts.signal?.reason }));
-    };
-    const sent = this.onReply ? performance.now() : 0;
-    const entry: Pending = {
-      command,
-      settle: (result) => {
-        if (timer !== undefined) this.timers.clearTimeout(timer);
-        opts.signal?.removeEventListener('abort', onAbort);
-        this.pending.delete(id);
-        if (!(result instanceof QmpError)) this.onReply?.(command, (performance.now() - sent) / 1000);
-        settle(result);
-      },
-    };
-    this.pending.set(id, entry);
-    const ms = opts.timeoutMs ?? this.timeoutMs;
-    if (ms > 0 && Number.isFinite(ms)) {
-      timer = this.timers.setTimeout(() => {
-        this.abandon(id);
-        entry.settle(new TimeoutError(`${this.address}: ${command}: no reply within ${ms} ms`));
-      }, ms);
-    }
-    opts.signal?.addEventListener('abort', onAbort, { once: true });
-    if (!this.conn.sendLine(text)) entry.settle(new ClosedError(`${this.address}: ${command}: not connected`));
+    return new Promise<R>((resolve, reject) => {
+      let timer: unknown;
+      const signal = opts.signal;
+      const onAbort =
+        signal &&
+        ((): void => {
+          this.abandon(id);
+          entry.settle(new AbortedError(`${this.address}: ${command}: aborted`, { cause: signal.reason }));
+        });
+      const sent = this.onReply ? performance.now() : 0;
+      const entry: Pending = {
+        command,
+        settle: (result, text, replyId) => {
+          if (timer !== undefined) this.timers.clearTimeout(timer);
+          if (onAbort) signal.removeEventListener('abort', onAbort);
+          this.pending.delete(id);
+          if (result instanceof QmpError) return reject(result);
+          this.onReply?.(command, (performance.now() - sent) / 1000);
+          if (!unwrap) resolve({ reply: result, text: text!, id: replyId! } as R);
+          else if ('error' in result) reject(commandError(this.address, command, result.error));
+          else resolve(result.return as R);
+        },
+      };
+      this.pending.set(id, entry);
+      const ms = opts.timeoutMs ?? this.timeoutMs;
+      if (ms > 0 && Number.isFinite(ms)) {
+        timer = this.timers.setTimeout(() => {
+          this.abandon(id);
+          entry.settle(new TimeoutError(`${this.address}: ${command}: no reply within ${ms} ms`));
+        }, ms);
+      }
+      if (onAbort) signal.addEventListener('abort', onAbort, { once: true });
+      if (!this.conn.sendLine(line)) entry.settle(new ClosedError(`${this.address}: ${command}: not connected`));
+    });
   }
 
   /** Forgets a pending id whose caller gave up; its late reply is then dropped quietly. */
@@ -414,7 +519,7 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
         );
       }
       const entry = typeof m.id === 'string' ? this.pending.get(m.id) : undefined;
-      if (entry) return entry.settle({ reply: m.reply, text, id: m.id as string });
+      if (entry) return entry.settle(m.reply, text, m.id as string);
       if (typeof m.id === 'string' && this.abandoned.delete(m.id)) {
         this.logger.debug('late QMP reply dropped', { socket: this.address, id: m.id });
       } else {
@@ -477,5 +582,79 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
       return handshaking(new ClosedError(`${this.address}: the connection closed ${when}`, { cause: err }));
     }
     this.emit('close', err);
+  }
+}
+
+/** What a batch needs of its client. */
+interface BatchOwner {
+  address: string;
+  timers: QmpTimers;
+  /** The onReply observer with the time the batch was sent; undefined when replies are not timed. */
+  replied: ((command: string, sentAt: number) => void) | undefined;
+  /** Removes an answered id from the pending table. */
+  forget(id: string): void;
+  /** Removes an id whose reply is no longer awaited; a late reply is then dropped quietly. */
+  abandon(id: string): void;
+}
+
+/**
+ * The commands of one executeAll: their outcomes, how many still wait, and one timer for all of
+ * them. Each command's pending entry is a BatchEntry, which knows its batch and its place in it.
+ */
+class Batch {
+  waiting = 0;
+  private readonly entries: BatchEntry[] = [];
+  private timer: unknown = undefined;
+  private readonly sentAt: number;
+
+  constructor(
+    private readonly owner: BatchOwner,
+    private readonly results: BatchResult[],
+    private readonly resolve: (results: BatchResult[]) => void,
+  ) {
+    this.sentAt = owner.replied ? performance.now() : 0;
+  }
+
+  add(command: string, id: string): BatchEntry {
+    const entry = new BatchEntry(command, id, this, this.entries.length);
+    this.entries.push(entry);
+    this.waiting++;
+    return entry;
+  }
+
+  answer(entry: BatchEntry, result: QmpReply | QmpError): void {
+    if (this.results[entry.index] !== undefined) return;
+    this.owner.forget(entry.id);
+    this.results[entry.index] = result;
+    if (!(result instanceof QmpError)) this.owner.replied?.(entry.command, this.sentAt);
+    if (--this.waiting > 0) return;
+    if (this.timer !== undefined) this.owner.timers.clearTimeout(this.timer);
+    this.resolve(this.results);
+  }
+
+  /** Each command still unanswered `ms` from now fails with TimeoutError; its late reply is dropped. */
+  expireIn(ms: number): void {
+    this.timer = this.owner.timers.setTimeout(() => {
+      this.timer = undefined;
+      const err = new TimeoutError(`${this.owner.address}: no reply within ${ms} ms`);
+      for (const entry of this.entries) {
+        if (this.results[entry.index] !== undefined) continue;
+        this.owner.abandon(entry.id);
+        this.answer(entry, err);
+      }
+    }, ms);
+  }
+}
+
+class BatchEntry implements Pending {
+  constructor(
+    readonly command: string,
+    readonly id: string,
+    private readonly batch: Batch,
+    readonly index: number,
+  ) {}
+
+  settle(result: QmpReply | QmpError): void {
+    this.batch.answer(this, result);
   }
 }

@@ -198,8 +198,8 @@ export class LineConnection extends EventEmitter<LineConnectionEvents> {
     return this.sendLine(jsonText(obj));
   }
 
-  /** Queues one line of JSON text as it is. */
-  sendLine(text: string): boolean {
+  /** Queues one line of JSON text as it is (`check`: that it holds no raw newline; sendLines checks its own). */
+  sendLine(text: string, check = true): boolean {
     const socket = this.socket;
     if (this.runState !== 'running' || !socket) return false;
     if (socket.writableLength > this.maxWriteBufferBytes) {
@@ -211,9 +211,20 @@ export class LineConnection extends EventEmitter<LineConnectionEvents> {
       return false;
     }
     // A string goes to the kernel without a Buffer of its own (encodeLine's check, not its copy).
-    if (text.includes('\n')) throw new ProtocolError('a message must not contain a raw newline');
+    if (check && text.includes('\n')) throw new ProtocolError('a message must not contain a raw newline');
     socket.write(text + '\n');
     return true;
+  }
+
+  /**
+   * Queues several lines of JSON text as one write: one string and one write(2) for all of them,
+   * instead of one each. Returns false when they were not sent.
+   */
+  sendLines(texts: readonly string[]): boolean {
+    if (texts.length === 1) return this.sendLine(texts[0]);
+    for (const text of texts)
+      if (text.includes('\n')) throw new ProtocolError('a message must not contain a raw newline');
+    return this.sendLine(texts.join('\n'), false);
   }
 
   /** Stops reading from the peer (flow control); lines already framed are still delivered. */

@@ -254,8 +254,8 @@ export class ApiServer {
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse, listener: Listener): Promise<void> {
     const token = listener.token;
-    const send = (status: number, body: unknown) => {
-      const text = JSON.stringify(body);
+    const send = (status: number, body: unknown, json?: string) => {
+      const text = json ?? JSON.stringify(body);
       res.writeHead(status, {
         'content-type': 'application/json',
         'content-length': Buffer.byteLength(text),
@@ -277,7 +277,8 @@ export class ApiServer {
       if (token !== null && method !== 'GET' && !(method === 'POST' && path === '/v1/incoming'))
         throw new HttpError(403, 'API_READ_ONLY', 'the TCP API only serves reads and POST /v1/incoming');
       const h = this.opts.handlers;
-      if (method === 'GET' && path === '/v1/status') return send(200, h.status());
+      if (method === 'GET' && path === '/v1/status')
+        return h.statusText ? send(200, null, h.statusText()) : send(200, h.status());
       if (method === 'GET' && path === '/v1/host') return send(200, h.host());
       if (method === 'GET' && path.startsWith('/v1/vms/')) {
         let name: string;

@@ -42,6 +42,8 @@ export interface RequestOrigin {
 export interface ApiHandlers {
   /** GET /v1/status */
   status(): StatusDocument;
+  /** GET /v1/status as its JSON text, when the handlers keep it cheaper than status() and JSON.stringify. */
+  statusText?(): string;
   /** GET /v1/host */
   host(): HostFacts;
   /** GET /v1/vms/NAME (null: 404) */

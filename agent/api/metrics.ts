@@ -4,13 +4,13 @@
  * the host) beside its `vm` name and is dropped by removeVm(id), and the label values that clients
  * or errors choose (command, code) are bounded per VM.
  */
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { AlertMetrics } from '../alerts/alert-service';
 import type { AlertSeverity } from '../alerts/alert-model';
 import type { DeliveryResult } from '../alerts/sink-worker';
 import type { DropReason } from '../alerts/spool';
 import type { GuestFacts, HostFacts, Verdict } from '../core/types';
-import { registerVmSeries, VM_LABELS, type Labels, type VmLabel, type VmRef, type VmState } from './vm-series';
+import { countDuration, registerVmSeries, type Labels, type VmRef, type VmState } from './vm-series';
 
 export type { VmRef } from './vm-series';
 import type { LogStreamHealth } from '../core/log-stream';
@@ -52,7 +52,6 @@ export class Metrics implements AlertMetrics {
   private identity: Labels = {};
   private readonly hostInfo: Gauge<'host' | 'pool'>;
   private readonly hostPhysBits: Gauge<'host' | 'pool'>;
-  private readonly qmpDuration: Histogram<VmLabel>;
   private readonly alertsUndelivered: Gauge;
   private readonly alertsFiring: Gauge<'severity'>;
   private readonly spoolEntries: Gauge;
@@ -82,13 +81,6 @@ export class Metrics implements AlertMetrics {
       registers: r,
     });
     registerVmSeries(this.registry, this.vms, (id, s) => this.vmLabels(id, s.name));
-    this.qmpDuration = new Histogram({
-      name: 'physbits_qmp_request_duration_seconds',
-      help: "Time from sending a QMP command to its reply: reads, heartbeats and guarded clients' commands.",
-      labelNames: VM_LABELS,
-      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10],
-      registers: r,
-    });
     this.alertsUndelivered = new Gauge({
       name: 'physbits_alerts_undelivered',
       help: 'Alert state changes (fired, resolved, refused) that some sink has not taken yet; they wait in the spool.',
@@ -180,7 +172,7 @@ export class Metrics implements AlertMetrics {
         up: null,
         refused: new Map(),
         errors: new Map(),
-        histogramLabels: null,
+        durations: null,
       };
       this.vms.set(ref.id, s);
     }
@@ -226,9 +218,7 @@ export class Metrics implements AlertMetrics {
 
   /** Drops every series of the VM with this id (it is gone); other VMs, whatever their names, keep theirs. */
   removeVm(id: string): void {
-    const s = this.vms.get(id);
     this.vms.delete(id);
-    if (s?.histogramLabels) this.qmpDuration.remove(s.histogramLabels);
   }
 
   /** The VMs that have series, by id (for tests and the bench). */
@@ -248,12 +238,9 @@ export class Metrics implements AlertMetrics {
     s.errors.set(key, (s.errors.get(key) ?? 0) + 1);
   }
 
+  /** One QMP command's round trip (physbits_qmp_request_duration_seconds, labelled at scrape time). */
   observeQmp(ref: VmRef, seconds: number): void {
-    const s = this.vm(ref);
-    const labels = this.vmLabels(ref.id, s.name);
-    if (s.histogramLabels && !sameLabels(s.histogramLabels, labels)) this.qmpDuration.remove(s.histogramLabels);
-    s.histogramLabels = labels;
-    this.qmpDuration.observe(labels, seconds);
+    countDuration(this.vm(ref), seconds);
   }
 
   /** Alert state changes no sink has taken yet (physbits_alerts_undelivered). */
@@ -287,11 +274,6 @@ export class Metrics implements AlertMetrics {
   text(): Promise<string> {
     return this.registry.metrics();
   }
-}
-
-function sameLabels(a: Labels, b: Labels): boolean {
-  const keys = Object.keys(a);
-  return keys.length === Object.keys(b).length && keys.every((k) => a[k] === b[k]);
 }
 
 function bounded(seen: Map<string, number>, value: string): string {

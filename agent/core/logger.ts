@@ -21,7 +21,7 @@ export interface Logger {
   info(message: string, meta?: Record<string, unknown>): void;
   debug(message: string, meta?: Record<string, unknown>): void;
   child(meta: Record<string, unknown>): Logger;
-  /** Changes the level of this logger and of every child made from it (a reload's `log.level`). */
+  /** Changes the level of this logger, of every child made from it and of the one it was made from (a reload's `log.level`). */
   setLevel?(level: LogLevel): void;
 }
 
@@ -77,21 +77,37 @@ export function createLogger(
     format: formats[format],
     transports: [transport],
   });
-  return wrap(w);
+  return wrap(w, { rank: RANK[opts.level ?? 'info'] });
+}
+
+/** The levels by rank: a line is written when its rank is at most the logger's. */
+const RANK: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, debug: 3 };
+
+/** A logger's level, shared with every child made from it (a reload's `log.level` reaches them all). */
+interface LevelState {
+  rank: number;
 }
 
 /**
- * A line below the logger's level is dropped here: winston would build it and pass it through its
- * streams before its level check (winston/lib/winston/logger.js `_transform`).
+ * A line below the logger's level is dropped here, on a number this side keeps: winston would build
+ * it and pass it through its streams before its level check (winston/lib/winston/logger.js
+ * `_transform`), and its own isLevelEnabled() walks its transports on every call. A child's winston
+ * logger is made when it first writes a line, not when the child is made: the daemon makes one per
+ * VM and per guarded socket, and most never write.
  */
-function wrap(w: winston.Logger): Logger {
+function wrap(root: winston.Logger, state: LevelState, meta?: Record<string, unknown>): Logger {
+  let made: winston.Logger | null = meta ? null : root;
+  const w = (): winston.Logger => (made ??= root.child(meta!));
   return {
-    error: (m, meta) => void w.error(m, meta),
-    warn: (m, meta) => void (w.isLevelEnabled('warn') && w.warn(m, meta)),
-    info: (m, meta) => void (w.isLevelEnabled('info') && w.info(m, meta)),
-    debug: (m, meta) => void (w.isLevelEnabled('debug') && w.debug(m, meta)),
-    child: (meta) => wrap(w.child(meta)),
-    setLevel: (level) => void (w.level = level),
+    error: (m, meta) => void w().error(m, meta),
+    warn: (m, meta) => void (state.rank >= RANK.warn && w().warn(m, meta)),
+    info: (m, meta) => void (state.rank >= RANK.info && w().info(m, meta)),
+    debug: (m, meta) => void (state.rank >= RANK.debug && w().debug(m, meta)),
+    child: (more) => wrap(root, state, meta ? { ...meta, ...more } : more),
+    setLevel: (level) => {
+      state.rank = RANK[level];
+      root.level = level;
+    },
   };
 }
 

@@ -5,7 +5,7 @@ import { noticeRefusal } from './notice-origin';
 import type { Config } from '../core/config';
 import type { Logger } from '../core/logger';
 import type { HostFacts, VmStatus } from '../core/types';
-import { buildStatusDocument } from '../judge/status-document';
+import { buildStatusDocument, statusDocumentText } from '../judge/status-document';
 import { checkMigration } from '../guard/migration-rule';
 import { buildFleet, type FleetInput } from '../judge/fleet';
 import type { PrometheusSource } from '../core/types';
@@ -25,6 +25,8 @@ export interface DaemonApiDeps {
   peers: Pick<LivePeers, 'findByName' | 'findByAddress' | 'factsOf' | 'statuses'>;
   /** Every VM's status, in discovery order. */
   statuses: () => VmStatus[];
+  /** The supervisors of those VMs, in the same order, for each one's JSON text (VmSupervisor.statusText). */
+  supervisors?: () => Iterable<Pick<VmSupervisor, 'status' | 'statusText'>>;
   /** The VM with this id; else every VM with this name; else the one with this socket path. */
   findVms: (key: string) => Array<Pick<VmSupervisor, 'id' | 'name' | 'socket' | 'status' | 'facts'>>;
   /** Libvirt's hook said something changed. */
@@ -44,6 +46,17 @@ export class DaemonApi implements ApiHandlers {
 
   status() {
     return buildStatusDocument(this.deps.host(), this.deps.statuses());
+  }
+
+  statusText() {
+    if (!this.deps.supervisors) return JSON.stringify(this.status());
+    const vms: VmStatus[] = [];
+    const texts: string[] = [];
+    for (const supervisor of this.deps.supervisors()) {
+      vms.push(supervisor.status());
+      texts.push(supervisor.statusText());
+    }
+    return statusDocumentText(this.deps.host(), vms, texts);
   }
 
   host() {

@@ -196,6 +196,7 @@ export class Daemon {
         logger: this.logger,
         peers: this.peers,
         statuses: () => this.status(),
+        supervisors: () => this.supervisors.values(),
         findVms: (key) => findVms(this.supervisors.values(), key),
         libvirtChanged: () => this.libvirtChanged(),
         incoming: (notice) => this.noticeReceived(notice),
@@ -311,7 +312,7 @@ export class Daemon {
       heartbeatInterval: () => this.heartbeatInterval(),
       heartbeatTimers: this.heartbeatTimers,
       readTurn: (read) => this.reads.run(read),
-      observe: (seconds) => this.metrics.observeQmp({ id: supervisor.id, name: supervisor.name }, seconds),
+      observe: (seconds) => this.metrics.observeQmp(supervisor, seconds),
     });
     supervisor.on('status', (now, prev) => this.onStatus(supervisor, now, prev));
     supervisor.on('qmp-event', (ev) => this.onQmpEvent(supervisor, ev));

@@ -16,6 +16,8 @@ export class NameCollisions {
   private readonly seen = new Map<string, string>();
   /** VM id → the name it was last looked at under. */
   private readonly names = new Map<string, string>();
+  /** Name → how many VMs were last looked at under it: only a name held by more is searched for among all. */
+  private readonly holders = new Map<string, number>();
 
   constructor(private readonly logger: () => Logger) {}
 
@@ -24,9 +26,14 @@ export class NameCollisions {
    * new set shares it.
    */
   check(vm: NamedVm, all: Iterable<NamedVm>): void {
-    if (this.names.get(vm.id) === vm.name) return;
+    const before = this.names.get(vm.id);
+    if (before === vm.name) return;
+    if (before !== undefined) this.release(before);
     this.names.set(vm.id, vm.name);
-    const same = [...all].filter((other) => other.name === vm.name);
+    const holders = (this.holders.get(vm.name) ?? 0) + 1;
+    this.holders.set(vm.name, holders);
+    // A name no other VM was looked at under is its own: no pass over every VM of the host.
+    const same = holders > 1 ? [...all].filter((other) => other.name === vm.name) : [vm];
     const ids = same.map((other) => other.id).sort();
     const key = ids.length > 1 ? `${vm.name}\u001f${ids.join(',')}` : '';
     if (this.seen.get(vm.id) === key) return;
@@ -45,7 +52,15 @@ export class NameCollisions {
   }
 
   forget(id: string): void {
+    const name = this.names.get(id);
+    if (name !== undefined) this.release(name);
     this.seen.delete(id);
     this.names.delete(id);
+  }
+
+  private release(name: string): void {
+    const n = (this.holders.get(name) ?? 1) - 1;
+    if (n > 0) this.holders.set(name, n);
+    else this.holders.delete(name);
   }
 }

@@ -69,6 +69,8 @@ export class VmSupervisor extends EventEmitter<VmSupervisorEvents> {
   readonly id: string;
   readonly mode: SupervisorMode;
   private current: VmStatus;
+  /** JSON.stringify(current), made when first asked for after each change (GET /v1/status). */
+  private currentText: string | null = null;
   private stopped = false;
   private readonly source: FactSource;
   /** The guard's dangerous commands wait here (bounded) for facts not known yet. */
@@ -159,6 +161,11 @@ export class VmSupervisor extends EventEmitter<VmSupervisorEvents> {
 
   status(): VmStatus {
     return this.current;
+  }
+
+  /** status() as JSON text, serialised once per status however often it is asked for. */
+  statusText(): string {
+    return (this.currentText ??= JSON.stringify(this.current));
   }
 
   facts(): GuestFacts | null {
@@ -310,6 +317,7 @@ export class VmSupervisor extends EventEmitter<VmSupervisorEvents> {
 
   setGuardSocket(path: string | null): void {
     this.current = { ...this.current, guardSocket: path };
+    this.currentText = null;
   }
 
   async stop(): Promise<void> {
@@ -321,6 +329,7 @@ export class VmSupervisor extends EventEmitter<VmSupervisorEvents> {
   private judged(guest: GuestFacts): VmStatus {
     return judgeVm({
       socket: this.socket,
+      id: this.id,
       mode: this.mode,
       guest,
       host: this.opts.host(),
@@ -336,6 +345,7 @@ export class VmSupervisor extends EventEmitter<VmSupervisorEvents> {
     if (this.stopped) return;
     const prev = this.current;
     this.current = { ...status, guardSocket: prev.guardSocket ?? null };
+    this.currentText = null;
     this.gate.set(this.facts());
     this.emit('status', this.current, prev);
   }

@@ -18,6 +18,50 @@ import { asObject } from '../core/checks';
 /** What readGuestFacts needs of a QMP connection: the QmpClient, or a libvirt monitor passthrough. */
 export interface QmpExecutor {
   execute<T = unknown>(command: string, args?: Record<string, unknown>, opts?: { timeoutMs?: number }): Promise<T>;
+  /**
+   * Sends several commands at once and gives each one's outcome in order (QmpClient.executeAll);
+   * absent, each is run with execute().
+   */
+  executeAll?(commands: readonly RoundCommand[], opts?: { timeoutMs?: number }): Promise<CommandOutcome[]>;
+}
+
+/** One command of a round: its name and arguments. */
+export type RoundCommand = readonly [command: string, args?: Record<string, unknown>];
+
+/** What became of one command: QEMU's reply (its return value or its error), or why none came. */
+export type CommandOutcome = { return: unknown } | { error: { class: string; desc: string } } | Error;
+
+/** Each command run with execute(), for an executor that cannot send a round at once. */
+function executeEach(
+  q: QmpExecutor,
+  commands: readonly RoundCommand[],
+  opts: { timeoutMs?: number } | undefined,
+): Promise<CommandOutcome[]> {
+  return Promise.all(
+    commands.map(([command, args]) =>
+      q.execute<unknown>(command, args, opts).then(
+        (value): CommandOutcome => ({ return: value }),
+        (err: unknown): CommandOutcome => {
+          const errorClass = errorClassOf(err);
+          if (errorClass === null) return err instanceof Error ? err : new Error(String(err));
+          const desc = (err as { desc?: unknown }).desc;
+          return { error: { class: errorClass, desc: typeof desc === 'string' ? desc : (err as Error).message } };
+        },
+      ),
+    ),
+  );
+}
+
+/** A reply's return value; undefined when the command failed (a read that may fail). */
+const valueOf = (outcome: CommandOutcome | undefined): unknown =>
+  outcome !== undefined && !(outcome instanceof Error) && 'return' in outcome ? outcome.return : undefined;
+
+/** A reply's return value, or the read's failure: GuestFactsError for QEMU's refusal, a coded error as it came. */
+function requiredValue(outcome: CommandOutcome, command: string, what: string): unknown {
+  if (outcome instanceof Error) return rethrow(outcome, what);
+  if ('error' in outcome)
+    throw new GuestFactsError(`${what}: ${command}: ${outcome.error.class}: ${outcome.error.desc}`);
+  return outcome.return;
 }
 
 /** The CPU's phys-bits could not be read: no CPU listed, or QEMU refused the property (not x86). */
@@ -153,11 +197,37 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
   const execOpts = opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : undefined;
   const run = (command: string, args?: Record<string, unknown>) => q.execute<unknown>(command, args, execOpts);
   const soft = (command: string, args?: Record<string, unknown>) => run(command, args).catch(() => undefined);
-  const qomGet = (path: string, property: string) => soft('qom-get', { path, property });
+  // Each round's commands leave together and are answered in order; their outcomes come back as
+  // values (no promise, timer or error object per command when the executor sends a round at once).
+  const round = (commands: RoundCommand[]) =>
+    q.executeAll ? q.executeAll(commands, execOpts) : executeEach(q, commands, execOpts);
+  const qomGet = (path: string, property: string): RoundCommand => ['qom-get', { path, property }];
 
   // Round 1: independent reads.
-  const cpusP = run('query-cpus-fast');
-  cpusP.catch(() => undefined);
+  const first = await round([
+    ['query-cpus-fast'],
+    ['query-name'],
+    ['query-uuid'],
+    ['query-version'],
+    ['query-kvm'],
+    ['query-status'],
+    ['query-sev'],
+    qomGet('/machine', 'type'),
+    ['qom-list', { path: '/machine' }],
+    // QEMU 7.2 only: 8.2 dropped the machine property (the region's own size is read below).
+    qomGet('/machine', 'device-memory-region-size'),
+    qomGet('/machine', 'max-ram-below-4g'),
+    ['query-memory-devices'],
+    ['query-memory-size-summary'],
+    qomGet('/machine', 'confidential-guest-support'),
+    // -m size,slots,maxmem as the machine holds it (hw/core/machine.c "memory" property).
+    qomGet('/machine', 'memory'),
+    // 64-bit BARs and bridge windows as firmware or the guest OS placed them (pci-layout.ts).
+    ['query-pci'],
+    // The PCI device types of this QEMU, for drivers the PCI rule's table does not list.
+    ['qom-list-types', { implements: 'pci-device', abstract: false }],
+  ]);
+  const cpuPath = firstCpuPath(requiredValue(first[0], 'query-cpus-fast', 'query-cpus-fast failed'));
   const [
     name,
     uuidReply,
@@ -175,29 +245,7 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     memoryOpts,
     pci,
     pciTypes,
-  ] = await Promise.all([
-    soft('query-name'),
-    soft('query-uuid'),
-    soft('query-version'),
-    soft('query-kvm'),
-    soft('query-status'),
-    soft('query-sev'),
-    qomGet('/machine', 'type'),
-    soft('qom-list', { path: '/machine' }),
-    // QEMU 7.2 only: 8.2 dropped the machine property (the region's own size is read below).
-    qomGet('/machine', 'device-memory-region-size'),
-    qomGet('/machine', 'max-ram-below-4g'),
-    soft('query-memory-devices'),
-    soft('query-memory-size-summary'),
-    qomGet('/machine', 'confidential-guest-support'),
-    // -m size,slots,maxmem as the machine holds it (hw/core/machine.c "memory" property).
-    qomGet('/machine', 'memory'),
-    // 64-bit BARs and bridge windows as firmware or the guest OS placed them (pci-layout.ts).
-    soft('query-pci'),
-    // The PCI device types of this QEMU, for drivers the PCI rule's table does not list.
-    soft('qom-list-types', { implements: 'pci-device', abstract: false }),
-  ]);
-  const cpuPath = await cpusP.then(firstCpuPath, (err) => rethrow(err, 'query-cpus-fast failed'));
+  ] = first.slice(1).map(valueOf);
 
   const machine = str(machineType);
   const bridge =
@@ -207,42 +255,41 @@ export async function readGuestFacts(q: QmpExecutor, opts: ReadOptions = {}): Pr
     (num(dmSize) ?? 0) > 0 ||
     (Array.isArray(machineList) && machineList.some((p) => obj(p)?.name === 'device-memory[0]'));
   const cgs = str(cgsPath);
+  const askTcg = obj(kvm)?.enabled !== true;
 
-  // Round 2: the CPU, the host bridge, the accelerator probe and the encryption object.
-  const physBitsP = run('qom-get', { path: cpuPath, property: 'phys-bits' });
-  physBitsP.catch(() => undefined);
-  const bridgeProp = (p: string) => (bridge ? qomGet(bridge, p) : Promise.resolve(undefined));
-  const [hostPhysBits, hostPhysBitsLimit, guestPhysBits, vendor, cpuType, tcg, ...rest] = await Promise.all([
+  // Round 2: the CPU, the host bridge, the accelerator probe and the encryption object (by place).
+  const second: RoundCommand[] = [
+    qomGet(cpuPath, 'phys-bits'),
     qomGet(cpuPath, 'host-phys-bits'),
     qomGet(cpuPath, 'host-phys-bits-limit'),
     qomGet(cpuPath, 'guest-phys-bits'),
     qomGet(cpuPath, 'vendor'),
     qomGet(cpuPath, 'type'),
-    obj(kvm)?.enabled === true ? Promise.resolve(false) : probeTcg(run),
-    bridgeProp('pci-hole64-start'),
-    bridgeProp('pci-hole64-end'),
-    bridgeProp('pci-hole64-size'),
-    bridgeProp('x-pci-hole64-fix'),
-    bridgeProp('below-4g-mem-size'),
-    bridgeProp('above-4g-mem-size'),
-    hasDeviceMemory ? qomGet(DEVICE_MEMORY_REGION, 'addr') : Promise.resolve(undefined),
-    hasDeviceMemory ? qomGet(DEVICE_MEMORY_REGION, 'size') : Promise.resolve(undefined),
-    cgs ? qomGet(cgs, 'type') : Promise.resolve(undefined),
-    cgs ? qomGet(cgs, 'reduced-phys-bits') : Promise.resolve(undefined),
-  ]);
-  const [
-    hole64Start,
-    hole64End,
-    hole64Size,
-    hole64Fix,
-    below4g,
-    above4g,
-    dmBase,
-    dmRegionSize,
-    cgsType,
-    reducedPhysBits,
-  ] = rest;
-  const physBits = num(await physBitsP.catch((err) => rethrow(err, `qom-get ${cpuPath} phys-bits failed`)));
+  ];
+  const at = (commands: RoundCommand[]): number => {
+    second.push(...commands);
+    return second.length - commands.length;
+  };
+  const tcgAt = askTcg ? at([['x-query-jit']]) : -1;
+  const BRIDGE = [
+    'pci-hole64-start',
+    'pci-hole64-end',
+    'pci-hole64-size',
+    'x-pci-hole64-fix',
+    'below-4g-mem-size',
+    'above-4g-mem-size',
+  ];
+  const bridgeAt = bridge ? at(BRIDGE.map((p) => qomGet(bridge, p))) : -1;
+  const dmAt = hasDeviceMemory ? at([qomGet(DEVICE_MEMORY_REGION, 'addr'), qomGet(DEVICE_MEMORY_REGION, 'size')]) : -1;
+  const cgsAt = cgs ? at([qomGet(cgs, 'type'), qomGet(cgs, 'reduced-phys-bits')]) : -1;
+  const r2 = await round(second);
+  const from = (start: number, i: number): unknown => (start < 0 ? undefined : valueOf(r2[start + i]));
+  const [hostPhysBits, hostPhysBitsLimit, guestPhysBits, vendor, cpuType] = r2.slice(1, 6).map(valueOf);
+  const tcg = askTcg ? await tcgFrom(r2[tcgAt], run) : false;
+  const [hole64Start, hole64End, hole64Size, hole64Fix, below4g, above4g] = BRIDGE.map((_, i) => from(bridgeAt, i));
+  const [dmBase, dmRegionSize] = [from(dmAt, 0), from(dmAt, 1)];
+  const [cgsType, reducedPhysBits] = [from(cgsAt, 0), from(cgsAt, 1)];
+  const physBits = num(requiredValue(r2[0], 'qom-get', `qom-get ${cpuPath} phys-bits failed`));
   if (physBits === null || physBits === 0) {
     throw new GuestFactsError(`${cpuPath} reported no phys-bits value`);
   }
@@ -381,16 +428,17 @@ function rethrow(err: unknown, what: string): never {
   throw err;
 }
 
-/** True when TCG's JIT statistics answer, false when QEMU says it is not TCG, null when unknown. */
-async function probeTcg(
+/**
+ * From x-query-jit's outcome: true when TCG's JIT statistics answered, false when QEMU says it is
+ * not TCG, null when unknown; a QEMU without the command (before 6.2) is asked HMP "info jit".
+ */
+async function tcgFrom(
+  jit: CommandOutcome | undefined,
   run: (command: string, args?: Record<string, unknown>) => Promise<unknown>,
 ): Promise<boolean | null> {
-  try {
-    await run('x-query-jit');
-    return true;
-  } catch (err) {
-    if (errorClassOf(err) !== 'CommandNotFound') return errorClassOf(err) === null ? null : false;
-  }
+  if (jit === undefined || jit instanceof Error) return null;
+  if (!('error' in jit)) return true;
+  if (jit.error.class !== 'CommandNotFound') return false;
   try {
     const text = await run('human-monitor-command', { 'command-line': 'info jit' });
     if (typeof text !== 'string') return null;

@@ -16,3 +16,13 @@ export function buildStatusDocument(host: HostFacts, vms: VmStatus[]): StatusDoc
   const worst = worstState(vms.map(vmState));
   return { host, vms, summary: { worst, exitCode: exitCodeFor(worst), counts } };
 }
+
+/**
+ * The status document's JSON text from each VM's own (`texts[i]` is JSON.stringify(vms[i]), which
+ * the daemon keeps until the VM's status changes): the text JSON.stringify(buildStatusDocument(host,
+ * vms)) gives, without serialising every VM again for every request (a thousand VMs: about 1 MiB).
+ */
+export function statusDocumentText(host: HostFacts, vms: VmStatus[], texts: string[]): string {
+  const { summary } = buildStatusDocument(host, vms);
+  return `{"host":${JSON.stringify(host)},"vms":[${texts.join(',')}],"summary":${JSON.stringify(summary)}}`;
+}

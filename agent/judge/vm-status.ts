@@ -11,6 +11,8 @@ import { computeVerdict } from './verdict';
 
 export interface VmJudgement {
   socket: string;
+  /** The VM's id when the caller keeps it (agent/core/vm-name.ts vmId of `socket`); else worked out here. */
+  id?: string;
   /** Mode label for the status document ('hold', 'poll', 'libvirt', 'scan'). */
   mode?: string;
   guest: GuestFacts;
@@ -107,7 +109,7 @@ export function judgeVm(input: VmJudgement): VmStatus {
   }
   return {
     socket,
-    id: vmId(socket),
+    id: input.id ?? vmId(socket),
     name: guest.name || nameFromSocket(socket),
     mode: input.mode,
     accelerator: guest.accelerator,

@@ -5,7 +5,8 @@
  * use), so `--help` and `--version` evaluate almost nothing of the file.
  */
 import { build, type Metafile, type Plugin } from 'esbuild';
-import { chmodSync } from 'node:fs';
+import { chmodSync, readFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
 import type { BuildInfo } from '../../agent/core/version';
 import { REPO_ROOT } from './build-info';
@@ -72,11 +73,12 @@ const asRequired: Plugin = {
 };
 
 /**
- * The large npm packages a command may not need, kept in the bundle as text and compiled on first
- * use: V8 parses every function of a file at load (lazily, but still every byte), and these are most
- * of the file (zod alone about 380 kB). `--version`, `--help` and `scan --socket` then parse a
- * fraction of it. Each becomes one CommonJS module built by esbuild, compiled with
- * vm.compileFunction when first required; its stack frames name `<bundle>#<package>`.
+ * The large npm packages a command may not need, kept in the bundle as gzip-packed text and compiled
+ * on first use: V8 parses every function of a file at load (lazily, but still every byte), and these
+ * are most of the file (zod alone about 300 kB). `--version`, `--help` and `scan --socket` then parse
+ * a fraction of it; packed, the text V8 reads past at every start is a third as long (about 8 ms less
+ * CPU for `--version` here). Each becomes one CommonJS module built by esbuild, unpacked and compiled
+ * with vm.compileFunction when first required; its stack frames name `<bundle>#<package>`.
  */
 export const DEFERRED = ['zod', 'ws', 'fast-glob', 'fast-xml-parser'];
 
@@ -110,9 +112,9 @@ function deferred(target: string): Plugin {
           plugins: [englishOnly, deferred(NODE_TARGET)],
           logLevel: 'warning',
         });
-        const code = inner.outputFiles[0].text;
+        const packed = gzipSync(inner.outputFiles[0].contents, { level: 9 }).toString('base64');
         const contents = [
-          `const code = ${JSON.stringify(code)};`,
+          `const code = require('node:zlib').gunzipSync(Buffer.from(${JSON.stringify(packed)}, 'base64')).toString('utf8');`,
           "const compiled = require('node:vm').compileFunction(code, ['exports', 'require', 'module', '__filename', '__dirname'],",
           `  { filename: __filename + '#${args.path}' });`,
           'const inner = { exports: {} };',
@@ -123,6 +125,21 @@ function deferred(target: string): Plugin {
       });
     },
   };
+}
+
+/**
+ * esbuild escapes what lies beyond ASCII in strings, not in regular expression literals; one such
+ * character makes Node hand V8 the whole file as UTF-16, which it reads and scans at every start
+ * more slowly (reading physbitsctl.js: 1.45 ms against 0.99 ms here). Write such characters as
+ * `\uXXXX` in the source.
+ */
+export function refuseNonAscii(file: string): void {
+  const text = readFileSync(file, 'utf8');
+  const at = text.search(/[^\x00-\x7f]/);
+  if (at >= 0)
+    throw new Error(
+      `${file}: a character beyond ASCII in the bundle: ${JSON.stringify(text.slice(Math.max(0, at - 40), at + 10))}`,
+    );
 }
 
 /** Writes OUT_DIR/physbitsctl.js and OUT_DIR/physbitsd.js, each starting `#!/usr/bin/node`. */
@@ -149,6 +166,9 @@ export async function bundle(outDir: string, info: BuildInfo): Promise<Bundle> {
     logLevel: 'warning',
   });
   const files = Object.fromEntries(PROGRAMS.map((p) => [p, join(outDir, `${p}.js`)])) as Record<Program, string>;
-  for (const f of Object.values(files)) chmodSync(f, 0o755);
+  for (const f of Object.values(files)) {
+    chmodSync(f, 0o755);
+    refuseNonAscii(f);
+  }
   return { files, metafile: result.metafile };
 }

@@ -1,6 +1,8 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
+import { Histogram, Registry } from 'prom-client';
 import { Metrics, MAX_LABEL_VALUES_PER_VM } from '../../agent/api/metrics';
+import { QMP_DURATION_BUCKETS } from '../../agent/api/vm-series';
 import { parseListen, startMetricsServer } from '../../agent/api/metrics-server';
 import { PROMTOOL, requireTool } from '../helpers/alertmanager';
 
@@ -274,7 +276,41 @@ test('a renamed VM keeps its counts under its new name, none under the old one',
   t.deepEqual(series(text, 'physbits_refused_commands_total'), [
     'physbits_refused_commands_total{vm="new",id="cccccccccccc",command="device_add"} 2',
   ]);
+  t.deepEqual(series(text, 'physbits_qmp_request_duration_seconds_count'), [
+    'physbits_qmp_request_duration_seconds_count{vm="new",id="cccccccccccc"} 2',
+  ]);
   t.false(text.includes('vm="old"'));
+});
+
+test("physbits_qmp_request_duration_seconds reads as prom-client's own histogram fed the same round trips", async (t) => {
+  const m = new Metrics({ version: '0', defaultMetrics: false });
+  m.setHost({ physBits: 46, name: 'hv1' }, 'rack"1');
+  const registry = new Registry();
+  const h = new Histogram({
+    name: 'physbits_qmp_request_duration_seconds',
+    help: 'x',
+    labelNames: ['vm', 'id', 'host', 'pool'],
+    buckets: [...QMP_DURATION_BUCKETS],
+    registers: [registry],
+  });
+  // Every bound itself (a bucket is `le`: less than or equal), between them, above the last, and zero.
+  const seconds = [0, ...QMP_DURATION_BUCKETS, 0.0004, 0.003, 0.07, 2, 11, 600];
+  for (const [vm, n] of [
+    ['a\\b', 1],
+    ['web1', 2],
+  ] as const) {
+    for (let i = 0; i < n; i++)
+      for (const s of seconds) {
+        m.observeQmp(v(vm), s);
+        h.observe({ vm, id: `id-${vm}`, host: 'hv1', pool: 'rack"1' }, s);
+      }
+  }
+  const ours = (await m.text()).split('\n').filter((l) => l.startsWith('physbits_qmp_request_duration_seconds'));
+  const theirs = (await registry.metrics())
+    .split('\n')
+    .filter((l) => l.startsWith('physbits_qmp_request_duration_seconds'));
+  t.is(ours.length, 2 * 12);
+  t.deepEqual(ours, theirs);
 });
 
 test('build_info carries the version and revision; reload metrics start at 1', async (t) => {

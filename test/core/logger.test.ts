@@ -28,6 +28,26 @@ test('a child logger carries its context into every line', async (t) => {
   t.deepEqual(out, ['<6>verdict vm=db1 severity=critical']);
 });
 
+test("a child's child carries both contexts; children follow a level set on the logger they came from, made before or after", async (t) => {
+  const { log, out } = capture('journal');
+  const early = log.child({ vm: 'db1' });
+  early.child({ component: 'guard' }).info('ready', { vm: 'db2' });
+  early.debug('hidden');
+  log.setLevel?.('debug');
+  early.debug('shown', { n: 1 });
+  log.child({ vm: 'web1' }).debug('also shown');
+  log.setLevel?.('warn');
+  early.info('hidden again');
+  early.warn('careful');
+  await tick();
+  t.deepEqual(out, [
+    '<6>ready vm=db2 component=guard',
+    '<7>shown vm=db1 n=1',
+    '<7>also shown vm=web1',
+    '<4>careful vm=db1',
+  ]);
+});
+
 test('values from VMs and clients cannot forge lines: newlines and controls are escaped, length bounded', async (t) => {
   const { log, out } = capture('journal');
   log.info('VM found', { vm: 'evil\n<3>forged line', other: 'a b' });

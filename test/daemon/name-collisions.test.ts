@@ -39,3 +39,24 @@ test('a shared name is warned once, naming every id and socket; a name of its ow
   names.forget(b.id);
   t.false(names.has(b.id));
 });
+
+test('a VM renamed onto another name is looked at again; one forgotten no longer counts', (t) => {
+  const { logger, warnings } = recorder();
+  const names = new NameCollisions(() => logger);
+  const web = { ...a, name: 'web1' };
+  names.check(a, [a, c]);
+  names.check(c, [a, c]);
+  names.check(web, [web, c]);
+  t.deepEqual(
+    warnings.map((w) => w.ids),
+    ['aaaaaaaaaaaa,cccccccccccc'],
+  );
+  names.forget(c.id);
+  const d: NamedVm = { id: 'dddddddddddd', name: 'web1', socket: '/run/qemu/d.qmp' };
+  names.check(d, [web, d]);
+  names.check(b, [web, b, d]);
+  t.deepEqual(
+    warnings.map((w) => w.ids),
+    ['aaaaaaaaaaaa,cccccccccccc', 'aaaaaaaaaaaa,dddddddddddd'],
+  );
+});

@@ -271,3 +271,25 @@ test('stop(): no timer is left and the connection is closed', async (t) => {
   await sup.refresh();
   t.is(timers.pending.size, 0);
 });
+
+test('statusText(): the JSON of status() at every step, made again only when the status changes', async (t) => {
+  const f = await fake(t, 40);
+  const timers = new ManualTimers();
+  const { sup } = supervisor(f.socket, timers);
+  t.teardown(() => sup.stop());
+  t.is(sup.statusText(), JSON.stringify(sup.status()));
+  sup.start();
+  await until('the verdict', () => !!sup.status().verdict);
+  const read = sup.statusText();
+  t.is(read, JSON.stringify(sup.status()));
+  t.is(sup.statusText(), read, 'the same text while nothing changed');
+  sup.setGuardSocket('/run/physbits/guard/web1.qmp');
+  t.is(sup.statusText(), JSON.stringify(sup.status()));
+  t.regex(sup.statusText(), /"guardSocket":"\/run\/physbits\/guard\/web1.qmp"/);
+  await until('the heartbeat', () => timers.delays().includes(1000));
+  f.script['query-status'] = { stall: true };
+  timers.fire();
+  await until('unknown', () => sup.status().error?.code === 'QMP_TIMEOUT');
+  t.is(sup.statusText(), JSON.stringify(sup.status()));
+  t.regex(sup.statusText(), /QMP_TIMEOUT/);
+});

@@ -352,6 +352,54 @@ test('QEMU before 6.2 (no x-query-jit): HMP "info jit" decides TCG', async (t) =
   t.is((await readGuestFacts(scripted(notTcg))).accelerator, 'unknown');
 });
 
+/** The same answers sent a round at a time (executeAll): QEMU's refusals as error replies, other errors as they are. */
+function scriptedRounds(answers: Record<string, unknown>): QmpExecutor & { rounds: number } {
+  const one = scripted(answers);
+  const q = {
+    rounds: 0,
+    execute: one.execute,
+    async executeAll(commands: ReadonlyArray<readonly [string, Record<string, unknown>?]>) {
+      q.rounds++;
+      return Promise.all(
+        commands.map(([command, args]) =>
+          one.execute(command, args).then(
+            (value) => ({ return: value }),
+            (err: Error) => (err instanceof CommandError ? { error: { class: err.errorClass, desc: err.desc } } : err),
+          ),
+        ),
+      );
+    },
+  };
+  return q;
+}
+
+test('a round sent at once (executeAll) reads the same facts, and fails the same way, as one command at a time', async (t) => {
+  const q = scriptedRounds(REPLIES);
+  t.deepEqual(await readGuestFacts(q), await readGuestFacts(scripted(REPLIES)));
+  t.is(q.rounds, 2);
+  const only = {
+    'query-cpus-fast': REPLIES['query-cpus-fast'],
+    'qom-get /machine/unattached/device[0] phys-bits': 46,
+  };
+  t.deepEqual(await readGuestFacts(scriptedRounds(only)), await readGuestFacts(scripted(only)));
+  const refused = { ...REPLIES, 'qom-get /machine/unattached/device[0] phys-bits': undefined };
+  const e1 = await t.throwsAsync(readGuestFacts(scriptedRounds(refused)));
+  t.is((e1 as { code?: string }).code, 'GUEST_PHYS_BITS_UNREADABLE');
+  t.regex(e1!.message, /phys-bits failed: qom-get: GenericError: Property 'phys-bits' not found/);
+  const slow = { ...REPLIES, 'query-cpus-fast': new TimeoutError('query-cpus-fast: no reply within 5000 ms') };
+  t.is(((await t.throwsAsync(readGuestFacts(scriptedRounds(slow)))) as { code?: string }).code, 'QMP_TIMEOUT');
+  const old = {
+    ...REPLIES,
+    'x-query-jit': new CommandError('x-query-jit', 'CommandNotFound', 'The command x-query-jit has not been found'),
+    'human-monitor-command': 'Translation buffer state:\ngen code size       0/1073736704\n',
+  };
+  t.is((await readGuestFacts(scriptedRounds(old))).accelerator, 'tcg');
+  const notTcg = { ...REPLIES, 'x-query-jit': new CommandError('x-query-jit', 'GenericError', 'not TCG') };
+  t.is((await readGuestFacts(scriptedRounds(notTcg))).accelerator, 'unknown');
+  const lost = { ...REPLIES, 'x-query-jit': new TimeoutError('x-query-jit: no reply within 5000 ms') };
+  t.is((await readGuestFacts(scriptedRounds(lost))).accelerator, 'unknown');
+});
+
 test('reply parsers on literal replies', (t) => {
   t.is(acceleratorFrom({ enabled: true, present: true }, null), 'kvm');
   t.is(acceleratorFrom({ enabled: false, present: true }, true), 'tcg');

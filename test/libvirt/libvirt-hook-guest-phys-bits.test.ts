@@ -6,6 +6,7 @@
  * <emulator> (the real QEMU 7.2 and 10.0 where they run here).
  */
 import test from 'ava';
+import { execFile } from 'node:child_process';
 import { copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseConfig } from '../../agent/core/config';
@@ -14,6 +15,7 @@ import { HOSTS, hostTree, type HostRoots } from '../helpers/host-tree';
 import { QEMUS, TRIXIE_QEMU } from '../helpers/qemu';
 import { BANNER_10_0, bannerScript, qemuExecutable, script } from '../helpers/qemu-binaries';
 import { tempDir } from '../helpers/tmp';
+import { PHYSBITSCTL } from '../helpers/daemon';
 
 /** A host-passthrough domain on machine `machine`, started by `emulator`. */
 function domain(emulator: string, machine: string): string {
@@ -131,4 +133,36 @@ test('an incoming migration of a host-passthrough guest is judged by width alone
   );
   // A start of the same domain on this host is not refused.
   t.deepEqual(await hook(roots, 'prepare', domain(qemu10, 'pc-q35-10.0')), { code: 0, lines: [] });
+});
+
+test('physbitsctl libvirt-hook as libvirt runs it: the real QEMU 10.0 as <emulator> starts the host-passthrough guest, the real QEMU 7.2 is refused with exit 1 and one line', async (t) => {
+  if (TRIXIE_QEMU.unavailable) t.fail(TRIXIE_QEMU.unavailable);
+  const roots = hostTree(t, 'amd-52-4level');
+  const dir = tempDir();
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const config = join(dir, 'physbits.json');
+  writeFileSync(config, JSON.stringify({ host: roots, api: { socket: join(dir, 'api.sock') } }));
+  const run = (xml: string) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = execFile(
+        process.execPath,
+        [PHYSBITSCTL, 'libvirt-hook', '--config', config, 'db1', 'prepare', 'begin', '-'],
+        (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }),
+      );
+      child.stdin?.end(xml);
+    });
+  for (const qemu of QEMUS) {
+    const emulator = qemuExecutable(t, qemu);
+    const r = await run(domain(emulator, qemu.tree === null ? 'pc-q35-7.2' : 'pc-q35-10.0'));
+    if (qemu.tree !== null) {
+      t.deepEqual(r, { code: 0, stdout: '', stderr: '' }, qemu.label);
+      continue;
+    }
+    t.is(r.code, 1, qemu.label);
+    t.is(r.stdout, '');
+    t.regex(
+      r.stderr,
+      /^physbits refused the start of domain 'db1': GUEST_WIDER_THAN_HOST: guest phys-bits 52 is wider than this host's 48 bits under kvm; no guest-phys-bits keeps it within that limit: QEMU 7\.2\.22 \([^)]*\) has no guest-phys-bits \(QEMU 9\.1 and later set it\); fix: [^\n]*\n$/,
+    );
+  }
 });

@@ -352,6 +352,73 @@ test("forwardCommand: the whole reply (return or error) with its text, sent unde
   await client.close();
 });
 
+test('executeAll: every outcome in order, error replies as values, under its own ids; one timing per reply', async (t) => {
+  const fake = await fakeFor(t, { physBits: 46 });
+  const timed: string[] = [];
+  const client = await QmpClient.connect(fake.socket, { onReply: (command) => void timed.push(command) });
+  const before = fake.commands.length;
+  const out = await client.executeAll([
+    ['query-name'],
+    ['qom-get', { path: FIRST_CPU, property: 'phys-bits' }],
+    ['nope', { a: 1 }],
+    ['qom-get', { path: FIRST_CPU, property: 'no-such' }],
+  ]);
+  const sent = fake.commands.slice(before);
+  t.deepEqual(
+    sent.map((c) => c.name),
+    ['query-name', 'qom-get', 'nope', 'qom-get'],
+  );
+  t.regex(sent[2].text, /^\{"execute":"nope","arguments":\{"a":1\},"id":"__physbits#\d{5}"\}$/);
+  const ids = sent.map((c) => (JSON.parse(c.text) as { id: string }).id);
+  t.is(new Set(ids).size, 4);
+  t.deepEqual(out, [
+    { return: {}, id: ids[0] },
+    { return: 46, id: ids[1] },
+    { error: { class: 'CommandNotFound', desc: 'The command nope has not been found' }, id: ids[2] },
+    { error: { class: 'GenericError', desc: "Property 'qemu64-x86_64-cpu.no-such' not found" }, id: ids[3] },
+  ]);
+  t.false(out.some((o) => o instanceof Error));
+  t.deepEqual(timed.slice(-4), ['query-name', 'qom-get', 'nope', 'qom-get']);
+  t.is(client.pendingCount, 0);
+  t.deepEqual(await client.executeAll([]), []);
+  await client.close();
+});
+
+test('executeAll: commands still unanswered after timeoutMs are TimeoutError, their late replies dropped quietly; the rest answered', async (t) => {
+  const fake = await fakeFor(t);
+  fake.script.late = [{ delayMs: 400 }, { return: 'late' }];
+  const logger = recordingLogger();
+  const client = await QmpClient.connect(fake.socket, { timeoutMs: 5000, logger });
+  const out = await client.executeAll([['query-name'], ['late'], ['query-status']], { timeoutMs: 100 });
+  t.deepEqual(out[0], { return: {}, id: (out[0] as { id: string }).id });
+  t.true(out[1] instanceof TimeoutError);
+  t.is((out[1] as TimeoutError).message, `${fake.socket}: no reply within 100 ms`);
+  t.is(out[2], out[1], 'answered in order: the command behind the late one waits too');
+  t.is(client.pendingCount, 0);
+  t.deepEqual(await client.execute('query-name'), {}, 'answered after the late replies');
+  t.is(logger.lines.filter((l) => l.startsWith('debug late QMP reply dropped')).length, 2);
+  t.is(logger.lines.filter((l) => l.startsWith('warn')).length, 0);
+  await client.close();
+});
+
+test('executeAll: a hang-up fails what was not answered with ClosedError; beyond maxPending, or not connected, nothing is sent', async (t) => {
+  const fake = await fakeFor(t);
+  fake.script.bye = { hangup: true };
+  const client = await QmpClient.connect(fake.socket, { maxPending: 3 });
+  const before = fake.commands.length;
+  const busy = await client.executeAll([['query-name'], ['query-name'], ['query-name'], ['query-name']]);
+  t.true(busy.every((o) => o instanceof BusyError));
+  t.is(fake.commands.length, before);
+  const out = await client.executeAll([['query-name'], ['bye'], ['query-status']]);
+  t.false(out[0] instanceof Error);
+  t.true(out[1] instanceof ClosedError);
+  t.true(out[2] instanceof ClosedError);
+  t.is(client.pendingCount, 0);
+  const after = await client.executeAll([['query-name']]);
+  t.true(after[0] instanceof ClosedError);
+  t.is((after[0] as ClosedError).message, `${fake.socket}: query-name: not connected`);
+});
+
 test('TCP addresses work the same way', async (t) => {
   const server = net.createServer((socket) => {
     new QmpServerSession(socket, { version: QEMU_72_VERSION, handler: (cmd) => ({ return: { echo: cmd.name } }) });
