@@ -15,10 +15,9 @@ export interface RenderOptions {
   ascii?: boolean;
 }
 
-/** → and ≤, escaped: one character beyond Latin-1 in the package's bundle makes V8 read all of it as UTF-16. */
 const UNICODE_TO_ASCII: Array<[RegExp, string]> = [
-  [/\u2192/g, '->'],
-  [/\u2264/g, '<='],
+  [/→/g, '->'],
+  [/≤/g, '<='],
 ];
 
 function finish(text: string, opts: RenderOptions): string {
