@@ -43,6 +43,11 @@ export class AnswerCache<K, V> {
     return this.opts.failed?.(hit.value as V) ? undefined : hit.value;
   }
 
+  /** Forgets the answers of every key `drop` holds for (an ask under way is kept). */
+  forget(drop: (key: K) => boolean): void {
+    for (const k of [...this.entries.keys()]) if (drop(k)) this.entries.delete(k);
+  }
+
   /** The remembered answer for `key` while it is fresh, else `ask()`'s (one ask at a time per key). */
   get(key: K, ask: () => Promise<V>): Promise<V> {
     const hit = this.entries.get(key);

@@ -64,7 +64,17 @@ export class CachedHosts implements HostsSource {
   }
 
   hosts(): Promise<PromHost[]> {
-    return this.remembering(this.cache.get('', this.opts.read));
+    return this.remembering(this.cache.get('', () => this.opts.read().then((hosts) => this.newest('', hosts))));
+  }
+
+  /**
+   * The newest answer wins: when one arrives, every other remembered one is forgotten, so that two
+   * lookups of one host (check-migration by name, then `migrate` by its address) never see Prometheus
+   * older than what was last read.
+   */
+  private newest(key: string, hosts: PromHost[]): PromHost[] {
+    this.cache.forget((k) => k !== key);
+    return hosts;
   }
 
   hostsAt(address: string): Promise<PromHost[]> {
@@ -91,9 +101,11 @@ export class CachedHosts implements HostsSource {
     // A server that does not take the one-host queries (PROM_QUERY_FAILED: a PromQL dialect without
     // them) is asked for every host instead.
     const ask = () =>
-      readIn(scope).catch((err: unknown) =>
-        (err as { code?: string })?.code === 'PROM_QUERY_FAILED' ? this.hosts() : Promise.reject(err as Error),
-      );
+      readIn(scope)
+        .then((hosts) => this.newest(key, hosts))
+        .catch((err: unknown) =>
+          (err as { code?: string })?.code === 'PROM_QUERY_FAILED' ? this.hosts() : Promise.reject(err as Error),
+        );
     return this.remembering(this.cache.get(key, ask));
   }
 

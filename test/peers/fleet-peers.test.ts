@@ -19,7 +19,14 @@ const host = (name: string, physBits: number, address: string): PromHost => ({
 const FLEET = [host('hv1', 46, '10.0.0.1'), host('hv2', 39, '10.0.0.2')];
 
 function setup(opts: { failureCacheSeconds?: number; oneHost?: boolean } = {}) {
-  const state = { now: 0, down: null as string | null, refuseOneHost: false, wide: 0, asks: [] as string[] };
+  const state = {
+    now: 0,
+    down: null as string | null,
+    refuseOneHost: false,
+    wide: 0,
+    asks: [] as string[],
+    fleet: [...FLEET],
+  };
   const fail = () => {
     if (state.down) throw new PrometheusError(state.down, `http://prom/api/v1/query: ${state.down}`);
   };
@@ -27,7 +34,7 @@ function setup(opts: { failureCacheSeconds?: number; oneHost?: boolean } = {}) {
     read: async () => {
       state.wide++;
       fail();
-      return FLEET;
+      return state.fleet;
     },
     readIn:
       opts.oneHost === false
@@ -36,7 +43,9 @@ function setup(opts: { failureCacheSeconds?: number; oneHost?: boolean } = {}) {
             state.asks.push('name' in scope ? `=${scope.name}` : `@${scope.address}`);
             fail();
             if (state.refuseOneHost) throw new PrometheusError('PROM_QUERY_FAILED', 'bad_data: unknown regexp flag');
-            return FLEET.filter((h) => ('name' in scope ? h.name === scope.name : h.addresses.includes(scope.address)));
+            return state.fleet.filter((h) =>
+              'name' in scope ? h.name === scope.name : h.addresses.includes(scope.address),
+            );
           },
     clock: () => state.now,
     cacheSeconds: 5,
@@ -124,4 +133,14 @@ test('a failed ask answers every lookup for guard.peerFailureCacheSeconds; a que
   const ask = q.peers.findByAddress('10.0.0.2');
   t.is((await ask)?.name, 'hv2');
   t.is(q.state.wide, 1, 'the fleet-wide queries answered instead');
+});
+
+test('the newest answer wins: a lookup never reuses an answer older than the last one read', async (t) => {
+  const { state, peers } = setup();
+  t.like(await peers.facts((await peers.findByAddress('10.0.0.2'))!), { physBits: 39, reachable: true });
+  state.fleet = [FLEET[0], { ...FLEET[1], reachable: false, physBits: null }];
+  state.now = 500;
+  t.like(await peers.facts((await peers.findByName('hv2'))!), { physBits: null }, 'asked by name: down');
+  t.like(await peers.facts((await peers.findByAddress('10.0.0.2'))!), { physBits: null }, 'by address: down too');
+  t.deepEqual(state.asks, ['@10.0.0.2', '=hv2', '@10.0.0.2']);
 });
