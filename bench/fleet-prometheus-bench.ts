@@ -109,7 +109,7 @@ const SAMPLE_STEP_S = 120;
 const HORIZON_S = 900;
 
 /** One size's Prometheus: the series backfilled from a file, served from their blocks until stop(). */
-async function backfilledPrometheus(
+export async function backfilledPrometheus(
   dir: string,
   hosts: number,
   guests: number,

@@ -136,6 +136,9 @@ export async function runGuardBench(opts: GuardOptions): Promise<Section> {
     track(pipe.pid, pipe);
     await firstLine(pipe, 15000);
     await sleep(200);
+    // Once, before the first run: every path's code warmed (the JIT of the daemon and the pipe
+    // process), so that the first run measures what the others do rather than start-up.
+    for (const path of [direct.socket, piped, guarded]) await phase(path, 1, 1, opts.roundTrips);
     for (let r = 0; r < opts.runs; r++) {
       const run: GuardRun = {
         direct1: await phase(direct.socket, 1, 1, opts.roundTrips),
@@ -256,6 +259,9 @@ export async function runGuardBench(opts: GuardOptions): Promise<Section> {
   ];
   const sec = 'guard';
   const r = rows.map(medianRatio);
+  // The guard's rows against the pipe (hopRows), not the last rows against direct.
+  const hopP50 = medianRatio(hopRows[3]);
+  const hopThroughput = medianRatio(hopRows[5]);
   const targets = [
     target(sec, '1 client p50 vs direct', '≤ 1.2×', r[0], '×', r[0] <= 1.2),
     target(sec, '1 client p99 vs direct', '≤ 1.5×', r[1], '×', r[1] <= 1.5),
@@ -263,16 +269,9 @@ export async function runGuardBench(opts: GuardOptions): Promise<Section> {
     target(sec, '8 clients p50 vs direct pipelined', '≤ 1.2×', r[3], '×', r[3] <= 1.2),
     target(sec, '8 clients p99 vs direct pipelined', '≤ 1.5×', r[4], '×', r[4] <= 1.5),
     target(sec, '8 clients throughput vs direct pipelined', '≥ 0.85×', r[5], '×', r[5] >= 0.85),
-    // Issue 19: the guard's hop against a byte-pipe hop (the last rows).
-    target(sec, '1 client p50 vs the bare pipe proxy', '≤ 1.1×', r[rows.length - 3], '×', r[rows.length - 3] <= 1.1),
-    target(
-      sec,
-      '1 client throughput vs the bare pipe proxy',
-      '≥ 0.9×',
-      r[rows.length - 1],
-      '×',
-      r[rows.length - 1] >= 0.9,
-    ),
+    // Issues 19 and 27: the guard's hop against a byte-pipe hop.
+    target(sec, '1 client p50 vs the bare pipe proxy', '≤ 1.1×', hopP50, '×', hopP50 <= 1.1),
+    target(sec, '1 client throughput vs the bare pipe proxy', '≥ 0.9×', hopThroughput, '×', hopThroughput >= 0.9),
   ];
   // One held VM: the heartbeatsPerSecond cap does not bind.
   const heartbeatMs = heartbeatIntervalFor(1, parseConfig({}).qmp);
@@ -281,7 +280,7 @@ export async function runGuardBench(opts: GuardOptions): Promise<Section> {
   const guardUs = spread(us('guard1', 'p50')).median;
   const markdown = [
     `Two identical paused TCG guests (\`-m 16M\`, phys-bits=40): the daemon holds the first and serves its guarded socket; the second is asked directly. ` +
-      `${opts.runs} runs; in each, ${opts.roundTrips} query-status round trips with one client (${opts.roundTrips * 2} with eight) on each path, after a warm-up of a tenth as many; ` +
+      `${opts.runs} runs; in each, ${opts.roundTrips} query-status round trips with one client (${opts.roundTrips * 2} with eight) on each path, after a warm-up of a tenth as many (and, once before the first run, a whole phase on each path); ` +
       "the client is bench/qmp-wire.ts on both paths. p50/p99 are over the run's round trips, each timed from writing the command to parsing its reply.",
     '',
     compareTable(rows),
@@ -299,7 +298,8 @@ export async function runGuardBench(opts: GuardOptions): Promise<Section> {
       'main loop and the daemon sharing two cores.',
     `- One client: the guard adds ${fmt(guardUs - directUs)} µs per round trip at the median; a bare pipe hop alone adds ${fmt(pipeUs - directUs)} µs ` +
       "(two more socket wake-ups of another process per round trip, on two shared cores). The rest is the guard's own work: parsing and checking the command as QEMU would, " +
-      "re-serialising it, the interceptor (query-status is forwarded at once), the upstream client's id routing, and splicing the client's id into QEMU's reply line.",
+      "replacing its id (query-status is no rule's: it passes as the client's own line, without the interceptor), the upstream client's id routing (the reply parsed and matched), " +
+      "and splicing the client's id into QEMU's reply line.",
     '- Eight clients: eight direct clients cannot exist (QEMU serves one client per socket and greets the next only when the first leaves), so the baseline keeps eight commands ' +
       "in flight on one direct connection. QEMU answers one monitor's commands one at a time either way, so throughput is bounded by QEMU's main loop on both paths; " +
       'latency at eight in flight is mostly queueing.',

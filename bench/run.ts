@@ -22,6 +22,7 @@ import { killTracked } from './proc';
 import { runScaleBench } from './scale-bench';
 import { runScanBench } from './scan-bench';
 import { runFleetPrometheusBench } from './fleet-prometheus-bench';
+import { runColdBench } from './cold-bench';
 import { fmt, wallMs } from './stats';
 
 export const RESULTS_MARKER = '<!-- Everything below this line is written by `npm run bench`. -->';
@@ -59,7 +60,7 @@ async function main(): Promise<void> {
       'fleet-runs': { type: 'string' },
     },
   });
-  const all = ['scan', 'guard', 'alert', 'scale', 'growth', 'fleet'];
+  const all = ['scan', 'guard', 'alert', 'scale', 'growth', 'fleet', 'cold'];
   const only = new Set((values.only ?? all.join(',')).split(',').map((s) => s.trim()));
   const quick = !!values.quick;
   const write = values.write || (!values['no-write'] && !quick && all.every((s) => only.has(s)));
@@ -94,6 +95,18 @@ async function main(): Promise<void> {
         guests: 20,
         meshHosts: 10,
         runs: Number(values['fleet-runs'] ?? (quick ? 1 : 3)),
+        log,
+      }),
+    );
+
+  if (only.has('cold'))
+    sections.push(
+      await runColdBench({
+        runs: quick ? 2 : 5,
+        downRuns: quick ? 1 : 3,
+        hosts: 1000,
+        guests: 20,
+        timeoutMs: 1000,
         log,
       }),
     );

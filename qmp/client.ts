@@ -319,6 +319,60 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
     return this.request<RawReply>(commandObject(name, args, oob), name, oob ? { ...opts, oob } : opts, false);
   }
 
+  /**
+   * Sends a command line a server side has already checked (the proxy's: a JSON object with at
+   * least one member, that QEMU reads as it was checked) as it is, but for its top-level id, which
+   * becomes this client's own: `idSpan` is where the sender's id value is in `text`, or undefined
+   * when it sent none (this client's id is then put first). `done` gets the reply and its exact text,
+   * or why there is none, once (it may be called before this returns); no promise is made.
+   */
+  forwardLine(
+    text: string,
+    idSpan: { start: number; end: number } | undefined,
+    command: string,
+    oob: boolean,
+    opts: { timeoutMs?: number },
+    done: (result: RawReply | QmpError) => void,
+  ): void {
+    if (this.phase === 'closed' || this.phase === 'greeting' || this.conn.state !== 'running')
+      return done(new ClosedError(`${this.address}: ${command}: not connected`));
+    if (oob && !this.negotiated.includes('oob'))
+      return done(new StateError(`${this.address}: ${command}: out-of-band execution was not negotiated`));
+    if (this.pending.size >= this.maxPending) {
+      const err = new BusyError(this.maxPending);
+      err.message = `${this.address}: ${command}: ${err.message}`;
+      return done(err);
+    }
+    const id = this.nextId();
+    let line: string;
+    if (idSpan) line = `${text.slice(0, idSpan.start)}"${id}"${text.slice(idSpan.end)}`;
+    else {
+      const open = text.indexOf('{') + 1;
+      line = `${text.slice(0, open)}"id":"${id}",${text.slice(open)}`;
+    }
+    let timer: unknown;
+    const sent = this.onReply ? performance.now() : 0;
+    const entry: Pending = {
+      command,
+      settle: (result, replyText, replyId) => {
+        if (timer !== undefined) this.timers.clearTimeout(timer);
+        this.pending.delete(id);
+        if (result instanceof QmpError) return done(result);
+        this.onReply?.(command, (performance.now() - sent) / 1000);
+        done({ reply: result, text: replyText!, id: replyId! });
+      },
+    };
+    this.pending.set(id, entry);
+    const ms = opts.timeoutMs ?? this.timeoutMs;
+    if (ms > 0 && Number.isFinite(ms)) {
+      timer = this.timers.setTimeout(() => {
+        this.abandon(id);
+        entry.settle(new TimeoutError(`${this.address}: ${command}: no reply within ${ms} ms`));
+      }, ms);
+    }
+    if (!this.conn.sendLine(line)) entry.settle(new ClosedError(`${this.address}: ${command}: not connected`));
+  }
+
   /** Closes the connection; pending commands reject with ClosedError and 'close' is emitted without error. */
   async close(): Promise<void> {
     await this.conn.close();

@@ -207,3 +207,58 @@ function knownIdMember(
   if (keyStart < 0 || text.slice(keyStart, i) !== '"id"') return null;
   return { keyStart, valueStart, valueEnd: valueStart + needle.length };
 }
+
+/** Surrogates and Unicode's 66 noncharacters, in any form JSON text can hold them (raw or escaped). */
+const MAYBE_REFUSED_CHAR = /[\uD800-\uDFFF\uFDD0-\uFDEF\uFFFE\uFFFF]|\\u/;
+
+/** A code point QEMU accepts in a string: util/unicode.c is_valid_codepoint() (no surrogate, no noncharacter). */
+function validCodePoint(cp: number): boolean {
+  if (cp >= 0xfdd0 && cp <= 0xfdef) return false;
+  if ((cp & 0xfffe) === 0xfffe) return false;
+  return cp < 0xd800 || cp > 0xdfff;
+}
+
+/**
+ * The parse error QEMU reports for a string JSON.parse accepts and QEMU's parser does not
+ * (qobject/json-parser.c parse_string(), util/unicode.c): a surrogate that is not half of a pair, or
+ * a noncharacter (U+FDD0..U+FDEF, U+xxFFFE, U+xxFFFF), escaped ("\\ud800 is not a valid Unicode
+ * character", naming the escape as written) or raw ("invalid UTF-8 sequence in string"). null when
+ * QEMU reads every string. QEMU answers such a line without an id, as any parse error: sent on, it
+ * would be a reply no command owns, so it is answered here instead.
+ *
+ * Expects text that JSON.parse accepted and that was decoded from valid UTF-8 (raw surrogates then
+ * only come in pairs, and a backslash only occurs inside a string, starting a well-formed escape).
+ */
+export function qemuStringError(text: string): string | null {
+  if (!MAYBE_REFUSED_CHAR.test(text)) return null;
+  const n = text.length;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x5c) {
+      if (text.charCodeAt(i + 1) !== 0x75) {
+        i++;
+        continue;
+      }
+      const start = i;
+      let cp = parseInt(text.slice(i + 2, i + 6), 16);
+      i += 5;
+      // A leading surrogate and an escaped trailing one make one character (QEMU's parse_string()).
+      if (cp >= 0xd800 && cp <= 0xdbff && text.charCodeAt(i + 1) === 0x5c && text.charCodeAt(i + 2) === 0x75) {
+        const trail = parseInt(text.slice(i + 3, i + 7), 16);
+        if (trail >= 0xdc00 && trail <= 0xdfff) {
+          cp = 0x10000 + ((cp & 0x3ff) << 10) + (trail & 0x3ff);
+          i += 6;
+        } else cp = -1;
+      }
+      if (cp < 0 || !validCodePoint(cp))
+        return `${text.slice(start, cp < 0 ? start + 6 : i + 1)} is not a valid Unicode character`;
+    } else if (c >= 0xd800 && c <= 0xdbff) {
+      const cp = 0x10000 + ((c & 0x3ff) << 10) + (text.charCodeAt(i + 1) & 0x3ff);
+      i++;
+      if (!validCodePoint(cp)) return 'invalid UTF-8 sequence in string';
+    } else if (!validCodePoint(c)) {
+      return 'invalid UTF-8 sequence in string';
+    }
+  }
+  return null;
+}

@@ -3,10 +3,14 @@
  * many downstream clients, each served by its own QmpServerSession with its own greeting (the
  * upstream's version, and 'oob' only when the upstream negotiated it) and its own negotiation.
  *
- * - Commands: checked as QEMU checks them, then put to the interceptor, then forwarded as the object
- *   that was checked (re-serialized, so what the interceptor saw is exactly what QEMU receives)
- *   under the upstream client's own id; the reply line goes back with the client's id spliced in
- *   as the client wrote it (or removed when it sent none). Every other byte of the reply is QEMU's.
+ * - Commands: checked as QEMU checks them (parsed once). A command the user's `inspects` predicate
+ *   does not name (by the name QEMU will read, escapes decoded) goes on as the client's own line
+ *   with only its id replaced by the upstream client's, in the same turn, without the interceptor.
+ *   An inspected one (or one whose name is spelt with an escape) is put to the interceptor, then
+ *   forwarded as the object that was checked (re-serialized, so what the interceptor saw is exactly
+ *   what QEMU receives) under the upstream client's own id. Either way the reply line goes back
+ *   with the client's id spliced in as the client wrote it (or removed when it sent none); every
+ *   other byte of the reply is QEMU's.
  * - One client's in-band commands are answered one at a time and in order, as QEMU answers them.
  * - Events: every upstream event line goes to every negotiated client.
  * - getfd / add-fd: file descriptors ride SCM_RIGHTS on the socket and cannot cross the proxy;
@@ -19,8 +23,8 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import type { QmpClient, QmpLogger } from './client';
-import { ClosedError, type QmpError } from './errors';
-import { QmpServerSession, type CommandOutcome, type ServerCommand } from './server';
+import { ClosedError, QmpError } from './errors';
+import { ANSWER_LATER, QmpServerSession, type CommandOutcome, type ServerCommand } from './server';
 import { listenUnixSocket, type UnixListenHandle, type UnixListenOptions } from './unix-server';
 
 export interface ProxyCommand {
@@ -40,6 +44,11 @@ export type Interceptor = (cmd: ProxyCommand, client: ProxyClient) => Promise<In
 export interface QmpProxyOptions {
   upstream: QmpClient;
   interceptor?: Interceptor;
+  /**
+   * The commands the interceptor looks at, by name (a cheap test: it runs for every command). The
+   * others pass without it. Default: every command, when there is an interceptor.
+   */
+  inspects?: (name: string) => boolean;
   /** Clients served at once; more are closed on arrival. Default 64. */
   maxClients?: number;
   /** Output bytes allowed to wait for one client before it is dropped. Default 4 MiB. */
@@ -95,6 +104,7 @@ export class QmpProxy extends EventEmitter<QmpProxyEvents> {
   readonly upstream: QmpClient;
   readonly label: string;
   private readonly opts: QmpProxyOptions;
+  private readonly inspects: ((name: string) => boolean) | undefined;
   private readonly sessions = new Map<number, QmpServerSession>();
   private readonly stats: ProxyCounters = {
     clients: 0,
@@ -135,6 +145,7 @@ export class QmpProxy extends EventEmitter<QmpProxyEvents> {
     super();
     this.opts = opts;
     this.upstream = opts.upstream;
+    this.inspects = opts.inspects;
     this.label = opts.label ?? opts.upstream.address;
     this.upstream.on('event', this.onEvent);
     this.upstream.on('close', this.onUpstreamClose);
@@ -192,7 +203,7 @@ export class QmpProxy extends EventEmitter<QmpProxyEvents> {
     const session = new QmpServerSession(socket, {
       version: this.upstream.greeting.QMP.version,
       capabilities: this.upstream.capabilities.includes('oob') ? ['oob'] : [],
-      handler: (cmd) => this.onCommand(id, cmd),
+      handler: (cmd, _session, answer) => this.onCommand(id, cmd, answer),
       maxLineBytes: this.opts.maxLineBytes,
       maxQueueBytes: this.opts.clientQueueBytes ?? 4 * 1024 * 1024,
       maxQueuedCommands: this.opts.maxQueuedCommands,
@@ -234,10 +245,14 @@ export class QmpProxy extends EventEmitter<QmpProxyEvents> {
   }
 
   /**
-   * One client command: refused here, or forwarded. A verdict the interceptor gives at once (every
-   * command its rules do not look at) is acted on in the same turn, without a promise between.
+   * One client command: refused here, passed on as its own line, or put to the interceptor. A
+   * verdict the interceptor gives at once is acted on in the same turn, without a promise between.
    */
-  private onCommand(client: number, cmd: ServerCommand): CommandOutcome | Promise<CommandOutcome> {
+  private onCommand(
+    client: number,
+    cmd: ServerCommand,
+    answer: (outcome: CommandOutcome) => void,
+  ): CommandOutcome | Promise<CommandOutcome> | typeof ANSWER_LATER {
     if (FD_COMMANDS.has(cmd.name)) {
       return this.refuse(
         client,
@@ -247,7 +262,8 @@ export class QmpProxy extends EventEmitter<QmpProxyEvents> {
       );
     }
     const interceptor = this.opts.interceptor;
-    if (!interceptor) return this.forward(cmd);
+    // When in doubt (a name spelt with an escape), the command is re-serialized as it was checked.
+    if (!interceptor || (!cmd.nameEscaped && this.inspects?.(cmd.name) === false)) return this.pass(cmd, answer);
     let verdict: InterceptResult | Promise<InterceptResult>;
     try {
       verdict = interceptor({ execute: cmd.name, arguments: cmd.arguments, oob: cmd.oob }, { id: client });
@@ -260,6 +276,25 @@ export class QmpProxy extends EventEmitter<QmpProxyEvents> {
         (err) => this.act(client, cmd, checkFailed(cmd, err)),
       );
     return this.act(client, cmd, verdict);
+  }
+
+  /** The client's own line, its id replaced by the upstream client's; the reply comes through `answer`. */
+  private pass(cmd: ServerCommand, answer: (outcome: CommandOutcome) => void): typeof ANSWER_LATER {
+    this.stats.forwarded++;
+    this.upstream.forwardLine(
+      cmd.text,
+      cmd.idSpan,
+      cmd.name,
+      cmd.oob,
+      { timeoutMs: this.opts.commandTimeoutMs ?? 0 },
+      (result) =>
+        answer(
+          result instanceof QmpError
+            ? { error: { class: 'GenericError', desc: result.message } }
+            : { replyText: result.text, replyId: result.id },
+        ),
+    );
+    return ANSWER_LATER;
   }
 
   private act(client: number, cmd: ServerCommand, verdict: InterceptResult): CommandOutcome | Promise<CommandOutcome> {

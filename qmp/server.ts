@@ -5,6 +5,10 @@
  * the client wrote it, in-band commands answered one at a time and in order, exec-oob only once
  * 'oob' was negotiated. What a command does is up to the handler.
  *
+ * Each line is parsed once (JSON.parse, and one scan for what JSON.parse cannot tell: duplicate
+ * keys, nesting, the spans of the top-level members). A command whose answer is ready at once (or
+ * comes through the handler's callback) is answered without a promise between.
+ *
  * Bounds: input lines (maxLineBytes), commands waiting (reading pauses at maxQueuedCommands, as
  * QEMU suspends its monitor at QMP_REQ_QUEUE_LEN_MAX), output waiting for a client that does not
  * read (maxQueueBytes; past it the client is dropped with SlowPeerError).
@@ -15,8 +19,21 @@ import type { QmpLogger } from './client';
 import { LineConnection } from './connection';
 import { SlowPeerError, type ProtocolError, type QmpError } from './errors';
 import { jsonText } from './framing';
-import { MAX_JSON_NESTING, scanJson, withKnownTopLevelId, withTopLevelId } from './json-text';
+import {
+  MAX_JSON_NESTING,
+  qemuStringError,
+  scanJson,
+  withKnownTopLevelId,
+  withTopLevelId,
+  type MemberSpan,
+} from './json-text';
 import { checkCommand, type QmpEvent, type QmpVersion } from './messages';
+
+/** Where a value is in a line: [start, end). */
+export interface TextSpan {
+  start: number;
+  end: number;
+}
 
 export interface ServerCommand {
   name: string;
@@ -26,6 +43,10 @@ export interface ServerCommand {
   id: unknown;
   /** The id exactly as the client wrote it; undefined when it sent none. */
   idText?: string;
+  /** Where that id is in `text`; undefined when it sent none. */
+  idSpan?: TextSpan;
+  /** The name was written with an escape (`"device\u005fadd"`): JSON.parse decoded it to `name`. */
+  nameEscaped: boolean;
   /** The command line as received. */
   text: string;
 }
@@ -41,10 +62,18 @@ export type CommandOutcome =
     }
   | { noReply: true };
 
+/** A handler's answer that comes later, through its `answer` callback. */
+export const ANSWER_LATER = Symbol('answered later');
+
+/**
+ * What a command does: its outcome, a promise of it, or ANSWER_LATER, after which the handler
+ * calls `answer` once (a callback, so that a reply relayed from elsewhere needs no promise).
+ */
 export type CommandHandler = (
   cmd: ServerCommand,
   session: QmpServerSession,
-) => CommandOutcome | Promise<CommandOutcome>;
+  answer: (outcome: CommandOutcome) => void,
+) => CommandOutcome | Promise<CommandOutcome> | typeof ANSWER_LATER;
 
 export interface QmpServerSessionOptions {
   handler: CommandHandler;
@@ -87,6 +116,7 @@ export class QmpServerSession extends EventEmitter<QmpServerSessionEvents> {
   private enabled: string[] | null = null;
   private readonly queue: Item[] = [];
   private running = false;
+  private pumping = false;
   private paused = false;
   /** The client half-closed: answer what it sent, then close (QEMU's monitor does the same). */
   private inputEnded = false;
@@ -163,30 +193,38 @@ export class QmpServerSession extends EventEmitter<QmpServerSessionEvents> {
     if (shape.duplicateKey !== null) return this.enqueue({ kind: 'error', desc: 'JSON parse error, duplicate key' });
     if (shape.maxDepth > MAX_JSON_NESTING)
       return this.enqueue({ kind: 'error', desc: 'JSON parse error, nesting too deep' });
+    const stringError = qemuStringError(text);
+    if (stringError !== null) return this.enqueue({ kind: 'error', desc: `JSON parse error, ${stringError}` });
     const allowOob = this.enabled?.includes('oob') ?? false;
     const check = checkCommand(value, allowOob);
-    const idText = check.hasId ? shape.members?.find((m) => m.key === 'id') : undefined;
-    const idRaw = idText ? text.slice(idText.valueStart, idText.valueEnd) : undefined;
-    if (!check.ok) return this.enqueue({ kind: 'error', desc: check.desc, idText: idRaw });
+    const idMember = check.hasId ? member(shape.members, 'id') : undefined;
+    const idText = idMember ? text.slice(idMember.valueStart, idMember.valueEnd) : undefined;
+    if (!check.ok) return this.enqueue({ kind: 'error', desc: check.desc, idText });
+    const nameMember = member(shape.members, check.oob ? 'exec-oob' : 'execute')!;
     const cmd: ServerCommand = {
       name: check.name,
       oob: check.oob,
       arguments: check.arguments,
       hasId: check.hasId,
       id: check.id,
-      idText: idRaw,
+      idText,
+      idSpan: idMember ? { start: idMember.valueStart, end: idMember.valueEnd } : undefined,
+      // The name's text is its quotes around exactly the name, or it holds an escape.
+      nameEscaped: nameMember.valueEnd - nameMember.valueStart !== check.name.length + 2,
       text,
     };
     if (cmd.oob) {
       this.oobRunning++;
-      void this.dispatch(cmd).finally(() => {
-        this.oobRunning--;
-        this.closeWhenAnswered();
-      });
+      this.dispatch(cmd, this.oobAnswered);
       return;
     }
     this.enqueue({ kind: 'command', cmd });
   }
+
+  private readonly oobAnswered = (): void => {
+    this.oobRunning--;
+    this.closeWhenAnswered();
+  };
 
   private enqueue(item: Item): void {
     this.queue.push(item);
@@ -194,47 +232,78 @@ export class QmpServerSession extends EventEmitter<QmpServerSessionEvents> {
       this.paused = true;
       this.conn.pause();
     }
-    void this.drain();
+    this.pump();
   }
 
-  private async drain(): Promise<void> {
-    if (this.running) return;
-    this.running = true;
+  /**
+   * Runs queued items in order, one in-band command at a time: each command waits for the one
+   * before it to be answered. An answer given at once lets the loop go on in the same turn.
+   */
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
     try {
-      while (this.queue.length > 0 && this.open) {
+      while (!this.running && this.queue.length > 0 && this.open) {
         const item = this.queue.shift()!;
         if (this.paused && this.queue.length < this.maxQueued) {
           this.paused = false;
           this.conn.resume();
         }
-        if (item.kind === 'error') this.reply({ error: { class: 'GenericError', desc: item.desc } }, item.idText);
-        else await this.dispatch(item.cmd);
+        if (item.kind === 'error') {
+          this.reply({ error: { class: 'GenericError', desc: item.desc } }, item.idText);
+          continue;
+        }
+        this.running = true;
+        this.dispatch(item.cmd, this.inBandAnswered);
       }
     } finally {
-      this.running = false;
+      this.pumping = false;
     }
     this.closeWhenAnswered();
   }
+
+  private readonly inBandAnswered = (): void => {
+    this.running = false;
+    this.pump();
+  };
 
   private closeWhenAnswered(): void {
     if (this.inputEnded && !this.running && this.oobRunning === 0 && this.queue.length === 0 && this.open)
       void this.close();
   }
 
-  private async dispatch(cmd: ServerCommand): Promise<void> {
-    if (cmd.name === 'qmp_capabilities') return this.reply(this.capabilitiesCommand(cmd), cmd.idText);
-    if (!this.enabled)
-      return this.reply({ error: { class: 'CommandNotFound', desc: NEGOTIATION_REQUIRED } }, cmd.idText);
-    let outcome: CommandOutcome;
-    try {
-      outcome = await this.opts.handler(cmd, this);
-    } catch (err) {
-      this.opts.logger?.warn('QMP command handler failed', { command: cmd.name, error: (err as Error).message });
-      outcome = { error: { class: 'GenericError', desc: (err as Error).message } };
+  /** Answers one command (here, or through the handler), then calls `answered`. */
+  private dispatch(cmd: ServerCommand, answered: () => void): void {
+    if (cmd.name === 'qmp_capabilities') {
+      this.reply(this.capabilitiesCommand(cmd), cmd.idText);
+      return answered();
     }
-    if (typeof outcome !== 'object' || outcome === null)
-      outcome = { error: { class: 'GenericError', desc: `${cmd.name}: no answer` } };
-    this.reply(outcome, cmd.idText);
+    if (!this.enabled) {
+      this.reply({ error: { class: 'CommandNotFound', desc: NEGOTIATION_REQUIRED } }, cmd.idText);
+      return answered();
+    }
+    let done = false;
+    const answer = (outcome: CommandOutcome): void => {
+      if (done) return;
+      done = true;
+      if (typeof outcome !== 'object' || outcome === null)
+        outcome = { error: { class: 'GenericError', desc: `${cmd.name}: no answer` } };
+      this.reply(outcome, cmd.idText);
+      answered();
+    };
+    const failed = (err: unknown): void => {
+      this.opts.logger?.warn('QMP command handler failed', { command: cmd.name, error: (err as Error)?.message });
+      answer({ error: { class: 'GenericError', desc: (err as Error)?.message ?? String(err) } });
+    };
+    let result: ReturnType<CommandHandler>;
+    try {
+      result = this.opts.handler(cmd, this, answer);
+    } catch (err) {
+      return failed(err);
+    }
+    if (result === ANSWER_LATER) return;
+    if (result instanceof Promise) result.then(answer, failed);
+    else answer(result);
   }
 
   /**
@@ -287,6 +356,11 @@ function replyLine(
       ? `"error":${jsonText({ class: outcome.error.class, desc: outcome.error.desc })}`
       : `"return":${jsonText(outcome.return === undefined ? {} : outcome.return)}`;
   return idText === undefined ? `{${body}}` : `{${body},"id":${idText}}`;
+}
+
+function member(members: MemberSpan[] | null, key: string): MemberSpan | undefined {
+  if (members) for (const m of members) if (m.key === key) return m;
+  return undefined;
 }
 
 /** The parser's own words for a line that did not decode, without the label and the excerpt. */

@@ -9,6 +9,8 @@ export interface CliIo {
   env: NodeJS.ProcessEnv;
   /** The terminal's width when stdout is one; tables are cut to it unless `--wide`. */
   columns?: number;
+  /** Resolves once stdout has written what it was given (a pipe buffers in memory what its reader has not read). */
+  drain?: () => Promise<void>;
 }
 
 /** The width tables fit: the terminal's, else $COLUMNS when set; a pipe without it gets whole lines. */
@@ -37,6 +39,16 @@ export const processIo: CliIo = {
   stderr: (t) => void process.stderr.write(terminalText(t)),
   env: process.env,
   columns: terminalColumns(process.stdout, process.env),
+  drain: () =>
+    new Promise<void>((resolve) => {
+      const out = process.stdout;
+      if (!out.writableNeedDrain || out.destroyed) return resolve();
+      const done = () => {
+        out.off('drain', done).off('close', done).off('error', done);
+        resolve();
+      };
+      out.once('drain', done).once('close', done).once('error', done);
+    }),
   readStdin: async () => {
     const chunks: Buffer[] = [];
     let total = 0;

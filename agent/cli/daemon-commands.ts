@@ -95,7 +95,7 @@ export async function fleetCommand(args: string[], io: CliIo): Promise<number> {
   if (prom) {
     const { input, from } = await prometheusFleetInput(prom);
     const doc = { ...buildFleet(input), prometheus: from };
-    if (values.json) writeJson(doc, io.stdout);
+    if (values.json) await writeJson(doc, io.stdout, io.drain);
     else io.stdout(renderFleet(doc));
     return fleetExitCode(doc);
   }
@@ -106,7 +106,7 @@ export async function fleetCommand(args: string[], io: CliIo): Promise<number> {
     undefined,
     30000,
   );
-  if (values.json) writeJson(doc, io.stdout);
+  if (values.json) await writeJson(doc, io.stdout, io.drain);
   else io.stdout(renderFleet(doc));
   return fleetExitCode(doc);
 }

@@ -15,9 +15,14 @@ const ITEMS_AT_ONCE = 64;
  * lines without the newline after the last one (the newline between two pieces is the one
  * CliIo.stdout ends each piece with), so that the pieces written one after the other are the text
  * and its final newline. Arrays and objects directly under the top level are split between their
- * elements; everything below is stringified by JSON.stringify itself.
+ * elements; everything below is stringified by JSON.stringify itself. `drain`, when given, is
+ * awaited after each piece: it resolves once the output has taken what it was given.
  */
-export function writeJson(value: unknown, write: (piece: string) => void): void {
+export async function writeJson(
+  value: unknown,
+  write: (piece: string) => void,
+  drain?: () => Promise<void>,
+): Promise<void> {
   if (value === null || typeof value !== 'object' || (value as { toJSON?: unknown }).toJSON !== undefined) {
     write(JSON.stringify(value, null, 2) ?? 'undefined');
     return;
@@ -32,7 +37,9 @@ export function writeJson(value: unknown, write: (piece: string) => void): void 
       write(piece.join('\n'));
       piece = [];
       size = 0;
+      return true;
     }
+    return false;
   };
   /** A value one level down, indented as it would be inside its parent. */
   const nested = (v: unknown, indent: string) => JSON.stringify(v, null, 2).replace(/\n/g, `\n${indent}`);
@@ -45,7 +52,7 @@ export function writeJson(value: unknown, write: (piece: string) => void): void 
     return;
   }
   lines(open);
-  entries.forEach(([key, v], i) => {
+  for (const [i, [key, v]] of entries.entries()) {
     const comma = i < entries.length - 1 ? ',' : '';
     const head = `  ${key === null ? '' : `${JSON.stringify(key)}: `}`;
     const items = Array.isArray(v) ? v : null;
@@ -57,11 +64,12 @@ export function writeJson(value: unknown, write: (piece: string) => void): void 
         const text = JSON.stringify({ k: items.slice(j, j + ITEMS_AT_ONCE) }, null, 2);
         const first = text.indexOf('\n', text.indexOf('\n') + 1) + 1;
         const last = text.lastIndexOf('\n', text.lastIndexOf('\n') - 1);
-        lines(`${text.slice(first, last)}${j + ITEMS_AT_ONCE < items.length ? ',' : ''}`);
+        // A pipe takes what the reader has not read yet into memory: wait for it to drain.
+        if (lines(`${text.slice(first, last)}${j + ITEMS_AT_ONCE < items.length ? ',' : ''}`)) await drain?.();
       }
       lines(`  ]${comma}`);
     } else lines(`${head}${nested(v, '  ')}${comma}`);
-  });
+  }
   lines(close);
   write(piece.join('\n'));
 }

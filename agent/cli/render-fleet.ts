@@ -15,10 +15,9 @@ export interface RenderOptions {
   ascii?: boolean;
 }
 
-/** → and ≤, escaped: one character beyond Latin-1 in the package's bundle makes V8 read all of it as UTF-16. */
 const UNICODE_TO_ASCII: Array<[RegExp, string]> = [
-  [/\u2192/g, '->'],
-  [/\u2264/g, '<='],
+  [/→/g, '->'],
+  [/≤/g, '<='],
 ];
 
 function finish(text: string, opts: RenderOptions): string {
@@ -51,7 +50,7 @@ function sourceLines(doc: Pick<FleetDocument, 'prometheus'>): string[] {
   return doc.prometheus ? [printable(`from Prometheus ${doc.prometheus.url} at ${doc.prometheus.time}`)] : [];
 }
 
-function note(g: FleetGuest): string {
+function guestNote(g: FleetGuest): string {
   return g.error
     ? `${g.error.code}: ${g.error.message}`
     : g.bound === false
@@ -64,17 +63,29 @@ function widthKeys(doc: Pick<FleetDocument, 'widths'>): string[] {
   return Object.keys(doc.widths).sort((a, b) => (a === 'unknown' ? 1 : b === 'unknown' ? -1 : Number(a) - Number(b)));
 }
 
+/** Above this many guests the by-width table has a row per kind of guest, not per guest. */
+export const MAX_GUEST_ROWS = 1000;
+/** Unreachable hosts named one by one in a summarised table; the rest are counted. */
+const MAX_HOST_LINES = 50;
+
+const widthLabel = (k: string) => (k === 'unknown' ? 'width unknown' : `${k} bits`);
+
 /** A fleet too large for a column per host: a column per host width, and each guest's count of hosts. */
 function renderByWidth(doc: FleetDocument, opts: RenderOptions): string[] {
   const keys = widthKeys(doc);
   const reachable = doc.hosts.filter((h) => h.reachable).length;
   const unreachable = doc.hosts.filter((h) => !h.reachable);
-  const label = (k: string) => (k === 'unknown' ? 'width unknown' : `${k} bits`);
+  const label = widthLabel;
+  const grouped = doc.guests.length > MAX_GUEST_ROWS;
+  const named = grouped ? unreachable.slice(0, MAX_HOST_LINES) : unreachable;
   const lines = [
     `hosts: ${doc.hosts.length} (${reachable} reachable); by width: ${keys.map((k) => `${label(k)}: ${doc.widths[k]}`).join(', ')}`,
-    ...unreachable.map((h) => `  ${printable(hostLabel(h))}`),
+    ...named.map((h) => `  ${printable(hostLabel(h))}`),
   ];
+  if (named.length < unreachable.length)
+    lines.push(`  ... and ${unreachable.length - named.length} more unreachable hosts (fleet --json lists every one)`);
   if (doc.guests.length === 0) return [...lines, 'no guests'];
+  if (grouped) return [...lines, ...renderGuestKinds(doc, keys, opts)];
   const header = ['GUEST', 'BITS', ...keys.map((k) => (k === 'unknown' ? '?b' : `${k}b`)), 'HOSTS FIT', 'NOTE'];
   const rows = doc.guests.map((g) =>
     [
@@ -82,7 +93,7 @@ function renderByWidth(doc: FleetDocument, opts: RenderOptions): string[] {
       g.physBits === null ? '-' : String(g.physBits),
       ...keys.map((k) => cell(g.fitsByWidth[k], opts)),
       `${g.fitCount.fits}/${doc.hosts.length}`,
-      note(g),
+      guestNote(g),
     ].map(printable),
   );
   lines.push('', renderTable(rows, header));
@@ -91,6 +102,63 @@ function renderByWidth(doc: FleetDocument, opts: RenderOptions): string[] {
     for (const k of keys)
       if (g.fitsByWidth[k] === false)
         misfits.push(printable(`  ${guestLabel(g)} → hosts of ${label(k)} (${doc.widths[k]}): ${g.whyByWidth[k]}`));
+  if (misfits.length) lines.push('', 'does not fit:', ...misfits);
+  return lines;
+}
+
+/**
+ * Guests grouped by their answer (width, the cell of each host width, hosts fit, the reason for
+ * each misfit, and the error code of a guest not read): a row per kind with how many guests are of
+ * it and the first of them, so that 200,000 guests of a few dozen kinds read as a few dozen rows.
+ */
+function renderGuestKinds(doc: FleetDocument, keys: string[], opts: RenderOptions): string[] {
+  const kinds = new Map<string, { count: number; first: FleetGuest; note: string }>();
+  for (const g of doc.guests) {
+    const note = g.error ? `${g.error.code} (fleet --json gives each message)` : guestNote(g);
+    const key = JSON.stringify([
+      g.physBits,
+      keys.map((k) => g.fitsByWidth[k] ?? null),
+      keys.map((k) => (g.fitsByWidth[k] === false ? g.whyByWidth[k] : '')),
+      g.fitCount,
+      note,
+    ]);
+    const kind = kinds.get(key);
+    if (kind) kind.count++;
+    else kinds.set(key, { count: 1, first: g, note });
+  }
+  const header = [
+    'GUESTS',
+    'BITS',
+    ...keys.map((k) => (k === 'unknown' ? '?b' : `${k}b`)),
+    'HOSTS FIT',
+    'FIRST',
+    'NOTE',
+  ];
+  const rows = [...kinds.values()].map(({ count, first: g, note }) =>
+    [
+      String(count),
+      g.physBits === null ? '-' : String(g.physBits),
+      ...keys.map((k) => cell(g.fitsByWidth[k], opts)),
+      `${g.fitCount.fits}/${doc.hosts.length}`,
+      guestLabel(g),
+      note,
+    ].map(printable),
+  );
+  const lines = [
+    '',
+    `guests: ${doc.guests.length} of ${kinds.size} kinds (a row per kind; fleet --json lists every guest)`,
+    '',
+    renderTable(rows, header),
+  ];
+  const misfits: string[] = [];
+  for (const { count, first: g } of kinds.values())
+    for (const k of keys)
+      if (g.fitsByWidth[k] === false)
+        misfits.push(
+          printable(
+            `  ${count} like ${guestLabel(g)} → hosts of ${widthLabel(k)} (${doc.widths[k]}): ${g.whyByWidth[k]}`,
+          ),
+        );
   if (misfits.length) lines.push('', 'does not fit:', ...misfits);
   return lines;
 }
@@ -108,7 +176,7 @@ export function renderFleet(doc: FleetDocument, opts: RenderOptions = {}): strin
       guestLabel(g),
       g.physBits === null ? '-' : String(g.physBits),
       ...doc.hosts.map((h) => cell(g.fits?.[h.name], opts)),
-      note(g),
+      guestNote(g),
     ].map(printable),
   );
   lines.push('', renderTable(rows, header));

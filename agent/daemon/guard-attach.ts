@@ -15,7 +15,13 @@ import { groupId } from '../core/unix-groups';
 import type { Config } from '../core/config';
 import type { Logger } from '../core/logger';
 import type { HostFacts } from '../core/types';
-import { classifyCommand, createGuardInterceptor, type GuardAction, type GuardRefusal } from '../guard/guard-decision';
+import {
+  classifyCommand,
+  createGuardInterceptor,
+  INSPECTED_COMMANDS,
+  type GuardAction,
+  type GuardRefusal,
+} from '../guard/guard-decision';
 import type { PeerLookup } from '../guard/migration-rule';
 import type { IncomingNotice } from '../peers/incoming-notice';
 import { qemuRootOf } from '../facts/qemu-process';
@@ -140,6 +146,8 @@ export function createGuardAttach(deps: GuardAttachDeps) {
       clientQueueBytes: config.guard.clientQueueBytes,
       maxLineBytes: config.qmp.maxLineBytes,
       logger,
+      // Every other command passes as the client's own line, without the interceptor.
+      inspects: (name) => INSPECTED_COMMANDS.has(name),
       interceptor: (cmd) => {
         const approved = (action: GuardAction): GuardAction => {
           if (action.action === 'forward') {
@@ -150,7 +158,6 @@ export function createGuardAttach(deps: GuardAttachDeps) {
           }
           return action;
         };
-        // Commands no rule looks at are decided at once and forwarded in the same turn.
         const action = decide(cmd);
         return action instanceof Promise ? action.then(approved) : approved(action);
       },

@@ -14,15 +14,25 @@ import { isLivePeer } from '../peers/peer';
 import { PeerError, postPeerJson } from '../peers/peer-client';
 import { PeerResolver } from '../peers/peer-resolver';
 import { collectPeers } from '../peers/peer-status';
-import { prometheusClient, readPrometheusHosts } from '../peers/prometheus-fleet';
+import { prometheusClient, readPrometheusHosts, readPrometheusHostsIn } from '../peers/prometheus-fleet';
 import { lookupSourceWidth, type GuestIdentity, type SourceWidth, type SourceWidthDeps } from '../peers/source-width';
 import { prometheusSourceDeps } from '../peers/source-width-deps';
 
 const PEER_TIMEOUT_MS = 3000;
 
+/**
+ * A live peer's width is asked for at most 3 s, or fleet.timeoutMs when that is shorter: the guard
+ * asks the peer and Prometheus at once, so a decision waits for no source longer than
+ * fleet.timeoutMs (docs/guard.md).
+ */
+function askTimeoutMs(cfg: Config): number {
+  return Math.min(PEER_TIMEOUT_MS, cfg.fleet.timeoutMs);
+}
+
 export class LivePeers {
   private resolver: PeerResolver;
   private resolverFor: Config['peers'] | null = null;
+  private resolverTimeoutMs = PEER_TIMEOUT_MS;
   private known: PeerFacts[] = [];
   private prometheus: HostsSource | null = null;
   private prometheusFor: Config['fleet'] | null = null;
@@ -49,6 +59,7 @@ export class LivePeers {
             const client = await prometheusClient(fleet, url);
             return (await readPrometheusHosts(client, fleet)).hosts;
           },
+          readIn: async (scope) => readPrometheusHostsIn(await prometheusClient(fleet, url), scope, fleet),
           clock: () => Date.now(),
           cacheSeconds: fleet.cacheSeconds,
           failureCacheSeconds: this.config().guard.peerFailureCacheSeconds,
@@ -60,18 +71,20 @@ export class LivePeers {
   private build(): PeerResolver {
     const cfg = this.config();
     this.resolverFor = cfg.peers;
+    this.resolverTimeoutMs = askTimeoutMs(cfg);
     return new PeerResolver({
       peers: peersWithCaFiles(cfg),
       readFile: (p) => readFile(p, 'utf8'),
       clock: () => this.timers.now(),
       cacheSeconds: cfg.guard.peerCacheSeconds,
       failureCacheSeconds: cfg.guard.peerFailureCacheSeconds,
-      timeoutMs: PEER_TIMEOUT_MS,
+      timeoutMs: this.resolverTimeoutMs,
     });
   }
 
   private current(): PeerResolver {
-    if (this.resolverFor !== this.config().peers) this.resolver = this.build();
+    const cfg = this.config();
+    if (this.resolverFor !== cfg.peers || this.resolverTimeoutMs !== askTimeoutMs(cfg)) this.resolver = this.build();
     return this.resolver;
   }
 
@@ -137,7 +150,7 @@ export class LivePeers {
     try {
       // Node's http/https client (nodePeerFetch): an https peer is verified against its caFile.
       await postPeerJson(peer, 'v1/incoming', notice, {
-        timeoutMs: PEER_TIMEOUT_MS,
+        timeoutMs: askTimeoutMs(this.config()),
         maxBytes: MAX_NOTICE_BYTES,
         readFile: (p) => readFile(p, 'utf8'),
       });

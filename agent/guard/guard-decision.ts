@@ -78,9 +78,16 @@ function classifyDeviceAdd(args: Record<string, unknown> | undefined, via: 'qmp'
   return pci ? { kind: 'pci', via, device: pci } : { kind: 'safe' };
 }
 
+/**
+ * The commands a rule looks at: classifyCommand calls every other one safe, whatever its
+ * arguments, so the proxy may pass those on without asking (QmpProxyOptions.inspects).
+ */
+export const INSPECTED_COMMANDS: ReadonlySet<string> = new Set(['device_add', 'migrate', 'human-monitor-command']);
+
 /** Pure: which rule, if any, a command meets. */
 export function classifyCommand(cmd: Pick<GuardCommand, 'execute' | 'arguments'>, qemuVersion?: string): Classified {
   const args = cmd.arguments;
+  if (!INSPECTED_COMMANDS.has(cmd.execute)) return { kind: 'safe' };
   switch (cmd.execute) {
     case 'device_add':
       return classifyDeviceAdd(args, 'qmp');

@@ -9,6 +9,7 @@
 import { setImmediate as turn } from 'node:timers/promises';
 import type { BoundedResponse } from '../core/bounded-body';
 import { AskBudget, PrometheusError, QueryAnswerScanner, type PromSample } from './prometheus-answer';
+import { nodePeerFetch } from './peer-client';
 
 export { AskBudget, PrometheusError, parseQueryResponse, type PromSample } from './prometheus-answer';
 
@@ -31,8 +32,17 @@ export interface PrometheusClientOptions {
   token?: string;
   /** Sent as `X-Scope-OrgID` when set (Mimir, Cortex). */
   tenant?: string;
+  /** Default: node's http/https client (nodePeerFetch). */
   fetch?: PrometheusFetch;
 }
+
+/**
+ * Node's own http/https client, as live peers are asked (peer-client.ts): it is loaded with the
+ * program, where the global fetch loads undici and compiles its parser on the first request (about
+ * 60 ms of a cold guard decision here, docs/BENCHMARKS.md); https is verified against the system's
+ * roots and NODE_EXTRA_CA_CERTS; no redirect is followed.
+ */
+const defaultFetch: PrometheusFetch = nodePeerFetch();
 
 /** Series of one answer when no budget is given. */
 const DEFAULT_MAX_SERIES = 200_000;
@@ -95,7 +105,7 @@ export class PrometheusClient {
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), this.opts.timeoutMs);
     timer.unref?.();
-    const fetchImpl: PrometheusFetch = this.opts.fetch ?? (fetch as unknown as PrometheusFetch);
+    const fetchImpl: PrometheusFetch = this.opts.fetch ?? defaultFetch;
     try {
       let res: Awaited<ReturnType<PrometheusFetch>>;
       try {
@@ -103,8 +113,8 @@ export class PrometheusClient {
       } catch (err) {
         if (abort.signal.aborted)
           throw new PrometheusError('PROM_TIMEOUT', `${where}: no answer within ${this.opts.timeoutMs} ms`);
-        const cause = (err as { cause?: { code?: string; message?: string } })?.cause;
-        const detail = cause?.code ?? cause?.message ?? (err as Error)?.message ?? String(err);
+        const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
+        const detail = e?.cause?.code ?? e?.code ?? e?.cause?.message ?? e?.message ?? String(err);
         throw new PrometheusError('PROM_UNREACHABLE', `${base}: ${detail}`, { cause: err });
       }
       if (res.status === 401 || res.status === 403) {

@@ -21,6 +21,7 @@ import {
   type HostQueryName,
   type PromHost,
 } from './prometheus-hosts';
+import { normalizeAddress } from './peer';
 
 export interface FleetQueryOptions {
   /** A host seen within this window but not up now is listed as unreachable. */
@@ -60,6 +61,55 @@ export function hostQueries(opts: FleetQueryOptions): Record<HostQueryName, stri
     up: `up${job} and on (job, instance) last_over_time(physbits_host_info${job}${range})`,
     widths: `last_over_time(physbits_host_phys_bits${job}${range})`,
     fresh: `timestamp(physbits_host_phys_bits${job})`,
+  };
+}
+
+/**
+ * A PromQL (RE2) pattern that matches every label value in which `text` stands between two
+ * characters that are not letters or digits (or the ends), in any case: every value whose host part
+ * normalizeAddress (peer.ts) makes equal to `text` (what surrounds it is white space, brackets, one
+ * dot, a port), and a few more, which the caller filters out exactly.
+ */
+function aroundPattern(text: string): string {
+  return `(?is)(.*[^0-9a-z])?${regexLiteral(text)}([^0-9a-z].*)?`;
+}
+
+/**
+ * The host queries for the hosts one migration address may name (fleet-peers.ts findByAddress):
+ * every series of each host that has a physbits_host_info series whose `host` label or `instance`
+ * contains the address as a word, so the hosts come out exactly as from hostQueries (all of each
+ * host's targets and widths), only fewer of them; the caller matches the address exactly. Null when
+ * the address, normalized, is not printable ASCII: a pattern could then miss a value
+ * normalizeAddress matches, and the fleet-wide queries answer instead.
+ */
+export function hostQueriesAt(address: string, opts: FleetQueryOptions): Record<HostQueryName, string> | null {
+  const want = normalizeAddress(address);
+  if (!/^[\x21-\x7e]+$/.test(want)) return null;
+  const range = `[${opts.lookbackSeconds}s]`;
+  const job = jobMatcher(opts.jobs);
+  const around = promString(aroundPattern(want));
+  const matched =
+    `(last_over_time(physbits_host_info{${job},host=~${around}}${range})` +
+    ` or last_over_time(physbits_host_info{${job},instance=~${around}}${range}))`;
+  const info = `(last_over_time(physbits_host_info{${job}}${range}) and on (host) ${matched})`;
+  return {
+    hosts: info,
+    up: `up{${job}} and on (job, instance) ${info}`,
+    widths: `last_over_time(physbits_host_phys_bits{${job}}${range}) and on (host) ${matched}`,
+    fresh: `timestamp(physbits_host_phys_bits{${job}}) and on (host) ${matched}`,
+  };
+}
+
+/** The host queries for the one host named `name` (its `host` label), as hostQueries has it. */
+export function hostQueriesNamed(name: string, opts: FleetQueryOptions): Record<HostQueryName, string> {
+  const range = `[${opts.lookbackSeconds}s]`;
+  const sel = `{${jobMatcher(opts.jobs)},host=${promString(name)}}`;
+  const info = `last_over_time(physbits_host_info${sel}${range})`;
+  return {
+    hosts: info,
+    up: `up{${jobMatcher(opts.jobs)}} and on (job, instance) ${info}`,
+    widths: `last_over_time(physbits_host_phys_bits${sel}${range})`,
+    fresh: `timestamp(physbits_host_phys_bits${sel})`,
   };
 }
 
@@ -180,6 +230,26 @@ export async function readPrometheusHosts(
   const samples = await runAll(client, queries, time, fleet);
   checkHostCount(samples.hosts, fleet, client.url);
   return { hosts: hostsFromSamples(samples, time, fleet.staleSeconds), source: sourceOf(client, time, queries) };
+}
+
+/**
+ * The hosts Prometheus knows that `scope` may name: every host (as readPrometheusHosts), the hosts
+ * one migration address may name (a few more than match it: the caller matches exactly), or the
+ * host of one name. Rejects with a PrometheusError.
+ */
+export async function readPrometheusHostsIn(
+  client: PrometheusClient,
+  scope: { address: string } | { name: string },
+  fleet: AskSettings,
+  deps: Pick<PrometheusFleetDeps, 'clock'> = {},
+): Promise<PromHost[]> {
+  const opts = { lookbackSeconds: fleet.lookbackSeconds, jobs: fleet.job };
+  const queries = 'name' in scope ? hostQueriesNamed(scope.name, opts) : hostQueriesAt(scope.address, opts);
+  if (!queries) return (await readPrometheusHosts(client, fleet, deps)).hosts;
+  const time = (deps.clock ?? Date.now)() / 1000;
+  const samples = await runAll(client, queries, time, fleet);
+  checkHostCount(samples.hosts, fleet, client.url);
+  return hostsFromSamples(samples, time, fleet.staleSeconds);
 }
 
 /** One guest's width series on fleet.prometheus, by name and by UUID, against one budget (source-width.ts). */

@@ -10,7 +10,7 @@ import { CachedHosts, FleetPeers } from './fleet-peers';
 import { isLivePeer } from './peer';
 import { PeerResolver } from './peer-resolver';
 import { collectPeers } from './peer-status';
-import { prometheusClient, readPrometheusHosts } from './prometheus-fleet';
+import { prometheusClient, readPrometheusHosts, readPrometheusHostsIn } from './prometheus-fleet';
 import type { SourceWidthDeps } from './source-width';
 
 /** Each live peer's answer is bounded by this (the daemon's LivePeers uses the same). */
@@ -51,6 +51,7 @@ export function sourceWidthDepsFromConfig(
   const prometheus = url
     ? new CachedHosts({
         read: async () => (await readPrometheusHosts(await prometheusClient(fleet, url), fleet)).hosts,
+        readIn: async (scope) => readPrometheusHostsIn(await prometheusClient(fleet, url), scope, fleet),
         clock,
         cacheSeconds: fleet.cacheSeconds,
         failureCacheSeconds: config.guard.peerFailureCacheSeconds,

@@ -7,10 +7,17 @@ import { writeJson } from '../../agent/cli/json-out';
 import { buildFleet } from '../../agent/judge/fleet';
 import type { PeerFacts } from '../../agent/core/types';
 
-function printed(value: unknown): { text: string; pieces: string[] } {
+async function printed(value: unknown): Promise<{ text: string; pieces: string[]; drains: number }> {
   const pieces: string[] = [];
-  writeJson(value, (p) => pieces.push(p));
-  return { text: pieces.map((p) => `${p}\n`).join(''), pieces };
+  let drains = 0;
+  await writeJson(
+    value,
+    (p) => pieces.push(p),
+    async () => {
+      drains++;
+    },
+  );
+  return { text: pieces.map((p) => `${p}\n`).join(''), pieces, drains };
 }
 
 const values: Array<[string, unknown]> = [
@@ -27,11 +34,11 @@ const values: Array<[string, unknown]> = [
 ];
 
 for (const [title, value] of values)
-  test(`writeJson equals JSON.stringify(…, null, 2): ${title}`, (t) => {
-    t.is(printed(value).text, `${JSON.stringify(value, null, 2)}\n`);
+  test(`writeJson equals JSON.stringify(…, null, 2): ${title}`, async (t) => {
+    t.is((await printed(value)).text, `${JSON.stringify(value, null, 2)}\n`);
   });
 
-test('writeJson: a fleet document of 2,000 guests in pieces of whole lines, equal to JSON.stringify', (t) => {
+test('writeJson: a fleet document of 2,000 guests in pieces of whole lines, equal to JSON.stringify, the output drained after each', async (t) => {
   const peers: PeerFacts[] = Array.from({ length: 100 }, (_, h) => ({
     name: `hv${h}`,
     physBits: 39 + (h % 4) * 3,
@@ -48,8 +55,9 @@ test('writeJson: a fleet document of 2,000 guests in pieces of whole lines, equa
     },
   })) as unknown as PeerFacts[];
   const doc = buildFleet({ peers, policy: { accelerators: ['kvm'] }, maxMatrixCells: 1000 });
-  const { text, pieces } = printed(doc);
+  const { text, pieces, drains } = await printed(doc);
   t.is(text, `${JSON.stringify(doc, null, 2)}\n`);
   t.true(pieces.length > 10, `${pieces.length} pieces`);
+  t.true(drains >= pieces.length - 2, `${drains} drains for ${pieces.length} pieces`);
   for (const p of pieces) t.false(p.endsWith('\n'));
 });

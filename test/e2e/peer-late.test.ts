@@ -56,7 +56,7 @@ test('a peer that did not answer a moment ago and answers now is judged on its a
   // hvB does not listen yet: its width is unknown.
   const before = await check();
   t.like(before, { allowed: false, code: 'REFUSED_MIGRATION_UNKNOWN_PEER', peerPhysBits: null });
-  t.regex(before.message, /its agent did not answer \(PEER_UNREACHABLE\)/);
+  t.regex(before.message, /its agent did not answer \(PEER_UNREACHABLE: /);
 
   const dirB = join(root, 'hvB');
   const hvB = await startDaemon({

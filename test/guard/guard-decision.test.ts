@@ -5,6 +5,7 @@ import { FactsGate } from '../../agent/guard/facts-gate';
 import {
   classifyCommand,
   createGuardInterceptor,
+  INSPECTED_COMMANDS,
   RESERVATION_MS,
   type GuardCommand,
   type GuardContext,
@@ -451,6 +452,20 @@ test('classifyCommand', (t) => {
     via: 'qmp',
     targets: [{ kind: 'network', transport: 'tcp', host: 'h', port: '1' }],
   });
+});
+
+test('INSPECTED_COMMANDS names every command a rule looks at; any other name is safe whatever its arguments', (t) => {
+  // The proxy passes every command outside this set without asking the guard (QmpProxyOptions.inspects).
+  const dangerous: Record<string, Record<string, unknown>> = {
+    device_add: { driver: 'pc-dimm', memdev: 'm' },
+    migrate: { uri: 'tcp:h:1' },
+    'human-monitor-command': { 'command-line': 'device_add vfio-pci,bus=rp1' },
+  };
+  t.deepEqual([...INSPECTED_COMMANDS].sort(), Object.keys(dangerous).sort());
+  for (const [name, args] of Object.entries(dangerous)) t.not(classifyCommand(cmd(name, args)).kind, 'safe', name);
+  // QEMU finds a command by its exact name (qapi/qmp-registry.c qmp_find_command: strcmp).
+  for (const name of ['Device_add', 'device-add', 'device_add ', 'migrate-incoming', 'object-add', 'qom-set'])
+    for (const args of Object.values(dangerous)) t.deepEqual(classifyCommand(cmd(name, args)), { kind: 'safe' }, name);
 });
 
 test('virtio-mem-pci meets the memory rule and then the PCI rule: memory that fits, a BAR that does not', async (t) => {

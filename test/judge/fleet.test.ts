@@ -1,6 +1,6 @@
 import test from 'ava';
 import { buildFleet, fleetExitCode, type FleetInput } from '../../agent/judge/fleet';
-import { renderFleet } from '../../agent/cli/render-fleet';
+import { MAX_GUEST_ROWS, renderFleet } from '../../agent/cli/render-fleet';
 import type { PeerFacts, VmStatus } from '../../agent/core/types';
 import { GIB, status, vm } from '../helpers/fleet-docs';
 
@@ -287,4 +287,54 @@ test('renderFleet by width: a column per host width, the count of hosts each gue
     '  hv1/web1 → hosts of 39 bits (2): guest 46 bits > host 39 bits',
   ].join('\n');
   t.is(renderFleet(doc), expected);
+});
+
+test('renderFleet by width, more guests than MAX_GUEST_ROWS: a row per kind of guest, its count and first guest; unreachable hosts past 50 counted', (t) => {
+  // 60 reachable peers of 39 or 46 bits with 20 guests each (three kinds, one not read), 60 unreachable ones.
+  const peers: PeerFacts[] = [];
+  for (let p = 0; p < 60; p++) {
+    const bits = p % 2 ? 46 : 39;
+    const vms = Array.from({ length: 20 }, (_, g) =>
+      g === 0 && p === 1
+        ? { socket: '', name: 'down', error: { code: 'PROM_VM_DOWN', message: 'physbits_vm_up{vm="down"} is 0' } }
+        : vm(`vm${g}`, g % 2 ? 46 : 39, { highest: g % 4 === 2 ? 600 * GIB : 36 * GIB }),
+    );
+    peers.push({
+      name: `hv${100 + p}`,
+      physBits: bits,
+      reachable: true,
+      source: 'prometheus',
+      status: status(`hv${100 + p}`, bits, vms),
+    });
+  }
+  for (let p = 0; p < 60; p++)
+    peers.push({
+      name: `gone${p}`,
+      physBits: 39,
+      reachable: false,
+      source: 'prometheus',
+      error: { code: 'PROM_TARGET_DOWN', message: 'up is 0' },
+    });
+  const doc = buildFleet({ peers, policy, maxMatrixCells: 0 });
+  t.true(doc.guests.length > MAX_GUEST_ROWS);
+  const text = renderFleet(doc);
+  const lines = text.split('\n');
+  t.is(lines[0], 'hosts: 120 (60 reachable); by width: 39 bits: 90, 46 bits: 30');
+  t.is(lines[1], '  gone0: 39 bits, UNREACHABLE (PROM_TARGET_DOWN: up is 0)');
+  t.is(lines[51], '  ... and 10 more unreachable hosts (fleet --json lists every one)');
+  t.is(lines.length, 64, text);
+  t.deepEqual(lines.slice(52), [
+    '',
+    'guests: 1200 of 4 kinds (a row per kind; fleet --json lists every guest)',
+    '',
+    'GUESTS  BITS  39b  46b  HOSTS FIT  FIRST       NOTE',
+    '299     39    ✓    ✓    120/120    hv100/vm0',
+    '600     46    ✗    ✓    30/120     hv100/vm1',
+    '300     39    ✗    ✓    30/120     hv100/vm2',
+    '1       -     ?    ?    0/120      hv101/down  PROM_VM_DOWN (fleet --json gives each message)',
+    '',
+    'does not fit:',
+    '  600 like hv100/vm1 → hosts of 39 bits (90): guest 46 bits > host 39 bits',
+    '  300 like hv100/vm2 → hosts of 39 bits (90): layout ends at 600 GiB > 2^39 (512 GiB)',
+  ]);
 });

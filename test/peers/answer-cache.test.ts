@@ -62,3 +62,23 @@ test('concurrent asks share one; goodSeconds 0 keeps nothing; a failure never ou
   clock.now += 1_000;
   t.true((await short.get('x', () => Promise.resolve({ ok: true, n: 1 }))).ok);
 });
+
+test('at most maxKeys answers are remembered: expired ones go first, then the oldest', async (t) => {
+  const clock = { now: 0 };
+  const c = new AnswerCache<string, number>({ clock: () => clock.now, goodSeconds: 10, failedSeconds: 2, maxKeys: 2 });
+  let n = 0;
+  const ask = () => Promise.resolve(++n);
+  await c.get('a', ask);
+  clock.now = 5000;
+  await c.get('b', ask);
+  clock.now = 10_000; // a has expired
+  await c.get('c', ask);
+  t.is(c.peek('a'), undefined);
+  t.is(c.peek('b'), 2);
+  t.is(c.peek('c'), 3);
+  await c.get('d', ask); // nothing expired: the oldest (b) goes
+  t.is(c.peek('b'), undefined);
+  t.is(c.peek('c'), 3);
+  t.is(c.peek('d'), 4);
+  t.is(await c.get('c', ask), 3, 'still cached');
+});

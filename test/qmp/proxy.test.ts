@@ -328,3 +328,141 @@ test('exec-oob passes through when the upstream negotiated oob; commands keep th
     ],
   );
 });
+
+/** A proxy over the scripted QMP server (oob negotiated), whose interceptor refuses whatever it is asked about. */
+async function overFake(t: ExecutionContext, inspects: (name: string) => boolean) {
+  const fake = await startFakeQmp();
+  t.teardown(() => fake.close());
+  const upstream = await QmpClient.connect(fake.socket, { oob: true });
+  t.teardown(() => upstream.close());
+  const asked: ProxyCommand[] = [];
+  const proxy = new QmpProxy({
+    upstream,
+    inspects,
+    interceptor: (cmd) => {
+      asked.push(cmd);
+      return { action: 'reply-error', errorClass: 'GenericError', desc: `refused: ${cmd.execute}` };
+    },
+  });
+  t.teardown(() => proxy.close());
+  const path = join(tempDir(), 'p.qmp');
+  await proxy.listen(path, { mode: 0o600 });
+  const c = await LineClient.connect(path);
+  t.teardown(() => c.close());
+  await c.take((l) => 'QMP' in JSON.parse(l));
+  c.send('{"execute":"qmp_capabilities","arguments":{"enable":["oob"]},"id":"caps"}');
+  await c.reply('"caps"');
+  // The daemon's own commands on the upstream (none here) would show in fake.commands too.
+  const reached = (): string[] => fake.commands.map((x) => x.text);
+  return { fake, upstream, proxy, c, asked, reached };
+}
+
+test('a command no rule inspects reaches QEMU as the client wrote it, only its id replaced; the reply gets the id back', async (t) => {
+  const { fake, proxy, c, asked, reached } = await overFake(t, (name) => name === 'device_add');
+  fake.script['qom-set'] = { return: {} };
+  const lines = [
+    // Odd spacing, a number no double holds, an escape in an argument, an id of each JSON type.
+    '{ "arguments" : {"path": "/machine", "property": "x", "value": 18446744073709551615, "s": "a\\u005fb"},  "execute":"qom-set", "id": {"k": [1, "x"]} }',
+    '{"execute":"qom-set","arguments":{"path":"/machine","property":"y","value":-0.5e3},"id":12345678901234567890}',
+    '{"execute":"query-name"}',
+    '   {"id":"s-1","execute":"query-status"}',
+  ];
+  for (const line of lines) c.send(line);
+  t.is(await c.reply('{"k": [1, "x"]}'), '{"return": {}, "id": {"k": [1, "x"]}}');
+  t.is(await c.reply('12345678901234567890'), '{"return": {}, "id": 12345678901234567890}');
+  t.is(await c.reply(null), '{"return": {}}');
+  t.is(await c.reply('"s-1"'), '{"return": {"status":"prelaunch","singlestep":false,"running":false}, "id": "s-1"}');
+  const seen = reached();
+  t.is(seen.length, 4);
+  const ids = fake.commands.map((x) => x.id as string);
+  for (const id of ids) t.regex(id, /^__physbits#\d{5}$/);
+  t.deepEqual(seen, [
+    lines[0].replace('{"k": [1, "x"]}', `"${ids[0]}"`),
+    lines[1].replace('12345678901234567890', `"${ids[1]}"`),
+    `{"id":"${ids[2]}","execute":"query-name"}`,
+    lines[3].replace('"s-1"', `"${ids[3]}"`),
+  ]);
+  t.deepEqual(asked, [], 'the interceptor was not asked');
+  t.like(proxy.counters, { forwarded: 4, refused: 0 });
+});
+
+test('no spelling of an inspected command passes without the interceptor', async (t) => {
+  const inspected = new Set(['device_add', 'migrate', 'human-monitor-command']);
+  const { c, asked, reached, upstream } = await overFake(t, (name) => inspected.has(name));
+  // Each of these is, as QEMU reads it, an inspected command (or no command at all). A fast path
+  // that looked for `"execute": "<name>"` in the text, or took the first or last "execute", or
+  // forwarded what it could not parse, would let the ones marked so reach QEMU unasked.
+  const refusedAs: Array<[string, string]> = [
+    ['{"execute":"device\\u005fadd","arguments":{"driver":"pc-dimm"},"id":1}', 'device_add'],
+    ['{"exec\\u0075te":"device_add","id":2}', 'device_add'],
+    ['{ "execute" :\t"device_add" , "id" : 3 }', 'device_add'],
+    ['{"arguments":{"execute":"query-status"},"execute":"migrate","id":4}', 'migrate'],
+    ['{"id":{"execute":"query-status"},"execute":"migrate"}', 'migrate'],
+    ['{"exec-oob":"migrate","id":6}', 'migrate'],
+    [
+      '{"execute":"human-monitor-command","arguments":{"command-line":"device_add pc-dimm"},"id":7}',
+      'human-monitor-command',
+    ],
+    ['{"execute":"\\u006digrate","id":8}', 'migrate'],
+    ['{"execute":"migrate\\ud83d\\ude00","id":9}', 'migrate\u{1f600}'],
+  ];
+  for (const [line, name] of refusedAs) {
+    c.send(line);
+    const reply = JSON.parse(await c.take((l) => 'error' in JSON.parse(l)));
+    t.is(reply.error.desc, `refused: ${name}`, line);
+  }
+  t.deepEqual(
+    asked.map((a) => a.execute),
+    refusedAs.map(([, name]) => name),
+  );
+  // Not commands QEMU would run: answered here as QEMU answers them, nothing forwarded.
+  const answeredHere: Array<[string, string]> = [
+    ['{"execute":"query-status","execute":"device_add","id":10}', 'JSON parse error, duplicate key'],
+    ['{"execute":"device_add","exec\\u0075te":"query-status","id":11}', 'JSON parse error, duplicate key'],
+    ['{"execute":"query-status","id":12}{"execute":"device_add","id":13}', 'JSON parse error, '],
+    ['{"execute":"query-status","id":14', 'JSON parse error, '],
+    ['{"execute":"query-status","arguments":{"a":"\\ud800"},"id":15}', 'JSON parse error, \\ud800 is not'],
+    ['{"execute":"query-status","execute-oob":"device_add","id":16}', "QMP input member 'execute-oob' is unexpected"],
+    [
+      '{"execute":"query-status","exec-oob":"device_add","id":17}',
+      "QMP input member 'exec-oob' clashes with 'execute'",
+    ],
+  ];
+  for (const [line, desc] of answeredHere) {
+    c.send(line);
+    const reply = JSON.parse(await c.take((l) => 'error' in JSON.parse(l)));
+    t.true(String(reply.error.desc).startsWith(desc), `${line} → ${JSON.stringify(reply)}`);
+  }
+  t.deepEqual(reached(), [], 'nothing reached QEMU');
+  t.is(upstream.state, 'running');
+});
+
+test('a string QEMU would not parse is answered as QEMU answers it, and the upstream connection stays', async (t) => {
+  const p = await proxied(t, { inspects: () => false });
+  const c = await negotiated(p.path);
+  t.teardown(() => c.close());
+  // QEMU answers these with an error that carries no id: sent on, that reply would belong to no
+  // command, and the upstream client would drop the connection (every client of the proxy with it).
+  const lines: Array<[string, string]> = [
+    [
+      '{"execute":"qom-get","arguments":{"path":"/machine","property":"\\ud800"},"id":1}',
+      '\\ud800 is not a valid Unicode character',
+    ],
+    [
+      '{"execute":"qom-get","arguments":{"path":"/machine","property":"\uFFFE"},"id":2}',
+      'invalid UTF-8 sequence in string',
+    ],
+    ['{"execute":"query-status","id":"\\ufdd0"}', '\\ufdd0 is not a valid Unicode character'],
+  ];
+  for (const [line, why] of lines) {
+    c.send(line);
+    t.is(await c.reply(null), JSON.stringify({ error: { class: 'GenericError', desc: `JSON parse error, ${why}` } }));
+  }
+  c.send('{"execute":"query-status","id":"\\u0000 still here"}');
+  t.is(
+    await c.reply('"\\u0000 still here"'),
+    '{"return": {"status": "prelaunch", "singlestep": false, "running": false}, "id": "\\u0000 still here"}',
+  );
+  t.is(p.upstream.state, 'running');
+  t.like(p.proxy.counters, { clients: 1, forwarded: 1 });
+});

@@ -113,6 +113,15 @@ const TRANSCRIPT = [
   '{"execute":"qmp_capabilities","arguments":{"enable":[true]},"id":5}',
   '{"execute":"qmp_capabilities","arguments":{"enable":["oob"]},"id":6}',
   '{"exec-oob":"query-status","id":"y"}',
+  // Strings JSON.parse reads and QEMU's parser does not (surrogates, noncharacters), and ones both read.
+  '{"execute":"query-status","id":"\\ud800"}',
+  '{"execute":"query-status","arguments":{"x":"\\udc00"},"id":20}',
+  '{"execute":"query-status","id":"\\ud800\\u0041"}',
+  '{"execute":"query-status","id":"\\ud83f\\udffe"}',
+  '{"execute":"query-status","id":"\\uFDD0"}',
+  '{"execute":"query-status","id":"\uffff"}',
+  '{"execute":"query-status","id":"\u{10fffe}"}',
+  '{"execute":"qmp_capabilities","id":"\\uD83D\\uDE00 \\u0000 \\\\ud800"}',
 ];
 
 async function runTranscript(
