@@ -46,10 +46,18 @@ test('issue 28: -cpu Skylake-Server,phys-bits=52 in <qemu:commandline> overrides
     stderr: (l) => lines.push(l),
   });
   t.is(code, 1);
-  t.deepEqual(lines, [
-    "physbits refused the start of domain 'sneaky1': GUEST_WIDER_THAN_HOST: guest phys-bits 52 is wider than this " +
-      "host's 46 bits under kvm; fix: set <maxphysaddr mode='emulate' bits='46'/> in <cpu>",
-  ]);
+  // The fixture's <emulator> is this machine's QEMU 7.2, which has no guest-phys-bits: the refusal
+  // says so (agent/judge/guest-phys-bits.ts); its point release is the machine's.
+  t.is(lines.length, 1);
+  t.regex(
+    lines[0],
+    new RegExp(
+      "^physbits refused the start of domain 'sneaky1': GUEST_WIDER_THAN_HOST: guest phys-bits 52 is wider than this " +
+        "host's 46 bits under kvm; no guest-phys-bits keeps it within that limit: QEMU 7\\.2\\.\\d+ " +
+        '\\(/usr/bin/qemu-system-x86_64\\) has no guest-phys-bits \\(QEMU 9\\.1 and later set it\\); ' +
+        "fix: set <maxphysaddr mode='emulate' bits='46'/> in <cpu>$",
+    ),
+  );
 });
 
 test("the last -cpu wins, libvirt's own included; -cpu properties beat -global; the last -global wins", (t) => {
