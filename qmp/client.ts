@@ -11,7 +11,6 @@ import {
   AbortedError,
   BusyError,
   ClosedError,
-  CommandError,
   LineTooLongError,
   NoGreetingError,
   ProtocolError,
@@ -21,18 +20,24 @@ import {
 } from './errors';
 import { excerpt, jsonText } from './framing';
 import { classifyMessage, type QmpEvent, type QmpGreeting, type QmpReply } from './messages';
+import {
+  Batch,
+  type BatchEntry,
+  commandError,
+  PingEntry,
+  type BatchResult,
+  type EntryOwner,
+  type Pending,
+  type QmpTimers,
+} from './pending';
+
+export type { BatchResult, QmpTimers };
 
 export interface QmpLogger {
   debug(message: string, meta?: Record<string, unknown>): void;
   /** What happened as planned (a connection closed by this side, or after QEMU's SHUTDOWN event). */
   info?(message: string, meta?: Record<string, unknown>): void;
   warn(message: string, meta?: Record<string, unknown>): void;
-}
-
-/** The timers behind command, greeting and event-wait timeouts (an agent Timers fits). */
-export interface QmpTimers {
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
 }
 
 const realTimers: QmpTimers = {
@@ -80,9 +85,6 @@ export interface ExecuteOptions {
 /** One command of executeAll: its name and arguments. */
 export type BatchCommand = readonly [name: string, args?: Record<string, unknown>];
 
-/** What executeAll gives for one command: QEMU's reply (return or error), or why none came. */
-export type BatchResult = QmpReply | QmpError;
-
 /** A reply and the exact line it arrived as (the line still carries this client's id, `id`). */
 export interface RawReply {
   reply: QmpReply;
@@ -99,32 +101,6 @@ function commandObject(name: string, args: Record<string, unknown> | undefined, 
 
 export const ID_PREFIX = '__physbits#';
 const MAX_ABANDONED_IDS = 1024;
-
-/**
- * A command sent and not yet answered. `settle` takes the reply (with its exact text) or why there
- * is none; `execute` resolves with the reply's return value, `forwardCommand` with the whole reply.
- */
-interface Pending {
-  command: string;
-  settle(result: QmpReply | QmpError, text?: string, id?: string): void;
-}
-
-/**
- * QEMU's error reply as a CommandError, without a JavaScript stack: the error is QEMU's, and the
- * stack would show only this client's read path. Capturing it cost about 30 µs an error, and
- * reading a guest's facts meets several on purpose (properties an older QEMU lacks).
- */
-function commandError(address: string, command: string, error: { class: string; desc: string }): CommandError {
-  const limit = Error.stackTraceLimit;
-  Error.stackTraceLimit = 0;
-  try {
-    const err = new CommandError(command, error.class, error.desc);
-    err.message = `${address}: ${err.message}`;
-    return err;
-  } finally {
-    Error.stackTraceLimit = limit;
-  }
-}
 
 type Phase = 'greeting' | 'negotiating' | 'ready' | 'closed';
 
@@ -159,7 +135,7 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
   /** What an executeAll batch or the ping needs of this client. */
   private readonly entryOwner: EntryOwner;
   /** The one heartbeat entry of this client, made at its first ping. */
-  private pingEntry: PingEntry | null = null;
+  private pingEntry: PingEntry<QmpClient> | null = null;
 
   private constructor(address: string, opts: QmpClientOptions) {
     super();
@@ -287,7 +263,7 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
     const fail = (err: QmpError): void => done(err, this);
     if (this.phase !== 'ready' || this.conn.state !== 'running')
       return fail(new ClosedError(`${this.address}: query-status: not connected`));
-    const entry = (this.pingEntry ??= new PingEntry(this, this.entryOwner));
+    const entry = (this.pingEntry ??= new PingEntry<QmpClient>(this, this.entryOwner));
     if (entry.busy) return fail(new StateError(`${this.address}: query-status: a ping is already pending`));
     if (this.pending.size >= this.maxPending) {
       const err = new BusyError(this.maxPending);
@@ -350,7 +326,6 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
       const open = text.indexOf('{') + 1;
       line = `${text.slice(0, open)}"id":"${id}",${text.slice(open)}`;
     }
-    let timer: unknown;
     const sent = this.onReply ? performance.now() : 0;
     const entry: Pending = {
       command,
@@ -362,14 +337,8 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
         done({ reply: result, text: replyText!, id: replyId! });
       },
     };
-    this.pending.set(id, entry);
-    const ms = opts.timeoutMs ?? this.timeoutMs;
-    if (ms > 0 && Number.isFinite(ms)) {
-      timer = this.timers.setTimeout(() => {
-        this.abandon(id);
-        entry.settle(new TimeoutError(`${this.address}: ${command}: no reply within ${ms} ms`));
-      }, ms);
-    }
+    // Read by settle, which runs only after this line (a reply, the timeout, or sendLine below).
+    const timer = this.track(id, entry, opts.timeoutMs);
     if (!this.conn.sendLine(line)) entry.settle(new ClosedError(`${this.address}: ${command}: not connected`));
   }
 
@@ -481,7 +450,6 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
       );
     }
     return new Promise<R>((resolve, reject) => {
-      let timer: unknown;
       const signal = opts.signal;
       const onAbort =
         signal &&
@@ -503,17 +471,25 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
           else resolve(result.return as R);
         },
       };
-      this.pending.set(id, entry);
-      const ms = opts.timeoutMs ?? this.timeoutMs;
-      if (ms > 0 && Number.isFinite(ms)) {
-        timer = this.timers.setTimeout(() => {
-          this.abandon(id);
-          entry.settle(new TimeoutError(`${this.address}: ${command}: no reply within ${ms} ms`));
-        }, ms);
-      }
+      // Read by settle, which runs only after this line (a reply, the timeout, an abort, or sendLine).
+      const timer = this.track(id, entry, opts.timeoutMs);
       if (onAbort) signal.addEventListener('abort', onAbort, { once: true });
       if (!this.conn.sendLine(line)) entry.settle(new ClosedError(`${this.address}: ${command}: not connected`));
     });
+  }
+
+  /**
+   * Holds `entry` as the pending command `id` and arms its timeout (timeoutMs, else the client's);
+   * returns the timer, which the entry's settle clears.
+   */
+  private track(id: string, entry: Pending, timeoutMs: number | undefined): unknown {
+    this.pending.set(id, entry);
+    const ms = timeoutMs ?? this.timeoutMs;
+    if (!(ms > 0 && Number.isFinite(ms))) return undefined;
+    return this.timers.setTimeout(() => {
+      this.abandon(id);
+      entry.settle(new TimeoutError(`${this.address}: ${entry.command}: no reply within ${ms} ms`));
+    }, ms);
   }
 
   /** Forgets a pending id whose caller gave up; its late reply is then dropped quietly. */
@@ -614,123 +590,3 @@ export class QmpClient extends EventEmitter<QmpClientEvents> {
 
 /** Where a ping's outcome goes: the status query's return value, or why there is none. */
 export type PingDone = (result: unknown, client: QmpClient) => void;
-
-/** What a batch or the ping needs of its client. */
-interface EntryOwner {
-  address: string;
-  timers: QmpTimers;
-  /** The onReply observer with the time the batch was sent; undefined when replies are not timed. */
-  replied: ((command: string, sentAt: number) => void) | undefined;
-  /** Removes an answered id from the pending table. */
-  forget(id: string): void;
-  /** Removes an id whose reply is no longer awaited; a late reply is then dropped quietly. */
-  abandon(id: string): void;
-}
-
-/**
- * The commands of one executeAll: their outcomes, how many still wait, and one timer for all of
- * them. Each command's pending entry is a BatchEntry, which knows its batch and its place in it.
- */
-class Batch {
-  waiting = 0;
-  private readonly entries: BatchEntry[] = [];
-  private timer: unknown = undefined;
-  private readonly sentAt: number;
-
-  constructor(
-    private readonly owner: EntryOwner,
-    private readonly results: BatchResult[],
-    private readonly resolve: (results: BatchResult[]) => void,
-  ) {
-    this.sentAt = owner.replied ? performance.now() : 0;
-  }
-
-  add(command: string, id: string): BatchEntry {
-    const entry = new BatchEntry(command, id, this, this.entries.length);
-    this.entries.push(entry);
-    this.waiting++;
-    return entry;
-  }
-
-  answer(entry: BatchEntry, result: QmpReply | QmpError): void {
-    if (this.results[entry.index] !== undefined) return;
-    this.owner.forget(entry.id);
-    this.results[entry.index] = result;
-    if (!(result instanceof QmpError)) this.owner.replied?.(entry.command, this.sentAt);
-    if (--this.waiting > 0) return;
-    if (this.timer !== undefined) this.owner.timers.clearTimeout(this.timer);
-    this.resolve(this.results);
-  }
-
-  /** Each command still unanswered `ms` from now fails with TimeoutError; its late reply is dropped. */
-  expireIn(ms: number): void {
-    this.timer = this.owner.timers.setTimeout(() => {
-      this.timer = undefined;
-      const err = new TimeoutError(`${this.owner.address}: no reply within ${ms} ms`);
-      for (const entry of this.entries) {
-        if (this.results[entry.index] !== undefined) continue;
-        this.owner.abandon(entry.id);
-        this.answer(entry, err);
-      }
-    }, ms);
-  }
-}
-
-class BatchEntry implements Pending {
-  constructor(
-    readonly command: string,
-    readonly id: string,
-    private readonly batch: Batch,
-    readonly index: number,
-  ) {}
-
-  settle(result: QmpReply | QmpError): void {
-    this.batch.answer(this, result);
-  }
-}
-
-/** The heartbeat's pending entry: one per client, used again for every ping. */
-class PingEntry implements Pending {
-  readonly command = 'query-status';
-  private id = '';
-  private done: PingDone | null = null;
-  private timer: unknown = undefined;
-  private ms = 0;
-  private sentAt = 0;
-
-  constructor(
-    private readonly client: QmpClient,
-    private readonly owner: EntryOwner,
-  ) {}
-
-  get busy(): boolean {
-    return this.done !== null;
-  }
-
-  start(id: string, done: PingDone, ms: number): void {
-    this.id = id;
-    this.done = done;
-    this.ms = ms;
-    this.sentAt = this.owner.replied ? performance.now() : 0;
-    this.timer = ms > 0 && Number.isFinite(ms) ? this.owner.timers.setTimeout(this.expire, ms) : undefined;
-  }
-
-  settle(result: QmpReply | QmpError): void {
-    const done = this.done;
-    if (!done) return;
-    this.done = null;
-    if (this.timer !== undefined) this.owner.timers.clearTimeout(this.timer);
-    this.timer = undefined;
-    this.owner.forget(this.id);
-    if (result instanceof QmpError) return done(result, this.client);
-    this.owner.replied?.(this.command, this.sentAt);
-    if ('error' in result) return done(commandError(this.owner.address, this.command, result.error), this.client);
-    done(result.return, this.client);
-  }
-
-  private readonly expire = (): void => {
-    this.timer = undefined;
-    this.owner.abandon(this.id);
-    this.settle(new TimeoutError(`${this.owner.address}: ${this.command}: no reply within ${this.ms} ms`));
-  };
-}
