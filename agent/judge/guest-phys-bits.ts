@@ -23,10 +23,11 @@
  * 6.10 that carries the change is predicted as 0: the hooks then judge by width alone, the stricter
  * answer.
  */
-import type { HostFacts } from '../core/types';
+import type { GuestFacts, HostFacts, Policy, Reason } from '../core/types';
 import { atLeast, parseMachineType } from '../facts/qemu-version';
 import type { QemuBinaryVersion } from '../facts/qemu-binary';
 import { FOUR_LEVEL_TDP_BITS, kernelVersion, qemuHostPhysBits } from './host-limit';
+import { computeVerdict } from './verdict';
 
 /** QEMU releases that set guest-phys-bits from KVM (and have the property at all). */
 export const GUEST_PHYS_BITS_QEMU_SINCE = { major: 9, minor: 1 } as const;
@@ -175,4 +176,37 @@ export function guestPhysBitsClause(p: GuestPhysBitsPrediction): string {
   if (p.kind === 'set') return `its guest-phys-bits ${p.bits} (${p.why}) is above that limit too`;
   if (p.kind === 'none') return `no guest-phys-bits keeps it within that limit: ${p.why}`;
   return `guest-phys-bits not predicted: ${p.why}`;
+}
+
+/** What a hook refuses a guest for, and the prediction that was asked, if any. */
+export interface HookJudgement {
+  /** The verdict's critical reasons; none: the guest may start. */
+  blocking: Reason[];
+  prediction: GuestPhysBitsPrediction | null;
+}
+
+/**
+ * A hook's judgement of a guest that has not started yet (the libvirt and Proxmox hooks): the
+ * verdict's critical reasons, judged again with the guest-phys-bits QEMU will give the guest when
+ * that could clear a width refusal. QEMU sets it itself only under KVM, and only where KVM's value
+ * keeps the guest within the limit is it worth asking; elsewhere only a guest-phys-bits given on
+ * -cpu counts. `predict` (which may run the QEMU binary) is called only then; a prediction that
+ * sets a value is written into `guest`, as the verdict of the running guest will see it.
+ */
+export async function judgeBeforeStart(
+  host: HostFacts,
+  guest: GuestFacts,
+  policy: Policy,
+  predict: () => Promise<GuestPhysBitsPrediction>,
+): Promise<HookJudgement> {
+  const critical = (): Reason[] =>
+    computeVerdict({ host, guest, policy }).reasons.filter((r) => r.severity === 'critical');
+  const blocking = critical();
+  const mayHave =
+    guest.guestPhysBits !== null || (guest.accelerator === 'kvm' && guestPhysBitsMayHelp(host, guest.physBits));
+  if (!mayHave || !blocking.some((r) => r.code === 'GUEST_WIDER_THAN_HOST')) return { blocking, prediction: null };
+  const prediction = await predict();
+  if (prediction.kind !== 'set' || prediction.bits === guest.guestPhysBits) return { blocking, prediction };
+  guest.guestPhysBits = prediction.bits;
+  return { blocking: critical(), prediction };
 }

@@ -17,14 +17,13 @@ import { judgeHost, qemuHostPhysBits } from '../judge/host-limit';
 import { DEFAULT_CONFIG_PATH, stripComments, type Config } from '../core/config';
 import { EXIT } from '../core/exit-codes';
 import type { GuestFacts, HostFacts, Reason } from '../core/types';
-import { computeVerdict } from '../judge/verdict';
 import { formatBytes } from '../core/format';
 import { parseDomainXml, resolvePhysBits, type DomainFacts } from './domain-xml';
 import type { GuestIdentity, SourceWidth } from '../peers/source-width';
 import {
   bootedElsewhere,
   guestPhysBitsClause,
-  guestPhysBitsMayHelp,
+  judgeBeforeStart,
   predictGuestPhysBits,
   type GuestPhysBitsPrediction,
   type QemuBinaryVersion,
@@ -274,27 +273,12 @@ async function check(operation: string, stdin: string, deps: LibvirtHookDeps, do
     return HOOK_EXIT.UNKNOWN;
   }
   if (atSource !== null) guest.physBits = atSource.physBits;
-  const policy = deps.config.policy;
-  let blocking = critical(computeVerdict({ host, guest, policy }).reasons);
-  let gpb: GuestPhysBitsPrediction | null = null;
-  // QEMU sets guest-phys-bits itself only under KVM, and only where KVM's value keeps the guest
-  // within the limit is it worth asking; elsewhere only a -cpu guest-phys-bits counts.
-  const mayHave =
-    guest.guestPhysBits !== null || (d.accelerator === 'kvm' && guestPhysBitsMayHelp(host, guest.physBits));
-  if (mayHave && blocking.some((r) => r.code === 'GUEST_WIDER_THAN_HOST')) {
-    gpb = await predictForDomain(operation, d, host, guest, atSource);
-    if (gpb.kind === 'set' && gpb.bits !== guest.guestPhysBits) {
-      guest.guestPhysBits = gpb.bits;
-      blocking = critical(computeVerdict({ host, guest, policy }).reasons);
-    }
-  }
+  const { blocking, prediction: gpb } = await judgeBeforeStart(host, guest, deps.config.policy, () =>
+    predictForDomain(operation, d, host, guest, atSource),
+  );
   if (blocking.length === 0) return HOOK_EXIT.ALLOW;
   deps.stderr(refusalLine(operation, d, host, guest, blocking[0], atSource, gpb));
   return HOOK_EXIT.REFUSE;
-}
-
-function critical(reasons: Reason[]): Reason[] {
-  return reasons.filter((r) => r.severity === 'critical');
 }
 
 /**

@@ -20,7 +20,6 @@ import { EXIT } from '../core/exit-codes';
 import type { GuestFacts, HostFacts, Reason } from '../core/types';
 import { formatBytes } from '../core/format';
 import { judgeHost } from '../judge/host-limit';
-import { computeVerdict } from '../judge/verdict';
 import { parseVmid, readTreeFile, vmConfigPath } from './config-tree';
 import { guestFromPlan } from './plan-guest';
 import { findFix } from './proxmox-fix';
@@ -29,7 +28,7 @@ import { planVm, type PlanOptions, type VmPlan } from './vm-plan';
 import {
   bootedElsewhere,
   guestPhysBitsClause,
-  guestPhysBitsMayHelp,
+  judgeBeforeStart,
   predictGuestPhysBits,
   type GuestPhysBitsPrediction,
   type QemuBinaryVersion,
@@ -212,21 +211,9 @@ async function preStart(vmid: number, deps: ProxmoxHookDeps): Promise<number> {
   } catch (err) {
     return cannotCheck(deps, String(vmid), err);
   }
-  const policy = deps.config.policy;
-  const critical = () => computeVerdict({ host, guest, policy }).reasons.filter((r) => r.severity === 'critical');
-  let blocking = critical();
-  let gpb: GuestPhysBitsPrediction | null = null;
-  // QEMU sets guest-phys-bits itself only under KVM, and only where KVM's value keeps the guest
-  // within the limit is it worth asking; elsewhere only a cpu: guest-phys-bits counts.
-  const mayHave =
-    guest.guestPhysBits !== null || (plan.cpu.accelerator === 'kvm' && guestPhysBitsMayHelp(host, guest.physBits));
-  if (mayHave && blocking.some((r) => r.code === 'GUEST_WIDER_THAN_HOST')) {
-    gpb = await predictForPlan(plan, host, guest, arrival, deps);
-    if (gpb.kind === 'set' && gpb.bits !== guest.guestPhysBits) {
-      guest.guestPhysBits = gpb.bits;
-      blocking = critical();
-    }
-  }
+  const { blocking, prediction: gpb } = await judgeBeforeStart(host, guest, deps.config.policy, () =>
+    predictForPlan(plan, host, guest, arrival, deps),
+  );
   if (blocking.length === 0) return PROXMOX_HOOK_EXIT.ALLOW;
   deps.stderr(refusalLine(plan, host, guest, blocking[0], arrival, findFix(file, opts, host, deps.config.policy), gpb));
   return PROXMOX_HOOK_EXIT.REFUSE;
